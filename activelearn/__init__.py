@@ -1,0 +1,1 @@
+"""Active-learning core: sample selection and the classifier on embeddings (no Django)."""

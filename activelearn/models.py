@@ -1,0 +1,155 @@
+"""Rounds of selection, human labels, classifier versions and machine predictions."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from annotator.models import Project, Species
+from detector.models import Crop
+from embeddings.models import EmbeddingVersion
+
+
+class Strategy(models.TextChoices):
+    K_CENTER = "k_center", "k-Center greedy"
+    RANDOM = "random", "Random"
+
+
+class Round(models.Model):
+    class Status(models.TextChoices):
+        OPEN = "open"
+        CLOSED = "closed"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="rounds")
+    number = models.PositiveIntegerField()
+    strategy = models.CharField(max_length=30, choices=Strategy.choices)
+    size = models.PositiveIntegerField(help_text="Crops asked for; fewer if fewer were left.")
+    seed = models.PositiveIntegerField()
+    embedding_version = models.ForeignKey(
+        EmbeddingVersion, on_delete=models.PROTECT, related_name="rounds"
+    )
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.OPEN)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["project_id", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "number"], name="round_unique_number"),
+            # The database, not the view, guarantees one open round per project.
+            models.UniqueConstraint(
+                fields=["project"], condition=Q(status="open"), name="round_one_open"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"round {self.number} ({self.strategy})"
+
+
+class RoundCrop(models.Model):
+    """A crop picked in a round, in pick order."""
+
+    round = models.ForeignKey(Round, on_delete=models.CASCADE, related_name="items")
+    crop = models.ForeignKey(Crop, on_delete=models.CASCADE, related_name="round_items")
+    position = models.PositiveIntegerField()
+    # Distance to the covered set when picked (k-Center); null for random picks.
+    distance = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["round_id", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["round", "crop"], name="roundcrop_unique"),
+            models.UniqueConstraint(fields=["round", "position"], name="roundcrop_position"),
+        ]
+
+
+class LabelKind(models.TextChoices):
+    SPECIES = "species", "Species"
+    NOT_ANIMAL = "not_animal", "Not an animal"
+    UNKNOWN = "unknown", "Unknown"
+
+
+class Label(models.Model):
+    """A human label. Rows are only ever added: a crop's label is its latest row."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="labels")
+    crop = models.ForeignKey(Crop, on_delete=models.CASCADE, related_name="labels")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    kind = models.CharField(max_length=20, choices=LabelKind.choices)
+    species = models.ForeignKey(
+        Species, null=True, blank=True, on_delete=models.PROTECT, related_name="labels"
+    )
+    round = models.ForeignKey(
+        Round, null=True, blank=True, on_delete=models.SET_NULL, related_name="labels"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(kind="species") & Q(species__isnull=False))
+                | (~Q(kind="species") & Q(species__isnull=True)),
+                name="label_species_iff_kind_species",
+            )
+        ]
+        indexes = [models.Index(fields=["crop", "-id"])]
+
+
+class ClassifierVersion(models.Model):
+    class Status(models.TextChoices):
+        READY = "ready"
+        FAILED = "failed"
+
+    project = models.ForeignKey(
+        Project, on_delete=models.CASCADE, related_name="classifier_versions"
+    )
+    number = models.PositiveIntegerField()
+    embedding_version = models.ForeignKey(
+        EmbeddingVersion, on_delete=models.PROTECT, related_name="classifiers"
+    )
+    # The last closed round when it was trained, and the newest label it saw: a retrain with
+    # nothing new is skipped, which makes the task safe to run twice.
+    round = models.ForeignKey(
+        Round, null=True, blank=True, on_delete=models.SET_NULL, related_name="classifiers"
+    )
+    last_label_id = models.BigIntegerField()
+    n_labels = models.PositiveIntegerField()
+    n_classes = models.PositiveIntegerField()
+    algorithm = models.CharField(max_length=100, default="sklearn MLPClassifier (150, 100)")
+    seed = models.PositiveIntegerField()
+    path = models.CharField(max_length=500, help_text="Relative to TRAPWISE_DATA_DIR.")
+    train_seconds = models.FloatField(default=0.0)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.READY)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["project_id", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "number"], name="classifier_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"classifier v{self.number}"
+
+
+class Prediction(models.Model):
+    """A machine label for one crop by one classifier version."""
+
+    crop = models.ForeignKey(Crop, on_delete=models.CASCADE, related_name="predictions")
+    classifier = models.ForeignKey(
+        ClassifierVersion, on_delete=models.CASCADE, related_name="predictions"
+    )
+    species = models.ForeignKey(Species, on_delete=models.CASCADE, related_name="+")
+    confidence = models.FloatField()
+    # [[species_id, probability], ...] best first, up to five.
+    top = models.JSONField(default=list)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["classifier", "crop"], name="prediction_unique"),
+        ]

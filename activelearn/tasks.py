@@ -1,0 +1,14 @@
+"""Celery tasks: each takes primary keys and calls one service."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from activelearn.services import classifier_retrain
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True, time_limit=3600, soft_time_limit=3300)
+def classifier_retrain_task(project_id: int) -> int | None:
+    """Retrain the project's classifier and predict every crop; returns the version's pk."""
+    classifier = classifier_retrain(project_id=project_id)
+    return classifier.pk if classifier is not None else None

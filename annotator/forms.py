@@ -1,0 +1,36 @@
+"""Forms validate every request body before a service sees it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+
+from activelearn.models import LabelKind, Strategy
+
+SKIP = "skip"
+
+
+class RoundStartForm(forms.Form):
+    strategy = forms.ChoiceField(choices=Strategy.choices, initial=Strategy.K_CENTER)
+    size = forms.IntegerField(min_value=1, max_value=100_000, initial=100)
+
+
+class LabelForm(forms.Form):
+    """``choice`` is ``species:<id>``, ``not_animal``, ``unknown`` or ``skip``."""
+
+    crop_id = forms.IntegerField(min_value=1, widget=forms.HiddenInput)
+    choice = forms.CharField(max_length=50)
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        choice = data.get("choice", "")
+        data["species_id"] = None
+        if choice in (LabelKind.NOT_ANIMAL, LabelKind.UNKNOWN, SKIP):
+            data["kind"] = choice
+        elif choice.startswith("species:") and choice.removeprefix("species:").isdigit():
+            data["kind"] = LabelKind.SPECIES
+            data["species_id"] = int(choice.removeprefix("species:"))
+        else:
+            raise forms.ValidationError(f"unknown choice {choice!r}")
+        return data

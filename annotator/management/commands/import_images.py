@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from annotator.coco import CocoError
+from annotator.management.commands._common import project_by_name
+from annotator.services import FolderImportError, IngestReport, folder_ingest
+from detector.base import DetectorError
+from embeddings.model import WeightsUnavailableError
+
+
+class Command(BaseCommand):
+    help = (
+        "Import a folder of camera-trap images (recursively: jpg, jpeg, png) into a project, "
+        "take boxes from COCO Camera Traps or MegaDetector JSON, cut crops and embed them. "
+        "Re-importing a folder adds only what is new."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("project", help="project slug or name")
+        parser.add_argument("folder", type=Path)
+        parser.add_argument("--coco", type=Path, help="COCO Camera Traps JSON: sequences, "
+                            "frame numbers, species names and boxes")
+        parser.add_argument("--megadetector", type=Path, help="MegaDetector batch-output JSON")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        project = project_by_name(options["project"])
+        try:
+            report = folder_ingest(
+                project=project, folder=options["folder"], coco=options["coco"],
+                megadetector=options["megadetector"],
+            )
+        except (FolderImportError, CocoError, DetectorError, WeightsUnavailableError) as exc:
+            raise CommandError(str(exc)) from exc
+        self._print(report)
+
+    def _print(self, report: IngestReport) -> None:
+        images = report.images
+        self.stdout.write(f"images: {images.added} added, {images.already_present} already there")
+        problems = list(images.problems)
+        if report.detection is not None:
+            det = report.detection
+            self.stdout.write(
+                f"detection: {det.images_done} images, {det.empty} empty, {det.crops} crops"
+            )
+            problems += det.problems
+        if report.embedding_version is not None:
+            self.stdout.write(f"embeddings: version {report.embedding_version} covers every crop")
+        for file_name, reason in problems:
+            self.stderr.write(f"  skipped {file_name}: {reason}")
+        if problems:
+            self.stderr.write(f"{len(problems)} item(s) skipped; the rest was imported")

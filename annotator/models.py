@@ -1,0 +1,93 @@
+"""Projects, their members, species lists and imported images."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+
+class Role(models.TextChoices):
+    ADMIN = "admin", "Project admin"
+    VOLUNTEER = "volunteer", "Volunteer"
+    ECOLOGIST = "ecologist", "Ecologist"
+
+
+class Project(models.Model):
+    name = models.CharField(max_length=200, unique=True)
+    slug = models.SlugField(max_length=200, unique=True)
+    description = models.TextField(blank=True)
+    # Every random choice of the project (selection, classifier, head init) derives from this seed.
+    seed = models.PositiveIntegerField(default=0)
+    round_size = models.PositiveIntegerField(default=100)
+    detection_threshold = models.FloatField(default=0.2)
+    crop_padding = models.FloatField(default=0.1)
+    backbone = models.CharField(max_length=50, default="resnet50")
+    backbone_weights = models.CharField(max_length=500, default="imagenet")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    role = models.CharField(max_length=20, choices=Role.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "user"], name="membership_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} is {self.role} of {self.project}"
+
+
+class Species(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="species")
+    name = models.CharField(max_length=200)
+    position = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["position", "name"]
+        verbose_name_plural = "species"
+        constraints = [
+            models.UniqueConstraint(fields=["project", "name"], name="species_unique_name")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Image(models.Model):
+    """One camera-trap image, read in place from the folder it was imported from."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="images")
+    path = models.CharField(max_length=1000, help_text="Absolute path on the server.")
+    file_name = models.CharField(max_length=1000, help_text="Path relative to the import folder.")
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    seq_id = models.CharField(max_length=200, blank=True)
+    frame_num = models.IntegerField(null=True, blank=True)
+    imported_at = models.DateTimeField(auto_now_add=True)
+    # Set by the detector stage; null until the image has been through a detector.
+    detected_at = models.DateTimeField(null=True, blank=True)
+    detector_version = models.CharField(max_length=300, blank=True)
+    is_empty = models.BooleanField(null=True)
+    count = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["file_name"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "path"], name="image_unique_path")
+        ]
+        indexes = [models.Index(fields=["project", "seq_id"])]
+
+    def __str__(self) -> str:
+        return self.file_name

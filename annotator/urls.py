@@ -1,0 +1,18 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import path
+
+from annotator import views
+
+urlpatterns = [
+    path("", views.project_list, name="project_list"),
+    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("admin/", admin.site.urls),
+    path("p/<slug:slug>/", views.project_detail, name="project_detail"),
+    path("p/<slug:slug>/rounds/start/", views.round_start_view, name="round_start"),
+    path("p/<slug:slug>/label/", views.label, name="label"),
+    path("p/<slug:slug>/export/crops.csv", views.export_csv, name="export_csv"),
+    path("p/<slug:slug>/crops/<int:crop_id>.jpg", views.crop_file, name="crop_file"),
+    path("p/<slug:slug>/images/<int:image_id>", views.image_file, name="image_file"),
+]

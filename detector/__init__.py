@@ -1,0 +1,1 @@
+"""Animal detectors: the Detector protocol, imported detections, and crops (no Django)."""

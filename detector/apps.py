@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class DetectorConfig(AppConfig):
+    name = "detector"
+    verbose_name = "Detections and crops"

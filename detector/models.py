@@ -1,0 +1,44 @@
+"""Detector output and the crops cut from it."""
+
+from __future__ import annotations
+
+from django.db import models
+
+from annotator.models import Image, Project
+
+
+class Detection(models.Model):
+    """One box as the detector gave it, above or below the threshold.
+
+    Kept raw so that a new threshold re-derives crops without running the detector again.
+    Box coordinates are normalised to [0, 1]: top-left x, y and width, height.
+    """
+
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="detections")
+    x = models.FloatField()
+    y = models.FloatField()
+    w = models.FloatField()
+    h = models.FloatField()
+    confidence = models.FloatField()
+    category = models.CharField(max_length=50, default="animal")
+    detector_version = models.CharField(max_length=300)
+
+    class Meta:
+        ordering = ["image_id", "-confidence", "id"]
+
+
+class Crop(models.Model):
+    """An animal crop: the unit that is embedded, selected, labelled and predicted."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="crops")
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="crops")
+    detection = models.OneToOneField(Detection, on_delete=models.CASCADE, related_name="crop")
+    file = models.CharField(max_length=500, help_text="Path relative to MEDIA_ROOT.")
+    padding = models.FloatField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"crop {self.pk} of {self.image}"

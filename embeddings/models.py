@@ -1,0 +1,42 @@
+"""Embedding-model versions. The vectors and the FAISS index live in files, per version."""
+
+from __future__ import annotations
+
+from django.db import models
+
+from annotator.models import Project
+
+
+class EmbeddingVersion(models.Model):
+    class Status(models.TextChoices):
+        BUILDING = "building"
+        READY = "ready"
+        FAILED = "failed"
+
+    project = models.ForeignKey(
+        Project, on_delete=models.CASCADE, related_name="embedding_versions"
+    )
+    number = models.PositiveIntegerField()
+    backbone = models.CharField(max_length=50)
+    weights = models.CharField(max_length=500, help_text="What was asked for.")
+    weights_source = models.CharField(max_length=1000, help_text="Where the weights came from.")
+    pretrained = models.BooleanField()
+    embedding_dim = models.PositiveIntegerField(default=256)
+    seed = models.PositiveIntegerField()
+    mode = models.CharField(max_length=30, default="pretrained-backbone+random-head")
+    directory = models.CharField(max_length=500, help_text="Relative to TRAPWISE_DATA_DIR.")
+    n_crops = models.PositiveIntegerField(default=0)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.BUILDING)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    # The project's current version is the ready one activated last; switching is one write.
+    activated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["project_id", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "number"], name="embedding_version_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"embedding v{self.number} ({self.backbone})"

@@ -1,0 +1,28 @@
+"""Reads of embedding versions and their vectors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from django.conf import settings
+
+from annotator.models import Project
+from embeddings.models import EmbeddingVersion
+from embeddings.store import embeddings_load
+
+
+def embedding_version_current(*, project: Project) -> EmbeddingVersion | None:
+    """The ready version activated last, or None."""
+    return (
+        EmbeddingVersion.objects.filter(
+            project=project, status=EmbeddingVersion.Status.READY, activated_at__isnull=False
+        )
+        .order_by("-activated_at", "-number")
+        .first()
+    )
+
+
+def embedding_vectors_load(*, version: EmbeddingVersion) -> tuple[np.ndarray, np.ndarray]:
+    """Crop ids (N,) int64 and vectors (N, dim) float32 of ``version``, loaded without a loop."""
+    return embeddings_load(Path(settings.TRAPWISE_DATA_DIR) / version.directory)

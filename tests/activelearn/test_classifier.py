@@ -1,0 +1,173 @@
+"""Tests for activelearn.classifier."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from activelearn.classifier import (
+    ClassifierError,
+    Predictions,
+    TrainedClassifier,
+    classifier_load,
+    classifier_predict,
+    classifier_save,
+    classifier_train,
+)
+
+
+def blobs(seed: int = 0, per_class: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """Three well-separated Gaussian blobs in 4-D with non-contiguous label ids 3, 7, 11."""
+    rng = np.random.default_rng(seed)
+    centres = np.array([[5, 0, 0, 0], [0, 5, 0, 0], [0, 0, 5, 0]], dtype=np.float32)
+    x = np.concatenate([c + 0.3 * rng.normal(size=(per_class, 4)) for c in centres]).astype(
+        np.float32
+    )
+    y = np.repeat(np.array([3, 7, 11], dtype=np.int64), per_class)
+    return x, y
+
+
+@pytest.fixture(scope="module")
+def trained() -> tuple[TrainedClassifier, np.ndarray, np.ndarray]:
+    x, y = blobs()
+    return classifier_train(x, y, random_state=0), x, y
+
+
+def test_learns_separable_toy_set(
+    trained: tuple[TrainedClassifier, np.ndarray, np.ndarray],
+) -> None:
+    clf, x, y = trained
+    assert clf.classes.tolist() == [3, 7, 11] and clf.classes.dtype == np.int64
+    assert clf.n_train == 60 and clf.n_features == 4 and clf.hidden_layer_sizes == (150, 100)
+    pred = classifier_predict(clf, x)
+    np.testing.assert_array_equal(pred.label, y)
+    assert float((pred.label == y).mean()) == 1.0
+    x_test, y_test = blobs(seed=1)
+    np.testing.assert_array_equal(classifier_predict(clf, x_test).label, y_test)
+
+
+def test_top_k_shapes_sorted_and_sum(
+    trained: tuple[TrainedClassifier, np.ndarray, np.ndarray],
+) -> None:
+    clf, x, _ = trained
+    pred = classifier_predict(clf, x, top_k=5)  # k is capped at C = 3
+    assert pred.top_labels.shape == (60, 3) and pred.top_probs.shape == (60, 3)
+    assert pred.top_labels.dtype == np.int64 and pred.top_probs.dtype == np.float32
+    assert np.all(np.diff(pred.top_probs, axis=1) <= 0), "probabilities must be best-first"
+    assert np.all(pred.top_probs.sum(axis=1) <= 1.0 + 1e-5)
+    assert np.all(np.sort(pred.top_labels, axis=1) == np.array([3, 7, 11]))
+    top2 = classifier_predict(clf, x, top_k=2)
+    np.testing.assert_array_equal(top2.top_labels, pred.top_labels[:, :2])
+    assert np.all(top2.top_probs.sum(axis=1) <= 1.0 + 1e-5)
+    np.testing.assert_array_equal(pred.confidence, pred.top_probs[:, 0])
+
+
+def test_batched_predict_identical(
+    trained: tuple[TrainedClassifier, np.ndarray, np.ndarray],
+) -> None:
+    clf, x, _ = trained
+    whole = classifier_predict(clf, x)
+    batched = classifier_predict(clf, x, batch_size=7)
+    np.testing.assert_array_equal(whole.top_labels, batched.top_labels)
+    # BLAS blocking differs with batch shape: float32 rounding only.
+    np.testing.assert_allclose(whole.top_probs, batched.top_probs, rtol=1e-5, atol=1e-7)
+    empty = classifier_predict(clf, np.zeros((0, 4), dtype=np.float32))
+    assert empty.top_labels.shape == (0, 3)
+
+
+def test_deterministic_for_seed() -> None:
+    x, y = blobs()
+    a = classifier_predict(classifier_train(x, y, random_state=4), x).top_probs
+    b = classifier_predict(classifier_train(x, y, random_state=4), x).top_probs
+    np.testing.assert_array_equal(a, b)
+
+
+def test_save_load_round_trip(
+    trained: tuple[TrainedClassifier, np.ndarray, np.ndarray], tmp_path: Path
+) -> None:
+    clf, x, _ = trained
+    path = tmp_path / "clf.joblib"
+    classifier_save(clf, path)
+    assert [p.name for p in tmp_path.iterdir()] == ["clf.joblib"], "temp file must be gone"
+    loaded = classifier_load(path)
+    before, after = classifier_predict(clf, x), classifier_predict(loaded, x)
+    np.testing.assert_array_equal(before.top_labels, after.top_labels)
+    np.testing.assert_array_equal(before.top_probs, after.top_probs)
+    assert loaded.classes.tolist() == clf.classes.tolist() and loaded.random_state == 0
+    classifier_save(clf, path)  # overwriting is fine
+    assert classifier_load(path).n_train == 60
+
+
+def test_load_rejects_foreign_file(tmp_path: Path) -> None:
+    import joblib
+
+    bad = tmp_path / "other.joblib"
+    joblib.dump({"hello": 1}, bad)
+    with pytest.raises(ClassifierError, match="not a Trapwise classifier"):
+        classifier_load(bad)
+    garbage = tmp_path / "garbage.joblib"
+    garbage.write_bytes(b"not a pickle")
+    with pytest.raises(ClassifierError):
+        classifier_load(garbage)
+    with pytest.raises(FileNotFoundError):
+        classifier_load(tmp_path / "missing.joblib")
+
+
+def test_single_class(tmp_path: Path) -> None:
+    x = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
+    clf = classifier_train(x, np.full(5, 9, dtype=np.int64), random_state=0)
+    assert clf.model is None and clf.classes.tolist() == [9]
+    pred = classifier_predict(clf, np.ones((4, 3), dtype=np.float32), top_k=5)
+    assert pred.top_labels.shape == (4, 1)
+    assert pred.label.tolist() == [9, 9, 9, 9]
+    assert pred.confidence.tolist() == [1.0, 1.0, 1.0, 1.0]
+    classifier_save(clf, tmp_path / "one.joblib")
+    assert classifier_load(tmp_path / "one.joblib").classes.tolist() == [9]
+
+
+def test_non_convergence_reported_not_raised(caplog: pytest.LogCaptureFixture) -> None:
+    x, y = blobs()
+    with caplog.at_level(logging.WARNING, logger="activelearn.classifier"):
+        clf = classifier_train(x, y, random_state=0, max_iter=1)
+    assert clf.converged is False and clf.n_iter == 1
+    assert "did not converge" in caplog.text
+    assert classifier_predict(clf, x).top_labels.shape == (60, 3)
+
+
+def test_tiny_training_set() -> None:
+    x = np.array([[0.0, 0.0], [1.0, 1.0]], dtype=np.float32)
+    clf = classifier_train(x, np.array([1, 2]), random_state=0)
+    assert classifier_predict(clf, x).label.tolist() == [1, 2]
+
+
+def test_bad_input_rejected() -> None:
+    x, y = blobs()
+    with pytest.raises(ClassifierError, match="zero"):
+        classifier_train(
+            np.zeros((0, 4), dtype=np.float32), np.zeros(0, dtype=np.int64), random_state=0
+        )
+    with pytest.raises(ClassifierError, match="labels"):
+        classifier_train(x, y[:-1], random_state=0)
+    with pytest.raises(ClassifierError, match="integer"):
+        classifier_train(x, y.astype(np.float64), random_state=0)
+    with pytest.raises(ClassifierError, match="NaN"):
+        classifier_train(
+            np.full((3, 2), np.nan, dtype=np.float32), np.array([0, 1, 2]), random_state=0
+        )
+    clf = classifier_train(x, y, random_state=0, max_iter=5)
+    with pytest.raises(ClassifierError, match="width"):
+        classifier_predict(clf, np.zeros((2, 5), dtype=np.float32))
+    with pytest.raises(ValueError, match="top_k"):
+        classifier_predict(clf, x, top_k=0)
+
+
+def test_predictions_properties() -> None:
+    p = Predictions(
+        top_labels=np.array([[2, 1], [1, 2]], dtype=np.int64),
+        top_probs=np.array([[0.7, 0.3], [0.6, 0.4]], dtype=np.float32),
+    )
+    assert p.label.tolist() == [2, 1]
+    np.testing.assert_allclose(p.confidence, [0.7, 0.6])

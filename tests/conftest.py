@@ -1,0 +1,85 @@
+"""Shared fixtures: the three users every role test needs, and a small real project."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.contrib.auth.models import User
+
+from annotator.demo import SAMPLE_DIR
+from annotator.models import Project, Role
+
+PASSWORD = "correct-horse-battery"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_files(settings: object, tmp_path: Path) -> Iterator[None]:
+    """Crops, embeddings and classifiers of each test go to its own folder."""
+    settings.MEDIA_ROOT = tmp_path / "media"  # type: ignore[attr-defined]
+    settings.TRAPWISE_DATA_DIR = tmp_path / "data"  # type: ignore[attr-defined]
+    yield
+
+
+@pytest.fixture
+def admin_user(django_user_model: type[User]) -> User:
+    return django_user_model.objects.create_user("ada", password=PASSWORD)
+
+
+@pytest.fixture
+def volunteer(django_user_model: type[User]) -> User:
+    return django_user_model.objects.create_user("vic", password=PASSWORD)
+
+
+@pytest.fixture
+def ecologist(django_user_model: type[User]) -> User:
+    return django_user_model.objects.create_user("eco", password=PASSWORD)
+
+
+@pytest.fixture
+def outsider(django_user_model: type[User]) -> User:
+    return django_user_model.objects.create_user("oscar", password=PASSWORD)
+
+
+@pytest.fixture
+def sample_dir() -> Path:
+    """The bundled demo sample: 69 real missouri-dev images in 10 sequences, 68 boxes."""
+    return SAMPLE_DIR
+
+
+@pytest.fixture
+def project(admin_user: User, volunteer: User, ecologist: User) -> Project:
+    """An empty project with an admin, a volunteer and an ecologist (the outsider is no member)."""
+    from annotator.services import membership_set, project_create
+
+    project = project_create(
+        name="Test traps", created_by=admin_user, seed=7, backbone="efficientnet_lite0"
+    )
+    membership_set(project=project, user=volunteer, role=Role.VOLUNTEER)
+    membership_set(project=project, user=ecologist, role=Role.ECOLOGIST)
+    return project
+
+
+SMALL_SEQUENCES = ("Red_Fox/SEQ75179", "Agouti/SEQ75520")
+
+
+@pytest.fixture
+def small_folder(tmp_path: Path, sample_dir: Path) -> Path:
+    """Two real sequences of the sample (15 images, 11 boxes) with the sample's COCO file."""
+    import shutil
+
+    folder = tmp_path / "traps"
+    for seq in SMALL_SEQUENCES:
+        shutil.copytree(sample_dir / "images" / seq, folder / "images" / seq)
+    shutil.copy(sample_dir / "annotations.json", folder / "annotations.json")
+    return folder
+
+
+@pytest.fixture
+def ingested_project(project: Project, small_folder: Path) -> Project:
+    """``project`` with the small folder imported, boxes cropped and crops embedded."""
+    from annotator.services import folder_ingest
+
+    folder_ingest(project=project, folder=small_folder, coco=small_folder / "annotations.json")
+    return project

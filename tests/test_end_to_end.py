@@ -1,0 +1,147 @@
+"""The whole loop on real images, with the retrain run by a real Celery worker process.
+
+import (missouri-dev sample with its boxes) → crops → embeddings → round → labels through the
+Django test client → retrain task on the configured broker (not eager) → a prediction for every
+crop → a CSV with one row per crop.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.core.management import call_command
+from django.db import connection
+from django.test import Client
+from django.urls import reverse
+
+from activelearn.models import ClassifierVersion, Prediction, Round
+from annotator.celery import app as celery_app
+from annotator.models import Project
+from annotator.selectors import EXPORT_HEADER
+from detector.models import Crop
+from tests.conftest import PASSWORD
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+WORKER_TIMEOUT_S = 180
+
+
+def _database_url() -> str:
+    """The URL of the test database, for the worker process."""
+    s = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{s['NAME']}"
+    user = s.get("USER") or "postgres"
+    password = f":{s['PASSWORD']}" if s.get("PASSWORD") else ""
+    return f"postgresql://{user}{password}@{s.get('HOST') or '127.0.0.1'}:{s.get('PORT') or 5432}/{s['NAME']}"
+
+
+@pytest.fixture
+def celery_worker_process() -> Iterator[subprocess.Popen[bytes]]:
+    """A real worker on the configured broker, listening on a queue of its own."""
+    queue = f"trapwise-test-{uuid.uuid4().hex[:8]}"
+    previous_queue = celery_app.conf.task_default_queue
+    celery_app.conf.task_default_queue = queue
+    env = {
+        **os.environ,
+        "DATABASE_URL": _database_url(),
+        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+        "CELERY_TASK_DEFAULT_QUEUE": queue,
+        "MEDIA_ROOT": str(settings.MEDIA_ROOT),
+        "TRAPWISE_DATA_DIR": str(settings.TRAPWISE_DATA_DIR),
+    }
+    log = Path(settings.TRAPWISE_DATA_DIR).parent / "worker.log"
+    with log.open("wb") as out:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "annotator", "worker", "--pool=solo",
+             "-Q", queue, "--loglevel=INFO", "--without-gossip", "--without-mingle",
+             "--without-heartbeat"],
+            cwd=settings.BASE_DIR, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )
+        try:
+            yield worker
+        finally:
+            celery_app.conf.task_default_queue = previous_queue
+            worker.terminate()
+            worker.wait(timeout=30)
+    print(log.read_text()[-3000:])
+
+
+def _truth_by_file(sample_dir: Path) -> dict[str, str]:
+    """COCO species name of every image file of the sample (labels are per sequence)."""
+    coco = json.loads((sample_dir / "annotations.json").read_text())
+    names = {c["id"]: c["name"] for c in coco["categories"]}
+    files = {im["id"]: im["file_name"] for im in coco["images"]}
+    return {files[a["image_id"]]: names[a["category_id"]] for a in coco["annotations"]}
+
+
+def _login(user: User) -> Client:
+    client = Client()
+    assert client.login(username=user.username, password=PASSWORD)
+    return client
+
+
+def test_whole_loop_with_real_worker(
+    project: Project, sample_dir: Path, admin_user: User, volunteer: User, ecologist: User,
+    celery_worker_process: subprocess.Popen[bytes],
+) -> None:
+    call_command("import_images", project.slug, str(sample_dir),
+                 "--coco", str(sample_dir / "annotations.json"))
+    n_crops = Crop.objects.filter(project=project).count()
+    assert project.images.count() == 69 and n_crops == 68
+    assert project.images.filter(is_empty=True).count() > 0
+
+    admin = _login(admin_user)
+    admin.post(reverse("round_start", args=[project.slug]), {"strategy": "k_center", "size": 100})
+    round_ = Round.objects.get(project=project)
+    assert round_.items.count() == n_crops  # fewer than asked for were left
+
+    truth = _truth_by_file(sample_dir)
+    species = {s.name: s.pk for s in project.species.all()}
+    volunteer_client = _login(volunteer)
+    for item in round_.items.select_related("crop__image").order_by("position"):
+        choice = f"species:{species[truth[item.crop.image.file_name]]}"
+        response = volunteer_client.post(
+            reverse("label", args=[project.slug]), {"crop_id": item.crop_id, "choice": choice}
+        )
+        assert response.status_code == 302
+    round_.refresh_from_db()
+    assert round_.status == Round.Status.CLOSED
+
+    deadline = time.monotonic() + WORKER_TIMEOUT_S
+    while not ClassifierVersion.objects.filter(project=project).exists():
+        assert celery_worker_process.poll() is None, "the Celery worker died"
+        assert time.monotonic() < deadline, "the worker did not retrain in time"
+        time.sleep(1)
+    classifier = ClassifierVersion.objects.get(project=project)
+    predictions = Prediction.objects.filter(classifier=classifier)
+    assert predictions.count() == n_crops
+    assert classifier.round == round_ and classifier.n_labels == n_crops
+    # Trained on these very labels, the MLP must get almost all of them right.
+    correct = sum(
+        p.species.name == truth[p.crop.image.file_name]
+        for p in predictions.select_related("species", "crop__image")
+    )
+    assert correct >= 0.9 * n_crops
+
+    response = _login(ecologist).get(reverse("export_csv", args=[project.slug]))
+    rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
+    assert rows[0] == EXPORT_HEADER
+    assert len(rows) == n_crops + 1
+    record = dict(zip(rows[0], rows[1], strict=True))
+    assert record["human_label"] and record["machine_label"] and record["labelled_by"] == "vic"
+    assert float(record["machine_confidence"]) > 0
+    assert record["classifier_version"] == "classifier v1"
+    assert (record["round"], record["strategy"]) == ("1", "k_center")
