@@ -214,14 +214,16 @@ def _load_classifier_weights(
 ) -> None:
     """Copy ``state`` into ``classifier``; every key except the classifier layer must match.
 
-    A state dict without the ImageNet ``fc`` layer is accepted because that layer is
-    discarded anyway; any other missing, unexpected or mis-shaped key raises ValueError.
+    The classifier (``fc``) layer is discarded anyway, so it may be absent or have any
+    number of classes; any other missing, unexpected or mis-shaped key raises ValueError.
     """
+    dropped = _SPECS[backbone].classifier_keys
+    trunk = {key: value for key, value in state.items() if key not in dropped}
     try:
-        result = classifier.load_state_dict(state, strict=False)
+        result = classifier.load_state_dict(trunk, strict=False)
     except RuntimeError as error:  # shape mismatches are raised even when strict=False
         raise ValueError(f"weights from {origin} do not fit {backbone}: {error}") from error
-    missing = sorted(set(result.missing_keys) - _SPECS[backbone].classifier_keys)
+    missing = sorted(set(result.missing_keys) - dropped)
     unexpected = sorted(result.unexpected_keys)
     if missing or unexpected:
         raise ValueError(

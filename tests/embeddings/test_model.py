@@ -132,16 +132,52 @@ def test_resnet50_imagenet_offline_raises_clear_error(
     assert "weights=" in message and "efficientnet_lite0" in message  # says how to fix
 
 
-def test_resnet50_weights_file_loads_exact_weights(tmp_path: Path) -> None:
-    torch.manual_seed(11)
-    reference = torchvision.models.resnet50(weights=None).state_dict()
-    path = tmp_path / "r50.pth"
+@pytest.fixture(scope="module")
+def resnet50_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, torch.Tensor]]:
+    """A randomly initialised torchvision ResNet-50 state dict saved to a .pth file."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(11)
+        reference = torchvision.models.resnet50(weights=None).state_dict()
+    path = tmp_path_factory.mktemp("weights") / "r50.pth"
     torch.save(reference, path)
-    net, info = build_embedding_net(backbone="resnet50", weights=str(path), seed=0)
+    return path, reference
+
+
+def _assert_backbone_equals(net: EmbeddingNet, reference: dict[str, torch.Tensor]) -> None:
     loaded = net.backbone.state_dict()
     assert set(loaded) == set(reference) - {"fc.weight", "fc.bias"}
     for key, value in loaded.items():
         assert torch.equal(value, reference[key]), key
+
+
+def test_resnet50_imagenet_loads_from_torch_hub_cache(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    resnet50_file: tuple[Path, dict[str, torch.Tensor]],
+) -> None:
+    path, reference = resnet50_file
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    url = torchvision.models.ResNet50_Weights.IMAGENET1K_V2.url
+    cached = tmp_path / "hub" / "checkpoints" / url.rsplit("/", 1)[-1]
+    cached.parent.mkdir(parents=True)
+    cached.symlink_to(path)  # stands in for the real file; no download may happen
+    monkeypatch.setattr(torch.hub, "download_url_to_file", _fail_download)
+    net, info = build_embedding_net(backbone="resnet50", weights="imagenet", seed=0)
+    _assert_backbone_equals(net, reference)
+    assert info.pretrained is True
+    assert "IMAGENET1K_V2" in info.weights_source and str(cached) in info.weights_source
+
+
+def _fail_download(url: str, dst: str, *args: object, **kwargs: object) -> None:
+    raise AssertionError(f"unexpected download of {url}")
+
+
+def test_resnet50_weights_file_loads_exact_weights(
+    resnet50_file: tuple[Path, dict[str, torch.Tensor]],
+) -> None:
+    path, reference = resnet50_file
+    net, info = build_embedding_net(backbone="resnet50", weights=str(path), seed=0)
+    _assert_backbone_equals(net, reference)
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
     assert f"sha256={sha[:16]}" in info.weights_source and str(path) in info.weights_source
     assert info.pretrained is True and info.weights == str(path)

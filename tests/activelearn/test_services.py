@@ -1,0 +1,141 @@
+"""Rounds, labels and the retrain service on a small real project."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+
+from activelearn.models import ClassifierVersion, Label, Prediction, Round
+from activelearn.services import (
+    LabelError,
+    RoundError,
+    classifier_retrain,
+    label_submit,
+    round_start,
+)
+from annotator.models import Project
+
+pytestmark = pytest.mark.django_db
+
+
+def test_round_picks_unlabelled_crops_in_order_and_stores_seed(
+    ingested_project: Project, admin_user: User
+) -> None:
+    first = round_start(project=ingested_project, user=admin_user, strategy="k_center", size=4)
+    items = list(first.items.order_by("position"))
+    assert [i.position for i in items] == [0, 1, 2, 3]
+    assert items[0].distance is None  # the seeded first centre has no distance
+    assert all(i.distance is not None and i.distance > 0 for i in items[1:])
+    distances = [i.distance for i in items[1:]]
+    assert distances == sorted(distances, reverse=True)  # farthest-first
+    assert first.seed and first.embedding_version.number == 1
+
+
+def test_same_seed_same_round(ingested_project: Project, admin_user: User) -> None:
+    first = round_start(project=ingested_project, user=admin_user, strategy="k_center", size=4)
+    picks = list(first.items.order_by("position").values_list("crop_id", flat=True))
+    first.delete()
+    again = round_start(project=ingested_project, user=admin_user, strategy="k_center", size=4)
+    assert list(again.items.order_by("position").values_list("crop_id", flat=True)) == picks
+
+
+def test_one_open_round_at_a_time(ingested_project: Project, admin_user: User) -> None:
+    round_start(project=ingested_project, user=admin_user, strategy="random", size=2)
+    with pytest.raises(RoundError, match="already open"):
+        round_start(project=ingested_project, user=admin_user, strategy="random", size=2)
+    assert Round.objects.count() == 1
+
+
+@pytest.mark.parametrize("strategy,size", [("greedy", 3), ("random", 0)])
+def test_bad_round_request_is_refused(
+    ingested_project: Project, admin_user: User, strategy: str, size: int
+) -> None:
+    with pytest.raises(RoundError):
+        round_start(project=ingested_project, user=admin_user, strategy=strategy, size=size)
+    assert not Round.objects.exists()
+
+
+def test_round_without_embeddings_is_refused(project: Project, admin_user: User) -> None:
+    with pytest.raises(RoundError, match="no embeddings"):
+        round_start(project=project, user=admin_user, strategy="k_center", size=3)
+
+
+def _label_all(round_: Round, user: User, project: Project) -> None:
+    names = {"red fox", "agouti"}
+    species = [s for s in project.species.all() if s.name in names]
+    for item in round_.items.select_related("crop__image").order_by("position"):
+        which = species[0] if "Red_Fox" in item.crop.image.file_name else species[1]
+        label_submit(project=project, crop_id=item.crop_id, user=user, kind="species",
+                     species_id=which.pk)
+
+
+def test_completing_a_round_closes_it_and_queues_retrain(
+    ingested_project: Project, admin_user: User, volunteer: User, settings: Any,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    settings.CELERY_TASK_ALWAYS_EAGER = True  # unit test: the real worker is tested end to end
+    from annotator.celery import app
+
+    app.conf.task_always_eager = True
+    try:
+        round_ = round_start(project=ingested_project, user=admin_user, strategy="k_center",
+                             size=100)
+        with django_capture_on_commit_callbacks(execute=True) as callbacks:
+            _label_all(round_, volunteer, ingested_project)
+    finally:
+        app.conf.task_always_eager = False
+    round_.refresh_from_db()
+    assert round_.status == Round.Status.CLOSED and len(callbacks) == 1
+    classifier = ClassifierVersion.objects.get()
+    assert Prediction.objects.filter(classifier=classifier).count() == ingested_project.crops.count()
+
+
+def test_retrain_is_safe_to_run_twice(
+    ingested_project: Project, admin_user: User, volunteer: User
+) -> None:
+    round_ = round_start(project=ingested_project, user=admin_user, strategy="random", size=100)
+    _label_all(round_, volunteer, ingested_project)
+    first = classifier_retrain(project_id=ingested_project.pk)
+    second = classifier_retrain(project_id=ingested_project.pk)
+    assert first is not None and second == first
+    assert ClassifierVersion.objects.count() == 1
+    pred = Prediction.objects.filter(classifier=first).select_related("species").first()
+    assert pred is not None and 0 < pred.confidence <= 1
+    assert pred.top[0] == [pred.species_id, pytest.approx(pred.confidence, abs=1e-5)]
+
+
+def test_retrain_without_labels_does_nothing(ingested_project: Project) -> None:
+    assert classifier_retrain(project_id=ingested_project.pk) is None
+    assert not ClassifierVersion.objects.exists()
+
+
+def test_not_animal_and_unknown_count_as_covered(
+    ingested_project: Project, admin_user: User, volunteer: User
+) -> None:
+    crops = list(ingested_project.crops.order_by("id"))
+    label_submit(project=ingested_project, crop_id=crops[0].pk, user=volunteer, kind="not_animal")
+    label_submit(project=ingested_project, crop_id=crops[1].pk, user=volunteer, kind="unknown")
+    round_ = round_start(project=ingested_project, user=admin_user, strategy="random", size=100)
+    picked = set(round_.items.values_list("crop_id", flat=True))
+    assert picked == {c.pk for c in crops[2:]}
+
+
+def test_label_errors_change_nothing(
+    ingested_project: Project, admin_user: User, volunteer: User
+) -> None:
+    crop = ingested_project.crops.first()
+    assert crop is not None
+    other = Project.objects.create(name="Elsewhere", slug="elsewhere")
+    foreign = other.species.create(name="lion")
+    cases = [
+        dict(crop_id=crop.pk, kind="species", species_id=foreign.pk),
+        dict(crop_id=crop.pk, kind="species", species_id=None),
+        dict(crop_id=crop.pk, kind="zebra"),
+        dict(crop_id=10**9, kind="unknown"),
+    ]
+    for case in cases:
+        with pytest.raises(LabelError):
+            label_submit(project=ingested_project, user=volunteer, **case)  # type: ignore[arg-type]
+    assert not Label.objects.exists()

