@@ -66,6 +66,9 @@ class RoundCrop(models.Model):
             models.UniqueConstraint(fields=["round", "position"], name="roundcrop_position"),
         ]
 
+    def __str__(self) -> str:
+        return f"crop {self.crop_id} at {self.position} in round {self.round_id}"
+
 
 class LabelKind(models.TextChoices):
     SPECIES = "species", "Species"
@@ -98,6 +101,9 @@ class Label(models.Model):
             )
         ]
         indexes = [models.Index(fields=["crop", "-id"])]
+
+    def __str__(self) -> str:
+        return f"{self.kind} on crop {self.crop_id}"
 
 
 class ClassifierVersion(models.Model):
@@ -153,3 +159,6 @@ class Prediction(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["classifier", "crop"], name="prediction_unique"),
         ]
+
+    def __str__(self) -> str:
+        return f"crop {self.crop_id}: species {self.species_id} ({self.confidence:.2f})"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
@@ -46,12 +46,12 @@ def round_seed(*, project: Project, number: int) -> int:
     return int(np.random.SeedSequence([project.seed, number]).generate_state(1)[0] % 2**31)
 
 
-def round_start(
-    *, project: Project, user: AbstractBaseUser | None, strategy: str, size: int
-) -> Round:
+def round_start(*, project: Project, user: User | None, strategy: str, size: int) -> Round:
     """Open the next round: pick up to ``size`` crops by ``strategy`` among the unlabelled ones."""
     if strategy not in Strategy.values:
-        raise RoundError(f"unknown strategy {strategy!r}; choose one of {', '.join(Strategy.values)}")
+        raise RoundError(
+            f"unknown strategy {strategy!r}; choose one of {', '.join(Strategy.values)}"
+        )
     if size < 1:
         raise RoundError("a round needs at least one crop")
     version = embedding_version_current(project=project)
@@ -59,8 +59,9 @@ def round_start(
         raise RoundError("the project has no embeddings yet: import images and run the pipeline")
     try:
         with transaction.atomic():
-            return _round_create(project=project, user=user, strategy=strategy, size=size,
-                                 version=version)
+            return _round_create(
+                project=project, user=user, strategy=strategy, size=size, version=version
+            )
     except IntegrityError as exc:
         # The partial unique index on open rounds decides races between two admins.
         raise RoundError("a round is already open for this project; finish it first") from exc
@@ -69,7 +70,7 @@ def round_start(
 def _round_create(
     *,
     project: Project,
-    user: AbstractBaseUser | None,
+    user: User | None,
     strategy: str,
     size: int,
     version: EmbeddingVersion,
@@ -83,12 +84,15 @@ def _round_create(
         raise RoundError("every crop is labelled already: nothing left to select")
     number = (project.rounds.aggregate(n=Max("number"))["n"] or 0) + 1
     seed = round_seed(project=project, number=number)
-    selection = select(
-        strategy, vectors, labeled_mask=labeled_mask, budget=size, random_state=seed
-    )
+    selection = select(strategy, vectors, labeled_mask=labeled_mask, budget=size, random_state=seed)
     new_round = Round.objects.create(
-        project=project, number=number, strategy=strategy, size=size, seed=seed,
-        embedding_version=version, created_by=user,
+        project=project,
+        number=number,
+        strategy=strategy,
+        size=size,
+        seed=seed,
+        embedding_version=version,
+        created_by=user,
     )
     RoundCrop.objects.bulk_create(
         RoundCrop(
@@ -105,7 +109,11 @@ def _round_create(
 
 
 def label_submit(
-    *, project: Project, crop_id: int, user: AbstractBaseUser, kind: str,
+    *,
+    project: Project,
+    crop_id: int,
+    user: User,
+    kind: str,
     species_id: int | None = None,
 ) -> Label:
     """Store a human label. When it completes the open round, close it and queue a retrain."""
@@ -117,7 +125,11 @@ def label_submit(
         open_round = round_open_get(project=project)
         in_round = open_round is not None and open_round.items.filter(crop=crop).exists()
         label = Label.objects.create(
-            project=project, crop=crop, user=user, kind=kind, species=species,
+            project=project,
+            crop=crop,
+            user=user,
+            kind=kind,
+            species=species,
             round=open_round if in_round else None,
         )
         if open_round is not None and in_round:
@@ -130,6 +142,8 @@ def _label_species(*, project: Project, kind: str, species_id: int | None) -> Sp
         raise LabelError(f"unknown label kind {kind!r}")
     if kind != LabelKind.SPECIES:
         return None
+    if species_id is None:
+        raise LabelError("a species label needs a species")
     species = Species.objects.filter(project=project, pk=species_id).first()
     if species is None:
         raise LabelError(f"species {species_id} is not in project {project.name!r}")
@@ -164,23 +178,35 @@ def classifier_retrain(*, project_id: int) -> ClassifierVersion | None:
     if version is None:
         return None
     latest = labels_latest_by_crop(project=project)
-    species_labels = {crop: sp for crop, (kind, sp, _) in latest.items() if kind == "species"}
+    species_labels = {
+        crop: sp for crop, (kind, sp, _) in latest.items() if kind == "species" and sp is not None
+    }
     if not species_labels:
         return None
     last_label_id = max(label_id for _, _, label_id in latest.values())
     previous = project.classifier_versions.order_by("-number").first()
-    if (previous is not None and previous.last_label_id == last_label_id
-            and previous.embedding_version_id == version.pk):
+    if (
+        previous is not None
+        and previous.last_label_id == last_label_id
+        and previous.embedding_version_id == version.pk
+    ):
         return previous
     return _classifier_fit_and_predict(
-        project=project, version=version, species_labels=species_labels,
-        last_label_id=last_label_id, previous_number=previous.number if previous else 0,
+        project=project,
+        version=version,
+        species_labels=species_labels,
+        last_label_id=last_label_id,
+        previous_number=previous.number if previous else 0,
     )
 
 
 def _classifier_fit_and_predict(
-    *, project: Project, version: EmbeddingVersion, species_labels: dict[int, int],
-    last_label_id: int, previous_number: int,
+    *,
+    project: Project,
+    version: EmbeddingVersion,
+    species_labels: dict[int, int],
+    last_label_id: int,
+    previous_number: int,
 ) -> ClassifierVersion:
     ids, vectors = embedding_vectors_load(version=version)
     position = {int(crop_id): i for i, crop_id in enumerate(ids)}
@@ -199,16 +225,24 @@ def _classifier_fit_and_predict(
     predictions = classifier_predict(clf, vectors)
     with transaction.atomic():
         classifier = ClassifierVersion.objects.create(
-            project=project, number=number, embedding_version=version,
+            project=project,
+            number=number,
+            embedding_version=version,
             round=project.rounds.filter(status=Round.Status.CLOSED).order_by("-number").first(),
-            last_label_id=last_label_id, n_labels=len(train_crops),
-            n_classes=len(clf.classes), seed=seed, path=relative, train_seconds=train_seconds,
+            last_label_id=last_label_id,
+            n_labels=len(train_crops),
+            n_classes=len(clf.classes),
+            seed=seed,
+            path=relative,
+            train_seconds=train_seconds,
         )
         Prediction.objects.bulk_create(
             (
                 Prediction(
-                    crop_id=int(crop_id), classifier=classifier,
-                    species_id=int(labels[0]), confidence=float(probs[0]),
+                    crop_id=int(crop_id),
+                    classifier=classifier,
+                    species_id=int(labels[0]),
+                    confidence=float(probs[0]),
                     top=[[int(s), round(float(p), 6)] for s, p in zip(labels, probs, strict=True)],
                 )
                 for crop_id, labels, probs in zip(

@@ -41,7 +41,10 @@ def demo_ensure(*, passwords: dict[str, str], sample_dir: Path = SAMPLE_DIR) -> 
     project = Project.objects.filter(name=DEMO_PROJECT).first()
     if project is None:
         project = project_create(
-            name=DEMO_PROJECT, created_by=admin, seed=2019, backbone="efficientnet_lite0",
+            name=DEMO_PROJECT,
+            created_by=admin,
+            seed=2019,
+            backbone="efficientnet_lite0",
             backbone_weights="imagenet",
         )
     for username, role in DEMO_USERS.items():

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AnonymousUser, User
 from django.db.models import QuerySet
 from django.http import Http404
 
@@ -18,28 +18,44 @@ from embeddings.selectors import embedding_version_current
 
 EXPORT_CHUNK = 2000
 EXPORT_HEADER = [
-    "crop_id", "image_file", "seq_id", "frame_num", "box_x", "box_y", "box_w", "box_h",
-    "detection_confidence", "human_label", "labelled_by", "labelled_at",
-    "machine_label", "machine_confidence", "classifier_version", "embedding_version",
-    "round", "strategy",
+    "crop_id",
+    "image_file",
+    "seq_id",
+    "frame_num",
+    "box_x",
+    "box_y",
+    "box_w",
+    "box_h",
+    "detection_confidence",
+    "human_label",
+    "labelled_by",
+    "labelled_at",
+    "machine_label",
+    "machine_confidence",
+    "classifier_version",
+    "embedding_version",
+    "round",
+    "strategy",
 ]
 
 
-def project_list_for_user(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[Membership]:
-    return Membership.objects.filter(user_id=user.pk).select_related("project").order_by(
-        "project__name"
+def project_list_for_user(*, user: User | AnonymousUser) -> QuerySet[Membership]:
+    return (
+        Membership.objects.filter(user_id=user.pk or 0)
+        .select_related("project")
+        .order_by("project__name")
     )
 
 
 def project_get_for_user(
-    *, slug: str, user: AbstractBaseUser | AnonymousUser, roles: tuple[str, ...] = tuple(Role)
+    *, slug: str, user: User | AnonymousUser, roles: tuple[str, ...] = tuple(Role)
 ) -> tuple[Project, str]:
     """The project and the user's role in it; 404 for non-members or a role not in ``roles``.
 
     A 404 rather than a 403 so that outsiders learn nothing, not even that the project exists.
     """
     membership = (
-        Membership.objects.filter(project__slug=slug, user_id=user.pk)
+        Membership.objects.filter(project__slug=slug, user_id=user.pk or 0)
         .select_related("project")
         .first()
     )
@@ -98,24 +114,32 @@ def export_crop_rows(*, project: Project) -> Iterator[list[object]]:
         ids = [c.pk for c in chunk]
         labels = _latest_labels(ids)
         predictions = (
-            {p.crop_id: p for p in Prediction.objects.filter(classifier=classifier, crop_id__in=ids)
-             .select_related("species")}
-            if classifier else {}
+            {
+                p.crop_id: p
+                for p in Prediction.objects.filter(
+                    classifier=classifier, crop_id__in=ids
+                ).select_related("species")
+            }
+            if classifier
+            else {}
         )
         rounds = {
             item.crop_id: item.round
-            for item in RoundCrop.objects.filter(crop_id__in=ids).select_related("round")
+            for item in RoundCrop.objects.filter(crop_id__in=ids)
+            .select_related("round")
             .order_by("round__number")
         }
         for crop in chunk:
-            yield _export_row(crop, labels.get(crop.pk), predictions.get(crop.pk),
-                              rounds.get(crop.pk), classifier)
+            yield _export_row(
+                crop, labels.get(crop.pk), predictions.get(crop.pk), rounds.get(crop.pk), classifier
+            )
 
 
 def _latest_labels(crop_ids: list[int]) -> dict[int, Label]:
     latest: dict[int, Label] = {}
-    for label in (Label.objects.filter(crop_id__in=crop_ids).select_related("species", "user")
-                  .order_by("id")):
+    for label in (
+        Label.objects.filter(crop_id__in=crop_ids).select_related("species", "user").order_by("id")
+    ):
         latest[label.crop_id] = label
     return latest
 
@@ -132,9 +156,16 @@ def _export_row(
     if label is not None:
         human = label.species.name if label.species else label.kind
     return [
-        crop.pk, crop.image.file_name, crop.image.seq_id, crop.image.frame_num,
-        round(det.x, 5), round(det.y, 5), round(det.w, 5), round(det.h, 5),
-        round(det.confidence, 4), human,
+        crop.pk,
+        crop.image.file_name,
+        crop.image.seq_id,
+        crop.image.frame_num,
+        round(det.x, 5),
+        round(det.y, 5),
+        round(det.w, 5),
+        round(det.h, 5),
+        round(det.confidence, 4),
+        human,
         label.user.get_username() if label else "",
         label.created_at.isoformat() if label else "",
         prediction.species.name if prediction else "",

@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils.text import slugify
 from PIL import Image as PILImage
@@ -37,7 +37,7 @@ class ImportReport:
 def project_create(
     *,
     name: str,
-    created_by: AbstractBaseUser | None,
+    created_by: User | None,
     seed: int = 0,
     backbone: str = "resnet50",
     backbone_weights: str = "imagenet",
@@ -59,7 +59,7 @@ def project_create(
     return project
 
 
-def membership_set(*, project: Project, user: AbstractBaseUser, role: str) -> Membership:
+def membership_set(*, project: Project, user: User, role: str) -> Membership:
     """Give ``user`` the ``role`` in ``project`` (create or change)."""
     if role not in Role.values:
         raise ValueError(f"unknown role {role!r}; choose one of {', '.join(Role.values)}")
@@ -83,7 +83,7 @@ def species_ensure(*, project: Project, names: list[str]) -> list[Species]:
 
 
 def images_import(*, project: Project, folder: Path, coco: Path | None = None) -> ImportReport:
-    """Add every image under ``folder`` (recursively; jpg, jpeg, png) that is not yet in ``project``.
+    """Add each image under ``folder`` (recursive; jpg, jpeg, png) not yet in ``project``.
 
     With ``coco``, a COCO Camera Traps file supplies sequence ids, frame numbers and species
     names. Unreadable files are reported and skipped; the rest of the folder goes on.

@@ -114,7 +114,9 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 # collectstatic target for production; in development static files are served from static/.
-STATIC_ROOT = os.environ.get("STATIC_ROOT") or (str(VAR_DIR / "staticfiles") if PRODUCTION else None)
+STATIC_ROOT = os.environ.get("STATIC_ROOT") or (
+    str(VAR_DIR / "staticfiles") if PRODUCTION else None
+)
 
 # Crops and other generated media. Served only through views that check project membership.
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", VAR_DIR / "media")).resolve()

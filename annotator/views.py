@@ -10,6 +10,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import User
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -30,6 +31,12 @@ from detector.models import Crop
 
 LABELLERS = (Role.ADMIN, Role.VOLUNTEER)
 EXPORTERS = (Role.ADMIN, Role.ECOLOGIST)
+
+
+def _user(request: HttpRequest) -> User:
+    """The logged-in user; every view that calls this is behind login_required."""
+    assert isinstance(request.user, User)
+    return request.user
 
 
 @login_required
@@ -63,7 +70,7 @@ def round_start_view(request: HttpRequest, slug: str) -> HttpResponse:
         messages.error(request, f"Round not started: {form.errors.as_text()}")
         return redirect("project_detail", slug=slug)
     try:
-        new_round = round_start(project=project, user=request.user, **form.cleaned_data)
+        new_round = round_start(project=project, user=_user(request), **form.cleaned_data)
     except RoundError as exc:
         messages.error(request, f"Round not started: {exc}")
     else:
@@ -83,20 +90,25 @@ def label(request: HttpRequest, slug: str) -> HttpResponse:
             return HttpResponse(f"Label refused: {form.errors.as_text()}", status=400)
         if form.cleaned_data["kind"] == SKIP:
             request.session[skipped_key] = [
-                *request.session.get(skipped_key, []), form.cleaned_data["crop_id"]
+                *request.session.get(skipped_key, []),
+                form.cleaned_data["crop_id"],
             ]
             return redirect("label", slug=slug)
         try:
             label_submit(
-                project=project, crop_id=form.cleaned_data["crop_id"], user=request.user,
-                kind=form.cleaned_data["kind"], species_id=form.cleaned_data["species_id"],
+                project=project,
+                crop_id=form.cleaned_data["crop_id"],
+                user=_user(request),
+                kind=form.cleaned_data["kind"],
+                species_id=form.cleaned_data["species_id"],
             )
         except LabelError as exc:
             return HttpResponse(f"Label refused: {exc}", status=400)
         return redirect("label", slug=slug)
     crop = (
         round_next_crop(round_=open_round, skipped=request.session.get(skipped_key, []))
-        if open_round else None
+        if open_round
+        else None
     )
     context: dict[str, Any] = {"project": project, "round": open_round, "crop": crop}
     if crop is not None:
@@ -116,8 +128,12 @@ def _label_context(*, project_species: list[Any], crop: Crop) -> dict[str, Any]:
     return {
         "choices": choices,
         "form": LabelForm(initial={"crop_id": crop.pk}),
-        "box": {"left": det.x * 100, "top": det.y * 100, "width": det.w * 100,
-                "height": det.h * 100},
+        "box": {
+            "left": det.x * 100,
+            "top": det.y * 100,
+            "width": det.w * 100,
+            "height": det.h * 100,
+        },
         "prediction": prediction_for_crop(crop=crop),
     }
 

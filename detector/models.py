@@ -26,6 +26,9 @@ class Detection(models.Model):
     class Meta:
         ordering = ["image_id", "-confidence", "id"]
 
+    def __str__(self) -> str:
+        return f"{self.category} {self.confidence:.2f} on image {self.image_id}"
+
 
 class Crop(models.Model):
     """An animal crop: the unit that is embedded, selected, labelled and predicted."""

@@ -25,6 +25,10 @@ class EmbeddingVersion(models.Model):
     seed = models.PositiveIntegerField()
     mode = models.CharField(max_length=30, default="pretrained-backbone+random-head")
     directory = models.CharField(max_length=500, help_text="Relative to TRAPWISE_DATA_DIR.")
+    # Vectors and index of the crops embedded so far, in a sub-folder of ``directory``. New crops
+    # are written to a new sub-folder and this field is switched after, so readers never see
+    # vectors and ids of different generations.
+    vectors_dir = models.CharField(max_length=500, blank=True)
     n_crops = models.PositiveIntegerField(default=0)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.BUILDING)
     error = models.TextField(blank=True)

@@ -25,4 +25,11 @@ def embedding_version_current(*, project: Project) -> EmbeddingVersion | None:
 
 def embedding_vectors_load(*, version: EmbeddingVersion) -> tuple[np.ndarray, np.ndarray]:
     """Crop ids (N,) int64 and vectors (N, dim) float32 of ``version``, loaded without a loop."""
-    return embeddings_load(Path(settings.TRAPWISE_DATA_DIR) / version.directory)
+    return embeddings_load(embedding_vectors_dir(version=version))
+
+
+def embedding_vectors_dir(*, version: EmbeddingVersion) -> Path:
+    """The folder holding ``version``'s ids.npy, vectors.npy and FAISS index."""
+    if not version.vectors_dir:
+        raise ValueError(f"{version} has no vectors yet")
+    return Path(settings.TRAPWISE_DATA_DIR) / version.vectors_dir

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import shutil
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +22,8 @@ from embeddings.model import (
     save_embedding_checkpoint,
 )
 from embeddings.models import EmbeddingVersion
-from embeddings.selectors import embedding_version_current
-from embeddings.store import embeddings_load, embeddings_save
+from embeddings.selectors import embedding_vectors_load, embedding_version_current
+from embeddings.store import embeddings_save
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +50,9 @@ def embedding_version_build(*, project: Project) -> EmbeddingVersion:
     A backbone whose weights cannot be loaded raises ``WeightsUnavailableError``; the version is
     kept as failed with the message, and nothing switches to random weights.
     """
-    number = (project.embedding_versions.order_by("-number").values_list("number", flat=True)
-              .first() or 0) + 1
+    number = (
+        project.embedding_versions.order_by("-number").values_list("number", flat=True).first() or 0
+    ) + 1
     version = EmbeddingVersion.objects.create(
         project=project,
         number=number,
@@ -89,7 +92,7 @@ def embedding_version_build(*, project: Project) -> EmbeddingVersion:
 
 
 def _version_extend(*, version: EmbeddingVersion) -> None:
-    old_ids, old_vectors = embeddings_load(_directory(version))
+    old_ids, old_vectors = embedding_vectors_load(version=version)
     missing = np.asarray(
         Crop.objects.filter(project_id=version.project_id)
         .exclude(id__in=old_ids.tolist())
@@ -117,11 +120,18 @@ def _embed(*, version: EmbeddingVersion, ids: np.ndarray) -> np.ndarray:
 
 
 def _vectors_write(*, version: EmbeddingVersion, ids: np.ndarray, vectors: np.ndarray) -> None:
-    directory = _directory(version)
-    embeddings_save(directory, ids=ids, vectors=vectors)
-    index_save(index_build(vectors, ids), directory / INDEX)
+    """Write ids, vectors and index to a fresh sub-folder, then switch the version to it."""
+    relative = f"{version.directory}/crops-{ids.size}-{uuid.uuid4().hex[:8]}"
+    target = Path(settings.TRAPWISE_DATA_DIR) / relative
+    embeddings_save(target, ids=ids, vectors=vectors)
+    index_save(index_build(vectors, ids), target / INDEX)
+    previous = version.vectors_dir
+    version.vectors_dir = relative
     version.n_crops = int(ids.size)
-    version.save(update_fields=["n_crops"])
+    version.save(update_fields=["vectors_dir", "n_crops"])
+    if previous:
+        # Readers that loaded the old folder already hold its arrays in memory.
+        shutil.rmtree(Path(settings.TRAPWISE_DATA_DIR) / previous, ignore_errors=True)
 
 
 def _directory(version: EmbeddingVersion) -> Path:

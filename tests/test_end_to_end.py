@@ -45,7 +45,8 @@ def _database_url() -> str:
         return f"sqlite:///{s['NAME']}"
     user = s.get("USER") or "postgres"
     password = f":{s['PASSWORD']}" if s.get("PASSWORD") else ""
-    return f"postgresql://{user}{password}@{s.get('HOST') or '127.0.0.1'}:{s.get('PORT') or 5432}/{s['NAME']}"
+    host, port = s.get("HOST") or "127.0.0.1", s.get("PORT") or 5432
+    return f"postgresql://{user}{password}@{host}:{port}/{s['NAME']}"
 
 
 @pytest.fixture
@@ -65,10 +66,25 @@ def celery_worker_process() -> Iterator[subprocess.Popen[bytes]]:
     log = Path(settings.TRAPWISE_DATA_DIR).parent / "worker.log"
     with log.open("wb") as out:
         worker = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "annotator", "worker", "--pool=solo",
-             "-Q", queue, "--loglevel=INFO", "--without-gossip", "--without-mingle",
-             "--without-heartbeat"],
-            cwd=settings.BASE_DIR, env=env, stdout=out, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "annotator",
+                "worker",
+                "--pool=solo",
+                "-Q",
+                queue,
+                "--loglevel=INFO",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ],
+            cwd=settings.BASE_DIR,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
         try:
             yield worker
@@ -94,11 +110,20 @@ def _login(user: User) -> Client:
 
 
 def test_whole_loop_with_real_worker(
-    project: Project, sample_dir: Path, admin_user: User, volunteer: User, ecologist: User,
+    project: Project,
+    sample_dir: Path,
+    admin_user: User,
+    volunteer: User,
+    ecologist: User,
     celery_worker_process: subprocess.Popen[bytes],
 ) -> None:
-    call_command("import_images", project.slug, str(sample_dir),
-                 "--coco", str(sample_dir / "annotations.json"))
+    call_command(
+        "import_images",
+        project.slug,
+        str(sample_dir),
+        "--coco",
+        str(sample_dir / "annotations.json"),
+    )
     n_crops = Crop.objects.filter(project=project).count()
     assert project.images.count() == 69 and n_crops == 68
     assert project.images.filter(is_empty=True).count() > 0
@@ -137,7 +162,8 @@ def test_whole_loop_with_real_worker(
     assert correct >= 0.9 * n_crops
 
     response = _login(ecologist).get(reverse("export_csv", args=[project.slug]))
-    rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
+    body = b"".join(response.streaming_content)  # type: ignore[attr-defined]
+    rows = list(csv.reader(io.StringIO(body.decode())))
     assert rows[0] == EXPORT_HEADER
     assert len(rows) == n_crops + 1
     record = dict(zip(rows[0], rows[1], strict=True))

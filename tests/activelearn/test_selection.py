@@ -27,7 +27,7 @@ def reference_k_center(
     ``first`` is the seeded first pick, used only when nothing is labelled.
     """
     dist = np.sqrt(((features[:, None, :].astype(np.float64) - features[None, :, :]) ** 2).sum(-1))
-    covered = list(np.flatnonzero(labeled))
+    covered: list[int] = [int(i) for i in np.flatnonzero(labeled)]
     allowed = candidates & ~labeled
     picks: list[int] = []
     dists: list[float] = []

@@ -28,7 +28,7 @@ def test_round_picks_unlabelled_crops_in_order_and_stores_seed(
     assert [i.position for i in items] == [0, 1, 2, 3]
     assert items[0].distance is None  # the seeded first centre has no distance
     assert all(i.distance is not None and i.distance > 0 for i in items[1:])
-    distances = [i.distance for i in items[1:]]
+    distances = [i.distance or 0.0 for i in items[1:]]
     assert distances == sorted(distances, reverse=True)  # farthest-first
     assert first.seed and first.embedding_version.number == 1
 
@@ -67,12 +67,16 @@ def _label_all(round_: Round, user: User, project: Project) -> None:
     species = [s for s in project.species.all() if s.name in names]
     for item in round_.items.select_related("crop__image").order_by("position"):
         which = species[0] if "Red_Fox" in item.crop.image.file_name else species[1]
-        label_submit(project=project, crop_id=item.crop_id, user=user, kind="species",
-                     species_id=which.pk)
+        label_submit(
+            project=project, crop_id=item.crop_id, user=user, kind="species", species_id=which.pk
+        )
 
 
 def test_completing_a_round_closes_it_and_queues_retrain(
-    ingested_project: Project, admin_user: User, volunteer: User, settings: Any,
+    ingested_project: Project,
+    admin_user: User,
+    volunteer: User,
+    settings: Any,
     django_capture_on_commit_callbacks: Any,
 ) -> None:
     settings.CELERY_TASK_ALWAYS_EAGER = True  # unit test: the real worker is tested end to end
@@ -80,8 +84,9 @@ def test_completing_a_round_closes_it_and_queues_retrain(
 
     app.conf.task_always_eager = True
     try:
-        round_ = round_start(project=ingested_project, user=admin_user, strategy="k_center",
-                             size=100)
+        round_ = round_start(
+            project=ingested_project, user=admin_user, strategy="k_center", size=100
+        )
         with django_capture_on_commit_callbacks(execute=True) as callbacks:
             _label_all(round_, volunteer, ingested_project)
     finally:
@@ -89,7 +94,9 @@ def test_completing_a_round_closes_it_and_queues_retrain(
     round_.refresh_from_db()
     assert round_.status == Round.Status.CLOSED and len(callbacks) == 1
     classifier = ClassifierVersion.objects.get()
-    assert Prediction.objects.filter(classifier=classifier).count() == ingested_project.crops.count()
+    assert (
+        Prediction.objects.filter(classifier=classifier).count() == ingested_project.crops.count()
+    )
 
 
 def test_retrain_is_safe_to_run_twice(

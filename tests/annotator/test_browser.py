@@ -24,9 +24,13 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 @pytest.fixture
 def browser_page(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     if not shutil.which(CHROMIUM):
-        pytest.skip(f"headless Chromium not found at {CHROMIUM}: `apt-get install chromium` "
-                    "(.ci/run does) or set TRAPWISE_CHROMIUM")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is missing")
+        pytest.skip(
+            f"headless Chromium not found at {CHROMIUM}: `apt-get install chromium` "
+            "(.ci/run does) or set TRAPWISE_CHROMIUM"
+        )
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="the playwright package is missing"
+    )
     # Playwright's sync API runs an event loop in this thread; the ORM calls the test makes
     # around it are still synchronous, so Django's async guard must be told.
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
@@ -39,7 +43,10 @@ def browser_page(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
 
 def test_volunteer_labels_with_hotkey(
-    browser_page: Any, live_server: Any, ingested_project: Project, admin_user: User,
+    browser_page: Any,
+    live_server: Any,
+    ingested_project: Project,
+    admin_user: User,
     volunteer: User,
 ) -> None:
     open_round = round_start(project=ingested_project, user=admin_user, strategy="k_center", size=3)

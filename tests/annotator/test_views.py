@@ -51,11 +51,20 @@ EXPECTED_GET = {
 
 @pytest.mark.parametrize("role", list(EXPECTED_GET))
 def test_get_every_view_as_role(
-    role: str, open_round: Round, ingested_project: Project, admin_user: User, volunteer: User,
-    ecologist: User, outsider: User,
+    role: str,
+    open_round: Round,
+    ingested_project: Project,
+    admin_user: User,
+    volunteer: User,
+    ecologist: User,
+    outsider: User,
 ) -> None:
-    user = {"admin": admin_user, "volunteer": volunteer, "ecologist": ecologist,
-            "outsider": outsider}[role]
+    user = {
+        "admin": admin_user,
+        "volunteer": volunteer,
+        "ecologist": ecologist,
+        "outsider": outsider,
+    }[role]
     client = _client(user)
     for name, url in _urls(ingested_project).items():
         response = client.get(url)
@@ -79,7 +88,11 @@ def test_project_list_shows_only_member_projects(
 
 @pytest.mark.parametrize("role,status", [("volunteer", 404), ("ecologist", 404), ("outsider", 404)])
 def test_only_admin_starts_rounds(
-    role: str, status: int, ingested_project: Project, volunteer: User, ecologist: User,
+    role: str,
+    status: int,
+    ingested_project: Project,
+    volunteer: User,
+    ecologist: User,
     outsider: User,
 ) -> None:
     user = {"volunteer": volunteer, "ecologist": ecologist, "outsider": outsider}[role]
@@ -109,7 +122,9 @@ def test_bad_round_form_changes_nothing(ingested_project: Project, admin_user: U
     assert not Round.objects.exists()
 
 
-def test_outsider_cannot_label(open_round: Round, ingested_project: Project, outsider: User) -> None:
+def test_outsider_cannot_label(
+    open_round: Round, ingested_project: Project, outsider: User
+) -> None:
     crop = open_round.items.first().crop  # type: ignore[union-attr]
     response = _client(outsider).post(
         reverse("label", args=[ingested_project.slug]),
@@ -119,7 +134,9 @@ def test_outsider_cannot_label(open_round: Round, ingested_project: Project, out
     assert not Label.objects.exists()
 
 
-def test_volunteer_labels_and_skips(open_round: Round, ingested_project: Project, volunteer: User) -> None:
+def test_volunteer_labels_and_skips(
+    open_round: Round, ingested_project: Project, volunteer: User
+) -> None:
     client = _client(volunteer)
     url = reverse("label", args=[ingested_project.slug])
     items = list(open_round.items.order_by("position"))
@@ -132,7 +149,10 @@ def test_volunteer_labels_and_skips(open_round: Round, ingested_project: Project
     assert f"Crop {items[2].crop_id}" in page.text
     label = Label.objects.get()
     assert (label.crop_id, label.species, label.user, label.round) == (
-        items[0].crop_id, species, volunteer, open_round
+        items[0].crop_id,
+        species,
+        volunteer,
+        open_round,
     )
 
 

@@ -34,7 +34,9 @@ def test_clips_to_frame() -> None:
 
 
 def test_numpy_numbers_accepted() -> None:
-    got = box_validate(box(np.float32(0.25), 0.25, np.float64(0.5), 0.5, conf=np.float32(0.5)))
+    got = box_validate(
+        box(np.float32(0.25), 0.25, np.float64(0.5), 0.5, conf=np.float32(0.5))  # type: ignore[arg-type]
+    )
     assert isinstance(got.x, float) and got.x == 0.25 and got.confidence == 0.5
 
 

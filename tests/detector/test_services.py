@@ -20,21 +20,27 @@ pytestmark = pytest.mark.django_db
 
 def _megadetector_json(path: Path, files: list[str]) -> Path:
     """Batch output: a sure box, a doubtful box and a person on the first file; nothing else."""
-    images = [{"file": f, "detections": []} for f in files]
+    images: list[dict[str, object]] = [{"file": f, "detections": []} for f in files]
     images[0]["detections"] = [
         {"category": "1", "conf": 0.9, "bbox": [0.1, 0.2, 0.3, 0.4]},
         {"category": "1", "conf": 0.05, "bbox": [0.5, 0.5, 0.1, 0.1]},
         {"category": "2", "conf": 0.95, "bbox": [0.6, 0.1, 0.2, 0.2]},
     ]
-    path.write_text(json.dumps({
-        "info": {"format_version": "1.4", "detector": "md_v5a.0.0.pt"},
-        "detection_categories": {"1": "animal", "2": "person", "3": "vehicle"},
-        "images": images,
-    }))
+    path.write_text(
+        json.dumps(
+            {
+                "info": {"format_version": "1.4", "detector": "md_v5a.0.0.pt"},
+                "detection_categories": {"1": "animal", "2": "person", "3": "vehicle"},
+                "images": images,
+            }
+        )
+    )
     return path
 
 
-def test_coco_boxes_become_crops_counts_and_empty_flags(project: Project, small_folder: Path) -> None:
+def test_coco_boxes_become_crops_counts_and_empty_flags(
+    project: Project, small_folder: Path
+) -> None:
     images_import(project=project, folder=small_folder, coco=small_folder / "annotations.json")
     detector = ImportedDetector.from_coco_camera_traps(small_folder / "annotations.json")
     report = detections_run(project=project, detector=detector)
@@ -61,7 +67,9 @@ def test_run_twice_processes_nothing_twice(project: Project, small_folder: Path)
 def test_megadetector_threshold_and_categories(project: Project, small_folder: Path) -> None:
     images_import(project=project, folder=small_folder)
     files = sorted(Image.objects.values_list("file_name", flat=True))
-    md = ImportedDetector.from_megadetector_json(_megadetector_json(small_folder / "md.json", files))
+    md = ImportedDetector.from_megadetector_json(
+        _megadetector_json(small_folder / "md.json", files)
+    )
     report = detections_run(project=project, detector=md)
     first = Image.objects.get(file_name=files[0])
     # All three boxes are kept raw; only the animal above the 0.2 threshold becomes a crop.

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from django.conf import settings
 
 from annotator.models import Project
 from annotator.services import folder_ingest
@@ -14,7 +13,11 @@ from detector.models import Crop
 from embeddings.index import index_load, index_search
 from embeddings.model import WeightsUnavailableError
 from embeddings.models import EmbeddingVersion
-from embeddings.selectors import embedding_vectors_load, embedding_version_current
+from embeddings.selectors import (
+    embedding_vectors_dir,
+    embedding_vectors_load,
+    embedding_version_current,
+)
 from embeddings.services import INDEX, embedding_version_build
 
 pytestmark = pytest.mark.django_db
@@ -29,7 +32,7 @@ def test_vectors_and_index_cover_every_crop(ingested_project: Project) -> None:
     assert sorted(ids.tolist()) == crop_ids
     assert vectors.shape == (len(crop_ids), 256) and vectors.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
-    index = index_load(Path(settings.TRAPWISE_DATA_DIR) / version.directory / INDEX)
+    index = index_load(embedding_vectors_dir(version=version) / INDEX)
     _, found = index_search(index, vectors, 1)
     assert found[:, 0].tolist() == ids.tolist()  # index ids are crop primary keys
 
@@ -43,8 +46,9 @@ def test_reimport_extends_the_current_version(
     assert version is not None
     before_ids, before = embedding_vectors_load(version=version)
     shutil.copytree(sample_dir / "images" / "Ocelot", small_folder / "images" / "Ocelot")
-    folder_ingest(project=ingested_project, folder=small_folder,
-                  coco=small_folder / "annotations.json")
+    folder_ingest(
+        project=ingested_project, folder=small_folder, coco=small_folder / "annotations.json"
+    )
     assert EmbeddingVersion.objects.count() == 1
     ids, vectors = embedding_vectors_load(version=version)
     assert len(ids) == Crop.objects.count() == len(before_ids) + 10

@@ -15,17 +15,24 @@ class Command(BaseCommand):
         parser.add_argument("name")
         parser.add_argument("--admin", required=True, help="user name of the project admin")
         parser.add_argument("--seed", type=int, default=0)
-        parser.add_argument("--backbone", default="resnet50",
-                            choices=["resnet50", "efficientnet_lite0"])
-        parser.add_argument("--weights", default="imagenet",
-                            help="imagenet, or a path to a backbone state-dict file")
+        parser.add_argument(
+            "--backbone", default="resnet50", choices=["resnet50", "efficientnet_lite0"]
+        )
+        parser.add_argument(
+            "--weights",
+            default="imagenet",
+            help="imagenet, or a path to a backbone state-dict file",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         user = get_user_model().objects.filter(username=options["admin"]).first()
         if user is None:
             raise CommandError(f"no user {options['admin']!r}; create it with createsuperuser")
         project = project_create(
-            name=options["name"], created_by=user, seed=options["seed"],
-            backbone=options["backbone"], backbone_weights=options["weights"],
+            name=options["name"],
+            created_by=user,
+            seed=options["seed"],
+            backbone=options["backbone"],
+            backbone_weights=options["weights"],
         )
         self.stdout.write(f"created project {project.name!r} (slug {project.slug})")

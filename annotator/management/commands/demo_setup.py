@@ -32,7 +32,9 @@ class Command(BaseCommand):
                 for name in report.created_users:
                     fh.write(f"{name} {passwords[name]}\n")
             credentials.chmod(0o600)
-            self.stdout.write(self.style.SUCCESS("Demo users (shown once; also in var/demo-credentials.txt):"))
+            self.stdout.write(
+                self.style.SUCCESS("Demo users (shown once; also in var/demo-credentials.txt):")
+            )
             for name in report.created_users:
                 self.stdout.write(f"  {name:<10} password: {passwords[name]}")
         else:

@@ -22,15 +22,20 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("project", help="project slug or name")
         parser.add_argument("folder", type=Path)
-        parser.add_argument("--coco", type=Path, help="COCO Camera Traps JSON: sequences, "
-                            "frame numbers, species names and boxes")
+        parser.add_argument(
+            "--coco",
+            type=Path,
+            help="COCO Camera Traps JSON: sequences, frame numbers, species names and boxes",
+        )
         parser.add_argument("--megadetector", type=Path, help="MegaDetector batch-output JSON")
 
     def handle(self, *args: Any, **options: Any) -> None:
         project = project_by_name(options["project"])
         try:
             report = folder_ingest(
-                project=project, folder=options["folder"], coco=options["coco"],
+                project=project,
+                folder=options["folder"],
+                coco=options["coco"],
                 megadetector=options["megadetector"],
             )
         except (FolderImportError, CocoError, DetectorError, WeightsUnavailableError) as exc:
