@@ -15,7 +15,12 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse, Stream
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from activelearn.selectors import prediction_for_crop, round_next_crop, round_open_get
+from activelearn.selectors import (
+    prediction_for_crop,
+    round_next_crop,
+    round_open_get,
+    round_progress,
+)
 from activelearn.services import LabelError, RoundError, label_submit, round_start
 from annotator.csvsafe import csv_safe_row
 from annotator.forms import SKIP, LabelForm, RoundStartForm
@@ -110,7 +115,12 @@ def label(request: HttpRequest, slug: str) -> HttpResponse:
         if open_round
         else None
     )
-    context: dict[str, Any] = {"project": project, "round": open_round, "crop": crop}
+    context: dict[str, Any] = {
+        "project": project,
+        "round": open_round,
+        "crop": crop,
+        "progress": round_progress(round_=open_round) if open_round else (0, 0),
+    }
     if crop is not None:
         context |= _label_context(project_species=list(project.species.all()), crop=crop)
     return render(request, "annotator/label.html", context)

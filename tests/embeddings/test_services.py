@@ -50,6 +50,9 @@ def test_reimport_extends_the_current_version(
         project=ingested_project, folder=small_folder, coco=small_folder / "annotations.json"
     )
     assert EmbeddingVersion.objects.count() == 1
+    old_dir = embedding_vectors_dir(version=version)
+    version.refresh_from_db()
+    assert not old_dir.exists()  # replaced by a new generation, then removed
     ids, vectors = embedding_vectors_load(version=version)
     assert len(ids) == Crop.objects.count() == len(before_ids) + 10
     np.testing.assert_array_equal(vectors[: len(before)], before)
