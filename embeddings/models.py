@@ -23,7 +23,7 @@ class EmbeddingVersion(models.Model):
     pretrained = models.BooleanField()
     embedding_dim = models.PositiveIntegerField(default=256)
     seed = models.PositiveIntegerField()
-    mode = models.CharField(max_length=30, default="pretrained-backbone+random-head")
+    mode = models.CharField(max_length=60, default="pretrained-backbone+random-head")
     directory = models.CharField(max_length=500, help_text="Relative to TRAPWISE_DATA_DIR.")
     # Vectors and index of the crops embedded so far, in a sub-folder of ``directory``. New crops
     # are written to a new sub-folder and this field is switched after, so readers never see

@@ -1,0 +1,36 @@
+"""Write one benchmark result as JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(os.environ.get("TRAPWISE_BENCH_DIR", "var/bench"))
+
+
+def result_write(
+    *,
+    name: str,
+    unit: str,
+    value: float,
+    baseline_name: str,
+    baseline: float,
+    params: dict[str, Any],
+) -> Path:
+    """Write ``var/bench/<name>.json`` and return its path."""
+    BENCH_DIR.mkdir(parents=True, exist_ok=True)
+    record = {
+        "name": name,
+        "unit": unit,
+        "value": value,
+        "baseline_name": baseline_name,
+        "baseline": baseline,
+        "ratio": value / baseline if baseline else None,
+        "params": {**params, "cpus": os.cpu_count(), "machine": platform.machine()},
+    }
+    path = BENCH_DIR / f"{name}.json"
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    return path
