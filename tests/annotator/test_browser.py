@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
+from django.db import connection
 
 from activelearn.models import Label, Round
 from activelearn.services import round_start
@@ -34,6 +35,9 @@ def browser_page(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     # Playwright's sync API runs an event loop in this thread; the ORM calls the test makes
     # around it are still synchronous, so Django's async guard must be told.
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    # The live server's request threads must not keep connections open past the test, or the
+    # test database cannot be dropped afterwards (PostgreSQL).
+    monkeypatch.setitem(connection.settings_dict, "CONN_MAX_AGE", 0)
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
