@@ -41,7 +41,8 @@ logger = logging.getLogger(__name__)
 # Versions whose detection fields (file, detections[].category/conf/bbox, failure,
 # detection_categories) this module reads; later versions only add fields, but are
 # refused until checked.
-SUPPORTED_MEGADETECTOR_VERSIONS: tuple[str, ...] = ("1.0", "1.1", "1.2", "1.3", "1.4")
+# 1.5 and 1.6 add optional fields (classifications, detector metadata) beside the ones read here.
+SUPPORTED_MEGADETECTOR_VERSIONS: tuple[str, ...] = ("1.0", "1.1", "1.2", "1.3", "1.4", "1.5", "1.6")
 
 _WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:")
 

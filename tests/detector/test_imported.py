@@ -108,7 +108,7 @@ def test_megadetector_supported_versions(tmp_path: Path, version: str) -> None:
     assert len(det.files) == 5
 
 
-@pytest.mark.parametrize("version", ["0.9", "1.5", "2.0", None])
+@pytest.mark.parametrize("version", ["0.9", "1.7", "2.0", None])
 def test_megadetector_unknown_version(tmp_path: Path, version: str | None) -> None:
     doc = md_document("1.0")
     doc["info"]["format_version"] = version

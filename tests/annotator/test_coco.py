@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from annotator.coco import CocoError, coco_metadata_read
+
+
+def test_reads_the_real_sample(sample_dir: Path) -> None:
+    meta = coco_metadata_read(sample_dir / "annotations.json")
+    assert len(meta.by_file) == 69 and len(meta.species) == 10
+    entry = meta.by_file["images/Red_Fox/SEQ75179/SEQ75179_IMG_0002.JPG"]
+    assert (entry.seq_id, entry.frame_num) == ("SEQ75179", 2)
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("{not json", "cannot read"),
+        ('{"images": []}', "needs 'images' and 'categories'"),
+        ('{"images": [{"id": 1}], "categories": []}', "no file_name"),
+        ('{"images": [], "categories": [{"name": "x"}]}', "id and a name"),
+    ],
+)
+def test_bad_files_get_clear_errors(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(text)
+    with pytest.raises(CocoError, match=message):
+        coco_metadata_read(path)

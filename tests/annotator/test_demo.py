@@ -1,0 +1,44 @@
+"""The demo set-up is complete and can run any number of times."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth import authenticate
+from django.core.management import call_command
+
+from activelearn.models import Round
+from annotator.demo import DEMO_PROJECT
+from annotator.models import Membership, Project
+from detector.models import Crop
+from embeddings.models import EmbeddingVersion
+
+pytestmark = pytest.mark.django_db
+
+
+def test_demo_setup_twice(
+    settings: object,
+    tmp_path: object,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    settings.VAR_DIR = tmp_path  # type: ignore[attr-defined]
+    monkeypatch.setenv("TRAPWISE_ADMIN_PASSWORD", "demo-admin-pw-1")
+    call_command("demo_setup")
+    first = capsys.readouterr().out
+    assert "admin" in first and "Round 1 opened" in first
+    assert authenticate(username="admin", password="demo-admin-pw-1") is not None
+    project = Project.objects.get(name=DEMO_PROJECT)
+    assert project.images.count() == 69 and Crop.objects.count() == 68
+    assert Membership.objects.filter(project=project).count() == 3
+    assert Round.objects.get().items.count() == 68
+    assert EmbeddingVersion.objects.get().backbone == "efficientnet_lite0"
+
+    call_command("demo_setup")
+    second = capsys.readouterr().out
+    assert "passwords are in" in second and "opened" not in second
+    assert (
+        Project.objects.count(),
+        Crop.objects.count(),
+        Round.objects.count(),
+        EmbeddingVersion.objects.count(),
+    ) == (1, 68, 1, 1)
