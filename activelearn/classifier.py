@@ -11,7 +11,6 @@ files this application wrote itself.
 from __future__ import annotations
 
 import logging
-import numbers
 import os
 import tempfile
 import warnings
@@ -24,6 +23,8 @@ import numpy as np
 import sklearn
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import MLPClassifier
+
+from activelearn._checks import check_int
 
 __all__ = [
     "ClassifierError",
@@ -99,12 +100,7 @@ class Predictions:
 
 
 def _check_int(value: object, *, name: str, minimum: int) -> int:
-    """Return ``value`` as int, rejecting bools, floats and values below ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ClassifierError(f"{name} must be an integer, got {value!r}")
-    if int(value) < minimum:
-        raise ClassifierError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
+    return check_int(value, name=name, minimum=minimum, error=ClassifierError)
 
 
 def _check_features(features: object, *, name: str = "features") -> np.ndarray:

@@ -14,11 +14,12 @@ database ids is the caller's job. All randomness comes from ``random_state``.
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+
+from activelearn._checks import check_int
 
 __all__ = [
     "STRATEGIES",
@@ -60,12 +61,7 @@ class Selection:
 
 
 def _check_int(value: object, *, name: str, minimum: int) -> int:
-    """Return ``value`` as int, rejecting bools, floats and values below ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise SelectionError(f"{name} must be an integer, got {value!r}")
-    if int(value) < minimum:
-        raise SelectionError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
+    return check_int(value, name=name, minimum=minimum, error=SelectionError)
 
 
 def _check_mask(mask: object, *, name: str, n_rows: int) -> np.ndarray:
