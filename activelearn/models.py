@@ -80,7 +80,9 @@ class Label(models.Model):
     """A human label. Rows are only ever added: a crop's label is its latest row."""
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="labels")
-    crop = models.ForeignKey(Crop, on_delete=models.CASCADE, related_name="labels")
+    # RESTRICT: deleting a labelled crop (or its image) fails; only deleting the whole project
+    # removes its labels.
+    crop = models.ForeignKey(Crop, on_delete=models.RESTRICT, related_name="labels")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     kind = models.CharField(max_length=20, choices=LabelKind.choices)
     species = models.ForeignKey(

@@ -19,8 +19,16 @@ class Project(models.Model):
     # Every random choice of the project (selection, classifier, head init) derives from this seed.
     seed = models.PositiveIntegerField(default=0)
     round_size = models.PositiveIntegerField(default=100)
+    # Crops are derived from the stored detections with these; changing them re-derives crops,
+    # empty flags and counts without running the detector again.
     detection_threshold = models.FloatField(default=0.2)
+    min_box_pixels = models.PositiveIntegerField(
+        default=8, help_text="Boxes narrower or lower than this (in image pixels) are ignored."
+    )
     crop_padding = models.FloatField(default=0.1)
+    # Frames of one camera more than this apart start a new capture event (when the import
+    # has no sequence ids).
+    sequence_gap_seconds = models.PositiveIntegerField(default=60)
     backbone = models.CharField(max_length=50, default="resnet50")
     backbone_weights = models.CharField(max_length=500, default="imagenet")
     created_by = models.ForeignKey(
@@ -75,10 +83,15 @@ class Image(models.Model):
     height = models.PositiveIntegerField()
     seq_id = models.CharField(max_length=200, blank=True)
     frame_num = models.IntegerField(null=True, blank=True)
+    # Where the sequence id came from: the imported metadata, or camera + time gaps.
+    seq_source = models.CharField(max_length=20, blank=True)
+    camera = models.CharField(max_length=300, blank=True)
+    taken_at = models.DateTimeField(null=True, blank=True)
     imported_at = models.DateTimeField(auto_now_add=True)
     # Set by the detector stage; null until the image has been through a detector.
     detected_at = models.DateTimeField(null=True, blank=True)
     detector_version = models.CharField(max_length=300, blank=True)
+    detection_failure = models.TextField(blank=True)
     is_empty = models.BooleanField(null=True)
     count = models.PositiveIntegerField(null=True, blank=True)
 

@@ -3,20 +3,36 @@
 from __future__ import annotations
 
 import logging
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC
 from pathlib import Path
 
 from django.contrib.auth.models import User
 from django.db import transaction
+from django.utils import timezone
 from django.utils.text import slugify
 from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
 
 from annotator.coco import CocoMetadata, coco_metadata_read
 from annotator.models import Image, Membership, Project, Role, Species
+from annotator.sequences import FrameInfo, exif_camera_and_time, sequences_infer
+from detector.base import DetectorError
 from detector.imported import ImportedDetector
-from detector.services import DetectionReport, detections_run
-from embeddings.services import embeddings_sync
+from detector.models import DetectionJob
+from detector.selectors import image_roots_pending, images_pending
+from detector.services import (
+    DETECTORS,
+    MAX_PROBLEMS_KEPT,
+    DeriveReport,
+    DetectionReport,
+    crops_rederive,
+    detections_run,
+    detector_for_root,
+)
+from embeddings.services import embedding_version_build, embeddings_sync
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +102,8 @@ def images_import(*, project: Project, folder: Path, coco: Path | None = None) -
     """Add each image under ``folder`` (recursive; jpg, jpeg, png) not yet in ``project``.
 
     With ``coco``, a COCO Camera Traps file supplies sequence ids, frame numbers and species
-    names. Unreadable files are reported and skipped; the rest of the folder goes on.
+    names. Images it gives no sequence id are grouped into capture events by camera and EXIF
+    time. Unreadable files are reported and skipped; the rest of the folder goes on.
     """
     folder = Path(folder).resolve()
     if not folder.is_dir():
@@ -101,6 +118,8 @@ def images_import(*, project: Project, folder: Path, coco: Path | None = None) -
             report.already_present += 1
             continue
         _image_add(project=project, folder=folder, path=path, metadata=metadata, report=report)
+    if report.added:
+        images_sequences_infer(project=project)
     return report
 
 
@@ -114,9 +133,18 @@ def _image_add(
 ) -> None:
     file_name = path.relative_to(folder).as_posix()
     try:
-        with PILImage.open(path) as img:
-            width, height = img.size
-    except (OSError, UnidentifiedImageError, PILImage.DecompressionBombError) as exc:
+        with warnings.catch_warnings():
+            # Refuse decompression bombs outright instead of only warning about them.
+            warnings.simplefilter("error", PILImage.DecompressionBombWarning)
+            with PILImage.open(path) as img:
+                width, height = img.size
+                camera, taken_at = exif_camera_and_time(img, file_name=file_name)
+    except (
+        OSError,
+        UnidentifiedImageError,
+        PILImage.DecompressionBombError,
+        PILImage.DecompressionBombWarning,
+    ) as exc:
         report.problems.append((file_name, f"not a readable image: {exc}"))
         return
     meta = metadata.by_file.get(file_name) if metadata is not None else None
@@ -126,10 +154,34 @@ def _image_add(
         file_name=file_name,
         width=width,
         height=height,
-        seq_id=meta.seq_id if meta else "",
+        seq_id=meta.seq_id if meta and meta.seq_id else "",
+        seq_source="metadata" if meta and meta.seq_id else "",
         frame_num=meta.frame_num if meta else None,
+        camera=camera,
+        # Camera clocks have no time zone: the clock time is kept as it is, labelled UTC.
+        taken_at=taken_at.replace(tzinfo=UTC) if taken_at else None,
     )
     report.added += 1
+
+
+def images_sequences_infer(*, project: Project) -> int:
+    """Give every image without imported sequence id a capture event from camera + time gaps.
+
+    Recomputed over all such images of the project, so events that span two imports join up.
+    Returns the number of images whose sequence id changed.
+    """
+    images = list(
+        Image.objects.filter(project=project).exclude(seq_source="metadata").order_by("id")
+    )
+    events = sequences_infer(
+        (FrameInfo(key=str(i.pk), camera=i.camera, taken_at=i.taken_at) for i in images),
+        gap_seconds=project.sequence_gap_seconds,
+    )
+    changed = [i for i in images if i.seq_id != events[str(i.pk)]]
+    for image in changed:
+        image.seq_id, image.seq_source = events[str(image.pk)], "time"
+    Image.objects.bulk_update(changed, ["seq_id", "seq_source"], batch_size=1000)
+    return len(changed)
 
 
 @dataclass
@@ -145,15 +197,17 @@ def folder_ingest(
     folder: Path,
     coco: Path | None = None,
     megadetector: Path | None = None,
+    boxes: bool = True,
 ) -> IngestReport:
     """Import a folder, take its boxes from ``coco`` or ``megadetector`` JSON, crop and embed.
 
-    Every step only adds what is new, so running it again on the same folder changes nothing.
+    With ``boxes=False`` the COCO file gives sequences and species only; the images then wait
+    for ``detect``. Every step only adds what is new, so running it again changes nothing.
     """
     if coco is not None and megadetector is not None:
         raise FolderImportError("give boxes from either --coco or --megadetector, not both")
     images = images_import(project=project, folder=folder, coco=coco)
-    detector = _imported_detector(coco=coco, megadetector=megadetector)
+    detector = _imported_detector(coco=coco, megadetector=megadetector) if boxes else None
     detection = detections_run(project=project, detector=detector) if detector else None
     version = embeddings_sync(project=project) if project.crops.exists() else None
     return IngestReport(
@@ -169,3 +223,92 @@ def _imported_detector(*, coco: Path | None, megadetector: Path | None) -> Impor
     if coco is not None:
         return ImportedDetector.from_coco_camera_traps(coco)
     return None
+
+
+def detection_job_create(
+    *, project: Project, detector: str, options: dict[str, str] | None = None, queue: bool = True
+) -> DetectionJob:
+    """Record a detection job for the project's undetected images; queue it for the worker.
+
+    With ``queue=False`` the caller runs it (``detection_job_run``), e.g. a command in a terminal.
+    """
+    if detector not in DETECTORS:
+        raise DetectorError(f"unknown detector {detector!r}; choose one of {', '.join(DETECTORS)}")
+    job = DetectionJob.objects.create(
+        project=project,
+        detector=detector,
+        options=options or {},
+        total=images_pending(project=project),
+    )
+    if queue:
+        from annotator.tasks import detection_job_task
+
+        transaction.on_commit(lambda: detection_job_task.delay(job.pk))
+    return job
+
+
+def detection_job_run(*, job_id: int) -> DetectionJob:
+    """Run a detection job to the end, then embed the new crops. Safe to run again.
+
+    Images already detected are skipped, so a job that was killed (or redelivered after a
+    worker died) continues where it stopped. Progress is saved after every batch.
+    """
+    job = DetectionJob.objects.select_related("project").get(pk=job_id)
+    if job.status == DetectionJob.Status.DONE:
+        return job
+    project = job.project
+    job.status, job.started_at = DetectionJob.Status.RUNNING, job.started_at or timezone.now()
+    job.total = job.done + job.failed + images_pending(project=project)
+    job.save(update_fields=["status", "started_at", "total"])
+    try:
+        for root in image_roots_pending(project=project):
+            detector = detector_for_root(
+                project=project, name=job.detector, root=root, options=job.options
+            )
+            detections_run(
+                project=project, detector=detector, root=root, progress=_job_progress(job)
+            )
+        embeddings_sync(project=project)
+    except Exception as exc:
+        job.status, job.error = DetectionJob.Status.FAILED, f"{type(exc).__name__}: {exc}"
+        job.save(update_fields=["status", "error"])
+        raise
+    job.status, job.finished_at = DetectionJob.Status.DONE, timezone.now()
+    job.save(update_fields=["status", "finished_at"])
+    return job
+
+
+def _job_progress(job: DetectionJob) -> Callable[[DetectionReport, int], None]:
+    """Fold each batch's report into the job row: done, failed, crops and the first problems."""
+    base_done, base_failed, base_crops = job.done, job.failed, job.crops
+    base_problems = list(job.problems)
+
+    def update(report: DetectionReport, remaining: int) -> None:
+        job.done = base_done + report.images_done
+        job.failed = base_failed + len(report.problems)
+        job.crops = base_crops + report.crops
+        job.problems = (base_problems + [list(p) for p in report.problems])[:MAX_PROBLEMS_KEPT]
+        job.save(update_fields=["done", "failed", "crops", "problems", "updated_at"])
+
+    return update
+
+
+def project_thresholds_update(
+    *, project: Project, detection_threshold: float, min_box_pixels: int, crop_padding: float
+) -> DeriveReport:
+    """Change the thresholds, re-derive crops from the stored boxes and re-embed what changed.
+
+    New crops join the current embedding version; a changed padding recuts every crop, which
+    makes the current vectors stale, so a new embedding version is built and switched to.
+    """
+    padding_changed = crop_padding != project.crop_padding
+    project.detection_threshold = detection_threshold
+    project.min_box_pixels = min_box_pixels
+    project.crop_padding = crop_padding
+    project.save(update_fields=["detection_threshold", "min_box_pixels", "crop_padding"])
+    report = crops_rederive(project=project)
+    if padding_changed and report.recut:
+        embedding_version_build(project=project)
+    elif report.created:
+        embeddings_sync(project=project)
+    return report

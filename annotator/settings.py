@@ -129,6 +129,10 @@ TRAPWISE_DATA_DIR = Path(os.environ.get("TRAPWISE_DATA_DIR", VAR_DIR / "data")).
 TRAPWISE_BACKBONE = os.environ.get("TRAPWISE_BACKBONE", "resnet50")
 TRAPWISE_BACKBONE_WEIGHTS = os.environ.get("TRAPWISE_BACKBONE_WEIGHTS", "imagenet")
 
+# MegaDetector weights (a local .pt file, or a model name downloaded when online). When set,
+# `manage.py detect` uses MegaDetector by default; otherwise the offline detector.
+TRAPWISE_MEGADETECTOR_WEIGHTS = os.environ.get("TRAPWISE_MEGADETECTOR_WEIGHTS", "")
+
 # Celery. The default broker is a folder, so development needs no server.
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://")
 CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {}

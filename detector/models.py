@@ -30,6 +30,38 @@ class Detection(models.Model):
         return f"{self.category} {self.confidence:.2f} on image {self.image_id}"
 
 
+class DetectionJob(models.Model):
+    """One run of a detector over a project's undetected images, with its progress."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="detection_jobs")
+    detector = models.CharField(max_length=50)
+    options = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    total = models.PositiveIntegerField(default=0)
+    done = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    crops = models.PositiveIntegerField(default=0)
+    # The first problems met, as [file name, reason] pairs; the count is in ``failed``.
+    problems = models.JSONField(default=list, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.detector} on {self.project} ({self.status})"
+
+
 class Crop(models.Model):
     """An animal crop: the unit that is embedded, selected, labelled and predicted."""
 
@@ -38,6 +70,9 @@ class Crop(models.Model):
     detection = models.OneToOneField(Detection, on_delete=models.CASCADE, related_name="crop")
     file = models.CharField(max_length=500, help_text="Path relative to MEDIA_ROOT.")
     padding = models.FloatField()
+    # False once the project's thresholds drop its detection. The row stays, so that labels on
+    # it are never lost; raising the threshold back reactivates it.
+    active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

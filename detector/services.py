@@ -1,9 +1,13 @@
-"""Detector stage, Django side: run a detector over a project's images, store boxes, cut crops."""
+"""Detector stage, Django side: run a detector over a project's images, store boxes, cut crops.
+
+Raw boxes are stored as ``Detection`` rows; crops, empty flags and counts are derived from them
+with the project's thresholds, so changing a threshold never runs the detector again.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +23,8 @@ from detector.models import Crop, Detection
 
 logger = logging.getLogger(__name__)
 
-BATCH_SIZE = 64
+BATCH_SIZE = 32
+MAX_PROBLEMS_KEPT = 200
 
 
 @dataclass
@@ -31,55 +36,115 @@ class DetectionReport:
     problems: list[tuple[str, str]] = field(default_factory=list)
 
 
-def detections_run(*, project: Project, detector: Detector) -> DetectionReport:
+@dataclass
+class DeriveReport:
+    created: int = 0
+    recut: int = 0
+    activated: int = 0
+    deactivated: int = 0
+
+
+ProgressCallback = Callable[[DetectionReport, int], None]
+
+
+def detections_run(
+    *,
+    project: Project,
+    detector: Detector,
+    root: Path | None = None,
+    progress: ProgressCallback | None = None,
+) -> DetectionReport:
     """Run ``detector`` on every image of ``project`` not yet detected; store boxes and crops.
 
-    Each image is committed on its own, so a killed run resumes where it stopped and never
-    processes an image twice.
+    Images go to the detector in batches; each image is committed on its own, so a killed run
+    resumes where it stopped and never processes an image twice. ``progress(report, pending)``
+    is called after every batch. With ``root``, only images under that folder are run.
     """
     report = DetectionReport()
     pending = Image.objects.filter(project=project, detected_at__isnull=True).order_by("id")
+    if root is not None:
+        pending = pending.filter(path__startswith=f"{root}/")
+    remaining = pending.count()
     batch: list[Image] = []
     for image in pending.iterator(chunk_size=BATCH_SIZE):
         batch.append(image)
         if len(batch) == BATCH_SIZE:
             _detect_batch(project=project, detector=detector, images=batch, report=report)
+            remaining -= len(batch)
             batch = []
+            if progress is not None:
+                progress(report, remaining)
     if batch:
         _detect_batch(project=project, detector=detector, images=batch, report=report)
+        if progress is not None:
+            progress(report, 0)
     return report
 
 
 def _detect_batch(
     *, project: Project, detector: Detector, images: list[Image], report: DetectionReport
 ) -> None:
-    for image in images:
-        try:
-            [result] = detector.detect([image.file_name])
-        except (DetectorError, KeyError) as exc:
-            report.problems.append((image.file_name, str(exc)))
-            continue
-        if result.failure is not None:
-            report.problems.append((image.file_name, f"detector failed: {result.failure}"))
-            continue
-        try:
-            n_crops = _image_store(project=project, image=image, detector=detector, result=result)
-        except (OSError, ValueError, DetectorError) as exc:
-            report.problems.append((image.file_name, f"cannot crop: {exc}"))
-            continue
-        report.images_done += 1
-        report.crops += n_crops
-        report.empty += n_crops == 0
+    results: list[ImageDetections | str]
+    try:
+        results = list(detector.detect([image.file_name for image in images]))
+    except DetectorError:
+        # One unknown file must not sink the batch: ask again image by image.
+        results = [_detect_one(detector, image.file_name) for image in images]
+    for image, result in zip(images, results, strict=True):
+        if isinstance(result, str):
+            _problem(report, image, result)
+        elif result.failure is not None:
+            _image_failure(image, result.failure)
+            _problem(report, image, f"detector failed: {result.failure}")
+        else:
+            _image_store_or_report(
+                project=project, image=image, detector=detector, result=result, report=report
+            )
+
+
+def _detect_one(detector: Detector, file_name: str) -> ImageDetections | str:
+    try:
+        [result] = detector.detect([file_name])
+    except DetectorError as exc:
+        return str(exc)
+    return result
+
+
+def _image_store_or_report(
+    *,
+    project: Project,
+    image: Image,
+    detector: Detector,
+    result: ImageDetections,
+    report: DetectionReport,
+) -> None:
+    try:
+        n_crops = _image_store(project=project, image=image, detector=detector, result=result)
+    except (OSError, ValueError, DetectorError) as exc:
+        _problem(report, image, f"cannot crop: {exc}")
+        return
+    report.images_done += 1
+    report.crops += n_crops
+    report.empty += n_crops == 0
+
+
+def _problem(report: DetectionReport, image: Image, reason: str) -> None:
+    report.problems.append((image.file_name, reason))
+
+
+def _image_failure(image: Image, reason: str) -> None:
+    image.detection_failure = reason
+    image.save(update_fields=["detection_failure"])
 
 
 def _image_store(
     *, project: Project, image: Image, detector: Detector, result: ImageDetections
 ) -> int:
-    """Store one image's detections and crops in one transaction; return the number of crops."""
-    version = f"{detector.name} {detector.version}"
+    """Store one image's detections and derive its crops in one transaction; return #crops."""
+    version = f"{detector.name} {detector.version}"[:300]
     with transaction.atomic():
-        detections = [
-            Detection.objects.create(
+        Detection.objects.bulk_create(
+            Detection(
                 image=image,
                 x=box.x,
                 y=box.y,
@@ -90,23 +155,72 @@ def _image_store(
                 detector_version=version,
             )
             for box in result.boxes
-        ]
-        kept = [d for d in detections if _is_animal(d, threshold=project.detection_threshold)]
-        if kept:
-            _crops_write(project=project, image=image, detections=kept)
+        )
         image.detected_at = timezone.now()
         image.detector_version = version
-        image.count = len(kept)
-        image.is_empty = not kept
-        image.save(update_fields=["detected_at", "detector_version", "count", "is_empty"])
-    return len(kept)
+        image.detection_failure = ""
+        image.save(update_fields=["detected_at", "detector_version", "detection_failure"])
+        _image_crops_derive(project=project, image=image, report=DeriveReport())
+    return image.count or 0
 
 
-def _is_animal(detection: Detection, *, threshold: float) -> bool:
-    return detection.category == "animal" and detection.confidence >= threshold
+def detection_kept(detection: Detection, *, project: Project, image: Image) -> bool:
+    """Whether a stored box becomes a crop under the project's thresholds."""
+    return (
+        detection.category == "animal"
+        and detection.confidence >= project.detection_threshold
+        and detection.w * image.width >= project.min_box_pixels
+        and detection.h * image.height >= project.min_box_pixels
+    )
 
 
-def _crops_write(*, project: Project, image: Image, detections: Iterable[Detection]) -> None:
+def crops_rederive(*, project: Project) -> DeriveReport:
+    """Re-derive crops, empty flags and counts of every detected image from stored boxes.
+
+    Crops whose box falls below the thresholds are deactivated, never deleted (labels on them
+    stay); boxes that now pass get a crop (reactivated or cut); a changed padding recuts the
+    crop file. Nothing runs the detector.
+    """
+    report = DeriveReport()
+    images = Image.objects.filter(project=project, detected_at__isnull=False).order_by("id")
+    for image in images.iterator(chunk_size=500):
+        with transaction.atomic():
+            _image_crops_derive(project=project, image=image, report=report)
+    return report
+
+
+def _image_crops_derive(*, project: Project, image: Image, report: DeriveReport) -> None:
+    detections = list(image.detections.select_related("crop").order_by("-confidence", "id"))
+    kept = [d for d in detections if detection_kept(d, project=project, image=image)]
+    kept_ids = {d.pk for d in kept}
+    for det in detections:
+        crop = getattr(det, "crop", None)
+        if crop is not None and crop.active and det.pk not in kept_ids:
+            crop.active = False
+            crop.save(update_fields=["active"])
+            report.deactivated += 1
+    to_cut = [d for d in kept if _needs_cut(d, padding=project.crop_padding)]
+    if to_cut:
+        _crops_write(project=project, image=image, detections=to_cut, report=report)
+    for det in kept:
+        crop = getattr(det, "crop", None)
+        if crop is not None and not crop.active:
+            crop.active = True
+            crop.save(update_fields=["active"])
+            report.activated += 1
+    image.count = len(kept)
+    image.is_empty = not kept
+    image.save(update_fields=["count", "is_empty"])
+
+
+def _needs_cut(detection: Detection, *, padding: float) -> bool:
+    crop = getattr(detection, "crop", None)
+    return crop is None or crop.padding != padding
+
+
+def _crops_write(
+    *, project: Project, image: Image, detections: list[Detection], report: DeriveReport
+) -> None:
     out_dir = Path(settings.MEDIA_ROOT) / "crops" / str(project.pk)
     out_dir.mkdir(parents=True, exist_ok=True)
     with PILImage.open(image.path) as source:
@@ -115,13 +229,78 @@ def _crops_write(*, project: Project, image: Image, detections: Iterable[Detecti
             box = Box(
                 x=det.x, y=det.y, w=det.w, h=det.h, confidence=det.confidence, category=det.category
             )
-            crop = crop_box(source, box, padding=project.crop_padding)
             relative = Path("crops") / str(project.pk) / f"{det.pk}.jpg"
-            crop.save(Path(settings.MEDIA_ROOT) / relative, format="JPEG", quality=90)
-            Crop.objects.create(
-                project=project,
-                image=image,
-                detection=det,
-                file=relative.as_posix(),
-                padding=project.crop_padding,
+            crop_box(source, box, padding=project.crop_padding).save(
+                Path(settings.MEDIA_ROOT) / relative, format="JPEG", quality=90
             )
+            _crop_row_save(project=project, image=image, det=det, relative=relative, report=report)
+
+
+def _crop_row_save(
+    *, project: Project, image: Image, det: Detection, relative: Path, report: DeriveReport
+) -> None:
+    crop = getattr(det, "crop", None)
+    if crop is None:
+        det.crop = Crop.objects.create(
+            project=project,
+            image=image,
+            detection=det,
+            file=relative.as_posix(),
+            padding=project.crop_padding,
+        )
+        report.created += 1
+    else:
+        crop.padding = project.crop_padding
+        crop.save(update_fields=["padding"])
+        report.recut += 1
+
+
+DETECTORS = ("offline", "megadetector", "megadetector-json", "coco")
+
+
+def detector_for_root(
+    *, project: Project, name: str, root: Path, options: dict[str, str]
+) -> Detector:
+    """Build the detector ``name`` for the images of ``project`` under ``root``.
+
+    offline: background model per capture sequence (no weights). megadetector: model weights
+    from ``options["weights"]`` (a path or a model name) or TRAPWISE_MEGADETECTOR_WEIGHTS.
+    megadetector-json / coco: boxes from the file in ``options["file"]``.
+    """
+    if name == "offline":
+        from detector.offline import OfflineDetector
+
+        return OfflineDetector(root=root, sequences=_sequences_under(project=project, root=root))
+    if name == "megadetector":
+        from detector.megadetector import MegaDetector
+
+        weights = options.get("weights") or settings.TRAPWISE_MEGADETECTOR_WEIGHTS
+        if not weights:
+            raise DetectorError(
+                "MegaDetector needs weights: pass --weights PATH (an MDv5a/MDv5b .pt file) or "
+                "set TRAPWISE_MEGADETECTOR_WEIGHTS"
+            )
+        return MegaDetector(root=root, weights=weights, device=options.get("device") or None)
+    if name in ("megadetector-json", "coco"):
+        from detector.imported import ImportedDetector
+
+        if not options.get("file"):
+            raise DetectorError(f"detector {name!r} needs the JSON file (--file)")
+        path = Path(options["file"])
+        if name == "coco":
+            return ImportedDetector.from_coco_camera_traps(path)
+        return ImportedDetector.from_megadetector_json(path)
+    raise DetectorError(f"unknown detector {name!r}; choose one of {', '.join(DETECTORS)}")
+
+
+def _sequences_under(*, project: Project, root: Path) -> dict[str, str]:
+    """{file name: capture event} for every image under ``root``, detected or not.
+
+    The background of an event is modelled from all its frames; an image without an event is
+    a sequence of its own.
+    """
+    rows = Image.objects.filter(project=project, path__startswith=f"{root}/")
+    return {
+        file_name: seq_id or f"image-{pk}"
+        for pk, file_name, seq_id in rows.values_list("pk", "file_name", "seq_id")
+    }

@@ -1,0 +1,18 @@
+"""Celery tasks of the pipeline: each takes primary keys and calls one service."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from annotator.services import detection_job_run
+
+
+@shared_task(
+    acks_late=True,
+    reject_on_worker_lost=True,
+    time_limit=24 * 3600,
+    soft_time_limit=24 * 3600 - 300,
+)
+def detection_job_task(job_id: int) -> int:
+    """Run a detection job; a redelivered message resumes it where it stopped."""
+    return detection_job_run(job_id=job_id).done

@@ -1,0 +1,426 @@
+"""An offline animal detector that needs no model weights: background subtraction per burst.
+
+Camera traps shoot bursts (capture sequences) from a fixed camera, so whatever changes
+between the frames of one burst is probably the animal. For each sequence this detector
+
+1. decodes every frame as greyscale at reduced resolution (JPEG DCT scaling via
+   ``Image.draft``, then a ``work_size`` grid), and smooths it slightly;
+2. models the background as the per-pixel median over the sequence's frames, after
+   matching each frame's brightness and contrast to it (a robust linear fit, because
+   infrared exposure flickers from frame to frame);
+3. scores each pixel by ``z = |frame - background| / sigma``, where ``sigma`` is the
+   per-pixel median absolute deviation over the burst (high where leaves move), floored
+   by a global noise level;
+4. thresholds ``z`` with hysteresis (seeds above ``z_high``, grown through ``z_low``),
+   ignores the camera's info bars at the top and bottom, cleans the mask with binary
+   opening / closing, takes connected components, merges boxes closer than ``merge_gap``,
+   drops those smaller than ``min_area``;
+5. gives each box a confidence from its foreground strength and size (``_confidence``).
+
+Good at: animals that move across a burst of 3+ frames from a fixed camera, day or night.
+
+Bad at (know this before trusting it):
+
+* animals that stay still for most of the burst, or are present in more than half of the
+  frames at the same place: they become background (missed), and the frames where they
+  are absent then show a "ghost" box where they stood;
+* single frames and 2-frame bursts: there is no background to compare with. Such
+  sequences get ``failure`` set (result unknown, not "empty"); see ``OfflineParams.min_frames``;
+* wind-blown vegetation, moving shadows and sun flecks, rain, insects near the lens:
+  false boxes (the per-pixel noise estimate only damps regular motion);
+* strong infrared flicker or auto-exposure changes beyond a global gain and offset;
+* groups: touching animals merge into one box, so counts are low for herds;
+* box extent: a box covers what changed, which may be only the moving part of an animal.
+
+Deterministic: the same files and parameters give the same boxes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+from detector.base import (
+    Box,
+    DetectorError,
+    ImageDetections,
+    UnknownFileError,
+    box_validate,
+)
+from detector.imported import normalise_relpath
+
+__all__ = ["OfflineDetector", "OfflineParams"]
+
+# Pixel rectangle on the working grid: (row0, col0, row1, col1), exclusive ends.
+_Rect = tuple[int, int, int, int]
+
+# Failure message for sequences too short to model the background (format: n, key, min).
+_TOO_FEW_FRAMES = (
+    "offline-background needs at least {min} readable frames of a capture sequence to "
+    "model the background; sequence {key!r} has {n}, so no detection was attempted"
+)
+
+
+@dataclass(frozen=True)
+class OfflineParams:
+    """Every tunable of OfflineDetector (defaults tuned on missouri-dev, 748 images).
+
+    Attributes:
+        work_size: long side of the working grid in pixels (640 px frames -> 160).
+        min_frames: fewest readable frames a sequence needs; shorter ones get a failure.
+        blur_sigma: Gaussian smoothing of each working frame, in working pixels.
+        bar_top, bar_bottom: fractions of the height ignored at the top / bottom
+            (the burnt-in camera id and time change between frames).
+        noise_floor: lowest sigma in grey levels (0-255), so flat areas don't explode.
+        noise_global_weight: sigma is at least this times the median per-pixel sigma.
+        z_high: a component needs a pixel with z above this to count (seed).
+        z_low: pixels with z above this grow a seeded component.
+        open_size: side of the square structuring element of the binary opening.
+        close_size: side of the square structuring element of the binary closing.
+        merge_gap: boxes closer than this (fraction of the long side) are merged.
+        min_area: smallest kept box area, fraction of the frame area.
+        max_area: largest kept box area (fraction); bigger ones are global changes.
+        score_z: z excess over z_low at which the strength term reaches 1 - 1/e.
+        score_area: box area fraction at which the size term reaches 1 - 1/e.
+    """
+
+    work_size: int = 160
+    min_frames: int = 3
+    blur_sigma: float = 1.0
+    bar_top: float = 0.035
+    bar_bottom: float = 0.045
+    noise_floor: float = 3.0
+    noise_global_weight: float = 1.0
+    z_high: float = 6.0
+    z_low: float = 3.0
+    open_size: int = 2
+    close_size: int = 5
+    merge_gap: float = 0.03
+    min_area: float = 0.002
+    max_area: float = 0.95
+    score_z: float = 4.0
+    score_area: float = 0.01
+
+    def __post_init__(self) -> None:
+        """Reject values that would make the pipeline meaningless."""
+        if self.work_size < 16:
+            raise DetectorError(f"work_size must be >= 16, got {self.work_size}")
+        if self.min_frames < 3:
+            raise DetectorError(f"min_frames must be >= 3 (a median of 2 is no background), got {self.min_frames}")
+        if not 0 <= self.bar_top < 0.5 or not 0 <= self.bar_bottom < 0.5:
+            raise DetectorError("bar_top and bar_bottom must be in [0, 0.5)")
+        if not 0 < self.z_low <= self.z_high:
+            raise DetectorError(f"need 0 < z_low <= z_high, got {self.z_low}, {self.z_high}")
+        if self.score_z <= 0 or self.score_area <= 0 or self.noise_floor <= 0:
+            raise DetectorError("score_z, score_area and noise_floor must be > 0")
+
+    def digest(self) -> str:
+        """Short stable hash of the parameter values (for the detector version)."""
+        text = json.dumps(asdict(self), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+class OfflineDetector:
+    """Detector protocol implementation by per-sequence background subtraction.
+
+    Attributes:
+        name: "offline-background".
+        version: "1.0 <8 hex digits of the parameter hash>".
+        params: the OfflineParams in use.
+    """
+
+    name = "offline-background"
+
+    def __init__(
+        self,
+        *,
+        root: Path,
+        sequences: Mapping[str, str],
+        params: OfflineParams = OfflineParams(),  # noqa: B008 - frozen, so sharing is safe
+    ) -> None:
+        """Index the frames of each sequence.
+
+        Args:
+            root: folder the file paths are relative to.
+            sequences: file (relative to ``root``) -> sequence key; files sharing a key
+                are frames of one burst from one fixed camera.
+            params: tunables.
+
+        Raises:
+            DetectorError: an absolute or escaping path, or two spellings of one file.
+        """
+        self.root = Path(root)
+        self.params = params
+        self.version = f"1.0 {params.digest()}"
+        self._sequence_of: dict[str, str] = {}
+        self._frames: dict[str, list[str]] = defaultdict(list)
+        for file, key in sequences.items():
+            clean = normalise_relpath(file)
+            if clean in self._sequence_of:
+                raise DetectorError(f"file {clean!r} is listed twice in sequences")
+            self._sequence_of[clean] = str(key)
+            self._frames[str(key)].append(clean)
+        for frames in self._frames.values():
+            frames.sort()  # frame order doesn't change a median, but keeps runs identical
+
+    def detect(self, files: Sequence[str]) -> list[ImageDetections]:
+        """Return one ImageDetections per file, same order.
+
+        Each sequence touched is processed once per call (all its frames decoded once,
+        requested or not); results are not kept between calls.
+
+        Raises:
+            UnknownFileError: a file not in ``sequences`` (checked before any work).
+            DetectorError: ``files`` is a single string, or a path is absolute/invalid.
+        """
+        if isinstance(files, str):
+            raise DetectorError("detect() takes a sequence of paths, not a single string")
+        keys = [normalise_relpath(f) for f in files]
+        for key in keys:
+            if key not in self._sequence_of:
+                raise UnknownFileError(
+                    f"{self.name}: image {key!r} is not in any known capture sequence"
+                )
+        done: dict[str, dict[str, ImageDetections]] = {}
+        out: list[ImageDetections] = []
+        for key in keys:
+            seq = self._sequence_of[key]
+            if seq not in done:
+                done[seq] = self._detect_sequence(seq)
+            out.append(done[seq][key])
+        return out
+
+    def _detect_sequence(self, seq: str) -> dict[str, ImageDetections]:
+        """Detections for every frame of sequence ``seq`` (file -> result)."""
+        files = self._frames[seq]
+        frames, failures = _frames_load(self.root, files, work_size=self.params.work_size)
+        results = {f: ImageDetections(file=f, boxes=(), failure=msg) for f, msg in failures.items()}
+        if len(frames) < self.params.min_frames:
+            msg = _TOO_FEW_FRAMES.format(min=self.params.min_frames, key=seq, n=len(frames))
+            results.update({f: ImageDetections(file=f, boxes=(), failure=msg) for f in frames})
+            return results
+        names = list(frames)
+        boxes = sequence_boxes(np.stack([frames[f] for f in names]), params=self.params)
+        results.update({f: ImageDetections(file=f, boxes=b) for f, b in zip(names, boxes, strict=True)})
+        return results
+
+
+def _frames_load(
+    root: Path, files: Sequence[str], *, work_size: int
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Decode ``files`` to one working grid; return (file -> frame, file -> failure message).
+
+    The grid is (rows, cols) with long side ``work_size`` and the aspect ratio of the first
+    readable frame; other frames are resized onto it (boxes are normalised anyway). Frames
+    are float32 arrays of shape (rows, cols), grey levels 0-255.
+    """
+    frames: dict[str, np.ndarray] = {}
+    failures: dict[str, str] = {}
+    grid: tuple[int, int] | None = None
+    for file in files:
+        try:
+            image = _grey_load(root / file, work_size=work_size)
+        except DetectorError as exc:
+            failures[file] = str(exc)
+            continue
+        if grid is None:
+            grid = _grid(image.size, work_size=work_size)
+        if image.size != grid:
+            image = image.resize(grid, Image.Resampling.BILINEAR)
+        frames[file] = np.asarray(image, dtype=np.float32)
+    return frames, failures
+
+
+def _grid(size: tuple[int, int], *, work_size: int) -> tuple[int, int]:
+    """PIL (width, height) of the working grid for an image of ``size``."""
+    width, height = size
+    scale = work_size / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _grey_load(path: Path, *, work_size: int) -> Image.Image:
+    """Decode ``path`` as a greyscale image of long side about ``work_size`` (mode "L").
+
+    Raises:
+        DetectorError: missing, unreadable, corrupt or truncated file, or a decompression
+        bomb (PIL's DecompressionBombWarning is treated as an error, as is the Error).
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                # JPEG decodes straight to greyscale at 1/2, 1/4 or 1/8 size (DCT scaling):
+                # several times faster than a full decode; a no-op for other formats.
+                image.draft("L", _grid(image.size, work_size=work_size))
+                grey = image.convert("L")
+                if max(grey.size) != work_size:
+                    grey = grey.resize(_grid(grey.size, work_size=work_size), Image.Resampling.BILINEAR)
+                return grey
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DetectorError(f"refused image {path.name}: too many pixels ({exc})") from exc
+    except (OSError, ValueError, SyntaxError) as exc:
+        # OSError covers missing files, UnidentifiedImageError and truncated data.
+        raise DetectorError(f"cannot read image {path.name}: {exc}") from exc
+
+
+def sequence_boxes(frames: np.ndarray, *, params: OfflineParams) -> list[tuple[Box, ...]]:
+    """Boxes for each frame of one burst.
+
+    Args:
+        frames: float32 array (n_frames, rows, cols), grey levels 0-255, n_frames >= 3.
+        params: tunables.
+
+    Returns:
+        One tuple of validated "animal" boxes per frame, largest confidence first.
+    """
+    if frames.ndim != 3 or frames.shape[0] < 3:
+        raise DetectorError(f"need an array (n >= 3, rows, cols), got shape {frames.shape}")
+    if params.blur_sigma > 0:
+        frames = ndimage.gaussian_filter(frames, sigma=(0, params.blur_sigma, params.blur_sigma))
+    valid = _valid_mask(frames.shape[1:], params=params)
+    frames = _gain_match(frames, valid=valid)
+    background = np.median(frames, axis=0)
+    diff = frames - background  # (n, rows, cols)
+    # Per-pixel robust spread over the burst: leaves that move in most frames get a
+    # large sigma; an animal passing through fewer than half the frames does not.
+    sigma = 1.4826 * np.median(np.abs(diff), axis=0)
+    floor = max(params.noise_floor, params.noise_global_weight * float(np.median(sigma[valid])))
+    z = np.abs(diff) / np.maximum(sigma, floor)
+    z[:, ~valid] = 0.0
+    return [_frame_boxes(z_frame, params=params) for z_frame in z]
+
+
+def _valid_mask(shape: tuple[int, ...], *, params: OfflineParams) -> np.ndarray:
+    """Boolean (rows, cols) mask, False on the top and bottom info bars."""
+    rows = shape[0]
+    valid = np.ones(shape, dtype=bool)
+    valid[: int(round(params.bar_top * rows))] = False
+    bottom = int(round(params.bar_bottom * rows))
+    if bottom:
+        valid[rows - bottom :] = False
+    return valid
+
+
+def _gain_match(frames: np.ndarray, *, valid: np.ndarray) -> np.ndarray:
+    """Map each frame linearly (gain, offset) onto the burst's median frame.
+
+    Infrared flash and auto-exposure change the whole frame's brightness; a robust fit
+    (least squares, then again on pixels within 2.5 MAD of the first fit, so an animal
+    does not pull it) removes that before differencing. Shape (n, rows, cols) kept.
+    """
+    reference = np.median(frames, axis=0)[valid]
+    out = np.empty_like(frames)
+    for i, frame in enumerate(frames):
+        values = frame[valid]
+        gain, offset = _line_fit(values, reference)
+        residual = np.abs(gain * values + offset - reference)
+        keep = residual <= 2.5 * 1.4826 * np.median(residual) + 1e-6
+        if keep.sum() >= 16:
+            gain, offset = _line_fit(values[keep], reference[keep])
+        out[i] = gain * frame + offset
+    return out
+
+
+def _line_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Least-squares (gain, offset) with y ~ gain * x + offset; gain 1 for a flat x."""
+    xm, ym = float(x.mean()), float(y.mean())
+    var = float(((x - xm) ** 2).mean())
+    if var < 1e-6:
+        return 1.0, ym - xm
+    gain = float(((x - xm) * (y - ym)).mean()) / var
+    # A gain far from 1 means the fit latched onto something else; keep the offset only.
+    if not 0.5 <= gain <= 2.0:
+        return 1.0, ym - xm
+    return gain, ym - gain * xm
+
+
+def _frame_boxes(z: np.ndarray, *, params: OfflineParams) -> tuple[Box, ...]:
+    """Boxes from one frame's z-map (rows, cols)."""
+    low = z > params.z_low
+    if params.open_size > 1:
+        low = ndimage.binary_opening(low, structure=np.ones((params.open_size,) * 2, dtype=bool))
+    if params.close_size > 1:
+        low = ndimage.binary_closing(low, structure=np.ones((params.close_size,) * 2, dtype=bool))
+    labels, n = ndimage.label(low)
+    if n == 0:
+        return ()
+    # Hysteresis: keep components that contain at least one strong pixel.
+    peak = ndimage.maximum(z, labels=labels, index=np.arange(1, n + 1))
+    strong = np.flatnonzero(np.asarray(peak) > params.z_high) + 1
+    slices = ndimage.find_objects(labels)
+    rects: list[_Rect] = []
+    for label in strong:
+        rs, cs = slices[label - 1]
+        rects.append((rs.start, cs.start, rs.stop, cs.stop))
+    rows, cols = z.shape
+    rects = _rects_merge(rects, gap=params.merge_gap * max(rows, cols))
+    foreground = z > params.z_low
+    boxes = [
+        box
+        for rect in rects
+        if (box := _rect_box(rect, z=z, foreground=foreground, params=params)) is not None
+    ]
+    return tuple(sorted(boxes, key=lambda b: -b.confidence))
+
+
+def _rects_merge(rects: list[_Rect], *, gap: float) -> list[_Rect]:
+    """Merge rectangles whose gap (in pixels, along both axes) is at most ``gap``, repeatedly."""
+    merged = sorted(rects)
+    changed = True
+    while changed:
+        changed = False
+        for i in range(len(merged)):
+            for j in range(i + 1, len(merged)):
+                a, b = merged[i], merged[j]
+                dr = max(0, max(a[0], b[0]) - min(a[2], b[2]))
+                dc = max(0, max(a[1], b[1]) - min(a[3], b[3]))
+                if dr <= gap and dc <= gap:
+                    merged[i] = (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
+                    del merged[j]
+                    changed = True
+                    break
+            if changed:
+                break
+    return merged
+
+
+def _rect_box(
+    rect: _Rect, *, z: np.ndarray, foreground: np.ndarray, params: OfflineParams
+) -> Box | None:
+    """The scored, normalised Box of pixel rectangle ``rect``, or None if too small / big."""
+    rows, cols = z.shape
+    r0, c0, r1, c1 = rect
+    area = (r1 - r0) * (c1 - c0) / (rows * cols)
+    if area < params.min_area or area > params.max_area:
+        return None
+    inside = foreground[r0:r1, c0:c1]
+    strength = float(z[r0:r1, c0:c1][inside].mean()) if inside.any() else params.z_low
+    confidence = _confidence(strength=strength, area=area, params=params)
+    box = Box(
+        x=c0 / cols, y=r0 / rows, w=(c1 - c0) / cols, h=(r1 - r0) / rows,
+        confidence=confidence, category="animal",
+    )
+    return box_validate(box)
+
+
+def _confidence(*, strength: float, area: float, params: OfflineParams) -> float:
+    """Box confidence in [0, 1] from foreground strength and box size.
+
+    ``confidence = (1 - exp(-(strength - z_low) / score_z)) * (1 - exp(-area / score_area))``
+
+    where ``strength`` is the mean z of the box's foreground pixels and ``area`` the box
+    area as a fraction of the frame: strong and large changes score near 1, faint or
+    small ones near 0. A ranking heuristic, not a calibrated probability.
+    """
+    strength_term = 1.0 - np.exp(-max(0.0, strength - params.z_low) / params.score_z)
+    size_term = 1.0 - np.exp(-area / params.score_area)
+    return float(np.clip(strength_term * size_term, 0.0, 1.0))
