@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -78,13 +79,24 @@ def _round_create(
     if round_open_get(project=project) is not None:
         raise RoundError("a round is already open for this project; finish it first")
     ids, vectors = embedding_vectors_load(version=version)
-    labelled = set(Label.objects.filter(project=project).values_list("crop_id", flat=True))
-    labeled_mask = np.isin(ids, np.fromiter(labelled, dtype=np.int64, count=len(labelled)))
-    if labeled_mask.all():
+    labelled = _ids(Label.objects.filter(project=project).values_list("crop_id", flat=True))
+    active = _ids(Crop.objects.filter(project=project, active=True).values_list("id", flat=True))
+    labeled_mask = np.isin(ids, labelled)
+    # Crops deactivated by the thresholds are never picked, but still cover their neighbours
+    # if they were labelled.
+    candidate_mask = np.isin(ids, active) & ~labeled_mask
+    if not candidate_mask.any():
         raise RoundError("every crop is labelled already: nothing left to select")
     number = (project.rounds.aggregate(n=Max("number"))["n"] or 0) + 1
     seed = round_seed(project=project, number=number)
-    selection = select(strategy, vectors, labeled_mask=labeled_mask, budget=size, random_state=seed)
+    selection = select(
+        strategy,
+        vectors,
+        labeled_mask=labeled_mask,
+        budget=size,
+        random_state=seed,
+        candidate_mask=candidate_mask,
+    )
     new_round = Round.objects.create(
         project=project,
         number=number,
@@ -106,6 +118,10 @@ def _round_create(
         )
     )
     return new_round
+
+
+def _ids(values: Iterable[int]) -> np.ndarray:
+    return np.fromiter(values, dtype=np.int64)
 
 
 def label_submit(

@@ -34,3 +34,19 @@ class LabelForm(forms.Form):
         else:
             raise forms.ValidationError(f"unknown choice {choice!r}")
         return data
+
+
+class DetectionStartForm(forms.Form):
+    detector = forms.ChoiceField(
+        choices=[
+            ("offline", "Offline (background model, no weights)"),
+            ("megadetector", "MegaDetector (needs weights on the server)"),
+        ],
+        initial="offline",
+    )
+
+
+class ThresholdsForm(forms.Form):
+    detection_threshold = forms.FloatField(min_value=0.0, max_value=1.0)
+    min_box_pixels = forms.IntegerField(min_value=0, max_value=10_000)
+    crop_padding = forms.FloatField(min_value=0.0, max_value=1.0)

@@ -6,13 +6,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from django.contrib.auth.models import AnonymousUser, User
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import Http404
 
 from activelearn.models import ClassifierVersion, Label, Prediction, Round, RoundCrop
 from activelearn.selectors import classifier_latest, round_open_get, round_progress
 from annotator.models import Image, Membership, Project, Role
 from detector.models import Crop
+from detector.selectors import event_counts
 from embeddings.models import EmbeddingVersion
 from embeddings.selectors import embedding_version_current
 
@@ -27,6 +28,9 @@ EXPORT_HEADER = [
     "box_w",
     "box_h",
     "detection_confidence",
+    "crop_active",
+    "image_count",
+    "event_count",
     "human_label",
     "labelled_by",
     "labelled_at",
@@ -89,7 +93,7 @@ def project_status(*, project: Project) -> ProjectStatus:
         images=images.count(),
         images_detected=images.filter(detected_at__isnull=False).count(),
         images_empty=images.filter(is_empty=True).count(),
-        crops=Crop.objects.filter(project=project).count(),
+        crops=Crop.objects.filter(project=project, active=True).count(),
         labelled=Label.objects.filter(project=project).values("crop_id").distinct().count(),
         predicted=classifier.predictions.count() if classifier else 0,
         embedding=embedding_version_current(project=project),
@@ -104,7 +108,15 @@ def project_status(*, project: Project) -> ProjectStatus:
 def export_crop_rows(*, project: Project) -> Iterator[list[object]]:
     """One row per crop (EXPORT_HEADER order), read in chunks so memory stays constant."""
     classifier = classifier_latest(project=project)
-    crops = Crop.objects.filter(project=project).select_related("image", "detection")
+    events = event_counts(project=project)
+    # Inactive crops (below the current thresholds) are exported only when a person labelled
+    # them: labels are never dropped from an export.
+    crops = (
+        Crop.objects.filter(project=project)
+        .filter(Q(active=True) | Q(labels__isnull=False))
+        .distinct()
+        .select_related("image", "detection")
+    )
     last_id = 0
     while True:
         chunk = list(crops.filter(id__gt=last_id).order_by("id")[:EXPORT_CHUNK])
@@ -131,7 +143,12 @@ def export_crop_rows(*, project: Project) -> Iterator[list[object]]:
         }
         for crop in chunk:
             yield _export_row(
-                crop, labels.get(crop.pk), predictions.get(crop.pk), rounds.get(crop.pk), classifier
+                events,
+                crop,
+                labels.get(crop.pk),
+                predictions.get(crop.pk),
+                rounds.get(crop.pk),
+                classifier,
             )
 
 
@@ -145,6 +162,7 @@ def _latest_labels(crop_ids: list[int]) -> dict[int, Label]:
 
 
 def _export_row(
+    events: dict[str, int],
     crop: Crop,
     label: Label | None,
     prediction: Prediction | None,
@@ -165,6 +183,9 @@ def _export_row(
         round(det.w, 5),
         round(det.h, 5),
         round(det.confidence, 4),
+        int(crop.active),
+        crop.image.count,
+        events.get(crop.image.seq_id, "") if crop.image.seq_id else "",
         human,
         label.user.get_username() if label else "",
         label.created_at.isoformat() if label else "",

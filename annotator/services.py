@@ -294,20 +294,42 @@ def _job_progress(job: DetectionJob) -> Callable[[DetectionReport, int], None]:
 
 
 def project_thresholds_update(
-    *, project: Project, detection_threshold: float, min_box_pixels: int, crop_padding: float
-) -> DeriveReport:
-    """Change the thresholds, re-derive crops from the stored boxes and re-embed what changed.
+    *,
+    project: Project,
+    detection_threshold: float,
+    min_box_pixels: int,
+    crop_padding: float,
+    queue: bool = True,
+) -> DeriveReport | None:
+    """Change the thresholds; crops are then re-derived from the stored boxes (no detector).
 
-    New crops join the current embedding version; a changed padding recuts every crop, which
-    makes the current vectors stale, so a new embedding version is built and switched to.
+    With ``queue`` (the web app) the re-derivation runs in the worker; without, here, and its
+    report is returned.
     """
-    padding_changed = crop_padding != project.crop_padding
+    if not 0.0 <= detection_threshold <= 1.0 or not 0.0 <= crop_padding <= 1.0:
+        raise ValueError("the detection threshold and the crop padding must lie in [0, 1]")
     project.detection_threshold = detection_threshold
     project.min_box_pixels = min_box_pixels
     project.crop_padding = crop_padding
     project.save(update_fields=["detection_threshold", "min_box_pixels", "crop_padding"])
+    if queue:
+        from annotator.tasks import project_crops_refresh_task
+
+        transaction.on_commit(lambda: project_crops_refresh_task.delay(project.pk))
+        return None
+    return project_crops_refresh(project_id=project.pk)
+
+
+def project_crops_refresh(*, project_id: int) -> DeriveReport:
+    """Re-derive crops from stored boxes with the current thresholds; re-embed what changed.
+
+    New crops join the current embedding version; recut crops (a changed padding) make the
+    current vectors stale, so a new embedding version is built and switched to. Running it
+    twice changes nothing the second time.
+    """
+    project = Project.objects.get(pk=project_id)
     report = crops_rederive(project=project)
-    if padding_changed and report.recut:
+    if report.recut:
         embedding_version_build(project=project)
     elif report.created:
         embeddings_sync(project=project)

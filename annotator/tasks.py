@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from annotator.services import detection_job_run
+from annotator.services import detection_job_run, project_crops_refresh
 
 
 @shared_task(
@@ -16,3 +16,14 @@ from annotator.services import detection_job_run
 def detection_job_task(job_id: int) -> int:
     """Run a detection job; a redelivered message resumes it where it stopped."""
     return detection_job_run(job_id=job_id).done
+
+
+@shared_task(
+    acks_late=True,
+    reject_on_worker_lost=True,
+    time_limit=12 * 3600,
+    soft_time_limit=12 * 3600 - 300,
+)
+def project_crops_refresh_task(project_id: int) -> int:
+    """Re-derive crops after a threshold change; returns the number of crops created."""
+    return project_crops_refresh(project_id=project_id).created

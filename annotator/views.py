@@ -23,7 +23,7 @@ from activelearn.selectors import (
 )
 from activelearn.services import LabelError, RoundError, label_submit, round_start
 from annotator.csvsafe import csv_safe_row
-from annotator.forms import SKIP, LabelForm, RoundStartForm
+from annotator.forms import SKIP, DetectionStartForm, LabelForm, RoundStartForm, ThresholdsForm
 from annotator.models import Image, Role
 from annotator.selectors import (
     EXPORT_HEADER,
@@ -32,7 +32,10 @@ from annotator.selectors import (
     project_list_for_user,
     project_status,
 )
+from annotator.services import detection_job_create, project_thresholds_update
+from detector.base import DetectorError
 from detector.models import Crop
+from detector.selectors import detection_job_latest
 
 LABELLERS = (Role.ADMIN, Role.VOLUNTEER)
 EXPORTERS = (Role.ADMIN, Role.ECOLOGIST)
@@ -60,6 +63,15 @@ def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
         "role": role,
         "status": project_status(project=project),
         "round_form": RoundStartForm(initial={"size": project.round_size}),
+        "detection": detection_job_latest(project=project),
+        "detection_form": DetectionStartForm(),
+        "thresholds_form": ThresholdsForm(
+            initial={
+                "detection_threshold": project.detection_threshold,
+                "min_box_pixels": project.min_box_pixels,
+                "crop_padding": project.crop_padding,
+            }
+        ),
         "can_label": role in LABELLERS,
         "can_export": role in EXPORTERS,
     }
@@ -80,6 +92,36 @@ def round_start_view(request: HttpRequest, slug: str) -> HttpResponse:
         messages.error(request, f"Round not started: {exc}")
     else:
         messages.success(request, f"Round {new_round.number} started.")
+    return redirect("project_detail", slug=slug)
+
+
+@login_required
+@require_POST
+def detection_start(request: HttpRequest, slug: str) -> HttpResponse:
+    project, _ = project_get_for_user(slug=slug, user=request.user, roles=(Role.ADMIN,))
+    form = DetectionStartForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, f"Detection not started: {form.errors.as_text()}")
+        return redirect("project_detail", slug=slug)
+    try:
+        job = detection_job_create(project=project, detector=form.cleaned_data["detector"])
+    except DetectorError as exc:
+        messages.error(request, f"Detection not started: {exc}")
+    else:
+        messages.success(request, f"Detection queued for {job.total} images.")
+    return redirect("project_detail", slug=slug)
+
+
+@login_required
+@require_POST
+def thresholds_update(request: HttpRequest, slug: str) -> HttpResponse:
+    project, _ = project_get_for_user(slug=slug, user=request.user, roles=(Role.ADMIN,))
+    form = ThresholdsForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, f"Thresholds not changed: {form.errors.as_text()}")
+        return redirect("project_detail", slug=slug)
+    project_thresholds_update(project=project, **form.cleaned_data)
+    messages.success(request, "Thresholds saved; crops are being re-derived from the stored boxes.")
     return redirect("project_detail", slug=slug)
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 from django.utils import timezone
 
 from annotator.models import Image, Project
-from detector.models import DetectionJob
+from detector.base import Box
+from detector.models import Detection, DetectionJob
 
 
 def images_pending(*, project: Project) -> int:
@@ -57,3 +58,25 @@ def event_counts(*, project: Project) -> dict[str, int]:
     for seq_id, count in rows.values_list("seq_id", "count").iterator(chunk_size=5000):
         counts[seq_id] = max(counts[seq_id], count or 0)
     return dict(counts)
+
+
+def detections_by_file(*, project: Project, min_box_pixels: int = 0) -> dict[str, list[Box]]:
+    """Stored animal boxes of every detected image, keyed by file name (all confidences).
+
+    Boxes smaller than ``min_box_pixels`` on either side are left out, as they are for crops.
+    """
+    result: dict[str, list[Box]] = {}
+    images = Image.objects.filter(project=project, detected_at__isnull=False)
+    sizes = {}
+    for pk, file_name, width, height in images.values_list("pk", "file_name", "width", "height"):
+        result[file_name] = []
+        sizes[pk] = (file_name, width, height)
+    rows = Detection.objects.filter(image__project=project, category="animal").values_list(
+        "image_id", "x", "y", "w", "h", "confidence"
+    )
+    for image_id, x, y, w, h, confidence in rows.iterator(chunk_size=5000):
+        file_name, width, height = sizes[image_id]
+        if w * width >= min_box_pixels and h * height >= min_box_pixels:
+            result[file_name].append(Box(x=x, y=y, w=w, h=h, confidence=confidence,
+                                         category="animal"))
+    return result

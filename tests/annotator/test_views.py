@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 import pytest
 from django.contrib.auth.models import User
 from django.test import Client
@@ -181,3 +184,60 @@ def test_label_with_unknown_species_is_refused(
         response = _client(volunteer).post(url, {"crop_id": crop.pk, "choice": choice})
         assert response.status_code == 400, choice
     assert not Label.objects.exists()
+
+
+@pytest.mark.parametrize("role", ["volunteer", "ecologist", "outsider"])
+def test_only_admin_runs_detection_or_changes_thresholds(
+    role: str, ingested_project: Project, volunteer: User, ecologist: User, outsider: User
+) -> None:
+    user = {"volunteer": volunteer, "ecologist": ecologist, "outsider": outsider}[role]
+    client = _client(user)
+    slug = ingested_project.slug
+    assert (
+        client.post(reverse("detection_start", args=[slug]), {"detector": "offline"}).status_code
+        == 404
+    )
+    response = client.post(
+        reverse("thresholds_update", args=[slug]),
+        {"detection_threshold": 0.9, "min_box_pixels": 8, "crop_padding": 0.1},
+    )
+    assert response.status_code == 404
+    ingested_project.refresh_from_db()
+    assert ingested_project.detection_threshold == 0.2
+
+
+def test_admin_changes_thresholds_from_project_page(
+    ingested_project: Project, admin_user: User, django_capture_on_commit_callbacks: Any
+) -> None:
+    client = _client(admin_user)
+    url = reverse("thresholds_update", args=[ingested_project.slug])
+    bad = client.post(
+        url, {"detection_threshold": 2, "min_box_pixels": 8, "crop_padding": 0.1}, follow=True
+    )
+    assert "Thresholds not changed" in bad.text
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = client.post(
+            url,
+            {"detection_threshold": 0.9, "min_box_pixels": 8, "crop_padding": 0.1},
+            follow=True,
+        )
+    assert "Thresholds saved" in response.text and len(callbacks) == 1
+    ingested_project.refresh_from_db()
+    assert ingested_project.detection_threshold == 0.9
+
+
+def test_admin_queues_detection(
+    project: Project, small_folder: Any, admin_user: User, django_capture_on_commit_callbacks: Any
+) -> None:
+    from annotator.services import images_import
+    from detector.models import DetectionJob
+
+    images_import(project=project, folder=small_folder)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = _client(admin_user).post(
+            reverse("detection_start", args=[project.slug]), {"detector": "offline"}, follow=True
+        )
+    assert "Detection queued for 15 images" in response.text and len(callbacks) == 1
+    assert DetectionJob.objects.get().detector == "offline"
+    text = " ".join(re.sub(r"<[^>]+>", " ", response.text).split())
+    assert "Latest job: offline, queued : 0 / 15 images" in text

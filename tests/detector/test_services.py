@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.contrib.auth.models import User
 from PIL import Image as PILImage
 
 from annotator.models import Image, Project
 from annotator.services import images_import
 from detector.imported import ImportedDetector
 from detector.models import Crop, Detection
-from detector.services import detections_run
+from detector.services import crops_rederive, detections_run
 
 pytestmark = pytest.mark.django_db
 
@@ -89,3 +90,87 @@ def test_images_unknown_to_the_detector_are_reported(project: Project, small_fol
     assert report.images_done == 3
     assert len(report.problems) == len(files) - 3
     assert Image.objects.filter(detected_at__isnull=True).count() == len(files) - 3
+
+
+def _coco_detected(project: Project, folder: Path) -> None:
+    images_import(project=project, folder=folder)
+    detections_run(
+        project=project, detector=ImportedDetector.from_megadetector_json(_graded_json(folder))
+    )
+
+
+def _graded_json(folder: Path) -> Path:
+    """One box per image, with confidences 0.05, 0.15, … so thresholds have something to cut."""
+    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.JPG"))
+    images = [
+        {
+            "file": f,
+            "detections": [
+                {
+                    "category": "1",
+                    "conf": round(0.05 + 0.1 * (i % 10), 2),
+                    "bbox": [0.2, 0.2, 0.3, 0.3],
+                }
+            ],
+        }
+        for i, f in enumerate(files)
+    ]
+    path = folder / "graded.json"
+    path.write_text(
+        json.dumps(
+            {
+                "info": {"format_version": "1.4"},
+                "detection_categories": {"1": "animal"},
+                "images": images,
+            }
+        )
+    )
+    return path
+
+
+def test_threshold_change_rederives_without_detector(
+    project: Project, small_folder: Path, admin_user: User
+) -> None:
+    from activelearn.models import Label
+
+    _coco_detected(project, small_folder)
+    confidences = [round(0.05 + 0.1 * (i % 10), 2) for i in range(15)]
+    active = Crop.objects.filter(active=True)
+    assert active.count() == sum(c >= 0.2 for c in confidences) == 11
+    labelled = active.order_by("detection__confidence").first()
+    assert labelled is not None
+    Label.objects.create(project=project, crop=labelled, user=admin_user, kind="unknown")
+    detections_before = Detection.objects.count()
+
+    project.detection_threshold = 0.6
+    project.save()
+    report = crops_rederive(project=project)
+    assert Detection.objects.count() == detections_before  # the detector did not run
+    assert active.count() == sum(c >= 0.6 for c in confidences) == 4
+    assert report.deactivated == 11 - 4 and report.created == 0
+    labelled.refresh_from_db()
+    assert not labelled.active and labelled.labels.count() == 1  # deactivated, label kept
+    empty = Image.objects.filter(project=project, is_empty=True).count()
+    assert empty == 15 - active.count()
+
+    project.detection_threshold = 0.0
+    project.save()
+    report = crops_rederive(project=project)
+    assert report.created == 4 and Crop.objects.filter(active=True).count() == 15
+    assert not Image.objects.filter(is_empty=True).exists()
+
+
+def test_min_box_size_and_padding(project: Project, small_folder: Path) -> None:
+    _coco_detected(project, small_folder)
+    project.min_box_pixels = 200  # boxes are 0.3 × 640 = 192 px
+    project.save()
+    crops_rederive(project=project)
+    assert not Crop.objects.filter(active=True).exists()
+    project.min_box_pixels, project.crop_padding = 8, 0.3
+    project.save()
+    report = crops_rederive(project=project)
+    assert report.recut == 11 and report.activated == 11
+    crop = Crop.objects.filter(active=True).first()
+    assert crop is not None and crop.padding == 0.3
+    with PILImage.open(Path(settings.MEDIA_ROOT) / crop.file) as img:
+        assert img.size == (308, 308)  # 192 px + 30% on each side, rounded outwards

@@ -28,15 +28,22 @@ class Command(BaseCommand):
             help="COCO Camera Traps JSON: sequences, frame numbers, species names and boxes",
         )
         parser.add_argument("--megadetector", type=Path, help="MegaDetector batch-output JSON")
+        parser.add_argument(
+            "--no-boxes",
+            action="store_true",
+            help="take sequences and species from --coco but not its boxes; run `detect` next",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         project = project_by_name(options["project"])
+        self.project_slug = project.slug
         try:
             report = folder_ingest(
                 project=project,
                 folder=options["folder"],
                 coco=options["coco"],
                 megadetector=options["megadetector"],
+                boxes=not options["no_boxes"],
             )
         except (FolderImportError, CocoError, DetectorError, WeightsUnavailableError) as exc:
             raise CommandError(str(exc)) from exc
@@ -52,6 +59,8 @@ class Command(BaseCommand):
                 f"detection: {det.images_done} images, {det.empty} empty, {det.crops} crops"
             )
             problems += det.problems
+        else:
+            self.stdout.write(f"next: python manage.py detect {self.project_slug}")
         if report.embedding_version is not None:
             self.stdout.write(f"embeddings: version {report.embedding_version} covers every crop")
         for file_name, reason in problems:

@@ -1,0 +1,110 @@
+"""Detection jobs: progress, resuming after a kill, and threshold changes from the services."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from annotator.models import Image, Project
+from annotator.services import (
+    detection_job_create,
+    detection_job_run,
+    images_import,
+    project_thresholds_update,
+)
+from detector import services as detector_services
+from detector.imported import ImportedDetector
+from detector.models import Crop, Detection, DetectionJob
+from detector.selectors import detection_job_latest
+from embeddings.models import EmbeddingVersion
+
+pytestmark = pytest.mark.django_db
+
+
+class Killed(BaseException):
+    """Stands in for SIGKILL: nothing in the job catches it."""
+
+
+def test_killed_job_resumes_without_redoing_images(
+    project: Project, small_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    images_import(project=project, folder=small_folder, coco=small_folder / "annotations.json")
+    monkeypatch.setattr(detector_services, "BATCH_SIZE", 4)
+    real_detect = ImportedDetector.detect
+    calls = {"n": 0}
+
+    def dying_detect(self: ImportedDetector, files: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise Killed
+        return real_detect(self, files)
+
+    monkeypatch.setattr(ImportedDetector, "detect", dying_detect)
+    job = detection_job_create(
+        project=project,
+        detector="coco",
+        queue=False,
+        options={"file": str(small_folder / "annotations.json")},
+    )
+    with pytest.raises(Killed):
+        detection_job_run(job_id=job.pk)
+    job.refresh_from_db()
+    assert (job.status, job.done, job.total) == ("running", 8, 15)
+    progress = detection_job_latest(project=project)
+    assert progress is not None and progress.rate is not None and progress.seconds_left is not None
+
+    monkeypatch.setattr(ImportedDetector, "detect", real_detect)
+    job = detection_job_run(job_id=job.pk)  # what a redelivered task does
+    assert (job.status, job.done, job.failed, job.total) == ("done", 15, 0, 15)
+    assert Detection.objects.count() == 11  # every box once: no image was detected twice
+    assert not Image.objects.filter(detected_at__isnull=True).exists()
+    assert EmbeddingVersion.objects.get().n_crops == Crop.objects.count() == 11
+    assert detection_job_run(job_id=job.pk).done == 15  # a finished job does nothing more
+
+
+def test_unknown_detector_is_refused(project: Project) -> None:
+    from detector.base import DetectorError
+
+    with pytest.raises(DetectorError, match="unknown detector"):
+        detection_job_create(project=project, detector="yolo", queue=False)
+    assert not DetectionJob.objects.exists()
+
+
+def test_threshold_update_embeds_new_crops_and_rebuilds_on_padding(
+    ingested_project: Project,
+) -> None:
+    version = EmbeddingVersion.objects.get()
+    report = project_thresholds_update(
+        project=ingested_project,
+        detection_threshold=0.5,
+        min_box_pixels=8,
+        crop_padding=0.1,
+        queue=False,
+    )
+    assert report is not None and report.created == report.recut == 0
+    assert EmbeddingVersion.objects.count() == 1
+    report = project_thresholds_update(
+        project=ingested_project,
+        detection_threshold=0.5,
+        min_box_pixels=8,
+        crop_padding=0.25,
+        queue=False,
+    )
+    assert report is not None and report.recut == 11
+    newest = EmbeddingVersion.objects.order_by("-number").first()
+    assert newest is not None and newest.number == version.number + 1 and newest.n_crops == 11
+
+
+def test_threshold_update_refuses_out_of_range(project: Project) -> None:
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        project_thresholds_update(
+            project=project,
+            detection_threshold=1.5,
+            min_box_pixels=8,
+            crop_padding=0.1,
+            queue=False,
+        )
+    project.refresh_from_db()
+    assert project.detection_threshold == 0.2
