@@ -174,13 +174,14 @@ def _md_image(
         if category is None:
             skipped += 1
             continue
-        x, y, w, h = _bbox_numbers(det.get("bbox"), where=det_where)
         conf = float(_require(det, "conf", numbers.Real, where=det_where))
-        boxes.append(
-            _checked_box(
-                Box(x=x, y=y, w=w, h=h, confidence=conf, category=category), where=det_where
-            )
-        )
+        try:
+            x, y, w, h = _bbox_numbers(det.get("bbox"), where=det_where)
+            box = Box(x=x, y=y, w=w, h=h, confidence=conf, category=category)
+            boxes.append(_checked_box(box, where=det_where))
+        except DetectorError as exc:
+            # A bad box fails its image, reported per item; the other images go on.
+            return ImageDetections(file=file, boxes=(), failure=str(exc)), skipped
     return ImageDetections(file=file, boxes=tuple(boxes)), skipped
 
 
@@ -329,8 +330,9 @@ class ImportedDetector:
 
         Raises:
             DetectorError: unreadable/invalid JSON, missing fields, duplicate image
-            ids or file names, an annotation whose image_id is not in ``images``,
-            a box-carrying image without positive width/height, invalid boxes.
+            ids or file names, an annotation whose image_id is not in ``images``.
+            An invalid box (outside the frame, zero size, not numbers, an image without
+            positive width/height) fails its image only: ``failure`` says why.
         """
         path = Path(path)
         document, version = _read_json(path)
@@ -340,6 +342,7 @@ class ImportedDetector:
             )
         images = _coco_images(document, source=path)
         boxes: dict[Any, list[Box]] = {image_id: [] for image_id in images}
+        failures: dict[Any, str] = {}
         for i, ann in enumerate(_require(document, "annotations", list, where=str(path))):
             where = f"{path} annotations[{i}]"
             if not isinstance(ann, dict):
@@ -348,9 +351,15 @@ class ImportedDetector:
             if image_id not in images:
                 raise DetectorError(f"{where}: image_id {image_id!r} is not in 'images'")
             if ann.get("bbox") is not None:
-                boxes[image_id].append(_coco_box(images[image_id], ann["bbox"], where=where))
+                try:
+                    boxes[image_id].append(_coco_box(images[image_id], ann["bbox"], where=where))
+                except DetectorError as exc:
+                    # A bad box fails its image, reported per item; the others go on.
+                    failures.setdefault(image_id, str(exc))
         detections = [
-            ImageDetections(file=image["file_name"], boxes=tuple(boxes[image_id]))
+            ImageDetections(file=image["file_name"], boxes=(), failure=failures[image_id])
+            if image_id in failures
+            else ImageDetections(file=image["file_name"], boxes=tuple(boxes[image_id]))
             for image_id, image in images.items()
         ]
         return cls(name="coco-camera-traps", version=version, images=detections)

@@ -139,11 +139,6 @@ def test_megadetector_unlisted_category_skipped(tmp_path: Path) -> None:
         (lambda d: d.pop("images"), "no 'images' list"),
         (lambda d: d.pop("detection_categories"), "detection_categories"),
         (lambda d: d["detection_categories"].update({"4": "group"}), "'group'"),
-        (
-            lambda d: d["images"][0]["detections"][0].update(bbox=[0.1, 0.1, 0.0, 0.2]),
-            "positive width",
-        ),
-        (lambda d: d["images"][0]["detections"][0].update(bbox=[0.1, 0.1]), "4 numbers"),
         (lambda d: d["images"][0]["detections"][0].pop("conf"), "conf"),
         (lambda d: d["images"][1].pop("detections"), "detections"),
         (
@@ -161,6 +156,47 @@ def test_megadetector_invalid(tmp_path: Path, mutate: Any, message: str) -> None
     mutate(doc)
     with pytest.raises(DetectorError, match=message):
         ImportedDetector.from_megadetector_json(write_json(tmp_path / "md.json", doc))
+
+
+@pytest.mark.parametrize(
+    ("bbox", "message"),
+    [
+        ([0.1, 0.1, 0.0, 0.2], "positive width"),
+        ([0.1, 0.1], "4 numbers"),
+        ([1.5, 0.1, 0.1, 0.1], "outside"),
+    ],
+)
+def test_megadetector_bad_box_fails_only_its_image(
+    tmp_path: Path, bbox: list[float], message: str
+) -> None:
+    clean = ImportedDetector.from_megadetector_json(write_json(tmp_path / "a.json", md_document()))
+    doc = md_document()
+    doc["images"][0]["detections"][0]["bbox"] = bbox
+    detector = ImportedDetector.from_megadetector_json(write_json(tmp_path / "md.json", doc))
+    first, *others = detector.detect(detector.files)
+    assert first.boxes == () and first.failure is not None and message in first.failure
+    assert others == clean.detect(clean.files)[1:]  # every other image as before
+
+
+@pytest.mark.parametrize(
+    ("bbox", "message"), [([10, 10, 0, 5], "positive width"), ([700, 10, 5, 5], "outside")]
+)
+def test_coco_bad_box_fails_only_its_image(tmp_path: Path, bbox: list[float], message: str) -> None:
+    doc = coco_document()
+    doc["annotations"][0]["bbox"] = bbox
+    detector = ImportedDetector.from_coco_camera_traps(write_json(tmp_path / "cct.json", doc))
+    results = dict(zip(detector.files, detector.detect(detector.files), strict=True))
+    failed = [r for r in results.values() if r.failure is not None]
+    assert len(failed) == 1 and message in (failed[0].failure or "")
+    assert failed[0].boxes == ()
+
+
+def test_coco_box_on_image_without_size_fails_only_that_image(tmp_path: Path) -> None:
+    doc = coco_document()
+    doc["annotations"].append({"image_id": "d", "bbox": [1, 1, 2, 2]})
+    detector = ImportedDetector.from_coco_camera_traps(write_json(tmp_path / "cct.json", doc))
+    failures = detector.failures
+    assert len(failures) == 1 and "width" in next(iter(failures.values()))
 
 
 def test_unreadable_files(tmp_path: Path) -> None:
@@ -215,14 +251,11 @@ def test_coco_parse(tmp_path: Path) -> None:
             lambda d: d["annotations"].append({"image_id": "zzz", "category_id": 1}),
             "'zzz' is not in 'images'",
         ),
-        (lambda d: d["annotations"].append({"image_id": "d", "bbox": [1, 1, 2, 2]}), "width"),
         (lambda d: d["images"].append({"id": "a", "file_name": "x.jpg"}), "duplicate image id"),
         (
             lambda d: d["images"].append({"id": "z", "file_name": "images/a.jpg"}),
             "duplicate file_name",
         ),
-        (lambda d: d["annotations"][0].update(bbox=[10, 10, 0, 5]), "positive width"),
-        (lambda d: d["annotations"][0].update(bbox=[700, 10, 5, 5]), "outside"),
         (lambda d: d.pop("annotations"), "annotations"),
     ],
 )
