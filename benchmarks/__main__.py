@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from benchmarks import kcenter
+from benchmarks import kcenter, offline_detector
 
 
 def main() -> None:
     kcenter.main()
+    offline_detector.main()
 
 
 if __name__ == "__main__":

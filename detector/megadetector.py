@@ -221,10 +221,21 @@ def _checkpoint_kind(path: Path) -> str:
 
 @contextlib.contextmanager
 def _quiet_imports() -> Iterator[None]:
-    """Silence the deprecation warnings yolov5 triggers on import (pkg_resources etc.)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
+    """Import yolov5/ultralytics without side effects on the rest of the process.
+
+    Silences the deprecation warnings yolov5 triggers (pkg_resources etc.), and undoes
+    ultralytics' replacement of ``PIL.Image.open`` (it tries to pip-install a HEIF plugin on
+    any unrecognised file, which would break the clear "not an image" errors everywhere else).
+    """
+    from PIL import Image as PILImage
+
+    original_open = PILImage.open
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        PILImage.open = original_open  # type: ignore[method-assign]
 
 
 def _import(module: str) -> Any:

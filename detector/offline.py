@@ -32,6 +32,12 @@ Bad at (know this before trusting it):
 * groups: touching animals merge into one box, so counts are low for herds;
 * box extent: a box covers what changed, which may be only the moving part of an animal.
 
+Measured on missouri-dev (748 images, 60 sequences; the same data the defaults were tuned
+on, so expect somewhat less elsewhere), keeping boxes with confidence >= 0.1 (recommended):
+image accuracy 0.917 (precision 0.963, recall 0.926; always saying "animal" scores 0.759),
+box precision 0.564 and recall 0.592 at IoU 0.5, exact count on 78 % of animal images.
+Roughly 190 images/s on 2 CPU cores including full decode and crop writing.
+
 Deterministic: the same files and parameters give the same boxes.
 """
 
@@ -58,7 +64,7 @@ from detector.base import (
 )
 from detector.imported import normalise_relpath
 
-__all__ = ["OfflineDetector", "OfflineParams"]
+__all__ = ["OfflineDetector", "OfflineParams", "sequence_boxes"]
 
 # Pixel rectangle on the working grid: (row0, col0, row1, col1), exclusive ends.
 _Rect = tuple[int, int, int, int]
@@ -95,16 +101,16 @@ class OfflineParams:
 
     work_size: int = 160
     min_frames: int = 3
-    blur_sigma: float = 1.0
+    blur_sigma: float = 0.75
     bar_top: float = 0.035
     bar_bottom: float = 0.045
-    noise_floor: float = 3.0
+    noise_floor: float = 1.5
     noise_global_weight: float = 1.0
-    z_high: float = 6.0
-    z_low: float = 3.0
+    z_high: float = 7.0
+    z_low: float = 2.0
     open_size: int = 2
     close_size: int = 5
-    merge_gap: float = 0.03
+    merge_gap: float = 0.06
     min_area: float = 0.002
     max_area: float = 0.95
     score_z: float = 4.0
@@ -115,7 +121,9 @@ class OfflineParams:
         if self.work_size < 16:
             raise DetectorError(f"work_size must be >= 16, got {self.work_size}")
         if self.min_frames < 3:
-            raise DetectorError(f"min_frames must be >= 3 (a median of 2 is no background), got {self.min_frames}")
+            raise DetectorError(
+                f"min_frames must be >= 3 (a median of 2 is no background), got {self.min_frames}"
+            )
         if not 0 <= self.bar_top < 0.5 or not 0 <= self.bar_bottom < 0.5:
             raise DetectorError("bar_top and bar_bottom must be in [0, 0.5)")
         if not 0 < self.z_low <= self.z_high:
@@ -210,7 +218,9 @@ class OfflineDetector:
             return results
         names = list(frames)
         boxes = sequence_boxes(np.stack([frames[f] for f in names]), params=self.params)
-        results.update({f: ImageDetections(file=f, boxes=b) for f, b in zip(names, boxes, strict=True)})
+        results.update(
+            {f: ImageDetections(file=f, boxes=b) for f, b in zip(names, boxes, strict=True)}
+        )
         return results
 
 
@@ -263,13 +273,18 @@ def _grey_load(path: Path, *, work_size: int) -> Image.Image:
                 image.draft("L", _grid(image.size, work_size=work_size))
                 grey = image.convert("L")
                 if max(grey.size) != work_size:
-                    grey = grey.resize(_grid(grey.size, work_size=work_size), Image.Resampling.BILINEAR)
+                    grey = grey.resize(
+                        _grid(grey.size, work_size=work_size), Image.Resampling.BILINEAR
+                    )
                 return grey
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise DetectorError(f"refused image {path.name}: too many pixels ({exc})") from exc
-    except (OSError, ValueError, SyntaxError) as exc:
-        # OSError covers missing files, UnidentifiedImageError and truncated data.
-        raise DetectorError(f"cannot read image {path.name}: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - any decoder error means "unreadable"
+        # Mostly OSError (missing file, UnidentifiedImageError, truncated data), but image
+        # plugins raise assorted types (SyntaxError, struct.error, ...), and a library that
+        # patches Image.open (ultralytics does) may raise ImportError on an unknown format:
+        # one bad file must not stop the rest of the batch.
+        raise DetectorError(f"cannot read image {path.name}: {type(exc).__name__}: {exc}") from exc
 
 
 def sequence_boxes(frames: np.ndarray, *, params: OfflineParams) -> list[tuple[Box, ...]]:
@@ -406,8 +421,12 @@ def _rect_box(
     strength = float(z[r0:r1, c0:c1][inside].mean()) if inside.any() else params.z_low
     confidence = _confidence(strength=strength, area=area, params=params)
     box = Box(
-        x=c0 / cols, y=r0 / rows, w=(c1 - c0) / cols, h=(r1 - r0) / rows,
-        confidence=confidence, category="animal",
+        x=c0 / cols,
+        y=r0 / rows,
+        w=(c1 - c0) / cols,
+        h=(r1 - r0) / rows,
+        confidence=confidence,
+        category="animal",
     )
     return box_validate(box)
 

@@ -311,3 +311,22 @@ def test_ultralytics_checkpoint(cfg: str, tmp_path: Path) -> None:
             assert box_validate(box) == box
             assert box.category in CATEGORIES
             assert box.confidence >= 0.005
+
+
+def test_importing_the_backends_leaves_pil_open_alone() -> None:
+    """ultralytics patches PIL.Image.open on import; the detector must undo that."""
+    import importlib.util
+
+    from PIL import Image as PILImage
+
+    if (
+        importlib.util.find_spec("ultralytics") is None
+        or importlib.util.find_spec("yolov5") is None
+    ):
+        pytest.skip("the megadetector extra is not installed: pip install -e '.[megadetector]'")
+    from detector.megadetector import _import
+
+    original = PILImage.open
+    _import("ultralytics")
+    _import("yolov5.models.yolo")
+    assert PILImage.open is original

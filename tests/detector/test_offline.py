@@ -1,0 +1,272 @@
+"""Tests for detector.offline: background subtraction per capture sequence."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from detector.base import Box, Detector, DetectorError, UnknownFileError
+from detector.evaluation import iou
+from detector.offline import OfflineDetector, OfflineParams
+
+SAMPLE = Path(__file__).resolve().parents[2] / "annotator" / "fixtures" / "missouri-sample"
+
+# Synthetic frames: 320 x 240, a 40 x 40 bright square moving right 50 px per frame.
+WIDTH, HEIGHT, BLOB = 320, 240, 40
+
+
+def blob_box(i: int) -> Box:
+    """True normalised box of the blob in synthetic frame i."""
+    x, y = 30 + 50 * i, 100
+    return Box(
+        x=x / WIDTH,
+        y=y / HEIGHT,
+        w=BLOB / WIDTH,
+        h=BLOB / HEIGHT,
+        confidence=1.0,
+        category="animal",
+    )
+
+
+def synthetic_sequence(
+    folder: Path,
+    *,
+    n: int = 6,
+    with_blob: int = 5,
+    suffix: str = "png",
+    seed: int = 0,
+    leaves: bool = False,
+) -> dict[str, str]:
+    """Write n frames of a static textured background with per-frame noise; the blob is
+    drawn on the first ``with_blob`` frames; with ``leaves``, a patch away from the blob
+    changes at random in every frame (wind in vegetation). Return file -> sequence key."""
+    rng = np.random.default_rng(seed)
+    background = rng.uniform(60, 140, size=(HEIGHT // 8, WIDTH // 8))
+    texture = np.kron(background, np.ones((8, 8)))  # blocky fixed texture
+    files: dict[str, str] = {}
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        frame = texture + rng.normal(0, 3, size=texture.shape)
+        if i < with_blob:
+            b = blob_box(i)
+            x0, y0 = round(b.x * WIDTH), round(b.y * HEIGHT)
+            frame[y0 : y0 + BLOB, x0 : x0 + BLOB] = 230
+        if leaves:
+            frame[20:80, 240:300] = rng.uniform(40, 160, size=(60, 60))
+        name = f"{folder.name}/frame_{i:02d}.{suffix}"
+        Image.fromarray(np.clip(frame, 0, 255).astype(np.uint8)).convert("RGB").save(
+            folder.parent / name
+        )
+        files[name] = folder.name
+    return files
+
+
+def sample_sequence(seq_id: str) -> tuple[dict[str, str], dict[str, list[Box]]]:
+    """Files of one bundled sample sequence (-> seq_id) and their true boxes."""
+    doc = json.loads((SAMPLE / "annotations.json").read_text())
+    images = {im["id"]: im for im in doc["images"] if im["seq_id"] == seq_id}
+    truth: dict[str, list[Box]] = {im["file_name"]: [] for im in images.values()}
+    for ann in doc["annotations"]:
+        im = images.get(ann["image_id"])
+        if im is not None and ann.get("bbox"):
+            x, y, w, h = ann["bbox"]
+            W, H = im["width"], im["height"]
+            truth[im["file_name"]].append(Box(x / W, y / H, w / W, h / H, 1.0, "animal"))
+    return {f: seq_id for f in truth}, truth
+
+
+def hit(pred: Box, true: Box) -> bool:
+    """IoU > 0.3 or the predicted box's centre inside the true box."""
+    cx, cy = pred.x + pred.w / 2, pred.y + pred.h / 2
+    inside = true.x <= cx <= true.x + true.w and true.y <= cy <= true.y + true.h
+    return iou(pred, true) > 0.3 or inside
+
+
+# --- protocol and parameters -----------------------------------------------------------------
+
+
+def test_is_a_detector_with_versioned_params(tmp_path: Path) -> None:
+    det = OfflineDetector(root=tmp_path, sequences={})
+    assert isinstance(det, Detector)
+    assert det.name == "offline-background"
+    assert det.version.startswith("1.0 ")
+    other = OfflineDetector(root=tmp_path, sequences={}, params=OfflineParams(z_high=9.0))
+    assert other.version != det.version
+    assert OfflineDetector(root=tmp_path, sequences={}).version == det.version
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"min_frames": 2}, {"z_low": 5.0, "z_high": 4.0}, {"bar_top": 0.6}, {"work_size": 8}]
+)
+def test_params_reject_nonsense(kwargs: dict[str, float]) -> None:
+    with pytest.raises(DetectorError):
+        OfflineParams(**kwargs)  # type: ignore[arg-type]
+
+
+def test_unknown_file_raises_before_any_work(tmp_path: Path) -> None:
+    files = synthetic_sequence(tmp_path / "seq")
+    det = OfflineDetector(root=tmp_path, sequences=files)
+    with pytest.raises(UnknownFileError, match="not in any known"):
+        det.detect([next(iter(files)), "seq/missing.png"])
+    with pytest.raises(KeyError):
+        det.detect(["other.png"])
+    with pytest.raises(DetectorError, match="single string"):
+        det.detect("seq/frame_00.png")
+
+
+# --- synthetic sequence ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", ["png", "jpg"])
+def test_synthetic_blob_found_and_empty_frame_empty(tmp_path: Path, suffix: str) -> None:
+    files = synthetic_sequence(tmp_path / "seq", suffix=suffix)
+    det = OfflineDetector(root=tmp_path, sequences=files)
+    results = det.detect(list(files))
+    assert [r.file for r in results] == list(files)
+    for i, result in enumerate(results[:5]):
+        assert result.failure is None
+        assert len(result.boxes) == 1, result.boxes
+        assert iou(result.boxes[0], blob_box(i)) > 0.6
+        assert 0.5 < result.boxes[0].confidence <= 1.0
+        assert result.boxes[0].category == "animal"
+    assert results[5].boxes == () and results[5].failure is None
+
+
+def test_vegetation_moving_in_every_frame_is_damped(tmp_path: Path) -> None:
+    files = synthetic_sequence(tmp_path / "seq", leaves=True)
+    results = OfflineDetector(root=tmp_path, sequences=files).detect(list(files))
+    for i, result in enumerate(results[:5]):
+        assert len(result.boxes) == 1 and iou(result.boxes[0], blob_box(i)) > 0.6
+    assert results[5].boxes == ()
+
+
+def test_static_sequence_gives_no_boxes(tmp_path: Path) -> None:
+    files = synthetic_sequence(tmp_path / "seq", with_blob=0)
+    results = OfflineDetector(root=tmp_path, sequences=files).detect(list(files))
+    assert all(r.boxes == () and r.failure is None for r in results)
+
+
+def test_one_darker_frame_is_not_an_animal(tmp_path: Path) -> None:
+    # Infrared flash or auto-exposure: one frame of the burst much darker and flatter.
+    files = synthetic_sequence(tmp_path / "seq", with_blob=0)
+    dark = tmp_path / list(files)[2]
+    arr = np.asarray(Image.open(dark), dtype=np.float32)
+    Image.fromarray(np.clip(arr * 0.7 + 10, 0, 255).astype(np.uint8)).save(dark)
+    results = OfflineDetector(root=tmp_path, sequences=files).detect(list(files))
+    assert all(r.boxes == () for r in results)
+
+
+def test_changing_info_bars_are_ignored(tmp_path: Path) -> None:
+    # The camera burns a clock into black bars at the top and bottom: it changes every frame.
+    files = synthetic_sequence(tmp_path / "seq", with_blob=0)
+    for i, name in enumerate(files):
+        arr = np.array(Image.open(tmp_path / name))
+        arr[:7], arr[-9:] = 0, 0  # bars of about 3 % at the top, 4 % at the bottom
+        for k in range(4):  # "digits" that change between frames
+            x = 40 + 50 * k + 9 * i
+            arr[1:6, x : x + 30] = 255
+            arr[-8:-2, x : x + 30] = 255
+        Image.fromarray(arr).save(tmp_path / name)
+    results = OfflineDetector(root=tmp_path, sequences=files).detect(list(files))
+    assert all(r.boxes == () for r in results)
+    unmasked = OfflineParams(bar_top=0.0, bar_bottom=0.0)
+    results = OfflineDetector(root=tmp_path, sequences=files, params=unmasked).detect(list(files))
+    assert any(r.boxes for r in results)  # the test scene does trigger without the mask
+
+
+def test_deterministic_and_independent_of_request(tmp_path: Path) -> None:
+    files = synthetic_sequence(tmp_path / "seq")
+    det = OfflineDetector(root=tmp_path, sequences=files)
+    whole = det.detect(list(files))
+    assert det.detect(list(files)) == whole
+    one = list(files)[2]
+    assert det.detect([one, one]) == [whole[2], whole[2]]
+    # Backslashes and "./" name the same file.
+    assert det.detect(["./" + one.replace("/", "\\")]) == [whole[2]]
+
+
+def test_two_sequences_are_modelled_separately(tmp_path: Path) -> None:
+    a = synthetic_sequence(tmp_path / "a", seed=1)
+    b = synthetic_sequence(tmp_path / "b", seed=2, with_blob=0)
+    det = OfflineDetector(root=tmp_path, sequences={**a, **b})
+    results = det.detect([*b, *a])
+    assert all(r.boxes == () for r in results[: len(b)])
+    assert all(len(r.boxes) == 1 for r in results[len(b) : len(b) + 5])
+
+
+# --- short sequences and broken files ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_too_short_sequence_is_a_documented_failure(tmp_path: Path, n: int) -> None:
+    files = synthetic_sequence(tmp_path / "seq", n=n, with_blob=n)
+    results = OfflineDetector(root=tmp_path, sequences=files).detect(list(files))
+    for r in results:
+        assert r.boxes == ()
+        assert r.failure is not None and "at least 3 readable frames" in r.failure
+        assert f"has {n}" in r.failure
+
+
+def test_broken_files_fail_alone(tmp_path: Path) -> None:
+    files = synthetic_sequence(tmp_path / "seq", suffix="jpg")
+    good = tmp_path / "seq" / "frame_00.jpg"
+    (tmp_path / "seq" / "empty.jpg").write_bytes(b"")
+    (tmp_path / "seq" / "text.jpg").write_text("not an image at all")
+    (tmp_path / "seq" / "truncated.jpg").write_bytes(good.read_bytes()[:600])
+    broken = ["seq/empty.jpg", "seq/text.jpg", "seq/truncated.jpg", "seq/missing.jpg"]
+    det = OfflineDetector(root=tmp_path, sequences={**files, **dict.fromkeys(broken, "seq")})
+    results = det.detect([*broken, *files])
+    for r in results[:4]:
+        assert r.boxes == ()
+        assert r.failure is not None and "cannot read image" in r.failure
+    clean = OfflineDetector(root=tmp_path, sequences=files).detect(list(files))
+    assert results[4:] == clean  # the broken frames neither crash nor change the others
+    assert sum(len(r.boxes) == 1 for r in clean[:5]) == 5
+
+
+def test_broken_frames_can_leave_too_few(tmp_path: Path) -> None:
+    files = synthetic_sequence(tmp_path / "seq", n=2, with_blob=1)
+    (tmp_path / "seq" / "bad.png").write_bytes(b"\x89PNG garbage")
+    det = OfflineDetector(root=tmp_path, sequences={**files, "seq/bad.png": "seq"})
+    results = det.detect(["seq/bad.png", *files])
+    assert "cannot read image" in (results[0].failure or "")
+    assert all("has 2" in (r.failure or "") for r in results[1:])
+
+
+@pytest.mark.parametrize("limit", [50_000, 20_000])  # warning (1x-2x limit) and error (> 2x)
+def test_decompression_bomb_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, limit: int
+) -> None:
+    files = synthetic_sequence(tmp_path / "seq", n=3)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", limit)  # 320 x 240 = 76,800 pixels
+    results = OfflineDetector(root=tmp_path, sequences=files).detect(list(files))
+    for r in results:
+        assert r.failure is not None and "too many pixels" in r.failure
+
+
+# --- real frames -------------------------------------------------------------------------------
+
+
+def test_real_moving_ocelot_found_on_most_frames() -> None:
+    files, truth = sample_sequence("SEQ75294")  # night IR, ocelot walking across, 10 frames
+    results = OfflineDetector(root=SAMPLE, sequences=files).detect(list(files))
+    found = sum(
+        any(hit(b, t) for b in r.boxes if b.confidence >= 0.1 for t in truth[r.file])
+        for r in results
+    )
+    assert found >= 8, [r.boxes for r in results]
+
+
+def test_real_agouti_frames_and_empty_frames() -> None:
+    files, truth = sample_sequence("SEQ75520")  # agouti in frames 1-6, gone in 7-10
+    results = OfflineDetector(root=SAMPLE, sequences=files).detect(list(files))
+    with_animal = [r for r in results if truth[r.file]]
+    empty = [r for r in results if not truth[r.file]]
+    assert len(with_animal) == 6 and len(empty) == 4
+    found = sum(any(hit(b, t) for b in r.boxes for t in truth[r.file]) for r in with_animal)
+    assert found >= 4
+    assert sum(bool(r.boxes) for r in empty) <= 1
