@@ -47,8 +47,9 @@ def detection_job_latest(*, project: Project) -> JobProgress | None:
         elapsed = max((end - job.started_at).total_seconds(), 1e-6)
         rate = job.done / elapsed
         seconds_left = max(job.total - job.done - job.failed, 0) / rate
-    return JobProgress(job=job, done=job.done, total=job.total, rate=rate,
-                       seconds_left=seconds_left)
+    return JobProgress(
+        job=job, done=job.done, total=job.total, rate=rate, seconds_left=seconds_left
+    )
 
 
 def event_counts(*, project: Project) -> dict[str, int]:
@@ -77,6 +78,7 @@ def detections_by_file(*, project: Project, min_box_pixels: int = 0) -> dict[str
     for image_id, x, y, w, h, confidence in rows.iterator(chunk_size=5000):
         file_name, width, height = sizes[image_id]
         if w * width >= min_box_pixels and h * height >= min_box_pixels:
-            result[file_name].append(Box(x=x, y=y, w=w, h=h, confidence=confidence,
-                                         category="animal"))
+            result[file_name].append(
+                Box(x=x, y=y, w=w, h=h, confidence=confidence, category="animal")
+            )
     return result

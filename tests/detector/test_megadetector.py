@@ -292,7 +292,7 @@ def test_ultralytics_checkpoint(cfg: str, tmp_path: Path) -> None:
     model = DetectionModel(cfg, nc=3, verbose=False)
     model.names = dict(enumerate(CATEGORIES))
     with torch.no_grad():  # raise class scores so the random model yields boxes
-        head = model.model[-1]
+        head = model.model[-1]  # type: ignore[index]
         for branch in ("cv3", "one2one_cv3"):
             for seq in getattr(head, branch, []):
                 seq[-1].bias.fill_(0.0)
