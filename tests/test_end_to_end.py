@@ -171,3 +171,40 @@ def test_whole_loop_with_real_worker(
     assert float(record["machine_confidence"]) > 0
     assert record["classifier_version"] == "classifier v1"
     assert (record["round"], record["strategy"]) == ("1", "k_center")
+
+
+def test_detection_job_runs_in_the_worker(
+    project: Project,
+    small_folder: Path,
+    admin_user: User,
+    celery_worker_process: subprocess.Popen[bytes],
+) -> None:
+    """Admin queues offline detection from the project page; the worker detects, crops, embeds."""
+    from detector.models import DetectionJob
+    from embeddings.models import EmbeddingVersion
+
+    call_command(
+        "import_images",
+        project.slug,
+        str(small_folder),
+        "--coco",
+        str(small_folder / "annotations.json"),
+        "--no-boxes",
+    )
+    assert not Crop.objects.exists()
+    response = _login(admin_user).post(
+        reverse("detection_start", args=[project.slug]), {"detector": "offline"}, follow=True
+    )
+    assert "Detection queued for 15 images" in response.text
+    deadline = time.monotonic() + WORKER_TIMEOUT_S
+    job = DetectionJob.objects.get(project=project)
+    while job.status not in (DetectionJob.Status.DONE, DetectionJob.Status.FAILED):
+        assert celery_worker_process.poll() is None, "the Celery worker died"
+        assert time.monotonic() < deadline, "the worker did not finish detection in time"
+        time.sleep(1)
+        job.refresh_from_db()
+    assert (job.status, job.done, job.total) == ("done", 15, 15), job.error
+    assert project.images.filter(detected_at__isnull=True).count() == 0
+    n_crops = Crop.objects.filter(project=project, active=True).count()
+    assert n_crops > 0 and job.crops == Crop.objects.filter(project=project).count()
+    assert EmbeddingVersion.objects.get(project=project).n_crops == Crop.objects.count()
