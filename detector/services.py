@@ -223,17 +223,33 @@ def _crops_write(
 ) -> None:
     out_dir = Path(settings.MEDIA_ROOT) / "crops" / str(project.pk)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with PILImage.open(image.path) as source:
-        source.load()
-        for det in detections:
-            box = Box(
-                x=det.x, y=det.y, w=det.w, h=det.h, confidence=det.confidence, category=det.category
-            )
-            relative = Path("crops") / str(project.pk) / f"{det.pk}.jpg"
-            crop_box(source, box, padding=project.crop_padding).save(
-                Path(settings.MEDIA_ROOT) / relative, format="JPEG", quality=90
-            )
-            _crop_row_save(project=project, image=image, det=det, relative=relative, report=report)
+    new_files: list[Path] = []
+    try:
+        with PILImage.open(image.path) as source:
+            source.load()
+            for det in detections:
+                relative = Path("crops") / str(project.pk) / f"{det.pk}.jpg"
+                if getattr(det, "crop", None) is None:
+                    new_files.append(Path(settings.MEDIA_ROOT) / relative)
+                box = Box(
+                    x=det.x,
+                    y=det.y,
+                    w=det.w,
+                    h=det.h,
+                    confidence=det.confidence,
+                    category=det.category,
+                )
+                crop_box(source, box, padding=project.crop_padding).save(
+                    Path(settings.MEDIA_ROOT) / relative, format="JPEG", quality=90
+                )
+                _crop_row_save(
+                    project=project, image=image, det=det, relative=relative, report=report
+                )
+    except BaseException:
+        # The caller's transaction rolls the new rows back; take their files with them.
+        for path in new_files:
+            path.unlink(missing_ok=True)
+        raise
 
 
 def _crop_row_save(

@@ -98,3 +98,16 @@ def test_species_ensure_is_case_insensitive(project: Project) -> None:
     species_ensure(project=project, names=["Agouti", "ocelot"])
     species_ensure(project=project, names=["agouti", "Paca"])
     assert [s.name for s in project.species.all()] == ["Agouti", "ocelot", "Paca"]
+
+
+def test_decompression_bomb_is_refused(
+    project: Project, small_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from PIL import Image as PILImage
+
+    # Any real image is a "bomb" once the limit is below its pixel count (640 × 640).
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 100_000)
+    report = images_import(project=project, folder=small_folder)
+    assert report.added == 0 and len(report.problems) == 15
+    assert "decompression bomb" in report.problems[0][1].lower()
+    assert not Image.objects.exists()

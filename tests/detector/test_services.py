@@ -174,3 +174,32 @@ def test_min_box_size_and_padding(project: Project, small_folder: Path) -> None:
     assert crop is not None and crop.padding == 0.3
     with PILImage.open(Path(settings.MEDIA_ROOT) / crop.file) as img:
         assert img.size == (308, 308)  # 192 px + 30% on each side, rounded outwards
+
+
+def test_failed_crop_leaves_nothing_behind(
+    project: Project, small_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from detector import services
+
+    images_import(project=project, folder=small_folder)
+    real_crop_box = services.crop_box
+    calls = {"n": 0}
+
+    def failing_second_crop(*args: object, **kwargs: object) -> PILImage.Image:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError("disk full")
+        return real_crop_box(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(services, "crop_box", failing_second_crop)
+    files = sorted(Image.objects.values_list("file_name", flat=True))
+    md = _megadetector_json(small_folder / "md.json", files)
+    doc = json.loads(md.read_text())
+    doc["images"][0]["detections"][1]["conf"] = 0.8  # two crops on the first image
+    md.write_text(json.dumps(doc))
+    report = detections_run(project=project, detector=ImportedDetector.from_megadetector_json(md))
+    assert report.problems and "disk full" in report.problems[0][1]
+    first = Image.objects.get(file_name=files[0])
+    assert first.detected_at is None and not first.detections.exists()
+    assert not Crop.objects.exists()
+    assert not list((Path(settings.MEDIA_ROOT) / "crops").rglob("*.jpg"))
