@@ -30,6 +30,7 @@ from annotator.models import Project, Species
 from detector.models import Crop
 from embeddings.models import EmbeddingVersion
 from embeddings.selectors import embedding_vectors_load, embedding_version_current
+from embeddings.services import embedding_finetune_create, embedding_finetune_run
 
 logger = logging.getLogger(__name__)
 
@@ -150,6 +151,7 @@ def label_submit(
         )
         if open_round is not None and in_round:
             _round_close_if_done(round_=open_round)
+        embedding_finetune_queue(project=project)
     return label
 
 
@@ -268,3 +270,61 @@ def _classifier_fit_and_predict(
             batch_size=2000,
         )
     return classifier
+
+
+class FinetuneError(ValueError):
+    """A fine-tuning run cannot start; the message says why. Nothing was changed."""
+
+
+def embedding_finetune_queue(*, project: Project, force: bool = False) -> EmbeddingVersion | None:
+    """Queue fine-tuning of the embedding when ``finetune_every`` species labels are new.
+
+    ``force`` (an admin's button) skips the count. At most one version is fine-tuned at a time;
+    returns the version queued, or None when none is due.
+    """
+    current = embedding_version_current(project=project)
+    if current is None or (project.finetune_every == 0 and not force):
+        return None
+    Project.objects.select_for_update().filter(pk=project.pk).first()  # one queuer at a time
+    building = EmbeddingVersion.objects.filter(
+        project=project, status=EmbeddingVersion.Status.BUILDING
+    )
+    if building.exists():
+        if force:
+            raise FinetuneError("the embedding is being fine-tuned already")
+        return None
+    species_labels = Label.objects.filter(project=project, kind=LabelKind.SPECIES)
+    new_labels = species_labels.filter(id__gt=current.last_label_id).count()
+    if not force and new_labels < project.finetune_every:
+        return None
+    if species_labels.values("species_id").distinct().count() < 2:
+        if force:
+            raise FinetuneError("fine-tuning needs labels of at least two species")
+        return None
+    last_label_id = Label.objects.filter(project=project).aggregate(n=Max("id"))["n"] or 0
+    version = embedding_finetune_create(
+        project=project, parent=current, last_label_id=last_label_id
+    )
+    from activelearn.tasks import embedding_finetune_task
+
+    transaction.on_commit(lambda: embedding_finetune_task.delay(version.pk))
+    return version
+
+
+def embedding_finetune_and_retrain(*, version_id: int) -> ClassifierVersion | None:
+    """Fine-tune the embedding on every species label, switch to it, then retrain the classifier.
+
+    Labels that arrive while it trains count toward the next fine-tuning and the next retrain;
+    none is lost.
+    """
+    version = EmbeddingVersion.objects.select_related("project").get(pk=version_id)
+    latest = labels_latest_by_crop(project=version.project)
+    pairs = sorted(
+        (crop, species)
+        for crop, (kind, species, _) in latest.items()
+        if kind == LabelKind.SPECIES and species is not None
+    )
+    crop_ids = np.asarray([c for c, _ in pairs], dtype=np.int64)
+    labels = np.asarray([s for _, s in pairs], dtype=np.int64)
+    embedding_finetune_run(version_id=version_id, crop_ids=crop_ids, labels=labels)
+    return classifier_retrain(project_id=version.project_id)

@@ -31,6 +31,15 @@ class Project(models.Model):
     sequence_gap_seconds = models.PositiveIntegerField(default=60)
     backbone = models.CharField(max_length=50, default="resnet50")
     backbone_weights = models.CharField(max_length=500, default="imagenet")
+    # An embedding checkpoint (e.g. from `pretrain_embedding`) to start from instead of the
+    # backbone's ImageNet weights with a random head.
+    embedding_checkpoint = models.CharField(max_length=500, blank=True)
+    # Fine-tune the embedding every this many new labels (the paper's schedule: 2,000).
+    finetune_every = models.PositiveIntegerField(default=2000)
+    finetune_mode = models.CharField(
+        max_length=10, default="auto", help_text="auto (full with CUDA, else head), head or full"
+    )
+    finetune_epochs = models.PositiveIntegerField(default=10)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
     )

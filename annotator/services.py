@@ -57,9 +57,15 @@ def project_create(
     seed: int = 0,
     backbone: str = "resnet50",
     backbone_weights: str = "imagenet",
+    embedding_checkpoint: str = "",
     round_size: int = 100,
 ) -> Project:
-    """Create a project; its creator becomes its admin."""
+    """Create a project; its creator becomes its admin.
+
+    ``embedding_checkpoint`` starts the project from a trained embedding (e.g. one made by
+    ``pretrain_embedding`` on other camera-trap data, as the paper's did) instead of the
+    backbone's ImageNet weights with a random head.
+    """
     with transaction.atomic():
         project = Project.objects.create(
             name=name,
@@ -67,6 +73,9 @@ def project_create(
             seed=seed,
             backbone=backbone,
             backbone_weights=backbone_weights,
+            embedding_checkpoint=str(Path(embedding_checkpoint).resolve())
+            if embedding_checkpoint
+            else "",
             round_size=round_size,
             created_by=created_by,
         )

@@ -13,6 +13,11 @@ urlpatterns = [
     path("p/<slug:slug>/rounds/start/", views.round_start_view, name="round_start"),
     path("p/<slug:slug>/detection/start/", views.detection_start, name="detection_start"),
     path("p/<slug:slug>/thresholds/", views.thresholds_update, name="thresholds_update"),
+    path(
+        "p/<slug:slug>/embedding/finetune/",
+        views.embedding_finetune_start,
+        name="embedding_finetune_start",
+    ),
     path("p/<slug:slug>/label/", views.label, name="label"),
     path("p/<slug:slug>/export/crops.csv", views.export_csv, name="export_csv"),
     path("p/<slug:slug>/crops/<int:crop_id>.jpg", views.crop_file, name="crop_file"),

@@ -11,6 +11,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
+from django.db import transaction
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -21,7 +22,14 @@ from activelearn.selectors import (
     round_open_get,
     round_progress,
 )
-from activelearn.services import LabelError, RoundError, label_submit, round_start
+from activelearn.services import (
+    FinetuneError,
+    LabelError,
+    RoundError,
+    embedding_finetune_queue,
+    label_submit,
+    round_start,
+)
 from annotator.csvsafe import csv_safe_row
 from annotator.forms import SKIP, DetectionStartForm, LabelForm, RoundStartForm, ThresholdsForm
 from annotator.models import Image, Role
@@ -36,6 +44,7 @@ from annotator.services import detection_job_create, project_thresholds_update
 from detector.base import DetectorError
 from detector.models import Crop
 from detector.selectors import detection_job_latest
+from embeddings.selectors import embedding_versions_list
 
 LABELLERS = (Role.ADMIN, Role.VOLUNTEER)
 EXPORTERS = (Role.ADMIN, Role.ECOLOGIST)
@@ -64,6 +73,7 @@ def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
         "status": project_status(project=project),
         "round_form": RoundStartForm(initial={"size": project.round_size}),
         "detection": detection_job_latest(project=project),
+        "embedding_versions": embedding_versions_list(project=project),
         "detection_form": DetectionStartForm(),
         "thresholds_form": ThresholdsForm(
             initial={
@@ -109,6 +119,23 @@ def detection_start(request: HttpRequest, slug: str) -> HttpResponse:
         messages.error(request, f"Detection not started: {exc}")
     else:
         messages.success(request, f"Detection queued for {job.total} images.")
+    return redirect("project_detail", slug=slug)
+
+
+@login_required
+@require_POST
+def embedding_finetune_start(request: HttpRequest, slug: str) -> HttpResponse:
+    project, _ = project_get_for_user(slug=slug, user=request.user, roles=(Role.ADMIN,))
+    try:
+        with transaction.atomic():
+            version = embedding_finetune_queue(project=project, force=True)
+    except FinetuneError as exc:
+        messages.error(request, f"Fine-tuning not started: {exc}")
+    else:
+        if version is None:
+            messages.error(request, "Fine-tuning not started: the project has no embedding yet")
+        else:
+            messages.success(request, f"Fine-tuning embedding v{version.number} ({version.mode}).")
     return redirect("project_detail", slug=slug)
 
 

@@ -23,7 +23,18 @@ class EmbeddingVersion(models.Model):
     pretrained = models.BooleanField()
     embedding_dim = models.PositiveIntegerField(default=256)
     seed = models.PositiveIntegerField()
-    mode = models.CharField(max_length=60, default="pretrained-backbone+random-head")
+    # "pretrained" (backbone weights + seeded head, or a pretrained checkpoint), or the
+    # fine-tuning mode that made it: "head" (head only, on cached backbone features) or "full".
+    mode = models.CharField(max_length=60, default="pretrained")
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
+    )
+    epochs = models.PositiveIntegerField(default=0)
+    loss_curve = models.JSONField(default=list, blank=True, help_text="Mean loss per epoch.")
+    n_train_labels = models.PositiveIntegerField(default=0)
+    # The newest label the version was trained with; labels after it count toward the next one.
+    last_label_id = models.BigIntegerField(default=0)
+    train_seconds = models.FloatField(default=0.0)
     directory = models.CharField(max_length=500, help_text="Relative to TRAPWISE_DATA_DIR.")
     # Vectors and index of the crops embedded so far, in a sub-folder of ``directory``. New crops
     # are written to a new sub-folder and this field is switched after, so readers never see

@@ -33,3 +33,12 @@ def embedding_vectors_dir(*, version: EmbeddingVersion) -> Path:
     if not version.vectors_dir:
         raise ValueError(f"{version} has no vectors yet")
     return Path(settings.TRAPWISE_DATA_DIR) / version.vectors_dir
+
+
+def embedding_versions_list(*, project: Project, limit: int = 20) -> list[EmbeddingVersion]:
+    """The project's newest embedding versions, with their parents."""
+    return list(
+        EmbeddingVersion.objects.filter(project=project)
+        .select_related("parent")
+        .order_by("-number")[:limit]
+    )

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 import uuid
 from pathlib import Path
 
 import numpy as np
+import torch
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Max
 from django.utils import timezone
 
 from annotator.models import Project
@@ -17,13 +20,24 @@ from detector.models import Crop
 from embeddings.index import index_build, index_save
 from embeddings.inference import embed_images
 from embeddings.model import (
+    BackboneInfo,
+    EmbeddingNet,
     build_embedding_net,
     load_embedding_checkpoint,
     save_embedding_checkpoint,
 )
 from embeddings.models import EmbeddingVersion
 from embeddings.selectors import embedding_vectors_load, embedding_version_current
-from embeddings.store import embeddings_save
+from embeddings.store import embeddings_load, embeddings_save
+from embeddings.training import (
+    TrainConfig,
+    TrainResult,
+    backbone_features,
+    default_mode,
+    embed_from_features,
+    train_full,
+    train_head,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -64,9 +78,12 @@ def embedding_version_build(*, project: Project) -> EmbeddingVersion:
         directory=f"projects/{project.pk}/embeddings/v{number}",
     )
     try:
-        net, info = build_embedding_net(
-            backbone=project.backbone, weights=project.backbone_weights, seed=project.seed
-        )
+        if project.embedding_checkpoint:
+            net, info = load_embedding_checkpoint(project.embedding_checkpoint)
+        else:
+            net, info = build_embedding_net(
+                backbone=project.backbone, weights=project.backbone_weights, seed=project.seed
+            )
     except Exception as exc:
         version.status = EmbeddingVersion.Status.FAILED
         version.error = str(exc)
@@ -75,10 +92,15 @@ def embedding_version_build(*, project: Project) -> EmbeddingVersion:
     directory = _directory(version)
     directory.mkdir(parents=True, exist_ok=True)
     save_embedding_checkpoint(net, info, directory / CHECKPOINT)
+    version.backbone = info.backbone
     version.weights_source = info.weights_source
+    if project.embedding_checkpoint:
+        version.weights_source = (
+            f"checkpoint {project.embedding_checkpoint} ({info.weights_source})"
+        )
     version.pretrained = info.pretrained
-    version.embedding_dim = net.head.out_features
-    version.save(update_fields=["weights_source", "pretrained", "embedding_dim"])
+    version.embedding_dim = net.embedding_dim
+    version.save(update_fields=["backbone", "weights_source", "pretrained", "embedding_dim"])
     ids = np.asarray(
         Crop.objects.filter(project=project).order_by("id").values_list("id", flat=True),
         dtype=np.int64,
@@ -136,3 +158,174 @@ def _vectors_write(*, version: EmbeddingVersion, ids: np.ndarray, vectors: np.nd
 
 def _directory(version: EmbeddingVersion) -> Path:
     return Path(settings.TRAPWISE_DATA_DIR) / version.directory
+
+
+# --- Fine-tuning in the loop -------------------------------------------------------------
+
+
+def embedding_finetune_create(
+    *, project: Project, parent: EmbeddingVersion, last_label_id: int, mode: str | None = None
+) -> EmbeddingVersion:
+    """Record the next version, to be fine-tuned from ``parent`` (status building).
+
+    ``mode`` defaults to the project's setting; "auto" is full where CUDA exists, else head.
+    """
+    mode = mode or project.finetune_mode
+    if mode == "auto":
+        mode = default_mode()
+    if mode not in ("head", "full"):
+        raise ValueError(f"unknown fine-tuning mode {mode!r}; choose auto, head or full")
+    number = (project.embedding_versions.aggregate(n=Max("number"))["n"] or 0) + 1
+    return EmbeddingVersion.objects.create(
+        project=project,
+        number=number,
+        parent=parent,
+        mode=mode,
+        backbone=parent.backbone,
+        weights=parent.weights,
+        weights_source=parent.weights_source,
+        pretrained=parent.pretrained,
+        embedding_dim=parent.embedding_dim,
+        seed=(project.seed + number) % 2**31,
+        epochs=project.finetune_epochs,
+        last_label_id=last_label_id,
+        directory=f"projects/{project.pk}/embeddings/v{number}",
+    )
+
+
+def embedding_finetune_run(
+    *, version_id: int, crop_ids: np.ndarray, labels: np.ndarray
+) -> EmbeddingVersion:
+    """Fine-tune ``version`` from its parent on labelled crops, re-embed every crop, switch.
+
+    ``crop_ids`` (L,) int64 and ``labels`` (L,) int64 are the labelled crops and their species.
+    The project keeps using the parent until the new vectors and index are written; then the
+    switch is one write. Safe to run twice: a version that is already ready is returned as is.
+    """
+    version = EmbeddingVersion.objects.select_related("parent", "project").get(pk=version_id)
+    if version.status == EmbeddingVersion.Status.READY:
+        return version
+    assert version.parent is not None, "a fine-tuned version needs a parent"
+    try:
+        net, info = load_embedding_checkpoint(_directory(version.parent) / CHECKPOINT)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        config = TrainConfig(
+            mode=version.mode, epochs=version.epochs, seed=version.seed, device=device
+        )
+        started = time.perf_counter()
+        vectors: tuple[np.ndarray, np.ndarray] | None = None
+        if version.mode == "head":
+            result, vectors = _finetune_head(
+                version=version, net=net, info=info, crop_ids=crop_ids, labels=labels, config=config
+            )
+        else:
+            result = train_full(net, _crop_paths(crop_ids), labels, info=info, config=config)
+        _finetune_save(
+            version=version,
+            net=net,
+            info=info,
+            result=result,
+            vectors=vectors,
+            seconds=time.perf_counter() - started,
+            n_labels=int(labels.size),
+        )
+    except Exception as exc:
+        version.status, version.error = EmbeddingVersion.Status.FAILED, str(exc)
+        version.save(update_fields=["status", "error"])
+        raise
+    return version
+
+
+def _finetune_head(
+    *,
+    version: EmbeddingVersion,
+    net: EmbeddingNet,
+    info: BackboneInfo,
+    crop_ids: np.ndarray,
+    labels: np.ndarray,
+    config: TrainConfig,
+) -> tuple[TrainResult, tuple[np.ndarray, np.ndarray]]:
+    """Head-only: train on cached backbone features; re-embed every crop from the cache.
+
+    Returns the training result and (crop ids (N,), vectors (N, 256)) of every crop.
+    """
+    ids, features = _features_sync(version=version, net=net, info=info)
+    position = {int(c): i for i, c in enumerate(ids)}
+    rows = [position[int(c)] for c in crop_ids]
+    result = train_head(net, features[rows], labels, config=config)
+    return result, (ids, embed_from_features(net, features))
+
+
+def _finetune_save(
+    *,
+    version: EmbeddingVersion,
+    net: EmbeddingNet,
+    info: BackboneInfo,
+    result: TrainResult,
+    vectors: tuple[np.ndarray, np.ndarray] | None,
+    seconds: float,
+    n_labels: int,
+) -> None:
+    directory = _directory(version)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_embedding_checkpoint(net, info, directory / CHECKPOINT)
+    pending = vectors
+    if pending is None:  # full mode: the backbone changed, so embed every crop's image again
+        ids = np.asarray(
+            Crop.objects.filter(project_id=version.project_id)
+            .order_by("id")
+            .values_list("id", flat=True),
+            dtype=np.int64,
+        )
+        pending = (ids, _embed(version=version, ids=ids))
+    _vectors_write(version=version, ids=pending[0], vectors=pending[1])
+    _version_extend(version=version)  # crops imported while it trained
+    version.loss_curve = [round(float(x), 6) for x in result.loss_curve]
+    version.n_train_labels, version.train_seconds = n_labels, seconds
+    with transaction.atomic():
+        version.status = EmbeddingVersion.Status.READY
+        version.activated_at = timezone.now()
+        version.save(
+            update_fields=[
+                "loss_curve",
+                "n_train_labels",
+                "train_seconds",
+                "status",
+                "activated_at",
+            ]
+        )
+
+
+def _features_sync(
+    *, version: EmbeddingVersion, net: EmbeddingNet, info: BackboneInfo
+) -> tuple[np.ndarray, np.ndarray]:
+    """Backbone features (N, F) of every crop, cached once per crop and per backbone.
+
+    Head-only fine-tuning never changes the backbone, so the cache of the root version's
+    backbone serves all its head-only descendants.
+    """
+    root = version
+    while root.parent is not None and root.mode == "head":
+        root = root.parent
+    directory = Path(settings.TRAPWISE_DATA_DIR) / root.directory / "features"
+    ids, features = (np.zeros(0, np.int64), None)
+    if (directory / "ids.npy").exists():
+        ids, features = embeddings_load(directory)
+    missing = np.asarray(
+        Crop.objects.filter(project_id=version.project_id)
+        .exclude(id__in=ids.tolist())
+        .order_by("id")
+        .values_list("id", flat=True),
+        dtype=np.int64,
+    )
+    if missing.size or features is None:
+        new = backbone_features(net, _crop_paths(missing), info=info)
+        ids = np.concatenate([ids, missing])
+        features = new if features is None else np.concatenate([features, new])
+        embeddings_save(directory, ids=ids, vectors=features)
+    return ids, features
+
+
+def _crop_paths(crop_ids: np.ndarray) -> list[Path]:
+    files = dict(Crop.objects.filter(id__in=crop_ids.tolist()).values_list("id", "file"))
+    return [Path(settings.MEDIA_ROOT) / files[int(i)] for i in crop_ids]

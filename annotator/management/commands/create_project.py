@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -23,8 +24,15 @@ class Command(BaseCommand):
             default="imagenet",
             help="imagenet, or a path to a backbone state-dict file",
         )
+        parser.add_argument(
+            "--checkpoint",
+            default="",
+            help="start from an embedding checkpoint (from pretrain_embedding) instead",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["checkpoint"] and not Path(options["checkpoint"]).is_file():
+            raise CommandError(f"no embedding checkpoint at {options['checkpoint']}")
         user = get_user_model().objects.filter(username=options["admin"]).first()
         if user is None:
             raise CommandError(f"no user {options['admin']!r}; create it with createsuperuser")
@@ -34,5 +42,6 @@ class Command(BaseCommand):
             seed=options["seed"],
             backbone=options["backbone"],
             backbone_weights=options["weights"],
+            embedding_checkpoint=options["checkpoint"],
         )
         self.stdout.write(f"created project {project.name!r} (slug {project.slug})")

@@ -1,0 +1,124 @@
+"""Fine-tuning in the loop: due every N labels, trained, re-embedded, switched in one step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from django.contrib.auth.models import User
+
+from activelearn.models import ClassifierVersion
+from activelearn.services import (
+    FinetuneError,
+    embedding_finetune_and_retrain,
+    embedding_finetune_queue,
+    label_submit,
+    round_start,
+)
+from annotator.models import Project
+from detector.models import Crop
+from embeddings.index import index_ids, index_load
+from embeddings.models import EmbeddingVersion
+from embeddings.selectors import (
+    embedding_vectors_dir,
+    embedding_vectors_load,
+    embedding_version_current,
+)
+from embeddings.services import INDEX
+
+pytestmark = pytest.mark.django_db
+
+
+def _label_by_sequence(project: Project, user: User, crops: list[Crop]) -> None:
+    fox, agouti = project.species.get(name="red fox"), project.species.get(name="agouti")
+    for crop in crops:
+        species = fox if "Red_Fox" in crop.image.file_name else agouti
+        label_submit(
+            project=project, crop_id=crop.pk, user=user, kind="species", species_id=species.pk
+        )
+
+
+def test_due_after_every_n_species_labels(
+    ingested_project: Project, volunteer: User, django_capture_on_commit_callbacks: Any
+) -> None:
+    ingested_project.finetune_every = 6
+    ingested_project.save()
+    crops = list(Crop.objects.select_related("image").order_by("id"))
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        _label_by_sequence(ingested_project, volunteer, crops[:5])
+    assert not callbacks and EmbeddingVersion.objects.count() == 1
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        _label_by_sequence(ingested_project, volunteer, crops[5:7])
+    building = EmbeddingVersion.objects.get(status=EmbeddingVersion.Status.BUILDING)
+    assert len(callbacks) == 1  # queued once, although two labels passed the mark
+    assert building.parent is not None and building.parent.number == 1
+    # Selection and prediction keep the old version until the switch.
+    current = embedding_version_current(project=ingested_project)
+    assert current is not None and current.number == 1
+
+
+def test_head_finetune_switches_and_index_agrees(
+    ingested_project: Project, admin_user: User, volunteer: User
+) -> None:
+    ingested_project.finetune_mode, ingested_project.finetune_epochs = "head", 3
+    ingested_project.save()
+    round_ = round_start(project=ingested_project, user=admin_user, strategy="random", size=100)
+    crops = [item.crop for item in round_.items.select_related("crop__image")]
+    _label_by_sequence(ingested_project, volunteer, crops)
+    version = embedding_finetune_queue(project=ingested_project, force=True)
+    assert version is not None and version.mode == "head"
+    classifier = embedding_finetune_and_retrain(version_id=version.pk)
+
+    version.refresh_from_db()
+    assert version.status == EmbeddingVersion.Status.READY and version.activated_at is not None
+    assert embedding_version_current(project=ingested_project) == version
+    assert len(version.loss_curve) == 3 and version.n_train_labels == len(crops)
+    ids, vectors = embedding_vectors_load(version=version)
+    parent_ids, parent_vectors = embedding_vectors_load(version=version.parent)  # type: ignore[arg-type]
+    assert sorted(ids.tolist()) == sorted(Crop.objects.values_list("id", flat=True))
+    assert not np.allclose(vectors[np.argsort(ids)], parent_vectors[np.argsort(parent_ids)])
+    index = index_load(embedding_vectors_dir(version=version) / INDEX)
+    assert index_ids(index).tolist() == ids.tolist()  # index ids are crop pks
+    stored = np.stack([index.reconstruct(int(i)) for i in ids])
+    np.testing.assert_allclose(stored, vectors, atol=1e-6)  # the index holds the new vectors
+    assert classifier is not None and classifier.embedding_version == version
+    # Running the task again changes nothing.
+    embedding_finetune_and_retrain(version_id=version.pk)
+    assert EmbeddingVersion.objects.count() == 2 and ClassifierVersion.objects.count() == 1
+
+
+def test_force_needs_two_species(ingested_project: Project, volunteer: User) -> None:
+    crop = Crop.objects.first()
+    assert crop is not None
+    label_submit(project=ingested_project, crop_id=crop.pk, user=volunteer, kind="unknown")
+    with pytest.raises(FinetuneError, match="two species"):
+        embedding_finetune_queue(project=ingested_project, force=True)
+    assert EmbeddingVersion.objects.count() == 1
+
+
+def test_full_finetune_changes_the_backbone(
+    ingested_project: Project, volunteer: User, settings: Any
+) -> None:
+    ingested_project.finetune_mode, ingested_project.finetune_epochs = "full", 1
+    ingested_project.save()
+    crops = list(Crop.objects.select_related("image").order_by("id"))
+    _label_by_sequence(ingested_project, volunteer, crops)
+    version = embedding_finetune_queue(project=ingested_project, force=True)
+    assert version is not None and version.mode == "full"
+    embedding_finetune_and_retrain(version_id=version.pk)
+    version.refresh_from_db()
+    assert version.status == EmbeddingVersion.Status.READY and len(version.loss_curve) == 1
+    from embeddings.model import load_embedding_checkpoint
+
+    root = Path(settings.TRAPWISE_DATA_DIR)
+    parent_net, _ = load_embedding_checkpoint(root / version.parent.directory / "model.pt")  # type: ignore[union-attr]
+    child_net, _ = load_embedding_checkpoint(root / version.directory / "model.pt")
+    changed = [
+        not np.allclose(a.detach().numpy(), b.detach().numpy())
+        for a, b in zip(
+            parent_net.backbone.parameters(), child_net.backbone.parameters(), strict=True
+        )
+    ]
+    assert any(changed)
