@@ -241,3 +241,26 @@ def test_admin_queues_detection(
     assert DetectionJob.objects.get().detector == "offline"
     text = " ".join(re.sub(r"<[^>]+>", " ", response.text).split())
     assert "Latest job: offline, queued : 0 / 15 images" in text
+
+
+@pytest.mark.parametrize("role", ["volunteer", "ecologist", "outsider"])
+def test_only_admin_starts_finetuning(
+    role: str, ingested_project: Project, volunteer: User, ecologist: User, outsider: User
+) -> None:
+    from embeddings.models import EmbeddingVersion
+
+    user = {"volunteer": volunteer, "ecologist": ecologist, "outsider": outsider}[role]
+    url = reverse("embedding_finetune_start", args=[ingested_project.slug])
+    assert _client(user).post(url).status_code == 404
+    assert EmbeddingVersion.objects.count() == 1
+
+
+def test_admin_finetune_button_explains_refusal(
+    ingested_project: Project, admin_user: User
+) -> None:
+    url = reverse("embedding_finetune_start", args=[ingested_project.slug])
+    response = _client(admin_user).post(url, follow=True)
+    assert "Fine-tuning not started: fine-tuning needs labels of at least two species" in (
+        response.text
+    )
+    assert "v1 (in use)" in response.text
