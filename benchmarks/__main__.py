@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from benchmarks import kcenter, offline_detector
+from benchmarks import embedding_speed, kcenter, offline_detector, reembed
 
 
 def main() -> None:
     kcenter.main()
     offline_detector.main()
+    embedding_speed.main()
+    reembed.main()
 
 
 if __name__ == "__main__":

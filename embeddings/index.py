@@ -1,13 +1,34 @@
-"""Exact nearest-neighbour search over embeddings with FAISS.
+"""Nearest-neighbour search over embeddings with FAISS: exact up to a size, IVF beyond.
 
-The index is ``IndexIDMap2(IndexFlatL2(d))``: brute-force squared-L2 search (exact, no
-training, fine for ~1M x 256 on CPU) whose result ids are the caller's ids (crop primary
-keys) rather than row numbers. For unit-norm vectors, squared L2 ``D`` and cosine
-similarity are related by ``cos = 1 - D / 2``, so the ranking is the cosine ranking.
+Every index is an ``IndexIDMap2`` whose search results are the caller's ids (crop primary
+keys), never row numbers, around one of two inner indexes:
+
+* ``N <= flat_max`` (default 200,000): ``IndexFlatL2``, brute-force and exact. One query
+  over 200k x 256 costs a few ms on 2 cores, so small projects need nothing approximate.
+* ``N > flat_max``: ``IndexIVFFlat`` with ``nlist = round(4 * sqrt(N))`` k-means cells,
+  trained on a seeded sample of ``TRAIN_PER_CELL * nlist`` rows (deterministic for a
+  seed), searching ``nprobe = DEFAULT_NPROBE`` cells; vectors are stored uncompressed, so
+  the distances returned are exact and only the candidate set is approximate.
+
+Why IVF-Flat rather than HNSW (2 shared CPU cores, 300k x 256 unit vectors, 1000 queries):
+IVF (nlist 2190) built in 23 s, HNSW (M=32, efConstruction=40) in 98 s; at equal search
+time their recall@10 was the same. On isotropic random vectors no index recalls well (the
+true neighbours are barely nearer than the rest: IVF nprobe 32 0.11-0.18, HNSW efSearch 64
+0.08-0.16). On clustered vectors (3000 clusters, like crops of sequences and species),
+queries near stored vectors reach recall@10 1.00 with IVF from nprobe 8; nprobe 32 costs
+~0.5 ms per query against ~3 ms for flat. IVF also runs on faiss-gpu (HNSW does not) and
+keeps the memory of a flat index.
+
+Where faiss-gpu sees a CUDA device, ``index_load`` (and ``index_to_gpu``) move the index to
+the GPU for searching; ``index_save`` always writes the CPU form, so files are portable.
+For unit-norm vectors, squared L2 ``D`` and cosine similarity are related by
+``cos = 1 - D / 2``, so the ranking is the cosine ranking.
 """
 
 from __future__ import annotations
 
+import math
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +39,12 @@ from embeddings._atomic import atomic_path
 
 # faiss has no type stubs; alias for readability in signatures.
 FaissIndex = Any
+
+DEFAULT_FLAT_MAX = 200_000
+DEFAULT_NPROBE = 32
+# k-means needs ~30+ points per centroid to place it well; faiss itself warns below 39
+# and subsamples above 256, so 64 gives stable cells at a fraction of N's training cost.
+TRAIN_PER_CELL = 64
 
 
 def _as_float32_matrix(array: np.ndarray, name: str) -> np.ndarray:
@@ -44,17 +71,69 @@ def _check_ids(ids: np.ndarray, n_rows: int) -> None:
         raise ValueError("ids must be unique")
 
 
-def index_build(vectors: np.ndarray, ids: np.ndarray) -> FaissIndex:
-    """Build an exact ``IndexIDMap2(IndexFlatL2(d))`` holding ``vectors`` (N, d) float32
-    under ``ids`` (N,) int64 (unique). Search results return these ids.
+def ivf_nlist(n: int) -> int:
+    """Number of IVF cells for ``n`` vectors: ``round(4 * sqrt(n))``, at least 1."""
+    return max(1, round(4 * math.sqrt(n)))
+
+
+def _ivf_index(matrix: np.ndarray, *, seed: int, nprobe: int) -> FaissIndex:
+    """Untrained-then-trained ``IndexIVFFlat`` for ``matrix`` (N, d); vectors not added."""
+    n, d = matrix.shape
+    nlist = ivf_nlist(n)
+    ivf = faiss.IndexIVFFlat(faiss.IndexFlatL2(d), d, nlist, faiss.METRIC_L2)
+    ivf.cp.seed = seed  # k-means initialisation
+    rng = np.random.default_rng(seed)
+    sample_size = min(n, TRAIN_PER_CELL * nlist)
+    rows = np.sort(rng.choice(n, size=sample_size, replace=False))
+    ivf.train(matrix[rows])
+    ivf.nprobe = min(nprobe, nlist)
+    return ivf
+
+
+def index_build(
+    vectors: np.ndarray,
+    ids: np.ndarray,
+    *,
+    flat_max: int = DEFAULT_FLAT_MAX,
+    seed: int = 0,
+    nprobe: int = DEFAULT_NPROBE,
+) -> FaissIndex:
+    """Index ``vectors`` (N, d) float32 under ``ids`` (N,) int64 (unique), on the CPU.
+
+    Args:
+        vectors, ids: what to store; search results return these ids.
+        flat_max: largest N indexed exactly (``IndexFlatL2``); above it, IVF-Flat.
+        seed: fixes the IVF training sample and k-means start (same inputs, same index).
+        nprobe: IVF cells visited per query (saved with the index); ignored for flat.
+
+    Returns:
+        ``IndexIDMap2`` around ``IndexFlatL2`` or ``IndexIVFFlat``; see ``index_kind``.
     """
     matrix = _as_float32_matrix(vectors, "vectors")
     _check_ids(ids, matrix.shape[0])
-    # GPU hook: with faiss-gpu, wrap the flat index via faiss.index_cpu_to_gpu(...) here,
-    # and convert back with faiss.index_gpu_to_cpu before index_save.
-    index = faiss.IndexIDMap2(faiss.IndexFlatL2(matrix.shape[1]))
+    if flat_max < 0 or nprobe < 1:
+        raise ValueError(f"flat_max must be >= 0 and nprobe >= 1, got {flat_max}, {nprobe}")
+    if matrix.shape[0] <= flat_max:
+        inner = faiss.IndexFlatL2(matrix.shape[1])
+    else:
+        inner = _ivf_index(matrix, seed=seed, nprobe=nprobe)
+    index = faiss.IndexIDMap2(inner)
     index.add_with_ids(matrix, np.ascontiguousarray(ids))
     return index
+
+
+def index_kind(index: FaissIndex) -> str:
+    """ "flat" (exact) or "ivf" (approximate) for an index from ``index_build``/``index_load``."""
+    inner = faiss.downcast_index(index.index)
+    return "ivf" if isinstance(inner, faiss.IndexIVF) else "flat"
+
+
+def index_set_nprobe(index: FaissIndex, nprobe: int) -> None:
+    """Set how many IVF cells a search visits (more: higher recall, slower); no-op if flat."""
+    if nprobe < 1:
+        raise ValueError(f"nprobe must be >= 1, got {nprobe}")
+    if index_kind(index) == "ivf":
+        faiss.extract_index_ivf(index).nprobe = nprobe
 
 
 def index_ids(index: FaissIndex) -> np.ndarray:
@@ -63,18 +142,53 @@ def index_ids(index: FaissIndex) -> np.ndarray:
     return ids
 
 
+def gpu_count() -> int:
+    """CUDA devices faiss can use: 0 with faiss-cpu (which lacks ``get_num_gpus``)."""
+    get_num_gpus = getattr(faiss, "get_num_gpus", None)
+    return int(get_num_gpus()) if get_num_gpus is not None else 0
+
+
+@cache
+def _gpu_resources(device: int) -> Any:
+    """One ``StandardGpuResources`` (scratch memory, streams) per GPU, kept for the process:
+    it must outlive every index cloned with it, and creating one costs ~0.1-1 s."""
+    return faiss.StandardGpuResources()
+
+
+def index_to_gpu(index: FaissIndex, *, device: int = 0) -> FaissIndex:
+    """A copy of ``index`` on GPU ``device`` for searching, or ``index`` itself without one.
+
+    Search results (ids, distances) are the same as on the CPU up to float rounding.
+    """
+    if gpu_count() == 0:
+        return index
+    return faiss.index_cpu_to_gpu(_gpu_resources(device), device, index)
+
+
+def _to_cpu(index: FaissIndex) -> FaissIndex:
+    """The CPU form of ``index``; only where GPUs exist can it be a GPU index to copy back
+    (``index_gpu_to_cpu`` clones CPU indexes unchanged)."""
+    return faiss.index_gpu_to_cpu(index) if gpu_count() > 0 else index
+
+
 def index_save(index: FaissIndex, path: Path) -> None:
-    """Write ``index`` to ``path`` atomically (temp file + os.replace); creates parent dirs."""
+    """Write ``index`` (always in CPU form) to ``path`` atomically (temp file +
+    os.replace); creates parent dirs."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
-        faiss.write_index(index, str(tmp))
+        faiss.write_index(_to_cpu(index), str(tmp))
 
 
-def index_load(path: Path) -> FaissIndex:
-    """Read an index written by ``index_save``; FileNotFoundError if ``path`` is missing."""
+def index_load(path: Path, *, gpu: bool | None = None) -> FaissIndex:
+    """Read an index written by ``index_save``; FileNotFoundError if ``path`` is missing.
+
+    ``gpu``: True/None move it to the first GPU when faiss-gpu sees one (None is "auto"),
+    False keeps it on the CPU. IVF's nprobe is stored in the file and survives the trip.
+    """
     if not path.is_file():
         raise FileNotFoundError(f"FAISS index file {path} does not exist")
-    return faiss.read_index(str(path))
+    index = faiss.read_index(str(path))
+    return index_to_gpu(index) if gpu is not False else index
 
 
 def index_search(index: FaissIndex, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -87,8 +201,9 @@ def index_search(index: FaissIndex, queries: np.ndarray, k: int) -> tuple[np.nda
 
     Returns:
         ``(distances (Q, k) float32, ids (Q, k) int64)``, nearest first. Distances are
-        squared L2. If k exceeds the number of stored vectors the surplus columns hold
-        id -1 and distance float32 max (FAISS convention).
+        squared L2 (exact, also for IVF, which only may miss candidates). If k exceeds
+        the number of vectors found the surplus columns hold id -1 and distance float32
+        max (FAISS convention).
     """
     matrix = _as_float32_matrix(queries, "queries")
     if matrix.shape[1] != index.d:

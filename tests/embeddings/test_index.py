@@ -86,3 +86,70 @@ def test_invalid_inputs_raise() -> None:
         index_search(index, _unit_vectors(2, d=8), 1)
     with pytest.raises(ValueError, match="k must be"):
         index_search(index, vectors[:1], 0)
+
+
+# --- Approximate (IVF) path beyond flat_max --------------------------------------------------
+
+
+def _clustered(n: int = 6000, d: int = 32, clusters: int = 60, seed: int = 3) -> np.ndarray:
+    """Unit vectors around a few centres, like crop embeddings (species, sequences)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((clusters, d)).astype(np.float32)
+    vectors = centres[rng.integers(0, clusters, n)] + 0.3 * rng.standard_normal((n, d)).astype(
+        np.float32
+    )
+    unit: np.ndarray = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    return unit
+
+
+def test_small_flat_max_builds_ivf_with_ids_and_recall() -> None:
+    from embeddings.index import index_kind
+
+    vectors = _clustered()
+    ids = (np.random.default_rng(1).permutation(len(vectors)) * 3 + 10).astype(np.int64)
+    exact = index_build(vectors, ids)
+    approx = index_build(vectors, ids, flat_max=1000, seed=0)
+    assert index_kind(exact) == "flat" and index_kind(approx) == "ivf"
+    np.testing.assert_array_equal(index_ids(approx), ids)
+    queries = vectors[::60]
+    _, truth = index_search(exact, queries, 10)
+    distances, found = index_search(approx, queries, 10)
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth, strict=True)])
+    assert recall >= 0.9
+    np.testing.assert_array_equal(found[:, 0], ids[::60])  # stored vectors find themselves
+    assert np.all(np.diff(distances, axis=1) >= 0)
+
+
+def test_ivf_is_deterministic_for_a_seed() -> None:
+    vectors, ids = _clustered(3000), np.arange(3000, dtype=np.int64)
+    a = index_search(index_build(vectors, ids, flat_max=100, seed=7), vectors[:20], 5)
+    b = index_search(index_build(vectors, ids, flat_max=100, seed=7), vectors[:20], 5)
+    np.testing.assert_array_equal(a[1], b[1])
+
+
+@pytest.mark.parametrize("flat_max", [10_000, 100])
+def test_save_load_round_trip_both_kinds(tmp_path: Path, flat_max: int) -> None:
+    from embeddings.index import index_kind, index_set_nprobe
+
+    vectors = _clustered(3000)
+    ids = (np.arange(3000) * 5 + 1).astype(np.int64)
+    index = index_build(vectors, ids, flat_max=flat_max, nprobe=4)
+    index_set_nprobe(index, 8)
+    path = tmp_path / "index.faiss"
+    index_save(index, path)
+    loaded = index_load(path)
+    assert index_kind(loaded) == index_kind(index) == ("ivf" if flat_max == 100 else "flat")
+    np.testing.assert_array_equal(index_ids(loaded), ids)
+    before, after = index_search(index, vectors[:50], 7), index_search(loaded, vectors[:50], 7)
+    for a, b in zip(before, after, strict=True):
+        np.testing.assert_array_equal(a, b)  # same nprobe after the trip, same results
+
+
+def test_no_gpu_keeps_cpu_index(tmp_path: Path) -> None:
+    from embeddings.index import gpu_count, index_to_gpu
+
+    index = index_build(_unit_vectors(), _ids())
+    if gpu_count() == 0:
+        assert index_to_gpu(index) is index
+    index_save(index, tmp_path / "i.faiss")
+    assert index_load(tmp_path / "i.faiss", gpu=False).ntotal == 200

@@ -124,3 +124,130 @@ def test_preprocess_uses_info_size_mean_std(lite0: tuple[EmbeddingNet, BackboneI
         info.std
     )
     torch.testing.assert_close(tensor[:, 5, 5], expected)
+
+
+# --- Fast path (folded, channels_last, bf16) against the fp32 reference -------------------
+
+
+def _reference(net: EmbeddingNet, info: BackboneInfo, paths: list[Path]) -> np.ndarray:
+    """Plain eager fp32 NCHW forward of the unmodified net: the definition of correct."""
+    from embeddings.inference import load_rgb
+
+    batch = torch.stack([preprocess_image(load_rgb(p), info) for p in paths])
+    with torch.inference_mode():
+        return net.eval()(batch).numpy()
+
+
+def _min_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.min(np.sum(a * b, axis=1)))  # rows are unit-norm
+
+
+def test_fp32_fast_path_matches_eager_reference(
+    tmp_path: Path, lite0: tuple[EmbeddingNet, BackboneInfo]
+) -> None:
+    net, info = lite0
+    paths = _write_crops(tmp_path)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    out = embed_images(net, paths, info=info, precision="fp32")
+    assert _min_cosine(out, _reference(net, info, paths)) >= 0.999
+    np.testing.assert_allclose(out, _reference(net, info, paths), atol=1e-4)
+    for key, value in net.state_dict().items():  # folding/casting happened on a copy
+        assert value.dtype == before[key].dtype and torch.equal(value, before[key]), key
+
+
+def test_resnet50_fast_paths_match_reference(tmp_path: Path) -> None:
+    """Conv+BN folding applies to ResNet-50 (torchvision traces); bf16 stays close."""
+    net, info = build_embedding_net(backbone="resnet50", weights="random", seed=0)
+    paths = _write_crops(tmp_path)[:2]
+    reference = _reference(net, info, paths)
+    fp32 = embed_images(net, paths, info=info, precision="fp32")
+    assert _min_cosine(fp32, reference) >= 0.999
+    bf16 = embed_images(net, paths, info=info, precision="bf16")
+    assert _min_cosine(bf16, reference) >= 0.99
+    np.testing.assert_allclose(np.linalg.norm(bf16, axis=1), 1.0, atol=1e-5)
+
+
+def test_bf16_close_to_fp32_on_real_images(
+    tmp_path: Path, lite0: tuple[EmbeddingNet, BackboneInfo]
+) -> None:
+    net, info = lite0
+    paths = [p for p in REAL_IMAGES if p.is_file()] or _write_crops(tmp_path)
+    fp32 = embed_images(net, paths, info=info, precision="fp32")
+    bf16 = embed_images(net, paths, info=info, precision="bf16")
+    assert bf16.dtype == np.float32
+    assert _min_cosine(fp32, bf16) >= 0.99
+    np.testing.assert_allclose(np.linalg.norm(bf16, axis=1), 1.0, atol=1e-5)  # head is fp32
+
+
+def test_auto_precision_resolution() -> None:
+    from embeddings.inference import native_bf16_available, resolve_precision
+
+    assert resolve_precision("fp32", "cpu") == "fp32"
+    assert resolve_precision("bf16", "cpu") == "bf16"
+    assert resolve_precision("auto", "cpu") == ("bf16" if native_bf16_available() else "fp32")
+    assert resolve_precision("auto", "cuda:0") == "fp32"
+    with pytest.raises(ValueError, match="precision"):
+        resolve_precision("fp16", "cpu")
+
+
+def test_order_preserved_with_two_workers_and_threads_restored(
+    tmp_path: Path, lite0: tuple[EmbeddingNet, BackboneInfo]
+) -> None:
+    net, info = lite0
+    paths = _write_crops(tmp_path)
+    threads = torch.get_num_threads()
+    in_process = embed_images(net, paths, info=info, batch_size=1)
+    workers = embed_images(net, paths[::-1], info=info, batch_size=3, num_workers=2)
+    np.testing.assert_allclose(workers[::-1], in_process, atol=1e-5)
+    embed_images(net, paths[:1], info=info, num_threads=1)
+    assert torch.get_num_threads() == threads
+
+
+# --- Head-only re-embedding of cached backbone features -----------------------------------
+
+
+def _head(features: int = 48, dim: int = 8) -> torch.nn.Linear:
+    torch.manual_seed(0)
+    return torch.nn.Linear(features, dim)
+
+
+def test_embed_features_equals_torch_head_and_normalise() -> None:
+    from embeddings.inference import embed_features
+
+    head = _head()
+    features = np.random.default_rng(0).random((103, 48), dtype=np.float32)
+    with torch.inference_mode():
+        expected = torch.nn.functional.normalize(head(torch.from_numpy(features)), dim=1).numpy()
+    out = embed_features(head, features, batch_size=10)  # 10 full chunks + 3 rows
+    assert out.shape == (103, 8) and out.dtype == np.float32
+    np.testing.assert_allclose(out, expected, atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(embed_features(head, features), out, atol=1e-6)  # one chunk
+
+
+def test_embed_features_accepts_net_and_memmap(
+    tmp_path: Path, lite0: tuple[EmbeddingNet, BackboneInfo]
+) -> None:
+    from embeddings.inference import embed_features
+
+    net, _ = lite0
+    features = np.random.default_rng(1).random((37, net.feature_dim), dtype=np.float32)
+    np.save(tmp_path / "features.npy", features)
+    mapped = np.load(tmp_path / "features.npy", mmap_mode="r")
+    out = embed_features(net, mapped, batch_size=16)
+    with torch.inference_mode():
+        expected = torch.nn.functional.normalize(net.head(torch.from_numpy(features)), dim=1)
+    np.testing.assert_allclose(out, expected.numpy(), atol=1e-6)
+    assert embed_features(net, mapped[:0]).shape == (0, net.embedding_dim)
+
+
+def test_embed_features_rejects_bad_input() -> None:
+    from embeddings.inference import embed_features
+
+    head = _head()
+    with pytest.raises(ValueError, match="float32"):
+        embed_features(head, np.zeros((2, 48), np.float64))
+    with pytest.raises(ValueError, match=r"\(N, 48\)"):
+        embed_features(head, np.zeros((2, 47), np.float32))
+    with pytest.raises(ValueError, match="batch_size"):
+        embed_features(head, np.zeros((2, 48), np.float32), batch_size=0)
