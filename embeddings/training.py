@@ -45,7 +45,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from embeddings.inference import load_rgb, preprocess_image
+from embeddings.inference import embed_features, load_rgb, preprocess_image
 from embeddings.model import BackboneInfo, EmbeddingNet
 
 MODES: tuple[str, ...] = ("full", "head")
@@ -464,7 +464,9 @@ def embed_from_features(
 
     Equals ``embed_images`` up to float rounding when ``features`` came from
     ``backbone_features`` of the same backbone, without decoding any image: re-embedding
-    a million crops after head-mode training is one matrix product.
+    a million crops after head-mode training is one matrix product. The work is
+    ``inference.embed_features`` (chunked, memmap-friendly); ``device`` is accepted for
+    symmetry with the training functions, and the product runs on the CPU.
 
     Args:
         features: (N, net.feature_dim) float32.
@@ -473,17 +475,7 @@ def embed_from_features(
     """
     if features.ndim != 2 or features.shape[1] != net.feature_dim:
         raise ValueError(f"features must be (N, {net.feature_dim}), got {features.shape}")
-    out = np.empty((features.shape[0], net.embedding_dim), dtype=np.float32)
-    head = net.head.to(device)
-    with torch.inference_mode():
-        for start in range(0, features.shape[0], batch_size):
-            chunk = torch.from_numpy(
-                np.ascontiguousarray(features[start : start + batch_size], dtype=np.float32)
-            ).to(device)
-            out[start : start + chunk.shape[0]] = (
-                F.normalize(head(chunk), p=2.0, dim=1).cpu().numpy()
-            )
-    return out
+    return embed_features(net.head.cpu(), features, batch_size=batch_size)
 
 
 def _freeze_batchnorm(module: nn.Module) -> None:
