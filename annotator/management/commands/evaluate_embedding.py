@@ -9,7 +9,8 @@ import numpy as np
 import torch
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from annotator.management.commands.pretrain_embedding import (
+from annotator.management.commands._embedding_set import (
+    add_coco_set_arguments,
     build_net,
     check_split_options,
     held_out_mask,
@@ -34,10 +35,7 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--coco", type=Path, required=True, help="COCO Camera Traps JSON")
-        parser.add_argument(
-            "--images", type=Path, required=True, help="folder the file_name paths are under"
-        )
+        add_coco_set_arguments(parser, fold_help="score only the crops of this fold")
         parser.add_argument("--checkpoint", type=Path, help="embedding checkpoint to evaluate")
         parser.add_argument("--backbone", choices=BACKBONES, default="efficientnet_lite0")
         parser.add_argument("--weights", default="imagenet", help="without --checkpoint")
@@ -45,9 +43,6 @@ class Command(BaseCommand):
         parser.add_argument("--k", type=int, default=5, help="neighbours for top-k and vote")
         parser.add_argument("--padding", type=float, default=0.1, help="crop context fraction")
         parser.add_argument("--device", help="default: cuda if available, else cpu")
-        parser.add_argument("--folds", type=int, help="split sequences into this many folds")
-        parser.add_argument("--fold", type=int, help="score only the crops of this fold")
-        parser.add_argument("--split-seed", type=int, default=0, help="seed of the fold split")
         parser.add_argument("--json", type=Path, help="also write the figures to this file")
 
     def handle(self, *args: Any, **options: Any) -> None:
