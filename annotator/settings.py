@@ -133,6 +133,9 @@ TRAPWISE_BACKBONE_WEIGHTS = os.environ.get("TRAPWISE_BACKBONE_WEIGHTS", "imagene
 # `manage.py detect` uses MegaDetector by default; otherwise the offline detector.
 TRAPWISE_MEGADETECTOR_WEIGHTS = os.environ.get("TRAPWISE_MEGADETECTOR_WEIGHTS", "")
 
+# Exact (flat) FAISS index up to this many crops; an IVF index beyond it.
+TRAPWISE_FAISS_FLAT_MAX = int(os.environ.get("TRAPWISE_FAISS_FLAT_MAX", "200000"))
+
 # Celery. The default broker is a folder, so development needs no server.
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://")
 CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {}

@@ -72,8 +72,11 @@ def _check_ids(ids: np.ndarray, n_rows: int) -> None:
 
 
 def ivf_nlist(n: int) -> int:
-    """Number of IVF cells for ``n`` vectors: ``round(4 * sqrt(n))``, at least 1."""
-    return max(1, round(4 * math.sqrt(n)))
+    """Number of IVF cells for ``n`` vectors: ``round(4 * sqrt(n))``, between 1 and ``n``.
+
+    k-means cannot train more cells than it has points (tiny sets with a small flat_max).
+    """
+    return max(1, min(n, round(4 * math.sqrt(n))))
 
 
 def _ivf_index(matrix: np.ndarray, *, seed: int, nprobe: int) -> FaissIndex:

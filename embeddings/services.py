@@ -146,7 +146,8 @@ def _vectors_write(*, version: EmbeddingVersion, ids: np.ndarray, vectors: np.nd
     relative = f"{version.directory}/crops-{ids.size}-{uuid.uuid4().hex[:8]}"
     target = Path(settings.TRAPWISE_DATA_DIR) / relative
     embeddings_save(target, ids=ids, vectors=vectors)
-    index_save(index_build(vectors, ids), target / INDEX)
+    index = index_build(vectors, ids, flat_max=settings.TRAPWISE_FAISS_FLAT_MAX, seed=version.seed)
+    index_save(index, target / INDEX)
     previous = version.vectors_dir
     version.vectors_dir = relative
     version.n_crops = int(ids.size)

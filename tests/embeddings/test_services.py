@@ -67,3 +67,19 @@ def test_missing_weights_fail_loudly_and_switch_nothing(project: Project, tmp_pa
     failed = EmbeddingVersion.objects.get(project=project)
     assert failed.status == EmbeddingVersion.Status.FAILED and "no-such-weights" in failed.error
     assert embedding_version_current(project=project) is None
+
+
+def test_large_projects_get_an_approximate_index(
+    project: Project, small_folder: Path, settings: object
+) -> None:
+    from embeddings.index import index_kind
+
+    settings.TRAPWISE_FAISS_FLAT_MAX = 4  # type: ignore[attr-defined]
+    folder_ingest(project=project, folder=small_folder, coco=small_folder / "annotations.json")
+    version = embedding_version_current(project=project)
+    assert version is not None
+    index = index_load(embedding_vectors_dir(version=version) / INDEX)
+    assert index_kind(index) == "ivf"
+    ids, vectors = embedding_vectors_load(version=version)
+    _, found = index_search(index, vectors, 1)
+    assert (found[:, 0] == ids).mean() >= 0.9  # ids are crop pks, approximate search finds them
