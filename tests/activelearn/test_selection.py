@@ -1,6 +1,10 @@
-"""Tests for activelearn.selection: k-Center greedy against a brute-force reference."""
+"""Tests for activelearn.selection: every strategy against a brute-force reference."""
 
 from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -9,10 +13,28 @@ from activelearn.selection import (
     STRATEGIES,
     Selection,
     SelectionError,
+    confidence_selection,
+    entropy_selection,
+    hybrid_selection,
     k_center_greedy,
+    margin_selection,
     random_selection,
     select,
 )
+
+UNCERTAINTY = {
+    "confidence": confidence_selection,
+    "margin": margin_selection,
+    "entropy": entropy_selection,
+}
+ALL_STRATEGIES = [
+    k_center_greedy,
+    random_selection,
+    confidence_selection,
+    margin_selection,
+    entropy_selection,
+    hybrid_selection,
+]
 
 
 def reference_k_center(
@@ -178,21 +200,26 @@ def test_k_center_accepts_float64_features() -> None:
     np.testing.assert_array_equal(a.indices, b.indices)
 
 
-@pytest.mark.parametrize("func", [k_center_greedy, random_selection])
-def test_bad_input_rejected(func: object) -> None:
+@pytest.mark.parametrize("func", ALL_STRATEGIES)
+def test_bad_input_rejected(func: Callable[..., Selection]) -> None:
     features = np.zeros((4, 2), dtype=np.float32)
     ok = np.zeros(4, dtype=bool)
-    call = func  # type: ignore[assignment]
+    # Valid probabilities, so that every strategy fails on the argument under test.
+    probs = np.full((4, 2), 0.5, dtype=np.float32)
+
+    def call(*args: object, **kwargs: object) -> Selection:
+        return func(*args, probabilities=probs, **kwargs)
+
     with pytest.raises(SelectionError, match="budget"):
-        call(features, labeled_mask=ok, budget=0, random_state=0)  # type: ignore[operator]
+        call(features, labeled_mask=ok, budget=0, random_state=0)
     with pytest.raises(ValueError, match="budget"):
-        call(features, labeled_mask=ok, budget=-1, random_state=0)  # type: ignore[operator]
+        call(features, labeled_mask=ok, budget=-1, random_state=0)
     with pytest.raises(SelectionError, match="labeled_mask"):
-        call(features, labeled_mask=np.zeros(5, dtype=bool), budget=1, random_state=0)  # type: ignore[operator]
+        call(features, labeled_mask=np.zeros(5, dtype=bool), budget=1, random_state=0)
     with pytest.raises(SelectionError, match="bool"):
-        call(features, labeled_mask=np.zeros(4, dtype=int), budget=1, random_state=0)  # type: ignore[operator]
+        call(features, labeled_mask=np.zeros(4, dtype=int), budget=1, random_state=0)
     with pytest.raises(SelectionError, match="candidate_mask"):
-        call(  # type: ignore[operator]
+        call(
             features,
             labeled_mask=ok,
             budget=1,
@@ -200,9 +227,9 @@ def test_bad_input_rejected(func: object) -> None:
             candidate_mask=np.ones(3, dtype=bool),
         )
     with pytest.raises(SelectionError, match="2-D"):
-        call(np.zeros(4, dtype=np.float32), labeled_mask=ok, budget=1, random_state=0)  # type: ignore[operator]
+        call(np.zeros(4, dtype=np.float32), labeled_mask=ok, budget=1, random_state=0)
     with pytest.raises(SelectionError, match="random_state"):
-        call(features, labeled_mask=ok, budget=1, random_state=-1)  # type: ignore[operator]
+        call(features, labeled_mask=ok, budget=1, random_state=-1)
 
 
 def test_k_center_rejects_nan_and_bad_chunk() -> None:
@@ -254,6 +281,321 @@ def test_select_dispatch_and_unknown() -> None:
         select("random", features, labeled_mask=labeled, budget=2, random_state=0).strategy
         == "random"
     )
-    assert set(STRATEGIES) == {"k_center", "random"}
-    with pytest.raises(ValueError, match="k_center, random"):
+    assert set(STRATEGIES) == {"k_center", "random", "confidence", "margin", "entropy", "hybrid"}
+    with pytest.raises(ValueError, match="confidence, entropy, hybrid, k_center, margin, random"):
         select("uncertainty", features, labeled_mask=labeled, budget=2, random_state=0)
+
+
+# --- Uncertainty strategies -------------------------------------------------------------
+
+
+def reference_score(row: list[float], strategy: str) -> float:
+    """Brute-force score of one probability row, straight from the documented definitions.
+
+    Rows are top-k truncations: the missing mass ``1 - sum`` belongs to unseen classes,
+    each at most the smallest listed value.
+    """
+    missing = max(0.0, 1.0 - sum(row))
+    ranked = sorted(row, reverse=True)
+    if strategy == "confidence":
+        return ranked[0]
+    if strategy == "margin":
+        runner_up = ranked[1] if len(ranked) > 1 else min(missing, ranked[0])
+        return ranked[0] - runner_up
+    assert strategy == "entropy"
+    return -sum(p * math.log(p) for p in [*row, missing] if p > 0)
+
+
+def reference_uncertainty(
+    probs: np.ndarray, allowed: np.ndarray, budget: int, strategy: str
+) -> tuple[list[int], list[float]]:
+    """Score every allowed row, sort most uncertain first, lowest index on ties."""
+    scores = {
+        int(i): reference_score([float(p) for p in probs[i]], strategy)
+        for i in np.flatnonzero(allowed)
+    }
+    sign = -1.0 if strategy == "entropy" else 1.0
+    order = sorted(scores, key=lambda i: (sign * scores[i], i))[:budget]
+    return order, [scores[i] for i in order]
+
+
+def random_probabilities(rng: np.random.Generator, n: int) -> np.ndarray:
+    """(n, C) float32 probabilities: some rows complete, some top-k truncated, some tied.
+
+    A truncated row keeps the C largest of a longer softmax, in shuffled column order.
+    """
+    n_classes = int(rng.integers(1, 5))
+    rows = []
+    for _ in range(n):
+        hidden = int(rng.choice([0, 0, 1, 3])) if n_classes > 1 else int(rng.integers(0, 3))
+        full = rng.dirichlet(np.full(n_classes + hidden, 0.7))
+        kept = np.sort(full)[::-1][:n_classes]
+        rows.append(rng.permutation(kept))
+    probs = np.asarray(rows, dtype=np.float32)
+    # Exact duplicates give exactly equal scores: the tie-break must pick the lower index.
+    for _ in range(n // 3):
+        src, dst = rng.integers(0, n, size=2)
+        probs[dst] = probs[src]
+    return probs
+
+
+@pytest.mark.parametrize("seed", range(40))
+@pytest.mark.parametrize("strategy", sorted(UNCERTAINTY))
+def test_uncertainty_matches_brute_force(seed: int, strategy: str) -> None:
+    features, labeled, candidates = random_problem(seed)
+    probs = random_probabilities(np.random.default_rng(1000 + seed), len(features))
+    func = UNCERTAINTY[strategy]
+    for use_candidates in (False, True):
+        allowed = (candidates if use_candidates else np.ones_like(labeled)) & ~labeled
+        for budget in (1, 2, 3, len(features) + 5):
+            got = func(
+                features,
+                labeled_mask=labeled,
+                budget=budget,
+                random_state=seed,
+                candidate_mask=candidates if use_candidates else None,
+                probabilities=probs,
+            )
+            want, want_scores = reference_uncertainty(probs, allowed, budget, strategy)
+            assert got.indices.tolist() == want
+            np.testing.assert_allclose(got.distances, want_scores, rtol=1e-5, atol=1e-6)
+            assert got.indices.dtype == np.int64 and got.distances.dtype == np.float32
+            assert got.strategy == strategy and got.random_state == seed
+
+
+def test_uncertainty_hand_made_orders() -> None:
+    probs = np.array(
+        [
+            [0.90, 0.05, 0.05],  # confident
+            [0.40, 0.35, 0.25],  # small margin, high entropy
+            [0.50, 0.50, 0.00],  # zero margin, but lower entropy than row 3
+            [0.34, 0.33, 0.33],  # least confident, highest entropy
+            [0.60, 0.20, 0.20],
+        ],
+        dtype=np.float32,
+    )
+    features = np.zeros((5, 1), dtype=np.float32)
+    none = np.zeros(5, dtype=bool)
+
+    def order(func: Callable[..., Selection]) -> list[int]:
+        got = func(features, labeled_mask=none, budget=5, random_state=0, probabilities=probs)
+        return list(got.indices.tolist())
+
+    assert order(confidence_selection) == [3, 1, 2, 4, 0]
+    assert order(margin_selection) == [2, 3, 1, 4, 0]
+    assert order(entropy_selection) == [3, 1, 4, 2, 0]
+    got = margin_selection(
+        features, labeled_mask=none, budget=2, random_state=0, probabilities=probs
+    )
+    np.testing.assert_allclose(got.distances, [0.0, 0.01], atol=1e-6)
+
+
+def test_uncertainty_truncated_rows() -> None:
+    features = np.zeros((4, 1), dtype=np.float32)
+    none = np.zeros(4, dtype=bool)
+    # Top-2 rows: row 0 is complete; rows 1-3 leave mass to unseen classes.
+    top2 = np.array([[0.5, 0.5], [0.5, 0.3], [0.3, 0.25], [0.45, 0.45]], dtype=np.float32)
+    ent = entropy_selection(
+        features, labeled_mask=none, budget=4, random_state=0, probabilities=top2
+    )
+    # The missing mass is one extra "other" bucket: row 2 is (0.3, 0.25, 0.45).
+    want = {
+        i: -sum(p * math.log(p) for p in r)
+        for i, r in enumerate([(0.5, 0.5), (0.5, 0.3, 0.2), (0.3, 0.25, 0.45), (0.45, 0.45, 0.1)])
+    }
+    assert ent.indices.tolist() == sorted(want, key=lambda i: -want[i]) == [2, 1, 3, 0]
+    np.testing.assert_allclose(ent.distances, [want[i] for i in ent.indices], rtol=1e-5)
+    conf = confidence_selection(
+        features, labeled_mask=none, budget=4, random_state=0, probabilities=top2
+    )
+    assert conf.indices.tolist() == [2, 3, 0, 1]  # ties (0.5) by lowest index
+    # Top-1 rows: the runner-up is unknown, taken as min(missing mass, p1).
+    top1 = np.array([[0.9], [0.6], [0.3], [1.0]], dtype=np.float32)
+    mar = margin_selection(
+        features, labeled_mask=none, budget=4, random_state=0, probabilities=top1
+    )
+    assert mar.indices.tolist() == [2, 1, 0, 3]
+    np.testing.assert_allclose(mar.distances, [0.0, 0.2, 0.8, 1.0], atol=1e-6)
+
+
+@pytest.mark.parametrize("func", [*UNCERTAINTY.values(), hybrid_selection])
+def test_uncertainty_excludes_labelled_and_non_candidates(
+    func: Callable[..., Selection],
+) -> None:
+    rng = np.random.default_rng(4)
+    n = 60
+    features = rng.normal(size=(n, 3)).astype(np.float32)
+    # The most uncertain rows are labelled or excluded: they must still never be picked.
+    probs = np.tile(np.array([[0.9, 0.1]], dtype=np.float32), (n, 1))
+    probs[:20] = 0.5
+    labeled = np.zeros(n, dtype=bool)
+    labeled[:10] = True
+    cand = np.ones(n, dtype=bool)
+    cand[10:20] = False
+    cand[50:] = False
+    allowed = set(np.flatnonzero(cand & ~labeled).tolist())
+    got = func(
+        features,
+        labeled_mask=labeled,
+        budget=5,
+        random_state=0,
+        candidate_mask=cand,
+        probabilities=probs,
+    )
+    assert len(got.indices) == 5 and set(got.indices.tolist()) <= allowed
+    everything = func(
+        features,
+        labeled_mask=labeled,
+        budget=1000,
+        random_state=0,
+        candidate_mask=cand,
+        probabilities=probs,
+    )
+    assert sorted(everything.indices.tolist()) == sorted(allowed)
+    empty = func(
+        features,
+        labeled_mask=np.ones(n, dtype=bool),
+        budget=3,
+        random_state=0,
+        probabilities=probs,
+    )
+    assert empty.indices.shape == (0,) and empty.distances.shape == (0,)
+
+
+@pytest.mark.parametrize("func", [*UNCERTAINTY.values(), hybrid_selection])
+def test_uncertainty_deterministic(func: Callable[..., Selection]) -> None:
+    rng = np.random.default_rng(8)
+    features = rng.normal(size=(100, 4)).astype(np.float32)
+    probs = rng.dirichlet(np.ones(5), size=100).astype(np.float32)
+    labeled = rng.random(100) < 0.2
+    runs = [
+        func(features, labeled_mask=labeled, budget=10, random_state=s, probabilities=probs)
+        for s in (3, 3, 4)
+    ]
+    for run in runs[1:]:
+        np.testing.assert_array_equal(run.indices, runs[0].indices)
+        np.testing.assert_array_equal(run.distances, runs[0].distances)
+    # With labelled rows nothing is random: the seed is only recorded.
+    assert [r.random_state for r in runs] == [3, 3, 4]
+
+
+@pytest.mark.parametrize("func", [*UNCERTAINTY.values(), hybrid_selection])
+def test_uncertainty_rejects_bad_probabilities(func: Callable[..., Selection]) -> None:
+    features = np.zeros((4, 2), dtype=np.float32)
+    ok = np.zeros(4, dtype=bool)
+
+    def call(probs: object) -> Selection:
+        return func(features, labeled_mask=ok, budget=1, random_state=0, probabilities=probs)
+
+    with pytest.raises(SelectionError, match="needs probabilities"):
+        func(features, labeled_mask=ok, budget=1, random_state=0)
+    with pytest.raises(SelectionError, match=r"shape \(4, C\)"):
+        call(np.full((5, 2), 0.5, dtype=np.float32))
+    with pytest.raises(SelectionError, match=r"shape \(4, C\)"):
+        call(np.full(4, 0.5, dtype=np.float32))
+    with pytest.raises(SelectionError, match=r"shape \(4, C\)"):
+        call(np.zeros((4, 0), dtype=np.float32))
+    with pytest.raises(SelectionError, match="real numbers"):
+        call(np.full((4, 2), "a"))
+    with pytest.raises(SelectionError, match="NaN"):
+        call(np.array([[0.5, np.nan]] * 4, dtype=np.float32))
+    with pytest.raises(SelectionError, match=">= 0"):
+        call(np.array([[1.2, -0.2]] * 4, dtype=np.float32))
+    with pytest.raises(SelectionError, match="sum to at most 1"):
+        call(np.array([[0.7, 0.7]] * 4, dtype=np.float32))
+    # float32 softmax rounding slightly above 1 is fine.
+    call(np.array([[0.5000001, 0.5000001]] * 4, dtype=np.float32))
+
+
+def test_k_center_and_random_ignore_probabilities() -> None:
+    features, labeled, _ = random_problem(5)
+    bogus = np.full((3, 3), np.nan)  # ignored, so not even validated
+    for func in (k_center_greedy, random_selection):
+        a = func(features, labeled_mask=labeled, budget=3, random_state=1)
+        b = func(features, labeled_mask=labeled, budget=3, random_state=1, probabilities=bogus)
+        np.testing.assert_array_equal(a.indices, b.indices)
+
+
+# --- Hybrid ------------------------------------------------------------------------------
+
+
+def least_confident_pool(probs: np.ndarray, allowed: np.ndarray, size: int) -> np.ndarray:
+    """Brute-force pool: the ``size`` allowed rows with lowest max probability, as a mask."""
+    rows = sorted(np.flatnonzero(allowed).tolist(), key=lambda i: (float(probs[i].max()), i))
+    mask = np.zeros(len(probs), dtype=bool)
+    mask[rows[:size]] = True
+    return mask
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_hybrid_is_k_center_on_uncertain_pool(seed: int) -> None:
+    features, labeled, candidates = random_problem(seed)
+    probs = random_probabilities(np.random.default_rng(2000 + seed), len(features))
+    allowed = candidates & ~labeled
+    for budget, pool_factor in ((1, 1), (1, 3), (2, 2), (3, 1), (len(features), 10)):
+        got = hybrid_selection(
+            features,
+            labeled_mask=labeled,
+            budget=budget,
+            random_state=seed,
+            candidate_mask=candidates,
+            probabilities=probs,
+            pool_factor=pool_factor,
+        )
+        pool = least_confident_pool(probs, allowed, pool_factor * budget)
+        assert set(got.indices.tolist()) <= set(np.flatnonzero(pool).tolist())
+        assert len(got.indices) == min(budget, int(allowed.sum()))
+        want = k_center_greedy(
+            features, labeled_mask=labeled, budget=budget, random_state=seed, candidate_mask=pool
+        )
+        np.testing.assert_array_equal(got.indices, want.indices)
+        np.testing.assert_array_equal(got.distances, want.distances)
+        first = None
+        if not labeled.any() and pool.any():
+            first = int(np.random.default_rng(seed).choice(np.flatnonzero(pool)))
+        ref, ref_d = reference_k_center(features, labeled, pool, budget, first)
+        assert got.indices.tolist() == ref
+        np.testing.assert_allclose(got.distances, ref_d, rtol=1e-4, atol=1e-4)
+        assert got.strategy == "hybrid" and got.random_state == seed
+
+
+def test_hybrid_pool_extremes() -> None:
+    rng = np.random.default_rng(6)
+    features = rng.normal(size=(40, 3)).astype(np.float32)
+    probs = rng.dirichlet(np.ones(4), size=40).astype(np.float32)
+    labeled = np.zeros(40, dtype=bool)
+    labeled[:3] = True
+    kwargs: dict[str, Any] = {
+        "labeled_mask": labeled,
+        "budget": 5,
+        "random_state": 0,
+        "probabilities": probs,
+    }
+    # pool_factor 1: exactly the least confident rows, in k-Center order.
+    narrow = hybrid_selection(features, pool_factor=1, **kwargs)
+    conf = confidence_selection(features, **kwargs)
+    assert set(narrow.indices.tolist()) == set(conf.indices.tolist())
+    # A pool covering every candidate: plain k-Center.
+    wide = hybrid_selection(features, pool_factor=100, **kwargs)
+    plain = k_center_greedy(features, labeled_mask=labeled, budget=5, random_state=0)
+    np.testing.assert_array_equal(wide.indices, plain.indices)
+    with pytest.raises(SelectionError, match="pool_factor"):
+        hybrid_selection(features, pool_factor=0, **kwargs)
+
+
+def test_select_forwards_probabilities() -> None:
+    rng = np.random.default_rng(9)
+    features = rng.normal(size=(30, 3)).astype(np.float32)
+    probs = rng.dirichlet(np.ones(3), size=30).astype(np.float32)
+    labeled = np.zeros(30, dtype=bool)
+    labeled[0] = True
+    for name, func in STRATEGIES.items():
+        got = select(
+            name, features, labeled_mask=labeled, budget=4, random_state=2, probabilities=probs
+        )
+        want = func(features, labeled_mask=labeled, budget=4, random_state=2, probabilities=probs)
+        assert got.strategy == name
+        np.testing.assert_array_equal(got.indices, want.indices)
+    for name in ("confidence", "margin", "entropy", "hybrid"):
+        with pytest.raises(SelectionError, match="needs probabilities"):
+            select(name, features, labeled_mask=labeled, budget=4, random_state=2)
