@@ -14,6 +14,14 @@ from embeddings.models import EmbeddingVersion
 class Strategy(models.TextChoices):
     K_CENTER = "k_center", "k-Center greedy"
     RANDOM = "random", "Random"
+    CONFIDENCE = "confidence", "Least confident"
+    MARGIN = "margin", "Smallest margin"
+    ENTROPY = "entropy", "Highest entropy"
+    HYBRID = "hybrid", "k-Center among the least confident"
+
+
+# Strategies that rank crops by the current classifier's probabilities.
+UNCERTAINTY_STRATEGIES = frozenset({"confidence", "margin", "entropy", "hybrid"})
 
 
 class Round(models.Model):

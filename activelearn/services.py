@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from activelearn.classifier import classifier_predict, classifier_save, classifier_train
 from activelearn.models import (
+    UNCERTAINTY_STRATEGIES,
     ClassifierVersion,
     Label,
     LabelKind,
@@ -25,7 +26,7 @@ from activelearn.models import (
     Strategy,
 )
 from activelearn.selection import select
-from activelearn.selectors import labels_latest_by_crop, round_open_get
+from activelearn.selectors import classifier_latest, labels_latest_by_crop, round_open_get
 from annotator.models import Project, Species
 from detector.models import Crop
 from embeddings.models import EmbeddingVersion
@@ -97,6 +98,9 @@ def _round_create(
         budget=size,
         random_state=seed,
         candidate_mask=candidate_mask,
+        probabilities=_probabilities(project=project, ids=ids)
+        if strategy in UNCERTAINTY_STRATEGIES
+        else None,
     )
     new_round = Round.objects.create(
         project=project,
@@ -119,6 +123,27 @@ def _round_create(
         )
     )
     return new_round
+
+
+def _probabilities(*, project: Project, ids: np.ndarray) -> np.ndarray:
+    """(N, 5) float32 top-5 probabilities of the latest classifier for crops ``ids`` (N,).
+
+    Rows are top-5 truncations (they sum to at most 1), which the uncertainty strategies
+    expect. A crop the classifier has not seen yet (imported since) counts as fully uncertain.
+    """
+    classifier = classifier_latest(project=project)
+    if classifier is None:
+        raise RoundError("uncertainty strategies need a trained classifier: finish a round first")
+    position = {int(crop_id): i for i, crop_id in enumerate(ids)}
+    # Uniform over five classes: the least confident, smallest margin, high entropy.
+    probs = np.full((ids.size, 5), 0.2, dtype=np.float32)
+    rows = Prediction.objects.filter(classifier=classifier).values_list("crop_id", "top")
+    for crop_id, top in rows.iterator(chunk_size=5000):
+        if crop_id in position:
+            values = [p for _, p in top][:5]
+            probs[position[crop_id]] = 0.0
+            probs[position[crop_id], : len(values)] = values
+    return probs
 
 
 def _ids(values: Iterable[int]) -> np.ndarray:

@@ -146,3 +146,28 @@ def test_label_errors_change_nothing(
         with pytest.raises(LabelError):
             label_submit(project=ingested_project, user=volunteer, **case)  # type: ignore[arg-type]
     assert not Label.objects.exists()
+
+
+@pytest.mark.parametrize("strategy", ["confidence", "margin", "entropy", "hybrid"])
+def test_uncertainty_rounds_use_the_latest_predictions(
+    ingested_project: Project, admin_user: User, volunteer: User, strategy: str
+) -> None:
+    from activelearn.models import Prediction
+
+    with pytest.raises(RoundError, match="need a trained classifier"):
+        round_start(project=ingested_project, user=admin_user, strategy=strategy, size=2)
+    crops = list(ingested_project.crops.select_related("image").order_by("id"))
+    first = round_start(project=ingested_project, user=admin_user, strategy="random", size=6)
+    _label_all(first, volunteer, ingested_project)
+    classifier = classifier_retrain(project_id=ingested_project.pk)
+    assert classifier is not None
+    second = round_start(project=ingested_project, user=admin_user, strategy=strategy, size=2)
+    picked = list(second.items.order_by("position").values_list("crop_id", flat=True))
+    labelled = set(first.items.values_list("crop_id", flat=True))
+    assert len(picked) == 2 and not set(picked) & labelled
+    if strategy == "confidence":
+        confidence = dict(
+            Prediction.objects.filter(classifier=classifier).values_list("crop_id", "confidence")
+        )
+        unlabelled = sorted((confidence[c.pk], c.pk) for c in crops if c.pk not in labelled)
+        assert picked == [pk for _, pk in unlabelled[:2]]

@@ -39,6 +39,17 @@ TWO_FILES = [
 EXTRA_MISSING = f"the optional 'megadetector' extra is not installed ({INSTALL_HINT})"
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _pil_open_restored() -> Any:
+    """These tests import yolov5/ultralytics directly too; ultralytics replaces PIL.Image.open
+    on import. Put it back so that tests of other modules see the real one."""
+    from PIL import Image as PILImage
+
+    original = PILImage.open
+    yield
+    PILImage.open = original  # type: ignore[method-assign]
+
+
 def _yolov5_yolo() -> Any:
     """The yolov5 model module under the name MDv5 checkpoints pickle ("models.yolo")."""
     pytest.importorskip("yolov5", reason=EXTRA_MISSING)
