@@ -34,7 +34,12 @@ from detector.base import (
     box_validate,
 )
 
-__all__ = ["SUPPORTED_MEGADETECTOR_VERSIONS", "ImportedDetector", "normalise_relpath"]
+__all__ = [
+    "SUPPORTED_MEGADETECTOR_VERSIONS",
+    "ImportedDetector",
+    "coco_box",
+    "normalise_relpath",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -204,8 +209,12 @@ def _coco_images(document: Mapping[str, Any], *, source: Path) -> dict[Any, dict
     return images
 
 
-def _coco_box(image: Mapping[str, Any], bbox: object, *, where: str) -> Box:
-    """Convert an absolute pixel COCO bbox to a normalised, validated Box."""
+def coco_box(image: Mapping[str, Any], bbox: object, *, where: str) -> Box:
+    """Convert an absolute pixel COCO bbox to a normalised, validated Box.
+
+    ``image`` is the COCO image record (its ``width`` and ``height`` normalise the box);
+    ``where`` prefixes error messages. Raises DetectorError for a bad size or box.
+    """
     width = _require(image, "width", numbers.Real, where=f"{where} image")
     height = _require(image, "height", numbers.Real, where=f"{where} image")
     if width <= 0 or height <= 0:
@@ -352,7 +361,7 @@ class ImportedDetector:
                 raise DetectorError(f"{where}: image_id {image_id!r} is not in 'images'")
             if ann.get("bbox") is not None:
                 try:
-                    boxes[image_id].append(_coco_box(images[image_id], ann["bbox"], where=where))
+                    boxes[image_id].append(coco_box(images[image_id], ann["bbox"], where=where))
                 except DetectorError as exc:
                     # A bad box fails its image, reported per item; the others go on.
                     failures.setdefault(image_id, str(exc))

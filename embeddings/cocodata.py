@@ -9,8 +9,6 @@ ignored.
 from __future__ import annotations
 
 import json
-import math
-import numbers
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from detector.base import Box, DetectorError, box_validate
+from detector.base import Box, DetectorError
 from detector.crops import crop_box
-from detector.imported import normalise_relpath
+from detector.imported import coco_box, normalise_relpath
 from embeddings.inference import load_rgb
 
 # Same encoding as the crops the import pipeline writes.
@@ -117,38 +115,6 @@ def _images(document: dict[str, Any], coco: Path) -> dict[Any, dict[str, Any]]:
     return images
 
 
-def _positive(value: object) -> float | None:
-    """``value`` as a float if it is a positive finite number, else None."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        return None
-    number = float(value)
-    return number if math.isfinite(number) and number > 0 else None
-
-
-def _box(image: dict[str, Any], bbox: object) -> Box:
-    """Absolute COCO [x, y, w, h] -> Box normalised by the JSON width/height, clipped."""
-    width, height = _positive(image.get("width")), _positive(image.get("height"))
-    if width is None or height is None:
-        raise DetectorError(
-            f"image has no positive width/height ({image.get('width')!r} x {image.get('height')!r})"
-        )
-    if not (isinstance(bbox, list) and len(bbox) == 4):
-        raise DetectorError(f"bbox must be 4 numbers, got {bbox!r}")
-    if not all(isinstance(v, numbers.Real) and math.isfinite(v) for v in bbox):
-        raise DetectorError(f"bbox must be 4 finite numbers, got {bbox!r}")
-    x, y, w, h = (float(v) for v in bbox)
-    return box_validate(
-        Box(
-            x=x / width,
-            y=y / height,
-            w=w / width,
-            h=h / height,
-            confidence=1.0,
-            category="animal",
-        )
-    )
-
-
 def _wanted_by_image(
     document: dict[str, Any],
     images: dict[Any, dict[str, Any]],
@@ -167,7 +133,7 @@ def _wanted_by_image(
                 f"{coco}: annotation {ann_id} refers to an unknown image or category"
             )
         try:
-            box = _box(images[ann["image_id"]], ann["bbox"])
+            box = coco_box(images[ann["image_id"]], ann["bbox"], where=f"annotation {ann_id}")
         except DetectorError as exc:
             skipped.append((ann_id, str(exc)))
             continue
