@@ -1,8 +1,11 @@
 """The species classifier trained on embeddings of labelled images.
 
 As in Norouzzadeh et al. (2019), a small multi-layer perceptron (hidden layers
-(150, 100), scikit-learn ``MLPClassifier``) is trained on top of fixed embeddings
-after each labelling round, then used to predict labels for every image.
+(150, 100), ReLU, Adam) is trained on top of fixed embeddings after each labelling
+round, then used to predict labels for every image. The paper's code uses
+scikit-learn's ``MLPClassifier``; the default backend here is the same network and
+stopping rule in PyTorch, which trains several times faster on two cores (see
+``make bench``, ``classifier_loop``). ``backend="sklearn"`` keeps the original.
 
 Arrays in, dataclasses out; no Django. Persistence uses joblib (pickle): only load
 files this application wrote itself.
@@ -21,19 +24,24 @@ from typing import Any
 import joblib
 import numpy as np
 import sklearn
+import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import MLPClassifier
 
 from activelearn._checks import check_int
+from embeddings.inference import torch_threads
 
 __all__ = [
     "ClassifierError",
     "Predictions",
     "TrainedClassifier",
+    "BACKENDS",
     "classifier_load",
     "classifier_predict",
+    "classifier_probabilities",
     "classifier_save",
     "classifier_train",
+    "probabilities_top_k",
 ]
 
 logger = logging.getLogger(__name__)
@@ -41,6 +49,15 @@ logger = logging.getLogger(__name__)
 # Tag and version of the saved payload, so a wrong or future file fails clearly.
 _FILE_FORMAT = "trapwise-classifier"
 _FILE_VERSION = 1
+
+BACKENDS = ("torch", "sklearn")
+
+# scikit-learn MLPClassifier defaults, kept so that both backends train the same network.
+_BATCH_SIZE = 200
+_LEARNING_RATE = 1e-3
+_ALPHA = 1e-4
+_TOL = 1e-4
+_N_ITER_NO_CHANGE = 10
 
 
 class ClassifierError(ValueError):
@@ -52,7 +69,8 @@ class TrainedClassifier:
     """A trained classifier plus what is needed to use and describe it.
 
     Attributes:
-        model: the fitted ``MLPClassifier``, or None in the degenerate single-class
+        model: the fitted network: ``MLPWeights`` (torch backend) or an
+            ``MLPClassifier`` (sklearn backend), or None in the degenerate single-class
             case: when all training labels are equal there is nothing to learn, and
             prediction returns that one class with probability 1.0 for every row.
         classes: (C,) int64 sorted label ids; column order of the probabilities.
@@ -73,6 +91,41 @@ class TrainedClassifier:
     n_features: int
     converged: bool = True
     n_iter: int = 0
+    backend: str = "sklearn"
+
+    @property
+    def algorithm(self) -> str:
+        """Human-readable description, stored with each classifier version."""
+        layers = ", ".join(str(h) for h in self.hidden_layer_sizes)
+        name = "PyTorch MLP" if self.backend == "torch" else "sklearn MLPClassifier"
+        return f"{name} ({layers})"
+
+
+@dataclass(frozen=True)
+class MLPWeights:
+    """A trained ReLU MLP as plain arrays (no torch objects in the saved file).
+
+    Attributes:
+        weights: per layer, a (fan_in, fan_out) float32 matrix; the last maps to C classes.
+        biases: per layer, a (fan_out,) float32 vector.
+    """
+
+    weights: tuple[np.ndarray, ...]
+    biases: tuple[np.ndarray, ...]
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """(n, C) float32 softmax probabilities of (n, d) float32 ``x``."""
+        h = x
+        last = len(self.weights) - 1
+        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+            h = h @ w
+            h += b
+            if i < last:
+                np.maximum(h, 0.0, out=h)
+        h -= h.max(axis=1, keepdims=True)
+        np.exp(h, out=h)
+        h /= h.sum(axis=1, keepdims=True)
+        return h
 
 
 @dataclass(frozen=True)
@@ -171,6 +224,81 @@ def _fit_mlp(
     return model, converged
 
 
+def _torch_network(d: int, hidden: tuple[int, ...], n_classes: int) -> torch.nn.Sequential:
+    """ReLU MLP d -> hidden... -> n_classes, Glorot-uniform init as scikit-learn's."""
+    layers: list[torch.nn.Module] = []
+    widths = (d, *hidden)
+    for fan_in, fan_out in zip(widths[:-1], widths[1:], strict=True):
+        layers += [torch.nn.Linear(fan_in, fan_out), torch.nn.ReLU()]
+    layers.append(torch.nn.Linear(widths[-1], n_classes))
+    for layer in layers:
+        if isinstance(layer, torch.nn.Linear):
+            torch.nn.init.xavier_uniform_(layer.weight)
+            torch.nn.init.zeros_(layer.bias)
+    return torch.nn.Sequential(*layers)
+
+
+def _fit_torch(
+    x: np.ndarray,
+    y_index: np.ndarray,
+    *,
+    n_classes: int,
+    random_state: int,
+    hidden_layer_sizes: tuple[int, ...],
+    max_iter: int,
+) -> tuple[MLPWeights, bool, int]:
+    """Train the MLP with Adam on minibatches; return (weights, converged, epochs).
+
+    The stopping rule is scikit-learn's: stop when the epoch's mean training loss has not
+    improved by ``_TOL`` for ``_N_ITER_NO_CHANGE`` epochs in a row.
+    """
+    generator = torch.Generator().manual_seed(random_state)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(random_state)
+        net = _torch_network(x.shape[1], hidden_layer_sizes, n_classes)
+    batch = min(_BATCH_SIZE, x.shape[0])
+    # sklearn's L2 term is alpha / 2 * ||W||^2 / batch size per step.
+    optimizer = torch.optim.Adam(net.parameters(), lr=_LEARNING_RATE, weight_decay=_ALPHA / batch)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y_index)
+    best, stale, epochs = np.inf, 0, 0
+    # Small matrices: one thread avoids synchronisation costs that dominate each step.
+    with torch_threads(1):
+        while epochs < max_iter and stale < _N_ITER_NO_CHANGE:
+            loss = _torch_epoch(net, optimizer, xt, yt, batch=batch, generator=generator)
+            epochs += 1
+            stale = stale + 1 if loss > best - _TOL else 0
+            best = min(best, loss)
+    converged = stale >= _N_ITER_NO_CHANGE
+    linears = [m for m in net if isinstance(m, torch.nn.Linear)]
+    weights = MLPWeights(
+        weights=tuple(m.weight.detach().T.contiguous().numpy().copy() for m in linears),
+        biases=tuple(m.bias.detach().numpy().copy() for m in linears),
+    )
+    return weights, converged, epochs
+
+
+def _torch_epoch(
+    net: torch.nn.Sequential,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    batch: int,
+    generator: torch.Generator,
+) -> float:
+    """One shuffled pass; returns the mean training loss over rows."""
+    order = torch.randperm(x.shape[0], generator=generator)
+    total = 0.0
+    for start in range(0, x.shape[0], batch):
+        rows = order[start : start + batch]
+        optimizer.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.cross_entropy(net(x[rows]), y[rows])
+        loss.backward()
+        optimizer.step()
+        total += float(loss.detach()) * rows.numel()
+    return total / x.shape[0]
+
+
 def classifier_train(
     features: np.ndarray,
     labels: np.ndarray,
@@ -178,6 +306,7 @@ def classifier_train(
     random_state: int,
     hidden_layer_sizes: tuple[int, ...] = (150, 100),
     max_iter: int = 200,
+    backend: str = "torch",
 ) -> TrainedClassifier:
     """Train the MLP on labelled embeddings.
 
@@ -187,6 +316,7 @@ def classifier_train(
         random_state: seed >= 0 for weight init and shuffling (deterministic).
         hidden_layer_sizes: hidden layer widths; the paper uses (150, 100).
         max_iter: maximum optimiser epochs (adam).
+        backend: "torch" (default) or "sklearn" (the paper's ``MLPClassifier``).
 
     Returns:
         TrainedClassifier; ``model`` is None if only one distinct label was given.
@@ -194,19 +324,33 @@ def classifier_train(
         warning is logged (no exception).
 
     Raises:
-        ClassifierError (a ValueError): empty input, shape/dtype mismatch, NaN/inf.
+        ClassifierError (a ValueError): empty input, shape/dtype mismatch, NaN/inf,
+        unknown backend.
     """
     random_state = _check_int(random_state, name="random_state", minimum=0)
     max_iter = _check_int(max_iter, name="max_iter", minimum=1)
     hidden = _check_hidden(hidden_layer_sizes)
+    if backend not in BACKENDS:
+        raise ClassifierError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     x = _check_features(features)
     if x.shape[0] == 0:
         raise ClassifierError("cannot train a classifier on zero labelled rows")
     y = _check_labels(labels, n_rows=x.shape[0])
     classes = np.unique(y)
-    model: MLPClassifier | None = None
+    model: Any = None
     converged, n_iter = True, 0
-    if classes.size > 1:
+    if classes.size > 1 and backend == "torch":
+        model, converged, n_iter = _fit_torch(
+            np.ascontiguousarray(x),
+            np.searchsorted(classes, y),
+            n_classes=int(classes.size),
+            random_state=random_state,
+            hidden_layer_sizes=hidden,
+            max_iter=max_iter,
+        )
+        if not converged:
+            logger.warning("MLP did not converge in %d epochs on %d rows", max_iter, x.shape[0])
+    elif classes.size > 1:
         model, converged = _fit_mlp(
             x, y, random_state=random_state, hidden_layer_sizes=hidden, max_iter=max_iter
         )
@@ -220,10 +364,13 @@ def classifier_train(
         n_features=int(x.shape[1]),
         converged=converged,
         n_iter=n_iter,
+        backend=backend,
     )
 
 
-def _top_k(probs: np.ndarray, *, classes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def probabilities_top_k(
+    probs: np.ndarray, *, classes: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Top-k of (n, C) probabilities -> ((n, k) int64 labels, (n, k) float32 probs)."""
     # Stable sort of -p: equal probabilities keep class order (smaller id first).
     order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
@@ -272,8 +419,32 @@ def classifier_predict(
     for start in range(0, x.shape[0], batch_size):
         stop = start + batch_size
         batch_probs = clf.model.predict_proba(x[start:stop])
-        labels[start:stop], probs[start:stop] = _top_k(batch_probs, classes=classes, k=k)
+        labels[start:stop], probs[start:stop] = probabilities_top_k(
+            batch_probs, classes=classes, k=k
+        )
     return Predictions(top_labels=labels, top_probs=probs)
+
+
+def classifier_probabilities(
+    clf: TrainedClassifier, features: np.ndarray, *, batch_size: int = 65536
+) -> np.ndarray:
+    """(N, C) float32 class probabilities of (N, d) ``features``; columns follow ``clf.classes``.
+
+    Raises ClassifierError as ``classifier_predict``. A single-class classifier gives a
+    column of ones.
+    """
+    batch_size = _check_int(batch_size, name="batch_size", minimum=1)
+    x = _check_features(features)
+    if x.shape[1] != clf.n_features:
+        raise ClassifierError(
+            f"features have width {x.shape[1]}, the classifier expects {clf.n_features}"
+        )
+    out = np.ones((x.shape[0], len(clf.classes)), dtype=np.float32)
+    if clf.model is None:
+        return out
+    for start in range(0, x.shape[0], batch_size):
+        out[start : start + batch_size] = clf.model.predict_proba(x[start : start + batch_size])
+    return out
 
 
 def classifier_save(clf: TrainedClassifier, path: Path) -> None:

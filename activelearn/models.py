@@ -136,10 +136,27 @@ class ClassifierVersion(models.Model):
     last_label_id = models.BigIntegerField()
     n_labels = models.PositiveIntegerField()
     n_classes = models.PositiveIntegerField()
-    algorithm = models.CharField(max_length=100, default="sklearn MLPClassifier (150, 100)")
+    algorithm = models.CharField(max_length=100, default="PyTorch MLP (150, 100)")
     seed = models.PositiveIntegerField()
     path = models.CharField(max_length=500, help_text="Relative to TRAPWISE_DATA_DIR.")
     train_seconds = models.FloatField(default=0.0)
+    predict_seconds = models.FloatField(default=0.0)
+    n_iter = models.PositiveIntegerField(default=0)
+    converged = models.BooleanField(default=True)
+    # Cross-validated on the labelled crops, folds grouped by capture event (null: too few
+    # labels). One point of the learning curve per version.
+    cv_accuracy = models.FloatField(null=True, blank=True)
+    cv_top5_accuracy = models.FloatField(null=True, blank=True)
+    cv_n_splits = models.PositiveIntegerField(default=0)
+    cv_seconds = models.FloatField(default=0.0)
+    # Confidence thresholding (PNAS): the lowest confidence at which cross-validated machine
+    # labels reach ``target_accuracy``; null when no threshold does.
+    target_accuracy = models.FloatField(null=True, blank=True)
+    threshold = models.FloatField(null=True, blank=True)
+    threshold_accuracy = models.FloatField(null=True, blank=True)
+    # Share of the crops without a human label whose confidence is at or above the threshold.
+    auto_accept_share = models.FloatField(null=True, blank=True)
+    n_unlabelled = models.PositiveIntegerField(default=0)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.READY)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -172,3 +189,27 @@ class Prediction(models.Model):
 
     def __str__(self) -> str:
         return f"crop {self.crop_id}: species {self.species_id} ({self.confidence:.2f})"
+
+
+class EventPrediction(models.Model):
+    """A capture event's machine label: the mean of its crops' probabilities (the paper's S.3).
+
+    ``event`` is the images' sequence id, or ``image-<pk>`` for an image without one.
+    """
+
+    classifier = models.ForeignKey(
+        ClassifierVersion, on_delete=models.CASCADE, related_name="event_predictions"
+    )
+    event = models.CharField(max_length=220)
+    species = models.ForeignKey(Species, on_delete=models.CASCADE, related_name="+")
+    confidence = models.FloatField()
+    top = models.JSONField(default=list)
+    n_crops = models.PositiveIntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["classifier", "event"], name="event_prediction_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"event {self.event}: species {self.species_id} ({self.confidence:.2f})"

@@ -39,6 +39,7 @@ __all__ = [
     "hybrid_selection",
     "k_center_greedy",
     "margin_selection",
+    "min_sq_distances_update",
     "random_selection",
     "select",
 ]
@@ -196,12 +197,70 @@ def _update_min_sq(
 
     Rows excluded from picking hold -inf and stay -inf.
     """
-    sq = features @ features[centre]
-    sq *= -2.0
+    # Scaling the d-vector instead of the N-vector saves one pass over N (exact: x -2).
+    sq = features @ (features[centre] * np.float32(-2.0))
     sq += sq_norms
     sq += sq_norms[centre]
     np.maximum(sq, 0.0, out=sq)
     np.minimum(min_sq, sq, out=min_sq)
+
+
+def min_sq_distances_update(
+    features: np.ndarray,
+    *,
+    min_sq: np.ndarray | None,
+    new_rows: np.ndarray,
+    chunk_size: int = 65536,
+) -> np.ndarray:
+    """Squared distance from every row to a growing covered set: the k-Center cache.
+
+    Args:
+        features: (N, d) embeddings (finite; converted to float32).
+        min_sq: (N,) float32 squared distance of each row to the rows covered so far,
+            +inf where nothing is covered yet; None means nothing is covered.
+        new_rows: (M,) int row positions newly covered (e.g. crops labelled since the
+            last round); M may be 0.
+        chunk_size: block size (both axes), as ``k_center_greedy``.
+
+    Returns:
+        A new (N,) float32 array, ``min(min_sq, distance to new_rows) ** 2``, clipped at
+        0. Costs O(N M d) time and O(N + block) memory: an N x M matrix is never held, so
+        a round's update only pays for the labels added since the last one.
+
+    Raises:
+        SelectionError: bad shapes, non-finite features, row positions out of range.
+    """
+    chunk_size = _check_int(chunk_size, name="chunk_size", minimum=1)
+    x = _as_float32_features(features)
+    n_rows = x.shape[0]
+    base = _check_min_sq(min_sq, n_rows=n_rows)
+    rows = np.asarray(new_rows)
+    if rows.ndim != 1 or (rows.size and not np.issubdtype(rows.dtype, np.integer)):
+        raise SelectionError(f"new_rows must be a 1-D integer array, got {rows.dtype} {rows.shape}")
+    rows = np.unique(rows.astype(np.int64))
+    if rows.size and (rows[0] < 0 or rows[-1] >= n_rows):
+        raise SelectionError(f"new_rows must lie in [0, {n_rows}), got {rows[0]}..{rows[-1]}")
+    if rows.size == 0:
+        return base.copy()
+    fresh = _min_sq_dist_to_set(
+        x, _row_sq_norms(x), rows=np.arange(n_rows), centres=rows, chunk_size=chunk_size
+    )
+    np.minimum(fresh, base, out=fresh)
+    return fresh
+
+
+def _check_min_sq(min_sq: np.ndarray | None, *, n_rows: int) -> np.ndarray:
+    """Return a (n_rows,) float32 cache (all +inf for None) or raise SelectionError."""
+    if min_sq is None:
+        return np.full(n_rows, np.inf, dtype=np.float32)
+    arr = np.asarray(min_sq)
+    if arr.shape != (n_rows,) or arr.dtype != np.float32:
+        raise SelectionError(
+            f"min_sq_distances must be float32 of shape ({n_rows},), got {arr.dtype} {arr.shape}"
+        )
+    if np.isnan(arr).any() or (arr < 0).any():
+        raise SelectionError("min_sq_distances must be >= 0 (or +inf), without NaN")
+    return arr
 
 
 def k_center_greedy(
@@ -212,6 +271,7 @@ def k_center_greedy(
     random_state: int,
     candidate_mask: np.ndarray | None = None,
     probabilities: np.ndarray | None = None,
+    min_sq_distances: np.ndarray | None = None,
     chunk_size: int = 65536,
 ) -> Selection:
     """Greedy k-Center selection (Sener & Savarese 2018).
@@ -232,6 +292,10 @@ def k_center_greedy(
         candidate_mask: (N,) bool, rows that may be picked; default ``~labeled_mask``.
             Labelled rows are never picked even if marked as candidates.
         probabilities: ignored (accepted so that every strategy shares one signature).
+        min_sq_distances: optional (N,) float32 cache of each row's squared distance
+            to the labelled rows (``min_sq_distances_update``). When given, the O(N L d)
+            distances to the labelled set are not recomputed; it must describe exactly
+            the rows of ``labeled_mask`` (the picks are then the same as without it).
         chunk_size: maximum rows per block when computing distances to the labelled
             set (both axes); blocks are also capped at 2**24 float32 elements.
             Results do not depend on it.
@@ -263,7 +327,9 @@ def k_center_greedy(
     picks: list[int] = []
     dists: list[float] = []
     labelled_rows = np.flatnonzero(labeled)
-    if labelled_rows.size:
+    if labelled_rows.size and min_sq_distances is not None:
+        min_sq[candidates] = _check_min_sq(min_sq_distances, n_rows=x.shape[0])[candidates]
+    elif labelled_rows.size:
         min_sq[candidates] = _min_sq_dist_to_set(
             x, sq_norms, rows=candidates, centres=labelled_rows, chunk_size=chunk_size
         )
@@ -299,6 +365,7 @@ def random_selection(
     random_state: int,
     candidate_mask: np.ndarray | None = None,
     probabilities: np.ndarray | None = None,
+    min_sq_distances: np.ndarray | None = None,
 ) -> Selection:
     """Uniform random selection without replacement among the candidates.
 
@@ -455,6 +522,7 @@ def confidence_selection(
     random_state: int,
     candidate_mask: np.ndarray | None = None,
     probabilities: np.ndarray | None = None,
+    min_sq_distances: np.ndarray | None = None,
 ) -> Selection:
     """Least-confidence sampling: lowest top-class probability first.
 
@@ -497,6 +565,7 @@ def margin_selection(
     random_state: int,
     candidate_mask: np.ndarray | None = None,
     probabilities: np.ndarray | None = None,
+    min_sq_distances: np.ndarray | None = None,
 ) -> Selection:
     """Margin sampling: smallest gap between the two most probable classes first.
 
@@ -531,6 +600,7 @@ def entropy_selection(
     random_state: int,
     candidate_mask: np.ndarray | None = None,
     probabilities: np.ndarray | None = None,
+    min_sq_distances: np.ndarray | None = None,
 ) -> Selection:
     """Entropy sampling: highest Shannon entropy of the class probabilities first.
 
@@ -565,6 +635,7 @@ def hybrid_selection(
     random_state: int,
     candidate_mask: np.ndarray | None = None,
     probabilities: np.ndarray | None = None,
+    min_sq_distances: np.ndarray | None = None,
     pool_factor: int = 10,
     chunk_size: int = 65536,
 ) -> Selection:
@@ -610,6 +681,7 @@ def hybrid_selection(
         budget=budget,
         random_state=random_state,
         candidate_mask=pool_mask,
+        min_sq_distances=min_sq_distances,
         chunk_size=chunk_size,
     )
     return dataclasses.replace(picked, strategy="hybrid")
@@ -634,11 +706,14 @@ def select(
     random_state: int,
     candidate_mask: np.ndarray | None = None,
     probabilities: np.ndarray | None = None,
+    min_sq_distances: np.ndarray | None = None,
 ) -> Selection:
     """Run the strategy named ``strategy`` (a key of STRATEGIES) with these arguments.
 
     ``probabilities`` ((N, C) class probabilities, see ``confidence_selection``) is
-    required by "confidence", "margin", "entropy" and "hybrid", ignored by the others.
+    required by "confidence", "margin", "entropy" and "hybrid", ignored by the others;
+    ``min_sq_distances`` (the k-Center cache, see ``k_center_greedy``) is used by
+    "k_center" and "hybrid" and ignored by the others.
     Strategy-specific tuning arguments (``chunk_size``, ``pool_factor``) keep their
     defaults here; call the strategy function directly to change them.
 
@@ -660,4 +735,5 @@ def select(
         random_state=random_state,
         candidate_mask=candidate_mask,
         probabilities=probabilities,
+        min_sq_distances=min_sq_distances,
     )

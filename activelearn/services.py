@@ -2,22 +2,39 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from activelearn.classifier import classifier_predict, classifier_save, classifier_train
+from activelearn.classifier import (
+    TrainedClassifier,
+    classifier_probabilities,
+    classifier_save,
+    classifier_train,
+    probabilities_top_k,
+)
+from activelearn.evaluation import (
+    EvaluationError,
+    EventProbabilities,
+    accuracy_threshold,
+    coverage_at,
+    cross_validated_probabilities,
+    event_probabilities,
+)
 from activelearn.models import (
     UNCERTAINTY_STRATEGIES,
     ClassifierVersion,
+    EventPrediction,
     Label,
     LabelKind,
     Prediction,
@@ -25,15 +42,25 @@ from activelearn.models import (
     RoundCrop,
     Strategy,
 )
-from activelearn.selection import select
+from activelearn.selection import min_sq_distances_update, select
 from activelearn.selectors import classifier_latest, labels_latest_by_crop, round_open_get
 from annotator.models import Project, Species
 from detector.models import Crop
+from embeddings._atomic import atomic_path
 from embeddings.models import EmbeddingVersion
-from embeddings.selectors import embedding_vectors_load, embedding_version_current
+from embeddings.selectors import (
+    embedding_vectors_dir,
+    embedding_vectors_load,
+    embedding_version_current,
+)
 from embeddings.services import embedding_finetune_create, embedding_finetune_run
 
 logger = logging.getLogger(__name__)
+
+# Folds of the cross-validation behind thresholding and the learning curve.
+CV_FOLDS = 5
+# Classifier versions whose crop predictions are kept (older ones are pruned).
+PREDICTION_VERSIONS_KEPT = 3
 
 
 class RoundError(ValueError):
@@ -49,8 +76,31 @@ def round_seed(*, project: Project, number: int) -> int:
     return int(np.random.SeedSequence([project.seed, number]).generate_state(1)[0] % 2**31)
 
 
-def round_start(*, project: Project, user: User | None, strategy: str, size: int) -> Round:
-    """Open the next round: pick up to ``size`` crops by ``strategy`` among the unlabelled ones."""
+# The strategy of every round after the first when the admin does not choose one.
+DEFAULT_STRATEGY = Strategy.K_CENTER
+
+# Strategies that use the per-version k-Center min-distance cache.
+_CACHED_STRATEGIES = frozenset({"k_center", "hybrid"})
+
+
+def round_strategy_default(*, project: Project) -> str:
+    """The strategy a new round uses unless the admin picks one: the project's first-round
+    strategy (random by default) before any round, the default strategy after."""
+    if not project.rounds.exists():
+        return project.first_round_strategy
+    return str(DEFAULT_STRATEGY)
+
+
+def round_start(
+    *, project: Project, user: User | None, strategy: str | None = None, size: int
+) -> Round:
+    """Open the next round: pick up to ``size`` crops by ``strategy`` among the unlabelled ones.
+
+    ``strategy`` None means ``round_strategy_default``. Crops with any label (species, not an
+    animal, unknown) count as covered and are never picked again.
+    """
+    if strategy is None:
+        strategy = round_strategy_default(project=project)
     if strategy not in Strategy.values:
         raise RoundError(
             f"unknown strategy {strategy!r}; choose one of {', '.join(Strategy.values)}"
@@ -81,7 +131,8 @@ def _round_create(
     if round_open_get(project=project) is not None:
         raise RoundError("a round is already open for this project; finish it first")
     ids, vectors = embedding_vectors_load(version=version)
-    labelled = _ids(Label.objects.filter(project=project).values_list("crop_id", flat=True))
+    labels = Label.objects.filter(project=project)
+    labelled = _ids(labels.values_list("crop_id", flat=True))
     active = _ids(Crop.objects.filter(project=project, active=True).values_list("id", flat=True))
     labeled_mask = np.isin(ids, labelled)
     # Crops deactivated by the thresholds are never picked, but still cover their neighbours
@@ -100,6 +151,9 @@ def _round_create(
         candidate_mask=candidate_mask,
         probabilities=_probabilities(project=project, ids=ids)
         if strategy in UNCERTAINTY_STRATEGIES
+        else None,
+        min_sq_distances=kcenter_cache_update(version=version, ids=ids, vectors=vectors)
+        if strategy in _CACHED_STRATEGIES and labeled_mask.any()
         else None,
     )
     new_round = Round.objects.create(
@@ -123,6 +177,38 @@ def _round_create(
         )
     )
     return new_round
+
+
+def kcenter_cache_update(
+    *, version: EmbeddingVersion, ids: np.ndarray, vectors: np.ndarray
+) -> np.ndarray:
+    """(N,) float32 squared distance of each crop of ``version`` to the labelled crops.
+
+    Kept per embedding version next to its vectors (``kcenter_min_sq.npy`` + a JSON note of
+    the newest label folded in). Each call folds in only the crops labelled since, so a round
+    costs O(N x new labels), never O(N x all labels); the files are replaced atomically.
+    ``ids`` (N,) and ``vectors`` (N, d) are the version's, as ``embedding_vectors_load``.
+    """
+    folder = embedding_vectors_dir(version=version)
+    cache_file, note_file = folder / "kcenter_min_sq.npy", folder / "kcenter_min_sq.json"
+    cache: np.ndarray | None = None
+    since = 0
+    if cache_file.exists() and note_file.exists():
+        note = json.loads(note_file.read_text())
+        cached = np.load(cache_file)
+        if note.get("n") == ids.size and cached.shape == (ids.size,):
+            cache, since = cached, int(note["last_label_id"])
+    new_labels = Label.objects.filter(project_id=version.project_id, id__gt=since)
+    last_label_id = new_labels.aggregate(n=Max("id"))["n"]
+    if cache is not None and last_label_id is None:
+        return cache
+    rows = np.flatnonzero(np.isin(ids, _ids(new_labels.values_list("crop_id", flat=True))))
+    cache = min_sq_distances_update(vectors, min_sq=cache, new_rows=rows)
+    with atomic_path(cache_file) as tmp, tmp.open("wb") as handle:
+        np.save(handle, cache)
+    with atomic_path(note_file) as tmp:
+        tmp.write_text(json.dumps({"n": int(ids.size), "last_label_id": last_label_id or since}))
+    return cache
 
 
 def _probabilities(*, project: Project, ids: np.ndarray) -> np.ndarray:
@@ -221,10 +307,7 @@ def classifier_retrain(*, project_id: int) -> ClassifierVersion | None:
     if version is None:
         return None
     latest = labels_latest_by_crop(project=project)
-    species_labels = {
-        crop: sp for crop, (kind, sp, _) in latest.items() if kind == "species" and sp is not None
-    }
-    if not species_labels:
+    if not any(kind == LabelKind.SPECIES for kind, _, _ in latest.values()):
         return None
     last_label_id = max(label_id for _, _, label_id in latest.values())
     previous = project.classifier_versions.order_by("-number").first()
@@ -237,9 +320,43 @@ def classifier_retrain(*, project_id: int) -> ClassifierVersion | None:
     return _classifier_fit_and_predict(
         project=project,
         version=version,
-        species_labels=species_labels,
+        latest=latest,
         last_label_id=last_label_id,
         previous_number=previous.number if previous else 0,
+    )
+
+
+@dataclass(frozen=True)
+class _TrainingSet:
+    """The labelled crops of the current embedding version, rows aligned."""
+
+    ids: np.ndarray  # (N,) int64 crop ids of the version
+    vectors: np.ndarray  # (N, d) float32
+    rows: np.ndarray  # (L,) int64 rows of the labelled crops with a species label
+    labels: np.ndarray  # (L,) int64 species ids
+    events: np.ndarray  # (N,) str capture event of every crop
+    unlabelled: np.ndarray  # (N,) bool active crops without any human label
+
+
+def _training_set(
+    *, project: Project, version: EmbeddingVersion, latest: dict[int, tuple[str, int | None, int]]
+) -> _TrainingSet:
+    ids, vectors = embedding_vectors_load(version=version)
+    position = {int(crop_id): i for i, crop_id in enumerate(ids)}
+    pairs = sorted(
+        (position[crop], species)
+        for crop, (kind, species, _) in latest.items()
+        if kind == LabelKind.SPECIES and species is not None and crop in position
+    )
+    active = _ids(Crop.objects.filter(project=project, active=True).values_list("id", flat=True))
+    labelled = _ids(latest.keys())
+    return _TrainingSet(
+        ids=ids,
+        vectors=vectors,
+        rows=np.asarray([r for r, _ in pairs], dtype=np.int64),
+        labels=np.asarray([sp for _, sp in pairs], dtype=np.int64),
+        events=crop_events(project=project, ids=ids),
+        unlabelled=np.isin(ids, active) & ~np.isin(ids, labelled),
     )
 
 
@@ -247,25 +364,27 @@ def _classifier_fit_and_predict(
     *,
     project: Project,
     version: EmbeddingVersion,
-    species_labels: dict[int, int],
+    latest: dict[int, tuple[str, int | None, int]],
     last_label_id: int,
     previous_number: int,
 ) -> ClassifierVersion:
-    ids, vectors = embedding_vectors_load(version=version)
-    position = {int(crop_id): i for i, crop_id in enumerate(ids)}
-    train_crops = [c for c in species_labels if c in position]
-    x_train = vectors[[position[c] for c in train_crops]]
-    y_train = np.asarray([species_labels[c] for c in train_crops], dtype=np.int64)
+    data = _training_set(project=project, version=version, latest=latest)
     number = previous_number + 1
     seed = round_seed(project=project, number=10_000 + number)
     started = time.perf_counter()
-    clf = classifier_train(x_train, y_train, random_state=seed)
+    clf = classifier_train(data.vectors[data.rows], data.labels, random_state=seed)
     train_seconds = time.perf_counter() - started
     relative = f"projects/{project.pk}/classifiers/v{number}.joblib"
     path = Path(settings.TRAPWISE_DATA_DIR) / relative
     path.parent.mkdir(parents=True, exist_ok=True)
     classifier_save(clf, path)
-    predictions = classifier_predict(clf, vectors)
+    started = time.perf_counter()
+    probs = classifier_probabilities(clf, data.vectors)
+    top_labels, top_probs = probabilities_top_k(probs, classes=clf.classes, k=5)
+    events = event_probabilities(probs, data.events)
+    del probs
+    predict_seconds = time.perf_counter() - started
+    quality = _cross_validate(project=project, data=data, seed=seed, path=path)
     with transaction.atomic():
         classifier = ClassifierVersion.objects.create(
             project=project,
@@ -273,28 +392,155 @@ def _classifier_fit_and_predict(
             embedding_version=version,
             round=project.rounds.filter(status=Round.Status.CLOSED).order_by("-number").first(),
             last_label_id=last_label_id,
-            n_labels=len(train_crops),
+            n_labels=int(data.rows.size),
             n_classes=len(clf.classes),
+            algorithm=clf.algorithm,
             seed=seed,
             path=relative,
             train_seconds=train_seconds,
+            predict_seconds=predict_seconds,
+            n_iter=clf.n_iter,
+            converged=clf.converged,
+            n_unlabelled=int(data.unlabelled.sum()),
+            auto_accept_share=coverage_at(top_probs[data.unlabelled, 0], quality.get("threshold")),
+            **quality,
         )
-        Prediction.objects.bulk_create(
-            (
-                Prediction(
-                    crop_id=int(crop_id),
-                    classifier=classifier,
-                    species_id=int(labels[0]),
-                    confidence=float(probs[0]),
-                    top=[[int(s), round(float(p), 6)] for s, p in zip(labels, probs, strict=True)],
-                )
-                for crop_id, labels, probs in zip(
-                    ids, predictions.top_labels, predictions.top_probs, strict=True
-                )
-            ),
-            batch_size=2000,
+        predictions_store(
+            classifier=classifier, ids=data.ids, top_labels=top_labels, top_probs=top_probs
         )
+        _event_predictions_store(classifier=classifier, events=events, classes=clf.classes)
+    predictions_prune(project=project, keep=PREDICTION_VERSIONS_KEPT)
     return classifier
+
+
+def crop_events(*, project: Project, ids: np.ndarray) -> np.ndarray:
+    """(N,) str capture event of each crop id: its image's sequence id, else ``image-<pk>``."""
+    event_of: dict[int, str] = {}
+    rows = Crop.objects.filter(project=project).values_list("id", "image_id", "image__seq_id")
+    for crop_id, image_id, seq_id in rows.iterator(chunk_size=10_000):
+        event_of[crop_id] = seq_id or f"image-{image_id}"
+    return np.asarray([event_of.get(int(c), f"crop-{c}") for c in ids], dtype=object).astype(str)
+
+
+def _cross_validate(
+    *, project: Project, data: _TrainingSet, seed: int, path: Path
+) -> dict[str, float | int | None]:
+    """Cross-validated accuracy and the confidence threshold, as ClassifierVersion fields.
+
+    Folds are grouped by capture event, so near-identical frames of one burst never sit on
+    both sides. The per-crop confidences and hits are saved next to the model (``.cv.npz``)
+    so that a new target accuracy needs no retraining.
+    """
+    started = time.perf_counter()
+    try:
+        cv = cross_validated_probabilities(
+            data.vectors[data.rows],
+            data.labels,
+            groups=data.events[data.rows],
+            train=_cv_train,
+            predict_proba=_cv_predict_proba,
+            n_splits=CV_FOLDS,
+            random_state=seed,
+        )
+    except EvaluationError as exc:
+        logger.info("no cross-validation for project %s: %s", project.pk, exc)
+        return {"target_accuracy": project.target_accuracy}
+    np.savez(path.with_suffix(".cv.npz"), confidence=cv.confidence, correct=cv.correct)
+    threshold = accuracy_threshold(cv.confidence, cv.correct, target=project.target_accuracy)
+    return {
+        "cv_accuracy": cv.accuracy,
+        "cv_top5_accuracy": cv.top5_accuracy,
+        "cv_n_splits": cv.n_splits,
+        "cv_seconds": time.perf_counter() - started,
+        "target_accuracy": project.target_accuracy,
+        "threshold": threshold.threshold,
+        "threshold_accuracy": threshold.accuracy_at_threshold,
+    }
+
+
+def _cv_train(x: np.ndarray, y: np.ndarray, random_state: int) -> TrainedClassifier:
+    return classifier_train(x, y, random_state=random_state)
+
+
+def _cv_predict_proba(model: TrainedClassifier, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return classifier_probabilities(model, x), model.classes
+
+
+def predictions_store(
+    *,
+    classifier: ClassifierVersion,
+    ids: np.ndarray,
+    top_labels: np.ndarray,
+    top_probs: np.ndarray,
+) -> None:
+    """Insert one Prediction per crop: ids (N,), top_labels (N, k) int64, top_probs (N, k).
+
+    A million rows through the ORM takes minutes; this streams them with COPY on PostgreSQL
+    and one executemany elsewhere. Call inside the transaction that creates ``classifier``.
+    """
+    table = Prediction._meta.db_table
+    columns = ("crop_id", "classifier_id", "species_id", "confidence", "top")
+    rows = (
+        (int(crop), classifier.pk, int(labels[0]), float(probs[0]), _top_json(labels, probs))
+        for crop, labels, probs in zip(ids, top_labels, top_probs, strict=True)
+    )
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            raw = cursor.cursor  # the psycopg cursor behind Django's wrapper
+            with raw.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+        else:
+            marks = ", ".join(["%s"] * len(columns))
+            cursor.executemany(
+                f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", list(rows)
+            )
+
+
+def _top_json(labels: np.ndarray, probs: np.ndarray) -> str:
+    """``[[species_id, probability], ...]`` as JSON text, probabilities to 6 decimals."""
+    return "[" + ",".join(f"[{int(s)},{p:.6f}]" for s, p in zip(labels, probs, strict=True)) + "]"
+
+
+def _event_predictions_store(
+    *, classifier: ClassifierVersion, events: EventProbabilities, classes: np.ndarray
+) -> None:
+    labels, probs = probabilities_top_k(events.probabilities, classes=classes, k=5)
+    EventPrediction.objects.bulk_create(
+        (
+            EventPrediction(
+                classifier=classifier,
+                event=str(event),
+                species_id=int(top_labels[0]),
+                confidence=float(top_probs[0]),
+                top=[
+                    [int(sp), round(float(p), 6)]
+                    for sp, p in zip(top_labels, top_probs, strict=True)
+                ],
+                n_crops=int(n_crops),
+            )
+            for event, top_labels, top_probs, n_crops in zip(
+                events.event_ids, labels, probs, events.n_crops, strict=True
+            )
+        ),
+        batch_size=2000,
+    )
+
+
+def predictions_prune(*, project: Project, keep: int) -> int:
+    """Delete the predictions of all but the newest ``keep`` classifier versions.
+
+    Predictions are recomputable from the saved model files; a million rows per version would
+    otherwise pile up with every round. The versions themselves (and their files) stay.
+    Returns the number of crop predictions deleted.
+    """
+    numbers = project.classifier_versions.order_by("-number").values_list("number", flat=True)
+    cutoff = list(numbers[:keep])
+    if len(cutoff) < keep:
+        return 0
+    old = Prediction.objects.filter(classifier__project=project, classifier__number__lt=cutoff[-1])
+    deleted, _ = old.delete()
+    return int(deleted)
 
 
 class FinetuneError(ValueError):

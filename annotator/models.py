@@ -40,6 +40,12 @@ class Project(models.Model):
         max_length=10, default="auto", help_text="auto (full with CUDA, else head), head or full"
     )
     finetune_epochs = models.PositiveIntegerField(default=10)
+    # The first round's strategy: random, as the paper's code starts from random labels (no
+    # classifier exists yet, and k-Center from one seeded centre picks outliers first).
+    first_round_strategy = models.CharField(max_length=30, default="random")
+    # Machine labels are auto-accepted above the confidence at which cross-validated
+    # predictions reach this accuracy; the default is the volunteers' accuracy in the paper.
+    target_accuracy = models.FloatField(default=0.966)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
     )

@@ -130,7 +130,7 @@ def available_cpus() -> int:
 
 
 @contextmanager
-def _torch_threads(count: int) -> Iterator[None]:
+def torch_threads(count: int) -> Iterator[None]:
     """Run the block with ``count`` intra-op threads; restore the caller's setting after."""
     previous = torch.get_num_threads()
     torch.set_num_threads(count)
@@ -255,7 +255,7 @@ def embed_images(
         pin_memory=device.startswith("cuda"),
     )
     net.to(device)
-    with _torch_threads(num_threads or available_cpus()):
+    with torch_threads(num_threads or available_cpus()):
         _run(net, loader, out, device=device, precision=resolved)
     if not np.isfinite(out).all():
         raise RuntimeError("embedding network produced non-finite values (NaN/inf)")

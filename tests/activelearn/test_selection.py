@@ -18,6 +18,7 @@ from activelearn.selection import (
     hybrid_selection,
     k_center_greedy,
     margin_selection,
+    min_sq_distances_update,
     random_selection,
     select,
 )
@@ -599,3 +600,46 @@ def test_select_forwards_probabilities() -> None:
     for name in ("confidence", "margin", "entropy", "hybrid"):
         with pytest.raises(SelectionError, match="needs probabilities"):
             select(name, features, labeled_mask=labeled, budget=4, random_state=2)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_min_sq_cache_matches_brute_force(seed: int) -> None:
+    features, labeled, _ = random_problem(seed)
+    rows = np.flatnonzero(labeled)
+    first, rest = rows[: rows.size // 2], rows[rows.size // 2 :]
+    cache = min_sq_distances_update(features, min_sq=None, new_rows=first, chunk_size=2)
+    cache = min_sq_distances_update(features, min_sq=cache, new_rows=rest, chunk_size=3)
+    diff = features[:, None, :].astype(np.float64) - features[None, rows, :]
+    want = (diff**2).sum(-1).min(axis=1) if rows.size else np.full(len(features), np.inf)
+    np.testing.assert_allclose(cache, want, rtol=1e-4, atol=1e-5)
+    assert cache.dtype == np.float32
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_k_center_with_cache_picks_the_same(seed: int) -> None:
+    features, labeled, candidates = random_problem(seed + 100)
+    cache = min_sq_distances_update(features, min_sq=None, new_rows=np.flatnonzero(labeled))
+    for strategy in ("k_center", "hybrid"):
+        kwargs: dict[str, Any] = dict(
+            labeled_mask=labeled, budget=4, random_state=seed, candidate_mask=candidates
+        )
+        if strategy == "hybrid":
+            kwargs["probabilities"] = np.full((len(features), 2), 0.5, dtype=np.float32)
+        plain = select(strategy, features, **kwargs)
+        cached = select(strategy, features, min_sq_distances=cache, **kwargs)
+        assert plain.indices.tolist() == cached.indices.tolist()
+        np.testing.assert_allclose(plain.distances, cached.distances, rtol=1e-4, atol=1e-5)
+
+
+def test_min_sq_cache_rejects_bad_input() -> None:
+    features = np.eye(3, dtype=np.float32)
+    with pytest.raises(SelectionError, match="shape"):
+        min_sq_distances_update(features, min_sq=np.zeros(2, np.float32), new_rows=np.array([0]))
+    with pytest.raises(SelectionError, match="float32"):
+        min_sq_distances_update(features, min_sq=np.zeros(3), new_rows=np.array([0]))
+    with pytest.raises(SelectionError, match="must lie in"):
+        min_sq_distances_update(features, min_sq=None, new_rows=np.array([3]))
+    with pytest.raises(SelectionError, match="integer"):
+        min_sq_distances_update(features, min_sq=None, new_rows=np.array([0.5]))
+    empty = min_sq_distances_update(features, min_sq=None, new_rows=np.array([], dtype=np.int64))
+    assert np.isinf(empty).all()
