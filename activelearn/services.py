@@ -599,3 +599,49 @@ def embedding_finetune_and_retrain(*, version_id: int) -> ClassifierVersion | No
     labels = np.asarray([s for _, s in pairs], dtype=np.int64)
     embedding_finetune_run(version_id=version_id, crop_ids=crop_ids, labels=labels)
     return classifier_retrain(project_id=version.project_id)
+
+
+class SettingsError(ValueError):
+    """Settings were refused; the message says why. Nothing was changed."""
+
+
+def project_learning_update(
+    *, project: Project, first_round_strategy: str, target_accuracy: float
+) -> Project:
+    """Change the first round's strategy and the auto-accept target accuracy.
+
+    The latest classifier's threshold and auto-acceptable share are recomputed from its saved
+    cross-validated predictions, so a new target applies at once, without retraining.
+    """
+    if first_round_strategy not in Strategy.values:
+        raise SettingsError(f"unknown strategy {first_round_strategy!r}")
+    if not 0.0 < target_accuracy <= 1.0:
+        raise SettingsError("the target accuracy must be in (0, 1], e.g. 0.966 for 96.6%")
+    with transaction.atomic():
+        project.first_round_strategy = first_round_strategy
+        project.target_accuracy = target_accuracy
+        project.save(update_fields=["first_round_strategy", "target_accuracy"])
+        classifier = classifier_latest(project=project)
+        if classifier is not None:
+            classifier_threshold_update(classifier=classifier, target=target_accuracy)
+    return project
+
+
+def classifier_threshold_update(*, classifier: ClassifierVersion, target: float) -> None:
+    """Re-derive ``classifier``'s threshold for ``target`` from its ``.cv.npz`` file."""
+    path = (Path(settings.TRAPWISE_DATA_DIR) / classifier.path).with_suffix(".cv.npz")
+    if not path.exists():
+        ClassifierVersion.objects.filter(pk=classifier.pk).update(target_accuracy=target)
+        return
+    with np.load(path) as cv:
+        threshold = accuracy_threshold(cv["confidence"], cv["correct"], target=target)
+    predictions = classifier.predictions.filter(
+        crop__active=True, crop__labels__isnull=True
+    ).values_list("confidence", flat=True)
+    unlabelled = np.fromiter(predictions.iterator(chunk_size=20_000), dtype=np.float32)
+    ClassifierVersion.objects.filter(pk=classifier.pk).update(
+        target_accuracy=target,
+        threshold=threshold.threshold,
+        threshold_accuracy=threshold.accuracy_at_threshold,
+        auto_accept_share=coverage_at(unlabelled, threshold.threshold),
+    )

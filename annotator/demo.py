@@ -11,7 +11,6 @@ from pathlib import Path
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
-from activelearn.models import Strategy
 from activelearn.services import round_start
 from annotator.models import Project, Role
 from annotator.services import IngestReport, folder_ingest, membership_set, project_create
@@ -54,9 +53,8 @@ def demo_ensure(*, passwords: dict[str, str], sample_dir: Path = SAMPLE_DIR) -> 
         project=project, folder=sample_dir, coco=sample_dir / "annotations.json"
     )
     if not project.rounds.exists():
-        first = round_start(
-            project=project, user=admin, strategy=Strategy.K_CENTER, size=project.round_size
-        )
+        # The project's first-round strategy (random unless changed), as a new project gets.
+        first = round_start(project=project, user=admin, size=project.round_size)
         report.round_number = first.number
     return report
 

@@ -16,6 +16,25 @@ class RoundStartForm(forms.Form):
     size = forms.IntegerField(min_value=1, max_value=100_000, initial=100)
 
 
+# A first round has no classifier yet, so only the strategies that need none.
+_FIRST_ROUND_CHOICES = [(s.value, s.label) for s in (Strategy.RANDOM, Strategy.K_CENTER)]
+
+
+class LearningSettingsForm(forms.Form):
+    """The first round's strategy and the target accuracy, entered in percent."""
+
+    first_round_strategy = forms.ChoiceField(choices=_FIRST_ROUND_CHOICES)
+    target_accuracy = forms.FloatField(
+        min_value=50.0,
+        max_value=100.0,
+        help_text="Machine labels at or above the confidence that reaches this accuracy in "
+        "cross-validation are auto-accepted.",
+    )
+
+    def clean_target_accuracy(self) -> float:
+        return float(self.cleaned_data["target_accuracy"]) / 100.0
+
+
 class LabelForm(forms.Form):
     """``choice`` is ``species:<id>``, ``not_animal``, ``unknown`` or ``skip``."""
 

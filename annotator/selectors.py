@@ -9,7 +9,14 @@ from django.contrib.auth.models import AnonymousUser, User
 from django.db.models import Q, QuerySet
 from django.http import Http404
 
-from activelearn.models import ClassifierVersion, Label, Prediction, Round, RoundCrop
+from activelearn.models import (
+    ClassifierVersion,
+    EventPrediction,
+    Label,
+    Prediction,
+    Round,
+    RoundCrop,
+)
 from activelearn.selectors import classifier_latest, round_open_get, round_progress
 from annotator.models import Image, Membership, Project, Role
 from detector.models import Crop
@@ -36,6 +43,10 @@ EXPORT_HEADER = [
     "labelled_at",
     "machine_label",
     "machine_confidence",
+    "auto_accepted",
+    "event_id",
+    "event_machine_label",
+    "event_machine_confidence",
     "classifier_version",
     "embedding_version",
     "round",
@@ -135,6 +146,7 @@ def export_crop_rows(*, project: Project) -> Iterator[list[object]]:
             if classifier
             else {}
         )
+        event_predictions = _event_predictions(classifier, chunk)
         rounds = {
             item.crop_id: item.round
             for item in RoundCrop.objects.filter(crop_id__in=ids)
@@ -147,9 +159,25 @@ def export_crop_rows(*, project: Project) -> Iterator[list[object]]:
                 crop,
                 labels.get(crop.pk),
                 predictions.get(crop.pk),
+                event_predictions.get(crop_event(crop.image)),
                 rounds.get(crop.pk),
                 classifier,
             )
+
+
+def crop_event(image: Image) -> str:
+    """A crop's capture event: its image's sequence id, else ``image-<pk>``."""
+    return image.seq_id or f"image-{image.pk}"
+
+
+def _event_predictions(
+    classifier: ClassifierVersion | None, crops: list[Crop]
+) -> dict[str, EventPrediction]:
+    if classifier is None:
+        return {}
+    events = {crop_event(crop.image) for crop in crops}
+    rows = EventPrediction.objects.filter(classifier=classifier, event__in=events)
+    return {e.event: e for e in rows.select_related("species")}
 
 
 def _latest_labels(crop_ids: list[int]) -> dict[int, Label]:
@@ -166,10 +194,20 @@ def _export_row(
     crop: Crop,
     label: Label | None,
     prediction: Prediction | None,
+    event: EventPrediction | None,
     round_: Round | None,
     classifier: ClassifierVersion | None,
 ) -> list[object]:
     det = crop.detection
+    threshold = classifier.threshold if classifier else None
+    # Auto-accepted: no person labelled it, and the classifier is at least as sure as the
+    # confidence at which its cross-validated labels reach the project's target accuracy.
+    auto = (
+        label is None
+        and prediction is not None
+        and threshold is not None
+        and prediction.confidence >= threshold
+    )
     human = ""
     if label is not None:
         human = label.species.name if label.species else label.kind
@@ -191,6 +229,10 @@ def _export_row(
         label.created_at.isoformat() if label else "",
         prediction.species.name if prediction else "",
         round(prediction.confidence, 4) if prediction else "",
+        int(auto),
+        crop_event(crop.image),
+        event.species.name if event else "",
+        round(event.confidence, 4) if event else "",
         f"classifier v{classifier.number}" if prediction and classifier else "",
         f"embedding v{classifier.embedding_version.number}" if prediction and classifier else "",
         round_.number if round_ else "",

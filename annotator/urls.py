@@ -11,6 +11,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("p/<slug:slug>/", views.project_detail, name="project_detail"),
     path("p/<slug:slug>/rounds/start/", views.round_start_view, name="round_start"),
+    path("p/<slug:slug>/learning/", views.learning_settings_view, name="learning_settings"),
     path("p/<slug:slug>/detection/start/", views.detection_start, name="detection_start"),
     path("p/<slug:slug>/thresholds/", views.thresholds_update, name="thresholds_update"),
     path(

@@ -17,6 +17,8 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from activelearn.selectors import (
+    classifier_latest,
+    learning_curve_get,
     prediction_for_crop,
     round_next_crop,
     round_open_get,
@@ -26,12 +28,22 @@ from activelearn.services import (
     FinetuneError,
     LabelError,
     RoundError,
+    SettingsError,
     embedding_finetune_queue,
     label_submit,
+    project_learning_update,
     round_start,
+    round_strategy_default,
 )
 from annotator.csvsafe import csv_safe_row
-from annotator.forms import SKIP, DetectionStartForm, LabelForm, RoundStartForm, ThresholdsForm
+from annotator.forms import (
+    SKIP,
+    DetectionStartForm,
+    LabelForm,
+    LearningSettingsForm,
+    RoundStartForm,
+    ThresholdsForm,
+)
 from annotator.models import Image, Role
 from annotator.selectors import (
     EXPORT_HEADER,
@@ -71,7 +83,20 @@ def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
         "project": project,
         "role": role,
         "status": project_status(project=project),
-        "round_form": RoundStartForm(initial={"size": project.round_size}),
+        "round_form": RoundStartForm(
+            initial={
+                "size": project.round_size,
+                "strategy": round_strategy_default(project=project),
+            }
+        ),
+        "learning_form": LearningSettingsForm(
+            initial={
+                "first_round_strategy": project.first_round_strategy,
+                "target_accuracy": round(project.target_accuracy * 100, 2),
+            }
+        ),
+        "classifier": classifier_latest(project=project),
+        "learning_curve": learning_curve_get(project=project) if role == Role.ADMIN else None,
         "detection": detection_job_latest(project=project),
         "embedding_versions": embedding_versions_list(project=project),
         "detection_form": DetectionStartForm(),
@@ -86,6 +111,23 @@ def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
         "can_export": role in EXPORTERS,
     }
     return render(request, "annotator/project_detail.html", context)
+
+
+@login_required
+@require_POST
+def learning_settings_view(request: HttpRequest, slug: str) -> HttpResponse:
+    project, _ = project_get_for_user(slug=slug, user=request.user, roles=(Role.ADMIN,))
+    form = LearningSettingsForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, f"Settings not saved: {form.errors.as_text()}")
+        return redirect("project_detail", slug=slug)
+    try:
+        project_learning_update(project=project, **form.cleaned_data)
+    except SettingsError as exc:
+        messages.error(request, f"Settings not saved: {exc}")
+    else:
+        messages.success(request, "Active-learning settings saved.")
+    return redirect("project_detail", slug=slug)
 
 
 @login_required

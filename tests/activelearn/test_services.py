@@ -171,3 +171,153 @@ def test_uncertainty_rounds_use_the_latest_predictions(
         )
         unlabelled = sorted((confidence[c.pk], c.pk) for c in crops if c.pk not in labelled)
         assert picked == [pk for _, pk in unlabelled[:2]]
+
+
+def test_first_round_uses_the_project_setting_then_k_center(
+    ingested_project: Project, admin_user: User, volunteer: User
+) -> None:
+    from activelearn.services import round_strategy_default
+
+    assert ingested_project.first_round_strategy == "random"
+    first = round_start(project=ingested_project, user=admin_user, size=3)
+    assert first.strategy == "random"
+    assert all(item.distance is None for item in first.items.all())
+    _label_all(first, volunteer, ingested_project)
+    assert round_strategy_default(project=ingested_project) == "k_center"
+    second = round_start(project=ingested_project, user=admin_user, size=2)
+    assert second.strategy == "k_center"
+    assert not set(second.items.values_list("crop_id", flat=True)) & set(
+        first.items.values_list("crop_id", flat=True)
+    )
+
+
+def test_k_center_cache_folds_in_only_new_labels(
+    ingested_project: Project, admin_user: User, volunteer: User, monkeypatch: Any
+) -> None:
+    import numpy as np
+
+    from activelearn import services
+    from activelearn.selection import k_center_greedy
+    from embeddings.selectors import embedding_vectors_dir, embedding_vectors_load
+
+    folded: list[int] = []
+    real_update = services.min_sq_distances_update
+
+    def spy(features: Any, *, min_sq: Any, new_rows: Any) -> Any:
+        folded.append(len(new_rows))
+        return real_update(features, min_sq=min_sq, new_rows=new_rows)
+
+    monkeypatch.setattr(services, "min_sq_distances_update", spy)
+    first = round_start(project=ingested_project, user=admin_user, strategy="random", size=3)
+    _label_all(first, volunteer, ingested_project)
+    second = round_start(project=ingested_project, user=admin_user, strategy="k_center", size=2)
+    _label_all(second, volunteer, ingested_project)
+    third = round_start(project=ingested_project, user=admin_user, strategy="k_center", size=2)
+    assert folded == [3, 2]  # each round pays only for the labels since the last one
+    version = third.embedding_version
+    folder = embedding_vectors_dir(version=version)
+    assert (folder / "kcenter_min_sq.npy").exists()
+    # The cached round picks exactly what a from-scratch k-Center picks.
+    ids, vectors = embedding_vectors_load(version=version)
+    labelled = np.isin(ids, list(Label.objects.values_list("crop_id", flat=True)))
+    plain = k_center_greedy(vectors, labeled_mask=labelled, budget=2, random_state=third.seed)
+    picked = list(third.items.order_by("position").values_list("crop_id", flat=True))
+    assert picked == [int(ids[i]) for i in plain.indices]
+
+
+def test_retrain_cross_validates_and_stores_event_predictions(
+    ingested_project: Project, admin_user: User, volunteer: User
+) -> None:
+    from pathlib import Path
+
+    from django.conf import settings as django_settings
+
+    from activelearn.models import EventPrediction
+
+    round_ = round_start(project=ingested_project, user=admin_user, strategy="random", size=100)
+    _label_all(round_, volunteer, ingested_project)
+    classifier = classifier_retrain(project_id=ingested_project.pk)
+    assert classifier is not None
+    # Two capture events: one fold each, grouped so a burst never trains its own test.
+    assert classifier.cv_n_splits == 2 and classifier.cv_accuracy is not None
+    assert classifier.algorithm.startswith("PyTorch MLP") and classifier.n_iter > 0
+    assert classifier.target_accuracy == pytest.approx(0.966)
+    cv_file = (Path(django_settings.TRAPWISE_DATA_DIR) / classifier.path).with_suffix(".cv.npz")
+    assert cv_file.exists()
+    events = {e.event: e for e in EventPrediction.objects.filter(classifier=classifier)}
+    seq_ids = set(ingested_project.images.values_list("seq_id", flat=True))
+    assert set(events) == seq_ids
+    for event in events.values():
+        crops = Prediction.objects.filter(classifier=classifier, crop__image__seq_id=event.event)
+        assert event.n_crops == crops.count()
+        # Mean of the crops' probabilities: the event's top-1 probability is the mean of the
+        # crops' probabilities for that species (two species: top-5 holds every class).
+        mean = sum(dict(p.top)[event.species_id] for p in crops) / crops.count()
+        assert event.confidence == pytest.approx(mean, abs=1e-4)
+
+
+def test_new_target_accuracy_recomputes_the_threshold(
+    ingested_project: Project, admin_user: User, volunteer: User
+) -> None:
+    from pathlib import Path
+
+    import numpy as np
+    from django.conf import settings as django_settings
+
+    from activelearn.services import SettingsError, project_learning_update
+
+    round_ = round_start(project=ingested_project, user=admin_user, strategy="random", size=4)
+    _label_all(round_, volunteer, ingested_project)
+    classifier = classifier_retrain(project_id=ingested_project.pk)
+    assert classifier is not None
+    # Known cross-validated predictions: 0.9 right, 0.8 right, 0.7 wrong, 0.6 right.
+    cv_file = (Path(django_settings.TRAPWISE_DATA_DIR) / classifier.path).with_suffix(".cv.npz")
+    np.savez(
+        cv_file,
+        confidence=np.array([0.9, 0.8, 0.7, 0.6], dtype=np.float32),
+        correct=np.array([True, True, False, True]),
+    )
+    project_learning_update(
+        project=ingested_project, first_round_strategy="k_center", target_accuracy=0.75
+    )
+    classifier.refresh_from_db()
+    assert classifier.threshold == pytest.approx(0.6)  # 3 of 4 right at >= 0.6
+    assert classifier.target_accuracy == pytest.approx(0.75)
+    unlabelled = Prediction.objects.filter(classifier=classifier, crop__labels__isnull=True)
+    share = sum(p.confidence >= 0.6 for p in unlabelled) / unlabelled.count()
+    assert classifier.auto_accept_share == pytest.approx(share)
+    project_learning_update(
+        project=ingested_project, first_round_strategy="random", target_accuracy=1.0
+    )
+    classifier.refresh_from_db()
+    assert classifier.threshold == pytest.approx(0.8)
+    for bad in (
+        dict(first_round_strategy="greedy", target_accuracy=0.9),
+        dict(first_round_strategy="random", target_accuracy=0.0),
+    ):
+        with pytest.raises(SettingsError):
+            project_learning_update(project=ingested_project, **bad)  # type: ignore[arg-type]
+    ingested_project.refresh_from_db()
+    assert ingested_project.target_accuracy == 1.0
+
+
+def test_old_predictions_are_pruned(
+    ingested_project: Project, admin_user: User, volunteer: User
+) -> None:
+    from activelearn.services import predictions_prune
+
+    crops = list(ingested_project.crops.order_by("id"))
+    fox = ingested_project.species.get(name="red fox")
+    for crop in crops[:4]:
+        label_submit(
+            project=ingested_project,
+            crop_id=crop.pk,
+            user=volunteer,
+            kind="species",
+            species_id=fox.pk,
+        )
+        classifier_retrain(project_id=ingested_project.pk)
+    assert ClassifierVersion.objects.count() == 4
+    assert predictions_prune(project=ingested_project, keep=3) == 0  # pruned after each retrain
+    kept = set(Prediction.objects.values_list("classifier__number", flat=True))
+    assert kept == {2, 3, 4}

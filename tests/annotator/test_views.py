@@ -264,3 +264,97 @@ def test_admin_finetune_button_explains_refusal(
         response.text
     )
     assert "v1 (in use)" in response.text
+
+
+def test_only_admin_changes_learning_settings(
+    ingested_project: Project, volunteer: User, ecologist: User, outsider: User, admin_user: User
+) -> None:
+    url = reverse("learning_settings", args=[ingested_project.slug])
+    data = {"first_round_strategy": "k_center", "target_accuracy": "90"}
+    for user in (volunteer, ecologist, outsider):
+        assert _client(user).post(url, data).status_code == 404
+    ingested_project.refresh_from_db()
+    assert ingested_project.target_accuracy == pytest.approx(0.966)
+    response = _client(admin_user).post(url, data, follow=True)
+    assert "Active-learning settings saved." in response.content.decode()
+    ingested_project.refresh_from_db()
+    assert ingested_project.target_accuracy == pytest.approx(0.90)
+    assert ingested_project.first_round_strategy == "k_center"
+    bad = _client(admin_user).post(url, {**data, "target_accuracy": "120"}, follow=True)
+    assert "Settings not saved" in bad.content.decode()
+    ingested_project.refresh_from_db()
+    assert ingested_project.target_accuracy == pytest.approx(0.90)
+
+
+def test_project_page_shows_classifier_and_learning_curve(
+    ingested_project: Project, admin_user: User, volunteer: User, ecologist: User
+) -> None:
+    from activelearn.services import classifier_retrain, label_submit
+
+    page = _client(admin_user).get(reverse("project_detail", args=[ingested_project.slug]))
+    html = page.content.decode()
+    assert "No classifier yet" in html
+    assert 'value="random" selected' in html  # first round: the project's setting
+    fox = ingested_project.species.get(name="red fox")
+    agouti = ingested_project.species.get(name="agouti")
+    for crop in ingested_project.crops.select_related("image"):
+        species = fox if "Red_Fox" in crop.image.file_name else agouti
+        label_submit(
+            project=ingested_project,
+            crop_id=crop.pk,
+            user=volunteer,
+            kind="species",
+            species_id=species.pk,
+        )
+    classifier = classifier_retrain(project_id=ingested_project.pk)
+    assert classifier is not None
+    page = _client(admin_user).get(reverse("project_detail", args=[ingested_project.slug]))
+    text = page.content.decode()
+    assert 'id="cv-accuracy"' in text and "<svg" in text and 'id="learning-curve"' in text
+    assert f"<td>{classifier.n_labels}</td>" in text
+    # The learning curve is the admin's: an ecologist sees the classifier, not the plot.
+    eco = _client(ecologist).get(reverse("project_detail", args=[ingested_project.slug]))
+    assert 'id="cv-accuracy"' in eco.content.decode() and "<svg" not in eco.content.decode()
+
+
+def _csv_rows(response: Any) -> list[dict[str, str]]:
+    import csv
+    import io
+
+    text = b"".join(response.streaming_content).decode()
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def test_export_marks_auto_accepted_and_event_predictions(
+    ingested_project: Project, admin_user: User, volunteer: User
+) -> None:
+    from activelearn.models import ClassifierVersion, EventPrediction
+    from activelearn.services import classifier_retrain, label_submit
+
+    crops = list(ingested_project.crops.select_related("image").order_by("id"))
+    fox = ingested_project.species.get(name="red fox")
+    agouti = ingested_project.species.get(name="agouti")
+    for crop in crops[:6]:
+        species = fox if "Red_Fox" in crop.image.file_name else agouti
+        label_submit(
+            project=ingested_project,
+            crop_id=crop.pk,
+            user=volunteer,
+            kind="species",
+            species_id=species.pk,
+        )
+    classifier = classifier_retrain(project_id=ingested_project.pk)
+    assert classifier is not None
+    ClassifierVersion.objects.filter(pk=classifier.pk).update(threshold=0.0)
+    response = _client(admin_user).get(reverse("export_csv", args=[ingested_project.slug]))
+    rows = _csv_rows(response)
+    labelled = {c.pk for c in crops[:6]}
+    for row in rows:
+        human = int(row["crop_id"]) in labelled
+        assert row["auto_accepted"] == ("0" if human else "1")
+        event = EventPrediction.objects.get(classifier=classifier, event=row["event_id"])
+        assert row["event_machine_label"] == event.species.name
+    ClassifierVersion.objects.filter(pk=classifier.pk).update(threshold=None)
+    response = _client(admin_user).get(reverse("export_csv", args=[ingested_project.slug]))
+    rows = _csv_rows(response)
+    assert {row["auto_accepted"] for row in rows} == {"0"}
