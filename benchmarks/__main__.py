@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from benchmarks import embedding_speed, kcenter, offline_detector, reembed
+from benchmarks import classifier_loop, embedding_speed, kcenter, offline_detector, reembed
 
 
 def main() -> None:
     kcenter.main()
+    classifier_loop.main()
     offline_detector.main()
     embedding_speed.main()
     reembed.main()
