@@ -289,6 +289,17 @@ def _round_close_if_done(*, round_: Round) -> None:
     classifier_retrain_queue(project_id=round_.project_id)
 
 
+def classifier_retrain_request(*, project: Project) -> None:
+    """An admin's "Retrain now": queue a retrain if there is anything to train on.
+
+    Raises LabelError when the project has no species label yet. A retrain with nothing new
+    keeps the current classifier (the task is idempotent), so pressing twice costs nothing.
+    """
+    if not Label.objects.filter(project=project, kind=LabelKind.SPECIES).exists():
+        raise LabelError("nothing to train on yet: label some crops with a species first")
+    classifier_retrain_queue(project_id=project.pk)
+
+
 def classifier_retrain_queue(*, project_id: int) -> None:
     """Queue a retrain once the current transaction commits."""
     from activelearn.tasks import classifier_retrain_task

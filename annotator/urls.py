@@ -12,6 +12,11 @@ urlpatterns = [
     path("p/<slug:slug>/", views.project_detail, name="project_detail"),
     path("p/<slug:slug>/rounds/start/", views.round_start_view, name="round_start"),
     path("p/<slug:slug>/learning/", views.learning_settings_view, name="learning_settings"),
+    path(
+        "p/<slug:slug>/classifier/retrain/",
+        views.classifier_retrain_start,
+        name="classifier_retrain_start",
+    ),
     path("p/<slug:slug>/detection/start/", views.detection_start, name="detection_start"),
     path("p/<slug:slug>/thresholds/", views.thresholds_update, name="thresholds_update"),
     path(

@@ -29,6 +29,7 @@ from activelearn.services import (
     LabelError,
     RoundError,
     SettingsError,
+    classifier_retrain_request,
     embedding_finetune_queue,
     label_submit,
     project_learning_update,
@@ -178,6 +179,20 @@ def embedding_finetune_start(request: HttpRequest, slug: str) -> HttpResponse:
             messages.error(request, "Fine-tuning not started: the project has no embedding yet")
         else:
             messages.success(request, f"Fine-tuning embedding v{version.number} ({version.mode}).")
+    return redirect("project_detail", slug=slug)
+
+
+@login_required
+@require_POST
+def classifier_retrain_start(request: HttpRequest, slug: str) -> HttpResponse:
+    project, _ = project_get_for_user(slug=slug, user=request.user, roles=(Role.ADMIN,))
+    try:
+        with transaction.atomic():
+            classifier_retrain_request(project=project)
+    except LabelError as exc:
+        messages.error(request, f"Retraining not started: {exc}")
+    else:
+        messages.success(request, "Retraining queued: the page shows the new version when done.")
     return redirect("project_detail", slug=slug)
 
 

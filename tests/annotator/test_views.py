@@ -358,3 +358,34 @@ def test_export_marks_auto_accepted_and_event_predictions(
     response = _client(admin_user).get(reverse("export_csv", args=[ingested_project.slug]))
     rows = _csv_rows(response)
     assert {row["auto_accepted"] for row in rows} == {"0"}
+
+
+def test_admin_retrains_on_demand(
+    ingested_project: Project,
+    admin_user: User,
+    volunteer: User,
+    django_capture_on_commit_callbacks: Any,
+    monkeypatch: Any,
+) -> None:
+    from activelearn import tasks
+    from activelearn.services import label_submit
+
+    queued: list[int] = []
+    monkeypatch.setattr(tasks.classifier_retrain_task, "delay", queued.append)
+    url = reverse("classifier_retrain_start", args=[ingested_project.slug])
+    assert _client(volunteer).post(url).status_code == 404
+    refused = _client(admin_user).post(url, follow=True)
+    assert "nothing to train on yet" in refused.content.decode() and not queued
+    crop = ingested_project.crops.first()
+    assert crop is not None
+    label_submit(
+        project=ingested_project,
+        crop_id=crop.pk,
+        user=volunteer,
+        kind="species",
+        species_id=ingested_project.species.get(name="red fox").pk,
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        done = _client(admin_user).post(url, follow=True)
+    assert "Retraining queued" in done.content.decode()
+    assert queued == [ingested_project.pk]
