@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from scipy.optimize import OptimizeWarning, curve_fit
 from sklearn.model_selection import StratifiedGroupKFold
 
@@ -669,7 +670,7 @@ def _check_curve_points(n_labels: object, accuracy: object) -> tuple[np.ndarray,
 
 
 def learning_curve_fit(
-    n_labels: np.ndarray, accuracy: np.ndarray, *, min_gain: float = 0.005
+    n_labels: npt.ArrayLike, accuracy: npt.ArrayLike, *, min_gain: float = 0.005
 ) -> LearningCurve:
     """Fit ``acc(n) = a - b * n**(-c)`` to learning-curve points and read off estimates.
 

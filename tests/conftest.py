@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -10,6 +10,7 @@ from django.contrib.auth.models import User
 
 from annotator.demo import SAMPLE_DIR
 from annotator.models import Project, Role
+from detector.models import Crop
 
 PASSWORD = "correct-horse-battery"
 
@@ -83,3 +84,16 @@ def ingested_project(project: Project, small_folder: Path) -> Project:
 
     folder_ingest(project=project, folder=small_folder, coco=small_folder / "annotations.json")
     return project
+
+
+def label_by_truth(project: Project, user: User, crops: Iterable[Crop]) -> None:
+    """Label ``crops`` of the small folder with their true species (fox or agouti)."""
+    from activelearn.services import label_submit
+
+    fox = project.species.get(name="red fox")
+    agouti = project.species.get(name="agouti")
+    for crop in crops:
+        species = fox if "Red_Fox" in crop.image.file_name else agouti
+        label_submit(
+            project=project, crop_id=crop.pk, user=user, kind="species", species_id=species.pk
+        )

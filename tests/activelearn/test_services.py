@@ -16,6 +16,7 @@ from activelearn.services import (
     round_start,
 )
 from annotator.models import Project
+from tests.conftest import label_by_truth
 
 pytestmark = pytest.mark.django_db
 
@@ -63,13 +64,8 @@ def test_round_without_embeddings_is_refused(project: Project, admin_user: User)
 
 
 def _label_all(round_: Round, user: User, project: Project) -> None:
-    names = {"red fox", "agouti"}
-    species = [s for s in project.species.all() if s.name in names]
-    for item in round_.items.select_related("crop__image").order_by("position"):
-        which = species[0] if "Red_Fox" in item.crop.image.file_name else species[1]
-        label_submit(
-            project=project, crop_id=item.crop_id, user=user, kind="species", species_id=which.pk
-        )
+    items = round_.items.select_related("crop__image").order_by("position")
+    label_by_truth(project, user, [item.crop for item in items])
 
 
 def test_completing_a_round_closes_it_and_queues_retrain(

@@ -13,7 +13,7 @@ from django.urls import reverse
 from activelearn.models import Label, Round
 from activelearn.services import round_start
 from annotator.models import Project
-from tests.conftest import PASSWORD
+from tests.conftest import PASSWORD, label_by_truth
 
 pytestmark = pytest.mark.django_db
 
@@ -289,23 +289,13 @@ def test_only_admin_changes_learning_settings(
 def test_project_page_shows_classifier_and_learning_curve(
     ingested_project: Project, admin_user: User, volunteer: User, ecologist: User
 ) -> None:
-    from activelearn.services import classifier_retrain, label_submit
+    from activelearn.services import classifier_retrain
 
     page = _client(admin_user).get(reverse("project_detail", args=[ingested_project.slug]))
     html = page.content.decode()
     assert "No classifier yet" in html
     assert 'value="random" selected' in html  # first round: the project's setting
-    fox = ingested_project.species.get(name="red fox")
-    agouti = ingested_project.species.get(name="agouti")
-    for crop in ingested_project.crops.select_related("image"):
-        species = fox if "Red_Fox" in crop.image.file_name else agouti
-        label_submit(
-            project=ingested_project,
-            crop_id=crop.pk,
-            user=volunteer,
-            kind="species",
-            species_id=species.pk,
-        )
+    label_by_truth(ingested_project, volunteer, ingested_project.crops.select_related("image"))
     classifier = classifier_retrain(project_id=ingested_project.pk)
     assert classifier is not None
     page = _client(admin_user).get(reverse("project_detail", args=[ingested_project.slug]))
@@ -329,20 +319,10 @@ def test_export_marks_auto_accepted_and_event_predictions(
     ingested_project: Project, admin_user: User, volunteer: User
 ) -> None:
     from activelearn.models import ClassifierVersion, EventPrediction
-    from activelearn.services import classifier_retrain, label_submit
+    from activelearn.services import classifier_retrain
 
     crops = list(ingested_project.crops.select_related("image").order_by("id"))
-    fox = ingested_project.species.get(name="red fox")
-    agouti = ingested_project.species.get(name="agouti")
-    for crop in crops[:6]:
-        species = fox if "Red_Fox" in crop.image.file_name else agouti
-        label_submit(
-            project=ingested_project,
-            crop_id=crop.pk,
-            user=volunteer,
-            kind="species",
-            species_id=species.pk,
-        )
+    label_by_truth(ingested_project, volunteer, crops[:6])
     classifier = classifier_retrain(project_id=ingested_project.pk)
     assert classifier is not None
     ClassifierVersion.objects.filter(pk=classifier.pk).update(threshold=0.0)
