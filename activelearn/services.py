@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, connection, models, transaction
 from django.db.models import Max
 from django.utils import timezone
 
@@ -486,26 +486,36 @@ def predictions_store(
 ) -> None:
     """Insert one Prediction per crop: ids (N,), top_labels (N, k) int64, top_probs (N, k).
 
-    A million rows through the ORM takes minutes; this streams them with COPY on PostgreSQL
-    and one executemany elsewhere. Call inside the transaction that creates ``classifier``.
+    Call inside the transaction that creates ``classifier``.
     """
-    table = Prediction._meta.db_table
-    columns = ("crop_id", "classifier_id", "species_id", "confidence", "top")
     rows = (
         (int(crop), classifier.pk, int(labels[0]), float(probs[0]), _top_json(labels, probs))
         for crop, labels, probs in zip(ids, top_labels, top_probs, strict=True)
     )
+    _rows_insert(Prediction, ("crop_id", "classifier_id", "species_id", "confidence", "top"), rows)
+
+
+def _rows_insert(
+    model: type[models.Model],
+    columns: tuple[str, ...],
+    rows: Iterable[tuple[int | float | str, ...]],
+) -> None:
+    """Insert many rows fast: COPY on PostgreSQL, one executemany elsewhere.
+
+    A million rows through ``bulk_create`` take minutes; this takes seconds. Values must
+    already be in database form (JSON columns as JSON text).
+    """
+    table = model._meta.db_table
+    names = ", ".join(columns)
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             raw = cursor.cursor  # the psycopg cursor behind Django's wrapper
-            with raw.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+            with raw.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
                 for row in rows:
                     copy.write_row(row)
         else:
             marks = ", ".join(["%s"] * len(columns))
-            cursor.executemany(
-                f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", list(rows)
-            )
+            cursor.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", list(rows))
 
 
 def _top_json(labels: np.ndarray, probs: np.ndarray) -> str:
@@ -517,25 +527,12 @@ def _event_predictions_store(
     *, classifier: ClassifierVersion, events: EventProbabilities, classes: np.ndarray
 ) -> None:
     labels, probs = probabilities_top_k(events.probabilities, classes=classes, k=5)
-    EventPrediction.objects.bulk_create(
-        (
-            EventPrediction(
-                classifier=classifier,
-                event=str(event),
-                species_id=int(top_labels[0]),
-                confidence=float(top_probs[0]),
-                top=[
-                    [int(sp), round(float(p), 6)]
-                    for sp, p in zip(top_labels, top_probs, strict=True)
-                ],
-                n_crops=int(n_crops),
-            )
-            for event, top_labels, top_probs, n_crops in zip(
-                events.event_ids, labels, probs, events.n_crops, strict=True
-            )
-        ),
-        batch_size=2000,
+    rows = (
+        (classifier.pk, str(event), int(top[0]), float(p[0]), _top_json(top, p), int(n))
+        for event, top, p, n in zip(events.event_ids, labels, probs, events.n_crops, strict=True)
     )
+    columns = ("classifier_id", "event", "species_id", "confidence", "top", "n_crops")
+    _rows_insert(EventPrediction, columns, rows)
 
 
 def predictions_prune(*, project: Project, keep: int) -> int:
