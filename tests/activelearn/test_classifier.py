@@ -171,3 +171,27 @@ def test_predictions_properties() -> None:
     )
     assert p.label.tolist() == [2, 1]
     np.testing.assert_allclose(p.confidence, [0.7, 0.6])
+
+
+def test_large_label_sets_stop_on_held_out_loss() -> None:
+    # Pure noise: the training loss keeps falling as the net memorises, the held-out loss does
+    # not, so training stops after the patience window instead of running 200 epochs.
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2500, 16)).astype(np.float32)
+    y = rng.integers(0, 5, 2500)
+    clf = classifier_train(x, y, random_state=3)
+    assert clf.converged and clf.n_iter < 40
+    again = classifier_train(x, y, random_state=3)
+    probs = classifier_predict(clf, x[:50]).top_probs
+    np.testing.assert_array_equal(probs, classifier_predict(again, x[:50]).top_probs)
+
+
+def test_sklearn_backend_still_available() -> None:
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((60, 8)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    clf = classifier_train(x, y, random_state=0, backend="sklearn", max_iter=50)
+    assert clf.algorithm == "sklearn MLPClassifier (150, 100)"
+    assert classifier_predict(clf, x).top_labels.shape == (60, 2)
+    with pytest.raises(ClassifierError, match="unknown backend"):
+        classifier_train(x, y, random_state=0, backend="keras")
