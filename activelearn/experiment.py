@@ -1,0 +1,889 @@
+"""Simulated active learning on labelled camera-trap crops (Norouzzadeh et al. 2019, sec. 3).
+
+A simulated oracle answers from the ground truth of a labelled *pool*; the loop is the
+product's: a random first round of ``init`` labels, then rounds of ``step`` picks by a
+selection strategy until ``budget``, retraining the classifier after every round and,
+optionally, fine-tuning the embedding head with triplet loss every ``finetune_every`` new
+labels. After each round the classifier is scored on a held-out *test* set of other
+capture sequences: crop top-1/top-5 and sequence top-1 (crop probabilities averaged over
+the sequence, the paper's capture-event rule, against the sequence's majority label).
+
+Everything here runs the project's real code (``activelearn.selection``,
+``activelearn.classifier``, ``embeddings.training``) on numpy arrays; no Django. Backbone
+features of the crops are computed once and cached on disk (``crop_features``), so a
+whole benchmark is matrix products plus small classifier fits. All randomness is seeded.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from torch import nn
+
+from activelearn.classifier import TrainedClassifier, classifier_predict, classifier_train
+from activelearn.selection import STRATEGIES, Selection
+from activelearn.selection_extra import EXTRA_STRATEGIES, knn_radius
+from embeddings.cocodata import CropSet, coco_crops
+from embeddings.model import BackboneInfo, EmbeddingNet
+from embeddings.training import TrainConfig, backbone_features, embed_from_features, train_head
+
+__all__ = [
+    "ALIASES",
+    "SELECTION_SPACES",
+    "CocoSplit",
+    "CropFeatures",
+    "ExperimentResult",
+    "LoopConfig",
+    "PickDiagnostics",
+    "RoundScore",
+    "RunResult",
+    "Scores",
+    "StrategySummary",
+    "all_strategies",
+    "coco_split",
+    "crop_features",
+    "evaluate",
+    "full_pool_scores",
+    "pick_diagnostics",
+    "resolve_strategy",
+    "run_benchmark",
+    "run_loop",
+    "sequence_scores",
+    "summarise",
+]
+
+# Bump when what the cache holds or how it is computed changes.
+_CACHE_VERSION = 1
+# Seeds of the cached augmented views: fixed (not the run seed) so every run shares them.
+_VIEW_SEED_BASE = 1000
+# Hint for reading names on the command line.
+ALIASES: dict[str, str] = {"kcenter": "k_center", "k-center": "k_center"}
+
+StrategyFn = Callable[..., Selection]
+
+
+def all_strategies() -> dict[str, StrategyFn]:
+    """Every selection strategy by name: the product's ``STRATEGIES`` plus the extra ones."""
+    return {**STRATEGIES, **EXTRA_STRATEGIES}
+
+
+def resolve_strategy(name: str) -> str:
+    """Canonical strategy name for ``name`` (aliases such as "kcenter" accepted).
+
+    Raises:
+        ValueError: unknown name (the message lists the known ones).
+    """
+    canonical = ALIASES.get(name.strip().lower(), name.strip().lower())
+    known = all_strategies()
+    if canonical not in known:
+        raise ValueError(
+            f"unknown strategy {name!r}; known: {', '.join(sorted(known))} "
+            f"(aliases: {', '.join(sorted(ALIASES))})"
+        )
+    return canonical
+
+
+# --- Crops and cached backbone features ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CropFeatures:
+    """Backbone features of every labelled box crop of one COCO Camera Traps file.
+
+    Attributes:
+        features: (N, F) float32 pooled backbone outputs of the plain crops.
+        views: (V, N, F) float32 backbone outputs of V augmented views per crop (V may be
+            0); used only to fine-tune the embedding head.
+        labels: (N,) int64 index into ``label_names``.
+        label_names: category names sorted by category id.
+        seq_ids: (N,) str capture sequence of each crop.
+        crop_pixels: (N,) int64 width x height of each cut crop (box size, for diagnostics).
+    """
+
+    features: np.ndarray
+    views: np.ndarray
+    labels: np.ndarray
+    label_names: list[str]
+    seq_ids: np.ndarray
+    crop_pixels: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+def _cache_key(coco: Path, images: Path, info: BackboneInfo, padding: float) -> str:
+    """Hex digest of everything the cached crops and features depend on."""
+    digest = hashlib.sha256(Path(coco).read_bytes())
+    parts = [str(Path(images).resolve()), repr(padding), info.backbone, info.weights_source]
+    digest.update("\0".join([*parts, str(_CACHE_VERSION)]).encode())
+    return digest.hexdigest()[:20]
+
+
+def _save_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """Run ``write(tmp)`` then move tmp over ``path``: readers never see half a file."""
+    tmp = path.with_name(f".{os.getpid()}.{path.name}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_npz(arrays: dict[str, np.ndarray]) -> Callable[[Path], None]:
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)  # type: ignore[arg-type]
+
+    return write
+
+
+def _write_npy(array: np.ndarray) -> Callable[[Path], None]:
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            np.save(handle, array)
+
+    return write
+
+
+@dataclass(frozen=True)
+class _Source:
+    """One COCO file's crops: what they are cut and embedded from, and where they are cached."""
+
+    coco: Path
+    images: Path
+    net: EmbeddingNet
+    info: BackboneInfo
+    padding: float
+    crops_dir: Path
+    base: Path  # .npz: plain features and metadata; view v: <base stem>-view<v>.npy
+
+    def view_path(self, index: int) -> Path:
+        return self.base.with_name(f"{self.base.stem}-view{index}.npy")
+
+    def crop_paths(self, n_rows: int) -> list[Path]:
+        """The crop files ``coco_crops`` writes (it names row i ``<i:06d>.jpg``)."""
+        return [self.crops_dir / f"{i:06d}.jpg" for i in range(n_rows)]
+
+    def cut(self) -> CropSet:
+        """Cut (or re-cut: the output is deterministic) every box into ``crops_dir``."""
+        return coco_crops(self.coco, self.images, padding=self.padding, out_dir=self.crops_dir)
+
+
+def _cut_and_embed(source: _Source) -> None:
+    """Cut the crops and cache their plain features and metadata."""
+    crops = source.cut()
+    if len(crops) == 0:
+        raise ValueError(f"{source.coco}: no readable box annotation")
+    arrays = {
+        "features": backbone_features(source.net, crops.paths, info=source.info),
+        "labels": crops.labels,
+        "label_names": np.array(crops.label_names, dtype=str),
+        "seq_ids": crops.seq_ids,
+        "crop_pixels": np.array([_pixels(p) for p in crops.paths], dtype=np.int64),
+    }
+    _save_atomic(source.base, _write_npz(arrays))
+
+
+def _view(source: _Source, index: int, n_rows: int) -> np.ndarray:
+    """(N, F) features of augmented view ``index``, from the cache or computed now."""
+    path = source.view_path(index)
+    if not path.is_file():
+        paths = source.crop_paths(n_rows)
+        if not all(p.is_file() for p in paths):  # crops deleted since: cut them again
+            paths = source.cut().paths
+        features = backbone_features(
+            source.net, paths, info=source.info, augment_seed=_VIEW_SEED_BASE + index
+        )
+        _save_atomic(path, _write_npy(features))
+    view: np.ndarray = np.load(path, allow_pickle=False)
+    return view
+
+
+def crop_features(
+    coco: Path,
+    images: Path,
+    *,
+    net: EmbeddingNet,
+    info: BackboneInfo,
+    cache_dir: Path,
+    padding: float = 0.1,
+    n_views: int = 0,
+) -> CropFeatures:
+    """Cut the labelled boxes of ``coco`` and return their backbone features, cached.
+
+    The first call cuts the crops into ``cache_dir/crops/<key>/`` and stores plain
+    features and metadata in ``cache_dir/<stem>-<key>.npz``; augmented view v goes to
+    ``<stem>-<key>-view<v>.npy`` when first asked for. The key covers the JSON bytes,
+    the images folder, padding and backbone weights, so later calls only read files.
+
+    Args:
+        coco: COCO Camera Traps JSON (see ``embeddings.cocodata.coco_crops``).
+        images: folder the JSON's ``file_name`` paths are relative to.
+        net, info: the embedding network (only its backbone runs) and its description.
+        cache_dir: created if needed.
+        padding: box context fraction, as everywhere else in the project.
+        n_views: augmented views per crop wanted (view v uses augment seed 1000 + v).
+
+    Raises:
+        embeddings.cocodata.CocoCropsError, detector.base.DetectorError: unusable JSON.
+        ValueError: no readable box, or an unreadable crop.
+    """
+    key = _cache_key(coco, images, info, padding)
+    source = _Source(
+        coco=Path(coco),
+        images=Path(images),
+        net=net,
+        info=info,
+        padding=padding,
+        crops_dir=cache_dir / "crops" / key,
+        base=cache_dir / f"{Path(coco).stem}-{key}.npz",
+    )
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    if not source.base.is_file():
+        _cut_and_embed(source)
+    with np.load(source.base, allow_pickle=False) as data:
+        base = {name: data[name] for name in data.files}
+    plain = base["features"]
+    views = [_view(source, v, plain.shape[0]) for v in range(n_views)]
+    return CropFeatures(
+        features=plain,
+        views=np.stack(views) if views else np.empty((0, *plain.shape), np.float32),
+        labels=base["labels"],
+        label_names=[str(name) for name in base["label_names"]],
+        seq_ids=base["seq_ids"],
+        crop_pixels=base["crop_pixels"],
+    )
+
+
+def _pixels(path: Path) -> int:
+    """Width x height of an image file (reads the header only)."""
+    with Image.open(path) as image:
+        return int(image.width * image.height)
+
+
+# --- Scoring ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Test-set accuracy of one classifier (fractions in [0, 1]).
+
+    Attributes:
+        top1: crops whose most probable label is right.
+        top5: crops whose label is among the five most probable.
+        seq_top1: sequences whose mean crop probability vector peaks at the sequence's
+            majority ground-truth label.
+    """
+
+    top1: float
+    top5: float
+    seq_top1: float
+
+
+def _probability_matrix(clf: TrainedClassifier, x: np.ndarray, n_classes: int) -> np.ndarray:
+    """(N, n_classes) float64 class probabilities; classes never trained on get 0."""
+    predictions = classifier_predict(clf, x, top_k=n_classes)
+    probs = np.zeros((x.shape[0], n_classes), dtype=np.float64)
+    np.put_along_axis(probs, predictions.top_labels, predictions.top_probs, axis=1)
+    return probs
+
+
+def _majority(labels: np.ndarray, n_classes: int) -> int:
+    """Most frequent label of a (n,) int array; ties go to the smaller label."""
+    return int(np.argmax(np.bincount(labels, minlength=n_classes)))
+
+
+def sequence_scores(
+    probs: np.ndarray, labels: np.ndarray, seq_ids: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Capture-event predictions: ((S,) predicted label, (S,) majority true label).
+
+    Args:
+        probs: (N, C) class probabilities of N crops.
+        labels: (N,) int64 true labels.
+        seq_ids: (N,) sequence of each crop; S distinct sequences.
+    """
+    _, group = np.unique(seq_ids, return_inverse=True)
+    group = group.reshape(-1)
+    n_seq, n_classes = int(group.max()) + 1, probs.shape[1]
+    sums = np.zeros((n_seq, n_classes), dtype=np.float64)
+    np.add.at(sums, group, probs)  # the mean and the sum peak at the same class
+    truth = np.array([_majority(labels[group == s], n_classes) for s in range(n_seq)])
+    return sums.argmax(axis=1), truth
+
+
+def evaluate(
+    clf: TrainedClassifier, x: np.ndarray, labels: np.ndarray, seq_ids: np.ndarray, n_classes: int
+) -> Scores:
+    """Score ``clf`` on test embeddings ``x`` (N, d) with true ``labels`` (N,) and ``seq_ids``."""
+    probs = _probability_matrix(clf, x, n_classes)
+    # Stable sort of -p: ties go to the smaller label, as in classifier_predict.
+    order = np.argsort(-probs, axis=1, kind="stable")[:, :5]
+    seq_pred, seq_true = sequence_scores(probs, labels, seq_ids)
+    return Scores(
+        top1=float(np.mean(order[:, 0] == labels)),
+        top5=float(np.mean((order == labels[:, None]).any(axis=1))),
+        seq_top1=float(np.mean(seq_pred == seq_true)),
+    )
+
+
+# --- The loop ------------------------------------------------------------------------------
+
+SELECTION_SPACES: tuple[str, ...] = ("embedding", "backbone")
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """Parameters of one simulated active-learning run.
+
+    Attributes:
+        init: labels of the random first round (>= 1).
+        step: picks per later round (>= 1).
+        budget: stop once this many labels exist (>= init).
+        finetune_every: fine-tune the embedding head whenever this many labels arrived
+            since the last fine-tuning; 0 = never (frozen starting embedding).
+        finetune_epochs: epochs of each head fine-tuning (``TrainConfig.epochs``).
+        finetune_lr: Adam learning rate of the head.
+        selection_space: what the strategy sees: "embedding" (the current unit-norm
+            embedding, as in the product) or "backbone" (raw pooled backbone features).
+    """
+
+    init: int
+    step: int
+    budget: int
+    finetune_every: int = 0
+    finetune_epochs: int = 10
+    finetune_lr: float = 1e-3
+    selection_space: str = "embedding"
+
+    def __post_init__(self) -> None:
+        if self.init < 1 or self.step < 1 or self.budget < self.init:
+            raise ValueError(
+                f"need init >= 1, step >= 1 and budget >= init, got init={self.init} "
+                f"step={self.step} budget={self.budget}"
+            )
+        if self.finetune_every < 0 or self.finetune_epochs < 1 or not self.finetune_lr > 0:
+            raise ValueError("need finetune_every >= 0, finetune_epochs >= 1, finetune_lr > 0")
+        if self.selection_space not in SELECTION_SPACES:
+            raise ValueError(f"selection_space must be one of {', '.join(SELECTION_SPACES)}")
+
+    def schedule(self, n_pool: int) -> list[int]:
+        """Label counts after each round: init, init+step, ..., capped at budget and pool."""
+        stop = min(self.budget, n_pool)
+        counts = list(range(min(self.init, stop), stop, self.step))
+        return counts if counts and counts[-1] == stop else [*counts, stop]
+
+
+@dataclass(frozen=True)
+class RoundScore:
+    """Scores after one round: ``n_labels`` labels; ``finetuned``: the head was just tuned."""
+
+    n_labels: int
+    scores: Scores
+    finetuned: bool
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """One strategy, one seed.
+
+    Attributes:
+        strategy: canonical strategy name.
+        seed: run seed (initial random round, classifier, fine-tuning).
+        rounds: one entry per round, in order.
+        picks: (budget',) int64 pool rows in the order they were labelled.
+        seconds: wall-clock time of the run.
+    """
+
+    strategy: str
+    seed: int
+    rounds: list[RoundScore]
+    picks: np.ndarray
+    seconds: float
+
+
+class _Embedder:
+    """The evolving embedding of one run: a private copy of the head, re-applied on demand."""
+
+    def __init__(self, net: EmbeddingNet) -> None:
+        # Features are cached, so the backbone never runs here: copy only the head.
+        self.net = EmbeddingNet(nn.Identity(), copy.deepcopy(net.head))
+
+    def embed(self, features: np.ndarray) -> np.ndarray:
+        """(N, F) backbone features -> (N, D) unit-norm embeddings."""
+        return embed_from_features(self.net, features)
+
+
+@dataclass
+class _RunState:
+    """What one run carries from round to round."""
+
+    embedder: _Embedder
+    labeled: np.ndarray  # (N_pool,) bool
+    picks: list[int] = field(default_factory=list)
+    last_tuned: int = 0  # label count at the last fine-tuning
+    x_pool: np.ndarray | None = None  # (N_pool, D) current pool embedding
+    clf: TrainedClassifier | None = None
+
+
+def _can_finetune(labels: np.ndarray) -> bool:
+    """Triplet training needs >= 2 classes with >= 2 labelled crops each."""
+    return int(np.sum(np.bincount(labels) >= 2)) >= 2
+
+
+def _finetune(state: _RunState, pool: CropFeatures, config: LoopConfig, seed: int) -> bool:
+    """Tune the head on the labelled rows (plain + augmented views); False if impossible.
+
+    Like the product, training continues from the current head, not from the start.
+    """
+    rows = np.asarray(state.picks, dtype=np.int64)
+    y = pool.labels[rows]
+    if not _can_finetune(y):
+        return False
+    x = np.concatenate([pool.features[rows], *[view[rows] for view in pool.views]])
+    labels = np.tile(y, 1 + pool.views.shape[0])
+    train_config = TrainConfig(
+        mode="head", epochs=config.finetune_epochs, lr=config.finetune_lr, seed=seed
+    )
+    train_head(state.embedder.net, x, labels, config=train_config)
+    state.last_tuned = len(state.picks)
+    return True
+
+
+def _pick(
+    strategy: str, state: _RunState, pool: CropFeatures, config: LoopConfig, n_new: int, seed: int
+) -> np.ndarray:
+    """Run the strategy for ``n_new`` rows; uncertainty strategies see top-5 probabilities."""
+    assert state.x_pool is not None and state.clf is not None, "round 0 is random"
+    # Top-5 rows: what the product stores and hands to select() as well.
+    probabilities = classifier_predict(state.clf, state.x_pool).top_probs
+    space = state.x_pool if config.selection_space == "embedding" else pool.features
+    selection = all_strategies()[strategy](
+        space,
+        labeled_mask=state.labeled,
+        budget=n_new,
+        random_state=seed,
+        probabilities=probabilities,
+    )
+    picks: np.ndarray = selection.indices
+    return picks
+
+
+def _round_seed(seed: int, round_index: int) -> int:
+    """Distinct, reproducible seed per (run seed, round)."""
+    return (seed * 1_000_003 + round_index * 7919) % 2**31
+
+
+def run_loop(
+    strategy: str,
+    pool: CropFeatures,
+    test: CropFeatures,
+    *,
+    net: EmbeddingNet,
+    config: LoopConfig,
+    seed: int,
+) -> RunResult:
+    """Simulate labelling ``pool`` with ``strategy``, scoring on ``test`` after each round.
+
+    Each round: add labels (round 0: ``init`` uniform random rows; later: ``step`` rows
+    chosen by the strategy), fine-tune the head if ``finetune_every`` labels arrived
+    since the last time, re-embed pool and test, retrain the classifier on every label so
+    far, score it on the test set.
+
+    Args:
+        strategy: canonical strategy name (``resolve_strategy``).
+        pool, test: crops with backbone features; same ``label_names``.
+        net: the starting embedding; only its head is used (copied, never modified).
+        config: rounds, budget, fine-tuning and selection space.
+        seed: run seed >= 0.
+
+    Returns:
+        RunResult with one RoundScore per entry of ``config.schedule(len(pool))``.
+    """
+    started = time.perf_counter()
+    state = _RunState(embedder=_Embedder(net), labeled=np.zeros(len(pool), dtype=bool))
+    rounds = []
+    for index, target in enumerate(config.schedule(len(pool))):
+        n_new = target - int(state.labeled.sum())
+        round_seed = _round_seed(seed, index)
+        if index == 0:  # the product's first round is random
+            new = STRATEGIES["random"](
+                pool.features, labeled_mask=state.labeled, budget=n_new, random_state=seed
+            ).indices
+        else:
+            new = _pick(strategy, state, pool, config, n_new, round_seed)
+        state.labeled[new] = True
+        state.picks += [int(i) for i in new]
+        due = config.finetune_every and len(state.picks) - state.last_tuned >= config.finetune_every
+        tuned = bool(due) and _finetune(state, pool, config, round_seed)
+        rounds.append(RoundScore(len(state.picks), _fit_and_score(state, pool, test, seed), tuned))
+    return RunResult(
+        strategy=strategy,
+        seed=seed,
+        rounds=rounds,
+        picks=np.asarray(state.picks, dtype=np.int64),
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _fit_and_score(state: _RunState, pool: CropFeatures, test: CropFeatures, seed: int) -> Scores:
+    """Re-embed, retrain the classifier on every label so far, score it on the test set."""
+    state.x_pool = state.embedder.embed(pool.features)
+    x_test = state.embedder.embed(test.features)
+    labeled = state.labeled
+    state.clf = classifier_train(state.x_pool[labeled], pool.labels[labeled], random_state=seed)
+    return evaluate(state.clf, x_test, test.labels, test.seq_ids, len(pool.label_names))
+
+
+def full_pool_scores(
+    pool: CropFeatures, test: CropFeatures, *, net: EmbeddingNet, seeds: Sequence[int]
+) -> list[Scores]:
+    """The starting embedding (no fine-tuning) with a classifier trained on every pool label.
+
+    One Scores per seed (the classifier's random_state).
+    """
+    embedder = _Embedder(net)
+    x_pool, x_test = embedder.embed(pool.features), embedder.embed(test.features)
+    n_classes = len(pool.label_names)
+    return [
+        evaluate(
+            classifier_train(x_pool, pool.labels, random_state=seed),
+            x_test,
+            test.labels,
+            test.seq_ids,
+            n_classes,
+        )
+        for seed in seeds
+    ]
+
+
+# --- Summaries ------------------------------------------------------------------------------
+
+
+_METRICS: tuple[str, ...] = ("top1", "top5", "seq_top1")
+
+
+def _sd(values: np.ndarray) -> np.ndarray:
+    """Sample standard deviation over axis 0 (0 for a single run)."""
+    if values.shape[0] < 2:
+        return np.zeros(values.shape[1:])
+    sd: np.ndarray = values.std(axis=0, ddof=1)
+    return sd
+
+
+@dataclass(frozen=True)
+class StrategySummary:
+    """One strategy over all seeds.
+
+    Attributes:
+        strategy: canonical name.
+        labels: (R,) label count after each round.
+        values: metric name -> (S, R) per-seed values (S seeds, R rounds).
+        seconds: total wall-clock time of its runs.
+    """
+
+    strategy: str
+    labels: list[int]
+    values: dict[str, np.ndarray]
+    seconds: float
+
+    def mean(self, metric: str) -> np.ndarray:
+        """(R,) mean over seeds."""
+        mean: np.ndarray = self.values[metric].mean(axis=0)
+        return mean
+
+    def sd(self, metric: str) -> np.ndarray:
+        """(R,) sample standard deviation over seeds (0 with one seed)."""
+        return _sd(self.values[metric])
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: labels, <metric>_mean / <metric>_sd lists and per-seed raw values."""
+        out: dict[str, Any] = {"labels": self.labels}
+        for metric in _METRICS:
+            out[f"{metric}_mean"] = _rounded(self.mean(metric))
+            out[f"{metric}_sd"] = _rounded(self.sd(metric))
+        out["per_seed"] = {m: [_rounded(row) for row in self.values[m]] for m in _METRICS}
+        out["seconds"] = round(self.seconds, 2)
+        return out
+
+
+def _rounded(values: np.ndarray) -> list[float]:
+    return [round(float(v), 5) for v in values]
+
+
+def summarise(runs: Sequence[RunResult]) -> StrategySummary:
+    """Stack the runs of one strategy (same schedule, different seeds).
+
+    Raises:
+        ValueError: no runs, mixed strategies or different label schedules.
+    """
+    if not runs or len({run.strategy for run in runs}) != 1:
+        raise ValueError("summarise needs runs of exactly one strategy")
+    labels = [r.n_labels for r in runs[0].rounds]
+    if any([r.n_labels for r in run.rounds] != labels for run in runs):
+        raise ValueError("runs have different label schedules")
+    values = {
+        metric: np.array([[getattr(r.scores, metric) for r in run.rounds] for run in runs])
+        for metric in _METRICS
+    }
+    return StrategySummary(runs[0].strategy, labels, values, sum(run.seconds for run in runs))
+
+
+# Neighbour count of the sparsity diagnostic (distance to the k-th nearest pool crop).
+_SPARSITY_NEIGHBORS = 5
+
+
+def _percentile_ranks(values: np.ndarray) -> np.ndarray:
+    """(N,) rank of each value scaled to [0, 1] (0 smallest; ties broken by position)."""
+    ranks = np.argsort(np.argsort(values, kind="stable"), kind="stable")
+    scaled: np.ndarray = ranks / max(values.size - 1, 1)
+    return scaled
+
+
+def _class_entropy(labels: np.ndarray, n_classes: int) -> float:
+    """Entropy of the label histogram divided by log(C): 1 = all C classes equally often."""
+    p = np.bincount(labels, minlength=n_classes) / max(labels.size, 1)
+    p = p[p > 0]
+    return float(-(p * np.log(p)).sum() / np.log(n_classes)) if n_classes > 1 else 1.0
+
+
+@dataclass(frozen=True)
+class PickDiagnostics:
+    """What a strategy labelled, averaged over seeds: why it helps or not.
+
+    Attributes:
+        labels: (R,) label count after each round.
+        classes_covered: (R,) distinct classes among the labelled crops.
+        sequences_covered: (R,) distinct capture sequences among them.
+        class_entropy: (R,) normalised entropy of their class histogram (1 = balanced).
+        sparsity_pct: mean percentile (0..1) of the picks' distance to their 5th nearest
+            pool crop in the starting embedding; random picks average 0.5, outliers
+            approach 1. Only the strategy's picks (after the random first round) count.
+        size_pct: mean percentile (0..1) of the picks' crop size in pixels.
+    """
+
+    labels: list[int]
+    classes_covered: np.ndarray
+    sequences_covered: np.ndarray
+    class_entropy: np.ndarray
+    sparsity_pct: float
+    size_pct: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "classes_covered": _rounded(self.classes_covered),
+            "sequences_covered": _rounded(self.sequences_covered),
+            "class_entropy": _rounded(self.class_entropy),
+            "sparsity_pct": round(self.sparsity_pct, 4),
+            "size_pct": round(self.size_pct, 4),
+        }
+
+
+def pick_diagnostics(
+    runs: Sequence[RunResult], pool: CropFeatures, start_embedding: np.ndarray
+) -> PickDiagnostics:
+    """Coverage, balance, sparsity and box size of the crops the runs labelled.
+
+    Args:
+        runs: the runs of one strategy (same schedule).
+        pool: the pool they labelled.
+        start_embedding: (N_pool, D) starting embedding of the pool (sparsity is measured
+            there, so strategies are compared on one scale).
+    """
+    labels = [r.n_labels for r in runs[0].rounds]
+    n_classes = len(pool.label_names)
+    sparsity = _percentile_ranks(knn_radius(start_embedding, n_neighbors=_SPARSITY_NEIGHBORS))
+    size = _percentile_ranks(pool.crop_pixels.astype(np.float64))
+    per_run = np.array(
+        [
+            [
+                (
+                    np.unique(pool.labels[run.picks[:n]]).size,
+                    np.unique(pool.seq_ids[run.picks[:n]]).size,
+                    _class_entropy(pool.labels[run.picks[:n]], n_classes),
+                )
+                for n in labels
+            ]
+            for run in runs
+        ]
+    )  # (S, R, 3)
+    chosen = np.concatenate([run.picks[labels[0] :] for run in runs])
+    mean = per_run.mean(axis=0)
+    return PickDiagnostics(
+        labels=labels,
+        classes_covered=mean[:, 0],
+        sequences_covered=mean[:, 1],
+        class_entropy=mean[:, 2],
+        sparsity_pct=float(sparsity[chosen].mean()) if chosen.size else float("nan"),
+        size_pct=float(size[chosen].mean()) if chosen.size else float("nan"),
+    )
+
+
+@dataclass(frozen=True)
+class ExperimentResult:
+    """A whole benchmark: every strategy over every seed, plus the full-pool reference.
+
+    Attributes:
+        summaries: strategy -> its summary, in the order requested.
+        runs: strategy -> its per-seed runs (for diagnostics such as the picks).
+        diagnostics: strategy -> what its picks look like (``pick_diagnostics``).
+        full_pool: one Scores per seed for the starting embedding trained on the whole pool.
+        config: the loop configuration.
+        seeds: the run seeds.
+        seconds: total wall-clock time.
+    """
+
+    summaries: dict[str, StrategySummary]
+    runs: dict[str, list[RunResult]]
+    diagnostics: dict[str, PickDiagnostics]
+    full_pool: list[Scores]
+    config: LoopConfig
+    seeds: list[int]
+    seconds: float
+
+    def full_pool_mean(self, metric: str) -> float:
+        return float(np.mean([getattr(s, metric) for s in self.full_pool]))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The benchmark JSON: strategies, full_pool_top1/top5 (+ seq), params, seconds."""
+        strategies = {
+            name: {**s.to_dict(), "diagnostics": self.diagnostics[name].to_dict()}
+            for name, s in self.summaries.items()
+        }
+        return {
+            "strategies": strategies,
+            "full_pool_top1": round(self.full_pool_mean("top1"), 5),
+            "full_pool_top5": round(self.full_pool_mean("top5"), 5),
+            "full_pool_seq_top1": round(self.full_pool_mean("seq_top1"), 5),
+            "params": {**dataclasses.asdict(self.config), "seeds": self.seeds},
+            "seconds": round(self.seconds, 2),
+        }
+
+
+def run_benchmark(
+    strategies: Sequence[str],
+    pool: CropFeatures,
+    test: CropFeatures,
+    *,
+    net: EmbeddingNet,
+    config: LoopConfig,
+    seeds: Sequence[int],
+    progress: Callable[[RunResult], None] | None = None,
+) -> ExperimentResult:
+    """Run every strategy with every seed; ``progress`` is called after each run.
+
+    Raises:
+        ValueError: unknown strategy, or pool and test with different label names.
+    """
+    if pool.label_names != test.label_names:
+        raise ValueError("pool and test must share the same categories (label_names)")
+    started = time.perf_counter()
+    names = [resolve_strategy(name) for name in strategies]
+    runs: dict[str, list[RunResult]] = {}
+    for name in names:
+        for seed in seeds:
+            run = run_loop(name, pool, test, net=net, config=config, seed=seed)
+            runs.setdefault(name, []).append(run)
+            if progress is not None:
+                progress(run)
+    start = _Embedder(net).embed(pool.features)
+    return ExperimentResult(
+        summaries={name: summarise(r) for name, r in runs.items()},
+        runs=runs,
+        diagnostics={name: pick_diagnostics(r, pool, start) for name, r in runs.items()},
+        full_pool=full_pool_scores(pool, test, net=net, seeds=seeds),
+        config=config,
+        seeds=list(seeds),
+        seconds=time.perf_counter() - started,
+    )
+
+
+# --- Pool / test split by capture sequence ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CocoSplit:
+    """A COCO Camera Traps document split by whole sequences.
+
+    Attributes:
+        pool, test: complete documents (every top-level key of the source, e.g. info,
+            licenses, categories, with ``images``/``annotations`` filtered).
+        test_sequences: sorted seq_ids that went to the test document.
+        pool_sequences: sorted seq_ids that went to the pool document.
+    """
+
+    pool: dict[str, Any]
+    test: dict[str, Any]
+    test_sequences: list[str]
+    pool_sequences: list[str]
+
+
+def _sequence_of(image: dict[str, Any]) -> str:
+    """An image's capture sequence; an image without seq_id is its own sequence."""
+    return str(image.get("seq_id") or image["id"])
+
+
+def _sequence_categories(document: dict[str, Any]) -> dict[str, Any]:
+    """seq_id -> its main category: the most annotated one, ties to the first listed."""
+    position = {c["id"]: i for i, c in enumerate(document["categories"])}
+    seq_of_image = {image["id"]: _sequence_of(image) for image in document["images"]}
+    counts: dict[str, dict[Any, int]] = {}
+    for ann in document["annotations"]:
+        seq = seq_of_image.get(ann.get("image_id"))
+        if seq is not None and ann.get("category_id") in position:
+            per_seq = counts.setdefault(seq, {})
+            per_seq[ann["category_id"]] = per_seq.get(ann["category_id"], 0) + 1
+    return {
+        seq: min(per_seq, key=lambda c: (-per_seq[c], position[c]))
+        for seq, per_seq in counts.items()
+    }
+
+
+def coco_split(document: dict[str, Any], *, test_ranks: set[int]) -> CocoSplit:
+    """Split a COCO Camera Traps document into pool and test by capture sequence.
+
+    Each sequence belongs to its main category (most annotations; ties to the category
+    listed first). Within a category the sequences are sorted by seq_id and ranked 1, 2,
+    ...; the test gets every sequence whose rank is in ``test_ranks``, the pool the rest
+    (including sequences without annotations). A sequence is never split.
+
+    Raises:
+        ValueError: the document lacks images/annotations/categories lists.
+    """
+    if not all(isinstance(document.get(k), list) for k in ("images", "annotations", "categories")):
+        raise ValueError("needs 'images', 'annotations' and 'categories' lists")
+    main = _sequence_categories(document)
+    by_category: dict[Any, list[str]] = {}
+    for seq, category in main.items():
+        by_category.setdefault(category, []).append(seq)
+    test_seqs = {
+        seq
+        for seqs in by_category.values()
+        for rank, seq in enumerate(sorted(seqs), start=1)
+        if rank in test_ranks
+    }
+    all_seqs = {_sequence_of(image) for image in document["images"]}
+    return CocoSplit(
+        pool=_subset(document, all_seqs - test_seqs),
+        test=_subset(document, test_seqs),
+        test_sequences=sorted(test_seqs),
+        pool_sequences=sorted(all_seqs - test_seqs),
+    )
+
+
+def _subset(document: dict[str, Any], sequences: set[str]) -> dict[str, Any]:
+    """The document restricted to the images of ``sequences`` and their annotations."""
+    images = [image for image in document["images"] if _sequence_of(image) in sequences]
+    kept = {image["id"] for image in images}
+    annotations = [a for a in document["annotations"] if a.get("image_id") in kept]
+    return {**document, "images": images, "annotations": annotations}

@@ -1,0 +1,240 @@
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from activelearn.experiment import (
+    SELECTION_SPACES,
+    CropFeatures,
+    ExperimentResult,
+    LoopConfig,
+    RunResult,
+    crop_features,
+    resolve_strategy,
+    run_benchmark,
+)
+from activelearn.management.commands._al_output import format_table, write_plot
+from annotator.management.commands._embedding_set import build_net
+from detector.base import DetectorError
+from embeddings.cocodata import CocoCropsError
+from embeddings.model import BACKBONES, BackboneInfo, EmbeddingNet
+
+RECORD_FORMAT = "trapwise-al-benchmark/1"
+
+
+def _default_cache() -> Path:
+    return Path(settings.BASE_DIR) / "var" / "al" / "cache"
+
+
+@contextmanager
+def _benchmark_process(threads: int) -> Iterator[None]:
+    """Quiet classifier logs and ``threads`` torch threads for the block; restored after.
+
+    The classifier logs a convergence warning per fit (hundreds per run). The work is
+    thousands of small matrix products, where extra threads cost more in sync than
+    they gain (one thread was 25% faster than two on the 2-core dev machine).
+    """
+    logger = logging.getLogger("activelearn.classifier")
+    level, previous = logger.level, torch.get_num_threads()
+    logger.setLevel(logging.ERROR)
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+        torch.set_num_threads(previous)
+
+
+class Command(BaseCommand):
+    help = (
+        "Simulated active learning (Norouzzadeh et al. 2019): a simulated oracle labels the "
+        "pool's crops (ground-truth boxes) round by round, as each selection strategy asks; "
+        "after every round the classifier is retrained and scored on the test set (crop "
+        "top-1/top-5, sequence top-1). With --finetune-every N the embedding head is "
+        "fine-tuned with triplet loss every N new labels. Pool and test must not share "
+        "sequences (see coco_split)."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--pool", type=Path, required=True, help="pool COCO Camera Traps JSON")
+        parser.add_argument("--pool-images", type=Path, required=True, help="pool images folder")
+        parser.add_argument("--test", type=Path, required=True, help="test COCO Camera Traps JSON")
+        parser.add_argument("--test-images", type=Path, required=True, help="test images folder")
+        parser.add_argument(
+            "--strategies", default="kcenter,random,margin", help="comma-separated names"
+        )
+        parser.add_argument("--init", type=int, default=20, help="random first-round labels")
+        parser.add_argument("--step", type=int, default=20, help="labels per later round")
+        parser.add_argument("--budget", type=int, default=300, help="stop at this many labels")
+        parser.add_argument("--seeds", type=int, default=5, help="runs per strategy (seeds 0..)")
+        parser.add_argument(
+            "--finetune-every", type=int, default=0, help="tune the head every N labels; 0: never"
+        )
+        parser.add_argument("--finetune-epochs", type=int, default=10)
+        parser.add_argument(
+            "--aug-views", type=int, default=4, help="augmented views per crop for fine-tuning"
+        )
+        parser.add_argument("--selection-space", choices=SELECTION_SPACES, default="embedding")
+        parser.add_argument("--backbone", choices=BACKBONES, default="efficientnet_lite0")
+        parser.add_argument("--weights", default="imagenet", help="imagenet or a .pt/.pth file")
+        parser.add_argument("--head-seed", type=int, default=0, help="seed of the starting head")
+        parser.add_argument("--padding", type=float, default=0.1, help="crop context fraction")
+        parser.add_argument("--cache-dir", type=Path, help="default: var/al/cache")
+        parser.add_argument("--threads", type=int, default=1, help="torch threads for the loop")
+        parser.add_argument("--json", type=Path, help="write the results here")
+        parser.add_argument("--plot", type=Path, help="write a PNG learning curve here")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        strategies = self._strategies(options["strategies"])
+        config = self._config(options)
+        self._check_paths(options)
+        net, info = build_net({**options, "seed": options["head_seed"]})
+        n_views = options["aug_views"] if config.finetune_every else 0
+        pool = self._features(options["pool"], options["pool_images"], net, info, options, n_views)
+        test = self._features(options["test"], options["test_images"], net, info, options, 0)
+        self._check_sets(pool, test, config)
+        self.stdout.write(
+            f"pool {len(pool)} crops / {len(set(pool.seq_ids.tolist()))} sequences, test "
+            f"{len(test)} crops / {len(set(test.seq_ids.tolist()))} sequences; "
+            f"{len(strategies)} strategies x {options['seeds']} seeds"
+        )
+        with _benchmark_process(options["threads"]):
+            result = run_benchmark(
+                strategies,
+                pool,
+                test,
+                net=net,
+                config=config,
+                seeds=range(options["seeds"]),
+                progress=self._progress,
+            )
+        record = self._record(result, pool, test, info, options)
+        self.stdout.write(format_table(record))
+        self._write(record, options)
+
+    def _strategies(self, raw: str) -> list[str]:
+        names = [name for name in (part.strip() for part in raw.split(",")) if name]
+        if not names:
+            raise CommandError("--strategies needs at least one name")
+        try:
+            resolved = [resolve_strategy(name) for name in names]
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+        if len(set(resolved)) != len(resolved):
+            raise CommandError(f"--strategies names a strategy twice: {raw}")
+        return resolved
+
+    def _config(self, options: dict[str, Any]) -> LoopConfig:
+        if options["budget"] < options["init"]:
+            raise CommandError(
+                f"--budget ({options['budget']}) must be >= --init ({options['init']})"
+            )
+        if min(options["seeds"], options["threads"]) < 1 or options["aug_views"] < 0:
+            raise CommandError("need --seeds >= 1, --threads >= 1 and --aug-views >= 0")
+        if not options["padding"] >= 0:
+            raise CommandError(f"--padding must be >= 0, got {options['padding']}")
+        try:
+            return LoopConfig(
+                init=options["init"],
+                step=options["step"],
+                budget=options["budget"],
+                finetune_every=options["finetune_every"],
+                finetune_epochs=options["finetune_epochs"],
+                selection_space=options["selection_space"],
+            )
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+
+    def _check_paths(self, options: dict[str, Any]) -> None:
+        for flag in ("pool", "test"):
+            if not options[flag].is_file():
+                raise CommandError(f"--{flag} {options[flag]} is not a file")
+            folder = options[f"{flag}_images"]
+            if not folder.is_dir():
+                raise CommandError(f"--{flag}-images {folder} is not a folder")
+        for flag in ("json", "plot"):
+            target = options[flag]
+            if target is not None and not target.parent.is_dir():
+                raise CommandError(f"--{flag}: folder {target.parent} does not exist")
+
+    def _features(
+        self,
+        coco: Path,
+        images: Path,
+        net: EmbeddingNet,
+        info: BackboneInfo,
+        options: dict[str, Any],
+        n_views: int,
+    ) -> CropFeatures:
+        self.stdout.write(f"crops and backbone features of {coco} (cached after the first run)")
+        try:
+            return crop_features(
+                coco,
+                images,
+                net=net,
+                info=info,
+                cache_dir=options["cache_dir"] or _default_cache(),
+                padding=options["padding"],
+                n_views=n_views,
+            )
+        except (CocoCropsError, DetectorError, ValueError) as exc:
+            raise CommandError(str(exc)) from exc
+
+    def _check_sets(self, pool: CropFeatures, test: CropFeatures, config: LoopConfig) -> None:
+        if pool.label_names != test.label_names:
+            raise CommandError("pool and test JSON must list the same categories")
+        shared = set(pool.seq_ids.tolist()) & set(test.seq_ids.tolist())
+        if shared:
+            example = ", ".join(sorted(shared)[:3])
+            raise CommandError(f"pool and test share {len(shared)} sequences (e.g. {example})")
+        if config.budget > len(pool):
+            raise CommandError(f"--budget {config.budget} exceeds the pool's {len(pool)} crops")
+
+    def _progress(self, run: RunResult) -> None:
+        last = run.rounds[-1]
+        self.stdout.write(
+            f"  {run.strategy} seed {run.seed}: top-1 {last.scores.top1:.3f} at "
+            f"{last.n_labels} labels ({run.seconds:.1f} s)"
+        )
+
+    def _record(
+        self,
+        result: ExperimentResult,
+        pool: CropFeatures,
+        test: CropFeatures,
+        info: BackboneInfo,
+        options: dict[str, Any],
+    ) -> dict[str, Any]:
+        record = result.to_dict()
+        record.update(
+            format=RECORD_FORMAT,
+            n_pool=len(pool),
+            n_test=len(test),
+            pool=str(options["pool"]),
+            test=str(options["test"]),
+            backbone=info.backbone,
+            weights_source=info.weights_source,
+            head_seed=options["head_seed"],
+            aug_views=options["aug_views"] if result.config.finetune_every else 0,
+        )
+        return record
+
+    def _write(self, record: dict[str, Any], options: dict[str, Any]) -> None:
+        if options["json"]:
+            options["json"].write_text(json.dumps(record, indent=1) + "\n")
+            self.stdout.write(f"results: {options['json']}")
+        if options["plot"]:
+            tuned = record["params"]["finetune_every"]
+            title = f"{Path(options['pool']).stem}: " + (
+                f"head fine-tuned every {tuned} labels" if tuned else "frozen embedding"
+            )
+            write_plot(record, options["plot"], title=title)
+            self.stdout.write(f"plot: {options['plot']}")

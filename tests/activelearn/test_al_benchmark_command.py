@@ -1,0 +1,201 @@
+"""The al_benchmark and coco_split management commands, on real sample images."""
+
+from __future__ import annotations
+
+import json
+from io import StringIO
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from annotator.demo import SAMPLE_DIR
+
+MISSOURI_DEV = Path("/work/shared/data/missouri-dev")
+# Two whole sequences of the bundled sample form the test set; the other eight the pool.
+TEST_SEQUENCES = {"SEQ75179", "SEQ75520"}
+
+
+def _write_part(document: dict[str, Any], keep: Any, path: Path) -> Path:
+    images = [image for image in document["images"] if keep(image["seq_id"])]
+    ids = {image["id"] for image in images}
+    annotations = [a for a in document["annotations"] if a["image_id"] in ids]
+    path.write_text(json.dumps({**document, "images": images, "annotations": annotations}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def sets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """pool.json / test.json over the sample's images, and a cache shared by the tests."""
+    folder = tmp_path_factory.mktemp("al")
+    document = json.loads((SAMPLE_DIR / "annotations.json").read_text())
+    return {
+        "pool": _write_part(document, lambda s: s not in TEST_SEQUENCES, folder / "pool.json"),
+        "test": _write_part(document, lambda s: s in TEST_SEQUENCES, folder / "test.json"),
+        "cache": folder / "cache",
+        "out": folder,
+    }
+
+
+def _args(sets: dict[str, Path], **overrides: Any) -> list[str]:
+    options = {
+        "--pool": sets["pool"],
+        "--pool-images": SAMPLE_DIR,
+        "--test": sets["test"],
+        "--test-images": SAMPLE_DIR,
+        "--strategies": "kcenter,random",
+        "--init": 10,
+        "--step": 10,
+        "--budget": 30,
+        "--seeds": 2,
+        "--cache-dir": sets["cache"],
+        **{f"--{k.replace('_', '-')}": v for k, v in overrides.items()},
+    }
+    return [str(part) for key, value in options.items() for part in (key, value)]
+
+
+def test_benchmark_with_finetuning_writes_json_plot_and_table(sets: dict[str, Path]) -> None:
+    out, plot = sets["out"] / "result.json", sets["out"] / "curve.png"
+    stdout = StringIO()
+    call_command(
+        "al_benchmark",
+        *_args(sets, finetune_every=10, aug_views=1, json=out, plot=plot),
+        stdout=stdout,
+    )
+    record = json.loads(out.read_text())
+    assert list(record["strategies"]) == ["k_center", "random"]
+    for curve in record["strategies"].values():
+        assert curve["labels"] == [10, 20, 30]
+        for key in ("top1_mean", "top1_sd", "top5_mean", "seq_top1_mean"):
+            assert len(curve[key]) == 3 and all(0.0 <= v <= 1.0 for v in curve[key])
+    assert 0.0 <= record["full_pool_top1"] <= record["full_pool_top5"] <= 1.0
+    assert record["params"]["finetune_every"] == 10 and record["params"]["seeds"] == [0, 1]
+    assert record["n_pool"] == 57 and record["n_test"] == 11
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = stdout.getvalue()
+    assert "test top-1 (crop)" in text and "full pool (57 labels" in text
+
+
+def test_benchmark_without_finetuning_runs_uncertainty_strategies(sets: dict[str, Path]) -> None:
+    out = sets["out"] / "frozen.json"
+    call_command(
+        "al_benchmark",
+        *_args(sets, strategies="margin,k_center_robust", budget=20, seeds=1, json=out),
+        stdout=StringIO(),
+    )
+    record = json.loads(out.read_text())
+    assert record["strategies"]["margin"]["labels"] == [10, 20]
+    assert record["strategies"]["margin"]["top1_sd"] == [0.0, 0.0]  # one seed
+    assert record["params"]["finetune_every"] == 0 and record["aug_views"] == 0
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"pool": "/nonexistent/pool.json"}, "is not a file"),
+        ({"test_images": "/nonexistent"}, "is not a folder"),
+        ({"strategies": "kcenter,oracle"}, "unknown strategy 'oracle'"),
+        ({"strategies": "kcenter,k_center"}, "twice"),
+        ({"budget": 5}, "--budget (5) must be >= --init (10)"),
+        ({"step": 0}, "step >= 1"),
+        ({"json": "/nonexistent/dir/out.json"}, "does not exist"),
+        ({"weights": "/nonexistent/weights.pt"}, "does not exist"),
+    ],
+)
+def test_benchmark_rejects_bad_arguments(
+    sets: dict[str, Path], overrides: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(CommandError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        call_command("al_benchmark", *_args(sets, **overrides), stdout=StringIO())
+
+
+def test_benchmark_rejects_a_budget_beyond_the_pool(sets: dict[str, Path]) -> None:
+    with pytest.raises(CommandError, match="exceeds the pool's 57 crops"):
+        call_command("al_benchmark", *_args(sets, budget=100), stdout=StringIO())
+
+
+def test_benchmark_rejects_shared_sequences(sets: dict[str, Path]) -> None:
+    with pytest.raises(CommandError, match="share 2 sequences"):
+        call_command("al_benchmark", *_args(sets, pool=sets["test"]), stdout=StringIO())
+
+
+# --- coco_split ---------------------------------------------------------------------------------
+
+
+def test_coco_split_command(tmp_path: Path) -> None:
+    images, annotations = [], []
+    for category in (1, 2):
+        for rank, seq in enumerate(("s3", "s1", "s2")):
+            image_id = f"{category}-{seq}"
+            images.append({"id": image_id, "file_name": f"{image_id}.jpg", "seq_id": image_id})
+            annotations.append({"id": image_id, "image_id": image_id, "category_id": category})
+            del rank
+    source = tmp_path / "all.json"
+    source.write_text(
+        json.dumps(
+            {
+                "info": {"version": "x"},
+                "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}],
+                "images": images,
+                "annotations": annotations,
+            }
+        )
+    )
+    pool, test = tmp_path / "pool.json", tmp_path / "test.json"
+    stdout = StringIO()
+    call_command(
+        "coco_split", str(source), "--out-pool", str(pool), "--out-test", str(test), stdout=stdout
+    )
+    test_doc, pool_doc = json.loads(test.read_text()), json.loads(pool.read_text())
+    assert [i["seq_id"] for i in test_doc["images"]] == ["1-s3", "2-s3"]
+    assert sorted(i["seq_id"] for i in pool_doc["images"]) == ["1-s1", "1-s2", "2-s1", "2-s2"]
+    assert test_doc["info"] == {"version": "x"} and len(test_doc["categories"]) == 2
+    assert "test: 2 sequences" in stdout.getvalue()
+
+
+@pytest.mark.parametrize("rank", ["0", "x", ""])
+def test_coco_split_rejects_bad_ranks(tmp_path: Path, rank: str) -> None:
+    with pytest.raises(CommandError, match="test-seq-rank"):
+        call_command(
+            "coco_split",
+            str(SAMPLE_DIR / "annotations.json"),
+            "--out-pool",
+            str(tmp_path / "p.json"),
+            "--out-test",
+            str(tmp_path / "t.json"),
+            "--test-seq-rank",
+            rank,
+        )
+
+
+def test_coco_split_rejects_a_missing_source(tmp_path: Path) -> None:
+    with pytest.raises(CommandError, match="cannot read"):
+        call_command(
+            "coco_split",
+            str(tmp_path / "missing.json"),
+            "--out-pool",
+            str(tmp_path / "p.json"),
+            "--out-test",
+            str(tmp_path / "t.json"),
+        )
+
+
+@pytest.mark.skipif(not MISSOURI_DEV.is_dir(), reason="needs /work/shared/data/missouri-dev")
+def test_coco_split_on_missouri_dev(tmp_path: Path) -> None:
+    pool, test = tmp_path / "pool.json", tmp_path / "test.json"
+    call_command(
+        "coco_split",
+        str(MISSOURI_DEV / "annotations.json"),
+        "--out-pool",
+        str(pool),
+        "--out-test",
+        str(test),
+        "--test-seq-rank",
+        "3",
+        stdout=StringIO(),
+    )
+    pool_seqs = {i["seq_id"] for i in json.loads(pool.read_text())["images"]}
+    test_seqs = {i["seq_id"] for i in json.loads(test.read_text())["images"]}
+    assert (len(pool_seqs), len(test_seqs)) == (40, 20) and not pool_seqs & test_seqs
