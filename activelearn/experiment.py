@@ -757,7 +757,12 @@ class ExperimentResult:
     def to_dict(self) -> dict[str, Any]:
         """The benchmark JSON: strategies, full_pool_top1/top5 (+ seq), params, seconds."""
         strategies = {
-            name: {**s.to_dict(), "diagnostics": self.diagnostics[name].to_dict()}
+            name: {
+                **s.to_dict(),
+                "diagnostics": self.diagnostics[name].to_dict(),
+                # Pool rows in labelling order, per seed: enough to redo any analysis.
+                "picks": [run.picks.tolist() for run in self.runs[name]],
+            }
             for name, s in self.summaries.items()
         }
         return {
