@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import time
@@ -488,9 +489,14 @@ def predictions_store(
 
     Call inside the transaction that creates ``classifier``.
     """
-    rows = (
-        (int(crop), classifier.pk, int(labels[0]), float(probs[0]), _top_json(labels, probs))
-        for crop, labels, probs in zip(ids, top_labels, top_probs, strict=True)
+    tops = _top_json_rows(top_labels, top_probs)
+    rows = zip(
+        ids.tolist(),
+        itertools.repeat(classifier.pk),
+        top_labels[:, 0].tolist(),
+        top_probs[:, 0].astype(np.float64).tolist(),
+        tops,
+        strict=False,  # repeat() is endless; the other four have N items each
     )
     _rows_insert(Prediction, ("crop_id", "classifier_id", "species_id", "confidence", "top"), rows)
 
@@ -518,18 +524,30 @@ def _rows_insert(
             cursor.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", list(rows))
 
 
-def _top_json(labels: np.ndarray, probs: np.ndarray) -> str:
-    """``[[species_id, probability], ...]`` as JSON text, probabilities to 6 decimals."""
-    return "[" + ",".join(f"[{int(s)},{p:.6f}]" for s, p in zip(labels, probs, strict=True)) + "]"
+def _top_json_rows(labels: np.ndarray, probs: np.ndarray) -> list[str]:
+    """Per row, ``[[species_id, probability], ...]`` as JSON text (probabilities to 6 places).
+
+    labels (N, k) int, probs (N, k). One ``%`` per row over a pre-built template: a million
+    rows format in about a second, several times faster than joining per pair.
+    """
+    k = labels.shape[1]
+    template = "[" + ",".join(["[%d,%.6f]"] * k) + "]"
+    pairs = np.empty((labels.shape[0], 2 * k), dtype=np.float64)
+    pairs[:, 0::2] = labels
+    pairs[:, 1::2] = probs
+    return [template % tuple(row) for row in pairs.tolist()]
 
 
 def _event_predictions_store(
     *, classifier: ClassifierVersion, events: EventProbabilities, classes: np.ndarray
 ) -> None:
     labels, probs = probabilities_top_k(events.probabilities, classes=classes, k=5)
+    tops = _top_json_rows(labels, probs)
     rows = (
-        (classifier.pk, str(event), int(top[0]), float(p[0]), _top_json(top, p), int(n))
-        for event, top, p, n in zip(events.event_ids, labels, probs, events.n_crops, strict=True)
+        (classifier.pk, str(event), int(top[0]), float(p[0]), text, int(n))
+        for event, top, p, text, n in zip(
+            events.event_ids, labels, probs, tops, events.n_crops, strict=True
+        )
     )
     columns = ("classifier_id", "event", "species_id", "confidence", "top", "n_crops")
     _rows_insert(EventPrediction, columns, rows)
