@@ -66,7 +66,7 @@ __all__ = [
 _CACHE_VERSION = 1
 # Seeds of the cached augmented views: fixed (not the run seed) so every run shares them.
 _VIEW_SEED_BASE = 1000
-# Hint for reading names on the command line.
+# Other spellings of strategy names (the paper and the command line say "k-Center").
 ALIASES: dict[str, str] = {"kcenter": "k_center", "k-center": "k_center"}
 
 StrategyFn = Callable[..., Selection]
