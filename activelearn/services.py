@@ -46,6 +46,7 @@ from activelearn.models import (
 from activelearn.selection import min_sq_distances_update, select
 from activelearn.selectors import classifier_latest, labels_latest_by_crop, round_open_get
 from annotator.models import Project, Species
+from annotator.sequences import capture_event
 from detector.models import Crop
 from embeddings._atomic import atomic_path
 from embeddings.models import EmbeddingVersion
@@ -132,8 +133,7 @@ def _round_create(
     if round_open_get(project=project) is not None:
         raise RoundError("a round is already open for this project; finish it first")
     ids, vectors = embedding_vectors_load(version=version)
-    labels = Label.objects.filter(project=project)
-    labelled = _ids(labels.values_list("crop_id", flat=True))
+    labelled = _ids(Label.objects.filter(project=project).values_list("crop_id", flat=True))
     active = _ids(Crop.objects.filter(project=project, active=True).values_list("id", flat=True))
     labeled_mask = np.isin(ids, labelled)
     # Crops deactivated by the thresholds are never picked, but still cover their neighbours
@@ -426,11 +426,11 @@ def _classifier_fit_and_predict(
 
 
 def crop_events(*, project: Project, ids: np.ndarray) -> np.ndarray:
-    """(N,) str capture event of each crop id: its image's sequence id, else ``image-<pk>``."""
+    """(N,) str capture event (``capture_event``) of each crop id."""
     event_of: dict[int, str] = {}
     rows = Crop.objects.filter(project=project).values_list("id", "image_id", "image__seq_id")
     for crop_id, image_id, seq_id in rows.iterator(chunk_size=10_000):
-        event_of[crop_id] = seq_id or f"image-{image_id}"
+        event_of[crop_id] = capture_event(seq_id=seq_id, image_id=image_id)
     return np.asarray([event_of.get(int(c), f"crop-{c}") for c in ids], dtype=object).astype(str)
 
 

@@ -19,6 +19,7 @@ from activelearn.models import (
 )
 from activelearn.selectors import classifier_latest, round_open_get, round_progress
 from annotator.models import Image, Membership, Project, Role
+from annotator.sequences import capture_event
 from detector.models import Crop
 from detector.selectors import event_counts
 from embeddings.models import EmbeddingVersion
@@ -166,8 +167,8 @@ def export_crop_rows(*, project: Project) -> Iterator[list[object]]:
 
 
 def crop_event(image: Image) -> str:
-    """A crop's capture event: its image's sequence id, else ``image-<pk>``."""
-    return image.seq_id or f"image-{image.pk}"
+    """A crop's capture event (``capture_event`` of its image)."""
+    return capture_event(seq_id=image.seq_id, image_id=image.pk)
 
 
 def _event_predictions(

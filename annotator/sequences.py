@@ -24,6 +24,15 @@ class FrameInfo:
     taken_at: datetime | None
 
 
+def capture_event(*, seq_id: str, image_id: int) -> str:
+    """An image's capture event: its sequence id, or ``image-<pk>`` when it has none.
+
+    One rule for every place that groups by event (detection backgrounds, event predictions,
+    the export), so their keys always agree.
+    """
+    return seq_id or f"image-{image_id}"
+
+
 def exif_camera_and_time(image: PILImage.Image, *, file_name: str) -> tuple[str, datetime | None]:
     """Camera id and capture time of an opened image.
 

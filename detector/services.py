@@ -17,6 +17,7 @@ from django.utils import timezone
 from PIL import Image as PILImage
 
 from annotator.models import Image, Project
+from annotator.sequences import capture_event
 from detector.base import Box, Detector, DetectorError, ImageDetections
 from detector.crops import crop_box
 from detector.models import Crop, Detection
@@ -317,6 +318,6 @@ def _sequences_under(*, project: Project, root: Path) -> dict[str, str]:
     """
     rows = Image.objects.filter(project=project, path__startswith=f"{root}/")
     return {
-        file_name: seq_id or f"image-{pk}"
+        file_name: capture_event(seq_id=seq_id, image_id=pk)
         for pk, file_name, seq_id in rows.values_list("pk", "file_name", "seq_id")
     }
