@@ -360,15 +360,14 @@ def _training_set(
         for crop, (kind, species, _) in latest.items()
         if kind == LabelKind.SPECIES and species is not None and crop in position
     )
-    active = _ids(Crop.objects.filter(project=project, active=True).values_list("id", flat=True))
-    labelled = _ids(latest.keys())
+    events, active = _crop_events_and_active(project=project, ids=ids)
     return _TrainingSet(
         ids=ids,
         vectors=vectors,
         rows=np.asarray([r for r, _ in pairs], dtype=np.int64),
         labels=np.asarray([sp for _, sp in pairs], dtype=np.int64),
-        events=crop_events(project=project, ids=ids),
-        unlabelled=np.isin(ids, active) & ~np.isin(ids, labelled),
+        events=events,
+        unlabelled=active & ~np.isin(ids, _ids(latest.keys())),
     )
 
 
@@ -425,13 +424,22 @@ def _classifier_fit_and_predict(
     return classifier
 
 
-def crop_events(*, project: Project, ids: np.ndarray) -> np.ndarray:
-    """(N,) str capture event (``capture_event``) of each crop id."""
+def _crop_events_and_active(*, project: Project, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N,) str capture event (``capture_event``) and (N,) bool active flag of each crop id.
+
+    One pass over the project's crops: at a million crops each pass costs seconds.
+    """
     event_of: dict[int, str] = {}
-    rows = Crop.objects.filter(project=project).values_list("id", "image_id", "image__seq_id")
-    for crop_id, image_id, seq_id in rows.iterator(chunk_size=10_000):
+    active: set[int] = set()
+    rows = Crop.objects.filter(project=project).values_list(
+        "id", "image_id", "image__seq_id", "active"
+    )
+    for crop_id, image_id, seq_id, is_active in rows.iterator(chunk_size=10_000):
         event_of[crop_id] = capture_event(seq_id=seq_id, image_id=image_id)
-    return np.asarray([event_of.get(int(c), f"crop-{c}") for c in ids], dtype=object).astype(str)
+        if is_active:
+            active.add(crop_id)
+    events = np.asarray([event_of.get(int(c), f"crop-{c}") for c in ids], dtype=object)
+    return events.astype(str), np.isin(ids, _ids(active))
 
 
 def _cross_validate(
