@@ -99,7 +99,11 @@ class Label(models.Model):
     round = models.ForeignKey(
         Round, null=True, blank=True, on_delete=models.SET_NULL, related_name="labels"
     )
+    # An admin's decision on a crop the volunteers disagreed on: it overrides their votes.
+    is_review = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Undo keeps the row (labels are never lost) and stops it counting as a vote.
+    undone_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["id"]
@@ -110,10 +114,67 @@ class Label(models.Model):
                 name="label_species_iff_kind_species",
             )
         ]
-        indexes = [models.Index(fields=["crop", "-id"])]
+        indexes = [
+            models.Index(fields=["crop", "-id"]),
+            models.Index(fields=["user", "-created_at"]),
+        ]
 
     def __str__(self) -> str:
         return f"{self.kind} on crop {self.crop_id}"
+
+
+class Consensus(models.Model):
+    """A crop's human label as its votes decide it: one row per crop with any vote.
+
+    Derived from the crop's labels (each volunteer's latest label not undone is one vote; an
+    admin's review label decides) by the label services, never edited by hand. Everything that
+    needs "the human label" (training, selection, progress, exports) reads it here.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Waiting for more votes"
+        DONE = "done", "Done"
+        REVIEW = "review", "Disagreement: waiting for an admin"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="consensus")
+    crop = models.OneToOneField(Crop, on_delete=models.CASCADE, related_name="consensus")
+    status = models.CharField(max_length=10, choices=Status.choices)
+    # The plurality (so far): its kind and species.
+    kind = models.CharField(max_length=20, choices=LabelKind.choices)
+    species = models.ForeignKey(
+        Species, null=True, blank=True, on_delete=models.PROTECT, related_name="consensus"
+    )
+    votes = models.PositiveIntegerField()
+    # The plurality's share of the votes (1.0 for a single vote or a review).
+    agreement = models.FloatField()
+    reviewed = models.BooleanField(default=False)
+    # The newest label counted: the export's "labelled by / at" and retraining's change check.
+    label = models.ForeignKey(Label, on_delete=models.PROTECT, related_name="+")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["project", "status"])]
+
+    def __str__(self) -> str:
+        return f"crop {self.crop_id}: {self.kind} ({self.status})"
+
+
+class CropClaim(models.Model):
+    """A volunteer holds a crop of the open round for a while, so no one else is served it."""
+
+    round = models.ForeignKey(Round, on_delete=models.CASCADE, related_name="claims")
+    crop = models.ForeignKey(Crop, on_delete=models.CASCADE, related_name="claims")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["round", "crop", "user"], name="claim_unique"),
+        ]
+        indexes = [models.Index(fields=["round", "crop", "expires_at"])]
+
+    def __str__(self) -> str:
+        return f"crop {self.crop_id} claimed by {self.user_id}"
 
 
 class ClassifierVersion(models.Model):

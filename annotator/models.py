@@ -46,6 +46,10 @@ class Project(models.Model):
     # Machine labels are auto-accepted above the confidence at which cross-validated
     # predictions reach this accuracy; the default is the volunteers' accuracy in the paper.
     target_accuracy = models.FloatField(default=0.966)
+    # Consensus: a crop is done when it has this many votes (one per volunteer) and the
+    # plurality's share reaches the agreement threshold; otherwise it goes to an admin's review.
+    votes_per_crop = models.PositiveSmallIntegerField(default=1)
+    agreement_threshold = models.FloatField(default=0.66)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -119,3 +123,59 @@ class Image(models.Model):
 
     def __str__(self) -> str:
         return self.file_name
+
+
+class Job(models.Model):
+    """A background job's progress, for the admin's dashboard (time left = rate x remaining).
+
+    Detection keeps its own ``DetectionJob`` (with its problem list); embedding, re-embedding,
+    retraining and fine-tuning report here.
+    """
+
+    class Kind(models.TextChoices):
+        EMBEDDING = "embedding", "Embedding"
+        RETRAIN = "retrain", "Retraining the classifier"
+        FINETUNE = "finetune", "Fine-tuning the embedding"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="jobs")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    # Work units (batches, epochs, steps): ``done`` of ``total``.
+    total = models.PositiveIntegerField(default=0)
+    done = models.PositiveIntegerField(default=0)
+    detail = models.CharField(max_length=300, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["project", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.kind} of {self.project} ({self.status})"
+
+
+class ApiToken(models.Model):
+    """A personal API token. Only a SHA-256 of the key is stored; the key is shown once."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    name = models.CharField(max_length=100)
+    key_hash = models.CharField(max_length=64, unique=True)
+    # The key's first characters, so that a user can tell tokens apart.
+    prefix = models.CharField(max_length=12)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"token {self.prefix}… of {self.user}"

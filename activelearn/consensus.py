@@ -1,0 +1,55 @@
+"""Consensus of volunteers' votes on one crop. Pure: no Django, votes in, a dataclass out."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+# A vote: (label kind, species id or None), e.g. ("species", 7) or ("not_animal", None).
+Vote = tuple[str, int | None]
+
+PENDING, DONE, REVIEW = "pending", "done", "review"
+
+
+@dataclass(frozen=True)
+class ConsensusResult:
+    """``status`` is pending (fewer than the votes needed), done or review (no agreement).
+
+    ``kind``/``species_id`` are the plurality's (the earliest-cast of tied votes: a stable
+    choice); ``agreement`` is its share of the votes.
+    """
+
+    status: str
+    kind: str
+    species_id: int | None
+    votes: int
+    agreement: float
+
+
+def consensus_decide(
+    votes: Sequence[Vote], *, votes_needed: int, threshold: float, review: Vote | None = None
+) -> ConsensusResult:
+    """Decide a crop from its votes (oldest first, one per volunteer).
+
+    Done when at least ``votes_needed`` votes are in, one answer has strictly more votes than
+    any other, and its share is at least ``threshold``. With the votes in but no such answer
+    the crop goes to review. An admin's ``review`` vote decides regardless.
+    """
+    if not votes and review is None:
+        raise ValueError("a consensus needs at least one vote")
+    if votes_needed < 1 or not 0.0 <= threshold <= 1.0:
+        raise ValueError("votes_needed must be >= 1 and threshold within [0, 1]")
+    if review is not None:
+        return ConsensusResult(DONE, review[0], review[1], len(votes), 1.0)
+    counts = Counter(votes)
+    # Counter keeps first-seen order, so ties resolve to the earliest vote.
+    (top, top_n), *rest = counts.most_common()
+    agreement = top_n / len(votes)
+    if len(votes) < votes_needed:
+        status = PENDING
+    elif (not rest or rest[0][1] < top_n) and agreement >= threshold:
+        status = DONE
+    else:
+        status = REVIEW
+    return ConsensusResult(status, top[0], top[1], len(votes), agreement)

@@ -1,0 +1,1 @@
+"""Thin views: check the role, validate with a form, call one service or selector, render."""
