@@ -28,8 +28,8 @@ from django.urls import reverse
 
 from activelearn.models import ClassifierVersion, Prediction, Round
 from annotator.celery import app as celery_app
+from annotator.exports import EXPORT_HEADER
 from annotator.models import Project
-from annotator.selectors import EXPORT_HEADER
 from detector.models import Crop
 from tests.conftest import PASSWORD
 

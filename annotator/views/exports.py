@@ -10,9 +10,8 @@ from django.http import HttpRequest, StreamingHttpResponse
 from django.views.decorators.http import require_GET
 
 from annotator.csvsafe import csv_safe_row
+from annotator.exports import EXPORT_HEADER, export_crop_rows
 from annotator.selectors import (
-    EXPORT_HEADER,
-    export_crop_rows,
     project_get_for_user,
 )
 from annotator.views._common import EXPORTERS
