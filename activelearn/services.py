@@ -6,15 +6,17 @@ import itertools
 import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import IntegrityError, connection, models, transaction
-from django.db.models import Max
+from django.db.models import Count, Exists, F, Max, OuterRef, Subquery
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from activelearn.classifier import (
@@ -24,6 +26,7 @@ from activelearn.classifier import (
     classifier_train,
     probabilities_top_k,
 )
+from activelearn.consensus import consensus_decide
 from activelearn.evaluation import (
     EvaluationError,
     EventProbabilities,
@@ -35,6 +38,8 @@ from activelearn.evaluation import (
 from activelearn.models import (
     UNCERTAINTY_STRATEGIES,
     ClassifierVersion,
+    Consensus,
+    CropClaim,
     EventPrediction,
     Label,
     LabelKind,
@@ -45,7 +50,8 @@ from activelearn.models import (
 )
 from activelearn.selection import min_sq_distances_update, select
 from activelearn.selectors import classifier_latest, labels_latest_by_crop, round_open_get
-from annotator.models import Project, Species
+from annotator.jobs import JobTracker, job_track
+from annotator.models import Job, Project, Species
 from annotator.sequences import capture_event
 from detector.models import Crop
 from embeddings._atomic import atomic_path
@@ -63,6 +69,8 @@ logger = logging.getLogger(__name__)
 CV_FOLDS = 5
 # Classifier versions whose crop predictions are kept (older ones are pruned).
 PREDICTION_VERSIONS_KEPT = 3
+# Crops per batch when consensus rows are recomputed.
+CONSENSUS_CHUNK = 2000
 
 
 class RoundError(ValueError):
@@ -133,7 +141,8 @@ def _round_create(
     if round_open_get(project=project) is not None:
         raise RoundError("a round is already open for this project; finish it first")
     ids, vectors = embedding_vectors_load(version=version)
-    labelled = _ids(Label.objects.filter(project=project).values_list("crop_id", flat=True))
+    # Crops with any vote count as covered: decided, disputed or waiting for more votes.
+    labelled = _ids(Consensus.objects.filter(project=project).values_list("crop_id", flat=True))
     active = _ids(Crop.objects.filter(project=project, active=True).values_list("id", flat=True))
     labeled_mask = np.isin(ids, labelled)
     # Crops deactivated by the thresholds are never picked, but still cover their neighbours
@@ -194,21 +203,27 @@ def kcenter_cache_update(
     cache_file, note_file = folder / "kcenter_min_sq.npy", folder / "kcenter_min_sq.json"
     cache: np.ndarray | None = None
     since = 0
+    note: dict[str, int] = {}
     if cache_file.exists() and note_file.exists():
         note = json.loads(note_file.read_text())
         cached = np.load(cache_file)
         if note.get("n") == ids.size and cached.shape == (ids.size,):
             cache, since = cached, int(note["last_label_id"])
-    new_labels = Label.objects.filter(project_id=version.project_id, id__gt=since)
-    last_label_id = new_labels.aggregate(n=Max("id"))["n"]
+    # An undone label can uncover a crop, which a running minimum cannot forget: rebuild then.
+    undone = Label.objects.filter(project_id=version.project_id, undone_at__isnull=False).count()
+    if cache is not None and note.get("undone", 0) != undone:
+        cache, since = None, 0
+    covered = Consensus.objects.filter(project_id=version.project_id, label_id__gt=since)
+    last_label_id = covered.aggregate(n=Max("label_id"))["n"]
     if cache is not None and last_label_id is None:
         return cache
-    rows = np.flatnonzero(np.isin(ids, _ids(new_labels.values_list("crop_id", flat=True))))
+    rows = np.flatnonzero(np.isin(ids, _ids(covered.values_list("crop_id", flat=True))))
     cache = min_sq_distances_update(vectors, min_sq=cache, new_rows=rows)
     with atomic_path(cache_file) as tmp, tmp.open("wb") as handle:
         np.save(handle, cache)
+    note = {"n": int(ids.size), "last_label_id": last_label_id or since, "undone": undone}
     with atomic_path(note_file) as tmp:
-        tmp.write_text(json.dumps({"n": int(ids.size), "last_label_id": last_label_id or since}))
+        tmp.write_text(json.dumps(note))
     return cache
 
 
@@ -245,26 +260,254 @@ def label_submit(
     kind: str,
     species_id: int | None = None,
 ) -> Label:
-    """Store a human label. When it completes the open round, close it and queue a retrain."""
-    crop = Crop.objects.filter(project=project, pk=crop_id).first()
-    if crop is None:
-        raise LabelError(f"crop {crop_id} is not part of project {project.name!r}")
+    """Store a volunteer's vote on a crop and update the crop's consensus.
+
+    A volunteer's newer label on the same crop replaces their earlier vote (the row stays).
+    When the vote decides the last crop of the open round, the round closes and a retrain is
+    queued. Raises LabelError (and stores nothing) for a crop of another project, an unknown
+    kind or a species not in the project.
+    """
+    return labels_submit(
+        project=project, crop_ids=[crop_id], user=user, kind=kind, species_id=species_id
+    )[0]
+
+
+def labels_submit(
+    *,
+    project: Project,
+    crop_ids: Sequence[int],
+    user: User,
+    kind: str,
+    species_id: int | None = None,
+    is_review: bool = False,
+) -> list[Label]:
+    """Store the same label on several crops at once (grid mode), all or nothing.
+
+    Same contract as ``label_submit``; ``is_review`` marks an admin's decision on a disputed
+    crop, which overrides the votes (the view checks the role).
+    """
+    unique_ids = list(dict.fromkeys(int(c) for c in crop_ids))
+    if not unique_ids:
+        raise LabelError("no crop given")
+    crops = {c.pk: c for c in Crop.objects.filter(project=project, pk__in=unique_ids)}
+    missing = [c for c in unique_ids if c not in crops]
+    if missing:
+        raise LabelError(
+            f"crop {', '.join(map(str, missing))} is not part of project {project.name!r}"
+        )
     species = _label_species(project=project, kind=kind, species_id=species_id)
     with transaction.atomic():
         open_round = round_open_get(project=project)
-        in_round = open_round is not None and open_round.items.filter(crop=crop).exists()
-        label = Label.objects.create(
-            project=project,
-            crop=crop,
-            user=user,
-            kind=kind,
-            species=species,
-            round=open_round if in_round else None,
+        in_round = (
+            set(open_round.items.filter(crop_id__in=unique_ids).values_list("crop_id", flat=True))
+            if open_round is not None
+            else set()
         )
-        if open_round is not None and in_round:
-            _round_close_if_done(round_=open_round)
+        labels = Label.objects.bulk_create(
+            Label(
+                project=project,
+                crop=crops[crop_id],
+                user=user,
+                kind=kind,
+                species=species,
+                round=open_round if crop_id in in_round else None,
+                is_review=is_review,
+            )
+            for crop_id in unique_ids
+        )
+        consensus_update(project=project, crop_ids=unique_ids)
+        if open_round is not None:
+            CropClaim.objects.filter(round=open_round, user=user, crop_id__in=unique_ids).delete()
+            if in_round:
+                _round_close_if_done(round_=open_round)
         embedding_finetune_queue(project=project)
+    return labels
+
+
+def label_review(
+    *, project: Project, crop_id: int, user: User, kind: str, species_id: int | None = None
+) -> Label:
+    """An admin decides a crop the volunteers disagreed on (or overrules a decided one)."""
+    return labels_submit(
+        project=project,
+        crop_ids=[crop_id],
+        user=user,
+        kind=kind,
+        species_id=species_id,
+        is_review=True,
+    )[0]
+
+
+def label_undo(*, project: Project, user: User) -> Label:
+    """Withdraw ``user``'s latest label in ``project``: the row stays, marked undone.
+
+    The crop's consensus is recomputed without it. While its round is open the crop goes back
+    to the queue, claimed by ``user`` so that the labelling page shows it next. Raises
+    LabelError when there is nothing to undo.
+    """
+    with transaction.atomic():
+        label = (
+            Label.objects.select_for_update()
+            .filter(project=project, user=user, undone_at__isnull=True)
+            .order_by("-id")
+            .first()
+        )
+        if label is None:
+            raise LabelError("nothing to undo: you have no label in this project")
+        label.undone_at = timezone.now()
+        label.save(update_fields=["undone_at"])
+        consensus_update(project=project, crop_ids=[label.crop_id])
+        open_round = round_open_get(project=project)
+        if open_round is not None and open_round.items.filter(crop_id=label.crop_id).exists():
+            _claims_create(round_=open_round, user=user, crop_ids=[label.crop_id])
     return label
+
+
+def consensus_update(*, project: Project, crop_ids: Iterable[int]) -> None:
+    """Recompute the Consensus rows of ``crop_ids`` from their labels.
+
+    Each user's latest label not undone is one vote; the latest review label, if any, decides.
+    Crops left without a vote lose their row. Works in chunks, so it also rebuilds a whole
+    project (a few queries per 2,000 crops).
+    """
+    ids = sorted({int(c) for c in crop_ids})
+    for start in range(0, len(ids), CONSENSUS_CHUNK):
+        _consensus_chunk(project=project, crop_ids=ids[start : start + CONSENSUS_CHUNK])
+
+
+def _consensus_chunk(*, project: Project, crop_ids: list[int]) -> None:
+    votes: dict[int, dict[int, Label]] = {c: {} for c in crop_ids}
+    reviews: dict[int, Label] = {}
+    newest: dict[int, Label] = {}
+    labels = Label.objects.filter(crop_id__in=crop_ids, undone_at__isnull=True).order_by("id")
+    for label in labels.only("id", "crop_id", "user_id", "kind", "species_id", "is_review"):
+        if label.is_review:
+            reviews[label.crop_id] = label
+        else:
+            # Re-inserting moves a changed vote to the end: votes stay in casting order.
+            votes[label.crop_id].pop(label.user_id, None)
+            votes[label.crop_id][label.user_id] = label
+        newest[label.crop_id] = label
+    existing = {c.crop_id: c for c in Consensus.objects.filter(crop_id__in=crop_ids)}
+    create: list[Consensus] = []
+    update: list[Consensus] = []
+    for crop_id in crop_ids:
+        if crop_id not in newest:
+            continue
+        review = reviews.get(crop_id)
+        result = consensus_decide(
+            [(v.kind, v.species_id) for v in votes[crop_id].values()],
+            votes_needed=project.votes_per_crop,
+            threshold=project.agreement_threshold,
+            review=(review.kind, review.species_id) if review else None,
+        )
+        row = existing.get(crop_id) or Consensus(project=project, crop_id=crop_id)
+        row.status, row.kind, row.species_id = result.status, result.kind, result.species_id
+        row.votes, row.agreement, row.reviewed = result.votes, result.agreement, review is not None
+        row.label = newest[crop_id]
+        (update if row.pk else create).append(row)
+    Consensus.objects.filter(crop_id__in=[c for c in existing if c not in newest]).delete()
+    Consensus.objects.bulk_create(create)
+    Consensus.objects.bulk_update(
+        update, ["status", "kind", "species", "votes", "agreement", "reviewed", "label"]
+    )
+
+
+def crop_claim_next(
+    *, round_: Round, user: User, skipped: Collection[int] = (), limit: int = 1
+) -> list[Crop]:
+    """Claim up to ``limit`` crops of ``round_`` for ``user`` to label, in pick order.
+
+    Crops ``user`` holds already come first (newest claim first: an undone crop is shown
+    again). Others are claimed with ``SELECT ... FOR UPDATE SKIP LOCKED``, so two volunteers
+    asking at the same moment never get the same crop unless the project wants several votes:
+    a crop is offered while its votes plus other volunteers' live claims are fewer than the
+    votes per crop. Claims expire after ``TRAPWISE_CLAIM_SECONDS``. Crops decided, sent to
+    review, already voted on by ``user`` or in ``skipped`` are never offered.
+    """
+    now = timezone.now()
+    skip = [int(c) for c in skipped]
+    with transaction.atomic():
+        mine = list(
+            CropClaim.objects.filter(round=round_, user=user, expires_at__gt=now)
+            .exclude(crop_id__in=skip)
+            .exclude(_crop_voted_by(user))
+            .exclude(_crop_settled())
+            .order_by("-id")
+            .values_list("crop_id", flat=True)[:limit]
+        )
+        new: list[int] = []
+        if len(mine) < limit:
+            new = _claimable(
+                round_=round_, user=user, now=now, exclude=[*skip, *mine], limit=limit - len(mine)
+            )
+        _claims_create(round_=round_, user=user, crop_ids=[*mine, *new])
+    crops = Crop.objects.filter(pk__in=[*mine, *new]).select_related("image", "detection")
+    by_id = {c.pk: c for c in crops}
+    return [by_id[c] for c in [*mine, *new] if c in by_id]
+
+
+def crop_claim_release(*, round_: Round, user: User, crop_id: int) -> None:
+    """Give a claimed crop back (the volunteer skipped it), so that others are offered it."""
+    CropClaim.objects.filter(round=round_, user=user, crop_id=crop_id).delete()
+
+
+def _claimable(
+    *, round_: Round, user: User, now: datetime, exclude: list[int], limit: int
+) -> list[int]:
+    others = (
+        CropClaim.objects.filter(round=round_, crop=OuterRef("crop_id"), expires_at__gt=now)
+        .exclude(user=user)
+        .values("crop")
+        .annotate(n=Count("id"))
+        .values("n")
+    )
+    votes = Consensus.objects.filter(crop=OuterRef("crop_id")).values("votes")
+    items = (
+        RoundCrop.objects.filter(round=round_)
+        .exclude(crop_id__in=exclude)
+        .exclude(_crop_voted_by(user))
+        .exclude(_crop_settled())
+        .annotate(
+            n_votes=Coalesce(Subquery(votes), 0),
+            n_claims=Coalesce(Subquery(others), 0),
+        )
+        .filter(n_votes__lt=round_.project.votes_per_crop - F("n_claims"))
+        .order_by("position")
+        # Rows another volunteer's transaction is claiming right now are skipped, not waited
+        # for; "of self" because the subqueries must not be locked.
+        .select_for_update(skip_locked=True, of=("self",))
+    )
+    return list(items.values_list("crop_id", flat=True)[:limit])
+
+
+def _crop_voted_by(user: User) -> Exists:
+    return Exists(
+        Label.objects.filter(
+            crop=OuterRef("crop_id"), user=user, undone_at__isnull=True, is_review=False
+        )
+    )
+
+
+def _crop_settled() -> Exists:
+    return Exists(
+        Consensus.objects.filter(
+            crop=OuterRef("crop_id"),
+            status__in=(Consensus.Status.DONE, Consensus.Status.REVIEW),
+        )
+    )
+
+
+def _claims_create(*, round_: Round, user: User, crop_ids: list[int]) -> None:
+    """Claim (or re-claim, renewing the expiry) ``crop_ids`` for ``user``."""
+    if not crop_ids:
+        return
+    expires = timezone.now() + timedelta(seconds=settings.TRAPWISE_CLAIM_SECONDS)
+    CropClaim.objects.filter(round=round_, user=user, crop_id__in=crop_ids).delete()
+    CropClaim.objects.bulk_create(
+        CropClaim(round=round_, user=user, crop_id=crop_id, expires_at=expires)
+        for crop_id in reversed(crop_ids)  # the first crop gets the newest claim id
+    )
 
 
 def _label_species(*, project: Project, kind: str, species_id: int | None) -> Species | None:
@@ -281,12 +524,12 @@ def _label_species(*, project: Project, kind: str, species_id: int | None) -> Sp
 
 
 def _round_close_if_done(*, round_: Round) -> None:
-    remaining = round_.items.exclude(crop__labels__isnull=False).exists()
-    if remaining:
+    if round_.items.exclude(_crop_settled()).exists():
         return
     round_.status = Round.Status.CLOSED
     round_.closed_at = timezone.now()
     round_.save(update_fields=["status", "closed_at"])
+    round_.claims.all().delete()
     classifier_retrain_queue(project_id=round_.project_id)
 
 
@@ -322,20 +565,32 @@ def classifier_retrain(*, project_id: int) -> ClassifierVersion | None:
     if not any(kind == LabelKind.SPECIES for kind, _, _ in latest.values()):
         return None
     last_label_id = max(label_id for _, _, label_id in latest.values())
+    n_species_labels = sum(kind == LabelKind.SPECIES for kind, _, _ in latest.values())
     previous = project.classifier_versions.order_by("-number").first()
+    # The label count catches an undone label, which leaves the newest label id unchanged.
     if (
         previous is not None
         and previous.last_label_id == last_label_id
+        and previous.n_labels == n_species_labels
         and previous.embedding_version_id == version.pk
     ):
         return previous
-    return _classifier_fit_and_predict(
+    number = (previous.number if previous else 0) + 1
+    # Steps on the dashboard: load, train, predict, up to CV_FOLDS folds, store.
+    with job_track(
         project=project,
-        version=version,
-        latest=latest,
-        last_label_id=last_label_id,
-        previous_number=previous.number if previous else 0,
-    )
+        kind=Job.Kind.RETRAIN,
+        total=4 + CV_FOLDS,
+        detail=f"classifier v{number}: loading the labelled crops",
+    ) as job:
+        return _classifier_fit_and_predict(
+            project=project,
+            version=version,
+            latest=latest,
+            last_label_id=last_label_id,
+            previous_number=previous.number if previous else 0,
+            job=job,
+        )
 
 
 @dataclass(frozen=True)
@@ -378,9 +633,12 @@ def _classifier_fit_and_predict(
     latest: dict[int, tuple[str, int | None, int]],
     last_label_id: int,
     previous_number: int,
+    job: JobTracker | None = None,
 ) -> ClassifierVersion:
     data = _training_set(project=project, version=version, latest=latest)
     number = previous_number + 1
+    if job is not None:
+        job.step(1, f"classifier v{number}: training on {data.rows.size} labelled crops")
     seed = round_seed(project=project, number=10_000 + number)
     started = time.perf_counter()
     clf = classifier_train(data.vectors[data.rows], data.labels, random_state=seed)
@@ -389,13 +647,17 @@ def _classifier_fit_and_predict(
     path = Path(settings.TRAPWISE_DATA_DIR) / relative
     path.parent.mkdir(parents=True, exist_ok=True)
     classifier_save(clf, path)
+    if job is not None:
+        job.step(2, f"classifier v{number}: predicting {data.ids.size} crops")
     started = time.perf_counter()
     probs = classifier_probabilities(clf, data.vectors)
     top_labels, top_probs = probabilities_top_k(probs, classes=clf.classes, k=5)
     events = event_probabilities(probs, data.events)
     del probs
     predict_seconds = time.perf_counter() - started
-    quality = _cross_validate(project=project, data=data, seed=seed, path=path)
+    quality = _cross_validate(project=project, data=data, seed=seed, path=path, job=job)
+    if job is not None:
+        job.step(3 + CV_FOLDS, f"classifier v{number}: storing {data.ids.size} predictions")
     with transaction.atomic():
         classifier = ClassifierVersion.objects.create(
             project=project,
@@ -443,21 +705,31 @@ def _crop_events_and_active(*, project: Project, ids: np.ndarray) -> tuple[np.nd
 
 
 def _cross_validate(
-    *, project: Project, data: _TrainingSet, seed: int, path: Path
+    *, project: Project, data: _TrainingSet, seed: int, path: Path, job: JobTracker | None = None
 ) -> dict[str, float | int | None]:
     """Cross-validated accuracy and the confidence threshold, as ClassifierVersion fields.
 
     Folds are grouped by capture event, so near-identical frames of one burst never sit on
-    both sides. The per-crop confidences and hits are saved next to the model (``.cv.npz``)
-    so that a new target accuracy needs no retraining.
+    both sides. The per-crop confidences and hits, and the predicted and true species ids
+    (for the confusion matrix), are saved next to the model (``.cv.npz``) so that a new
+    target accuracy needs no retraining. ``job`` gets one step per fold (steps 3 to 3 + folds).
     """
     started = time.perf_counter()
+    folds_started = 0
+
+    def train_fold(x: np.ndarray, y: np.ndarray, random_state: int) -> TrainedClassifier:
+        nonlocal folds_started
+        if job is not None:
+            job.step(3 + folds_started, f"cross-validating: fold {folds_started + 1}")
+        folds_started += 1
+        return _cv_train(x, y, random_state)
+
     try:
         cv = cross_validated_probabilities(
             data.vectors[data.rows],
             data.labels,
             groups=data.events[data.rows],
-            train=_cv_train,
+            train=train_fold,
             predict_proba=_cv_predict_proba,
             n_splits=CV_FOLDS,
             random_state=seed,
@@ -465,7 +737,13 @@ def _cross_validate(
     except EvaluationError as exc:
         logger.info("no cross-validation for project %s: %s", project.pk, exc)
         return {"target_accuracy": project.target_accuracy}
-    np.savez(path.with_suffix(".cv.npz"), confidence=cv.confidence, correct=cv.correct)
+    np.savez(
+        path.with_suffix(".cv.npz"),
+        confidence=cv.confidence,
+        correct=cv.correct,
+        predicted=cv.predicted,
+        true=data.labels,
+    )
     threshold = accuracy_threshold(cv.confidence, cv.correct, target=project.target_accuracy)
     return {
         "cv_accuracy": cv.accuracy,
@@ -670,7 +948,7 @@ def classifier_threshold_update(*, classifier: ClassifierVersion, target: float)
     with np.load(path) as cv:
         threshold = accuracy_threshold(cv["confidence"], cv["correct"], target=target)
     predictions = classifier.predictions.filter(
-        crop__active=True, crop__labels__isnull=True
+        crop__active=True, crop__consensus__isnull=True
     ).values_list("confidence", flat=True)
     unlabelled = np.fromiter(predictions.iterator(chunk_size=20_000), dtype=np.float32)
     ClassifierVersion.objects.filter(pk=classifier.pk).update(

@@ -7,6 +7,7 @@ from typing import Any
 from django import forms
 
 from activelearn.models import LabelKind, Strategy
+from annotator.models import Role
 
 SKIP = "skip"
 
@@ -44,14 +45,10 @@ class LabelForm(forms.Form):
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
         choice = data.get("choice", "")
-        data["species_id"] = None
-        if choice in (LabelKind.NOT_ANIMAL, LabelKind.UNKNOWN, SKIP):
-            data["kind"] = choice
-        elif choice.startswith("species:") and choice.removeprefix("species:").isdigit():
-            data["kind"] = LabelKind.SPECIES
-            data["species_id"] = int(choice.removeprefix("species:"))
-        else:
-            raise forms.ValidationError(f"unknown choice {choice!r}")
+        if choice == SKIP:
+            data["kind"], data["species_id"] = SKIP, None
+        elif choice:
+            data["kind"], data["species_id"] = _choice_parse(choice)
         return data
 
 
@@ -69,3 +66,85 @@ class ThresholdsForm(forms.Form):
     detection_threshold = forms.FloatField(min_value=0.0, max_value=1.0)
     min_box_pixels = forms.IntegerField(min_value=0, max_value=10_000)
     crop_padding = forms.FloatField(min_value=0.0, max_value=1.0)
+
+
+def _choice_parse(choice: str) -> tuple[str, int | None]:
+    """``species:<id>``, ``not_animal`` or ``unknown`` as (kind, species id)."""
+    if choice in (LabelKind.NOT_ANIMAL, LabelKind.UNKNOWN):
+        return choice, None
+    if choice.startswith("species:") and choice.removeprefix("species:").isdigit():
+        return LabelKind.SPECIES, int(choice.removeprefix("species:"))
+    raise forms.ValidationError(f"unknown choice {choice!r}")
+
+
+class CropIdsField(forms.Field):
+    """Several crop ids posted under one name (checkboxes); at most ``max_count``."""
+
+    widget = forms.MultipleHiddenInput
+
+    def __init__(self, *, max_count: int = 100, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.max_count = max_count
+
+    def to_python(self, value: Any) -> list[int]:
+        values = value if isinstance(value, list | tuple) else ([value] if value else [])
+        if not all(str(v).isdigit() and int(v) > 0 for v in values):
+            raise forms.ValidationError("crop ids must be positive integers")
+        if len(values) > self.max_count:
+            raise forms.ValidationError(f"at most {self.max_count} crops at once")
+        return [int(v) for v in values]
+
+    def validate(self, value: Any) -> None:
+        if self.required and not value:
+            raise forms.ValidationError("select at least one crop")
+
+
+class GridLabelForm(forms.Form):
+    """Grid mode: one label for the selected crops."""
+
+    crop_ids = CropIdsField(max_count=25)
+    choice = forms.CharField(max_length=50)
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if "choice" in data:
+            data["kind"], data["species_id"] = _choice_parse(data["choice"])
+        return data
+
+
+class ReviewForm(forms.Form):
+    """An admin's decision on a disputed crop."""
+
+    crop_id = forms.IntegerField(min_value=1, widget=forms.HiddenInput)
+    choice = forms.CharField(max_length=50)
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if "choice" in data:
+            data["kind"], data["species_id"] = _choice_parse(data["choice"])
+        return data
+
+
+class MemberAddForm(forms.Form):
+    """An existing user, by username, and the role to give them."""
+
+    username = forms.CharField(max_length=150)
+    role = forms.ChoiceField(choices=Role.choices, initial=Role.VOLUNTEER)
+
+
+class MemberRoleForm(forms.Form):
+    role = forms.ChoiceField(choices=Role.choices)
+
+
+class SpeciesNameForm(forms.Form):
+    """A species' (new) name; uniqueness within the project is the service's to check."""
+
+    name = forms.CharField(max_length=200)
+
+
+class SpeciesMergeForm(forms.Form):
+    """Merge ``source`` into ``target`` (species ids; the service checks they are the
+    project's)."""
+
+    source = forms.IntegerField(min_value=1)
+    target = forms.IntegerField(min_value=1)

@@ -56,6 +56,8 @@ INSTALLED_APPS = [
     "detector",
     "embeddings",
     "activelearn",
+    # Only for the API docs' Swagger files, served locally instead of from a CDN.
+    "ninja",
 ]
 
 MIDDLEWARE = [
@@ -93,8 +95,9 @@ DATABASES = {
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # A file, not :memory:, so that a Celery worker process started by a test sees the test data.
-    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
+    # A file, not :memory:, so that a Celery worker process started by a test sees the test data
+    # (the test hands it the name); one per test process, so that two runs never share one.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}
     DATABASES["default"]["OPTIONS"] = {"timeout": 20, "transaction_mode": "IMMEDIATE"}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -135,6 +138,9 @@ TRAPWISE_MEGADETECTOR_WEIGHTS = os.environ.get("TRAPWISE_MEGADETECTOR_WEIGHTS", 
 
 # Exact (flat) FAISS index up to this many crops; an IVF index beyond it.
 TRAPWISE_FAISS_FLAT_MAX = int(os.environ.get("TRAPWISE_FAISS_FLAT_MAX", "200000"))
+
+# A volunteer holds a crop served to them for this long; then others may be offered it.
+TRAPWISE_CLAIM_SECONDS = int(os.environ.get("TRAPWISE_CLAIM_SECONDS", "600"))
 
 # Celery. The default broker is a folder, so development needs no server.
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://")

@@ -2,14 +2,43 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from annotator.views import exports, files, labelling, project
+from annotator.api.api import api
+from annotator.views import exports, files, labelling, manage, project, tokens
 
 urlpatterns = [
     path("", project.project_list, name="project_list"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
+    path("api/v1/", api.urls),
+    path("account/tokens/", tokens.api_tokens, name="api_tokens"),
+    path(
+        "account/tokens/<int:token_id>/revoke/",
+        tokens.api_token_revoke_view,
+        name="api_token_revoke",
+    ),
     path("p/<slug:slug>/", project.project_detail, name="project_detail"),
+    path("p/<slug:slug>/status.json", project.project_status_json, name="project_status_json"),
+    path("p/<slug:slug>/members/", manage.members, name="members"),
+    path("p/<slug:slug>/members/add/", manage.member_add_view, name="member_add"),
+    path(
+        "p/<slug:slug>/members/<int:membership_id>/role/",
+        manage.member_role_view,
+        name="member_role",
+    ),
+    path(
+        "p/<slug:slug>/members/<int:membership_id>/remove/",
+        manage.member_remove_view,
+        name="member_remove",
+    ),
+    path("p/<slug:slug>/species/", manage.species, name="species"),
+    path("p/<slug:slug>/species/add/", manage.species_add_view, name="species_add"),
+    path(
+        "p/<slug:slug>/species/<int:species_id>/rename/",
+        manage.species_rename_view,
+        name="species_rename",
+    ),
+    path("p/<slug:slug>/species/merge/", manage.species_merge_view, name="species_merge"),
     path("p/<slug:slug>/rounds/start/", project.round_start_view, name="round_start"),
     path("p/<slug:slug>/learning/", project.learning_settings_view, name="learning_settings"),
     path(
@@ -25,6 +54,9 @@ urlpatterns = [
         name="embedding_finetune_start",
     ),
     path("p/<slug:slug>/label/", labelling.label, name="label"),
+    path("p/<slug:slug>/label/grid/", labelling.label_grid, name="label_grid"),
+    path("p/<slug:slug>/label/undo/", labelling.label_undo_view, name="label_undo"),
+    path("p/<slug:slug>/review/", labelling.review, name="review"),
     path("p/<slug:slug>/export/crops.csv", exports.export_csv, name="export_csv"),
     path("p/<slug:slug>/crops/<int:crop_id>.jpg", files.crop_file, name="crop_file"),
     path("p/<slug:slug>/images/<int:image_id>", files.image_file, name="image_file"),

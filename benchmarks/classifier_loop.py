@@ -149,6 +149,10 @@ def _project(vectors: np.ndarray, truth: np.ndarray, rng: np.random.Generator) -
         ),
         batch_size=5_000,
     )
+    # Training reads the crops' consensus rows, which the label services keep.
+    from activelearn.services import consensus_update
+
+    consensus_update(project=project, crop_ids=ids[labelled].tolist())
     return int(project.pk)
 
 

@@ -1,17 +1,84 @@
-// Hotkeys for the labelling page: each choice button carries its key in data-key.
+// The labelling page: hotkeys, the species type-ahead and the zoom on the box.
+// Each choice button carries its key in data-key; the page works without this script.
 (function () {
   "use strict";
   var form = document.getElementById("label-form");
-  if (!form) { return; }
-  var sent = false;
+  var undo = document.getElementById("undo-form");
+  var search = document.getElementById("species-search");
+  var list = document.getElementById("species-list");
+  var zoom = document.getElementById("zoom-frame");
+  var sent = false;  // one action per page, even when a key repeats
+
+  function send(button) {
+    if (sent) { return; }
+    sent = true;
+    button.click();
+  }
+
+  function visibleSpecies() {
+    if (!list) { return []; }
+    return Array.prototype.filter.call(list.querySelectorAll("button"), function (b) {
+      return !b.hidden;
+    });
+  }
+
+  function filterSpecies() {
+    var query = search.value.trim().toLowerCase();
+    Array.prototype.forEach.call(list.querySelectorAll("button"), function (b) {
+      var name = b.getAttribute("data-name") || "";
+      // A match at the start of any word, so "deer" finds "white-tailed deer".
+      var words = name.split(/[\s\-_(),.]+/);
+      b.hidden = query !== "" && name.indexOf(query) !== 0 && !words.some(function (w) {
+        return w.indexOf(query) === 0;
+      });
+    });
+    var first = visibleSpecies()[0];
+    Array.prototype.forEach.call(list.querySelectorAll("button"), function (b) {
+      b.classList.toggle("first-match", query !== "" && b === first);
+    });
+  }
+
+  if (search && list) {
+    search.addEventListener("input", filterSpecies);
+    search.addEventListener("keydown", function (event) {
+      if (event.key === "Enter") {
+        event.preventDefault();
+        var first = visibleSpecies()[0];
+        if (first && search.value.trim() !== "") { send(first); }
+      } else if (event.key === "Escape") {
+        search.value = "";
+        filterSpecies();
+        search.blur();
+      }
+    });
+  }
+
+  if (zoom) {
+    zoom.addEventListener("click", function () { zoom.classList.toggle("zoomed"); });
+  }
+
   document.addEventListener("keydown", function (event) {
-    if (sent || event.ctrlKey || event.metaKey || event.altKey) { return; }
+    if (event.ctrlKey || event.metaKey || event.altKey) { return; }
     if (event.target && /INPUT|TEXTAREA|SELECT/.test(event.target.tagName)) { return; }
     var key = event.key.toLowerCase();
+    if (key === "/" && search) {
+      event.preventDefault();
+      search.focus();
+      return;
+    }
+    if (key === "x" && zoom) {
+      zoom.classList.toggle("zoomed");
+      return;
+    }
+    if (key === "z" && undo) {
+      event.preventDefault();
+      send(undo.querySelector("button"));
+      return;
+    }
+    if (!form) { return; }
     var button = form.querySelector('button[data-key="' + CSS.escape(key) + '"]');
     if (!button) { return; }
     event.preventDefault();
-    sent = true;  // one label per page, even when a key repeats
-    button.click();
+    send(button);
   });
 })();

@@ -1,33 +1,47 @@
-"""The volunteers' labelling pages."""
+"""The volunteers' labelling pages (one crop, or a grid) and the admin's review of disputes."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from typing import Any
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_http_methods
+from django.views.decorators.http import require_http_methods, require_POST
 
+from activelearn.models import Round
 from activelearn.selectors import (
-    prediction_for_crop,
-    round_next_crop,
+    consensus_review_list,
+    crop_suggestions,
+    label_last_get,
+    labels_today_count,
     round_open_get,
     round_progress,
+    sequence_frames,
 )
 from activelearn.services import (
     LabelError,
+    crop_claim_next,
+    crop_claim_release,
+    label_review,
     label_submit,
+    label_undo,
+    labels_submit,
 )
-from annotator.forms import (
-    SKIP,
-    LabelForm,
-)
-from annotator.selectors import (
-    project_get_for_user,
-)
+from annotator.forms import SKIP, GridLabelForm, LabelForm, ReviewForm
+from annotator.models import Project, Role, Species
+from annotator.selectors import project_get_for_user
 from annotator.views._common import LABELLERS, request_user
 from detector.models import Crop
+
+# Crops on one grid page: the paper's interface showed a screenful for batch labelling.
+GRID_SIZE = 25
+
+
+def _skipped_key(round_: Round | None) -> str:
+    return f"skipped-{round_.pk}" if round_ else "skipped"
 
 
 @login_required
@@ -35,19 +49,164 @@ from detector.models import Crop
 def label(request: HttpRequest, slug: str) -> HttpResponse:
     project, _ = project_get_for_user(slug=slug, user=request.user, roles=LABELLERS)
     open_round = round_open_get(project=project)
-    skipped_key = f"skipped-{open_round.pk}" if open_round else "skipped"
     if request.method == "POST":
-        form = LabelForm(request.POST)
+        return _label_post(request, project=project, open_round=open_round)
+    crops = (
+        crop_claim_next(
+            round_=open_round,
+            user=request_user(request),
+            skipped=request.session.get(_skipped_key(open_round), []),
+        )
+        if open_round
+        else []
+    )
+    context = _progress_context(request, project=project, open_round=open_round)
+    if crops:
+        context |= _crop_context(project=project, crop=crops[0])
+    return render(request, "annotator/label.html", context)
+
+
+def _label_post(
+    request: HttpRequest, *, project: Project, open_round: Round | None
+) -> HttpResponse:
+    form = LabelForm(request.POST)
+    if not form.is_valid():
+        return HttpResponse(f"Label refused: {form.errors.as_text()}", status=400)
+    crop_id = form.cleaned_data["crop_id"]
+    if form.cleaned_data["kind"] == SKIP:
+        key = _skipped_key(open_round)
+        request.session[key] = [*request.session.get(key, []), crop_id]
+        if open_round is not None:
+            crop_claim_release(round_=open_round, user=request_user(request), crop_id=crop_id)
+        return redirect("label", slug=project.slug)
+    try:
+        label_submit(
+            project=project,
+            crop_id=crop_id,
+            user=request_user(request),
+            kind=form.cleaned_data["kind"],
+            species_id=form.cleaned_data["species_id"],
+        )
+    except LabelError as exc:
+        return HttpResponse(f"Label refused: {exc}", status=400)
+    return redirect("label", slug=project.slug)
+
+
+@login_required
+@require_POST
+def label_undo_view(request: HttpRequest, slug: str) -> HttpResponse:
+    project, _ = project_get_for_user(slug=slug, user=request.user, roles=LABELLERS)
+    try:
+        undone = label_undo(project=project, user=request_user(request))
+    except LabelError as exc:
+        messages.error(request, f"Nothing undone: {exc}")
+    else:
+        what = undone.species.name if undone.species else undone.get_kind_display()
+        messages.success(request, f"Undone: {what} on crop {undone.crop_id}. Label it again.")
+    back = "label_grid" if request.POST.get("next") == "grid" else "label"
+    return redirect(back, slug=slug)
+
+
+def _progress_context(
+    request: HttpRequest, *, project: Project, open_round: Round | None
+) -> dict[str, Any]:
+    user = request_user(request)
+    return {
+        "project": project,
+        "round": open_round,
+        "progress": round_progress(round_=open_round) if open_round else (0, 0),
+        "today": labels_today_count(project=project, user=user),
+        "last_label": label_last_get(project=project, user=user),
+        "species": list(project.species.all()),
+    }
+
+
+def _crop_context(*, project: Project, crop: Crop) -> dict[str, Any]:
+    species = list(project.species.all())
+    det = crop.detection
+    return {
+        "crop": crop,
+        "form": LabelForm(initial={"crop_id": crop.pk}),
+        "suggestions": crop_suggestions(project=project, crops=[crop], species=species)[crop.pk],
+        "frames": sequence_frames(image=crop.image),
+        "box": {
+            "left": det.x * 100,
+            "top": det.y * 100,
+            "width": det.w * 100,
+            "height": det.h * 100,
+            # The zoom is centred on the box.
+            "cx": (det.x + det.w / 2) * 100,
+            "cy": (det.y + det.h / 2) * 100,
+        },
+    }
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def label_grid(request: HttpRequest, slug: str) -> HttpResponse:
+    project, _ = project_get_for_user(slug=slug, user=request.user, roles=LABELLERS)
+    open_round = round_open_get(project=project)
+    if request.method == "POST":
+        form = GridLabelForm(request.POST)
         if not form.is_valid():
-            return HttpResponse(f"Label refused: {form.errors.as_text()}", status=400)
-        if form.cleaned_data["kind"] == SKIP:
-            request.session[skipped_key] = [
-                *request.session.get(skipped_key, []),
-                form.cleaned_data["crop_id"],
-            ]
-            return redirect("label", slug=slug)
+            messages.error(request, f"Nothing labelled: {form.errors.as_text()}")
+            return redirect("label_grid", slug=slug)
         try:
-            label_submit(
+            stored = labels_submit(
+                project=project,
+                crop_ids=form.cleaned_data["crop_ids"],
+                user=request_user(request),
+                kind=form.cleaned_data["kind"],
+                species_id=form.cleaned_data["species_id"],
+            )
+        except LabelError as exc:
+            messages.error(request, f"Nothing labelled: {exc}")
+        else:
+            messages.success(request, f"Labelled {len(stored)} crops.")
+        return redirect("label_grid", slug=slug)
+    crops = (
+        crop_claim_next(
+            round_=open_round,
+            user=request_user(request),
+            skipped=request.session.get(_skipped_key(open_round), []),
+            limit=GRID_SIZE,
+        )
+        if open_round
+        else []
+    )
+    context = _progress_context(request, project=project, open_round=open_round)
+    context["groups"] = _grid_groups(crops=crops, project=project, species=context["species"])
+    return render(request, "annotator/label_grid.html", context)
+
+
+def _grid_groups(
+    *, crops: list[Crop], project: Project, species: list[Species]
+) -> list[dict[str, Any]]:
+    """Crops grouped by their predicted species (most crops first), as the paper's grid."""
+    suggestions = crop_suggestions(project=project, crops=crops, species=species, k=1)
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for crop in crops:
+        top = suggestions[crop.pk][0] if suggestions[crop.pk] else None
+        machine = top is not None and top.source == "machine"
+        name = top.name if machine and top else "No prediction yet"
+        groups[name].append(
+            {"crop": crop, "probability": top.probability if machine and top else None}
+        )
+    ordered = sorted(groups.items(), key=lambda item: (-len(item[1]), item[0]))
+    return [{"name": name, "items": items} for name, items in ordered]
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def review(request: HttpRequest, slug: str) -> HttpResponse:
+    project, _ = project_get_for_user(slug=slug, user=request.user, roles=(Role.ADMIN,))
+    if request.method == "POST":
+        form = ReviewForm(request.POST)
+        if not form.is_valid():
+            messages.error(request, f"Review not saved: {form.errors.as_text()}")
+            return redirect("review", slug=slug)
+        try:
+            label_review(
                 project=project,
                 crop_id=form.cleaned_data["crop_id"],
                 user=request_user(request),
@@ -55,41 +214,16 @@ def label(request: HttpRequest, slug: str) -> HttpResponse:
                 species_id=form.cleaned_data["species_id"],
             )
         except LabelError as exc:
-            return HttpResponse(f"Label refused: {exc}", status=400)
-        return redirect("label", slug=slug)
-    crop = (
-        round_next_crop(round_=open_round, skipped=request.session.get(skipped_key, []))
-        if open_round
-        else None
-    )
-    context: dict[str, Any] = {
-        "project": project,
-        "round": open_round,
-        "crop": crop,
-        "progress": round_progress(round_=open_round) if open_round else (0, 0),
-    }
-    if crop is not None:
-        context |= _label_context(project_species=list(project.species.all()), crop=crop)
-    return render(request, "annotator/label.html", context)
-
-
-HOTKEYS = "123456789abcdefghijklmopqrtvwxyz"  # n, u and s are kept for the fixed choices
-
-
-def _label_context(*, project_species: list[Any], crop: Crop) -> dict[str, Any]:
-    choices = [
-        {"value": f"species:{s.pk}", "name": s.name, "key": HOTKEYS[i] if i < len(HOTKEYS) else ""}
-        for i, s in enumerate(project_species)
-    ]
-    det = crop.detection
-    return {
-        "choices": choices,
-        "form": LabelForm(initial={"crop_id": crop.pk}),
-        "box": {
-            "left": det.x * 100,
-            "top": det.y * 100,
-            "width": det.w * 100,
-            "height": det.h * 100,
+            messages.error(request, f"Review not saved: {exc}")
+        else:
+            messages.success(request, f"Crop {form.cleaned_data['crop_id']} decided.")
+        return redirect("review", slug=slug)
+    return render(
+        request,
+        "annotator/review.html",
+        {
+            "project": project,
+            "disputes": consensus_review_list(project=project),
+            "species": list(project.species.all()),
         },
-        "prediction": prediction_for_crop(crop=crop),
-    }
+    )

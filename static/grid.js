@@ -1,0 +1,68 @@
+// Grid mode: click toggles a crop, shift-click selects the range from the last click,
+// "Select all" takes a group; z undoes the last label. Without JS the checkboxes still work.
+(function () {
+  "use strict";
+  var form = document.getElementById("grid-form");
+  var undo = document.getElementById("undo-form");
+  document.addEventListener("keydown", function (event) {
+    if (event.ctrlKey || event.metaKey || event.altKey) { return; }
+    if (event.target && /INPUT|TEXTAREA|SELECT/.test(event.target.tagName)) { return; }
+    if (event.key.toLowerCase() === "z" && undo) {
+      event.preventDefault();
+      undo.querySelector("button").click();
+    }
+  });
+  if (!form) { return; }
+  var boxes = Array.prototype.slice.call(form.querySelectorAll('input[name="crop_ids"]'));
+  var count = document.getElementById("selected-count");
+  var last = null;
+
+  function refresh() {
+    var n = 0;
+    boxes.forEach(function (box) {
+      box.closest(".tile").classList.toggle("selected", box.checked);
+      if (box.checked) { n += 1; }
+    });
+    count.textContent = n + " selected";
+  }
+
+  boxes.forEach(function (box, index) {
+    box.closest(".tile").addEventListener("click", function (event) {
+      // The label wraps the checkbox: handle the click once, here.
+      event.preventDefault();
+      if (event.shiftKey && last !== null) {
+        var from = Math.min(last, index), to = Math.max(last, index);
+        var state = !box.checked;
+        for (var i = from; i <= to; i += 1) { boxes[i].checked = state; }
+      } else {
+        box.checked = !box.checked;
+      }
+      last = index;
+      refresh();
+    });
+  });
+
+  Array.prototype.forEach.call(form.querySelectorAll(".select-group"), function (button) {
+    button.addEventListener("click", function () {
+      var group = button.closest(".grid-group");
+      var inGroup = Array.prototype.slice.call(group.querySelectorAll('input[name="crop_ids"]'));
+      var all = inGroup.every(function (b) { return b.checked; });
+      inGroup.forEach(function (b) { b.checked = !all; });
+      refresh();
+    });
+  });
+
+  document.getElementById("clear-selection").addEventListener("click", function () {
+    boxes.forEach(function (b) { b.checked = false; });
+    last = null;
+    refresh();
+  });
+
+  form.addEventListener("submit", function (event) {
+    if (!boxes.some(function (b) { return b.checked; })) {
+      event.preventDefault();
+      count.textContent = "Select at least one crop first";
+    }
+  });
+  refresh();
+})();
