@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from typing import Any
 
 import matplotlib
 
@@ -17,7 +18,10 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from activelearn.evaluation import LearningCurve  # noqa: E402
 
-__all__ = ["learning_curve_svg"]
+__all__ = ["confusion_matrix_svg", "label_counts_svg", "learning_curve_svg"]
+
+# Text stays text in the SVG (not glyph outlines): searchable, selectable and much smaller.
+_TEXT_AS_TEXT: dict[Any, Any] = {"svg.fonttype": "none"}
 
 
 def learning_curve_svg(
@@ -56,3 +60,112 @@ def learning_curve_svg(
     figure.savefig(buffer, format="svg")
     text = buffer.getvalue()
     return text[text.index("<svg") :]
+
+
+def _svg_text(figure: Figure) -> str:
+    buffer = io.StringIO()
+    with matplotlib.rc_context(_TEXT_AS_TEXT):
+        figure.savefig(buffer, format="svg")
+    text = buffer.getvalue()
+    return text[text.index("<svg") :]
+
+
+def _plain(name: str) -> str:
+    """A species name as literal text: a ``$`` would otherwise start mathtext."""
+    return name.replace("$", r"\$")
+
+
+def label_counts_svg(
+    names: Sequence[str], human: Sequence[int], machine: Sequence[int] | None = None
+) -> str:
+    """Horizontal bars of the crops per species: human labels, and machine labels beside them.
+
+    Args:
+        names: (S,) species names, drawn top to bottom in this order.
+        human: (S,) decided human labels per species.
+        machine: (S,) machine labels (of the crops no human labelled) per species, or None.
+
+    Returns:
+        The ``<svg>`` element as text; each bar carries its count as a text label.
+    """
+    if len(human) != len(names) or (machine is not None and len(machine) != len(names)):
+        raise ValueError("names, human and machine must have the same length")
+    n = len(names)
+    height = 1.0 + 0.32 * max(n, 1) * (2 if machine is not None else 1)
+    figure = Figure(figsize=(6.0, height), dpi=96)
+    axes = figure.subplots()
+    rows = np.arange(n)
+    bar = 0.4 if machine is not None else 0.8
+    human_bars = axes.barh(
+        rows - (bar / 2 if machine is not None else 0.0),
+        human,
+        height=bar,
+        color="#2f6b3f",
+        label="human labels",
+    )
+    axes.bar_label(human_bars, labels=[str(int(v)) for v in human], padding=2, fontsize=8)
+    if machine is not None:
+        machine_bars = axes.barh(
+            rows + bar / 2, machine, height=bar, color="#a0aec0", label="machine labels"
+        )
+        axes.bar_label(machine_bars, labels=[str(int(v)) for v in machine], padding=2, fontsize=8)
+    axes.set_yticks(rows, [_plain(name) for name in names], fontsize=9)
+    axes.invert_yaxis()  # the first species on top, as in the list
+    axes.set_xlabel("crops")
+    largest = max([*human, *(machine or []), 1])
+    axes.set_xlim(0, largest * 1.15)  # room for the count labels
+    axes.grid(axis="x", alpha=0.3)
+    axes.legend(loc="lower right", fontsize=8)
+    figure.tight_layout()
+    return _svg_text(figure)
+
+
+def confusion_matrix_svg(counts: np.ndarray, names: Sequence[str]) -> str:
+    """A row-normalised confusion matrix: true species down, predicted species across.
+
+    Args:
+        counts: (C, C) integer counts, ``counts[i, j]`` crops of species i predicted as j
+            (e.g. ``sklearn.metrics.confusion_matrix``).
+        names: (C,) species names of the rows and columns.
+
+    Returns:
+        The ``<svg>`` element as text. Each row shows the share of that species' crops
+        predicted as each species; cells carry their percentage up to 25 species (beyond,
+        the colours alone stay readable), and the figure grows with the number of species.
+    """
+    counts = np.asarray(counts)
+    c = len(names)
+    if counts.shape != (c, c):
+        raise ValueError(f"counts must be ({c}, {c}) for {c} names, got {counts.shape}")
+    totals = counts.sum(axis=1, keepdims=True)
+    shares = np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)
+    side = min(max(4.0, 1.5 + 0.32 * c), 40.0)
+    fontsize = 9 if c <= 20 else 7 if c <= 40 else 5
+    figure = Figure(figsize=(side + 1.5, side), dpi=96)
+    axes = figure.subplots()
+    image = axes.imshow(shares, cmap="Greens", vmin=0.0, vmax=1.0, interpolation="nearest")
+    labels = [_plain(name) for name in names]
+    axes.set_xticks(np.arange(c), labels, rotation=90, fontsize=fontsize)
+    axes.set_yticks(
+        np.arange(c),
+        [f"{label} ({int(n)})" for label, n in zip(labels, totals[:, 0], strict=True)],
+        fontsize=fontsize,
+    )
+    axes.set_xlabel("predicted species (cross-validated)")
+    axes.set_ylabel("labelled species (crops)")
+    if c <= 25:
+        for i in range(c):
+            for j in range(c):
+                if counts[i, j]:
+                    axes.text(
+                        j,
+                        i,
+                        f"{shares[i, j]:.0%}",
+                        ha="center",
+                        va="center",
+                        fontsize=max(fontsize - 2, 5),
+                        color="white" if shares[i, j] > 0.5 else "#1d2521",
+                    )
+    figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04, label="share of the row")
+    figure.tight_layout()
+    return _svg_text(figure)

@@ -5,15 +5,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from django.contrib.auth.models import AnonymousUser, User
-from django.db.models import QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.http import Http404
 
 from activelearn.models import (
+    Consensus,
     Label,
+    LabelKind,
+    Prediction,
     Round,
 )
 from activelearn.selectors import classifier_latest, round_open_get, round_progress
-from annotator.models import Image, Membership, Project, Role
+from annotator.jobs import jobs_active_for_project, jobs_recent_for_project
+from annotator.models import Image, Membership, Project, Role, Species
 from detector.models import Crop
 from embeddings.models import EmbeddingVersion
 from embeddings.selectors import embedding_version_current
@@ -45,6 +49,72 @@ def project_get_for_user(
 
 
 @dataclass(frozen=True)
+class PipelineCounts:
+    """The pipeline's counts, each one SQL aggregate (none grows with the crops in Python).
+
+    ``labelled``: crops whose votes are decided (Consensus done); ``votes_pending``: crops
+    waiting for more votes; ``review``: crops the volunteers disagreed on. ``predicted``: crops
+    with a prediction of the latest classifier; ``auto_acceptable``: active crops without any
+    human vote whose latest prediction reaches that classifier's confidence threshold.
+    """
+
+    images: int
+    images_detected: int
+    images_empty: int
+    crops: int
+    labelled: int
+    votes_pending: int
+    review: int
+    predicted: int
+    auto_acceptable: int
+    classifier_number: int | None
+    threshold: float | None
+
+    def as_json(self) -> dict[str, int | float | None]:
+        return dict(self.__dict__)
+
+
+def pipeline_counts(*, project: Project) -> PipelineCounts:
+    """The project's pipeline counts in five queries, whatever the number of crops."""
+    images = Image.objects.filter(project=project).aggregate(
+        total=Count("id"),
+        detected=Count("id", filter=Q(detected_at__isnull=False)),
+        empty=Count("id", filter=Q(is_empty=True)),
+    )
+    votes = Consensus.objects.filter(project=project).aggregate(
+        done=Count("id", filter=Q(status=Consensus.Status.DONE)),
+        pending=Count("id", filter=Q(status=Consensus.Status.PENDING)),
+        review=Count("id", filter=Q(status=Consensus.Status.REVIEW)),
+    )
+    classifier = classifier_latest(project=project)
+    predicted = auto_acceptable = 0
+    if classifier is not None:
+        threshold = classifier.threshold
+        auto = (
+            Q(confidence__gte=threshold, crop__active=True, crop__consensus__isnull=True)
+            if threshold is not None
+            else Q(pk__in=[])
+        )
+        counts = Prediction.objects.filter(classifier=classifier).aggregate(
+            predicted=Count("id"), auto=Count("id", filter=auto)
+        )
+        predicted, auto_acceptable = counts["predicted"], counts["auto"]
+    return PipelineCounts(
+        images=images["total"],
+        images_detected=images["detected"],
+        images_empty=images["empty"],
+        crops=Crop.objects.filter(project=project, active=True).count(),
+        labelled=votes["done"],
+        votes_pending=votes["pending"],
+        review=votes["review"],
+        predicted=predicted,
+        auto_acceptable=auto_acceptable,
+        classifier_number=classifier.number if classifier else None,
+        threshold=classifier.threshold if classifier else None,
+    )
+
+
+@dataclass(frozen=True)
 class ProjectStatus:
     images: int
     images_detected: int
@@ -58,24 +128,155 @@ class ProjectStatus:
     open_round_total: int
     rounds: list[Round]
     classifier_number: int | None
+    # All of the pipeline's counts (the fields above repeat the commonest of them).
+    pipeline: PipelineCounts
 
 
 def project_status(*, project: Project) -> ProjectStatus:
-    images = Image.objects.filter(project=project)
-    classifier = classifier_latest(project=project)
+    """The project page's status: pipeline counts, embedding, open round and recent rounds.
+
+    A fixed number of queries (about nine), independent of the number of crops.
+    """
+    counts = pipeline_counts(project=project)
     open_round = round_open_get(project=project)
     done, total = round_progress(round_=open_round) if open_round else (0, 0)
     return ProjectStatus(
-        images=images.count(),
-        images_detected=images.filter(detected_at__isnull=False).count(),
-        images_empty=images.filter(is_empty=True).count(),
-        crops=Crop.objects.filter(project=project, active=True).count(),
-        labelled=Label.objects.filter(project=project).values("crop_id").distinct().count(),
-        predicted=classifier.predictions.count() if classifier else 0,
+        images=counts.images,
+        images_detected=counts.images_detected,
+        images_empty=counts.images_empty,
+        crops=counts.crops,
+        labelled=counts.labelled,
+        predicted=counts.predicted,
         embedding=embedding_version_current(project=project),
         open_round=open_round,
         open_round_done=done,
         open_round_total=total,
         rounds=list(project.rounds.order_by("-number")[:20]),
-        classifier_number=classifier.number if classifier else None,
+        classifier_number=counts.classifier_number,
+        pipeline=counts,
     )
+
+
+def project_live_status(*, project: Project) -> dict[str, object]:
+    """What the dashboard polls (``status.json``): pipeline counts, the open round's progress,
+    the active jobs with percent and time left, and the recently finished jobs. A fixed number
+    of queries (about ten)."""
+    open_round = round_open_get(project=project)
+    round_json: dict[str, object] | None = None
+    if open_round is not None:
+        done, total = round_progress(round_=open_round)
+        round_json = {
+            "number": open_round.number,
+            "strategy": open_round.get_strategy_display(),
+            "done": done,
+            "total": total,
+        }
+    return {
+        "pipeline": pipeline_counts(project=project).as_json(),
+        "round": round_json,
+        "jobs": [job.as_json() for job in jobs_active_for_project(project=project)],
+        "recent_jobs": [job.as_json() for job in jobs_recent_for_project(project=project)],
+    }
+
+
+@dataclass(frozen=True)
+class SpeciesCount:
+    """Crops per species: decided human labels and the latest classifier's machine labels of
+    the crops without any human vote."""
+
+    species_id: int
+    name: str
+    human: int
+    machine: int
+
+
+def species_label_counts(*, project: Project) -> list[SpeciesCount]:
+    """Per species of the project, in list order: human and machine label counts (3 queries)."""
+    human = dict(
+        Consensus.objects.filter(
+            project=project, status=Consensus.Status.DONE, kind=LabelKind.SPECIES
+        )
+        .values_list("species_id")
+        .annotate(n=Count("id"))
+        .values_list("species_id", "n")
+    )
+    classifier = classifier_latest(project=project)
+    machine: dict[int, int] = {}
+    if classifier is not None:
+        machine = dict(
+            Prediction.objects.filter(
+                classifier=classifier, crop__active=True, crop__consensus__isnull=True
+            )
+            .values_list("species_id")
+            .annotate(n=Count("id"))
+            .values_list("species_id", "n")
+        )
+    return [
+        SpeciesCount(
+            species_id=s.pk, name=s.name, human=human.get(s.pk, 0), machine=machine.get(s.pk, 0)
+        )
+        for s in Species.objects.filter(project=project)
+    ]
+
+
+@dataclass(frozen=True)
+class SpeciesRow:
+    """A species on the admin's species page, with the labels that name it."""
+
+    species: Species
+    labels: int  # Label rows (votes, including replaced and undone ones)
+    decided: int  # crops whose decided human label is this species
+
+
+def species_list_with_counts(*, project: Project) -> list[SpeciesRow]:
+    """The project's species in list order with their label counts (three grouped queries,
+    not one join of labels with consensus rows, which would multiply them)."""
+    labels = dict(
+        Label.objects.filter(project=project, species__isnull=False)
+        .values_list("species_id")
+        .annotate(n=Count("id"))
+        .values_list("species_id", "n")
+    )
+    decided = dict(
+        Consensus.objects.filter(project=project, status=Consensus.Status.DONE)
+        .exclude(species__isnull=True)
+        .values_list("species_id")
+        .annotate(n=Count("id"))
+        .values_list("species_id", "n")
+    )
+    return [
+        SpeciesRow(species=s, labels=labels.get(s.pk, 0), decided=decided.get(s.pk, 0))
+        for s in Species.objects.filter(project=project)
+    ]
+
+
+def members_list(*, project: Project) -> QuerySet[Membership]:
+    """The project's memberships with their users, admins first, then by username."""
+    return (
+        Membership.objects.filter(project=project)
+        .select_related("user")
+        .order_by("role", "user__username")
+    )
+
+
+@dataclass(frozen=True)
+class LabelCountsView:
+    """Crops per species as a table (``rows``) and a bar chart (``svg``)."""
+
+    rows: list[SpeciesCount]
+    svg: str
+
+
+def label_counts_chart(*, project: Project) -> LabelCountsView | None:
+    """The admin's label-count chart: human and machine labels per species; None without
+    species. Three queries."""
+    rows = species_label_counts(project=project)
+    if not rows:
+        return None
+    # Imported here: matplotlib is slow to import and only this page needs it.
+    from activelearn.plots import label_counts_svg
+
+    svg = label_counts_svg(
+        [r.name for r in rows], [r.human for r in rows], [r.machine for r in rows]
+    )
+    return LabelCountsView(rows=rows, svg=svg)

@@ -16,6 +16,8 @@ from django.utils.text import slugify
 from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
 
+from activelearn.models import ClassifierVersion, Consensus, EventPrediction, Label, Prediction
+from activelearn.services import classifier_retrain_queue, consensus_update
 from annotator.coco import CocoMetadata, coco_metadata_read
 from annotator.models import Image, Membership, Project, Role, Species
 from annotator.sequences import FrameInfo, exif_camera_and_time, sequences_infer
@@ -343,3 +345,199 @@ def project_crops_refresh(*, project_id: int) -> DeriveReport:
     elif report.created:
         embeddings_sync(project=project)
     return report
+
+
+# --- Members and species, managed by the project's admins ----------------------------------
+
+
+class MemberError(ValueError):
+    """A change to the members was refused; the message says why. Nothing was changed."""
+
+
+def _admins_left(*, project: Project, without: Membership) -> bool:
+    """Whether the project keeps an admin when ``without`` stops being one.
+
+    Locks the project's membership rows, so that two admins demoting each other at the same
+    moment cannot both succeed.
+    """
+    admins = list(
+        Membership.objects.select_for_update()
+        .filter(project=project, role=Role.ADMIN)
+        .values_list("pk", flat=True)
+    )
+    return any(pk != without.pk for pk in admins)
+
+
+def member_add(*, project: Project, username: str, role: str) -> Membership:
+    """Make the existing user ``username`` a member of ``project`` with ``role``.
+
+    Raises MemberError for an unknown user, someone already a member (change their role
+    instead) or an unknown role.
+    """
+    if role not in Role.values:
+        raise MemberError(f"unknown role {role!r}; choose one of {', '.join(Role.values)}")
+    user = User.objects.filter(username=username.strip()).first()
+    if user is None:
+        raise MemberError(f"there is no user {username.strip()!r}: they must sign up first")
+    with transaction.atomic():
+        if Membership.objects.filter(project=project, user=user).exists():
+            raise MemberError(f"{user.username} is a member already; change their role instead")
+        return Membership.objects.create(project=project, user=user, role=role)
+
+
+def member_role_change(*, project: Project, membership_id: int, role: str) -> Membership:
+    """Give the member ``membership_id`` of ``project`` the ``role``.
+
+    Raises MemberError for an unknown member or role, or when it would leave the project
+    without an admin.
+    """
+    if role not in Role.values:
+        raise MemberError(f"unknown role {role!r}; choose one of {', '.join(Role.values)}")
+    with transaction.atomic():
+        membership = _member_get(project=project, membership_id=membership_id)
+        if (
+            membership.role == Role.ADMIN
+            and role != Role.ADMIN
+            and not _admins_left(project=project, without=membership)
+        ):
+            raise MemberError(
+                f"{membership.user.username} is the project's last admin: make someone else "
+                "admin first"
+            )
+        membership.role = role
+        membership.save(update_fields=["role"])
+    return membership
+
+
+def member_remove(*, project: Project, membership_id: int) -> User:
+    """Remove the member ``membership_id`` from ``project``; returns the user.
+
+    Their labels stay (labels are never lost). Raises MemberError for an unknown member, or
+    when the member is the project's last admin.
+    """
+    with transaction.atomic():
+        membership = _member_get(project=project, membership_id=membership_id)
+        if membership.role == Role.ADMIN and not _admins_left(project=project, without=membership):
+            raise MemberError(
+                f"{membership.user.username} is the project's last admin and cannot be removed"
+            )
+        membership.delete()
+    return membership.user
+
+
+def _member_get(*, project: Project, membership_id: int) -> Membership:
+    membership = (
+        Membership.objects.select_for_update()
+        .select_related("user")
+        .filter(project=project, pk=membership_id)
+        .first()
+    )
+    if membership is None:
+        raise MemberError(f"member {membership_id} is not part of project {project.name!r}")
+    return membership
+
+
+class SpeciesError(ValueError):
+    """A change to the species list was refused; the message says why. Nothing was changed."""
+
+
+SPECIES_NAME_MAX = 200
+
+
+def _species_name_clean(*, project: Project, name: str, exclude_id: int | None = None) -> str:
+    """``name`` stripped; SpeciesError when empty, too long or (case-insensitively) taken."""
+    name = " ".join(name.split())
+    if not name:
+        raise SpeciesError("a species needs a name")
+    if len(name) > SPECIES_NAME_MAX:
+        raise SpeciesError(f"a species name has at most {SPECIES_NAME_MAX} characters")
+    taken = Species.objects.filter(project=project, name__iexact=name)
+    if exclude_id is not None:
+        taken = taken.exclude(pk=exclude_id)
+    if taken.exists():
+        raise SpeciesError(f"the project has a species called {name!r} already")
+    return name
+
+
+def species_add(*, project: Project, name: str) -> Species:
+    """Add a species at the end of the project's list. SpeciesError for a taken name."""
+    with transaction.atomic():
+        Project.objects.select_for_update().filter(pk=project.pk).first()  # one writer
+        name = _species_name_clean(project=project, name=name)
+        last = project.species.order_by("-position").values_list("position", flat=True).first()
+        return Species.objects.create(
+            project=project, name=name, position=0 if last is None else last + 1
+        )
+
+
+def species_rename(*, project: Project, species_id: int, name: str) -> Species:
+    """Rename a species; its labels keep pointing at it. SpeciesError for a taken name."""
+    with transaction.atomic():
+        Project.objects.select_for_update().filter(pk=project.pk).first()
+        species = _species_get(project=project, species_id=species_id)
+        species.name = _species_name_clean(project=project, name=name, exclude_id=species.pk)
+        species.save(update_fields=["name"])
+    return species
+
+
+@dataclass(frozen=True)
+class SpeciesMergeReport:
+    source: str
+    target: Species
+    labels: int
+    consensus: int
+    predictions: int
+    event_predictions: int
+
+
+def species_merge(*, project: Project, source_id: int, target_id: int) -> SpeciesMergeReport:
+    """Merge species ``source`` into ``target``: labels follow, then ``source`` is deleted.
+
+    In one transaction every Label, Consensus, Prediction and EventPrediction naming
+    ``source`` is moved to ``target``; the consensus of every crop with a vote for ``source``
+    is recomputed (two volunteers who disagreed as "fox" and "red fox" now agree), and a
+    retrain is queued. The latest classifier's ``last_label_id`` is reset to 0, because the
+    labels it was trained on changed species without any new label, which the retrain would
+    otherwise skip as "nothing new".
+
+    ``Prediction.top``/``EventPrediction.top`` JSON lists ([[species id, p], ...]) are not
+    rewritten (a million rows): they may name the deleted species until the queued retrain
+    replaces them, so readers of ``top`` must tolerate unknown species ids (the only reader,
+    the uncertainty strategies, uses the probabilities alone).
+    """
+    if source_id == target_id:
+        raise SpeciesError("choose two different species to merge")
+    with transaction.atomic():
+        Project.objects.select_for_update().filter(pk=project.pk).first()
+        source = _species_get(project=project, species_id=source_id)
+        target = _species_get(project=project, species_id=target_id)
+        crop_ids = list(
+            Label.objects.filter(species=source).values_list("crop_id", flat=True).distinct()
+        )
+        labels = Label.objects.filter(species=source).update(species=target)
+        consensus = Consensus.objects.filter(species=source).update(species=target)
+        predictions = Prediction.objects.filter(species=source).update(species=target)
+        events = EventPrediction.objects.filter(species=source).update(species=target)
+        consensus_update(project=project, crop_ids=crop_ids)
+        name = source.name
+        source.delete()
+        if labels:
+            latest = project.classifier_versions.order_by("-number").first()
+            if latest is not None:
+                ClassifierVersion.objects.filter(pk=latest.pk).update(last_label_id=0)
+            classifier_retrain_queue(project_id=project.pk)
+    return SpeciesMergeReport(
+        source=name,
+        target=target,
+        labels=labels,
+        consensus=consensus,
+        predictions=predictions,
+        event_predictions=events,
+    )
+
+
+def _species_get(*, project: Project, species_id: int) -> Species:
+    species = Species.objects.filter(project=project, pk=species_id).first()
+    if species is None:
+        raise SpeciesError(f"species {species_id} is not in project {project.name!r}")
+    return species

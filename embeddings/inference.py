@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -185,19 +185,26 @@ def _run(
     *,
     device: str,
     precision: str,
+    progress: Callable[[int, int], None] | None = None,
 ) -> None:
-    """Fill ``out`` (N, embedding_dim) row by row from ``loader``, in eval/inference mode."""
+    """Fill ``out`` (N, embedding_dim) row by row from ``loader``, in eval/inference mode.
+
+    ``progress(rows done, rows in all)`` is called after every batch."""
     was_training = net.training
     net.eval()
     try:
         backbone = _inference_backbone(net, precision, device)
         dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        done = 0
         with torch.inference_mode():
             for batch, indices in loader:
                 vectors = _embed_batch(
                     backbone, net.head, batch.to(device, non_blocking=True), dtype
                 )
                 out[indices.numpy()] = vectors.cpu().numpy()
+                if progress is not None:
+                    done += int(indices.numel())
+                    progress(done, out.shape[0])
     finally:
         net.train(was_training)  # leave the caller's training/eval mode as it was
 
@@ -212,6 +219,7 @@ def embed_images(
     device: str = "cpu",
     precision: str = "fp32",
     num_threads: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """Embed image files with ``net``.
 
@@ -232,6 +240,8 @@ def embed_images(
             "auto" (bf16 on a CPU with native bfloat16, else fp32).
         num_threads: torch intra-op threads while embedding (restored afterwards);
             None means every CPU this process may use.
+        progress: called as ``progress(images done, images in all)`` after every batch
+            (e.g. to report a job's progress); None for no reports.
 
     Returns:
         float32 array of shape ``(len(paths), net.embedding_dim)``; row i is the unit-norm
@@ -256,7 +266,7 @@ def embed_images(
     )
     net.to(device)
     with torch_threads(num_threads or available_cpus()):
-        _run(net, loader, out, device=device, precision=resolved)
+        _run(net, loader, out, device=device, precision=resolved, progress=progress)
     if not np.isfinite(out).all():
         raise RuntimeError("embedding network produced non-finite values (NaN/inf)")
     return out

@@ -15,7 +15,8 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from annotator.models import Project
+from annotator.jobs import JobTracker, job_track
+from annotator.models import Job, Project
 from detector.models import Crop
 from embeddings.index import index_build, index_save
 from embeddings.inference import embed_images
@@ -105,7 +106,8 @@ def embedding_version_build(*, project: Project) -> EmbeddingVersion:
         Crop.objects.filter(project=project).order_by("id").values_list("id", flat=True),
         dtype=np.int64,
     )
-    _vectors_write(version=version, ids=ids, vectors=_embed(version=version, ids=ids))
+    vectors = _embed(version=version, ids=ids, detail=f"embedding every crop for v{number}")
+    _vectors_write(version=version, ids=ids, vectors=vectors)
     with transaction.atomic():
         version.status = EmbeddingVersion.Status.READY
         version.activated_at = timezone.now()
@@ -124,7 +126,9 @@ def _version_extend(*, version: EmbeddingVersion) -> None:
     )
     if missing.size == 0:
         return
-    new_vectors = _embed(version=version, ids=missing)
+    new_vectors = _embed(
+        version=version, ids=missing, detail=f"embedding new crops with v{version.number}"
+    )
     _vectors_write(
         version=version,
         ids=np.concatenate([old_ids, missing]),
@@ -132,13 +136,24 @@ def _version_extend(*, version: EmbeddingVersion) -> None:
     )
 
 
-def _embed(*, version: EmbeddingVersion, ids: np.ndarray) -> np.ndarray:
-    """Embed the crops with primary keys ``ids`` (K,) → (K, dim) float32, in the same order."""
-    net, info = load_embedding_checkpoint(_directory(version) / CHECKPOINT)
-    files = dict(Crop.objects.filter(id__in=ids.tolist()).values_list("id", "file"))
-    paths = [Path(settings.MEDIA_ROOT) / files[int(i)] for i in ids]
-    logger.info("embedding %d crops with %s", len(paths), version)
-    return embed_images(net, paths, info=info)
+def _embed(*, version: EmbeddingVersion, ids: np.ndarray, detail: str) -> np.ndarray:
+    """Embed the crops with primary keys ``ids`` (K,) → (K, dim) float32, in the same order.
+
+    Reported as an embedding job (crops done of K) on the admin's dashboard, with ``detail``.
+    """
+    if ids.size == 0:
+        return np.zeros((0, version.embedding_dim), dtype=np.float32)
+    with _job(version=version, kind=Job.Kind.EMBEDDING, total=int(ids.size), detail=detail) as job:
+        net, info = load_embedding_checkpoint(_directory(version) / CHECKPOINT)
+        files = dict(Crop.objects.filter(id__in=ids.tolist()).values_list("id", "file"))
+        paths = [Path(settings.MEDIA_ROOT) / files[int(i)] for i in ids]
+        logger.info("embedding %d crops with %s", len(paths), version)
+        return embed_images(net, paths, info=info, progress=job.advance)
+
+
+def _job(*, version: EmbeddingVersion, kind: str, total: int, detail: str) -> JobTracker:
+    """A dashboard job of ``version``'s project (without loading the project row)."""
+    return job_track(project=Project(pk=version.project_id), kind=kind, total=total, detail=detail)
 
 
 def _vectors_write(*, version: EmbeddingVersion, ids: np.ndarray, vectors: np.ndarray) -> None:
@@ -220,7 +235,11 @@ def embedding_finetune_run(
                 version=version, net=net, info=info, crop_ids=crop_ids, labels=labels, config=config
             )
         else:
-            result = train_full(net, _crop_paths(crop_ids), labels, info=info, config=config)
+            paths = _crop_paths(crop_ids)
+            with _finetune_job(version=version, n_labels=int(labels.size)) as job:
+                result = train_full(
+                    net, paths, labels, info=info, config=config, progress=job.advance
+                )
         _finetune_save(
             version=version,
             net=net,
@@ -253,8 +272,21 @@ def _finetune_head(
     ids, features = _features_sync(version=version, net=net, info=info)
     position = {int(c): i for i, c in enumerate(ids)}
     rows = [position[int(c)] for c in crop_ids]
-    result = train_head(net, features[rows], labels, config=config)
+    with _finetune_job(version=version, n_labels=int(labels.size)) as job:
+        result = train_head(net, features[rows], labels, config=config, progress=job.advance)
     return result, (ids, embed_from_features(net, features))
+
+
+def _finetune_job(*, version: EmbeddingVersion, n_labels: int) -> JobTracker:
+    """The dashboard job of fine-tuning's training: one unit per epoch."""
+    parent = f" from v{version.parent.number}" if version.parent is not None else ""
+    return _job(
+        version=version,
+        kind=Job.Kind.FINETUNE,
+        total=version.epochs,
+        detail=f"v{version.number}{parent}, {version.mode} mode, {n_labels} labels, "
+        f"{version.epochs} epochs",
+    )
 
 
 def _finetune_save(
@@ -278,7 +310,8 @@ def _finetune_save(
             .values_list("id", flat=True),
             dtype=np.int64,
         )
-        pending = (ids, _embed(version=version, ids=ids))
+        detail = f"re-embedding every crop with fine-tuned v{version.number}"
+        pending = (ids, _embed(version=version, ids=ids, detail=detail))
     _vectors_write(version=version, ids=pending[0], vectors=pending[1])
     _version_extend(version=version)  # crops imported while it trained
     version.loss_curve = [round(float(x), 6) for x in result.loss_curve]
@@ -320,7 +353,10 @@ def _features_sync(
         dtype=np.int64,
     )
     if missing.size or features is None:
-        new = backbone_features(net, _crop_paths(missing), info=info)
+        paths = _crop_paths(missing)
+        detail = f"backbone features of {missing.size} crops for head-only fine-tuning"
+        with _job(version=version, kind=Job.Kind.EMBEDDING, total=len(paths), detail=detail) as job:
+            new = backbone_features(net, paths, info=info, progress=job.advance)
         ids = np.concatenate([ids, missing])
         features = new if features is None else np.concatenate([features, new])
         embeddings_save(directory, ids=ids, vectors=features)

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -274,7 +274,12 @@ def _result(
 
 
 def train_head(
-    net: EmbeddingNet, features: np.ndarray, labels: np.ndarray, *, config: TrainConfig
+    net: EmbeddingNet,
+    features: np.ndarray,
+    labels: np.ndarray,
+    *,
+    config: TrainConfig,
+    progress: Callable[[int, int], None] | None = None,
 ) -> TrainResult:
     """Train ``net.head`` in place on cached backbone features with semi-hard triplet loss.
 
@@ -285,6 +290,7 @@ def train_head(
             (``backbone_features``), possibly several augmented views per crop.
         labels: (N,) integer class of each row. Classes with < 2 rows are dropped.
         config: ``config.mode`` must be "head".
+        progress: called as ``progress(epochs done, config.epochs)`` after every epoch.
 
     Returns:
         TrainResult. The net is left in eval mode.
@@ -306,7 +312,7 @@ def train_head(
     curves: tuple[list[float], list[float]] = ([], [])
     n_batches = 0
     net.train()
-    for _ in range(config.epochs):
+    for epoch in range(config.epochs):
         batches = _epoch_batches(sampler, rng, plan.batch_p * config.batch_k)
         stats = []
         for batch in batches:
@@ -315,6 +321,8 @@ def train_head(
             stats.append(_step(optimizer, objective, embeddings, y[index]))
         _record(curves, stats)
         n_batches = len(batches)
+        if progress is not None:
+            progress(epoch + 1, config.epochs)
     net.eval()
     return _result(config, plan, labels.shape[0], curves, n_batches, started)
 
@@ -405,6 +413,7 @@ def backbone_features(
     num_workers: int = 0,
     device: str = "cpu",
     augment_seed: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """Pooled backbone outputs (no head) of image files: the cache that head mode trains on.
 
@@ -418,6 +427,7 @@ def backbone_features(
         augment_seed: None -> inference preprocessing (``preprocess_image``); an int ->
             one randomly augmented view per image (``augmentation``), reproducible from
             the seed (image i uses a seed derived from (augment_seed, i)).
+        progress: called as ``progress(images done, images in all)`` after every batch.
 
     Returns:
         float32 (len(paths), info.feature_dim); row i belongs to paths[i].
@@ -436,6 +446,7 @@ def backbone_features(
     dataset = _ImageDataset([Path(p) for p in paths], info)
     was_training = net.training
     net.to(device).eval()
+    done = 0
     try:
         with torch.inference_mode():
             for images, indices in _loader(
@@ -443,6 +454,9 @@ def backbone_features(
             ):
                 features = net.backbone(images.to(device, non_blocking=True))
                 out[indices.numpy()] = features.float().cpu().numpy()
+                if progress is not None:
+                    done += int(indices.numel())
+                    progress(done, out.shape[0])
     finally:
         net.train(was_training)
     if not np.isfinite(out).all():
@@ -512,6 +526,7 @@ def train_full(
     *,
     info: BackboneInfo,
     config: TrainConfig,
+    progress: Callable[[int, int], None] | None = None,
 ) -> TrainResult:
     """Fine-tune every layer of ``net`` in place on augmented image crops.
 
@@ -521,6 +536,7 @@ def train_full(
         labels: (N,) integer class of each crop; classes with < 2 crops are dropped.
         info: the net's ``BackboneInfo`` (input size, normalisation).
         config: ``config.mode`` must be "full".
+        progress: called as ``progress(epochs done, config.epochs)`` after every epoch.
 
     Returns:
         TrainResult (loss per epoch etc.).
@@ -542,11 +558,13 @@ def train_full(
     curves: tuple[list[float], list[float]] = ([], [])
     n_batches = 0
     with _seeded_torch(config.seed, config.device):
-        for _ in range(config.epochs):
+        for epoch in range(config.epochs):
             batches = _epoch_batches(sampler, rng, plan.batch_p * config.batch_k)
             stats = _full_epoch(net, dataset, batches, plan, rng, optimizer, objective, config)
             _record(curves, stats)
             n_batches = len(batches)
+            if progress is not None:
+                progress(epoch + 1, config.epochs)
     net.eval()
     return _result(config, plan, labels.shape[0], curves, n_batches, started)
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db import transaction
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from activelearn.selectors import (
     classifier_latest,
+    confusion_matrix_get,
     learning_curve_get,
 )
 from activelearn.services import (
@@ -30,10 +31,13 @@ from annotator.forms import (
     RoundStartForm,
     ThresholdsForm,
 )
+from annotator.jobs import jobs_active_for_project, jobs_recent_for_project
 from annotator.models import Role
 from annotator.selectors import (
+    label_counts_chart,
     project_get_for_user,
     project_list_for_user,
+    project_live_status,
     project_status,
 )
 from annotator.services import detection_job_create, project_thresholds_update
@@ -53,7 +57,9 @@ def project_list(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_GET
 def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
+    """The project page; admins also get jobs, plots and the controls of the pipeline."""
     project, role = project_get_for_user(slug=slug, user=request.user)
+    is_admin = role == Role.ADMIN
     context = {
         "project": project,
         "role": role,
@@ -71,7 +77,11 @@ def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
             }
         ),
         "classifier": classifier_latest(project=project),
-        "learning_curve": learning_curve_get(project=project) if role == Role.ADMIN else None,
+        "learning_curve": learning_curve_get(project=project) if is_admin else None,
+        "label_counts": label_counts_chart(project=project) if is_admin else None,
+        "confusion": confusion_matrix_get(project=project) if is_admin else None,
+        "jobs": jobs_active_for_project(project=project) if is_admin else [],
+        "recent_jobs": jobs_recent_for_project(project=project) if is_admin else [],
         "detection": detection_job_latest(project=project),
         "embedding_versions": embedding_versions_list(project=project),
         "detection_form": DetectionStartForm(),
@@ -86,6 +96,16 @@ def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
         "can_export": role in EXPORTERS,
     }
     return render(request, "annotator/project_detail.html", context)
+
+
+@login_required
+@require_GET
+def project_status_json(request: HttpRequest, slug: str) -> JsonResponse:
+    """What the admin's dashboard polls: pipeline counts, round progress and active jobs."""
+    project, _ = project_get_for_user(slug=slug, user=request.user, roles=(Role.ADMIN,))
+    response = JsonResponse(project_live_status(project=project))
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 @login_required
