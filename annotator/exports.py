@@ -1,15 +1,46 @@
-"""Reads behind the ecologists' exports, in constant memory."""
+"""Reads behind the ecologists' exports, in constant memory.
+
+Every export reads the project in chunks of ``EXPORT_CHUNK`` rows by primary key (or by
+capture event, then key), with a fixed number of queries per chunk, so memory and the number
+of queries grow with the number of chunks, never with the project held at once.
+
+How human and machine labels combine (``final_label``; one rule for every export):
+
+1. A crop whose human consensus is *done* takes the humans' label (a species, ``not_animal``
+   or ``unknown``), source ``human``. Humans always win, whatever the classifier says.
+2. Otherwise, a crop whose prediction by the latest READY classifier has a confidence at or
+   above that classifier's auto-accept ``threshold`` takes the machine's species, source
+   ``auto`` (auto-accepted).
+3. Otherwise, a crop with a prediction takes the machine's top-1 species, source ``machine``:
+   counted, but marked as an unconfirmed machine label.
+4. Otherwise the crop has no label (source ``""``): it counts as an unlabelled animal.
+
+A consensus that is still pending or waiting for an admin's review is not final: the crop
+falls to rules 2 to 4 (the crop CSV still shows the votes so far). Crops take part in the
+image and event counts when they are active (above the project's current thresholds) or have
+a done human label (a person confirmed them). ``not_animal`` crops never count as animals.
+
+Counts: an image's count of a species is the number of its crops whose final label is that
+species. An event's count of a species is the maximum of that count over the event's images
+(animals are seen again in consecutive frames, so summing would count them twice).
+"""
 
 from __future__ import annotations
 
+import json
+from collections import defaultdict
 from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TypeVar
 
-from django.db.models import Q
+from django.db.models import Count, Max, Model, Q, QuerySet
 
 from activelearn.models import (
     ClassifierVersion,
+    Consensus,
     EventPrediction,
-    Label,
+    LabelKind,
     Prediction,
     Round,
     RoundCrop,
@@ -18,9 +49,13 @@ from activelearn.selectors import classifier_latest
 from annotator.models import Image, Project
 from annotator.sequences import capture_event
 from detector.models import Crop
-from detector.selectors import event_counts
 
 EXPORT_CHUNK = 2000
+
+M = TypeVar("M", bound=Model)
+
+HUMAN, AUTO, MACHINE, NO_LABEL = "human", "auto", "machine", ""
+
 EXPORT_HEADER = [
     "crop_id",
     "image_file",
@@ -35,11 +70,16 @@ EXPORT_HEADER = [
     "image_count",
     "event_count",
     "human_label",
+    "consensus_status",
+    "votes",
+    "agreement",
     "labelled_by",
     "labelled_at",
     "machine_label",
     "machine_confidence",
     "auto_accepted",
+    "final_label",
+    "label_source",
     "event_id",
     "event_machine_label",
     "event_machine_confidence",
@@ -49,54 +89,83 @@ EXPORT_HEADER = [
     "strategy",
 ]
 
+# The columns of ``Tally.columns``, shared by the image and the event CSV.
+TALLY_HEADER = [
+    "species",
+    "counts",
+    "label_sources",
+    "n_crops",
+    "n_human_labelled",
+    "n_auto_accepted",
+    "n_machine_only",
+    "n_unlabelled",
+    "n_unknown",
+    "n_not_animal",
+]
 
-def export_crop_rows(*, project: Project) -> Iterator[list[object]]:
-    """One row per crop (EXPORT_HEADER order), read in chunks so memory stays constant."""
-    classifier = classifier_latest(project=project)
-    events = event_counts(project=project)
-    # Inactive crops (below the current thresholds) are exported only when a person labelled
-    # them: labels are never dropped from an export.
-    crops = (
-        Crop.objects.filter(project=project)
-        .filter(Q(active=True) | Q(labels__isnull=False))
-        .distinct()
-        .select_related("image", "detection")
-    )
-    last_id = 0
-    while True:
-        chunk = list(crops.filter(id__gt=last_id).order_by("id")[:EXPORT_CHUNK])
-        if not chunk:
-            return
-        last_id = chunk[-1].pk
-        ids = [c.pk for c in chunk]
-        labels = _latest_labels(ids)
-        predictions = (
-            {
-                p.crop_id: p
-                for p in Prediction.objects.filter(
-                    classifier=classifier, crop_id__in=ids
-                ).select_related("species")
-            }
-            if classifier
-            else {}
+IMAGE_HEADER = [
+    "image_id",
+    "image_file",
+    "seq_id",
+    "event_id",
+    "frame_num",
+    "camera",
+    "taken_at",
+    "width",
+    "height",
+    "is_empty",
+    "image_count",
+    *TALLY_HEADER,
+]
+
+EVENT_HEADER = [
+    "event_id",
+    "seq_id",
+    "camera",
+    "n_images",
+    "start",
+    "end",
+    *TALLY_HEADER,
+    "event_machine_label",
+    "event_machine_confidence",
+    "classifier_version",
+]
+
+
+@dataclass(frozen=True)
+class FinalLabel:
+    """A crop's label after humans and machine are combined (see the module docstring).
+
+    ``kind`` is a LabelKind value, or "" for no label; ``species`` the species name when
+    ``kind`` is "species"; ``confidence`` the machine's confidence (auto/machine) or the
+    humans' agreement (human).
+    """
+
+    kind: str
+    species: str
+    source: str
+    confidence: float | None
+
+
+def final_label(
+    *, consensus: Consensus | None, prediction: Prediction | None, threshold: float | None
+) -> FinalLabel:
+    """Combine a crop's human consensus and its latest prediction; humans always win.
+
+    ``consensus`` and ``prediction`` need their ``species`` loaded.
+    """
+    if consensus is not None and consensus.status == Consensus.Status.DONE:
+        name = consensus.species.name if consensus.species else ""
+        return FinalLabel(consensus.kind, name, HUMAN, consensus.agreement)
+    if prediction is not None:
+        auto = threshold is not None and prediction.confidence >= threshold
+        return FinalLabel(
+            LabelKind.SPECIES,
+            prediction.species.name,
+            AUTO if auto else MACHINE,
+            prediction.confidence,
         )
-        event_predictions = _event_predictions(classifier, chunk)
-        rounds = {
-            item.crop_id: item.round
-            for item in RoundCrop.objects.filter(crop_id__in=ids)
-            .select_related("round")
-            .order_by("round__number")
-        }
-        for crop in chunk:
-            yield _export_row(
-                events,
-                crop,
-                labels.get(crop.pk),
-                predictions.get(crop.pk),
-                event_predictions.get(crop_event(crop.image)),
-                rounds.get(crop.pk),
-                classifier,
-            )
+    return FinalLabel(NO_LABEL, "", NO_LABEL, None)
 
 
 def crop_event(image: Image) -> str:
@@ -104,47 +173,77 @@ def crop_event(image: Image) -> str:
     return capture_event(seq_id=image.seq_id, image_id=image.pk)
 
 
-def _event_predictions(
-    classifier: ClassifierVersion | None, crops: list[Crop]
-) -> dict[str, EventPrediction]:
-    if classifier is None:
-        return {}
-    events = {crop_event(crop.image) for crop in crops}
-    rows = EventPrediction.objects.filter(classifier=classifier, event__in=events)
-    return {e.event: e for e in rows.select_related("species")}
+def consensus_of(crop: Crop) -> Consensus | None:
+    """The crop's Consensus row, or None when no one voted (reverse one-to-one)."""
+    return getattr(crop, "consensus", None)
 
 
-def _latest_labels(crop_ids: list[int]) -> dict[int, Label]:
-    latest: dict[int, Label] = {}
-    for label in (
-        Label.objects.filter(crop_id__in=crop_ids).select_related("species", "user").order_by("id")
-    ):
-        latest[label.crop_id] = label
-    return latest
+def classifier_label(classifier: ClassifierVersion) -> str:
+    """How exports name a classifier: its version and the embedding it reads."""
+    embedding = classifier.embedding_version.number
+    return f"Trapwise classifier v{classifier.number} (embedding v{embedding})"
 
 
-def _export_row(
-    events: dict[str, int],
+# --- crop level -------------------------------------------------------------------------------
+
+
+def export_crop_rows(*, project: Project) -> Iterator[list[object]]:
+    """One row per crop (EXPORT_HEADER order), read in chunks so memory stays constant.
+
+    Crops are exported when active, or inactive but with a human vote: labels are never
+    dropped from an export. Five queries per chunk of crops.
+    """
+    classifier = classifier_latest(project=project)
+    threshold = classifier.threshold if classifier else None
+    crops = (
+        Crop.objects.filter(project=project)
+        .filter(Q(active=True) | Q(consensus__isnull=False))
+        .select_related(
+            "image", "detection", "consensus", "consensus__species", "consensus__label__user"
+        )
+        .order_by("id")
+    )
+    for chunk in _keyset_chunks(crops):
+        ids = [c.pk for c in chunk]
+        predictions = _predictions(classifier, ids)
+        events = _event_predictions(classifier, {crop_event(c.image) for c in chunk})
+        counts = _event_counts(project, {c.image.seq_id for c in chunk if c.image.seq_id})
+        rounds = {
+            item.crop_id: item.round
+            for item in RoundCrop.objects.filter(crop_id__in=ids)
+            .select_related("round")
+            .order_by("round__number")
+        }
+        for crop in chunk:
+            consensus = consensus_of(crop)
+            prediction = predictions.get(crop.pk)
+            final = final_label(consensus=consensus, prediction=prediction, threshold=threshold)
+            yield _crop_row(
+                crop,
+                consensus,
+                prediction,
+                final,
+                events.get(crop_event(crop.image)),
+                counts.get(crop.image.seq_id, "") if crop.image.seq_id else "",
+                rounds.get(crop.pk),
+                classifier,
+            )
+
+
+def _crop_row(
     crop: Crop,
-    label: Label | None,
+    consensus: Consensus | None,
     prediction: Prediction | None,
+    final: FinalLabel,
     event: EventPrediction | None,
+    event_count: object,
     round_: Round | None,
     classifier: ClassifierVersion | None,
 ) -> list[object]:
     det = crop.detection
-    threshold = classifier.threshold if classifier else None
-    # Auto-accepted: no person labelled it, and the classifier is at least as sure as the
-    # confidence at which its cross-validated labels reach the project's target accuracy.
-    auto = (
-        label is None
-        and prediction is not None
-        and threshold is not None
-        and prediction.confidence >= threshold
-    )
     human = ""
-    if label is not None:
-        human = label.species.name if label.species else label.kind
+    if consensus is not None:
+        human = consensus.species.name if consensus.species else consensus.kind
     return [
         crop.pk,
         crop.image.file_name,
@@ -157,13 +256,18 @@ def _export_row(
         round(det.confidence, 4),
         int(crop.active),
         crop.image.count,
-        events.get(crop.image.seq_id, "") if crop.image.seq_id else "",
+        event_count,
         human,
-        label.user.get_username() if label else "",
-        label.created_at.isoformat() if label else "",
+        consensus.status if consensus else "",
+        consensus.votes if consensus else "",
+        round(consensus.agreement, 4) if consensus else "",
+        consensus.label.user.get_username() if consensus else "",
+        consensus.label.created_at.isoformat() if consensus else "",
         prediction.species.name if prediction else "",
         round(prediction.confidence, 4) if prediction else "",
-        int(auto),
+        int(final.source == AUTO),
+        final.species or final.kind,
+        final.source,
         crop_event(crop.image),
         event.species.name if event else "",
         round(event.confidence, 4) if event else "",
@@ -172,3 +276,412 @@ def _export_row(
         round_.number if round_ else "",
         round_.strategy if round_ else "",
     ]
+
+
+# --- images and their crops -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CropRecord:
+    """A crop of an image with its human consensus, latest prediction and final label."""
+
+    crop: Crop
+    consensus: Consensus | None
+    prediction: Prediction | None
+    final: FinalLabel
+
+
+@dataclass
+class Tally:
+    """Crops counted by final label: per species (in first-seen order) and per source."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    sources: dict[str, set[str]] = field(default_factory=dict)
+    n_crops: int = 0
+    n_human: int = 0
+    n_auto: int = 0
+    n_machine: int = 0
+    n_unlabelled: int = 0
+    n_unknown: int = 0
+    n_not_animal: int = 0
+
+    def add(self, final: FinalLabel) -> None:
+        self.n_crops += 1
+        if final.source == HUMAN:
+            self.n_human += 1
+        elif final.source == AUTO:
+            self.n_auto += 1
+        elif final.source == MACHINE:
+            self.n_machine += 1
+        else:
+            self.n_unlabelled += 1
+        if final.kind == LabelKind.SPECIES:
+            self.counts[final.species] = self.counts.get(final.species, 0) + 1
+            self.sources.setdefault(final.species, set()).add(final.source)
+        elif final.kind == LabelKind.UNKNOWN:
+            self.n_unknown += 1
+        elif final.kind == LabelKind.NOT_ANIMAL:
+            self.n_not_animal += 1
+
+    def merge_max(self, other: Tally) -> None:
+        """Fold an image's tally into an event's: species counts by maximum, crops by sum."""
+        for name, count in other.counts.items():
+            self.counts[name] = max(self.counts.get(name, 0), count)
+            self.sources.setdefault(name, set()).update(other.sources[name])
+        self.n_crops += other.n_crops
+        self.n_human += other.n_human
+        self.n_auto += other.n_auto
+        self.n_machine += other.n_machine
+        self.n_unlabelled += other.n_unlabelled
+        self.n_unknown += other.n_unknown
+        self.n_not_animal += other.n_not_animal
+
+    def columns(self) -> list[object]:
+        """species, counts, label_sources, n_crops, ... n_not_animal (IMAGE_HEADER order)."""
+        names = list(self.counts)
+        return [
+            ";".join(names),
+            ";".join(str(self.counts[n]) for n in names),
+            ";".join(_sources_text(self.sources[n]) for n in names),
+            self.n_crops,
+            self.n_human,
+            self.n_auto,
+            self.n_auto + self.n_machine,
+            self.n_unlabelled,
+            self.n_unknown,
+            self.n_not_animal,
+        ]
+
+
+def _sources_text(sources: set[str]) -> str:
+    order = (HUMAN, AUTO, MACHINE)
+    return "+".join(s for s in order if s in sources)
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """An image with its counted crops (see the module docstring) and their tally."""
+
+    image: Image
+    crops: list[CropRecord]
+    tally: Tally
+
+    @property
+    def event(self) -> str:
+        return crop_event(self.image)
+
+
+def image_records(*, project: Project, by_event: bool = False) -> Iterator[list[ImageRecord]]:
+    """The project's images with their counted crops, a chunk at a time.
+
+    Ordered by id, or with ``by_event`` by (sequence id, id) so that each capture event's
+    images come together (images without a sequence id, each its own event, come first).
+    Two or three queries per chunk (images, crops, predictions).
+    """
+    classifier = classifier_latest(project=project)
+    threshold = classifier.threshold if classifier else None
+    images = Image.objects.filter(project=project)
+    chunks = _event_ordered_chunks(images) if by_event else _keyset_chunks(images.order_by("id"))
+    for chunk in chunks:
+        crops = list(
+            Crop.objects.filter(image_id__in=[i.pk for i in chunk])
+            .filter(Q(active=True) | Q(consensus__status=Consensus.Status.DONE))
+            .select_related(
+                "detection", "consensus", "consensus__species", "consensus__label__user"
+            )
+            .order_by("id")
+        )
+        predictions = _predictions(classifier, [c.pk for c in crops])
+        by_image: dict[int, list[CropRecord]] = defaultdict(list)
+        for crop in crops:
+            consensus = consensus_of(crop)
+            prediction = predictions.get(crop.pk)
+            final = final_label(consensus=consensus, prediction=prediction, threshold=threshold)
+            by_image[crop.image_id].append(CropRecord(crop, consensus, prediction, final))
+        records = []
+        for image in chunk:
+            tally = Tally()
+            for record in by_image.get(image.pk, []):
+                tally.add(record.final)
+            records.append(ImageRecord(image, by_image.get(image.pk, []), tally))
+        yield records
+
+
+def export_image_rows(*, project: Project) -> Iterator[list[object]]:
+    """One row per image (IMAGE_HEADER order), empty images included."""
+    for chunk in image_records(project=project):
+        for record in chunk:
+            image = record.image
+            yield [
+                image.pk,
+                image.file_name,
+                image.seq_id,
+                record.event,
+                image.frame_num,
+                image.camera,
+                _iso(image.taken_at),
+                image.width,
+                image.height,
+                "" if image.is_empty is None else int(image.is_empty),
+                image.count,
+                *record.tally.columns(),
+            ]
+
+
+# --- events -----------------------------------------------------------------------------------
+
+
+@dataclass
+class EventSummary:
+    """A capture event: its images' tallies folded by ``Tally.merge_max``."""
+
+    event: str
+    seq_id: str
+    cameras: list[str] = field(default_factory=list)
+    n_images: int = 0
+    start: datetime | None = None
+    end: datetime | None = None
+    tally: Tally = field(default_factory=Tally)
+    # Images the detector has not seen yet, and images it found empty.
+    n_undetected: int = 0
+    n_empty: int = 0
+    # The most unknown and unlabelled animals in one image (their event counts).
+    max_unknown: int = 0
+    max_unlabelled: int = 0
+    prediction: EventPrediction | None = None
+    # Per species: the crops behind its count, for who classified them and how sure.
+    crops: dict[str, list[CropRecord]] = field(default_factory=dict)
+
+    def add(self, record: ImageRecord) -> None:
+        image = record.image
+        self.n_images += 1
+        if image.camera not in self.cameras:
+            self.cameras.append(image.camera)
+        if image.taken_at is not None:
+            self.start = min(self.start or image.taken_at, image.taken_at)
+            self.end = max(self.end or image.taken_at, image.taken_at)
+        self.n_undetected += image.is_empty is None
+        self.n_empty += image.is_empty is True
+        self.tally.merge_max(record.tally)
+        self.max_unknown = max(self.max_unknown, record.tally.n_unknown)
+        self.max_unlabelled = max(self.max_unlabelled, record.tally.n_unlabelled)
+        for crop in record.crops:
+            if crop.final.kind == LabelKind.SPECIES:
+                self.crops.setdefault(crop.final.species, []).append(crop)
+
+
+def event_summaries(*, project: Project) -> Iterator[tuple[EventSummary, ClassifierVersion | None]]:
+    """Each capture event of the project with the latest classifier, in (seq_id, id) order.
+
+    An event that straddles two chunks is carried over, so memory holds one chunk plus one
+    event. Three or four queries per chunk (images, crops, predictions, event predictions).
+    """
+    classifier = classifier_latest(project=project)
+    current: EventSummary | None = None
+    for chunk in image_records(project=project, by_event=True):
+        predictions = _event_predictions(classifier, {r.event for r in chunk})
+        for record in chunk:
+            if current is None or record.event != current.event:
+                if current is not None:
+                    yield current, classifier
+                current = EventSummary(
+                    event=record.event,
+                    seq_id=record.image.seq_id,
+                    prediction=predictions.get(record.event),
+                )
+            current.add(record)
+    if current is not None:
+        yield current, classifier
+
+
+def export_event_rows(*, project: Project) -> Iterator[list[object]]:
+    """One row per capture event (EVENT_HEADER order)."""
+    for summary, classifier in event_summaries(project=project):
+        prediction = summary.prediction
+        yield [
+            summary.event,
+            summary.seq_id,
+            ";".join(summary.cameras),
+            summary.n_images,
+            _iso(summary.start),
+            _iso(summary.end),
+            *summary.tally.columns(),
+            prediction.species.name if prediction else "",
+            round(prediction.confidence, 4) if prediction else "",
+            f"classifier v{classifier.number}" if prediction and classifier else "",
+        ]
+
+
+# --- COCO Camera Traps ------------------------------------------------------------------------
+
+
+def export_coco_json(*, project: Project) -> Iterator[str]:
+    """The project as COCO Camera Traps JSON, written piece by piece.
+
+    ``images`` carry id, file_name, width, height, seq_id, seq_num_frames, frame_num,
+    location (the camera) and datetime (the camera's clock). ``annotations`` are one per
+    counted crop that is an animal by its final label, with its box in absolute pixels
+    ``[x, y, w, h]``, ``classification_method`` (human or machine) and, for machine labels,
+    ``conf`` and ``auto_accepted``; an image without any such crop gets one annotation of
+    category 0 ("empty") without a box. Categories, written last because ids are only known
+    once all crops are seen, are 0 "empty" (when used), the project's species in order from 1,
+    and "unknown" (crops that are animals of no known species) when used.
+    """
+    species = [s.name for s in project.species.all()]
+    category_ids = {name: i + 1 for i, name in enumerate(species)}
+    unknown_id = len(species) + 1
+    used: set[int] = set()
+    info = {
+        "version": "1.0",
+        "description": f"Trapwise export of project {project.name!r}",
+        "date_created": datetime.now(tz=UTC).isoformat(timespec="seconds"),
+        "contributor": "Trapwise",
+    }
+    yield '{"info": ' + json.dumps(info) + ', "images": ['
+    first = True
+    for chunk in _keyset_chunks(Image.objects.filter(project=project).order_by("id")):
+        frames = _frames_per_sequence(project, {i.seq_id for i in chunk if i.seq_id})
+        for image in chunk:
+            yield ("" if first else ",\n") + json.dumps(_coco_image(image, frames))
+            first = False
+    yield '],\n"annotations": ['
+    first = True
+    for records in image_records(project=project):
+        for record in records:
+            for category_id, annotation in _coco_annotations(record, category_ids, unknown_id):
+                used.add(category_id)
+                yield ("" if first else ",\n") + json.dumps(annotation)
+                first = False
+    categories = [{"id": 0, "name": "empty"}] if 0 in used else []
+    categories += [{"id": category_ids[name], "name": name} for name in species]
+    if unknown_id in used:
+        categories.append({"id": unknown_id, "name": "unknown"})
+    yield '],\n"categories": ' + json.dumps(categories) + "}\n"
+
+
+def _coco_image(image: Image, frames: dict[str, int]) -> dict[str, object]:
+    entry: dict[str, object] = {
+        "id": image.pk,
+        "file_name": image.file_name,
+        "width": image.width,
+        "height": image.height,
+        "seq_id": capture_event(seq_id=image.seq_id, image_id=image.pk),
+        "seq_num_frames": frames.get(image.seq_id, 1),
+        "location": image.camera,
+    }
+    if image.frame_num is not None:
+        entry["frame_num"] = image.frame_num
+    if image.taken_at is not None:
+        entry["datetime"] = image.taken_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return entry
+
+
+def _coco_annotations(
+    record: ImageRecord, category_ids: dict[str, int], unknown_id: int
+) -> Iterator[tuple[int, dict[str, object]]]:
+    """(category id, annotation) of each animal crop of the image, or its "empty" annotation."""
+    image = record.image
+    animals = 0
+    for item in record.crops:
+        final = item.final
+        if final.kind == LabelKind.NOT_ANIMAL:
+            continue
+        animals += 1
+        det = item.crop.detection
+        category_id = category_ids.get(final.species, unknown_id)
+        annotation: dict[str, object] = {
+            "id": f"crop-{item.crop.pk}",
+            "image_id": image.pk,
+            "category_id": category_id,
+            "bbox": [
+                round(det.x * image.width, 2),
+                round(det.y * image.height, 2),
+                round(det.w * image.width, 2),
+                round(det.h * image.height, 2),
+            ],
+        }
+        if final.source == HUMAN:
+            annotation["classification_method"] = "human"
+        elif final.source in (AUTO, MACHINE):
+            annotation["classification_method"] = "machine"
+            annotation["conf"] = round(final.confidence or 0.0, 4)
+            annotation["auto_accepted"] = final.source == AUTO
+        yield category_id, annotation
+    if not animals and image.is_empty is not None:
+        yield 0, {"id": f"image-{image.pk}", "image_id": image.pk, "category_id": 0}
+
+
+# --- shared helpers ---------------------------------------------------------------------------
+
+
+def _keyset_chunks(queryset: QuerySet[M]) -> Iterator[list[M]]:
+    """Rows of an id-ordered queryset, EXPORT_CHUNK at a time (``id > last`` pagination)."""
+    last_id = 0
+    while True:
+        chunk = list(queryset.filter(id__gt=last_id)[:EXPORT_CHUNK])
+        if not chunk:
+            return
+        last_id = chunk[-1].pk
+        yield chunk
+
+
+def _event_ordered_chunks(images: QuerySet[Image]) -> Iterator[list[Image]]:
+    """Images ordered by (seq_id, id), EXPORT_CHUNK at a time (keyset on both columns)."""
+    ordered = images.order_by("seq_id", "id")
+    last: tuple[str, int] | None = None
+    while True:
+        page = ordered
+        if last is not None:
+            page = ordered.filter(Q(seq_id__gt=last[0]) | Q(seq_id=last[0], id__gt=last[1]))
+        chunk = list(page[:EXPORT_CHUNK])
+        if not chunk:
+            return
+        last = (chunk[-1].seq_id, chunk[-1].pk)
+        yield chunk
+
+
+def _predictions(
+    classifier: ClassifierVersion | None, crop_ids: list[int]
+) -> dict[int, Prediction]:
+    if classifier is None or not crop_ids:
+        return {}
+    rows = Prediction.objects.filter(classifier=classifier, crop_id__in=crop_ids)
+    return {p.crop_id: p for p in rows.select_related("species")}
+
+
+def _event_predictions(
+    classifier: ClassifierVersion | None, events: set[str]
+) -> dict[str, EventPrediction]:
+    if classifier is None or not events:
+        return {}
+    rows = EventPrediction.objects.filter(classifier=classifier, event__in=events)
+    return {e.event: e for e in rows.select_related("species")}
+
+
+def _event_counts(project: Project, seq_ids: set[str]) -> dict[str, int]:
+    """Count per sequence: the maximum image count over its frames (the paper's rule)."""
+    if not seq_ids:
+        return {}
+    rows = (
+        Image.objects.filter(project=project, seq_id__in=seq_ids, count__isnull=False)
+        .values("seq_id")
+        .annotate(n=Max("count"))
+        .values_list("seq_id", "n")
+    )
+    return {seq_id: n or 0 for seq_id, n in rows}
+
+
+def _frames_per_sequence(project: Project, seq_ids: set[str]) -> dict[str, int]:
+    if not seq_ids:
+        return {}
+    rows = (
+        Image.objects.filter(project=project, seq_id__in=seq_ids)
+        .values("seq_id")
+        .annotate(n=Count("id"))
+        .values_list("seq_id", "n")
+    )
+    return dict(rows)
+
+
+def _iso(value: datetime | None) -> str:
+    return value.isoformat() if value is not None else ""

@@ -57,7 +57,29 @@ urlpatterns = [
     path("p/<slug:slug>/label/grid/", labelling.label_grid, name="label_grid"),
     path("p/<slug:slug>/label/undo/", labelling.label_undo_view, name="label_undo"),
     path("p/<slug:slug>/review/", labelling.review, name="review"),
-    path("p/<slug:slug>/export/crops.csv", exports.export_csv, name="export_csv"),
+    path(
+        "p/<slug:slug>/export/crops.csv",
+        exports.export_table_csv,
+        {"table": "crops"},
+        name="export_csv",
+    ),
+    path(
+        "p/<slug:slug>/export/images.csv",
+        exports.export_table_csv,
+        {"table": "images"},
+        name="export_images_csv",
+    ),
+    path(
+        "p/<slug:slug>/export/events.csv",
+        exports.export_table_csv,
+        {"table": "events"},
+        name="export_events_csv",
+    ),
+    path("p/<slug:slug>/export/coco.json", exports.export_coco, name="export_coco"),
+    path("p/<slug:slug>/export/camtrap-dp/", exports.camtrap_dp_form, name="camtrap_dp_form"),
+    path(
+        "p/<slug:slug>/export/camtrap-dp.zip", exports.export_camtrap_dp, name="export_camtrap_dp"
+    ),
     path("p/<slug:slug>/crops/<int:crop_id>.jpg", files.crop_file, name="crop_file"),
     path("p/<slug:slug>/images/<int:image_id>", files.image_file, name="image_file"),
 ]

@@ -1,38 +1,185 @@
-"""Ecologists' exports."""
+"""Ecologists' exports: CSV at crop, image and event level, COCO Camera Traps and Camtrap DP.
+
+Admins and ecologists only; anyone else gets 404. Every export streams (or, for the Camtrap DP
+zip, is spooled to a temporary file), so memory stays constant whatever the project's size.
+"""
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
 
+from django import forms
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, StreamingHttpResponse
+from django.http import FileResponse, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
+from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
-from annotator.csvsafe import csv_safe_row
-from annotator.exports import EXPORT_HEADER, export_crop_rows
-from annotator.selectors import (
-    project_get_for_user,
+from annotator.camtrapdp import (
+    CAPTURE_METHODS,
+    LICENSES,
+    SAMPLING_DESIGNS,
+    CamtrapDpError,
+    PackageOptions,
+    camtrap_dp_check,
+    camtrap_dp_write,
 )
+from annotator.csvsafe import csv_safe_row
+from annotator.exports import (
+    EVENT_HEADER,
+    EXPORT_HEADER,
+    IMAGE_HEADER,
+    export_coco_json,
+    export_crop_rows,
+    export_event_rows,
+    export_image_rows,
+)
+from annotator.models import Project
+from annotator.selectors import project_get_for_user
 from annotator.views._common import EXPORTERS
+
+# The CSV tables: header and row generator, by the name in the URL's file name.
+CSV_TABLES: dict[str, tuple[list[str], Callable[..., Iterable[list[object]]]]] = {
+    "crops": (EXPORT_HEADER, export_crop_rows),
+    "images": (IMAGE_HEADER, export_image_rows),
+    "events": (EVENT_HEADER, export_event_rows),
+}
 
 
 @login_required
 @require_GET
-def export_csv(request: HttpRequest, slug: str) -> StreamingHttpResponse:
+def export_table_csv(request: HttpRequest, slug: str, table: str) -> StreamingHttpResponse:
+    """One of ``CSV_TABLES`` as ``<slug>-<table>.csv``: one row per crop, image or event."""
     project, _ = project_get_for_user(slug=slug, user=request.user, roles=EXPORTERS)
+    header, rows = CSV_TABLES[table]
+    return _csv_response(header, rows(project=project), f"{slug}-{table}.csv")
 
+
+@login_required
+@require_GET
+def export_coco(request: HttpRequest, slug: str) -> StreamingHttpResponse:
+    """COCO Camera Traps JSON, the format ``import_images --coco`` reads."""
+    project, _ = project_get_for_user(slug=slug, user=request.user, roles=EXPORTERS)
+    response = StreamingHttpResponse(
+        export_coco_json(project=project), content_type="application/json; charset=utf-8"
+    )
+    response["Content-Disposition"] = f'attachment; filename="{slug}-coco.json"'
+    return response
+
+
+class CamtrapDpForm(forms.Form):
+    """What a Camtrap DP package requires and Trapwise does not store."""
+
+    latitude = forms.FloatField(
+        min_value=-90, max_value=90, help_text="Decimal degrees (WGS84) of the study area."
+    )
+    longitude = forms.FloatField(
+        min_value=-180, max_value=180, help_text="Decimal degrees (WGS84)."
+    )
+    coordinate_uncertainty = forms.IntegerField(
+        min_value=1,
+        required=False,
+        label="Uncertainty (m)",
+        help_text="Radius around that point holding every camera.",
+    )
+    utc_offset = forms.RegexField(
+        regex=r"^[+-](0\d|1[0-4]):[0-5]\d$",
+        initial="+00:00",
+        label="Camera clocks' UTC offset",
+        help_text="For example -05:00. Camera clocks store no time zone.",
+        error_messages={"invalid": "Give the offset as +hh:mm or -hh:mm, e.g. -05:00."},
+    )
+    sampling_design = forms.ChoiceField(
+        choices=[(d, d) for d in SAMPLING_DESIGNS], initial="opportunistic"
+    )
+    capture_method = forms.ChoiceField(
+        choices=[(m, m) for m in CAPTURE_METHODS], initial="activityDetection"
+    )
+    data_license = forms.ChoiceField(
+        choices=[(k, v) for k, v in LICENSES.items()], initial="CC-BY-4.0"
+    )
+    media_license = forms.ChoiceField(
+        choices=[(k, v) for k, v in LICENSES.items()], initial="CC-BY-4.0"
+    )
+
+    def options(self) -> PackageOptions:
+        data = self.cleaned_data
+        return PackageOptions(
+            latitude=data["latitude"],
+            longitude=data["longitude"],
+            coordinate_uncertainty=data["coordinate_uncertainty"],
+            utc_offset=data["utc_offset"],
+            sampling_design=data["sampling_design"],
+            capture_method=data["capture_method"],
+            data_license=data["data_license"],
+            media_license=data["media_license"],
+        )
+
+
+@login_required
+@require_GET
+def camtrap_dp_form(request: HttpRequest, slug: str) -> HttpResponse:
+    """The form that asks for the project's location before the Camtrap DP download."""
+    project, _ = project_get_for_user(slug=slug, user=request.user, roles=EXPORTERS)
+    return _camtrap_page(request, project, CamtrapDpForm(), status=200)
+
+
+@login_required
+@require_GET
+def export_camtrap_dp(request: HttpRequest, slug: str) -> HttpResponseBase:
+    """The Camtrap DP 1.0 zip; without a valid location, the form again with why (400)."""
+    project, _ = project_get_for_user(slug=slug, user=request.user, roles=EXPORTERS)
+    form = CamtrapDpForm(request.GET)
+    if not form.is_valid():
+        return _camtrap_page(request, project, form, status=400)
+    try:
+        camtrap_dp_check(project=project)
+    except CamtrapDpError as exc:
+        return _camtrap_page(request, project, form, status=400, error=str(exc))
+    # A temporary file, not memory: the zip needs a seekable target, and it is deleted when
+    # the response closes it.
+    spool = tempfile.TemporaryFile()  # noqa: SIM115 - FileResponse closes it
+    try:
+        camtrap_dp_write(project=project, options=form.options(), out=spool)
+    except BaseException:
+        spool.close()
+        raise
+    spool.seek(0)
+    return FileResponse(
+        spool,
+        as_attachment=True,
+        filename=f"{slug}-camtrap-dp.zip",
+        content_type="application/zip",
+    )
+
+
+def _camtrap_page(
+    request: HttpRequest, project: Project, form: CamtrapDpForm, *, status: int, error: str = ""
+) -> HttpResponse:
+    return render(
+        request,
+        "annotator/exports/camtrap_dp.html",
+        {"project": project, "form": form, "error": error},
+        status=status,
+    )
+
+
+def _csv_response(
+    header: list[str], rows: Iterable[list[object]], filename: str
+) -> StreamingHttpResponse:
     def lines() -> Iterator[str]:
         buffer = _LineBuffer()
         writer = csv.writer(buffer)
-        writer.writerow(EXPORT_HEADER)
+        writer.writerow(header)
         yield buffer.pop()
-        for row in export_crop_rows(project=project):
+        for row in rows:
             writer.writerow(csv_safe_row(row))
             yield buffer.pop()
 
     response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="{project.slug}-crops.csv"'
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
 
 

@@ -1,0 +1,544 @@
+"""A project as a Camera Trap Data Package (Camtrap DP 1.0), written in constant memory.
+
+The package is a zip of ``datapackage.json``, ``deployments.csv``, ``media.csv`` and
+``observations.csv`` (https://camtrap-dp.tdwg.org). The media files themselves are not
+included: ``media.filePath`` is the image's path relative to the folder it was imported from.
+
+What Trapwise cannot know comes from the person exporting (``PackageOptions``): Camtrap DP
+requires a latitude and longitude for every deployment and has no "unknown" value for them,
+and Trapwise stores no coordinates, so the export takes one location for the whole project
+(with an optional uncertainty radius) and refuses without it; every deployment gets that
+location and says so in ``deploymentComments``. Camera clocks carry no time zone, so the
+clock times are written with the UTC offset the person gives.
+
+Deployments are cameras (``Image.camera``; images without one form the deployment
+"unknown camera"), running from their first to their last image. Observations are both
+media-based (one per crop, with its bounding box, or one per image without animals) and
+event-based (one per species per capture event, counted as in the event CSV); the rule that
+combines human and machine labels is ``annotator.exports.final_label``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import mimetypes
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import PurePosixPath
+from typing import IO
+
+from django.db.models import Count, Max, Min
+
+from activelearn.models import ClassifierVersion, LabelKind
+from activelearn.selectors import classifier_latest
+from annotator.csvsafe import csv_safe_row
+from annotator.exports import (
+    AUTO,
+    HUMAN,
+    MACHINE,
+    CropRecord,
+    EventSummary,
+    ImageRecord,
+    classifier_label,
+    event_summaries,
+    image_records,
+)
+from annotator.models import Image, Membership, Project, Role
+
+CAMTRAP_DP_VERSION = "1.0"
+PROFILE_URL = f"https://raw.githubusercontent.com/tdwg/camtrap-dp/{CAMTRAP_DP_VERSION}/camtrap-dp-profile.json"
+UNKNOWN_CAMERA = "unknown camera"
+
+SAMPLING_DESIGNS = (
+    "simpleRandom",
+    "systematicRandom",
+    "clusteredRandom",
+    "experimental",
+    "targeted",
+    "opportunistic",
+)
+CAPTURE_METHODS = ("activityDetection", "timeLapse")
+# Data Package licence entries: an Open Definition id and a title. No ``path``: some versions
+# of the Data Package schema accept a name or a path, not both.
+LICENSES = {
+    "CC0-1.0": "Creative Commons Zero v1.0 Universal",
+    "CC-BY-4.0": "Creative Commons Attribution 4.0",
+    "CC-BY-NC-4.0": "Creative Commons Attribution Non Commercial 4.0",
+}
+
+DEPLOYMENT_FIELDS = [
+    "deploymentID",
+    "locationID",
+    "locationName",
+    "latitude",
+    "longitude",
+    "coordinateUncertainty",
+    "deploymentStart",
+    "deploymentEnd",
+    "setupBy",
+    "cameraID",
+    "cameraModel",
+    "cameraDelay",
+    "cameraHeight",
+    "cameraDepth",
+    "cameraTilt",
+    "cameraHeading",
+    "detectionDistance",
+    "timestampIssues",
+    "baitUse",
+    "featureType",
+    "habitat",
+    "deploymentGroups",
+    "deploymentTags",
+    "deploymentComments",
+]
+MEDIA_FIELDS = [
+    "mediaID",
+    "deploymentID",
+    "captureMethod",
+    "timestamp",
+    "filePath",
+    "filePublic",
+    "fileName",
+    "fileMediatype",
+    "exifData",
+    "favorite",
+    "mediaComments",
+]
+OBSERVATION_FIELDS = [
+    "observationID",
+    "deploymentID",
+    "mediaID",
+    "eventID",
+    "eventStart",
+    "eventEnd",
+    "observationLevel",
+    "observationType",
+    "cameraSetupType",
+    "scientificName",
+    "count",
+    "lifeStage",
+    "sex",
+    "behavior",
+    "individualID",
+    "individualPositionRadius",
+    "individualPositionAngle",
+    "individualSpeed",
+    "bboxX",
+    "bboxY",
+    "bboxWidth",
+    "bboxHeight",
+    "classificationMethod",
+    "classifiedBy",
+    "classificationTimestamp",
+    "classificationProbability",
+    "observationTags",
+    "observationComments",
+]
+RESOURCES = (
+    ("deployments", DEPLOYMENT_FIELDS),
+    ("media", MEDIA_FIELDS),
+    ("observations", OBSERVATION_FIELDS),
+)
+# A bounding box side must be above zero in Camtrap DP.
+MIN_BOX_SIDE = 1e-6
+
+
+class CamtrapDpError(ValueError):
+    """The project cannot make a valid Camtrap DP package; the message says why."""
+
+
+@dataclass(frozen=True)
+class PackageOptions:
+    """What the person exporting supplies: the project's location and the study's metadata."""
+
+    latitude: float
+    longitude: float
+    coordinate_uncertainty: int | None = None
+    utc_offset: str = "+00:00"
+    sampling_design: str = "opportunistic"
+    capture_method: str = "activityDetection"
+    data_license: str = "CC-BY-4.0"
+    media_license: str = "CC-BY-4.0"
+
+
+def schema_url(resource: str) -> str:
+    """The published Camtrap DP table schema of ``resource`` (deployments, media, ...)."""
+    return (
+        f"https://raw.githubusercontent.com/tdwg/camtrap-dp/{CAMTRAP_DP_VERSION}/"
+        f"{resource}-table-schema.json"
+    )
+
+
+def camtrap_dp_check(*, project: Project) -> None:
+    """Raise CamtrapDpError when the project cannot make a valid package (two queries).
+
+    Camtrap DP requires a timestamp for every media file: images without a capture time
+    (no EXIF date) would have to be dropped, and an export never drops data silently.
+    """
+    images = Image.objects.filter(project=project)
+    if not images.exists():
+        raise CamtrapDpError("the project has no images yet: there is nothing to export")
+    untimed = images.filter(taken_at__isnull=True).count()
+    if untimed:
+        raise CamtrapDpError(
+            f"{untimed} image(s) have no capture time (no EXIF date): Camtrap DP requires a "
+            "timestamp for every media file, so this project cannot be exported as Camtrap DP. "
+            "The CSV and COCO exports include them."
+        )
+
+
+def camtrap_dp_write(*, project: Project, options: PackageOptions, out: IO[bytes]) -> None:
+    """Write the package as a zip to ``out``; call ``camtrap_dp_check`` first.
+
+    Reads the project in chunks (``annotator.exports``); observations are spooled to a
+    temporary file while media.csv is written, so memory stays constant.
+    """
+    classifier = classifier_latest(project=project)
+    writer = _PackageWriter(project=project, options=options, classifier=classifier)
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        with tempfile.TemporaryFile("w+", encoding="utf-8", newline="") as observations:
+            obs_csv = csv.writer(observations)
+            obs_csv.writerow(OBSERVATION_FIELDS)
+            with _zip_text(archive, "deployments.csv") as text:
+                deployments = csv.writer(text)
+                deployments.writerow(DEPLOYMENT_FIELDS)
+                for row in writer.deployment_rows():
+                    deployments.writerow(csv_safe_row(row))
+            with _zip_text(archive, "media.csv") as text:
+                media = csv.writer(text)
+                media.writerow(MEDIA_FIELDS)
+                for chunk in image_records(project=project):
+                    for record in chunk:
+                        media.writerow(csv_safe_row(writer.media_row(record)))
+                        for row in writer.media_observations(record):
+                            obs_csv.writerow(csv_safe_row(row))
+            for summary, _ in event_summaries(project=project):
+                for row in writer.event_observations(summary):
+                    obs_csv.writerow(csv_safe_row(row))
+            observations.seek(0)
+            with _zip_text(archive, "observations.csv") as text:
+                shutil.copyfileobj(observations, text)
+        archive.writestr("datapackage.json", json.dumps(writer.descriptor(), indent=2) + "\n")
+
+
+class _zip_text:  # noqa: N801 - used like a function: ``with _zip_text(archive, name)``
+    """A text stream into a new zip member (CSV wants text, zip members are bytes)."""
+
+    def __init__(self, archive: zipfile.ZipFile, name: str) -> None:
+        info = zipfile.ZipInfo(name, date_time=datetime.now(tz=UTC).timetuple()[:6])
+        info.compress_type = zipfile.ZIP_DEFLATED
+        self._raw = archive.open(info, "w", force_zip64=True)
+        self._text = io.TextIOWrapper(self._raw, encoding="utf-8", newline="")
+
+    def __enter__(self) -> io.TextIOWrapper:
+        return self._text
+
+    def __exit__(self, *exc: object) -> None:
+        self._text.close()
+
+
+class _PackageWriter:
+    """Formats the rows of the three tables and collects what the descriptor needs."""
+
+    def __init__(
+        self, *, project: Project, options: PackageOptions, classifier: ClassifierVersion | None
+    ) -> None:
+        self.project = project
+        self.options = options
+        self.classifier = classifier
+        self.names_seen: set[str] = set()
+
+    # deployments
+
+    def deployment_rows(self) -> Iterator[list[object]]:
+        options = self.options
+        cameras = (
+            Image.objects.filter(project=self.project)
+            .values("camera")
+            .annotate(start=Min("taken_at"), end=Max("taken_at"), n=Count("id"))
+            .order_by("camera")
+        )
+        for row in cameras.iterator():
+            camera = row["camera"]
+            row_values = {
+                "deploymentID": deployment_id(camera),
+                "locationName": camera or UNKNOWN_CAMERA,
+                "latitude": options.latitude,
+                "longitude": options.longitude,
+                "coordinateUncertainty": options.coordinate_uncertainty or "",
+                "deploymentStart": self.timestamp(row["start"]),
+                "deploymentEnd": self.timestamp(row["end"]),
+                "deploymentComments": (
+                    f"Trapwise camera {camera or UNKNOWN_CAMERA!r}, {row['n']} images. "
+                    "Latitude and longitude are the project's location given at export, not "
+                    "measured for this camera."
+                ),
+            }
+            yield [row_values.get(name, "") for name in DEPLOYMENT_FIELDS]
+
+    # media
+
+    def media_row(self, record: ImageRecord) -> list[object]:
+        image = record.image
+        media_type = mimetypes.guess_type(image.file_name)[0] or "image/jpeg"
+        values = {
+            "mediaID": str(image.pk),
+            "deploymentID": deployment_id(image.camera),
+            "captureMethod": self.options.capture_method,
+            "timestamp": self.timestamp(image.taken_at),
+            "filePath": image.file_name,
+            # The images stay on the Trapwise server: no public URL.
+            "filePublic": "false",
+            "fileName": PurePosixPath(image.file_name).name,
+            "fileMediatype": media_type,
+        }
+        return [values.get(name, "") for name in MEDIA_FIELDS]
+
+    def media_observations(self, record: ImageRecord) -> Iterator[list[object]]:
+        """One media-based observation per crop that may be an animal, else one per image."""
+        image = record.image
+        base = {
+            "deploymentID": deployment_id(image.camera),
+            "mediaID": str(image.pk),
+            "eventID": record.event,
+            "eventStart": self.timestamp(image.taken_at),
+            "eventEnd": self.timestamp(image.taken_at),
+            "observationLevel": "media",
+        }
+        emitted = False
+        for item in record.crops:
+            if item.final.kind == LabelKind.NOT_ANIMAL:
+                continue  # People said the box holds no animal.
+            emitted = True
+            values = {**base, "observationID": f"crop-{item.crop.pk}", "count": 1}
+            values.update(self._box(item))
+            values.update(self._crop_classification(item))
+            yield [values.get(name, "") for name in OBSERVATION_FIELDS]
+        if not emitted:
+            detected = image.is_empty is not None
+            values = {
+                **base,
+                "observationID": f"image-{image.pk}",
+                "observationType": "blank" if detected else "unclassified",
+                "observationComments": "" if detected else "Not run through a detector yet.",
+            }
+            yield [values.get(name, "") for name in OBSERVATION_FIELDS]
+
+    def _box(self, item: CropRecord) -> dict[str, object]:
+        det = item.crop.detection
+        x, y = _clamp(det.x, 0.0), _clamp(det.y, 0.0)
+        return {
+            "bboxX": round(x, 6),
+            "bboxY": round(y, 6),
+            "bboxWidth": round(_clamp(det.w, MIN_BOX_SIDE), 6),
+            "bboxHeight": round(_clamp(det.h, MIN_BOX_SIDE), 6),
+        }
+
+    def _crop_classification(self, item: CropRecord) -> dict[str, object]:
+        final = item.final
+        if final.kind == LabelKind.SPECIES:
+            values: dict[str, object] = {
+                "observationType": "animal",
+                "scientificName": final.species,
+            }
+            self.names_seen.add(final.species)
+        elif final.kind == LabelKind.UNKNOWN:
+            values = {"observationType": "unknown"}
+        else:
+            return {"observationType": "unclassified"}
+        values["observationTags"] = f"labelSource:{final.source}"
+        if final.source == HUMAN and item.consensus is not None:
+            label = item.consensus.label
+            values.update(
+                classificationMethod="human",
+                classifiedBy=label.user.get_username(),
+                classificationTimestamp=self.timestamp(label.created_at, clock=False),
+                classificationProbability=round(item.consensus.agreement, 4),
+                observationTags=f"labelSource:human | votes:{item.consensus.votes}",
+            )
+        elif final.source in (AUTO, MACHINE) and self.classifier is not None:
+            values.update(
+                classificationMethod="machine",
+                classifiedBy=classifier_label(self.classifier),
+                classificationTimestamp=self.timestamp(self.classifier.created_at, clock=False),
+                classificationProbability=round(final.confidence or 0.0, 4),
+            )
+        return values
+
+    # events
+
+    def event_observations(self, summary: EventSummary) -> Iterator[list[object]]:
+        """One event-based observation per species of the event (count: the event count)."""
+        base = {
+            "deploymentID": deployment_id(summary.cameras[0] if summary.cameras else ""),
+            "eventID": summary.event,
+            "eventStart": self.timestamp(summary.start),
+            "eventEnd": self.timestamp(summary.end),
+            "observationLevel": "event",
+        }
+        n = 0
+        for name, count in summary.tally.counts.items():
+            n += 1
+            self.names_seen.add(name)
+            values = {
+                **base,
+                "observationID": f"event-{summary.event}-{n}",
+                "observationType": "animal",
+                "scientificName": name,
+                "count": count,
+            }
+            values.update(self._event_classification(summary.crops.get(name, [])))
+            yield [values.get(field, "") for field in OBSERVATION_FIELDS]
+        for kind, count in (
+            ("unknown", summary.max_unknown),
+            ("unclassified", summary.max_unlabelled),
+        ):
+            if count:
+                n += 1
+                values = {
+                    **base,
+                    "observationID": f"event-{summary.event}-{n}",
+                    "observationType": kind,
+                    "count": count,
+                }
+                yield [values.get(field, "") for field in OBSERVATION_FIELDS]
+        if not n:
+            detected = summary.n_undetected < summary.n_images
+            values = {
+                **base,
+                "observationID": f"event-{summary.event}-blank",
+                "observationType": "blank" if detected else "unclassified",
+            }
+            yield [values.get(field, "") for field in OBSERVATION_FIELDS]
+
+    def _event_classification(self, crops: list[CropRecord]) -> dict[str, object]:
+        """Human when every crop behind the count is human-labelled, else machine."""
+        sources = {c.final.source for c in crops}
+        tags = "labelSource:" + "+".join(s for s in (HUMAN, AUTO, MACHINE) if s in sources)
+        people = sorted(
+            {
+                c.consensus.label.user.get_username()
+                for c in crops
+                if c.final.source == HUMAN and c.consensus
+            }
+        )
+        if sources == {HUMAN}:
+            newest = max(c.consensus.label.created_at for c in crops if c.consensus)
+            return {
+                "classificationMethod": "human",
+                "classifiedBy": "; ".join(people),
+                "classificationTimestamp": self.timestamp(newest, clock=False),
+                "classificationProbability": round(
+                    min(c.final.confidence or 0.0 for c in crops), 4
+                ),
+                "observationTags": tags,
+            }
+        if self.classifier is None:
+            return {"observationTags": tags}
+        machine = [c.final.confidence or 0.0 for c in crops if c.final.source in (AUTO, MACHINE)]
+        return {
+            "classificationMethod": "machine",
+            "classifiedBy": "; ".join([classifier_label(self.classifier), *people]),
+            "classificationTimestamp": self.timestamp(self.classifier.created_at, clock=False),
+            # The least sure machine label behind the count.
+            "classificationProbability": round(min(machine), 4) if machine else "",
+            "observationTags": tags,
+        }
+
+    # datapackage.json
+
+    def descriptor(self) -> dict[str, object]:
+        project, options = self.project, self.options
+        span = Image.objects.filter(project=project).aggregate(
+            start=Min("taken_at"), end=Max("taken_at")
+        )
+        admins = (
+            Membership.objects.filter(project=project, role=Role.ADMIN)
+            .select_related("user")
+            .order_by("user__username")
+        )
+        contributors = [
+            {"title": m.user.get_full_name() or m.user.get_username(), "role": "contributor"}
+            for m in admins
+        ] or [{"title": "Trapwise", "role": "publisher"}]
+        species = [s.name for s in project.species.all() if s.name in self.names_seen]
+        descriptor: dict[str, object] = {
+            "profile": PROFILE_URL,
+            "name": project.slug.lower(),
+            "title": project.name,
+            "created": datetime.now(tz=UTC).isoformat(timespec="seconds"),
+            "contributors": contributors,
+            "sources": [{"title": "Trapwise", "version": "0.1.0"}],
+            "licenses": [
+                _license(options.data_license, "data"),
+                _license(options.media_license, "media"),
+            ],
+            "project": {
+                "id": project.slug,
+                "title": project.name,
+                "description": project.description,
+                "samplingDesign": options.sampling_design,
+                "captureMethod": [options.capture_method],
+                "individualAnimals": False,
+                "observationLevel": ["media", "event"],
+            },
+            "spatial": {"type": "Point", "coordinates": [options.longitude, options.latitude]},
+            "temporal": {
+                "start": self._date(span["start"]),
+                "end": self._date(span["end"]),
+            },
+            "taxonomic": [{"scientificName": name} for name in species],
+            "resources": [
+                {
+                    "name": name,
+                    "path": f"{name}.csv",
+                    "profile": "tabular-data-resource",
+                    "format": "csv",
+                    "mediatype": "text/csv",
+                    "encoding": "utf-8",
+                    "schema": schema_url(name),
+                }
+                for name, _ in RESOURCES
+            ],
+        }
+        return descriptor
+
+    # formatting
+
+    def timestamp(self, value: datetime | None, *, clock: bool = True) -> str:
+        """ISO 8601 with a time zone designator.
+
+        Camera clock times (``clock``) are stored as UTC-labelled local clock readings, so
+        their clock value is written with the exporter's UTC offset; server times (labels,
+        classifiers) are real UTC instants.
+        """
+        if value is None:
+            return ""
+        utc = value.astimezone(UTC)
+        if not clock:
+            return utc.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return utc.strftime("%Y-%m-%dT%H:%M:%S") + self.options.utc_offset
+
+    @staticmethod
+    def _date(value: datetime | None) -> str:
+        return value.astimezone(UTC).date().isoformat() if value is not None else ""
+
+
+def deployment_id(camera: str) -> str:
+    """A camera's deployment id: the camera itself, or "unknown camera" for none."""
+    return camera or UNKNOWN_CAMERA
+
+
+def _license(name: str, scope: str) -> dict[str, str]:
+    return {"name": name, "title": LICENSES[name], "scope": scope}
+
+
+def _clamp(value: float, low: float) -> float:
+    return min(max(value, low), 1.0)
