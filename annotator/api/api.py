@@ -1,0 +1,345 @@
+"""The JSON API, version 1: mounted at /api/v1/, described at /api/v1/openapi.json.
+
+Every endpoint takes a personal token (``Authorization: Bearer <key>``) or the browser's
+session (writes then need the CSRF token). Project endpoints check the caller's role exactly as
+the web views do, and answer 404 to people outside the project. Errors are
+``{"detail": "..."}`` with a 4xx status.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict
+from pathlib import Path as FilePath
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404
+from django.urls import reverse
+from ninja import NinjaAPI, Path, Query, Status
+from ninja.errors import AuthenticationError, HttpError, ValidationError
+
+from activelearn.models import Label, Round
+from activelearn.selectors import round_open_get, round_progress
+from activelearn.services import (
+    LabelError,
+    RoundError,
+    crop_claim_next,
+    label_submit,
+    label_undo,
+    round_start,
+)
+from annotator.api.auth import BrowserSessionAuth, TokenAuth
+from annotator.api.schemas import (
+    MAX_ID,
+    CropPageOut,
+    ErrorOut,
+    Id,
+    LabelIn,
+    LabelOut,
+    NextOut,
+    ProjectOut,
+    ProjectStatusOut,
+    RoundOut,
+    RoundStartIn,
+    SpeciesOut,
+    ValidationErrorOut,
+)
+from annotator.api.selectors import crop_cards, crop_rows_page, round_list
+from annotator.models import Image, Project, Role, Species
+from annotator.selectors import project_get_for_user, project_list_for_user, project_status
+from annotator.views._common import EXPORTERS, LABELLERS
+from detector.models import Crop
+
+NAMESPACE = "api-v1"
+
+api = NinjaAPI(
+    title="Trapwise API",
+    version="1",
+    description=__doc__ or "",
+    urls_namespace=NAMESPACE,
+    auth=[TokenAuth(), BrowserSessionAuth()],
+)
+
+# The error answers every project endpoint can give, for the OpenAPI description.
+_ERRORS: dict[int, Any] = {401: ErrorOut, 404: ErrorOut, 422: ValidationErrorOut}
+NEXT_LIMIT_MAX = 50
+_SLUG = re.compile(r"[-a-zA-Z0-9_]{1,200}")
+CROPS_LIMIT_MAX = 500
+
+
+@api.exception_handler(Http404)
+def _not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
+    return api.create_response(request, {"detail": str(exc) or "Not found"}, status=404)
+
+
+@api.exception_handler(AuthenticationError)
+def _unauthenticated(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
+    response = api.create_response(
+        request,
+        {
+            "detail": "Not authenticated: send 'Authorization: Bearer <key>' with a valid, "
+            "unrevoked token (from /account/tokens/ or `manage.py api_token`), or log in."
+        },
+        status=401,
+    )
+    response["WWW-Authenticate"] = 'Bearer realm="trapwise"'
+    return response
+
+
+@api.exception_handler(ValidationError)
+def _invalid(request: HttpRequest, exc: ValidationError) -> HttpResponse:
+    # Only loc and msg: pydantic's ctx may hold exception objects that are not JSON.
+    errors = [
+        {"loc": [str(part) for part in error.get("loc", ())], "msg": str(error.get("msg", ""))}
+        for error in exc.errors
+    ]
+    detail = "; ".join(f"{'.'.join(e['loc'][1:]) or 'body'}: {e['msg']}" for e in errors)
+    return api.create_response(
+        request, {"detail": f"Invalid request: {detail}", "errors": errors}, status=422
+    )
+
+
+def _user(request: HttpRequest) -> User:
+    """The authenticated caller (every endpoint requires authentication)."""
+    user = getattr(request, "auth", None)
+    assert isinstance(user, User)
+    return user
+
+
+def _project(
+    request: HttpRequest, slug: str, roles: tuple[str, ...] = tuple(Role)
+) -> tuple[Project, str]:
+    """``project_get_for_user`` for the caller; a slug that no project can have is a 404 too
+    (and never reaches the database: PostgreSQL refuses some characters outright)."""
+    if not _SLUG.fullmatch(slug):
+        raise Http404("No such project")
+    return project_get_for_user(slug=slug, user=_user(request), roles=roles)
+
+
+def _round_out(round_: Round, *, done: int, total: int) -> dict[str, Any]:
+    return {
+        "id": round_.pk,
+        "number": round_.number,
+        "strategy": round_.strategy,
+        "size": round_.size,
+        "status": round_.status,
+        "created_at": round_.created_at,
+        "closed_at": round_.closed_at,
+        "done": done,
+        "total": total,
+    }
+
+
+def _url(request: HttpRequest, name: str, **kwargs: Any) -> str:
+    return request.build_absolute_uri(reverse(f"{NAMESPACE}:{name}", kwargs=kwargs))
+
+
+@api.get("/projects", response={200: list[ProjectOut], 401: ErrorOut}, tags=["projects"])
+def projects_list(request: HttpRequest) -> list[dict[str, str]]:
+    """The projects you are a member of, with your role in each."""
+    return [
+        {"slug": m.project.slug, "name": m.project.name, "role": m.role}
+        for m in project_list_for_user(user=_user(request))
+    ]
+
+
+@api.get("/projects/{slug}", response={200: ProjectStatusOut, **_ERRORS}, tags=["projects"])
+def project_detail(request: HttpRequest, slug: str) -> dict[str, Any]:
+    """The project's counts and the open round's progress, as on its web page."""
+    project, role = _project(request, slug)
+    status = project_status(project=project)
+    return {
+        "slug": project.slug,
+        "name": project.name,
+        "role": role,
+        "images": status.images,
+        "images_detected": status.images_detected,
+        "images_empty": status.images_empty,
+        "crops": status.crops,
+        "labelled": status.labelled,
+        "predicted": status.predicted,
+        "classifier_version": status.classifier_number,
+        "embedding_version": status.embedding.number if status.embedding else None,
+        "open_round": _round_out(
+            status.open_round, done=status.open_round_done, total=status.open_round_total
+        )
+        if status.open_round
+        else None,
+    }
+
+
+@api.get("/projects/{slug}/species", response={200: list[SpeciesOut], **_ERRORS}, tags=["projects"])
+def species_list(request: HttpRequest, slug: str) -> list[Species]:
+    """The project's species, in the labelling page's order."""
+    project, _ = _project(request, slug)
+    return list(project.species.all())
+
+
+@api.get("/projects/{slug}/rounds", response={200: list[RoundOut], **_ERRORS}, tags=["rounds"])
+def rounds_list(request: HttpRequest, slug: str) -> list[dict[str, Any]]:
+    """The project's rounds, newest first, with their progress."""
+    project, _ = _project(request, slug)
+    return [_round_out(r, done=r.n_done, total=r.n_total) for r in round_list(project=project)]  # type: ignore[attr-defined]
+
+
+@api.post(
+    "/projects/{slug}/rounds",
+    response={201: RoundOut, 409: ErrorOut, **_ERRORS},
+    tags=["rounds"],
+)
+def round_create(request: HttpRequest, slug: str, payload: RoundStartIn) -> Status[dict[str, Any]]:
+    """Start the next round (project admins only). 409 when it cannot start, e.g. one is open."""
+    project, _ = _project(request, slug, roles=(Role.ADMIN,))
+    try:
+        new_round = round_start(
+            project=project,
+            user=_user(request),
+            strategy=payload.strategy.value if payload.strategy else None,
+            size=payload.size or project.round_size,
+        )
+    except RoundError as exc:
+        raise HttpError(409, f"Round not started: {exc}") from exc
+    done, total = round_progress(round_=new_round)
+    return Status(201, _round_out(new_round, done=done, total=total))
+
+
+@api.get("/projects/{slug}/next", response={200: NextOut, **_ERRORS}, tags=["labelling"])
+def next_crops(
+    request: HttpRequest,
+    slug: str,
+    limit: int = Query(1, ge=1, le=NEXT_LIMIT_MAX),  # noqa: B008
+    skip: list[Id] = Query([]),  # noqa: B008
+) -> dict[str, Any]:
+    """The next crops of the open round for you to label (labellers: admins and volunteers).
+
+    The crops are held for you for a while (others are not offered them meanwhile); asking
+    again returns the ones you hold first. ``skip`` lists crop ids you passed over, so that they
+    are not served again.
+    """
+    project, _ = _project(request, slug, roles=LABELLERS)
+    open_round = round_open_get(project=project)
+    if open_round is None:
+        return {"round": None, "crops": []}
+    crops = crop_claim_next(round_=open_round, user=_user(request), skipped=skip, limit=limit)
+    cards = crop_cards(project=project, crops=crops)
+    return {
+        "round": open_round.number,
+        "crops": [
+            {
+                **asdict(card),
+                "crop_url": _url(request, "crop_file", slug=slug, crop_id=card.crop_id),
+                "image_url": _url(request, "image_file", slug=slug, image_id=card.image_id),
+            }
+            for card in cards
+        ],
+    }
+
+
+@api.post(
+    "/projects/{slug}/labels",
+    response={201: LabelOut, 400: ErrorOut, **_ERRORS},
+    tags=["labelling"],
+)
+def label_create(request: HttpRequest, slug: str, payload: LabelIn) -> Status[Label]:
+    """Store your label of a crop (labellers). 400 for a crop or species of another project.
+
+    ``idempotency_key`` is accepted but not enforced yet: a retried request stores a second
+    label (the later one counts as your vote).
+    """
+    project, _ = _project(request, slug, roles=LABELLERS)
+    try:
+        label = label_submit(
+            project=project,
+            crop_id=payload.crop_id,
+            user=_user(request),
+            kind=payload.kind.value,
+            species_id=payload.species_id,
+        )
+    except LabelError as exc:
+        raise HttpError(400, f"Label refused: {exc}") from exc
+    return Status(201, label)
+
+
+@api.post(
+    "/projects/{slug}/labels/undo",
+    response={200: LabelOut, 400: ErrorOut, **_ERRORS},
+    tags=["labelling"],
+)
+def label_undo_latest(request: HttpRequest, slug: str) -> Label:
+    """Withdraw your latest label in the project (labellers); it is kept, marked undone.
+
+    While its round is open the crop comes back to you first. 400 when there is nothing to undo.
+    """
+    project, _ = _project(request, slug, roles=LABELLERS)
+    try:
+        return label_undo(project=project, user=_user(request))
+    except LabelError as exc:
+        raise HttpError(400, f"Nothing undone: {exc}") from exc
+
+
+@api.get("/projects/{slug}/crops", response={200: CropPageOut, **_ERRORS}, tags=["export"])
+def crops_page(
+    request: HttpRequest,
+    slug: str,
+    cursor: int = Query(0, ge=0, le=MAX_ID),  # noqa: B008
+    limit: int = Query(100, ge=1, le=CROPS_LIMIT_MAX),  # noqa: B008
+) -> dict[str, Any]:
+    """Every crop with its human and machine labels, as the CSV export (admins, ecologists).
+
+    Pages are in crop-id order; pass ``next_cursor`` back as ``cursor`` until it is null.
+    """
+    project, _ = _project(request, slug, roles=EXPORTERS)
+    page = crop_rows_page(project=project, after=cursor, limit=limit)
+    return {
+        "items": [
+            {
+                **asdict(row),
+                "crop_url": _url(request, "crop_file", slug=slug, crop_id=row.crop_id),
+            }
+            for row in page.items
+        ],
+        "next_cursor": page.next_cursor,
+    }
+
+
+@api.get(
+    "/projects/{slug}/crops/{crop_id}/file",
+    response={401: ErrorOut, 404: ErrorOut},
+    url_name="crop_file",
+    tags=["files"],
+)
+def crop_file(
+    request: HttpRequest,
+    slug: str,
+    crop_id: int = Path(..., ge=1, le=MAX_ID),  # noqa: B008
+) -> FileResponse:
+    """The crop as a JPEG (any member)."""
+    project, _ = _project(request, slug)
+    crop = get_object_or_404(Crop, project=project, pk=crop_id)
+    return _file(FilePath(settings.MEDIA_ROOT) / crop.file)
+
+
+@api.get(
+    "/projects/{slug}/images/{image_id}/file",
+    response={401: ErrorOut, 404: ErrorOut},
+    url_name="image_file",
+    tags=["files"],
+)
+def image_file(
+    request: HttpRequest,
+    slug: str,
+    image_id: int = Path(..., ge=1, le=MAX_ID),  # noqa: B008
+) -> FileResponse:
+    """The whole camera-trap image (any member)."""
+    project, _ = _project(request, slug)
+    image = get_object_or_404(Image, project=project, pk=image_id)
+    return _file(FilePath(image.path))
+
+
+def _file(path: FilePath) -> FileResponse:
+    if not path.is_file():
+        raise Http404("File missing on the server")
+    return FileResponse(path.open("rb"))

@@ -1,0 +1,194 @@
+"""Request and response shapes of the JSON API (they are also its OpenAPI description)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from ninja import Field, Schema
+from pydantic import model_validator
+
+from activelearn.models import Label, LabelKind, Strategy
+
+# The largest id the databases store (bigint): a larger one is refused before any query.
+MAX_ID = 2**63 - 1
+Id = Annotated[int, Field(ge=1, le=MAX_ID)]
+
+
+class ErrorOut(Schema):
+    detail: str = Field(description="What went wrong, in words.")
+
+
+class ValidationErrorOut(Schema):
+    detail: str = Field(description="Every problem with the request, in words.")
+    errors: list[dict[str, Any]] = Field(description="The same, one entry per field: loc, msg.")
+
+
+class ProjectOut(Schema):
+    slug: str
+    name: str
+    role: str = Field(description="Your role: admin, volunteer or ecologist.")
+
+
+class RoundOut(Schema):
+    id: int
+    number: int
+    strategy: str
+    size: int = Field(description="Crops asked for; the round has `total`, fewer if few were left.")
+    status: str
+    created_at: datetime
+    closed_at: datetime | None
+    done: int = Field(description="Crops of the round with a label.")
+    total: int = Field(description="Crops in the round.")
+
+
+class ProjectStatusOut(Schema):
+    slug: str
+    name: str
+    role: str
+    images: int
+    images_detected: int
+    images_empty: int
+    crops: int = Field(description="Active crops (above the project's detection thresholds).")
+    labelled: int = Field(description="Crops with at least one human label.")
+    predicted: int = Field(description="Crops with a prediction of the latest classifier.")
+    classifier_version: int | None
+    embedding_version: int | None
+    open_round: RoundOut | None
+
+
+class SpeciesOut(Schema):
+    id: int
+    name: str
+
+
+class RoundStartIn(Schema):
+    strategy: Strategy | None = Field(
+        None, description="Selection strategy; the project's default when left out."
+    )
+    size: int | None = Field(
+        None, ge=1, le=100_000, description="Crops to pick; the project's round size when left out."
+    )
+
+
+class BoxOut(Schema):
+    x: float = Field(description="Left edge, as a fraction of the image width.")
+    y: float = Field(description="Top edge, as a fraction of the image height.")
+    w: float
+    h: float
+
+
+class SuggestionOut(Schema):
+    species_id: int
+    species: str
+    probability: float
+
+
+class CropCardOut(Schema):
+    crop_id: int
+    crop_url: str
+    image_id: int
+    image_url: str
+    image_file: str
+    seq_id: str
+    frame_num: int | None
+    event: str = Field(description="Capture event: the sequence id, or image-<id> without one.")
+    box: BoxOut
+    detection_confidence: float
+    suggestions: list[SuggestionOut] = Field(
+        description="The latest classifier's top five, best first (empty before the first)."
+    )
+
+
+class NextOut(Schema):
+    round: int | None = Field(description="The open round's number; null when none is open.")
+    crops: list[CropCardOut] = Field(
+        description="Crops to label next, held for you; empty when the round has none left."
+    )
+
+
+class LabelIn(Schema):
+    crop_id: Id
+    kind: LabelKind
+    species_id: Id | None = Field(None, description="Required for kind=species only.")
+    idempotency_key: str | None = Field(
+        None,
+        max_length=200,
+        description="Accepted but NOT enforced yet: a retried request stores a second label. "
+        "Send a fresh random key per label now; de-duplication by it is planned.",
+    )
+
+    @model_validator(mode="after")
+    def _species_only_for_species(self) -> LabelIn:
+        if self.kind != LabelKind.SPECIES and self.species_id is not None:
+            raise ValueError(f"species_id is only for kind=species, not kind={self.kind.value}")
+        if self.kind == LabelKind.SPECIES and self.species_id is None:
+            raise ValueError("kind=species needs a species_id")
+        return self
+
+
+class LabelOut(Schema):
+    id: int
+    crop_id: int
+    kind: str
+    species_id: int | None
+    species: str | None
+    round: int | None = Field(description="Number of the round the crop was picked in, if open.")
+    user: str
+    is_review: bool
+    created_at: datetime
+    undone_at: datetime | None
+
+    @staticmethod
+    def resolve_species(obj: Label) -> str | None:
+        return obj.species.name if obj.species else None
+
+    @staticmethod
+    def resolve_round(obj: Label) -> int | None:
+        return obj.round.number if obj.round else None
+
+    @staticmethod
+    def resolve_user(obj: Label) -> str:
+        return obj.user.get_username()
+
+
+class HumanLabelOut(Schema):
+    status: str = Field(description="pending (more votes wanted), done, or review.")
+    kind: str
+    species_id: int | None
+    species: str | None
+    votes: int
+    agreement: float
+    reviewed: bool
+
+
+class MachineLabelOut(Schema):
+    species_id: int
+    species: str
+    confidence: float
+
+
+class CropRowOut(Schema):
+    crop_id: int
+    crop_url: str
+    image_id: int
+    image_file: str
+    seq_id: str
+    frame_num: int | None
+    event: str
+    box: BoxOut
+    detection_confidence: float
+    active: bool
+    human_label: HumanLabelOut | None = Field(description="The crop's consensus; null if unvoted.")
+    machine_label: MachineLabelOut | None
+    auto_accepted: bool
+    classifier_version: int | None
+    round: int | None
+    strategy: str | None
+
+
+class CropPageOut(Schema):
+    items: list[CropRowOut]
+    next_cursor: int | None = Field(
+        description="Pass as `cursor` for the next page; null on the last page."
+    )

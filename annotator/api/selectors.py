@@ -1,0 +1,258 @@
+"""Reads of the API package: token lookup, and the API's crop cards, crop rows and rounds.
+
+Every read that covers many crops takes a fixed number of queries, whatever their number.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from django.contrib.auth.models import User
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet
+
+from activelearn.models import Consensus, Label, Prediction, Round, RoundCrop
+from activelearn.selectors import classifier_latest
+from annotator.api.services import api_key_hash
+from annotator.models import ApiToken, Project, Species
+from annotator.sequences import capture_event
+from detector.models import Crop
+
+
+def api_token_for_key(*, key: str) -> ApiToken | None:
+    """The token whose key is ``key`` (looked up by its hash), with its user; None if none."""
+    if not key:
+        return None
+    return ApiToken.objects.select_related("user").filter(key_hash=api_key_hash(key)).first()
+
+
+def api_tokens_list(*, user: User) -> QuerySet[ApiToken]:
+    """``user``'s tokens, newest first."""
+    return ApiToken.objects.filter(user=user).order_by("-created_at", "-id")
+
+
+def round_list(*, project: Project) -> QuerySet[Round]:
+    """The project's rounds, newest first, each annotated with ``n_total`` (crops picked) and
+    ``n_done`` (of those, crops decided or sent to review), in one query.
+
+    ``n_done`` counts as ``activelearn.selectors.round_progress`` does for one round.
+    """
+    settled = Q(items__crop__consensus__status__in=(Consensus.Status.DONE, Consensus.Status.REVIEW))
+    return (
+        Round.objects.filter(project=project)
+        .annotate(n_total=Count("items"), n_done=Count("items", filter=settled))
+        .order_by("-number")
+    )
+
+
+@dataclass(frozen=True)
+class Box:
+    """A detection box, normalised to [0, 1]: top-left x, y, width and height."""
+
+    x: float
+    y: float
+    w: float
+    h: float
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    species_id: int
+    species: str
+    probability: float
+
+
+@dataclass(frozen=True)
+class CropCard:
+    """What a labeller needs to label one crop: where it is, and the machine's top guesses."""
+
+    crop_id: int
+    image_id: int
+    image_file: str
+    seq_id: str
+    frame_num: int | None
+    event: str
+    box: Box
+    detection_confidence: float
+    suggestions: list[Suggestion]
+
+
+def crop_cards(*, project: Project, crops: Sequence[Crop]) -> list[CropCard]:
+    """One card per crop, in the order given, with the latest classifier's top-5 suggestions.
+
+    ``crops`` (of ``project``) must come with their image and detection loaded (select_related,
+    as ``crop_claim_next`` gives them): then this takes three queries, whatever the count.
+    """
+    ids = [crop.pk for crop in crops]
+    classifier = classifier_latest(project=project)
+    tops: dict[int, list[list[float]]] = (
+        dict(
+            Prediction.objects.filter(classifier=classifier, crop_id__in=ids).values_list(
+                "crop_id", "top"
+            )
+        )
+        if classifier
+        else {}
+    )
+    names = dict(Species.objects.filter(project=project).values_list("id", "name"))
+    cards = []
+    for crop in crops:
+        suggestions = [
+            Suggestion(species_id=int(sid), species=names[int(sid)], probability=float(p))
+            for sid, p in tops.get(crop.pk, [])[:5]
+            if int(sid) in names
+        ]
+        cards.append(
+            CropCard(
+                crop_id=crop.pk,
+                image_id=crop.image_id,
+                image_file=crop.image.file_name,
+                seq_id=crop.image.seq_id,
+                frame_num=crop.image.frame_num,
+                event=capture_event(seq_id=crop.image.seq_id, image_id=crop.image_id),
+                box=_box(crop),
+                detection_confidence=crop.detection.confidence,
+                suggestions=suggestions,
+            )
+        )
+    return cards
+
+
+def _box(crop: Crop) -> Box:
+    det = crop.detection
+    return Box(x=det.x, y=det.y, w=det.w, h=det.h)
+
+
+@dataclass(frozen=True)
+class HumanLabel:
+    """A crop's Consensus: the plurality of its votes (or an admin's review)."""
+
+    status: str
+    kind: str
+    species_id: int | None
+    species: str | None
+    votes: int
+    agreement: float
+    reviewed: bool
+
+
+@dataclass(frozen=True)
+class MachineLabel:
+    species_id: int
+    species: str
+    confidence: float
+
+
+@dataclass(frozen=True)
+class CropRow:
+    """One crop as the CSV export describes it, typed."""
+
+    crop_id: int
+    image_id: int
+    image_file: str
+    seq_id: str
+    frame_num: int | None
+    event: str
+    box: Box
+    detection_confidence: float
+    active: bool
+    human_label: HumanLabel | None
+    machine_label: MachineLabel | None
+    auto_accepted: bool
+    classifier_version: int | None
+    round: int | None
+    strategy: str | None
+
+
+@dataclass(frozen=True)
+class CropPage:
+    items: list[CropRow]
+    # The cursor of the next page (the last crop id of this one); None on the last page.
+    next_cursor: int | None
+
+
+def crop_rows_page(*, project: Project, after: int, limit: int) -> CropPage:
+    """Up to ``limit`` crop rows with ids above ``after``, in id order (keyset pagination).
+
+    The crops are those of the CSV export: active ones, and inactive ones a person labelled
+    (labels are never dropped). Walking ``next_cursor`` from 0 visits each exactly once, even
+    while crops are added. Six queries, whatever ``limit``.
+    """
+    labelled = Label.objects.filter(crop=OuterRef("pk"))
+    crops = list(
+        Crop.objects.filter(project=project, id__gt=after)
+        .filter(Q(active=True) | Exists(labelled))
+        .select_related("image", "detection")
+        .order_by("id")[: limit + 1]
+    )
+    more = len(crops) > limit
+    crops = crops[:limit]
+    ids = [crop.pk for crop in crops]
+    consensus = {
+        c.crop_id: c for c in Consensus.objects.filter(crop_id__in=ids).select_related("species")
+    }
+    classifier = classifier_latest(project=project)
+    predictions = (
+        {
+            p.crop_id: p
+            for p in Prediction.objects.filter(
+                classifier=classifier, crop_id__in=ids
+            ).select_related("species")
+        }
+        if classifier
+        else {}
+    )
+    # A crop picked in several rounds (possible after thresholds change) reports the latest.
+    rounds = {
+        item.crop_id: item.round
+        for item in RoundCrop.objects.filter(crop_id__in=ids)
+        .select_related("round")
+        .order_by("round__number")
+    }
+    threshold = classifier.threshold if classifier else None
+    rows = []
+    for crop in crops:
+        human = consensus.get(crop.pk)
+        prediction = predictions.get(crop.pk)
+        round_ = rounds.get(crop.pk)
+        rows.append(
+            CropRow(
+                crop_id=crop.pk,
+                image_id=crop.image_id,
+                image_file=crop.image.file_name,
+                seq_id=crop.image.seq_id,
+                frame_num=crop.image.frame_num,
+                event=capture_event(seq_id=crop.image.seq_id, image_id=crop.image_id),
+                box=_box(crop),
+                detection_confidence=crop.detection.confidence,
+                active=crop.active,
+                human_label=HumanLabel(
+                    status=human.status,
+                    kind=human.kind,
+                    species_id=human.species_id,
+                    species=human.species.name if human.species else None,
+                    votes=human.votes,
+                    agreement=human.agreement,
+                    reviewed=human.reviewed,
+                )
+                if human
+                else None,
+                machine_label=MachineLabel(
+                    species_id=prediction.species_id,
+                    species=prediction.species.name,
+                    confidence=prediction.confidence,
+                )
+                if prediction
+                else None,
+                # As in the export: no person labelled it, and the classifier is at least as
+                # sure as the confidence at which its cross-validated labels reach the target.
+                auto_accepted=human is None
+                and prediction is not None
+                and threshold is not None
+                and prediction.confidence >= threshold,
+                classifier_version=classifier.number if classifier and prediction else None,
+                round=round_.number if round_ else None,
+                strategy=round_.strategy if round_ else None,
+            )
+        )
+    return CropPage(items=rows, next_cursor=ids[-1] if more else None)
