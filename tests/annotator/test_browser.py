@@ -72,3 +72,83 @@ def test_volunteer_labels_with_hotkey(
     label = Label.objects.get()
     assert (label.crop_id, label.species, label.user) == (first.crop_id, species, volunteer)
     assert Round.objects.get().status == Round.Status.OPEN
+
+
+def _login(page: Any, live_server: Any, user: User) -> None:
+    page.goto(f"{live_server.url}/accounts/login/")
+    page.fill("input[name=username]", user.username)
+    page.fill("input[name=password]", PASSWORD)
+    with page.expect_navigation():
+        page.click("button[type=submit]")
+
+
+def test_type_ahead_then_undo_with_keys(
+    browser_page: Any,
+    live_server: Any,
+    ingested_project: Project,
+    admin_user: User,
+    volunteer: User,
+) -> None:
+    open_round = round_start(project=ingested_project, user=admin_user, strategy="random", size=3)
+    first = open_round.items.order_by("position").first()
+    assert first is not None
+    agouti = ingested_project.species.get(name="agouti")
+    page = browser_page
+    _login(page, live_server, volunteer)
+    page.goto(f"{live_server.url}/p/{ingested_project.slug}/label/")
+    page.wait_for_selector(f"text=Crop {first.crop_id}")
+    page.keyboard.press("/")
+    page.keyboard.type("agou")
+    # Only matching species stay visible, and the first match is marked.
+    assert page.locator("#species-list button:visible").count() == 1
+    assert page.locator("#species-list button.first-match").inner_text() == "agouti"
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    label = Label.objects.get()
+    assert (label.crop_id, label.species, label.undone_at) == (first.crop_id, agouti, None)
+    page.wait_for_selector("text=My labels today: 1")
+    assert page.locator("#crop-image").get_attribute("alt") != f"Crop {first.crop_id}"
+    with page.expect_navigation():
+        page.keyboard.press("z")
+    page.wait_for_selector(f"text=Undone: agouti on crop {first.crop_id}")
+    # The undone crop is shown again, to be labelled anew; the label row is kept.
+    assert page.locator("#crop-image").get_attribute("alt") == f"Crop {first.crop_id}"
+    label.refresh_from_db()
+    assert label.undone_at is not None and Label.objects.count() == 1
+    page.wait_for_selector("text=My labels today: 0")
+
+
+def test_grid_batch_label_with_click_and_shift_click(
+    browser_page: Any,
+    live_server: Any,
+    ingested_project: Project,
+    admin_user: User,
+    volunteer: User,
+) -> None:
+    from activelearn.models import Consensus
+
+    open_round = round_start(project=ingested_project, user=admin_user, strategy="random", size=8)
+    fox = ingested_project.species.get(name="red fox")
+    page = browser_page
+    _login(page, live_server, volunteer)
+    page.goto(f"{live_server.url}/p/{ingested_project.slug}/label/grid/")
+    tiles = page.locator(".tile")
+    assert tiles.count() == 8
+    shown = [int(t.get_attribute("data-crop")) for t in tiles.all()]
+    assert sorted(shown) == sorted(open_round.items.values_list("crop_id", flat=True))
+    tiles.nth(1).click()
+    tiles.nth(4).click(modifiers=["Shift"])  # selects tiles 1 to 4
+    tiles.nth(6).click()
+    tiles.nth(6).click()  # and unselects 6 again
+    page.wait_for_selector("text=4 selected")
+    page.select_option("#grid-choice", f"species:{fox.pk}")
+    with page.expect_navigation():
+        page.click("#grid-submit")
+    page.wait_for_selector("text=Labelled 4 crops.")
+    done = set(
+        Consensus.objects.filter(species=fox, status="done").values_list("crop_id", flat=True)
+    )
+    assert done == set(shown[1:5])
+    assert set(Label.objects.values_list("user__username", flat=True)) == {volunteer.username}
+    # The labelled crops have left the grid; the other four are still offered.
+    assert page.locator(".tile").count() == 4

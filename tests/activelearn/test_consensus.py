@@ -1,0 +1,75 @@
+"""The pure consensus rule, case by case and against a brute-force reading of the rule."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from activelearn.consensus import DONE, PENDING, REVIEW, consensus_decide
+
+FOX, DEER = ("species", 1), ("species", 2)
+BLANK = ("not_animal", None)
+
+
+def test_single_vote_is_done_with_full_agreement() -> None:
+    result = consensus_decide([FOX], votes_needed=1, threshold=0.66)
+    assert (result.status, result.kind, result.species_id) == (DONE, "species", 1)
+    assert (result.votes, result.agreement) == (1, 1.0)
+
+
+def test_waits_for_the_votes_needed() -> None:
+    result = consensus_decide([FOX], votes_needed=3, threshold=0.66)
+    assert result.status == PENDING and result.species_id == 1
+
+
+def test_two_of_three_reach_two_thirds() -> None:
+    result = consensus_decide([FOX, DEER, FOX], votes_needed=3, threshold=0.66)
+    assert result.status == DONE and result.species_id == 1
+    assert result.agreement == pytest.approx(2 / 3)
+
+
+def test_disagreement_goes_to_review() -> None:
+    result = consensus_decide([FOX, DEER, BLANK], votes_needed=3, threshold=0.66)
+    assert result.status == REVIEW and result.agreement == pytest.approx(1 / 3)
+
+
+def test_a_tie_goes_to_review_even_at_a_low_threshold() -> None:
+    result = consensus_decide([FOX, DEER], votes_needed=2, threshold=0.5)
+    assert result.status == REVIEW
+    assert result.species_id == 1  # the earliest vote of the tie, for display
+
+
+def test_review_decides() -> None:
+    result = consensus_decide([FOX, DEER], votes_needed=2, threshold=0.9, review=BLANK)
+    assert (result.status, result.kind, result.species_id) == (DONE, "not_animal", None)
+    assert result.votes == 2 and result.agreement == 1.0
+
+
+@pytest.mark.parametrize(
+    "votes_needed,threshold,votes",
+    [(0, 0.5, [FOX]), (1, 1.5, [FOX]), (1, 0.5, [])],
+)
+def test_bad_arguments_are_refused(votes_needed: int, threshold: float, votes: list) -> None:
+    with pytest.raises(ValueError):
+        consensus_decide(votes, votes_needed=votes_needed, threshold=threshold)
+
+
+@pytest.mark.parametrize("needed,threshold", [(1, 0.66), (2, 0.5), (3, 0.66), (3, 1.0)])
+def test_matches_brute_force_over_every_small_vote_list(needed: int, threshold: float) -> None:
+    for n in range(1, 5):
+        for votes in itertools.product([FOX, DEER, BLANK], repeat=n):
+            result = consensus_decide(list(votes), votes_needed=needed, threshold=threshold)
+            counts = {v: votes.count(v) for v in set(votes)}
+            best = max(counts.values())
+            winners = [v for v in counts if counts[v] == best]
+            if n < needed:
+                expected = PENDING
+            elif len(winners) == 1 and best / n >= threshold:
+                expected = DONE
+            else:
+                expected = REVIEW
+            assert result.status == expected, votes
+            assert result.agreement == pytest.approx(best / n)
+            first_winner = next(v for v in votes if v in winners)
+            assert (result.kind, result.species_id) == first_winner

@@ -1,0 +1,327 @@
+"""The labelling page, grid mode, undo and review, as each role; query counts stay flat."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from django.contrib.auth.models import User
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from django.utils import timezone
+
+from activelearn.models import ClassifierVersion, Consensus, Label, Prediction, Round, RoundCrop
+from activelearn.services import classifier_retrain, label_submit, round_start
+from annotator.models import Image, Project
+from detector.models import Crop, Detection
+from embeddings.models import EmbeddingVersion
+from tests.conftest import PASSWORD, label_by_truth
+
+pytestmark = pytest.mark.django_db
+
+
+def _client(user: User) -> Client:
+    client = Client()
+    assert client.login(username=user.username, password=PASSWORD)
+    return client
+
+
+@pytest.fixture
+def open_round(ingested_project: Project, admin_user: User) -> Round:
+    return round_start(project=ingested_project, user=admin_user, strategy="random", size=6)
+
+
+def _order(round_: Round) -> list[int]:
+    return list(round_.items.order_by("position").values_list("crop_id", flat=True))
+
+
+@pytest.mark.parametrize(
+    "role,expected",
+    [("admin", 200), ("volunteer", 200), ("ecologist", 404), ("outsider", 404)],
+)
+def test_labelling_pages_by_role(
+    role: str,
+    expected: int,
+    open_round: Round,
+    ingested_project: Project,
+    admin_user: User,
+    volunteer: User,
+    ecologist: User,
+    outsider: User,
+) -> None:
+    user = {"admin": admin_user, "volunteer": volunteer, "ecologist": ecologist}.get(role, outsider)
+    client = _client(user)
+    slug = ingested_project.slug
+    for name in ("label", "label_grid"):
+        assert client.get(reverse(name, args=[slug])).status_code == expected
+    assert client.post(reverse("label_undo", args=[slug])).status_code in (
+        (302,) if expected == 200 else (404,)
+    )
+    review_status = client.get(reverse("review", args=[slug])).status_code
+    assert review_status == (200 if role == "admin" else 404)
+
+
+def test_page_shows_frequent_species_then_machine_top5(
+    ingested_project: Project, admin_user: User, volunteer: User
+) -> None:
+    crops = list(ingested_project.crops.select_related("image").order_by("id"))
+    label_by_truth(ingested_project, volunteer, crops[:6])
+    round_start(project=ingested_project, user=admin_user, strategy="random", size=3)
+    text = _client(volunteer).get(reverse("label", args=[ingested_project.slug])).text
+    assert "Frequent in this project" in text
+    classifier = classifier_retrain(project_id=ingested_project.pk)
+    assert classifier is not None
+    page = _client(volunteer).get(reverse("label", args=[ingested_project.slug]))
+    crop_id = int(re.search(r'name="crop_id" value="(\d+)"', page.text).group(1))  # type: ignore[union-attr]
+    prediction = Prediction.objects.get(classifier=classifier, crop_id=crop_id)
+    assert "Machine suggests" in page.text
+    names = dict(ingested_project.species.values_list("id", "name"))
+    for rank, (species_id, probability) in enumerate(prediction.top, start=1):
+        assert f'value="species:{species_id}" data-key="{rank}"' in page.text
+        assert f'{names[species_id]} <span class="confidence">{probability:.2f}</span>' in (
+            page.text
+        )
+
+
+def test_page_shows_the_sequences_other_frames_and_progress(
+    open_round: Round, ingested_project: Project, volunteer: User
+) -> None:
+    client = _client(volunteer)
+    page = client.get(reverse("label", args=[ingested_project.slug])).text
+    crop = Crop.objects.select_related("image").get(pk=_order(open_round)[0])
+    others = Image.objects.filter(seq_id=crop.image.seq_id).exclude(pk=crop.image_id)
+    assert others.exists()
+    for image in others:
+        assert reverse("image_file", args=[ingested_project.slug, image.pk]) in page
+    assert "Round 1: <b>0 / 6</b> crops done" in page
+    assert "My labels today: <b>0</b>" in page
+    client.post(
+        reverse("label", args=[ingested_project.slug]), {"crop_id": crop.pk, "choice": "unknown"}
+    )
+    page = client.get(reverse("label", args=[ingested_project.slug])).text
+    assert "Round 1: <b>1 / 6</b> crops done" in page and "My labels today: <b>1</b>" in page
+    assert f"on crop {crop.pk}" in page  # the undo line names the last label
+
+
+def test_undo_shows_the_crop_again(
+    open_round: Round, ingested_project: Project, volunteer: User
+) -> None:
+    client = _client(volunteer)
+    first = _order(open_round)[0]
+    url = reverse("label", args=[ingested_project.slug])
+    client.post(url, {"crop_id": first, "choice": "not_animal"})
+    assert f'name="crop_id" value="{first}"' not in client.get(url).text
+    response = client.post(reverse("label_undo", args=[ingested_project.slug]), follow=True)
+    assert f"Undone: Not an animal on crop {first}" in response.text
+    assert f'name="crop_id" value="{first}"' in response.text
+    assert Label.objects.get().undone_at is not None and not Consensus.objects.exists()
+
+
+def test_undo_with_nothing_to_undo_says_so(
+    open_round: Round, ingested_project: Project, volunteer: User
+) -> None:
+    response = _client(volunteer).post(
+        reverse("label_undo", args=[ingested_project.slug]), follow=True
+    )
+    assert "Nothing undone: nothing to undo" in response.text
+
+
+def test_grid_groups_by_prediction_and_batch_labels(
+    ingested_project: Project, admin_user: User, volunteer: User
+) -> None:
+    crops = list(ingested_project.crops.select_related("image").order_by("id"))
+    label_by_truth(ingested_project, volunteer, crops[:4])
+    classifier = classifier_retrain(project_id=ingested_project.pk)
+    assert classifier is not None
+    open_round = round_start(project=ingested_project, user=admin_user, strategy="random", size=7)
+    client = _client(volunteer)
+    url = reverse("label_grid", args=[ingested_project.slug])
+    page = client.get(url).text
+    shown = [int(c) for c in re.findall(r'name="crop_ids" value="(\d+)"', page)]
+    assert sorted(shown) == sorted(_order(open_round))
+    predicted = dict(
+        Prediction.objects.filter(classifier=classifier, crop_id__in=shown).values_list(
+            "crop_id", "species__name"
+        )
+    )
+    # Each group heading is a predicted species, followed by exactly its crops.
+    for name in set(predicted.values()):
+        section = page.split(f"<h2>{name} ")[1].split("</section>")[0]
+        in_group = [int(c) for c in re.findall(r'name="crop_ids" value="(\d+)"', section)]
+        assert sorted(in_group) == sorted(c for c, n in predicted.items() if n == name)
+    fox = ingested_project.species.get(name="red fox")
+    response = client.post(url, {"crop_ids": shown[:3], "choice": f"species:{fox.pk}"}, follow=True)
+    assert "Labelled 3 crops." in response.text
+    stored = Consensus.objects.filter(crop_id__in=shown[:3], status="done", species=fox)
+    assert stored.count() == 3
+
+
+@pytest.mark.parametrize(
+    "data,message",
+    [
+        ({"choice": "unknown"}, "select at least one crop"),
+        ({"crop_ids": ["abc"], "choice": "unknown"}, "positive integers"),
+        ({"crop_ids": [str(i) for i in range(1, 30)], "choice": "unknown"}, "at most 25"),
+        ({"crop_ids": ["1"], "choice": "species:x"}, "unknown choice"),
+    ],
+)
+def test_grid_refuses_bad_input(
+    data: dict[str, object],
+    message: str,
+    open_round: Round,
+    ingested_project: Project,
+    volunteer: User,
+) -> None:
+    response = _client(volunteer).post(
+        reverse("label_grid", args=[ingested_project.slug]), data, follow=True
+    )
+    assert message in response.text and not Label.objects.exists()
+
+
+def test_grid_refuses_a_crop_of_another_project(
+    open_round: Round, ingested_project: Project, volunteer: User
+) -> None:
+    other = Project.objects.create(name="Other", slug="other")
+    response = _client(volunteer).post(
+        reverse("label_grid", args=[ingested_project.slug]),
+        {"crop_ids": [_order(open_round)[0], 987654], "choice": "unknown"},
+        follow=True,
+    )
+    assert "crop 987654 is not part of project" in response.text
+    assert other.pk and not Label.objects.exists()
+
+
+def test_admin_reviews_a_dispute(
+    ingested_project: Project, admin_user: User, volunteer: User
+) -> None:
+    ingested_project.votes_per_crop = 2
+    ingested_project.save()
+    open_round = round_start(project=ingested_project, user=admin_user, strategy="random", size=2)
+    crop_id = _order(open_round)[0]
+    fox, agouti = (
+        ingested_project.species.get(name="red fox"),
+        ingested_project.species.get(name="agouti"),
+    )
+    for user, species in ((volunteer, fox), (admin_user, agouti)):
+        label_submit(
+            project=ingested_project,
+            crop_id=crop_id,
+            user=user,
+            kind="species",
+            species_id=species.pk,
+        )
+    client = _client(admin_user)
+    url = reverse("review", args=[ingested_project.slug])
+    page = client.get(url).text
+    assert f'id="dispute-{crop_id}"' in page and "agreement <b>0.50</b> of 2 votes" in page
+    assert f"{volunteer.username}: red fox" in page
+    response = client.post(url, {"crop_id": crop_id, "choice": f"species:{agouti.pk}"}, follow=True)
+    assert f"Crop {crop_id} decided." in response.text
+    row = Consensus.objects.get(crop_id=crop_id)
+    assert (row.status, row.species, row.reviewed) == ("done", agouti, True)
+    assert f'id="dispute-{crop_id}"' not in response.text
+
+
+def _synthetic_project(name: str, admin_user: User, volunteer: User, n_crops: int) -> Project:
+    """A project whose open round holds ``n_crops`` crops, with predictions, labels and a
+    dispute: rows only (the pages do not read image files)."""
+    from annotator.services import membership_set, project_create
+
+    project = project_create(name=name, created_by=admin_user, seed=3)
+    membership_set(project=project, user=volunteer, role="volunteer")
+    project.votes_per_crop = 2
+    project.save()
+    species = [project.species.create(name=n, position=i) for i, n in enumerate("abcdef")]
+    images = Image.objects.bulk_create(
+        Image(
+            project=project,
+            path=f"/nonexistent/{i}.jpg",
+            file_name=f"{i}.jpg",
+            width=100,
+            height=100,
+            seq_id=f"seq-{i // 3}",
+            frame_num=i % 3,
+        )
+        for i in range(n_crops)
+    )
+    detections = Detection.objects.bulk_create(
+        Detection(image=im, x=0.1, y=0.1, w=0.2, h=0.2, confidence=0.9, detector_version="t")
+        for im in images
+    )
+    crops = Crop.objects.bulk_create(
+        Crop(project=project, image=d.image, detection=d, file="c.jpg", padding=0.1)
+        for d in detections
+    )
+    version = EmbeddingVersion.objects.create(
+        project=project,
+        number=1,
+        backbone="t",
+        weights="none",
+        weights_source="t",
+        pretrained=False,
+        seed=1,
+        directory="v1",
+        status=EmbeddingVersion.Status.READY,
+        activated_at=timezone.now(),
+    )
+    new_round = Round.objects.create(
+        project=project,
+        number=1,
+        strategy="random",
+        size=n_crops,
+        seed=1,
+        embedding_version=version,
+        created_by=admin_user,
+    )
+    RoundCrop.objects.bulk_create(
+        RoundCrop(round=new_round, crop=c, position=i) for i, c in enumerate(crops)
+    )
+    classifier = ClassifierVersion.objects.create(
+        project=project,
+        number=1,
+        embedding_version=version,
+        last_label_id=0,
+        n_labels=0,
+        n_classes=6,
+        seed=1,
+        path="x",
+    )
+    rng = np.random.default_rng(0)
+    Prediction.objects.bulk_create(
+        Prediction(
+            crop=c,
+            classifier=classifier,
+            species=species[int(k)],
+            confidence=0.5,
+            top=[[species[(int(k) + j) % 6].pk, 0.5 / (j + 1)] for j in range(5)],
+        )
+        for c, k in zip(crops, rng.integers(0, 6, size=n_crops), strict=True)
+    )
+    for user, sp in ((volunteer, species[0]), (admin_user, species[1])):
+        label_submit(
+            project=project, crop_id=crops[-1].pk, user=user, kind="species", species_id=sp.pk
+        )
+    label_submit(project=project, crop_id=crops[-2].pk, user=volunteer, kind="unknown")
+    return project
+
+
+@pytest.mark.parametrize("view", ["label", "label_grid", "review"])
+def test_queries_do_not_grow_with_crops(view: str, admin_user: User, volunteer: User) -> None:
+    """The same number of queries with 10 and with 1,000 crops in the open round."""
+    counts = []
+    for n_crops in (10, 1000):
+        project = _synthetic_project(f"P{n_crops}", admin_user, volunteer, n_crops)
+        client = _client(admin_user)
+        url = reverse(view, args=[project.slug])
+        per_request = []
+        for _ in range(2):  # the first request claims crops, the second finds them held
+            with CaptureQueriesContext(connection) as queries:
+                assert client.get(url).status_code == 200
+            per_request.append(len(queries))
+        counts.append(per_request)
+    # Bounded: the big round never needs more queries than the small one (the small one can
+    # need one claim query more, when the volunteer holds fewer crops than a page shows).
+    assert counts[0][0] == counts[1][0] and max(counts[1]) <= max(counts[0]), counts
