@@ -939,6 +939,31 @@ def project_learning_update(
     return project
 
 
+def project_consensus_update(
+    *, project: Project, votes_per_crop: int, agreement_threshold: float
+) -> int:
+    """Change how many votes a crop needs and the agreement that decides it.
+
+    Every crop's consensus is recomputed under the new rule (votes are never dropped): raising
+    the votes sends decided crops of the open round back to the queue for more votes, lowering
+    them can decide pending crops. Returns the number of crops recomputed.
+    """
+    if not 1 <= votes_per_crop <= 10:
+        raise SettingsError("votes per crop must be between 1 and 10")
+    if not 0.0 <= agreement_threshold <= 1.0:
+        raise SettingsError("the agreement threshold must be within [0, 1], e.g. 0.66")
+    with transaction.atomic():
+        project.votes_per_crop = votes_per_crop
+        project.agreement_threshold = agreement_threshold
+        project.save(update_fields=["votes_per_crop", "agreement_threshold"])
+        crop_ids = list(Consensus.objects.filter(project=project).values_list("crop_id", flat=True))
+        consensus_update(project=project, crop_ids=crop_ids)
+        open_round = round_open_get(project=project)
+        if open_round is not None:
+            _round_close_if_done(round_=open_round)
+    return len(crop_ids)
+
+
 def classifier_threshold_update(*, classifier: ClassifierVersion, target: float) -> None:
     """Re-derive ``classifier``'s threshold for ``target`` from its ``.cv.npz`` file."""
     path = (Path(settings.TRAPWISE_DATA_DIR) / classifier.path).with_suffix(".cv.npz")

@@ -148,3 +148,18 @@ class SpeciesMergeForm(forms.Form):
 
     source = forms.IntegerField(min_value=1)
     target = forms.IntegerField(min_value=1)
+
+
+class ConsensusSettingsForm(forms.Form):
+    """Votes per crop and the agreement threshold, entered in percent."""
+
+    votes_per_crop = forms.IntegerField(min_value=1, max_value=10)
+    agreement_threshold = forms.FloatField(
+        min_value=0.0,
+        max_value=100.0,
+        help_text="A crop is done when the most common answer has at least this share of its "
+        "votes (and no tie); otherwise an admin reviews it.",
+    )
+
+    def clean_agreement_threshold(self) -> float:
+        return float(self.cleaned_data["agreement_threshold"]) / 100.0

@@ -57,6 +57,7 @@ urlpatterns = [
     path("p/<slug:slug>/label/grid/", labelling.label_grid, name="label_grid"),
     path("p/<slug:slug>/label/undo/", labelling.label_undo_view, name="label_undo"),
     path("p/<slug:slug>/review/", labelling.review, name="review"),
+    path("p/<slug:slug>/consensus/", labelling.consensus_settings, name="consensus_settings"),
     path(
         "p/<slug:slug>/export/crops.csv",
         exports.export_table_csv,

@@ -23,14 +23,16 @@ from activelearn.selectors import (
 )
 from activelearn.services import (
     LabelError,
+    SettingsError,
     crop_claim_next,
     crop_claim_release,
     label_review,
     label_submit,
     label_undo,
     labels_submit,
+    project_consensus_update,
 )
-from annotator.forms import SKIP, GridLabelForm, LabelForm, ReviewForm
+from annotator.forms import SKIP, ConsensusSettingsForm, GridLabelForm, LabelForm, ReviewForm
 from annotator.models import Project, Role, Species
 from annotator.selectors import project_get_for_user
 from annotator.views._common import LABELLERS, request_user
@@ -227,3 +229,20 @@ def review(request: HttpRequest, slug: str) -> HttpResponse:
             "species": list(project.species.all()),
         },
     )
+
+
+@login_required
+@require_POST
+def consensus_settings(request: HttpRequest, slug: str) -> HttpResponse:
+    project, _ = project_get_for_user(slug=slug, user=request.user, roles=(Role.ADMIN,))
+    form = ConsensusSettingsForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, f"Consensus settings not saved: {form.errors.as_text()}")
+        return redirect("project_detail", slug=slug)
+    try:
+        n = project_consensus_update(project=project, **form.cleaned_data)
+    except SettingsError as exc:
+        messages.error(request, f"Consensus settings not saved: {exc}")
+    else:
+        messages.success(request, f"Consensus settings saved; {n} labelled crops re-decided.")
+    return redirect("project_detail", slug=slug)

@@ -325,3 +325,27 @@ def test_queries_do_not_grow_with_crops(view: str, admin_user: User, volunteer: 
     # Bounded: the big round never needs more queries than the small one (the small one can
     # need one claim query more, when the volunteer holds fewer crops than a page shows).
     assert counts[0][0] == counts[1][0] and max(counts[1]) <= max(counts[0]), counts
+
+
+def test_admin_raises_the_votes_and_decided_crops_wait_for_more(
+    open_round: Round, ingested_project: Project, admin_user: User, volunteer: User
+) -> None:
+    first = _order(open_round)[0]
+    label_submit(project=ingested_project, crop_id=first, user=volunteer, kind="unknown")
+    assert Consensus.objects.get(crop_id=first).status == "done"
+    client = _client(admin_user)
+    url = reverse("consensus_settings", args=[ingested_project.slug])
+    response = client.post(url, {"votes_per_crop": 2, "agreement_threshold": 75}, follow=True)
+    assert "Consensus settings saved; 1 labelled crops re-decided." in response.text
+    assert "Each crop needs <b>2</b> votes" in response.text
+    ingested_project.refresh_from_db()
+    assert (ingested_project.votes_per_crop, ingested_project.agreement_threshold) == (2, 0.75)
+    assert Consensus.objects.get(crop_id=first).status == "pending"
+    bad = client.post(url, {"votes_per_crop": 0, "agreement_threshold": 75}, follow=True)
+    assert "Consensus settings not saved" in bad.text
+    ingested_project.refresh_from_db()
+    assert ingested_project.votes_per_crop == 2
+    assert (
+        _client(volunteer).post(url, {"votes_per_crop": 1, "agreement_threshold": 50}).status_code
+        == 404
+    )
