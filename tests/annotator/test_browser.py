@@ -152,3 +152,34 @@ def test_grid_batch_label_with_click_and_shift_click(
     assert set(Label.objects.values_list("user__username", flat=True)) == {volunteer.username}
     # The labelled crops have left the grid; the other four are still offered.
     assert page.locator(".tile").count() == 4
+
+
+# Names of elements reaching past the window's right edge: the failure message of the fit test.
+WIDE_ELEMENTS = """Array.from(document.querySelectorAll('*'))
+  .filter(e => e.getBoundingClientRect().right > window.innerWidth + 1)
+  .map(e => e.tagName + '.' + e.className).slice(0, 8).join(' ')"""
+
+
+@pytest.mark.parametrize("width,height", [(1366, 768), (768, 1024)], ids=["laptop", "tablet"])
+def test_labelling_page_fits_laptop_and_tablet(
+    width: int,
+    height: int,
+    browser_page: Any,
+    live_server: Any,
+    ingested_project: Project,
+    admin_user: User,
+    volunteer: User,
+) -> None:
+    round_start(project=ingested_project, user=admin_user, strategy="random", size=3)
+    page = browser_page
+    page.set_viewport_size({"width": width, "height": height})
+    _login(page, live_server, volunteer)
+    for path in ("label/", "label/grid/"):
+        page.goto(f"{live_server.url}/p/{ingested_project.slug}/{path}")
+        # No sideways scrolling, and the choices are large enough to tap.
+        wide = page.evaluate(WIDE_ELEMENTS)
+        assert page.evaluate("document.documentElement.scrollWidth") <= width, wide
+    page.goto(f"{live_server.url}/p/{ingested_project.slug}/label/")
+    box = page.locator("button[data-key='n']").bounding_box()
+    assert box is not None and box["height"] >= 44 and box["x"] + box["width"] <= width
+    assert page.locator("#crop-image").bounding_box()["width"] > width / 4
