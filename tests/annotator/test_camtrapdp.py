@@ -1,0 +1,340 @@
+"""The Camtrap DP 1.0 export, validated offline against the published schemas.
+
+``camtrap_dp_errors`` is the validator: the package descriptor against the Camtrap DP 1.0
+profile (JSON Schema, with the Data Package v1 schema it builds on), and the three CSV files
+against the Camtrap DP 1.0 table schemas (frictionless: types, required fields, enums,
+ranges, patterns, primary and foreign keys). See tests/data/camtrap-dp-1.0/README.md.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import zipfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.test import Client
+from django.urls import reverse
+
+from annotator.camtrapdp import (
+    DEPLOYMENT_FIELDS,
+    MEDIA_FIELDS,
+    OBSERVATION_FIELDS,
+    PROFILE_URL,
+    PackageOptions,
+    camtrap_dp_write,
+    schema_url,
+)
+from annotator.models import Image, Project
+from detector.models import Crop
+from tests.annotator.test_exports import Scenario, build_scenario
+from tests.conftest import PASSWORD
+
+pytestmark = pytest.mark.django_db
+
+SCHEMAS = Path(__file__).resolve().parent.parent / "data" / "camtrap-dp-1.0"
+START = datetime(2021, 5, 1, 6, 30, tzinfo=UTC)
+FORM = {
+    "latitude": "38.6",
+    "longitude": "-92.1",
+    "coordinate_uncertainty": "500",
+    "utc_offset": "-05:00",
+    "sampling_design": "opportunistic",
+    "capture_method": "activityDetection",
+    "data_license": "CC-BY-4.0",
+    "media_license": "CC-BY-NC-4.0",
+}
+
+
+def camtrap_dp_errors(folder: Path) -> list[str]:
+    """Why the unpacked package in ``folder`` is not valid Camtrap DP 1.0 ([] when it is)."""
+    import frictionless
+    import jsonschema
+    from referencing import Registry
+    from referencing.jsonschema import DRAFT4
+
+    descriptor = json.loads((folder / "datapackage.json").read_text())
+    # The 1.0 profile's "#$defs/version" lacks a JSON pointer's slash; 1.0.1 fixed only that.
+    profile = json.loads(
+        (SCHEMAS / "camtrap-dp-profile.json")
+        .read_text()
+        .replace('"#$defs/version"', '"#/$defs/version"')
+    )
+    data_package = json.loads((SCHEMAS / "data-package.json").read_text())
+    geojson = json.loads(
+        (Path(frictionless.__file__).parent / "assets" / "profiles" / "geojson.json").read_text()
+    )
+    registry: Registry[Any] = Registry().with_resources(
+        [
+            (
+                "https://frictionlessdata.io/schemas/data-package.json",
+                DRAFT4.create_resource(data_package),
+            ),
+            ("http://json.schemastore.org/geojson.json", DRAFT4.create_resource(geojson)),
+        ]
+    )
+    validator = jsonschema.Draft4Validator(
+        profile, registry=registry, format_checker=jsonschema.Draft4Validator.FORMAT_CHECKER
+    )
+    errors = [
+        f"datapackage.json {list(e.absolute_path)}: {e.message}"
+        for e in validator.iter_errors(descriptor)
+    ]
+    # The tables, against the local copies of the schemas the descriptor names by URL.
+    local = dict(descriptor, profile="tabular-data-package")
+    by_url = {schema_url(n): n for n in ("deployments", "media", "observations")}
+    local["resources"] = [
+        dict(
+            r, schema=json.loads((SCHEMAS / f"{by_url[r['schema']]}-table-schema.json").read_text())
+        )
+        for r in descriptor["resources"]
+    ]
+    report = frictionless.Package(local, basepath=str(folder)).validate()
+    errors += [f"package: {e.type}: {e.note}" for e in report.errors]
+    for task in report.tasks:
+        errors += [
+            f"{task.name} row {getattr(e, 'row_number', '-')}: {e.type}: {e.note}"
+            for e in task.errors
+        ]
+    return errors
+
+
+def unpack(data: bytes, folder: Path) -> Path:
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        assert sorted(archive.namelist()) == [
+            "datapackage.json",
+            "deployments.csv",
+            "media.csv",
+            "observations.csv",
+        ]
+        archive.extractall(folder)
+    return folder
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(encoding="utf-8", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def give_times(project: Project) -> None:
+    """Capture times as EXIF would give them: 5 s apart, frame by frame."""
+    for i, image in enumerate(Image.objects.filter(project=project).order_by("file_name")):
+        image.taken_at = START + timedelta(seconds=5 * i)
+        image.save(update_fields=["taken_at"])
+
+
+@pytest.fixture
+def scenario(ingested_project: Project, admin_user: User, volunteer: User) -> Scenario:
+    give_times(ingested_project)
+    return build_scenario(ingested_project, admin_user, volunteer)
+
+
+@pytest.fixture
+def package(scenario: Scenario, tmp_path: Path) -> Path:
+    out = io.BytesIO()
+    options = PackageOptions(latitude=38.6, longitude=-92.1, utc_offset="-05:00")
+    camtrap_dp_write(project=scenario.project, options=options, out=out)
+    return unpack(out.getvalue(), tmp_path / "package")
+
+
+def test_package_validates_against_camtrap_dp_1_0(package: Path) -> None:
+    assert camtrap_dp_errors(package) == []
+
+
+def test_package_holds_the_project(package: Path, scenario: Scenario) -> None:
+    project, crops = scenario.project, scenario.crops
+    descriptor = json.loads((package / "datapackage.json").read_text())
+    assert descriptor["profile"] == PROFILE_URL
+    assert descriptor["project"]["title"] == project.name
+    assert descriptor["spatial"] == {"type": "Point", "coordinates": [-92.1, 38.6]}
+    assert descriptor["temporal"] == {"start": "2021-05-01", "end": "2021-05-01"}
+    assert [t["scientificName"] for t in descriptor["taxonomic"]] == ["agouti", "red fox"]
+    assert [r["schema"] for r in descriptor["resources"]] == [
+        schema_url(n) for n in ("deployments", "media", "observations")
+    ]
+
+    deployments = read_csv(package / "deployments.csv")
+    assert list(deployments[0]) == DEPLOYMENT_FIELDS
+    cameras = set(Image.objects.filter(project=project).values_list("camera", flat=True))
+    assert {d["deploymentID"] for d in deployments} == cameras
+    assert {(d["latitude"], d["longitude"]) for d in deployments} == {("38.6", "-92.1")}
+    # Clock times keep their clock value and get the exporter's offset.
+    first = min(deployments, key=lambda d: d["deploymentStart"])
+    assert first["deploymentStart"] == "2021-05-01T06:30:00-05:00"
+
+    media = read_csv(package / "media.csv")
+    assert list(media[0]) == MEDIA_FIELDS
+    images = {str(i.pk): i for i in Image.objects.filter(project=project)}
+    assert {m["mediaID"] for m in media} == set(images)
+    for row in media:
+        image = images[row["mediaID"]]
+        assert (row["filePath"], row["deploymentID"]) == (image.file_name, image.camera)
+        assert row["fileMediatype"] == "image/jpeg"
+
+    observations = read_csv(package / "observations.csv")
+    assert list(observations[0]) == OBSERVATION_FIELDS
+    by_id = {o["observationID"]: o for o in observations}
+    f1 = by_id[f"crop-{crops['F1'].pk}"]
+    box = crops["F1"].detection
+    assert (f1["observationLevel"], f1["observationType"], f1["scientificName"]) == (
+        "media",
+        "animal",
+        "red fox",
+    )
+    assert (f1["classificationMethod"], f1["classifiedBy"]) == ("human", "vic")
+    assert float(f1["bboxX"]) == pytest.approx(box.x, abs=1e-6)
+    assert float(f1["bboxWidth"]) == pytest.approx(box.w, abs=1e-6)
+    a6 = by_id[f"crop-{crops['A6'].pk}"]
+    assert (a6["classificationMethod"], a6["classificationProbability"]) == ("machine", "0.95")
+    assert a6["classifiedBy"] == "Trapwise classifier v1 (embedding v1)"
+    assert "labelSource:auto" in a6["observationTags"]
+    assert by_id[f"crop-{crops['A3'].pk}"]["observationType"] == "unknown"
+    assert by_id[f"crop-{crops['F4'].pk}"]["observationType"] == "unclassified"
+    assert f"crop-{crops['A2'].pk}" not in by_id  # people said: not an animal
+    blank = Image.objects.filter(project=project, is_empty=True)
+    assert all(by_id[f"image-{i.pk}"]["observationType"] == "blank" for i in blank)
+    # Event-based: one row per species per event, counted as the event CSV counts.
+    events = [o for o in observations if o["observationLevel"] == "event"]
+    fox_event = [o for o in events if o["eventID"] == "SEQ75179"]
+    assert [(o["observationType"], o["scientificName"], o["count"]) for o in fox_event] == [
+        ("animal", "red fox", "2"),
+        ("unclassified", "", "1"),
+    ]
+    assert fox_event[0]["classificationMethod"] == "machine"
+    agouti_event = [o for o in events if o["eventID"] == "SEQ75520"]
+    assert [(o["scientificName"], o["count"]) for o in agouti_event] == [
+        ("agouti", "1"),
+        ("red fox", "1"),
+        ("", "1"),
+    ]
+    assert agouti_event[2]["observationType"] == "unknown"
+    # A2's frame held only the box people called "not an animal": it is blank too.
+    assert by_id[f"image-{crops['A2'].image_id}"]["observationType"] == "blank"
+    n_media = Crop.objects.filter(project=project).count() - 1 + blank.count() + 1
+    assert len(observations) - len(events) == n_media
+
+
+def _rewrite_csv(path: Path, change: Any) -> None:
+    rows = read_csv(path)
+    change(rows)
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _descriptor_without(key: str) -> Any:
+    def change(folder: Path) -> None:
+        descriptor = json.loads((folder / "datapackage.json").read_text())
+        del descriptor[key]
+        (folder / "datapackage.json").write_text(json.dumps(descriptor))
+
+    return change
+
+
+def _table_change(name: str, field: str, value: str) -> Any:
+    def change(folder: Path) -> None:
+        def edit(rows: list[dict[str, str]]) -> None:
+            rows[0][field] = value
+
+        _rewrite_csv(folder / f"{name}.csv", edit)
+
+    return change
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (_descriptor_without("project"), "'project' is a required property"),
+        (_descriptor_without("temporal"), "'temporal' is a required property"),
+        (_descriptor_without("contributors"), "'contributors' is a required property"),
+        (_table_change("deployments", "latitude", ""), "deployments row 2: constraint-error"),
+        (_table_change("deployments", "longitude", "200"), "deployments row 2: constraint-error"),
+        (_table_change("media", "timestamp", ""), "media row 2: constraint-error"),
+        (_table_change("media", "deploymentID", "nowhere"), "media row 2: foreign-key"),
+        (
+            _table_change("observations", "observationType", "cat"),
+            "observations row 2: constraint-error",
+        ),
+        (
+            _table_change("observations", "eventStart", "2021-05-01 06:30"),
+            "observations row 2: type-error",
+        ),
+    ],
+)
+def test_validation_fails_when_the_package_breaks_the_standard(
+    package: Path, mutate: Any, expected: str
+) -> None:
+    mutate(package)
+    errors = camtrap_dp_errors(package)
+    assert any(expected in e for e in errors), errors
+
+
+# --- the views ------------------------------------------------------------------------------
+
+
+def _client(user: User) -> Client:
+    client = Client()
+    assert client.login(username=user.username, password=PASSWORD)
+    return client
+
+
+def test_download_is_a_valid_package(scenario: Scenario, ecologist: User, tmp_path: Path) -> None:
+    slug = scenario.project.slug
+    form = _client(ecologist).get(reverse("camtrap_dp_form", args=[slug]))
+    assert form.status_code == 200 and 'name="latitude"' in form.content.decode()
+    response = _client(ecologist).get(reverse("export_camtrap_dp", args=[slug]), FORM)
+    assert response.status_code == 200
+    assert response["Content-Disposition"] == f'attachment; filename="{slug}-camtrap-dp.zip"'
+    folder = unpack(b"".join(response.streaming_content), tmp_path / "download")  # type: ignore[attr-defined]
+    assert camtrap_dp_errors(folder) == []
+    descriptor = json.loads((folder / "datapackage.json").read_text())
+    assert [(lic["name"], lic["scope"]) for lic in descriptor["licenses"]] == [
+        ("CC-BY-4.0", "data"),
+        ("CC-BY-NC-4.0", "media"),
+    ]
+    deployment = read_csv(folder / "deployments.csv")[0]
+    assert (deployment["coordinateUncertainty"], deployment["deploymentStart"][-6:]) == (
+        "500",
+        "-05:00",
+    )
+
+
+def test_download_without_a_location_is_refused(scenario: Scenario, ecologist: User) -> None:
+    url = reverse("export_camtrap_dp", args=[scenario.project.slug])
+    response = _client(ecologist).get(url)
+    assert response.status_code == 400
+    assert "This field is required." in response.content.decode()
+    response = _client(ecologist).get(url, {**FORM, "latitude": "91"})
+    assert response.status_code == 400
+    assert "less than or equal to 90" in response.content.decode()
+    response = _client(ecologist).get(url, {**FORM, "utc_offset": "5"})
+    assert "Give the offset as +hh:mm or -hh:mm" in response.content.decode()
+
+
+def test_download_refused_when_images_have_no_capture_time(
+    scenario: Scenario, ecologist: User
+) -> None:
+    Image.objects.filter(pk=scenario.crops["A1"].image_id).update(taken_at=None)
+    response = _client(ecologist).get(
+        reverse("export_camtrap_dp", args=[scenario.project.slug]), FORM
+    )
+    assert response.status_code == 400
+    assert "1 image(s) have no capture time" in response.content.decode()
+
+
+def test_species_names_cannot_run_formulas(scenario: Scenario, tmp_path: Path) -> None:
+    scenario.fox.name = "=1+2"
+    scenario.fox.save()
+    out = io.BytesIO()
+    camtrap_dp_write(
+        project=scenario.project, options=PackageOptions(latitude=0.0, longitude=0.0), out=out
+    )
+    folder = unpack(out.getvalue(), tmp_path / "formula")
+    names = {o["scientificName"] for o in read_csv(folder / "observations.csv")}
+    assert "'=1+2" in names and "=1+2" not in names
