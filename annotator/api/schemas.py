@@ -168,6 +168,18 @@ class MachineLabelOut(Schema):
     confidence: float
 
 
+class FinalLabelOut(Schema):
+    """The label the exports use: the humans' once their consensus is done, else the machine's
+    (auto-accepted at or above the classifier's threshold), else none."""
+
+    kind: str = Field(description="species, not_animal, unknown, or empty for no label.")
+    species: str
+    source: str = Field(description="human, auto, machine, or empty for no label.")
+    confidence: float | None = Field(
+        description="The humans' agreement (human) or the machine's confidence."
+    )
+
+
 class CropRowOut(Schema):
     crop_id: int
     crop_url: str
@@ -181,6 +193,7 @@ class CropRowOut(Schema):
     active: bool
     human_label: HumanLabelOut | None = Field(description="The crop's consensus; null if unvoted.")
     machine_label: MachineLabelOut | None
+    final_label: FinalLabelOut
     auto_accepted: bool
     classifier_version: int | None
     round: int | None

@@ -12,7 +12,12 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from activelearn.models import ClassifierVersion, Consensus, CropClaim, Label, Prediction, Round
-from activelearn.services import classifier_retrain, label_submit, round_start
+from activelearn.services import (
+    classifier_retrain,
+    consensus_update,
+    label_submit,
+    round_start,
+)
 from annotator.api.services import api_token_create
 from annotator.models import Project, Species
 from annotator.services import project_create
@@ -415,12 +420,20 @@ def test_crops_pages_cover_every_crop_once_with_labels(
             "agreement": 1.0,
             "reviewed": False,
         }
+        assert row["final_label"] == {
+            "kind": "species",
+            "species": consensus.species.name,  # type: ignore[union-attr]
+            "source": "human",
+            "confidence": 1.0,
+        }
         assert row["auto_accepted"] is False
     assert by_id[crops[0].pk]["active"] is False
     for crop in crops[6:-1]:
         row = by_id[crop.pk]
         prediction = Prediction.objects.get(classifier=classifier, crop=crop)
         assert row["human_label"] is None and row["auto_accepted"] is True
+        assert row["final_label"]["source"] == "auto"
+        assert row["final_label"]["species"] == prediction.species.name
         assert row["machine_label"] == {
             "species_id": prediction.species_id,
             "species": prediction.species.name,
@@ -431,6 +444,14 @@ def test_crops_pages_cover_every_crop_once_with_labels(
     for bad in ({"cursor": -1}, {"limit": 0}, {"limit": 501}, {"cursor": "abc"}):
         response = clients["admin"].get(f"{API}/projects/{ingested_project.slug}/crops", bad)
         assert response.status_code == 422
+    # A vote short of the project's quorum is shown, but the final label stays the machine's
+    # (the export's rule: only a done consensus is final).
+    ingested_project.votes_per_crop = 2
+    ingested_project.save()
+    consensus_update(project=ingested_project, crop_ids=[crops[1].pk])
+    row = {r["crop_id"]: r for r in _walk(clients["admin"], ingested_project, 100)}[crops[1].pk]
+    assert row["human_label"]["status"] == "pending"
+    assert row["final_label"]["source"] == "auto" and row["auto_accepted"] is True
 
 
 def test_crops_rows_name_their_round(
