@@ -91,7 +91,7 @@ def label_counts_svg(
     if len(human) != len(names) or (machine is not None and len(machine) != len(names)):
         raise ValueError("names, human and machine must have the same length")
     n = len(names)
-    height = 1.0 + 0.32 * max(n, 1) * (2 if machine is not None else 1)
+    height = 1.2 + 0.22 * max(n, 1) * (2 if machine is not None else 1)
     figure = Figure(figsize=(6.0, height), dpi=96)
     axes = figure.subplots()
     rows = np.arange(n)
@@ -115,7 +115,7 @@ def label_counts_svg(
     largest = max([*human, *(machine or []), 1])
     axes.set_xlim(0, largest * 1.15)  # room for the count labels
     axes.grid(axis="x", alpha=0.3)
-    axes.legend(loc="lower right", fontsize=8)
+    axes.legend(loc="best", fontsize=8)
     figure.tight_layout()
     return _svg_text(figure)
 

@@ -261,7 +261,8 @@ def members_list(*, project: Project) -> QuerySet[Membership]:
 
 @dataclass(frozen=True)
 class LabelCountsView:
-    """Crops per species as a table (``rows``) and a bar chart (``svg``)."""
+    """Crops per species as a table (``rows``, every species) and a bar chart (``svg``, the
+    species with any label; empty when none has one yet)."""
 
     rows: list[SpeciesCount]
     svg: str
@@ -273,10 +274,13 @@ def label_counts_chart(*, project: Project) -> LabelCountsView | None:
     rows = species_label_counts(project=project)
     if not rows:
         return None
+    shown = [r for r in rows if r.human or r.machine]
+    if not shown:
+        return LabelCountsView(rows=rows, svg="")
     # Imported here: matplotlib is slow to import and only this page needs it.
     from activelearn.plots import label_counts_svg
 
     svg = label_counts_svg(
-        [r.name for r in rows], [r.human for r in rows], [r.machine for r in rows]
+        [r.name for r in shown], [r.human for r in shown], [r.machine for r in shown]
     )
     return LabelCountsView(rows=rows, svg=svg)

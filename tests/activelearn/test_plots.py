@@ -1,0 +1,76 @@
+"""The admin page's figures: text stays text, bars carry their counts, rows are normalised."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from activelearn.evaluation import learning_curve_fit
+from activelearn.plots import confusion_matrix_svg, label_counts_svg, learning_curve_svg
+
+
+def _texts(svg: str) -> list[str]:
+    """The SVG's text elements, as a reader (or a screen reader) sees them."""
+    return [t.strip() for t in re.findall(r"<text[^>]*>([^<]*)</text>", svg)]
+
+
+def test_label_counts_bars_name_species_and_counts() -> None:
+    svg = label_counts_svg(["red fox", "agouti", "ocelot"], [7, 3, 0], [120, 41, 2])
+    assert svg.startswith("<svg")
+    texts = _texts(svg)
+    for name in ("red fox", "agouti", "ocelot", "human labels", "machine labels"):
+        assert name in texts
+    # Every bar is labelled with its own count.
+    for count in ("7", "3", "0", "120", "41", "2"):
+        assert count in texts
+    # Human bars only: no machine legend.
+    assert "machine labels" not in _texts(label_counts_svg(["red fox"], [4]))
+
+
+def test_label_counts_keep_names_literal() -> None:
+    svg = label_counts_svg(["$x$ & <b>", "cat"], [1, 2], [0, 0])
+    assert "$x$ &amp; &lt;b&gt;" in svg  # no mathtext, and escaped XML
+
+
+def test_label_counts_refuse_misaligned_input() -> None:
+    with pytest.raises(ValueError, match="same length"):
+        label_counts_svg(["a", "b"], [1], [1, 2])
+
+
+def test_confusion_matrix_is_row_normalised_with_names_on_both_axes() -> None:
+    counts = np.array([[3, 1, 0], [0, 5, 0], [2, 0, 2]])
+    svg = confusion_matrix_svg(counts, ["red fox", "agouti", "paca"])
+    texts = _texts(svg)
+    # Names on both axes (rows carry their crop counts).
+    assert texts.count("red fox") == 1 and "red fox (4)" in texts
+    assert "agouti (5)" in texts and "paca (4)" in texts
+    # Row shares: 3/4, 1/4; 5/5; 2/4, 2/4. Empty cells stay blank.
+    cells = [t for t in texts if t.endswith("%")]
+    assert sorted(cells) == sorted(["75%", "25%", "100%", "50%", "50%"])
+
+
+def test_confusion_matrix_stays_readable_for_many_species() -> None:
+    names = [f"species {i:02d}" for i in range(30)]
+    rng = np.random.default_rng(0)
+    counts = rng.integers(0, 5, size=(30, 30)) + np.eye(30, dtype=int) * 20
+    svg = confusion_matrix_svg(counts, names)
+    texts = _texts(svg)
+    for name in names:
+        assert name in texts  # every column label
+    assert not [t for t in texts if t.endswith("%")]  # no cell numbers beyond 25 species
+    width = float(re.search(r'width="([\d.]+)pt"', svg).group(1))  # type: ignore[union-attr]
+    assert width > 600  # the figure grows with the species
+
+
+def test_confusion_matrix_refuses_a_wrong_shape() -> None:
+    with pytest.raises(ValueError, match="must be"):
+        confusion_matrix_svg(np.zeros((2, 3)), ["a", "b"])
+
+
+def test_learning_curve_still_draws() -> None:
+    n, accuracy = [50, 100, 200, 400], [0.6, 0.7, 0.78, 0.83]
+    fit = learning_curve_fit(np.asarray(n, dtype=float), np.asarray(accuracy))
+    svg = learning_curve_svg(n, accuracy, fit=fit, target=0.9)
+    assert svg.startswith("<svg") and "</svg>" in svg

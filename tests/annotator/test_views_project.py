@@ -1,0 +1,374 @@
+"""The project page as the admin's dashboard: pipeline counts, jobs, plots and status.json."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+import pytest
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from django.utils import timezone
+
+from activelearn.models import (
+    ClassifierVersion,
+    Consensus,
+    Label,
+    Prediction,
+    Round,
+    RoundCrop,
+)
+from activelearn.services import label_submit
+from annotator.models import Image, Job, Project
+from annotator.selectors import pipeline_counts
+from detector.models import Crop, Detection
+from embeddings.models import EmbeddingVersion
+from tests.conftest import PASSWORD, label_by_truth
+
+pytestmark = pytest.mark.django_db
+
+
+def _client(user: User | None) -> Client:
+    client = Client()
+    if user is not None:
+        assert client.login(username=user.username, password=PASSWORD)
+    return client
+
+
+# Per block of ten crops: what each position holds (see ``_add_crops``).
+DONE_A, DONE_B, PENDING, REVIEW = (0, 1), (2,), (3,), (4,)
+AUTO = (5, 6)  # unlabelled, confidence 0.95 (>= the 0.9 threshold)
+INACTIVE = (7,)  # unlabelled, 0.95, but below the detection thresholds now
+LOW = (8, 9)  # unlabelled, confidence 0.5
+
+
+def _synthetic_project(project: Project) -> tuple[ClassifierVersion, Round]:
+    """An embedding version, a classifier with threshold 0.9 and an open round, no crops yet.
+
+    No files: the page reads only the database (and plots from these rows).
+    """
+    now = timezone.now()
+    version = EmbeddingVersion.objects.create(
+        project=project,
+        number=1,
+        backbone="synthetic",
+        weights="none",
+        weights_source="none",
+        pretrained=False,
+        seed=0,
+        directory="nowhere",
+        status=EmbeddingVersion.Status.READY,
+        activated_at=now,
+    )
+    classifier = ClassifierVersion.objects.create(
+        project=project,
+        number=1,
+        embedding_version=version,
+        last_label_id=0,
+        n_labels=3,
+        n_classes=2,
+        seed=0,
+        path="nowhere.joblib",
+        cv_accuracy=0.8,
+        cv_top5_accuracy=1.0,
+        cv_n_splits=2,
+        threshold=0.9,
+        threshold_accuracy=0.97,
+        target_accuracy=0.966,
+    )
+    open_round = Round.objects.create(
+        project=project, number=1, strategy="random", size=100, seed=1, embedding_version=version
+    )
+    for name in ("alpha", "beta"):
+        project.species.create(name=name)
+    Image.objects.create(
+        project=project, path="/nowhere/empty.jpg", file_name="empty.jpg", width=9, height=9,
+        detected_at=now, is_empty=True, count=0,
+    )  # fmt: skip
+    return classifier, open_round
+
+
+def _add_crops(
+    project: Project, user: User, classifier: ClassifierVersion, open_round: Round, n: int
+) -> None:
+    """``n`` more crops (a multiple of ten), made cheaply with bulk_create; see the table."""
+    alpha, beta = project.species.order_by("name")
+    start = Crop.objects.filter(project=project).count()
+    now = timezone.now()
+    images = Image.objects.bulk_create(
+        Image(
+            project=project,
+            path=f"/nowhere/{start + i}.jpg",
+            file_name=f"{start + i}.jpg",
+            width=100,
+            height=100,
+            seq_id=f"seq{(start + i) // 3}",
+            detected_at=now,
+            is_empty=False,
+            count=1,
+        )
+        for i in range(n)
+    )
+    detections = Detection.objects.bulk_create(
+        Detection(image=image, x=0.1, y=0.1, w=0.5, h=0.5, confidence=0.9, detector_version="s")
+        for image in images
+    )
+    crops = Crop.objects.bulk_create(
+        Crop(
+            project=project,
+            image=image,
+            detection=detection,
+            file=f"crops/{image.pk}.jpg",
+            padding=0.1,
+            active=(start + i) % 10 not in INACTIVE,
+        )
+        for i, (image, detection) in enumerate(zip(images, detections, strict=True))
+    )
+    status = {**dict.fromkeys(DONE_A + DONE_B, "done"), PENDING[0]: "pending", REVIEW[0]: "review"}
+    voted = [
+        (crop, status[(start + i) % 10])
+        for i, crop in enumerate(crops)
+        if (start + i) % 10 in status
+    ]
+    labels = Label.objects.bulk_create(
+        Label(
+            project=project,
+            crop=crop,
+            user=user,
+            kind="species",
+            species=beta if (start + i) % 10 in DONE_B else alpha,
+        )
+        for i, crop in enumerate(crops)
+        if (start + i) % 10 in status
+    )
+    Consensus.objects.bulk_create(
+        Consensus(
+            project=project,
+            crop=crop,
+            status=crop_status,
+            kind="species",
+            species=label.species,
+            votes=1,
+            agreement=1.0,
+            label=label,
+        )
+        for (crop, crop_status), label in zip(voted, labels, strict=True)
+    )
+    Prediction.objects.bulk_create(
+        Prediction(
+            crop=crop,
+            classifier=classifier,
+            species=alpha if (start + i) % 10 in DONE_A + AUTO + INACTIVE else beta,
+            confidence=0.5 if (start + i) % 10 in LOW else 0.95,
+            top=[],
+        )
+        for i, crop in enumerate(crops)
+    )
+    RoundCrop.objects.bulk_create(
+        RoundCrop(round=open_round, crop=crop, position=start + i) for i, crop in enumerate(crops)
+    )
+
+
+@pytest.fixture
+def synthetic(project: Project, volunteer: User) -> tuple[ClassifierVersion, Round]:
+    classifier, open_round = _synthetic_project(project)
+    _add_crops(project, volunteer, classifier, open_round, 10)
+    return classifier, open_round
+
+
+def test_pipeline_counts_in_sql(project: Project, volunteer: User, synthetic: Any) -> None:
+    classifier, open_round = synthetic
+    _add_crops(project, volunteer, classifier, open_round, 20)
+    counts = pipeline_counts(project=project)
+    assert counts.as_json() == {
+        "images": 31,
+        "images_detected": 31,
+        "images_empty": 1,
+        "crops": 27,  # 3 of 30 inactive
+        "labelled": 9,
+        "votes_pending": 3,
+        "review": 3,
+        "predicted": 30,
+        "auto_acceptable": 6,  # unlabelled, active and at or above the threshold
+        "classifier_number": 1,
+        "threshold": 0.9,
+    }
+    ClassifierVersion.objects.filter(pk=classifier.pk).update(threshold=None)
+    assert pipeline_counts(project=project).auto_acceptable == 0
+
+
+def test_project_page_shows_the_pipeline(
+    project: Project, admin_user: User, synthetic: Any
+) -> None:
+    html = _client(admin_user).get(reverse("project_detail", args=[project.slug])).text
+    expected = {
+        "images": 11,
+        "images_empty": 1,
+        "crops": 9,
+        "labelled": 3,
+        "votes_pending": 1,
+        "review": 1,
+        "predicted": 10,
+        "auto_acceptable": 2,
+    }
+    for key, value in expected.items():
+        assert f'data-count="{key}">{value}<' in html, key
+    # Decided and disputed crops count as done in the round; waiting ones do not.
+    assert 'id="round-count">4 / 10<' in html
+    # Human labels per species (decided ones) and machine labels of the unlabelled crops.
+    assert "<tr><td>alpha</td><td>2</td><td>2</td></tr>" in html
+    assert "<tr><td>beta</td><td>1</td><td>2</td></tr>" in html
+    assert 'src="/static/dashboard.js"' in html
+
+
+def _page_queries(client: Client, project: Project) -> int:
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(reverse("project_detail", args=[project.slug]))
+    assert response.status_code == 200
+    return len(queries)
+
+
+def test_page_queries_do_not_grow_with_the_crops(
+    project: Project, admin_user: User, volunteer: User, synthetic: Any
+) -> None:
+    classifier, open_round = synthetic
+    job = Job.objects.create(project=project, kind=Job.Kind.RETRAIN, status="failed", error="x")
+    Job.objects.create(project=project, kind=Job.Kind.EMBEDDING, status="running", total=5)
+    client = _client(admin_user)
+    small = _page_queries(client, project)
+    _add_crops(project, volunteer, classifier, open_round, 990)
+    assert Crop.objects.filter(project=project).count() == 1000
+    assert _page_queries(client, project) == small
+    assert job.pk
+    with CaptureQueriesContext(connection) as queries:
+        client.get(reverse("project_status_json", args=[project.slug]))
+    assert len(queries) <= 16
+
+
+@pytest.mark.parametrize(
+    "who,status", [("admin", 200), ("volunteer", 404), ("ecologist", 404), ("outsider", 404)]
+)
+def test_status_json_is_for_admins(
+    who: str,
+    status: int,
+    project: Project,
+    admin_user: User,
+    volunteer: User,
+    ecologist: User,
+    outsider: User,
+) -> None:
+    user = {"admin": admin_user, "volunteer": volunteer, "ecologist": ecologist}.get(who, outsider)
+    response = _client(user).get(reverse("project_status_json", args=[project.slug]))
+    assert response.status_code == status
+    if status == 200:
+        assert set(response.json()) == {"pipeline", "round", "jobs", "recent_jobs"}
+
+
+def test_status_json_requires_login(project: Project) -> None:
+    response = Client().get(reverse("project_status_json", args=[project.slug]))
+    assert response.status_code == 302 and response["Location"].startswith(reverse("login"))
+
+
+def test_status_json_follows_round_and_jobs(
+    project: Project, admin_user: User, volunteer: User, synthetic: Any
+) -> None:
+    _, open_round = synthetic
+    url = reverse("project_status_json", args=[project.slug])
+    client = _client(admin_user)
+    data = client.get(url).json()
+    assert data["round"] == {"number": 1, "strategy": "Random", "done": 4, "total": 10}
+    assert data["pipeline"]["labelled"] == 3 and data["jobs"] == []
+    # A second vote that decides a pending crop: labelled and round progress move by one.
+    pending = open_round.items.order_by("position")[PENDING[0]].crop_id
+    alpha = project.species.get(name="alpha")
+    label_submit(
+        project=project, crop_id=pending, user=admin_user, kind="species", species_id=alpha.pk
+    )
+    Job.objects.create(
+        project=project,
+        kind=Job.Kind.EMBEDDING,
+        status="running",
+        total=90,
+        done=30,
+        detail="embedding new crops with v1",
+        started_at=timezone.now() - timedelta(seconds=60),
+    )
+    data = client.get(url).json()
+    assert data["round"]["done"] == 5
+    assert (data["pipeline"]["labelled"], data["pipeline"]["votes_pending"]) == (4, 0)
+    (job,) = data["jobs"]
+    assert (job["kind"], job["label"], job["done"], job["total"], job["percent"]) == (
+        "embedding",
+        "Embedding",
+        30,
+        90,
+        pytest.approx(33.3),
+    )
+    assert job["seconds_left"] == pytest.approx(120, abs=2)
+    assert job["time_left"] == "about 2 min left"
+
+
+def test_page_shows_running_and_failed_jobs(project: Project, admin_user: User) -> None:
+    now = timezone.now()
+    Job.objects.create(
+        project=project,
+        kind=Job.Kind.FINETUNE,
+        status="running",
+        total=10,
+        done=4,
+        detail="v2 from v1, head mode",
+        started_at=now - timedelta(seconds=400),
+    )
+    Job.objects.create(
+        project=project,
+        kind=Job.Kind.RETRAIN,
+        status="failed",
+        total=9,
+        done=2,
+        error="MemoryError: out of memory while training",
+        started_at=now - timedelta(seconds=30),
+        finished_at=now,
+    )
+    html = _client(admin_user).get(reverse("project_detail", args=[project.slug])).text
+    assert "Fine-tuning the embedding" in html and "4 / 10 (40%)" in html
+    assert "about 10 min left" in html and "v2 from v1, head mode" in html
+    assert "MemoryError: out of memory while training" in html
+
+
+def test_admin_sees_label_counts_and_confusion_matrix(
+    ingested_project: Project, admin_user: User, volunteer: User, ecologist: User
+) -> None:
+    from sklearn.metrics import confusion_matrix
+
+    from activelearn.selectors import confusion_matrix_get
+    from activelearn.services import classifier_retrain
+
+    crops = list(ingested_project.crops.select_related("image"))
+    label_by_truth(ingested_project, volunteer, crops)
+    classifier = classifier_retrain(project_id=ingested_project.pk)
+    assert classifier is not None and classifier.cv_accuracy is not None
+    view = confusion_matrix_get(project=ingested_project)
+    assert view is not None
+    assert set(view.names) == {"red fox", "agouti"} and view.n_crops == len(crops)
+    saved = np.load((settings.TRAPWISE_DATA_DIR / classifier.path).with_suffix(".cv.npz"))
+    by_name = {s.name: s.pk for s in ingested_project.species.all()}
+    expected = confusion_matrix(
+        saved["true"], saved["predicted"], labels=[by_name[n] for n in view.names]
+    )
+    assert (view.counts == expected).all() and view.counts.sum() == len(crops)
+    html = _client(admin_user).get(reverse("project_detail", args=[ingested_project.slug])).text
+    assert 'id="confusion-plot"' in html and 'id="label-counts-plot"' in html
+    n_fox = sum("Red_Fox" in c.image.file_name for c in crops)
+    assert f"<tr><td>red fox</td><td>{n_fox}</td><td>0</td></tr>" in html
+    # The table lists every species; the chart only those with a label.
+    assert "<tr><td>ocelot</td><td>0</td><td>0</td></tr>" in html
+    chart = html.split('id="label-counts-plot">')[1].split("</figure>")[0]
+    assert ">red fox<" in chart and ">agouti<" in chart and ">ocelot<" not in chart
+    eco = _client(ecologist).get(reverse("project_detail", args=[ingested_project.slug])).text
+    assert 'id="confusion-plot"' not in eco and 'id="jobs"' not in eco
+    assert "dashboard.js" not in eco
