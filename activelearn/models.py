@@ -195,6 +195,9 @@ class ClassifierVersion(models.Model):
         Round, null=True, blank=True, on_delete=models.SET_NULL, related_name="classifiers"
     )
     last_label_id = models.BigIntegerField()
+    # SHA-256 of the (crop, species) pairs it was trained on: an undo, a review or a species
+    # merge changes the training set without a new label id, and must trigger a retrain.
+    labels_digest = models.CharField(max_length=64, blank=True)
     n_labels = models.PositiveIntegerField()
     n_classes = models.PositiveIntegerField()
     algorithm = models.CharField(max_length=100, default="PyTorch MLP (150, 100)")

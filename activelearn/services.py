@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import logging
@@ -565,13 +566,11 @@ def classifier_retrain(*, project_id: int) -> ClassifierVersion | None:
     if not any(kind == LabelKind.SPECIES for kind, _, _ in latest.values()):
         return None
     last_label_id = max(label_id for _, _, label_id in latest.values())
-    n_species_labels = sum(kind == LabelKind.SPECIES for kind, _, _ in latest.values())
+    digest = labels_digest(latest)
     previous = project.classifier_versions.order_by("-number").first()
-    # The label count catches an undone label, which leaves the newest label id unchanged.
     if (
         previous is not None
-        and previous.last_label_id == last_label_id
-        and previous.n_labels == n_species_labels
+        and previous.labels_digest == digest
         and previous.embedding_version_id == version.pk
     ):
         return previous
@@ -588,9 +587,24 @@ def classifier_retrain(*, project_id: int) -> ClassifierVersion | None:
             version=version,
             latest=latest,
             last_label_id=last_label_id,
+            digest=digest,
             previous_number=previous.number if previous else 0,
             job=job,
         )
+
+
+def labels_digest(latest: dict[int, tuple[str, int | None, int]]) -> str:
+    """SHA-256 (hex) of the sorted (crop id, species id) pairs of the species labels in
+    ``latest`` (as ``labels_latest_by_crop``): equal digests, equal training sets."""
+    pairs = np.asarray(
+        sorted(
+            (crop, species)
+            for crop, (kind, species, _) in latest.items()
+            if kind == LabelKind.SPECIES and species is not None
+        ),
+        dtype=np.int64,
+    )
+    return hashlib.sha256(pairs.tobytes()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -632,6 +646,7 @@ def _classifier_fit_and_predict(
     version: EmbeddingVersion,
     latest: dict[int, tuple[str, int | None, int]],
     last_label_id: int,
+    digest: str,
     previous_number: int,
     job: JobTracker | None = None,
 ) -> ClassifierVersion:
@@ -665,6 +680,7 @@ def _classifier_fit_and_predict(
             embedding_version=version,
             round=project.rounds.filter(status=Round.Status.CLOSED).order_by("-number").first(),
             last_label_id=last_label_id,
+            labels_digest=digest,
             n_labels=int(data.rows.size),
             n_classes=len(clf.classes),
             algorithm=clf.algorithm,

@@ -16,7 +16,7 @@ from django.utils.text import slugify
 from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
 
-from activelearn.models import ClassifierVersion, Consensus, EventPrediction, Label, Prediction
+from activelearn.models import Consensus, EventPrediction, Label, Prediction
 from activelearn.services import classifier_retrain_queue, consensus_update
 from annotator.coco import CocoMetadata, coco_metadata_read
 from annotator.models import Image, Membership, Project, Role, Species
@@ -496,9 +496,7 @@ def species_merge(*, project: Project, source_id: int, target_id: int) -> Specie
     In one transaction every Label, Consensus, Prediction and EventPrediction naming
     ``source`` is moved to ``target``; the consensus of every crop with a vote for ``source``
     is recomputed (two volunteers who disagreed as "fox" and "red fox" now agree), and a
-    retrain is queued. The latest classifier's ``last_label_id`` is reset to 0, because the
-    labels it was trained on changed species without any new label, which the retrain would
-    otherwise skip as "nothing new".
+    retrain is queued (the classifier's training-set digest changes, so it is not skipped).
 
     ``Prediction.top``/``EventPrediction.top`` JSON lists ([[species id, p], ...]) are not
     rewritten (a million rows): they may name the deleted species until the queued retrain
@@ -522,9 +520,7 @@ def species_merge(*, project: Project, source_id: int, target_id: int) -> Specie
         name = source.name
         source.delete()
         if labels:
-            latest = project.classifier_versions.order_by("-number").first()
-            if latest is not None:
-                ClassifierVersion.objects.filter(pk=latest.pk).update(last_label_id=0)
+            # The training set changed (its digest does), so the retrain is not skipped.
             classifier_retrain_queue(project_id=project.pk)
     return SpeciesMergeReport(
         source=name,
