@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
@@ -97,3 +100,46 @@ def label_by_truth(project: Project, user: User, crops: Iterable[Crop]) -> None:
         label_submit(
             project=project, crop_id=crop.pk, user=user, kind="species", species_id=species.pk
         )
+
+
+CHROMIUM = os.environ.get("TRAPWISE_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+@pytest.fixture
+def browser_page(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A headless-Chromium page (Playwright's sync API); skips without Chromium/playwright."""
+    from django.db import connection, connections
+
+    if not shutil.which(CHROMIUM):
+        pytest.skip(
+            f"headless Chromium not found at {CHROMIUM}: `apt-get install chromium` "
+            "(.ci/run does) or set TRAPWISE_CHROMIUM"
+        )
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="the playwright package is missing"
+    )
+    # Playwright's sync API runs an event loop in this thread; the ORM calls the test makes
+    # around it are still synchronous, so Django's async guard must be told.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    # The live server's request threads must not keep connections open past the test, or the
+    # test database cannot be dropped afterwards (PostgreSQL).
+    monkeypatch.setitem(connection.settings_dict, "CONN_MAX_AGE", 0)
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser.new_page()
+        finally:
+            browser.close()
+            # ORM calls made while Playwright's loop runs get a connection of their own
+            # context; close it too, for the same reason.
+            connections.close_all()
+
+
+def browser_login(page: Any, live_server: Any, user: User) -> None:
+    """Log ``user`` in through the login form (every fixture user's password is PASSWORD)."""
+    page.goto(f"{live_server.url}/accounts/login/")
+    page.fill("input[name=username]", user.username)
+    page.fill("input[name=password]", PASSWORD)
+    with page.expect_navigation():
+        page.click("button[type=submit]")

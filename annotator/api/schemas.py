@@ -50,7 +50,7 @@ class ProjectStatusOut(Schema):
     images_detected: int
     images_empty: int
     crops: int = Field(description="Active crops (above the project's detection thresholds).")
-    labelled: int = Field(description="Crops with at least one human label.")
+    labelled: int = Field(description="Crops whose human votes are decided (consensus done).")
     predicted: int = Field(description="Crops with a prediction of the latest classifier.")
     classifier_version: int | None
     embedding_version: int | None

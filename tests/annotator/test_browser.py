@@ -2,48 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
-from django.db import connection
 
 from activelearn.models import Label, Round
 from activelearn.services import round_start
 from annotator.models import Project
-from tests.conftest import PASSWORD
-
-CHROMIUM = os.environ.get("TRAPWISE_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+from tests.conftest import PASSWORD, browser_login
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def browser_page(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    if not shutil.which(CHROMIUM):
-        pytest.skip(
-            f"headless Chromium not found at {CHROMIUM}: `apt-get install chromium` "
-            "(.ci/run does) or set TRAPWISE_CHROMIUM"
-        )
-    sync_api = pytest.importorskip(
-        "playwright.sync_api", reason="the playwright package is missing"
-    )
-    # Playwright's sync API runs an event loop in this thread; the ORM calls the test makes
-    # around it are still synchronous, so Django's async guard must be told.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    # The live server's request threads must not keep connections open past the test, or the
-    # test database cannot be dropped afterwards (PostgreSQL).
-    monkeypatch.setitem(connection.settings_dict, "CONN_MAX_AGE", 0)
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser.new_page()
-        finally:
-            browser.close()
 
 
 def test_volunteer_labels_with_hotkey(
@@ -74,14 +43,6 @@ def test_volunteer_labels_with_hotkey(
     assert Round.objects.get().status == Round.Status.OPEN
 
 
-def _login(page: Any, live_server: Any, user: User) -> None:
-    page.goto(f"{live_server.url}/accounts/login/")
-    page.fill("input[name=username]", user.username)
-    page.fill("input[name=password]", PASSWORD)
-    with page.expect_navigation():
-        page.click("button[type=submit]")
-
-
 def test_type_ahead_then_undo_with_keys(
     browser_page: Any,
     live_server: Any,
@@ -94,7 +55,7 @@ def test_type_ahead_then_undo_with_keys(
     assert first is not None
     agouti = ingested_project.species.get(name="agouti")
     page = browser_page
-    _login(page, live_server, volunteer)
+    browser_login(page, live_server, volunteer)
     page.goto(f"{live_server.url}/p/{ingested_project.slug}/label/")
     page.wait_for_selector(f"text=Crop {first.crop_id}")
     page.keyboard.press("/")
@@ -130,7 +91,7 @@ def test_grid_batch_label_with_click_and_shift_click(
     open_round = round_start(project=ingested_project, user=admin_user, strategy="random", size=8)
     fox = ingested_project.species.get(name="red fox")
     page = browser_page
-    _login(page, live_server, volunteer)
+    browser_login(page, live_server, volunteer)
     page.goto(f"{live_server.url}/p/{ingested_project.slug}/label/grid/")
     tiles = page.locator(".tile")
     assert tiles.count() == 8
@@ -173,7 +134,7 @@ def test_labelling_page_fits_laptop_and_tablet(
     round_start(project=ingested_project, user=admin_user, strategy="random", size=3)
     page = browser_page
     page.set_viewport_size({"width": width, "height": height})
-    _login(page, live_server, volunteer)
+    browser_login(page, live_server, volunteer)
     for path in ("label/", "label/grid/"):
         page.goto(f"{live_server.url}/p/{ingested_project.slug}/{path}")
         # No sideways scrolling, and the choices are large enough to tap.

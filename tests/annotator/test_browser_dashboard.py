@@ -3,7 +3,6 @@ members and merge two species."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -12,46 +11,9 @@ from django.contrib.auth.models import User
 from activelearn.models import Label, Round
 from activelearn.services import label_submit
 from annotator.models import Membership, Project
-from tests.annotator.test_browser import CHROMIUM, CHROMIUM_ARGS
-from tests.conftest import PASSWORD
+from tests.conftest import browser_login
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def browser_page(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    import shutil
-
-    from django.db import connection, connections
-
-    if not shutil.which(CHROMIUM):
-        pytest.skip(
-            f"headless Chromium not found at {CHROMIUM}: `apt-get install chromium` "
-            "(.ci/run does) or set TRAPWISE_CHROMIUM"
-        )
-    sync_api = pytest.importorskip(
-        "playwright.sync_api", reason="the playwright package is missing"
-    )
-    # The ORM calls the test makes around Playwright's event loop are synchronous.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    # The live server's threads must not keep connections open past the test (PostgreSQL).
-    monkeypatch.setitem(connection.settings_dict, "CONN_MAX_AGE", 0)
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser.new_page()
-        finally:
-            browser.close()
-            # ORM calls made while Playwright's loop runs get a connection of their own
-            # context; close it, or the test database cannot be dropped (PostgreSQL).
-            connections.close_all()
-
-
-def _log_in(page: Any, live_server: Any, user: User) -> None:
-    page.goto(f"{live_server.url}/accounts/login/")
-    page.fill("input[name=username]", user.username)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
 
 
 def test_admin_starts_a_round_and_sees_it_progress_live(
@@ -62,7 +24,7 @@ def test_admin_starts_a_round_and_sees_it_progress_live(
     volunteer: User,
 ) -> None:
     page = browser_page
-    _log_in(page, live_server, admin_user)
+    browser_login(page, live_server, admin_user)
     page.goto(f"{live_server.url}/p/{ingested_project.slug}/")
     page.wait_for_selector("text=No round is open")
     page.select_option("select[name=strategy]", "k_center")
@@ -104,7 +66,7 @@ def test_admin_adds_a_member_and_merges_species(
     outsider: User,
 ) -> None:
     page = browser_page
-    _log_in(page, live_server, admin_user)
+    browser_login(page, live_server, admin_user)
     page.goto(f"{live_server.url}/p/{ingested_project.slug}/")
     with page.expect_navigation():
         page.click("text=Members and roles")

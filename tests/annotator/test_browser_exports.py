@@ -8,15 +8,11 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
-from django.db import connection
 from django.db.models import Q
 
 from annotator.models import Image, Project
@@ -25,34 +21,7 @@ from tests.annotator.test_camtrapdp import camtrap_dp_errors, give_times, read_c
 from tests.annotator.test_exports import Scenario, build_scenario
 from tests.conftest import PASSWORD
 
-CHROMIUM = os.environ.get("TRAPWISE_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def browser_page(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    if not shutil.which(CHROMIUM):
-        pytest.skip(
-            f"headless Chromium not found at {CHROMIUM}: `apt-get install chromium` "
-            "(.ci/run does) or set TRAPWISE_CHROMIUM"
-        )
-    sync_api = pytest.importorskip(
-        "playwright.sync_api", reason="the playwright package is missing"
-    )
-    # Playwright's sync API runs an event loop in this thread; the ORM calls the test makes
-    # around it are still synchronous, so Django's async guard must be told.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    # The live server's request threads must not keep connections open past the test, or the
-    # test database cannot be dropped afterwards (PostgreSQL).
-    monkeypatch.setitem(connection.settings_dict, "CONN_MAX_AGE", 0)
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser.new_page(accept_downloads=True)
-        finally:
-            browser.close()
 
 
 def _download(page: Any, link: Any, folder: Path) -> tuple[str, Path]:
