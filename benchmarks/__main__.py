@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from benchmarks import classifier_loop, embedding_speed, kcenter, offline_detector, reembed
+from benchmarks import (
+    classifier_loop,
+    embedding_speed,
+    export_stream,
+    kcenter,
+    offline_detector,
+    reembed,
+)
 
 
 def main() -> None:
     kcenter.main()
     classifier_loop.main()
+    export_stream.main()
     offline_detector.main()
     embedding_speed.main()
     reembed.main()
