@@ -121,6 +121,7 @@ def _project(*, slug: str, n_crops: int, admin: Any, rng: np.random.Generator) -
 
     from activelearn.models import (
         ClassifierVersion,
+        Consensus,
         EventPrediction,
         Label,
         LabelKind,
@@ -290,7 +291,7 @@ def _project(*, slug: str, n_crops: int, admin: Any, rng: np.random.Generator) -
                     project=project,
                     crop_id=int(c),
                     user=admin,
-                    kind=kinds[lo + p],
+                    kind=str(kinds[lo + p]),
                     species=species[int(truth[lo + p])]
                     if kinds[lo + p] == LabelKind.SPECIES
                     else None,
@@ -299,6 +300,7 @@ def _project(*, slug: str, n_crops: int, admin: Any, rng: np.random.Generator) -
                 for p, c in enumerate(chunk)
             )
         consensus_update(project=project, crop_ids=labelled.tolist())
+    assert Consensus.objects.filter(project=project, status="done").count() == n_labels
     return int(project.pk)
 
 
