@@ -322,6 +322,7 @@ def test_queries_do_not_grow_with_crops(view: str, admin_user: User, volunteer: 
                 assert client.get(url).status_code == 200
             per_request.append(len(queries))
         counts.append(per_request)
+    print(f"{view}: queries per request at 10 and 1,000 crops: {counts}")
     # Bounded: the big round never needs more queries than the small one (the small one can
     # need one claim query more, when the volunteer holds fewer crops than a page shows).
     assert counts[0][0] == counts[1][0] and max(counts[1]) <= max(counts[0]), counts

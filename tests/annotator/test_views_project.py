@@ -241,6 +241,7 @@ def test_page_queries_do_not_grow_with_the_crops(
     Job.objects.create(project=project, kind=Job.Kind.EMBEDDING, status="running", total=5)
     client = _client(admin_user)
     small = _page_queries(client, project)
+    print(f"project page: {small} queries at 10 crops")
     _add_crops(project, volunteer, classifier, open_round, 990)
     assert Crop.objects.filter(project=project).count() == 1000
     assert _page_queries(client, project) == small
