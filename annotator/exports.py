@@ -632,7 +632,11 @@ def _event_ordered_chunks(images: QuerySet[Image]) -> Iterator[list[Image]]:
     while True:
         page = ordered
         if last is not None:
-            page = ordered.filter(Q(seq_id__gt=last[0]) | Q(seq_id=last[0], id__gt=last[1]))
+            # The redundant range lets the database seek the (project, seq_id) index instead
+            # of walking it from the start for every chunk (quadratic at a million crops).
+            page = ordered.filter(seq_id__gte=last[0]).filter(
+                Q(seq_id__gt=last[0]) | Q(seq_id=last[0], id__gt=last[1])
+            )
         chunk = list(page[:EXPORT_CHUNK])
         if not chunk:
             return
