@@ -22,9 +22,7 @@ def round_open_get(*, project: Project) -> Round | None:
 
 def round_progress(*, round_: Round) -> tuple[int, int]:
     """(crops of the round decided or sent to review, crops in the round)."""
-    settled = Q(
-        crop__consensus__status__in=(Consensus.Status.DONE, Consensus.Status.REVIEW)
-    )
+    settled = Q(crop__consensus__status__in=(Consensus.Status.DONE, Consensus.Status.REVIEW))
     counts = round_.items.aggregate(total=Count("id"), done=Count("id", filter=settled))
     return counts["done"], counts["total"]
 
