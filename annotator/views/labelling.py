@@ -104,7 +104,13 @@ def label_undo_view(request: HttpRequest, slug: str) -> HttpResponse:
         messages.error(request, f"Nothing undone: {exc}")
     else:
         what = undone.species.name if undone.species else undone.get_kind_display()
-        messages.success(request, f"Undone: {what} on crop {undone.crop_id}. Label it again.")
+        closed = undone.round is not None and undone.round.status == Round.Status.CLOSED
+        then = (
+            "Its round has closed, so it goes back to the pool for a later round."
+            if closed
+            else "Label it again."
+        )
+        messages.success(request, f"Undone: {what} on crop {undone.crop_id}. {then}")
     back = "label_grid" if request.POST.get("next") == "grid" else "label"
     return redirect(back, slug=slug)
 

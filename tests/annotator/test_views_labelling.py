@@ -350,3 +350,18 @@ def test_admin_raises_the_votes_and_decided_crops_wait_for_more(
         _client(volunteer).post(url, {"votes_per_crop": 1, "agreement_threshold": 50}).status_code
         == 404
     )
+
+
+def test_undo_after_the_round_closed_says_where_the_crop_goes(
+    ingested_project: Project, admin_user: User, volunteer: User
+) -> None:
+    open_round = round_start(project=ingested_project, user=admin_user, strategy="random", size=1)
+    (crop_id,) = _order(open_round)
+    client = _client(volunteer)
+    client.post(
+        reverse("label", args=[ingested_project.slug]), {"crop_id": crop_id, "choice": "unknown"}
+    )
+    assert Round.objects.get().status == Round.Status.CLOSED
+    response = client.post(reverse("label_undo", args=[ingested_project.slug]), follow=True)
+    assert "Its round has closed, so it goes back to the pool for a later round." in response.text
+    assert not Consensus.objects.exists() and Label.objects.get().undone_at is not None
