@@ -104,6 +104,9 @@ class Label(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     # Undo keeps the row (labels are never lost) and stops it counting as a vote.
     undone_at = models.DateTimeField(null=True, blank=True)
+    # The client's idempotency key (``<key>:<crop id>``): a retried or double-clicked submission
+    # with the same key stores nothing new.
+    client_key = models.CharField(max_length=230, blank=True)
 
     class Meta:
         ordering = ["id"]
@@ -112,7 +115,12 @@ class Label(models.Model):
                 condition=(Q(kind="species") & Q(species__isnull=False))
                 | (~Q(kind="species") & Q(species__isnull=True)),
                 name="label_species_iff_kind_species",
-            )
+            ),
+            models.UniqueConstraint(
+                fields=["user", "client_key"],
+                condition=~Q(client_key=""),
+                name="label_unique_client_key",
+            ),
         ]
         indexes = [
             models.Index(fields=["crop", "-id"]),

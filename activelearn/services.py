@@ -260,16 +260,23 @@ def label_submit(
     user: User,
     kind: str,
     species_id: int | None = None,
+    idempotency_key: str = "",
 ) -> Label:
     """Store a volunteer's vote on a crop and update the crop's consensus.
 
     A volunteer's newer label on the same crop replaces their earlier vote (the row stays).
     When the vote decides the last crop of the open round, the round closes and a retrain is
     queued. Raises LabelError (and stores nothing) for a crop of another project, an unknown
-    kind or a species not in the project.
+    kind or a species not in the project. With an ``idempotency_key``, a repeat of the same
+    submission returns the stored label and stores nothing (see ``labels_submit``).
     """
     return labels_submit(
-        project=project, crop_ids=[crop_id], user=user, kind=kind, species_id=species_id
+        project=project,
+        crop_ids=[crop_id],
+        user=user,
+        kind=kind,
+        species_id=species_id,
+        idempotency_key=idempotency_key,
     )[0]
 
 
@@ -281,15 +288,29 @@ def labels_submit(
     kind: str,
     species_id: int | None = None,
     is_review: bool = False,
+    idempotency_key: str = "",
 ) -> list[Label]:
     """Store the same label on several crops at once (grid mode), all or nothing.
 
     Same contract as ``label_submit``; ``is_review`` marks an admin's decision on a disputed
     crop, which overrides the votes (the view checks the role).
+
+    ``idempotency_key`` (up to 200 characters, chosen by the client per submission): when this
+    user already submitted it, the labels stored then are returned and nothing is written, also
+    when two copies race (the database's unique constraint decides). Reusing a key for a
+    different label raises LabelError.
     """
     unique_ids = list(dict.fromkeys(int(c) for c in crop_ids))
     if not unique_ids:
         raise LabelError("no crop given")
+    if len(idempotency_key) > 200:
+        raise LabelError("the idempotency key is longer than 200 characters")
+    if idempotency_key:
+        replay = _labels_replayed(
+            user=user, key=idempotency_key, crop_ids=unique_ids, kind=kind, species_id=species_id
+        )
+        if replay is not None:
+            return replay
     crops = {c.pk: c for c in Crop.objects.filter(project=project, pk__in=unique_ids)}
     missing = [c for c in unique_ids if c not in crops]
     if missing:
@@ -304,7 +325,7 @@ def labels_submit(
             if open_round is not None
             else set()
         )
-        labels = Label.objects.bulk_create(
+        new = [
             Label(
                 project=project,
                 crop=crops[crop_id],
@@ -313,9 +334,25 @@ def labels_submit(
                 species=species,
                 round=open_round if crop_id in in_round else None,
                 is_review=is_review,
+                client_key=f"{idempotency_key}:{crop_id}" if idempotency_key else "",
             )
             for crop_id in unique_ids
-        )
+        ]
+        try:
+            with transaction.atomic():  # a savepoint: a lost race must not spoil the outer one
+                labels = Label.objects.bulk_create(new)
+        except IntegrityError:
+            # The same key was stored by a concurrent copy of this submission since we looked.
+            replay = _labels_replayed(
+                user=user,
+                key=idempotency_key,
+                crop_ids=unique_ids,
+                kind=kind,
+                species_id=species_id,
+            )
+            if not idempotency_key or replay is None:
+                raise
+            return replay
         consensus_update(project=project, crop_ids=unique_ids)
         if open_round is not None:
             CropClaim.objects.filter(round=open_round, user=user, crop_id__in=unique_ids).delete()
@@ -323,6 +360,25 @@ def labels_submit(
                 _round_close_if_done(round_=open_round)
         embedding_finetune_queue(project=project)
     return labels
+
+
+def _labels_replayed(
+    *, user: User, key: str, crop_ids: list[int], kind: str, species_id: int | None
+) -> list[Label] | None:
+    """The labels ``user`` stored under ``key`` for ``crop_ids``, or None if none exists."""
+    keys = {f"{key}:{crop_id}": crop_id for crop_id in crop_ids}
+    stored = {
+        label.crop_id: label
+        for label in Label.objects.filter(user=user, client_key__in=list(keys))
+    }
+    if not stored:
+        return None
+    same = set(stored) == set(crop_ids) and all(
+        label.kind == kind and label.species_id == species_id for label in stored.values()
+    )
+    if not same:
+        raise LabelError(f"the idempotency key {key!r} was already used for a different label")
+    return [stored[crop_id] for crop_id in crop_ids]
 
 
 def label_review(

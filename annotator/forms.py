@@ -41,6 +41,8 @@ class LabelForm(forms.Form):
 
     crop_id = forms.IntegerField(min_value=1, widget=forms.HiddenInput)
     choice = forms.CharField(max_length=50)
+    # One per rendered page: a double click or a resent form stores one label.
+    idempotency_key = forms.CharField(max_length=200, required=False)
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
@@ -104,6 +106,7 @@ class GridLabelForm(forms.Form):
 
     crop_ids = CropIdsField(max_count=25)
     choice = forms.CharField(max_length=50)
+    idempotency_key = forms.CharField(max_length=200, required=False)
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}

@@ -246,8 +246,8 @@ def next_crops(
 def label_create(request: HttpRequest, slug: str, payload: LabelIn) -> Status[Label]:
     """Store your label of a crop (labellers). 400 for a crop or species of another project.
 
-    ``idempotency_key`` is accepted but not enforced yet: a retried request stores a second
-    label (the later one counts as your vote).
+    With an ``idempotency_key``, a retried request returns the label stored the first time
+    (201 again) and stores nothing; reusing a key for a different label is a 400.
     """
     project, _ = _project(request, slug, roles=LABELLERS)
     try:
@@ -257,6 +257,7 @@ def label_create(request: HttpRequest, slug: str, payload: LabelIn) -> Status[La
             user=_user(request),
             kind=payload.kind.value,
             species_id=payload.species_id,
+            idempotency_key=payload.idempotency_key or "",
         )
     except LabelError as exc:
         raise HttpError(400, f"Label refused: {exc}") from exc

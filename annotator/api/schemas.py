@@ -114,8 +114,8 @@ class LabelIn(Schema):
     idempotency_key: str | None = Field(
         None,
         max_length=200,
-        description="Accepted but NOT enforced yet: a retried request stores a second label. "
-        "Send a fresh random key per label now; de-duplication by it is planned.",
+        description="A fresh random key per label (e.g. a UUID): a retried request with the "
+        "same key returns the label stored the first time and stores nothing.",
     )
 
     @model_validator(mode="after")

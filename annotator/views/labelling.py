@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections import defaultdict
 from typing import Any
 
@@ -88,6 +89,7 @@ def _label_post(
             user=request_user(request),
             kind=form.cleaned_data["kind"],
             species_id=form.cleaned_data["species_id"],
+            idempotency_key=form.cleaned_data["idempotency_key"],
         )
     except LabelError as exc:
         return HttpResponse(f"Label refused: {exc}", status=400)
@@ -126,6 +128,7 @@ def _progress_context(
         "today": labels_today_count(project=project, user=user),
         "last_label": label_last_get(project=project, user=user),
         "species": list(project.species.all()),
+        "submission_key": uuid.uuid4().hex,
     }
 
 
@@ -166,6 +169,7 @@ def label_grid(request: HttpRequest, slug: str) -> HttpResponse:
                 user=request_user(request),
                 kind=form.cleaned_data["kind"],
                 species_id=form.cleaned_data["species_id"],
+                idempotency_key=form.cleaned_data["idempotency_key"],
             )
         except LabelError as exc:
             messages.error(request, f"Nothing labelled: {exc}")

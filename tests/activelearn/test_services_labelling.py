@@ -253,3 +253,92 @@ def test_concurrent_claims_skip_locked_rows(
     claimed = [c for crops in results.values() for c in crops]
     assert len(results) == 4 and len(claimed) == 8
     assert len(set(claimed)) == 8  # no crop served twice
+
+
+def test_idempotency_key_stores_a_submission_once(
+    ingested_project: Project, volunteer: User, second_volunteer: User
+) -> None:
+    crops = list(ingested_project.crops.order_by("id").values_list("id", flat=True)[:3])
+    fox = _species(ingested_project, "red fox")
+    first = labels_submit(
+        project=ingested_project,
+        crop_ids=crops,
+        user=volunteer,
+        kind="species",
+        species_id=fox,
+        idempotency_key="grid-1",
+    )
+    again = labels_submit(
+        project=ingested_project,
+        crop_ids=crops,
+        user=volunteer,
+        kind="species",
+        species_id=fox,
+        idempotency_key="grid-1",
+    )
+    assert [label.pk for label in again] == [label.pk for label in first]
+    assert Label.objects.count() == 3
+    with pytest.raises(LabelError, match="already used for a different label"):
+        labels_submit(
+            project=ingested_project,
+            crop_ids=crops,
+            user=volunteer,
+            kind="unknown",
+            idempotency_key="grid-1",
+        )
+    with pytest.raises(LabelError, match="longer than 200"):
+        label_submit(
+            project=ingested_project,
+            crop_id=crops[0],
+            user=volunteer,
+            kind="unknown",
+            idempotency_key="x" * 201,
+        )
+    # Keys are per user: another volunteer's same key is a new submission.
+    label_submit(
+        project=ingested_project,
+        crop_id=crops[0],
+        user=second_volunteer,
+        kind="unknown",
+        idempotency_key="grid-1",
+    )
+    assert Label.objects.count() == 4
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_copies_of_one_submission_store_one_label(
+    ingested_project: Project, volunteer: User
+) -> None:
+    """Two requests with the same key at the same moment (a double click): one label."""
+    if connection.vendor != "postgresql":
+        pytest.skip("concurrent writers need PostgreSQL (SQLite serialises them)")
+    crop_id = ingested_project.crops.order_by("id").values_list("id", flat=True)[0]
+    barrier = threading.Barrier(4)
+    stored: list[int] = []
+    errors: list[BaseException] = []
+
+    def submit() -> None:
+        try:
+            barrier.wait()
+            label = label_submit(
+                project=ingested_project,
+                crop_id=crop_id,
+                user=volunteer,
+                kind="unknown",
+                idempotency_key="double-click",
+            )
+            stored.append(label.pk)
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=submit) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert len(stored) == 4 and len(set(stored)) == 1
+    assert Label.objects.filter(crop_id=crop_id).count() == 1
+    assert Consensus.objects.get(crop_id=crop_id).votes == 1

@@ -521,7 +521,7 @@ def test_openapi_lists_every_endpoint_and_bearer_scheme(client: Client) -> None:
         for operation in item.values():
             assert {"TokenAuth": []} in operation["security"]
     label_in = schema["components"]["schemas"]["LabelIn"]["properties"]
-    assert "not enforced" in label_in["idempotency_key"]["description"].lower()
+    assert "returns the label stored the first time" in label_in["idempotency_key"]["description"]
     docs = client.get(f"{API}/docs")
     assert docs.status_code == 200 and b"swagger" in docs.content.lower()
 
@@ -532,3 +532,22 @@ def test_session_client_reads_projects(ingested_project: Project, ecologist: Use
     data = client.get(f"{API}/projects/{ingested_project.slug}").json()
     assert data["role"] == "ecologist"
     assert client.get(f"{API}/projects/{ingested_project.slug}/next").status_code == 404
+
+
+def test_a_retried_label_with_the_same_idempotency_key_is_stored_once(
+    ingested_project: Project, volunteer: User
+) -> None:
+    client = _bearer(volunteer)
+    crop = ingested_project.crops.order_by("id").first()
+    assert crop is not None
+    url = f"{API}/projects/{ingested_project.slug}/labels"
+    body = {"crop_id": crop.pk, "kind": "unknown", "idempotency_key": "k-1"}
+    first, again = _post(client, url, body), _post(client, url, body)
+    assert first.status_code == again.status_code == 201
+    assert first.json()["id"] == again.json()["id"]
+    assert Label.objects.count() == 1
+    other = _post(client, url, {**body, "kind": "not_animal"})
+    assert (
+        other.status_code == 400 and "already used for a different label" in other.json()["detail"]
+    )
+    assert Label.objects.count() == 1

@@ -365,3 +365,18 @@ def test_undo_after_the_round_closed_says_where_the_crop_goes(
     response = client.post(reverse("label_undo", args=[ingested_project.slug]), follow=True)
     assert "Its round has closed, so it goes back to the pool for a later round." in response.text
     assert not Consensus.objects.exists() and Label.objects.get().undone_at is not None
+
+
+def test_a_resent_label_form_stores_one_label(
+    open_round: Round, ingested_project: Project, volunteer: User
+) -> None:
+    client = _client(volunteer)
+    url = reverse("label", args=[ingested_project.slug])
+    page = client.get(url).text
+    key = re.search(r'name="idempotency_key" value="([0-9a-f]{32})"', page)
+    assert key is not None
+    crop_id = _order(open_round)[0]
+    data = {"crop_id": crop_id, "choice": "unknown", "idempotency_key": key.group(1)}
+    assert client.post(url, data).status_code == client.post(url, data).status_code == 302
+    assert Label.objects.filter(crop_id=crop_id).count() == 1
+    assert key.group(1) not in client.get(url).text  # every page gets a fresh key
