@@ -368,8 +368,7 @@ def _labels_replayed(
     """The labels ``user`` stored under ``key`` for ``crop_ids``, or None if none exists."""
     keys = {f"{key}:{crop_id}": crop_id for crop_id in crop_ids}
     stored = {
-        label.crop_id: label
-        for label in Label.objects.filter(user=user, client_key__in=list(keys))
+        label.crop_id: label for label in Label.objects.filter(user=user, client_key__in=list(keys))
     }
     if not stored:
         return None
