@@ -65,7 +65,7 @@ def label(request: HttpRequest, slug: str) -> HttpResponse:
     )
     context = _progress_context(request, project=project, open_round=open_round)
     if crops:
-        context |= _crop_context(project=project, crop=crops[0])
+        context |= _crop_context(project=project, crop=crops[0], species=context["species"])
     return render(request, "annotator/label.html", context)
 
 
@@ -132,8 +132,7 @@ def _progress_context(
     }
 
 
-def _crop_context(*, project: Project, crop: Crop) -> dict[str, Any]:
-    species = list(project.species.all())
+def _crop_context(*, project: Project, crop: Crop, species: list[Species]) -> dict[str, Any]:
     det = crop.detection
     return {
         "crop": crop,
