@@ -54,6 +54,7 @@ from activelearn.selectors import classifier_latest, labels_latest_by_crop, roun
 from annotator.jobs import JobTracker, job_track
 from annotator.models import Job, Project, Species
 from annotator.sequences import capture_event
+from annotator.taskqueue import task_enqueue
 from detector.models import Crop
 from embeddings._atomic import atomic_path
 from embeddings.models import EmbeddingVersion
@@ -428,7 +429,21 @@ def consensus_update(*, project: Project, crop_ids: Iterable[int]) -> None:
     """
     ids = sorted({int(c) for c in crop_ids})
     for start in range(0, len(ids), CONSENSUS_CHUNK):
-        _consensus_chunk(project=project, crop_ids=ids[start : start + CONSENSUS_CHUNK])
+        chunk = ids[start : start + CONSENSUS_CHUNK]
+        _crops_lock(crop_ids=chunk)
+        _consensus_chunk(project=project, crop_ids=chunk)
+
+
+def _crops_lock(*, crop_ids: list[int]) -> None:
+    """Lock the crop rows (sorted ids, so two writers never deadlock) until the transaction ends.
+
+    Two volunteers voting on one crop at the same moment would otherwise each count only their
+    own vote and both try to create the crop's Consensus row: the second waits here instead and
+    then reads the first one's committed vote. A no-op outside PostgreSQL (SQLite serialises
+    writers anyway).
+    """
+    if connection.features.has_select_for_update and transaction.get_connection().in_atomic_block:
+        list(Crop.objects.select_for_update().filter(pk__in=crop_ids).order_by("pk").values("pk"))
 
 
 def _consensus_chunk(*, project: Project, crop_ids: list[int]) -> None:
@@ -580,6 +595,12 @@ def _label_species(*, project: Project, kind: str, species_id: int | None) -> Sp
 
 
 def _round_close_if_done(*, round_: Round) -> None:
+    # Lock the round first: two volunteers settling its last two crops at once each see the
+    # other's crop as open without the lock, and neither would close it. With it the second
+    # one waits, then reads the first one's committed vote and closes the round.
+    locked = Round.objects.select_for_update().filter(pk=round_.pk, status=Round.Status.OPEN)
+    if not list(locked.values_list("pk", flat=True)):
+        return  # closed meanwhile
     if round_.items.exclude(_crop_settled()).exists():
         return
     round_.status = Round.Status.CLOSED
@@ -601,10 +622,10 @@ def classifier_retrain_request(*, project: Project) -> None:
 
 
 def classifier_retrain_queue(*, project_id: int) -> None:
-    """Queue a retrain once the current transaction commits."""
+    """Queue a retrain once the current transaction commits (kept if the broker is down)."""
     from activelearn.tasks import classifier_retrain_task
 
-    transaction.on_commit(lambda: classifier_retrain_task.delay(project_id))
+    task_enqueue(task=classifier_retrain_task, args=[project_id])
 
 
 def classifier_retrain(*, project_id: int) -> ClassifierVersion | None:
@@ -808,13 +829,15 @@ def _cross_validate(
     except EvaluationError as exc:
         logger.info("no cross-validation for project %s: %s", project.pk, exc)
         return {"target_accuracy": project.target_accuracy}
-    np.savez(
-        path.with_suffix(".cv.npz"),
-        confidence=cv.confidence,
-        correct=cv.correct,
-        predicted=cv.predicted,
-        true=data.labels,
-    )
+    # Atomic like the model file: a worker killed mid-write leaves no truncated file behind.
+    with atomic_path(path.with_suffix(".cv.npz")) as tmp, tmp.open("wb") as handle:
+        np.savez(
+            handle,
+            confidence=cv.confidence,
+            correct=cv.correct,
+            predicted=cv.predicted,
+            true=data.labels,
+        )
     threshold = accuracy_threshold(cv.confidence, cv.correct, target=project.target_accuracy)
     return {
         "cv_accuracy": cv.accuracy,
@@ -926,6 +949,11 @@ def predictions_prune(*, project: Project, keep: int) -> int:
     return int(deleted)
 
 
+# Longer than embedding_finetune_task's time limit (24 h): a version building for longer than
+# this has no task left that could finish it.
+FINETUNE_ABANDONED_AFTER = timedelta(hours=25)
+
+
 class FinetuneError(ValueError):
     """A fine-tuning run cannot start; the message says why. Nothing was changed."""
 
@@ -942,6 +970,12 @@ def embedding_finetune_queue(*, project: Project, force: bool = False) -> Embedd
     Project.objects.select_for_update().filter(pk=project.pk).first()  # one queuer at a time
     building = EmbeddingVersion.objects.filter(
         project=project, status=EmbeddingVersion.Status.BUILDING
+    )
+    # A version still building past the task's time limit was abandoned (its task is gone):
+    # it must not block fine-tuning for good.
+    building.filter(created_at__lt=timezone.now() - FINETUNE_ABANDONED_AFTER).update(
+        status=EmbeddingVersion.Status.FAILED,
+        error="abandoned: not finished within the fine-tuning time limit",
     )
     if building.exists():
         if force:
@@ -961,7 +995,7 @@ def embedding_finetune_queue(*, project: Project, force: bool = False) -> Embedd
     )
     from activelearn.tasks import embedding_finetune_task
 
-    transaction.on_commit(lambda: embedding_finetune_task.delay(version.pk))
+    task_enqueue(task=embedding_finetune_task, args=[version.pk])
     return version
 
 
