@@ -64,6 +64,7 @@ def test_top5_of_many_unsorted_classes_by_brute_force() -> None:
     rng = np.random.default_rng(3)
     classes = rng.permutation(np.arange(100, 109))
     probs = rng.random((30, classes.size))
+    probs /= probs.sum(axis=1, keepdims=True)
     truth = classes[rng.integers(0, classes.size, size=30)]
     m = classification_metrics(probs, truth, classes=classes)
     top5 = classes[np.argsort(-probs, axis=1)[:, :5]]
