@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: venv demo serve test bench lint clean
+.PHONY: venv demo serve test bench loadtest lint clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,14 @@ test: venv
 
 bench: venv
 	$(PY) -m benchmarks
+
+# 50 simulated volunteers against gunicorn, PostgreSQL, Redis and a Celery worker on loopback
+# (PostgreSQL on 127.0.0.1:5432 and Redis on 127.0.0.1:6379 must be running); writes
+# var/bench/loadtest.json. `make loadtest LOADTEST_SECONDS=120 LOADTEST_VOLUNTEERS=20`.
+LOADTEST_SECONDS ?= 60
+LOADTEST_VOLUNTEERS ?= 50
+loadtest: venv
+	$(PY) -m benchmarks.loadtest --duration $(LOADTEST_SECONDS) --volunteers $(LOADTEST_VOLUNTEERS)
 
 lint: venv
 	$(VENV)/bin/ruff check .

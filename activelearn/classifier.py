@@ -17,6 +17,7 @@ import logging
 import os
 import tempfile
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,11 +28,13 @@ import sklearn
 import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import MLPClassifier
+from sklearn.utils.class_weight import compute_class_weight
 
 from activelearn._checks import check_int
 from embeddings.inference import torch_threads
 
 __all__ = [
+    "CLASS_BALANCES",
     "ClassifierError",
     "Predictions",
     "TrainedClassifier",
@@ -41,6 +44,9 @@ __all__ = [
     "classifier_probabilities",
     "classifier_save",
     "classifier_train",
+    "class_weights",
+    "oversample_rows",
+    "probabilities_average",
     "probabilities_top_k",
 ]
 
@@ -51,6 +57,9 @@ _FILE_FORMAT = "trapwise-classifier"
 _FILE_VERSION = 1
 
 BACKENDS = ("torch", "sklearn")
+# Rare species (the preprint): "none"; "weighted" = loss weights f_i = N / (C n_i)
+# (class_weights); "oversample" = minority classes resampled to the majority's count.
+CLASS_BALANCES = ("none", "weighted", "oversample")
 
 # scikit-learn MLPClassifier defaults, kept so that both backends train the same network.
 _BATCH_SIZE = 200
@@ -94,6 +103,7 @@ class TrainedClassifier:
     converged: bool = True
     n_iter: int = 0
     backend: str = "sklearn"
+    class_balance: str = "none"
 
     @property
     def algorithm(self) -> str:
@@ -193,6 +203,47 @@ def _check_hidden(hidden_layer_sizes: object) -> tuple[int, ...]:
     return tuple(_check_int(h, name="hidden layer size", minimum=1) for h in hidden_layer_sizes)
 
 
+def class_weights(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class loss weights against imbalance: ((C,) sorted classes, (C,) float64 weights).
+
+    The preprint's f_i = N / n_i (N rows, n_i rows of class i), normalised so that the
+    weights average 1 over the rows (sum_i n_i f_i = N): f_i = N / (C n_i) with C classes.
+    This is scikit-learn's ``class_weight="balanced"``, which computes it.
+    """
+    y = np.asarray(labels).reshape(-1)
+    if y.size == 0:
+        raise ClassifierError("class weights need at least one label")
+    classes = np.unique(y)
+    weights = compute_class_weight("balanced", classes=classes, y=y)
+    return classes, np.asarray(weights, dtype=np.float64)
+
+
+def oversample_rows(labels: np.ndarray, *, random_state: int) -> np.ndarray:
+    """Rows to train on so that every class has as many as the largest one (sorted, int64).
+
+    Every row is kept once; each smaller class gets ``max count - its count`` more of its
+    own rows, drawn uniformly with replacement (seeded). A balanced input comes back as is.
+    """
+    y = np.asarray(labels).reshape(-1)
+    classes, counts = np.unique(y, return_counts=True)
+    rng = np.random.default_rng(random_state)
+    extra = [
+        rng.choice(np.flatnonzero(y == label), size=int(counts.max() - count), replace=True)
+        for label, count in zip(classes, counts, strict=True)
+        if count < counts.max()
+    ]
+    rows = np.concatenate([np.arange(y.size), *extra]) if extra else np.arange(y.size)
+    return np.sort(rows).astype(np.int64)
+
+
+def _check_class_balance(class_balance: object) -> str:
+    if class_balance not in CLASS_BALANCES:
+        raise ClassifierError(
+            f"unknown class_balance {class_balance!r}; choose one of {', '.join(CLASS_BALANCES)}"
+        )
+    return str(class_balance)
+
+
 def _fit_mlp(
     x: np.ndarray,
     y: np.ndarray,
@@ -200,12 +251,22 @@ def _fit_mlp(
     random_state: int,
     hidden_layer_sizes: tuple[int, ...],
     max_iter: int,
+    class_balance: str = "none",
 ) -> tuple[MLPClassifier, bool]:
     """Fit an MLPClassifier; return (model, converged).
 
     Non-convergence is an expected outcome with small label sets and a fixed
     max_iter, so the ConvergenceWarning is captured and reported, not raised.
+    "weighted" passes f_i of each row as ``sample_weight`` (scikit-learn >= 1.7);
+    "oversample" fits on ``oversample_rows``.
     """
+    sample_weight = None
+    if class_balance == "weighted":
+        classes, weights = class_weights(y)
+        sample_weight = weights[np.searchsorted(classes, y)]
+    elif class_balance == "oversample":
+        rows = oversample_rows(y, random_state=random_state)
+        x, y = x[rows], y[rows]
     # early_stopping would hold out 10% of an already tiny label set, and its
     # stratified split fails when a class has a single example.
     model = MLPClassifier(
@@ -216,7 +277,7 @@ def _fit_mlp(
     )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
-        model.fit(x, y)
+        model.fit(x, y, sample_weight=sample_weight)
     converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
     for w in caught:
         if not issubclass(w.category, ConvergenceWarning):
@@ -248,8 +309,14 @@ def _fit_torch(
     random_state: int,
     hidden_layer_sizes: tuple[int, ...],
     max_iter: int,
+    class_balance: str = "none",
 ) -> tuple[MLPWeights, bool, int]:
     """Train the MLP with Adam on minibatches; return (weights, converged, epochs).
+
+    Class balance: "weighted" gives the cross-entropy the per-class weights f_i
+    (``class_weights``, computed on all rows), for training and held-out loss alike;
+    "oversample" resamples the training rows only (``oversample_rows``), after the
+    held-out split, so that no copy of a held-out row is trained on.
 
     Stopping: with fewer than ``_VALIDATION_MIN_ROWS`` rows, scikit-learn's default rule (the
     epoch's training loss has not improved by ``_TOL`` for ``_N_ITER_NO_CHANGE`` epochs).
@@ -263,6 +330,12 @@ def _fit_torch(
         torch.manual_seed(random_state)
         net = _torch_network(x.shape[1], hidden_layer_sizes, n_classes)
     train_rows, val_rows = _validation_split(x.shape[0], random_state=random_state)
+    weight = None
+    if class_balance == "weighted":
+        # Every class occurs in y_index (0..C-1), so the weights line up with the columns.
+        weight = torch.from_numpy(class_weights(y_index)[1].astype(np.float32))
+    elif class_balance == "oversample":
+        train_rows = train_rows[oversample_rows(y_index[train_rows], random_state=random_state)]
     batch = min(_BATCH_SIZE, train_rows.size)
     # sklearn's L2 term is alpha / 2 * ||W||^2 / batch size per step.
     optimizer = torch.optim.Adam(net.parameters(), lr=_LEARNING_RATE, weight_decay=_ALPHA / batch)
@@ -272,11 +345,13 @@ def _fit_torch(
     # Small matrices: one thread avoids synchronisation costs that dominate each step.
     with torch_threads(1):
         while epochs < max_iter and stale < _N_ITER_NO_CHANGE:
-            loss = _torch_epoch(net, optimizer, xt, yt, batch=batch, generator=generator)
+            loss = _torch_epoch(
+                net, optimizer, xt, yt, batch=batch, generator=generator, weight=weight
+            )
             epochs += 1
             if val_rows.size:
                 with torch.no_grad():
-                    loss = float(torch.nn.functional.cross_entropy(net(xv), yv))
+                    loss = float(torch.nn.functional.cross_entropy(net(xv), yv, weight=weight))
             if loss < best - _TOL:
                 best, stale = loss, 0
                 best_state = {k: v.clone() for k, v in net.state_dict().items()}
@@ -313,14 +388,19 @@ def _torch_epoch(
     *,
     batch: int,
     generator: torch.Generator,
+    weight: torch.Tensor | None = None,
 ) -> float:
-    """One shuffled pass; returns the mean training loss over rows."""
+    """One shuffled pass; returns the mean training loss over rows.
+
+    ``weight``: (C,) per-class cross-entropy weights; each batch's loss is then the
+    weighted mean (PyTorch divides by the batch's summed weights).
+    """
     order = torch.randperm(x.shape[0], generator=generator)
     total = 0.0
     for start in range(0, x.shape[0], batch):
         rows = order[start : start + batch]
         optimizer.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.cross_entropy(net(x[rows]), y[rows])
+        loss = torch.nn.functional.cross_entropy(net(x[rows]), y[rows], weight=weight)
         loss.backward()
         optimizer.step()
         total += float(loss.detach()) * rows.numel()
@@ -335,6 +415,7 @@ def classifier_train(
     hidden_layer_sizes: tuple[int, ...] = (150, 100),
     max_iter: int = 200,
     backend: str = "torch",
+    class_balance: str = "none",
 ) -> TrainedClassifier:
     """Train the MLP on labelled embeddings.
 
@@ -345,6 +426,12 @@ def classifier_train(
         hidden_layer_sizes: hidden layer widths; the paper uses (150, 100).
         max_iter: maximum optimiser epochs (adam).
         backend: "torch" (default) or "sklearn" (the paper's ``MLPClassifier``).
+        class_balance: against rare species (the preprint): "none" (default); "weighted":
+            cross-entropy weighted per class by f_i = N / (C n_i) (``class_weights``: the
+            preprint's N / n_i normalised to average 1 over the rows; sklearn backend:
+            as ``sample_weight``); "oversample": every smaller class resampled with
+            replacement (seeded by ``random_state``) up to the largest class's count
+            (``oversample_rows``).
 
     Returns:
         TrainedClassifier; ``model`` is None if only one distinct label was given.
@@ -353,13 +440,14 @@ def classifier_train(
 
     Raises:
         ClassifierError (a ValueError): empty input, shape/dtype mismatch, NaN/inf,
-        unknown backend.
+        unknown backend or class_balance.
     """
     random_state = _check_int(random_state, name="random_state", minimum=0)
     max_iter = _check_int(max_iter, name="max_iter", minimum=1)
     hidden = _check_hidden(hidden_layer_sizes)
     if backend not in BACKENDS:
         raise ClassifierError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    class_balance = _check_class_balance(class_balance)
     x = _check_features(features)
     if x.shape[0] == 0:
         raise ClassifierError("cannot train a classifier on zero labelled rows")
@@ -375,12 +463,18 @@ def classifier_train(
             random_state=random_state,
             hidden_layer_sizes=hidden,
             max_iter=max_iter,
+            class_balance=class_balance,
         )
         if not converged:
             logger.warning("MLP did not converge in %d epochs on %d rows", max_iter, x.shape[0])
     elif classes.size > 1:
         model, converged = _fit_mlp(
-            x, y, random_state=random_state, hidden_layer_sizes=hidden, max_iter=max_iter
+            x,
+            y,
+            random_state=random_state,
+            hidden_layer_sizes=hidden,
+            max_iter=max_iter,
+            class_balance=class_balance,
         )
         n_iter = int(model.n_iter_)
     return TrainedClassifier(
@@ -393,6 +487,7 @@ def classifier_train(
         converged=converged,
         n_iter=n_iter,
         backend=backend,
+        class_balance=class_balance,
     )
 
 
@@ -405,6 +500,47 @@ def probabilities_top_k(
     return classes[order].astype(np.int64), np.take_along_axis(probs, order, axis=1).astype(
         np.float32
     )
+
+
+def probabilities_average(
+    probabilities: Sequence[np.ndarray], classes: Sequence[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Average M models' class probabilities over the union of their classes (an ensemble).
+
+    The preprint (Norouzzadeh et al., S.2) averages several models' probabilities. Models
+    trained on different label sets know different classes: a class a model never saw
+    gets probability 0 from it, so each averaged row still sums to 1.
+
+    Args:
+        probabilities: M arrays, model m's (N, C_m) probabilities of the same N rows,
+            columns in the order of ``classes[m]``.
+        classes: M arrays, model m's (C_m,) distinct class labels.
+
+    Returns:
+        ((N, C) float32 mean probabilities, (C,) int64 sorted union of the classes).
+
+    Raises:
+        ClassifierError: no model, a count or shape mismatch, or repeated classes.
+    """
+    if len(probabilities) == 0 or len(probabilities) != len(classes):
+        raise ClassifierError(
+            f"need one class list per probability array and at least one of each, got "
+            f"{len(probabilities)} arrays and {len(classes)} class lists"
+        )
+    cols = [np.asarray(c, dtype=np.int64).reshape(-1) for c in classes]
+    union = np.unique(np.concatenate(cols))
+    n_rows = np.asarray(probabilities[0]).shape[0]
+    total = np.zeros((n_rows, union.size), dtype=np.float64)
+    for m, (probs, labels) in enumerate(zip(probabilities, cols, strict=True)):
+        p = np.asarray(probs, dtype=np.float64)
+        if p.shape != (n_rows, labels.size):
+            raise ClassifierError(
+                f"model {m}: probabilities of shape {p.shape}, expected ({n_rows}, {labels.size})"
+            )
+        if np.unique(labels).size != labels.size:
+            raise ClassifierError(f"model {m}: classes must be distinct")
+        total[:, np.searchsorted(union, labels)] += p
+    return (total / len(probabilities)).astype(np.float32), union
 
 
 def classifier_predict(

@@ -53,3 +53,24 @@ def consensus_decide(
     else:
         status = REVIEW
     return ConsensusResult(status, top[0], top[1], len(votes), agreement)
+
+
+def attributes_decide(
+    votes: Sequence[Sequence[int] | None], *, review: Sequence[int] | None = None
+) -> list[int] | None:
+    """The attribute ids decided yes for a crop, from its votes' ticked attribute ids.
+
+    Each vote is the list of ids one volunteer ticked, or None when that vote recorded no
+    attributes (an older label, a client that does not send them, a label that is not a
+    species). An id is yes when strictly more than half of the votes recording attributes
+    ticked it (a tie is no: an attribute needs a majority to be claimed). An admin's ``review``
+    that recorded attributes decides regardless of the votes. Returns the sorted ids, or None
+    when nothing was recorded.
+    """
+    if review is not None:
+        return sorted({int(a) for a in review})
+    recorded = [set(map(int, v)) for v in votes if v is not None]
+    if not recorded:
+        return None
+    ticks = Counter(a for vote in recorded for a in vote)
+    return sorted(a for a, n in ticks.items() if 2 * n > len(recorded))

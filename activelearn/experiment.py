@@ -5,8 +5,15 @@ product's: a random first round of ``init`` labels, then rounds of ``step`` pick
 selection strategy until ``budget``, retraining the classifier after every round and,
 optionally, fine-tuning the embedding head with triplet loss every ``finetune_every`` new
 labels. After each round the classifier is scored on a held-out *test* set of other
-capture sequences: crop top-1/top-5 and sequence top-1 (crop probabilities averaged over
-the sequence, the paper's capture-event rule, against the sequence's majority label).
+capture sequences with ``activelearn.metrics.classification_metrics``: crop top-1/top-5,
+sequence top-1 (crop probabilities averaged over the sequence, the paper's capture-event
+rule, against the sequence's majority label), F1 macro, log loss and per-species accuracy.
+
+``LoopConfig.class_balance`` trains the classifier (and the fine-tuned head's triplet
+sampler) with the product's class-balance setting; ``ensemble_size`` K > 1 averages the
+probabilities of K classifiers: K seeds trained on the same labels (``"seeds"``, what the
+product does) or the classifiers of the newest K rounds on the current embedding
+(``"versions"``).
 
 Everything here runs the project's real code (``activelearn.selection``,
 ``activelearn.classifier``, ``embeddings.training``) on numpy arrays; no Django. Backbone
@@ -30,7 +37,14 @@ import numpy as np
 from PIL import Image
 from torch import nn
 
-from activelearn.classifier import TrainedClassifier, classifier_predict, classifier_train
+from activelearn.classifier import (
+    CLASS_BALANCES,
+    TrainedClassifier,
+    classifier_predict,
+    classifier_train,
+    probabilities_average,
+)
+from activelearn.metrics import classification_metrics
 from activelearn.selection import STRATEGIES, Selection
 from activelearn.selection_extra import EXTRA_STRATEGIES, knn_radius
 from embeddings.cocodata import CropSet, coco_crops
@@ -39,6 +53,7 @@ from embeddings.training import TrainConfig, backbone_features, embed_from_featu
 
 __all__ = [
     "ALIASES",
+    "ENSEMBLE_MODES",
     "SELECTION_SPACES",
     "CocoSplit",
     "CropFeatures",
@@ -276,26 +291,49 @@ def _pixels(path: Path) -> int:
 
 @dataclass(frozen=True)
 class Scores:
-    """Test-set accuracy of one classifier (fractions in [0, 1]).
+    """Test-set scores of one classifier (``activelearn.metrics``; fractions in [0, 1]).
 
     Attributes:
         top1: crops whose most probable label is right.
         top5: crops whose label is among the five most probable.
         seq_top1: sequences whose mean crop probability vector peaks at the sequence's
             majority ground-truth label.
+        f1_macro: F1 of the top-1 labels, averaged over the classes.
+        log_loss: mean negative log probability of the true class (nats).
+        per_species: per class (label index), the share of its test crops predicted
+            right; None for a class without test crops.
     """
 
     top1: float
     top5: float
     seq_top1: float
+    f1_macro: float = float("nan")
+    log_loss: float = float("nan")
+    per_species: tuple[float | None, ...] = ()
 
 
-def _probability_matrix(clf: TrainedClassifier, x: np.ndarray, n_classes: int) -> np.ndarray:
-    """(N, n_classes) float64 class probabilities; classes never trained on get 0."""
-    predictions = classifier_predict(clf, x, top_k=n_classes)
-    probs = np.zeros((x.shape[0], n_classes), dtype=np.float64)
-    np.put_along_axis(probs, predictions.top_labels, predictions.top_probs, axis=1)
-    return probs
+def _probability_matrix(
+    clf: TrainedClassifier | Sequence[TrainedClassifier], x: np.ndarray, n_classes: int
+) -> np.ndarray:
+    """(N, n_classes) float64 class probabilities; classes never trained on get 0.
+
+    Several classifiers (an ensemble): the mean of their probabilities.
+    """
+    models = [clf] if isinstance(clf, TrainedClassifier) else list(clf)
+    each = []
+    for model in models:
+        predictions = classifier_predict(model, x, top_k=n_classes)
+        probs = np.zeros((x.shape[0], n_classes), dtype=np.float64)
+        np.put_along_axis(probs, predictions.top_labels, predictions.top_probs, axis=1)
+        each.append(probs)
+    if len(each) == 1:
+        result = each[0]
+    else:
+        classes = np.arange(n_classes)
+        result = probabilities_average(each, [classes] * len(each))[0].astype(np.float64)
+    # float32 rows sum to 1 within ~1e-7, short of scikit-learn's log-loss check.
+    normalised: np.ndarray = result / result.sum(axis=1, keepdims=True)
+    return normalised
 
 
 def _majority(labels: np.ndarray, n_classes: int) -> int:
@@ -323,23 +361,32 @@ def sequence_scores(
 
 
 def evaluate(
-    clf: TrainedClassifier, x: np.ndarray, labels: np.ndarray, seq_ids: np.ndarray, n_classes: int
+    clf: TrainedClassifier | Sequence[TrainedClassifier],
+    x: np.ndarray,
+    labels: np.ndarray,
+    seq_ids: np.ndarray,
+    n_classes: int,
 ) -> Scores:
-    """Score ``clf`` on test embeddings ``x`` (N, d) with true ``labels`` (N,) and ``seq_ids``."""
+    """Score ``clf`` (or the mean of several: an ensemble) on test embeddings ``x`` (N, d)
+    with true ``labels`` (N,, indices below ``n_classes``) and ``seq_ids``, with
+    ``activelearn.metrics.classification_metrics`` (sequences are its capture events)."""
     probs = _probability_matrix(clf, x, n_classes)
-    # Stable sort of -p: ties go to the smaller label, as in classifier_predict.
-    order = np.argsort(-probs, axis=1, kind="stable")[:, :5]
-    seq_pred, seq_true = sequence_scores(probs, labels, seq_ids)
+    metrics = classification_metrics(probs, labels, classes=np.arange(n_classes), events=seq_ids)
     return Scores(
-        top1=float(np.mean(order[:, 0] == labels)),
-        top5=float(np.mean((order == labels[:, None]).any(axis=1))),
-        seq_top1=float(np.mean(seq_pred == seq_true)),
+        top1=metrics.top1,
+        top5=metrics.top5,
+        seq_top1=float(metrics.event_top1 if metrics.event_top1 is not None else float("nan")),
+        f1_macro=metrics.f1_macro,
+        log_loss=metrics.log_loss,
+        per_species=tuple(accuracy for accuracy, _ in metrics.per_class().values()),
     )
 
 
 # --- The loop ------------------------------------------------------------------------------
 
 SELECTION_SPACES: tuple[str, ...] = ("embedding", "backbone")
+# What an ensemble of K averages: K seeds on the same labels, or the newest K rounds' models.
+ENSEMBLE_MODES: tuple[str, ...] = ("seeds", "versions")
 
 
 @dataclass(frozen=True)
@@ -356,6 +403,11 @@ class LoopConfig:
         finetune_lr: Adam learning rate of the head.
         selection_space: what the strategy sees: "embedding" (the current unit-norm
             embedding, as in the product) or "backbone" (raw pooled backbone features).
+        class_balance: the classifier's and the triplet sampler's class balance
+            (``activelearn.classifier.CLASS_BALANCES``).
+        ensemble_size: classifiers whose probabilities are averaged (1: one model).
+        ensemble_mode: "seeds" (K seeds trained on the current labels) or "versions"
+            (the classifiers of the newest K rounds since the last fine-tuning).
     """
 
     init: int
@@ -365,6 +417,9 @@ class LoopConfig:
     finetune_epochs: int = 10
     finetune_lr: float = 1e-3
     selection_space: str = "embedding"
+    class_balance: str = "none"
+    ensemble_size: int = 1
+    ensemble_mode: str = "seeds"
 
     def __post_init__(self) -> None:
         if self.init < 1 or self.step < 1 or self.budget < self.init:
@@ -376,6 +431,12 @@ class LoopConfig:
             raise ValueError("need finetune_every >= 0, finetune_epochs >= 1, finetune_lr > 0")
         if self.selection_space not in SELECTION_SPACES:
             raise ValueError(f"selection_space must be one of {', '.join(SELECTION_SPACES)}")
+        if self.class_balance not in CLASS_BALANCES:
+            raise ValueError(f"class_balance must be one of {', '.join(CLASS_BALANCES)}")
+        if self.ensemble_size < 1 or self.ensemble_mode not in ENSEMBLE_MODES:
+            raise ValueError(
+                f"need ensemble_size >= 1 and ensemble_mode in {', '.join(ENSEMBLE_MODES)}"
+            )
 
     def schedule(self, n_pool: int) -> list[int]:
         """Label counts after each round: init, init+step, ..., capped at budget and pool."""
@@ -434,6 +495,8 @@ class _RunState:
     last_tuned: int = 0  # label count at the last fine-tuning
     x_pool: np.ndarray | None = None  # (N_pool, D) current pool embedding
     clf: TrainedClassifier | None = None
+    # The classifiers whose probabilities are averaged (the ensemble; [clf] for one model).
+    models: list[TrainedClassifier] = field(default_factory=list)
 
 
 def _can_finetune(labels: np.ndarray) -> bool:
@@ -453,10 +516,15 @@ def _finetune(state: _RunState, pool: CropFeatures, config: LoopConfig, seed: in
     x = np.concatenate([pool.features[rows], *[view[rows] for view in pool.views]])
     labels = np.tile(y, 1 + pool.views.shape[0])
     train_config = TrainConfig(
-        mode="head", epochs=config.finetune_epochs, lr=config.finetune_lr, seed=seed
+        mode="head",
+        epochs=config.finetune_epochs,
+        lr=config.finetune_lr,
+        seed=seed,
+        class_balance=config.class_balance,
     )
     train_head(state.embedder.net, x, labels, config=train_config)
     state.last_tuned = len(state.picks)
+    state.models = []  # older rounds' classifiers do not fit the new embedding
     return True
 
 
@@ -465,8 +533,13 @@ def _pick(
 ) -> np.ndarray:
     """Run the strategy for ``n_new`` rows; uncertainty strategies see top-5 probabilities."""
     assert state.x_pool is not None and state.clf is not None, "round 0 is random"
-    # Top-5 rows: what the product stores and hands to select() as well.
-    probabilities = classifier_predict(state.clf, state.x_pool).top_probs
+    # Top-5 rows: what the product stores and hands to select() as well (of the ensemble's
+    # mean where there is one, as the product stores).
+    if len(state.models) > 1:
+        mean = _probability_matrix(state.models, state.x_pool, len(pool.label_names))
+        probabilities = -np.sort(-mean, axis=1)[:, :5].astype(np.float32)
+    else:
+        probabilities = classifier_predict(state.clf, state.x_pool).top_probs
     space = state.x_pool if config.selection_space == "embedding" else pool.features
     selection = all_strategies()[strategy](
         space,
@@ -526,7 +599,8 @@ def run_loop(
         state.picks += [int(i) for i in new]
         due = config.finetune_every and len(state.picks) - state.last_tuned >= config.finetune_every
         tuned = bool(due) and _finetune(state, pool, config, round_seed)
-        rounds.append(RoundScore(len(state.picks), _fit_and_score(state, pool, test, seed), tuned))
+        scores = _fit_and_score(state, pool, test, seed, config)
+        rounds.append(RoundScore(len(state.picks), scores, tuned))
     return RunResult(
         strategy=strategy,
         seed=seed,
@@ -536,28 +610,57 @@ def run_loop(
     )
 
 
-def _fit_and_score(state: _RunState, pool: CropFeatures, test: CropFeatures, seed: int) -> Scores:
+def _train_models(
+    x: np.ndarray, y: np.ndarray, seed: int, *, class_balance: str, size: int
+) -> list[TrainedClassifier]:
+    """``size`` classifiers with seeds seed, seed + 1009, ... (an ensemble of seeds; the
+    stride keeps the members of run seeds 0, 1, ... apart, so runs stay independent)."""
+    return [
+        classifier_train(x, y, random_state=(seed + 1009 * k) % 2**31, class_balance=class_balance)
+        for k in range(size)
+    ]
+
+
+def _fit_and_score(
+    state: _RunState, pool: CropFeatures, test: CropFeatures, seed: int, config: LoopConfig
+) -> Scores:
     """Re-embed, retrain the classifier on every label so far, score it on the test set."""
     state.x_pool = state.embedder.embed(pool.features)
     x_test = state.embedder.embed(test.features)
-    labeled = state.labeled
-    state.clf = classifier_train(state.x_pool[labeled], pool.labels[labeled], random_state=seed)
-    return evaluate(state.clf, x_test, test.labels, test.seq_ids, len(pool.label_names))
+    x, y = state.x_pool[state.labeled], pool.labels[state.labeled]
+    if config.ensemble_mode == "versions":
+        state.clf = classifier_train(x, y, random_state=seed, class_balance=config.class_balance)
+        state.models = [*state.models, state.clf][-config.ensemble_size :]
+    else:
+        state.models = _train_models(
+            x, y, seed, class_balance=config.class_balance, size=config.ensemble_size
+        )
+        state.clf = state.models[0]
+    return evaluate(state.models, x_test, test.labels, test.seq_ids, len(pool.label_names))
 
 
 def full_pool_scores(
-    pool: CropFeatures, test: CropFeatures, *, net: EmbeddingNet, seeds: Sequence[int]
+    pool: CropFeatures,
+    test: CropFeatures,
+    *,
+    net: EmbeddingNet,
+    seeds: Sequence[int],
+    class_balance: str = "none",
+    ensemble_size: int = 1,
 ) -> list[Scores]:
     """The starting embedding (no fine-tuning) with a classifier trained on every pool label.
 
-    One Scores per seed (the classifier's random_state).
+    One Scores per seed (the classifier's random_state; an ensemble of K uses seeds
+    seed .. seed + K - 1: with one label set there are no older versions to average).
     """
     embedder = _Embedder(net)
     x_pool, x_test = embedder.embed(pool.features), embedder.embed(test.features)
     n_classes = len(pool.label_names)
     return [
         evaluate(
-            classifier_train(x_pool, pool.labels, random_state=seed),
+            _train_models(
+                x_pool, pool.labels, seed, class_balance=class_balance, size=ensemble_size
+            ),
             x_test,
             test.labels,
             test.seq_ids,
@@ -570,7 +673,7 @@ def full_pool_scores(
 # --- Summaries ------------------------------------------------------------------------------
 
 
-_METRICS: tuple[str, ...] = ("top1", "top5", "seq_top1")
+_METRICS: tuple[str, ...] = ("top1", "top5", "seq_top1", "f1_macro", "log_loss")
 
 
 def _sd(values: np.ndarray) -> np.ndarray:
@@ -590,12 +693,15 @@ class StrategySummary:
         labels: (R,) label count after each round.
         values: metric name -> (S, R) per-seed values (S seeds, R rounds).
         seconds: total wall-clock time of its runs.
+        per_species: (S, C) per-species accuracy after the last round, per seed (NaN for a
+            species without test crops).
     """
 
     strategy: str
     labels: list[int]
     values: dict[str, np.ndarray]
     seconds: float
+    per_species: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))
 
     def mean(self, metric: str) -> np.ndarray:
         """(R,) mean over seeds."""
@@ -613,12 +719,35 @@ class StrategySummary:
             out[f"{metric}_mean"] = _rounded(self.mean(metric))
             out[f"{metric}_sd"] = _rounded(self.sd(metric))
         out["per_seed"] = {m: [_rounded(row) for row in self.values[m]] for m in _METRICS}
+        # Per species after the last round (label index order; null: no test crop).
+        out["per_species_mean"] = _nan_mean(self.per_species)
+        out["per_species_sd"] = _nan_sd(self.per_species)
         out["seconds"] = round(self.seconds, 2)
         return out
 
 
 def _rounded(values: np.ndarray) -> list[float]:
     return [round(float(v), 5) for v in values]
+
+
+def _per_species(scores: Sequence[Scores]) -> np.ndarray:
+    """(S, C) float64 per-species accuracy of S scores; NaN for None (no test crop)."""
+    return np.array(
+        [[np.nan if a is None else a for a in s.per_species] for s in scores], dtype=np.float64
+    )
+
+
+def _nan_mean(values: np.ndarray) -> list[float | None]:
+    """Column means of (S, C), None for an all-NaN column (a species without test crops)."""
+    if values.size == 0:
+        return []
+    return [None if np.isnan(c).all() else round(float(np.mean(c)), 5) for c in values.T]
+
+
+def _nan_sd(values: np.ndarray) -> list[float | None]:
+    if values.size == 0:
+        return []
+    return [None if np.isnan(c).all() else round(float(_sd(c[:, None])[0]), 5) for c in values.T]
 
 
 def summarise(runs: Sequence[RunResult]) -> StrategySummary:
@@ -636,7 +765,13 @@ def summarise(runs: Sequence[RunResult]) -> StrategySummary:
         metric: np.array([[getattr(r.scores, metric) for r in run.rounds] for run in runs])
         for metric in _METRICS
     }
-    return StrategySummary(runs[0].strategy, labels, values, sum(run.seconds for run in runs))
+    return StrategySummary(
+        runs[0].strategy,
+        labels,
+        values,
+        sum(run.seconds for run in runs),
+        per_species=_per_species([run.rounds[-1].scores for run in runs]),
+    )
 
 
 # Neighbour count of the sparsity diagnostic (distance to the k-th nearest pool crop).
@@ -750,9 +885,13 @@ class ExperimentResult:
     config: LoopConfig
     seeds: list[int]
     seconds: float
+    species: list[str] = field(default_factory=list)
 
     def full_pool_mean(self, metric: str) -> float:
         return float(np.mean([getattr(s, metric) for s in self.full_pool]))
+
+    def full_pool_sd(self, metric: str) -> float:
+        return float(_sd(np.array([[getattr(s, metric)] for s in self.full_pool]))[0])
 
     def to_dict(self) -> dict[str, Any]:
         """The benchmark JSON: strategies, full_pool_top1/top5 (+ seq), params, seconds."""
@@ -770,6 +909,12 @@ class ExperimentResult:
             "full_pool_top1": round(self.full_pool_mean("top1"), 5),
             "full_pool_top5": round(self.full_pool_mean("top5"), 5),
             "full_pool_seq_top1": round(self.full_pool_mean("seq_top1"), 5),
+            "full_pool_f1_macro": round(self.full_pool_mean("f1_macro"), 5),
+            "full_pool_log_loss": round(self.full_pool_mean("log_loss"), 5),
+            "full_pool_sd": {m: round(self.full_pool_sd(m), 5) for m in _METRICS},
+            "full_pool_per_species": _nan_mean(_per_species(self.full_pool)),
+            "full_pool_per_species_sd": _nan_sd(_per_species(self.full_pool)),
+            "species": self.species,
             "params": {**dataclasses.asdict(self.config), "seeds": self.seeds},
             "seconds": round(self.seconds, 2),
         }
@@ -806,10 +951,18 @@ def run_benchmark(
         summaries={name: summarise(r) for name, r in runs.items()},
         runs=runs,
         diagnostics={name: pick_diagnostics(r, pool, start) for name, r in runs.items()},
-        full_pool=full_pool_scores(pool, test, net=net, seeds=seeds),
+        full_pool=full_pool_scores(
+            pool,
+            test,
+            net=net,
+            seeds=seeds,
+            class_balance=config.class_balance,
+            ensemble_size=config.ensemble_size,
+        ),
         config=config,
         seeds=list(seeds),
         seconds=time.perf_counter() - started,
+        species=list(pool.label_names),
     )
 
 

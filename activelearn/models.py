@@ -18,6 +18,8 @@ class Strategy(models.TextChoices):
     MARGIN = "margin", "Smallest margin"
     ENTROPY = "entropy", "Highest entropy"
     HYBRID = "hybrid", "k-Center among the least confident"
+    # k-Center among the crops the classifier predicts as one species (Round.target_species).
+    SPECIES = "species", "One species, for diversity"
 
 
 # Strategies that rank crops by the current classifier's probabilities.
@@ -43,6 +45,10 @@ class Round(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     closed_at = models.DateTimeField(null=True, blank=True)
+    # A round aimed at one species (strategy "species"): crops predicted as it.
+    target_species = models.ForeignKey(
+        Species, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
 
     class Meta:
         ordering = ["project_id", "number"]
@@ -107,6 +113,9 @@ class Label(models.Model):
     # The client's idempotency key (``<key>:<crop id>``): a retried or double-clicked submission
     # with the same key stores nothing new.
     client_key = models.CharField(max_length=230, blank=True)
+    # Ids of the project's attributes ticked yes; null where none were recorded (labels made
+    # before attributes existed, or a client that does not send them), [] for all no.
+    attributes = models.JSONField(null=True, blank=True)
 
     class Meta:
         ordering = ["id"]
@@ -158,6 +167,9 @@ class Consensus(models.Model):
     reviewed = models.BooleanField(default=False)
     # The newest label counted: the export's "labelled by / at" and retraining's change check.
     label = models.ForeignKey(Label, on_delete=models.PROTECT, related_name="+")
+    # Attribute ids decided yes (each by a majority of the votes recording attributes), or
+    # null when no vote recorded any.
+    attributes = models.JSONField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -229,6 +241,16 @@ class ClassifierVersion(models.Model):
     # Share of the crops without a human label whose confidence is at or above the threshold.
     auto_accept_share = models.FloatField(null=True, blank=True)
     n_unlabelled = models.PositiveIntegerField(default=0)
+    # How it was trained: class balance and the number of versions averaged (1 = itself).
+    class_balance = models.CharField(max_length=20, default="none")
+    ensemble_size = models.PositiveSmallIntegerField(default=1)
+    # activelearn.metrics on the cross-validated predictions: the scalar summary, and per
+    # species {species id: [accuracy or null, support]}.
+    cv_metrics = models.JSONField(null=True, blank=True)
+    cv_per_species = models.JSONField(null=True, blank=True)
+    # The attribute head: attribute ids in output order, and its cross-validated scores.
+    attribute_ids = models.JSONField(null=True, blank=True)
+    attribute_metrics = models.JSONField(null=True, blank=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.READY)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -253,6 +275,8 @@ class Prediction(models.Model):
     confidence = models.FloatField()
     # [[species_id, probability], ...] best first, up to five.
     top = models.JSONField(default=list)
+    # {attribute id: probability of yes} from the attribute head; null without one.
+    attributes = models.JSONField(null=True, blank=True)
 
     class Meta:
         constraints = [
@@ -277,6 +301,8 @@ class EventPrediction(models.Model):
     confidence = models.FloatField()
     top = models.JSONField(default=list)
     n_crops = models.PositiveIntegerField()
+    # {attribute id: mean probability of yes over the event's crops}; null without a head.
+    attributes = models.JSONField(null=True, blank=True)
 
     class Meta:
         constraints = [

@@ -30,21 +30,36 @@ def learning_curve_svg(
     *,
     fit: LearningCurve | None,
     target: float | None = None,
+    top5: Sequence[float | None] | None = None,
+    f1_macro: Sequence[float | None] | None = None,
 ) -> str:
     """An SVG learning curve: one dot per classifier version, the fitted curve ahead of it.
 
     Args:
         n_labels: (P,) labels each point was trained with.
-        accuracy: (P,) estimated (cross-validated) accuracy of each point, in [0, 1].
+        accuracy: (P,) estimated (cross-validated) top-1 accuracy of each point, in [0, 1].
         fit: a fitted ``LearningCurve`` to draw up to twice the last label count, or None.
         target: a horizontal line at the target accuracy, or None.
+        top5, f1_macro: (P,) optional further cross-validated scores of the same points, each
+            drawn as its own line over the points that have one (None: not measured).
 
     Returns:
         The ``<svg>`` element as text (no XML prolog), for inlining in a page.
     """
     figure = Figure(figsize=(6.0, 3.2), dpi=96)
     axes = figure.subplots()
-    axes.plot(n_labels, accuracy, "o-", color="#2b6cb0", label="cross-validated accuracy")
+    axes.plot(n_labels, accuracy, "o-", color="#2b6cb0", label="cross-validated top-1")
+    for values, style, colour, name in (
+        (top5, "s:", "#2f855a", "top-5"),
+        (f1_macro, "^-.", "#805ad5", "F1 macro"),
+    ):
+        if values is None:
+            continue
+        if len(values) != len(n_labels):
+            raise ValueError(f"{name} must have one value per point ({len(n_labels)})")
+        kept = [(n, v) for n, v in zip(n_labels, values, strict=True) if v is not None]
+        if kept:
+            axes.plot(*zip(*kept, strict=True), style, color=colour, label=name)
     if fit is not None and fit.fitted and len(n_labels):
         grid = np.linspace(min(n_labels), 2 * max(n_labels), 100)
         axes.plot(grid, fit.predict(grid), "--", color="#718096", label="fitted trend")
@@ -56,10 +71,7 @@ def learning_curve_svg(
     axes.grid(alpha=0.3)
     axes.legend(loc="lower right", fontsize=8)
     figure.tight_layout()
-    buffer = io.StringIO()
-    figure.savefig(buffer, format="svg")
-    text = buffer.getvalue()
-    return text[text.index("<svg") :]
+    return _svg_text(figure)
 
 
 def _svg_text(figure: Figure) -> str:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.db.models import Count, Prefetch, Q
 from django.utils import timezone
@@ -17,7 +20,14 @@ from detector.models import Crop
 
 
 def round_open_get(*, project: Project) -> Round | None:
-    return Round.objects.filter(project=project, status=Round.Status.OPEN).first()
+    open_round = (
+        Round.objects.filter(project=project, status=Round.Status.OPEN)
+        .select_related("target_species")
+        .first()
+    )
+    if open_round is not None:
+        open_round.project = project  # its readers need the project: this saves them a query
+    return open_round
 
 
 def round_progress(*, round_: Round) -> tuple[int, int]:
@@ -161,11 +171,15 @@ def sequence_frames(*, image: Image, limit: int = 12) -> list[Image]:
 
 @dataclass(frozen=True)
 class LearningCurvePoint:
+    """One classifier version's cross-validated scores (``activelearn.metrics``): top-1
+    (``accuracy``), top-5 and F1 macro (None for versions trained before it was stored)."""
+
     classifier: int
     round: int | None
     n_labels: int
     accuracy: float
     top5_accuracy: float | None
+    f1_macro: float | None = None
 
 
 @dataclass(frozen=True)
@@ -192,12 +206,15 @@ def learning_curve_get(*, project: Project) -> LearningCurveView | None:
     )
     by_labels: dict[int, LearningCurvePoint] = {}
     for v in versions:
+        # The stored metrics summary when there is one; older versions have only the fields.
+        summary = v.cv_metrics or {}
         by_labels[v.n_labels] = LearningCurvePoint(
             classifier=v.number,
             round=v.round.number if v.round else None,
             n_labels=v.n_labels,
-            accuracy=float(v.cv_accuracy or 0.0),
-            top5_accuracy=v.cv_top5_accuracy,
+            accuracy=float(summary.get("top1", v.cv_accuracy) or 0.0),
+            top5_accuracy=summary.get("top5", v.cv_top5_accuracy),
+            f1_macro=summary.get("f1_macro"),
         )
     if not by_labels:
         return None
@@ -208,7 +225,14 @@ def learning_curve_get(*, project: Project) -> LearningCurveView | None:
     # Imported here: matplotlib is slow to import and only this page needs it, not workers.
     from activelearn.plots import learning_curve_svg
 
-    svg = learning_curve_svg(n, accuracy, fit=fit, target=project.target_accuracy)
+    svg = learning_curve_svg(
+        n,
+        accuracy,
+        fit=fit,
+        target=project.target_accuracy,
+        top5=[p.top5_accuracy for p in points],
+        f1_macro=[p.f1_macro for p in points],
+    )
     return LearningCurveView(points=points, fit=fit, svg=svg)
 
 
@@ -230,36 +254,37 @@ class ConfusionView:
 
 def confusion_matrix_get(*, project: Project) -> ConfusionView | None:
     """The confusion matrix from the latest classifier's ``.cv.npz`` (two queries), or None
-    when it has no cross-validation (too few labels) or predates the saved predictions."""
-    # Imported here: scikit-learn and matplotlib are slow to import and only this page needs
-    # them, not the workers.
-    import hashlib
-    from pathlib import Path
+    when it has no cross-validation (too few labels) or predates the saved predictions.
 
-    from django.conf import settings
+    The counts are ``activelearn.metrics``' confusion matrix, saved by the retrain; a file from
+    before that is scored again through the same module from its predicted and true species.
+    """
+    # Imported here: matplotlib is slow to import and only this page needs it, not workers.
+    import hashlib
+
     from django.core.cache import cache
-    from sklearn.metrics import confusion_matrix
 
     from activelearn.plots import confusion_matrix_svg
 
     classifier = classifier_latest(project=project)
     if classifier is None or classifier.cv_accuracy is None:
         return None
-    path = (Path(settings.TRAPWISE_DATA_DIR) / classifier.path).with_suffix(".cv.npz")
-    if not path.exists():
+    saved = _cv_confusion_load(classifier=classifier)
+    if saved is None:
         return None
-    with np.load(path) as cv:
-        if "predicted" not in cv.files or "true" not in cv.files:
-            return None  # saved before the predicted species were kept
-        predicted, true = cv["predicted"].astype(np.int64), cv["true"].astype(np.int64)
+    classes, full = saved
     species = {s.pk: s for s in Species.objects.filter(project=project)}
-    present = np.union1d(true, predicted).tolist()
+    # Only the species that occur (labelled or predicted), in the species list's order.
+    present = [
+        int(c) for c, row, col in zip(classes, full, full.T, strict=True) if row.any() or col.any()
+    ]
     order = sorted(
         present,
         key=lambda i: (0, species[i].position, species[i].name) if i in species else (1, 0, i),
     )
+    index = [int(np.flatnonzero(classes == i)[0]) for i in order]
+    counts = full[np.ix_(index, index)]
     names = [species[i].name if i in species else f"removed species #{i}" for i in order]
-    counts = confusion_matrix(true, predicted, labels=order)
     # Drawing a large matrix takes a while: keep it per classifier and species names.
     digest = hashlib.sha256("\n".join(names).encode()).hexdigest()[:16]
     key = f"confusion-svg:{classifier.pk}:{digest}"
@@ -271,6 +296,151 @@ def confusion_matrix_get(*, project: Project) -> ConfusionView | None:
         classifier=classifier.number,
         names=names,
         counts=counts,
-        n_crops=int(true.size),
+        n_crops=int(full.sum()),
         svg=svg,
+    )
+
+
+def _cv_confusion_load(*, classifier: ClassifierVersion) -> tuple[np.ndarray, np.ndarray] | None:
+    """(classes (C,), confusion (C, C), rows true) of ``classifier``'s cross-validation, or
+    None without a usable ``.cv.npz``."""
+    from activelearn.metrics import classification_metrics
+
+    path = _cv_file(classifier)
+    if not path.exists():
+        return None
+    with np.load(path) as cv:
+        if "confusion" in cv.files and "confusion_classes" in cv.files:
+            return cv["confusion_classes"].astype(np.int64), cv["confusion"].astype(np.int64)
+        if "predicted" not in cv.files or "true" not in cv.files:
+            return None  # saved before the predicted species were kept
+        predicted, true = cv["predicted"].astype(np.int64), cv["true"].astype(np.int64)
+    if true.size == 0:
+        return None
+    # The confusion depends on the predicted labels only: one-hot rows predict exactly them.
+    classes = np.union1d(true, predicted)
+    one_hot = (predicted[:, None] == classes[None, :]).astype(np.float64)
+    metrics = classification_metrics(one_hot, true, classes=classes)
+    return metrics.classes, metrics.confusion
+
+
+def _cv_file(classifier: ClassifierVersion) -> Path:
+    return (Path(settings.TRAPWISE_DATA_DIR) / classifier.path).with_suffix(".cv.npz")
+
+
+@dataclass(frozen=True)
+class SpeciesAccuracy:
+    """One species' cross-validated accuracy (None without labelled crops) and support."""
+
+    species_id: int
+    name: str
+    accuracy: float | None
+    support: int
+
+
+@dataclass(frozen=True)
+class ClassifierMetricsView:
+    """The latest classifier's cross-validated metrics (``activelearn.metrics``), for the
+    admin page and the metrics export.
+
+    ``summary``: top1, top5, f1_micro, f1_macro, f1_weighted, log_loss, event_top1, n,
+    n_events. ``per_species``: in the species list's order, species the classifier never saw
+    left out; merged-away ones named "removed species #<id>".
+    """
+
+    classifier: int
+    n_splits: int
+    class_balance: str
+    ensemble_size: int
+    summary: dict[str, float | int | None]
+    per_species: list[SpeciesAccuracy]
+    attribute_metrics: dict[str, Any] | None
+
+
+def classifier_metrics_get(
+    *, project: Project, classifier: ClassifierVersion | None
+) -> ClassifierMetricsView | None:
+    """``classifier``'s (the latest, as ``classifier_latest``) stored metrics with species
+    names; None without a classifier or before its metrics were stored. One query."""
+    if classifier is None or not classifier.cv_metrics:
+        return None
+    species = {s.pk: s for s in Species.objects.filter(project=project)}
+    stored = {int(k): (v[0], int(v[1])) for k, v in (classifier.cv_per_species or {}).items()}
+    order = sorted(
+        stored,
+        key=lambda i: (0, species[i].position, species[i].name) if i in species else (1, 0, i),
+    )
+    return ClassifierMetricsView(
+        classifier=classifier.number,
+        n_splits=classifier.cv_n_splits,
+        class_balance=classifier.class_balance,
+        ensemble_size=classifier.ensemble_size,
+        summary=dict(classifier.cv_metrics),
+        per_species=[
+            SpeciesAccuracy(
+                species_id=i,
+                name=species[i].name if i in species else f"removed species #{i}",
+                accuracy=None if stored[i][0] is None else float(stored[i][0]),
+                support=stored[i][1],
+            )
+            for i in order
+        ],
+        attribute_metrics=classifier.attribute_metrics or None,
+    )
+
+
+@dataclass(frozen=True)
+class AttributeScore:
+    name: str
+    accuracy: float
+    precision: float
+    recall: float
+    support: int
+
+
+@dataclass(frozen=True)
+class AttributeMetricsView:
+    """The latest classifier's attribute head, cross-validated (folds grouped by capture
+    event; probability > 0.5 is yes): micro-averaged scores and one row per attribute."""
+
+    classifier: int
+    n: int
+    n_splits: int
+    exact_match: float
+    accuracy: float
+    precision: float
+    recall: float
+    rows: list[AttributeScore]
+
+
+def attribute_metrics_get(*, project: Project) -> AttributeMetricsView | None:
+    """The attribute head's scores, or None when the latest classifier has none (too few
+    crops with attributes, or too few capture events to cross-validate). One query.
+
+    Attributes renamed since show their current name; removed ones keep the stored name.
+    """
+    classifier = classifier_latest(project=project)
+    metrics = classifier.attribute_metrics if classifier is not None else None
+    if classifier is None or not metrics:
+        return None
+    current = dict(project.attributes.values_list("id", "name"))
+    rows = [
+        AttributeScore(
+            name=current.get(row["id"], row["name"]),
+            accuracy=row["accuracy"],
+            precision=row["precision"],
+            recall=row["recall"],
+            support=row["support"],
+        )
+        for row in metrics.get("per_attribute", [])
+    ]
+    return AttributeMetricsView(
+        classifier=classifier.number,
+        n=int(metrics["n"]),
+        n_splits=int(metrics["n_splits"]),
+        exact_match=float(metrics["exact_match"]),
+        accuracy=float(metrics["accuracy"]),
+        precision=float(metrics["precision"]),
+        recall=float(metrics["recall"]),
+        rows=rows,
     )

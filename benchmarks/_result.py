@@ -19,10 +19,16 @@ def result_write(
     baseline_name: str,
     baseline: float,
     params: dict[str, Any],
+    extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``var/bench/<name>.json`` and return its path."""
+    """Write ``var/bench/<name>.json`` and return its path.
+
+    ``extra`` adds top-level fields (a benchmark's own figures) beside the common ones, which
+    it cannot replace.
+    """
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
     record = {
+        **(extra or {}),
         "name": name,
         "unit": unit,
         "value": value,

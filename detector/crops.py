@@ -1,15 +1,86 @@
-"""Cut detection boxes out of images (the classifier sees crops, not whole frames)."""
+"""Cut detection boxes out of images (the classifier sees crops, not whole frames).
+
+Boxes are relative to the *upright* image: the file's pixels turned by its EXIF
+``Orientation`` tag, as MegaDetector (which runs ``exif_transpose`` before detecting) and web
+browsers (which show the image turned) see it. ``image_upright`` and ``upright_size`` give that
+image and its size; ``image_rgb`` turns any mode (16-bit greyscale included) into 8-bit RGB.
+"""
 
 from __future__ import annotations
 
 import math
 import numbers
 
-from PIL import Image
+import numpy as np
+from PIL import Image, ImageOps
 
 from detector.base import Box, DetectorError
 
-__all__ = ["box_to_pixels", "crop_box"]
+__all__ = [
+    "box_to_pixels",
+    "crop_box",
+    "exif_orientation",
+    "image_rgb",
+    "image_upright",
+    "upright_size",
+]
+
+# EXIF Orientation tag (0x0112) values that swap width and height (a quarter turn).
+_SWAPS_AXES = frozenset({5, 6, 7, 8})
+_ORIENTATION_TAG = 0x0112
+# The transposition that makes an image upright, per Orientation value (as ImageOps does).
+_TRANSPOSE: dict[int, Image.Transpose] = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def exif_orientation(image: Image.Image) -> int:
+    """The EXIF Orientation of ``image`` (1 = upright) read from its header; 1 if absent/bad."""
+    try:
+        value = image.getexif().get(_ORIENTATION_TAG, 1)
+    except Exception:  # noqa: BLE001 - a broken EXIF block must not make the image unusable
+        return 1
+    return value if isinstance(value, int) and value in _TRANSPOSE else 1
+
+
+def upright_size(image: Image.Image) -> tuple[int, int]:
+    """(width, height) of ``image`` once turned upright, from the header (no decoding)."""
+    width, height = image.size
+    return (height, width) if exif_orientation(image) in _SWAPS_AXES else (width, height)
+
+
+def image_upright(image: Image.Image, *, orientation: int | None = None) -> Image.Image:
+    """``image`` turned by its EXIF Orientation (or ``orientation``), as boxes expect.
+
+    Pass ``orientation`` (read from the file before ``draft``/``convert`` lost the EXIF
+    block) to turn a derived image; without it the image's own EXIF is read.
+    """
+    if orientation is None:
+        upright = ImageOps.exif_transpose(image)
+        return upright if upright is not None else image
+    method = _TRANSPOSE.get(orientation)
+    return image.transpose(method) if method is not None else image
+
+
+def image_rgb(image: Image.Image) -> Image.Image:
+    """``image`` as 8-bit RGB, whatever its mode (L, P, RGBA, CMYK, 16-bit greyscale ...).
+
+    PIL's own conversion clips 16-bit greyscale (``I;16``, ``I``) at 255, which turns a
+    normal 16-bit PNG white; here such values are scaled down by 256 instead.
+    """
+    if image.mode == "RGB":
+        return image
+    if image.mode.startswith("I;16") or image.mode == "I":
+        pixels = np.asarray(image).astype(np.uint32) >> 8
+        return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), mode="L").convert("RGB")
+    return image.convert("RGB")
+
 
 # Tolerance when snapping normalised coordinates to pixels: 0.1 * 640 is
 # 64.00000000000001 in floating point and must not grow the box by a whole pixel.
@@ -39,7 +110,9 @@ def box_to_pixels(box: Box, width: int, height: int) -> tuple[int, int, int, int
 
 
 def crop_box(image: Image.Image, box: Box, *, padding: float = 0.1) -> Image.Image:
-    """Return the RGB crop of ``box`` from ``image``, padded and clipped to the frame.
+    """Return the 8-bit RGB crop of ``box`` from ``image``, padded and clipped to the frame.
+
+    ``image`` must already be upright (``image_upright``), since boxes are relative to it.
 
     Each side is extended by ``padding`` times the box size along that axis (width
     for left/right, height for top/bottom), giving the classifier some context; the
@@ -66,4 +139,4 @@ def crop_box(image: Image.Image, box: Box, *, padding: float = 0.1) -> Image.Ima
         category=box.category,
     )
     rect = box_to_pixels(padded, image.width, image.height)
-    return image.crop(rect).convert("RGB")
+    return image_rgb(image.crop(rect))

@@ -3,7 +3,7 @@
 Two sources are supported:
 
 * MegaDetector batch output (https://lila.science/megadetector-output-format),
-  format versions 1.0 to 1.4: normalised ``[x, y, w, h]`` boxes with confidences.
+  format versions 1.0 to 1.6: normalised ``[x, y, w, h]`` boxes with confidences.
 * COCO Camera Traps annotations (the LILA format): absolute pixel ``[x, y, w, h]``
   boxes, converted here to normalised boxes with confidence 1.0 and category
   "animal". An annotation without ``bbox`` means "no box" for its image.
@@ -209,6 +209,38 @@ def _coco_images(document: Mapping[str, Any], *, source: Path) -> dict[Any, dict
     return images
 
 
+def _coco_category_ids_check(document: Mapping[str, Any], *, source: Path) -> None:
+    """DetectorError listing annotations whose category_id is not in ``categories``.
+
+    Only checked when the file has a ``categories`` list (boxes need no species); such a
+    file is refused as a whole, as its species list is incomplete.
+    """
+    categories = document.get("categories")
+    annotations = document.get("annotations")
+    if not isinstance(categories, list) or not isinstance(annotations, list):
+        return
+    known = {repr(c.get("id")) for c in categories if isinstance(c, dict)}
+    unknown: dict[str, list[int]] = {}
+    for i, ann in enumerate(annotations):
+        if isinstance(ann, dict) and "category_id" in ann and repr(ann["category_id"]) not in known:
+            unknown.setdefault(repr(ann["category_id"]), []).append(i)
+    if unknown:
+        listed = "; ".join(
+            f"{cat} in annotations[{_listed([str(i) for i in where], limit=10, sep=', ')}]"
+            for cat, where in unknown.items()
+        )
+        raise DetectorError(
+            f"{source}: {sum(map(len, unknown.values()))} annotation(s) name a category_id "
+            f"that is not in 'categories': {listed}"
+        )
+
+
+def _listed(items: Sequence[str], limit: int = 20, sep: str = "; ") -> str:
+    """The first ``limit`` items joined with ``sep``, and how many more there are."""
+    shown = sep.join(items[:limit])
+    return shown + (f"{sep}and {len(items) - limit} more" if len(items) > limit else "")
+
+
 def coco_box(image: Mapping[str, Any], bbox: object, *, where: str) -> Box:
     """Convert an absolute pixel COCO bbox to a normalised, validated Box.
 
@@ -295,7 +327,7 @@ class ImportedDetector:
 
     @classmethod
     def from_megadetector_json(cls, path: Path) -> ImportedDetector:
-        """Load MegaDetector batch output (format 1.0 to 1.4).
+        """Load MegaDetector batch output (format 1.0 to 1.6).
 
         All detections are kept whatever their confidence; thresholding is the
         caller's choice. A file without an ``info`` block is read as format 1.0.
@@ -303,7 +335,9 @@ class ImportedDetector:
         Raises:
             DetectorError: unreadable/invalid JSON, unsupported format version (the
             message lists the supported ones), missing fields, category names other
-            than animal/person/vehicle, invalid boxes, video entries, duplicate files.
+            than animal/person/vehicle, video entries, duplicate files. Bad image
+            entries are all listed in one message (``images[i]: why``). An invalid box
+            (outside the frame, zero size, not 4 numbers) fails its image only.
         """
         path = Path(path)
         document, version = _read_json(path)
@@ -313,10 +347,23 @@ class ImportedDetector:
         categories = _md_categories(document, source=path)
         images: list[ImageDetections] = []
         skipped = 0
+        errors: list[str] = []
+        seen: set[str] = set()
         for i, entry in enumerate(document["images"]):
-            item, n_skipped = _md_image(entry, categories=categories, where=f"{path} images[{i}]")
+            where = f"images[{i}]"
+            try:
+                item, n_skipped = _md_image(entry, categories=categories, where=where)
+            except DetectorError as exc:
+                errors.append(str(exc))  # every bad entry is listed, not only the first
+                continue
+            if item.file in seen:
+                errors.append(f"{where}: image {item.file!r} appears more than once")
+                continue
+            seen.add(item.file)
             images.append(item)
             skipped += n_skipped
+        if errors:
+            raise DetectorError(f"{path}: {len(errors)} bad image entries: {_listed(errors)}")
         if skipped:
             logger.warning("%s: ignored %d detections with unlisted category ids", path, skipped)
         info = document.get("info")
@@ -339,7 +386,8 @@ class ImportedDetector:
 
         Raises:
             DetectorError: unreadable/invalid JSON, missing fields, duplicate image
-            ids or file names, an annotation whose image_id is not in ``images``.
+            ids or file names, an annotation whose image_id is not in ``images``, or
+            (when the file lists ``categories``) whose category_id is not in them.
             An invalid box (outside the frame, zero size, not numbers, an image without
             positive width/height) fails its image only: ``failure`` says why.
         """
@@ -350,6 +398,7 @@ class ImportedDetector:
                 f"{path}: not a COCO Camera Traps file (top level is not an object)"
             )
         images = _coco_images(document, source=path)
+        _coco_category_ids_check(document, source=path)
         boxes: dict[Any, list[Box]] = {image_id: [] for image_id in images}
         failures: dict[Any, str] = {}
         for i, ann in enumerate(_require(document, "annotations", list, where=str(path))):

@@ -476,11 +476,14 @@ class MegaDetector:
 
     def _read(self, name: str) -> Any:
         """The image as an upright RGB PIL image; raises OSError/ValueError if unreadable."""
-        from PIL import Image, ImageOps
+        from PIL import Image
+
+        from detector.crops import image_rgb, image_upright
 
         with Image.open(self.root / name) as image:
             image.load()  # decode now, so a truncated file fails here, not later
-            return ImageOps.exif_transpose(image).convert("RGB")
+            # 16-bit greyscale is scaled to 8 bits (PIL's convert would clip it white).
+            return image_rgb(image_upright(image))
 
     def _detect_batch(self, names: list[str]) -> list[ImageDetections]:
         """Detect on a few files; unreadable ones become failures."""

@@ -62,6 +62,7 @@ from detector.base import (
     UnknownFileError,
     box_validate,
 )
+from detector.crops import exif_orientation, image_rgb, image_upright
 from detector.imported import normalise_relpath
 
 __all__ = ["OfflineDetector", "OfflineParams", "sequence_boxes"]
@@ -268,10 +269,15 @@ def _grey_load(path: Path, *, work_size: int) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
+                # Boxes are relative to the upright image; draft/convert drop the EXIF block,
+                # so the orientation is read first and applied to the small grey image.
+                orientation = exif_orientation(image)
                 # JPEG decodes straight to greyscale at 1/2, 1/4 or 1/8 size (DCT scaling):
                 # several times faster than a full decode; a no-op for other formats.
                 image.draft("L", _grid(image.size, work_size=work_size))
-                grey = image.convert("L")
+                # 16-bit greyscale is scaled, not clipped at 255 (image_rgb).
+                grey = (image_rgb(image) if image.mode.startswith("I") else image).convert("L")
+                grey = image_upright(grey, orientation=orientation)
                 if max(grey.size) != work_size:
                     grey = grey.resize(
                         _grid(grey.size, work_size=work_size), Image.Resampling.BILINEAR

@@ -19,7 +19,7 @@ from PIL import Image as PILImage
 from annotator.models import Image, Project
 from annotator.sequences import capture_event
 from detector.base import Box, Detector, DetectorError, ImageDetections
-from detector.crops import crop_box
+from detector.crops import crop_box, image_upright
 from detector.models import Crop, Detection
 
 logger = logging.getLogger(__name__)
@@ -226,8 +226,10 @@ def _crops_write(
     out_dir.mkdir(parents=True, exist_ok=True)
     new_files: list[Path] = []
     try:
-        with PILImage.open(image.path) as source:
-            source.load()
+        with PILImage.open(image.path) as opened:
+            opened.load()
+            # Boxes are relative to the upright image (EXIF orientation applied), as stored.
+            source = image_upright(opened)
             for det in detections:
                 relative = Path("crops") / str(project.pk) / f"{det.pk}.jpg"
                 if getattr(det, "crop", None) is None:

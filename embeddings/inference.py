@@ -30,6 +30,7 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from detector.crops import image_rgb, image_upright
 from embeddings.model import BackboneInfo, EmbeddingNet
 
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
@@ -39,14 +40,16 @@ _NATIVE_BF16_FLAGS: frozenset[str] = frozenset({"avx512_bf16", "amx_bf16"})
 
 
 def load_rgb(path: Path) -> Image.Image:
-    """Decode the image at ``path`` fully and return it in RGB mode (L/RGBA/CMYK/P...).
+    """Decode the image at ``path`` fully and return it upright in 8-bit RGB mode.
 
+    Any mode is accepted (L/RGBA/CMYK/P, 16-bit greyscale scaled to 8 bits); the EXIF
+    orientation is applied, as boxes are relative to the upright image (``detector.crops``).
     Raises ValueError naming ``path`` if it is missing, not an image, or truncated.
     """
     try:
         with Image.open(path) as image:
             image.load()  # decode now so truncated files fail here, not later
-            return image.convert("RGB")
+            return image_rgb(image_upright(image))
     except (OSError, ValueError, Image.DecompressionBombError) as error:
         raise ValueError(f"cannot read image {path}: {type(error).__name__}: {error}") from error
 

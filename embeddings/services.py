@@ -216,17 +216,24 @@ def embedding_finetune_run(
 
     ``crop_ids`` (L,) int64 and ``labels`` (L,) int64 are the labelled crops and their species.
     The project keeps using the parent until the new vectors and index are written; then the
-    switch is one write. Safe to run twice: a version that is already ready is returned as is.
+    switch is one write. Safe to run twice: a version that is already ready (or failed, or was
+    given up as abandoned) is returned as is; one left building by a killed worker is trained
+    again from its parent, and its half-done files are replaced before it switches.
     """
     version = EmbeddingVersion.objects.select_related("parent", "project").get(pk=version_id)
-    if version.status == EmbeddingVersion.Status.READY:
+    if version.status != EmbeddingVersion.Status.BUILDING:
         return version
     assert version.parent is not None, "a fine-tuned version needs a parent"
     try:
         net, info = load_embedding_checkpoint(_directory(version.parent) / CHECKPOINT)
         device = "cuda" if torch.cuda.is_available() else "cpu"
+        # The project's class balance applies to the triplet sampler as to the classifier.
         config = TrainConfig(
-            mode=version.mode, epochs=version.epochs, seed=version.seed, device=device
+            mode=version.mode,
+            epochs=version.epochs,
+            seed=version.seed,
+            device=device,
+            class_balance=version.project.class_balance,
         )
         started = time.perf_counter()
         vectors: tuple[np.ndarray, np.ndarray] | None = None

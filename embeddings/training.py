@@ -3,7 +3,20 @@
 Loss: ``pytorch_metric_learning`` ``TripletMarginLoss`` on the L2-normalised embeddings,
 over the triplets that ``TripletMarginMiner(type_of_triplets="semihard")`` mines in each
 batch (negative farther from the anchor than the positive, but within the margin).
-Batches are class balanced: ``MPerClassSampler`` draws P classes x K crops per batch.
+
+Class balance (``TrainConfig.class_balance``, the project's setting, as for the classifier):
+
+* ``"oversample"`` (the default here, and what this module always did): class-balanced
+  batches, ``MPerClassSampler`` draws P classes x K crops per batch, classes uniformly, so
+  a rare species' crops come back many times per epoch: oversampling.
+* ``"none"``: batches of P*K rows drawn from the natural distribution (a seeded shuffle,
+  torch's ``RandomSampler``); common species fill most batches and a rare one often has no
+  positive pair in a batch.
+* ``"weighted"``: the same natural batches, with each mined triplet's loss multiplied by its
+  anchor class's weight f_i = N / (C n_i) (pytorch-metric-learning's
+  ``ClassWeightedReducer``; ``activelearn.classifier.class_weights`` gives the same numbers).
+  Semi-hard triplets all have a positive loss, so its plain mean equals the unweighted
+  loss's default (``AvgNonZeroReducer``) up to the weights.
 
 Two modes:
 
@@ -39,16 +52,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from pytorch_metric_learning import losses, miners, samplers
+from pytorch_metric_learning import losses, miners, reducers, samplers
 from pytorch_metric_learning.utils import common_functions as pml_common
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler
 from torchvision.transforms import v2
 
 from embeddings.inference import embed_features, load_rgb, preprocess_image
 from embeddings.model import BackboneInfo, EmbeddingNet
 
 MODES: tuple[str, ...] = ("full", "head")
+# The class-balance settings, as ``activelearn.classifier.CLASS_BALANCES`` (see above).
+CLASS_BALANCES: tuple[str, ...] = ("none", "weighted", "oversample")
 
 # Item key handed from the batch lists to the dataset: (row index, augmentation seed).
 _ItemKey = tuple[int, int]
@@ -81,6 +96,9 @@ class TrainConfig:
             Batches of P*K crops from few classes give poor batch statistics; the
             ImageNet ones are steadier. Affine BatchNorm weights still train.
         num_workers: full mode: DataLoader workers decoding and augmenting crops.
+        class_balance: "oversample" (P x K class-balanced batches), "none" (natural
+            batches) or "weighted" (natural batches, class-weighted triplet loss); see the
+            module docstring.
     """
 
     mode: str
@@ -95,6 +113,7 @@ class TrainConfig:
     backbone_lr_scale: float = 0.1
     freeze_batchnorm: bool = True
     num_workers: int = 0
+    class_balance: str = "oversample"
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -108,6 +127,11 @@ class TrainConfig:
             raise ValueError("lr and margin must be > 0 and weight_decay >= 0")
         if self.num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+        if self.class_balance not in CLASS_BALANCES:
+            raise ValueError(
+                f"unknown class_balance {self.class_balance!r}; allowed values: "
+                f"{', '.join(CLASS_BALANCES)}"
+            )
 
 
 @dataclass(frozen=True)
@@ -155,6 +179,8 @@ class _Plan:
     labels: np.ndarray  # (n,) int64 labels of those rows
     n_classes: int
     batch_p: int
+    dense: np.ndarray  # (n,) int64 class index 0..n_classes-1 of those rows (sorted classes)
+    weights: np.ndarray  # (n_classes,) float32 f_i = n / (n_classes * n_i)
 
 
 def _usable_rows(labels: np.ndarray, config: TrainConfig) -> _Plan:
@@ -170,8 +196,14 @@ def _usable_rows(labels: np.ndarray, config: TrainConfig) -> _Plan:
         )
     rows = np.flatnonzero(np.isin(labels, keep)).astype(np.int64)
     batch_p = min(config.batch_p, int(keep.size))
+    kept, dense, counts = np.unique(labels[rows], return_inverse=True, return_counts=True)
     return _Plan(
-        rows=rows, labels=labels[rows].astype(np.int64), n_classes=int(keep.size), batch_p=batch_p
+        rows=rows,
+        labels=labels[rows].astype(np.int64),
+        n_classes=int(keep.size),
+        batch_p=batch_p,
+        dense=dense.reshape(-1).astype(np.int64),
+        weights=(rows.size / (kept.size * counts)).astype(np.float32),
     )
 
 
@@ -187,16 +219,36 @@ def _pml_numpy_rng(rng: np.random.RandomState) -> Iterator[None]:
 
 
 def _epoch_batches(
-    sampler: samplers.MPerClassSampler, rng: np.random.RandomState, batch_size: int
+    sampler: samplers.MPerClassSampler | None,
+    rng: np.random.RandomState,
+    batch_size: int,
+    n_rows: int,
 ) -> list[list[int]]:
-    """One epoch of P*K batches, as positions into the usable rows."""
+    """One epoch of ``batch_size``-row batches, as positions into the ``n_rows`` usable rows.
+
+    With ``sampler`` (class balance "oversample"): its P x K batches. Without (the natural
+    distribution): torch's ``RandomSampler`` shuffle, seeded from ``rng``, cut into
+    batches; the last partial batch is dropped as ``MPerClassSampler``'s epoch does, unless
+    it is the only one.
+    """
+    if sampler is None:
+        generator = torch.Generator().manual_seed(int(rng.randint(0, 2**31 - 1)))
+        batches = BatchSampler(
+            RandomSampler(range(n_rows), generator=generator),
+            batch_size=batch_size,
+            drop_last=n_rows >= batch_size,
+        )
+        return [list(batch) for batch in batches]
     with _pml_numpy_rng(rng):
         order = [int(i) for i in sampler]
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def _sampler(plan: _Plan, config: TrainConfig) -> samplers.MPerClassSampler:
-    """P x K sampler whose epoch covers about every usable row once."""
+def _sampler(plan: _Plan, config: TrainConfig) -> samplers.MPerClassSampler | None:
+    """P x K sampler whose epoch covers about every usable row once; None unless the class
+    balance is "oversample" (the other settings draw natural batches)."""
+    if config.class_balance != "oversample":
+        return None
     batch_size = plan.batch_p * config.batch_k
     return samplers.MPerClassSampler(
         plan.labels,
@@ -207,17 +259,31 @@ def _sampler(plan: _Plan, config: TrainConfig) -> samplers.MPerClassSampler:
 
 
 class _TripletObjective:
-    """Semi-hard mining + triplet margin loss on one batch of unit-norm embeddings."""
+    """Semi-hard mining + triplet margin loss on one batch of unit-norm embeddings.
 
-    def __init__(self, margin: float) -> None:
+    ``weights`` (C,): per-class weights of the anchors' classes (``ClassWeightedReducer``);
+    the labels handed to ``__call__`` must then be class indices 0..C-1.
+    """
+
+    def __init__(self, margin: float, weights: np.ndarray | None = None) -> None:
         self.miner = miners.TripletMarginMiner(margin=margin, type_of_triplets="semihard")
-        self.loss = losses.TripletMarginLoss(margin=margin)
+        if weights is None:
+            self.loss = losses.TripletMarginLoss(margin=margin)
+        else:
+            reducer = reducers.ClassWeightedReducer(torch.from_numpy(weights))
+            self.loss = losses.TripletMarginLoss(margin=margin, reducer=reducer)
 
     def __call__(self, embeddings: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
         """(loss scalar, number of mined triplets)."""
         triplets = self.miner(embeddings, labels)
         loss: torch.Tensor = self.loss(embeddings, labels, triplets)
         return loss, int(triplets[0].numel())
+
+
+def _objective(plan: _Plan, config: TrainConfig) -> _TripletObjective:
+    """The batch loss; the triplets are weighted by class only for "weighted"."""
+    weights = plan.weights if config.class_balance == "weighted" else None
+    return _TripletObjective(config.margin, weights)
 
 
 def _step(
@@ -305,15 +371,15 @@ def train_head(
     started = time.perf_counter()
     head = net.head.to(config.device)
     x = torch.from_numpy(np.ascontiguousarray(features[plan.rows])).to(config.device)
-    y = torch.from_numpy(plan.labels).to(config.device)
+    y = torch.from_numpy(plan.dense).to(config.device)
     optimizer = torch.optim.Adam(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    objective = _TripletObjective(config.margin)
+    objective = _objective(plan, config)
     sampler, rng = _sampler(plan, config), np.random.RandomState(config.seed)
     curves: tuple[list[float], list[float]] = ([], [])
     n_batches = 0
     net.train()
     for epoch in range(config.epochs):
-        batches = _epoch_batches(sampler, rng, plan.batch_p * config.batch_k)
+        batches = _epoch_batches(sampler, rng, plan.batch_p * config.batch_k, plan.rows.size)
         stats = []
         for batch in batches:
             index = torch.tensor(batch, dtype=torch.long, device=config.device)
@@ -553,13 +619,13 @@ def train_full(
     started = time.perf_counter()
     dataset = _ImageDataset([Path(paths[i]) for i in plan.rows], info)
     optimizer = _full_optimizer(net.to(config.device), config)
-    objective = _TripletObjective(config.margin)
+    objective = _objective(plan, config)
     sampler, rng = _sampler(plan, config), np.random.RandomState(config.seed)
     curves: tuple[list[float], list[float]] = ([], [])
     n_batches = 0
     with _seeded_torch(config.seed, config.device):
         for epoch in range(config.epochs):
-            batches = _epoch_batches(sampler, rng, plan.batch_p * config.batch_k)
+            batches = _epoch_batches(sampler, rng, plan.batch_p * config.batch_k, plan.rows.size)
             stats = _full_epoch(net, dataset, batches, plan, rng, optimizer, objective, config)
             _record(curves, stats)
             n_batches = len(batches)
@@ -584,7 +650,7 @@ def _full_epoch(
     net.train()
     if config.freeze_batchnorm:
         _freeze_batchnorm(net)
-    y = torch.from_numpy(plan.labels)
+    y = torch.from_numpy(plan.dense)
     stats = []
     for images, indices in _loader(
         dataset, keyed, num_workers=config.num_workers, device=config.device

@@ -155,3 +155,20 @@
   document.addEventListener("visibilitychange", schedule);
   schedule();
 })();
+
+// The round form: the species list matters only for the species strategy, so it is shown only
+// then (without JavaScript it is always shown, and the server checks the pair).
+(function () {
+  "use strict";
+
+  var strategy = document.querySelector("#round-start select[name=strategy]");
+  var target = document.getElementById("round-target-species");
+  if (!strategy || !target) {
+    return;
+  }
+  function sync() {
+    target.hidden = strategy.value !== "species";
+  }
+  strategy.addEventListener("change", sync);
+  sync();
+})();

@@ -6,10 +6,20 @@
   var undo = document.getElementById("undo-form");
   document.addEventListener("keydown", function (event) {
     if (event.ctrlKey || event.metaKey || event.altKey) { return; }
-    if (event.target && /INPUT|TEXTAREA|SELECT/.test(event.target.tagName)) { return; }
-    if (event.key.toLowerCase() === "z" && undo) {
+    var target = event.target;
+    // Checkboxes (crops, attributes) keep the hotkeys working; text fields do not.
+    if (target && /INPUT|TEXTAREA|SELECT/.test(target.tagName) &&
+        !(target.tagName === "INPUT" && target.type === "checkbox")) { return; }
+    var key = event.key.toLowerCase();
+    if (key === "z" && undo) {
       event.preventDefault();
       undo.querySelector("button").click();
+      return;
+    }
+    var toggle = form && form.querySelector('input[data-attribute-key="' + CSS.escape(key) + '"]');
+    if (toggle) {
+      event.preventDefault();
+      toggle.checked = !toggle.checked;
     }
   });
   if (!form) { return; }

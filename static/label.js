@@ -9,6 +9,12 @@
   var zoom = document.getElementById("zoom-frame");
   var sent = false;  // one action per page, even when a key repeats
 
+  // Keys typed into a text field are text; a focused checkbox (a clicked toggle) is not.
+  function typing(target) {
+    if (!target || !/INPUT|TEXTAREA|SELECT/.test(target.tagName)) { return false; }
+    return !(target.tagName === "INPUT" && target.type === "checkbox");
+  }
+
   function send(button) {
     if (sent) { return; }
     sent = true;
@@ -59,7 +65,7 @@
 
   document.addEventListener("keydown", function (event) {
     if (event.ctrlKey || event.metaKey || event.altKey) { return; }
-    if (event.target && /INPUT|TEXTAREA|SELECT/.test(event.target.tagName)) { return; }
+    if (typing(event.target)) { return; }
     var key = event.key.toLowerCase();
     if (key === "/" && search) {
       event.preventDefault();
@@ -76,6 +82,13 @@
       return;
     }
     if (!form) { return; }
+    // An attribute's key toggles its checkbox; the label is sent with the species key.
+    var toggle = form.querySelector('input[data-attribute-key="' + CSS.escape(key) + '"]');
+    if (toggle) {
+      event.preventDefault();
+      toggle.checked = !toggle.checked;
+      return;
+    }
     var button = form.querySelector('button[data-key="' + CSS.escape(key) + '"]');
     if (!button) { return; }
     event.preventDefault();

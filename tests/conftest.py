@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -102,6 +104,34 @@ def label_by_truth(project: Project, user: User, crops: Iterable[Crop]) -> None:
         )
 
 
+@pytest.fixture
+def worker_queue() -> Iterator[str]:
+    """A Celery queue of the test's own: what the test queues goes only to workers it starts."""
+    from annotator.celery import app
+
+    queue = f"trapwise-test-{uuid.uuid4().hex[:8]}"
+    previous = app.conf.task_default_queue
+    app.conf.task_default_queue = queue
+    try:
+        yield queue
+    finally:
+        app.conf.task_default_queue = previous
+
+
+@pytest.fixture
+def celery_worker_process(worker_queue: str, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A real worker on the configured broker and the test database, on ``worker_queue``."""
+    from tests.processes import celery_worker_start, process_stop
+
+    log = tmp_path / "worker.log"
+    worker = celery_worker_start(queue=worker_queue, log=log)
+    try:
+        yield worker
+    finally:
+        process_stop(worker)
+        print(log.read_text()[-3000:])
+
+
 CHROMIUM = os.environ.get("TRAPWISE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
@@ -143,3 +173,28 @@ def browser_login(page: Any, live_server: Any, user: User) -> None:
     page.fill("input[name=password]", PASSWORD)
     with page.expect_navigation():
         page.click("button[type=submit]")
+
+
+@pytest.fixture
+def foreign(admin_user: User, volunteer: User) -> tuple[Project, Any, Crop]:
+    """A second project, run by the same admin with the same volunteer: (project, species, crop).
+
+    For refusals: a label naming its crop or its species in the first project must fail.
+    """
+    from annotator.models import Image, Species
+    from annotator.services import membership_set, project_create
+    from detector.models import Detection
+
+    other = project_create(name="Foreign traps", created_by=admin_user)
+    membership_set(project=other, user=volunteer, role=Role.VOLUNTEER)
+    species = Species.objects.create(project=other, name="wolf", position=0)
+    image = Image.objects.create(
+        project=other, path="/foreign/a.jpg", file_name="a.jpg", width=64, height=64
+    )
+    detection = Detection.objects.create(
+        image=image, x=0.1, y=0.1, w=0.5, h=0.5, confidence=0.9, detector_version="test"
+    )
+    crop = Crop.objects.create(
+        project=other, image=image, detection=detection, file="crops/foreign.jpg", padding=0.1
+    )
+    return other, species, crop

@@ -10,89 +10,24 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import subprocess
-import sys
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.management import call_command
-from django.db import connection
 from django.test import Client
 from django.urls import reverse
 
 from activelearn.models import ClassifierVersion, Prediction, Round
-from annotator.celery import app as celery_app
 from annotator.exports import EXPORT_HEADER
 from annotator.models import Project
 from detector.models import Crop
-from tests.conftest import PASSWORD
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 WORKER_TIMEOUT_S = 180
-
-
-def _database_url() -> str:
-    """The URL of the test database, for the worker process."""
-    s = connection.settings_dict
-    if connection.vendor == "sqlite":
-        return f"sqlite:///{s['NAME']}"
-    user = s.get("USER") or "postgres"
-    password = f":{s['PASSWORD']}" if s.get("PASSWORD") else ""
-    host, port = s.get("HOST") or "127.0.0.1", s.get("PORT") or 5432
-    return f"postgresql://{user}{password}@{host}:{port}/{s['NAME']}"
-
-
-@pytest.fixture
-def celery_worker_process() -> Iterator[subprocess.Popen[bytes]]:
-    """A real worker on the configured broker, listening on a queue of its own."""
-    queue = f"trapwise-test-{uuid.uuid4().hex[:8]}"
-    previous_queue = celery_app.conf.task_default_queue
-    celery_app.conf.task_default_queue = queue
-    env = {
-        **os.environ,
-        "DATABASE_URL": _database_url(),
-        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
-        "CELERY_TASK_DEFAULT_QUEUE": queue,
-        "MEDIA_ROOT": str(settings.MEDIA_ROOT),
-        "TRAPWISE_DATA_DIR": str(settings.TRAPWISE_DATA_DIR),
-    }
-    log = Path(settings.TRAPWISE_DATA_DIR).parent / "worker.log"
-    with log.open("wb") as out:
-        worker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "annotator",
-                "worker",
-                "--pool=solo",
-                "-Q",
-                queue,
-                "--loglevel=INFO",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-            ],
-            cwd=settings.BASE_DIR,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            yield worker
-        finally:
-            celery_app.conf.task_default_queue = previous_queue
-            worker.terminate()
-            worker.wait(timeout=30)
-    print(log.read_text()[-3000:])
 
 
 def _truth_by_file(sample_dir: Path) -> dict[str, str]:
@@ -105,7 +40,7 @@ def _truth_by_file(sample_dir: Path) -> dict[str, str]:
 
 def _login(user: User) -> Client:
     client = Client()
-    assert client.login(username=user.username, password=PASSWORD)
+    client.force_login(user)
     return client
 
 

@@ -8,6 +8,7 @@ the web views do, and answer 404 to people outside the project. Errors are
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import asdict
 from pathlib import Path as FilePath
@@ -15,6 +16,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.db import DatabaseError, InterfaceError, OperationalError
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
@@ -34,6 +36,7 @@ from activelearn.services import (
 from annotator.api.auth import BrowserSessionAuth, TokenAuth
 from annotator.api.schemas import (
     MAX_ID,
+    AttributeOut,
     CropPageOut,
     ErrorOut,
     Id,
@@ -48,10 +51,13 @@ from annotator.api.schemas import (
     ValidationErrorOut,
 )
 from annotator.api.selectors import crop_cards, crop_rows_page, round_list
-from annotator.models import Image, Project, Role, Species
+from annotator.middleware import database_unavailable_response
+from annotator.models import Attribute, Image, Project, Role, Species
 from annotator.selectors import project_get_for_user, project_list_for_user, project_status
 from annotator.views._common import EXPORTERS, LABELLERS
 from detector.models import Crop
+
+logger = logging.getLogger(__name__)
 
 NAMESPACE = "api-v1"
 
@@ -73,6 +79,13 @@ CROPS_LIMIT_MAX = 500
 @api.exception_handler(Http404)
 def _not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
     return api.create_response(request, {"detail": str(exc) or "Not found"}, status=404)
+
+
+@api.exception_handler(OperationalError)
+@api.exception_handler(InterfaceError)
+def _database_unavailable(request: HttpRequest, exc: DatabaseError) -> HttpResponse:
+    logger.warning("database unavailable for %s %s: %s", request.method, request.path, exc)
+    return database_unavailable_response(request)
 
 
 @api.exception_handler(AuthenticationError)
@@ -128,6 +141,7 @@ def _round_out(round_: Round, *, done: int, total: int) -> dict[str, Any]:
         "status": round_.status,
         "created_at": round_.created_at,
         "closed_at": round_.closed_at,
+        "target_species_id": round_.target_species_id,
         "done": done,
         "total": total,
     }
@@ -178,6 +192,15 @@ def species_list(request: HttpRequest, slug: str) -> list[Species]:
     return list(project.species.all())
 
 
+@api.get(
+    "/projects/{slug}/attributes", response={200: list[AttributeOut], **_ERRORS}, tags=["projects"]
+)
+def attributes_list(request: HttpRequest, slug: str) -> list[Attribute]:
+    """The project's yes/no attributes (behaviours), in the labelling page's order."""
+    project, _ = _project(request, slug)
+    return list(project.attributes.all())
+
+
 @api.get("/projects/{slug}/rounds", response={200: list[RoundOut], **_ERRORS}, tags=["rounds"])
 def rounds_list(request: HttpRequest, slug: str) -> list[dict[str, Any]]:
     """The project's rounds, newest first, with their progress."""
@@ -193,12 +216,22 @@ def rounds_list(request: HttpRequest, slug: str) -> list[dict[str, Any]]:
 def round_create(request: HttpRequest, slug: str, payload: RoundStartIn) -> Status[dict[str, Any]]:
     """Start the next round (project admins only). 409 when it cannot start, e.g. one is open."""
     project, _ = _project(request, slug, roles=(Role.ADMIN,))
+    target = None
+    if payload.target_species_id is not None:
+        target = project.species.filter(pk=payload.target_species_id).first()
+        if target is None:
+            raise HttpError(
+                409,
+                f"Round not started: species #{payload.target_species_id} is not a species "
+                "of this project",
+            )
     try:
         new_round = round_start(
             project=project,
             user=_user(request),
             strategy=payload.strategy.value if payload.strategy else None,
             size=payload.size or project.round_size,
+            target_species=target,
         )
     except RoundError as exc:
         raise HttpError(409, f"Round not started: {exc}") from exc
@@ -244,7 +277,8 @@ def next_crops(
     tags=["labelling"],
 )
 def label_create(request: HttpRequest, slug: str, payload: LabelIn) -> Status[Label]:
-    """Store your label of a crop (labellers). 400 for a crop or species of another project.
+    """Store your label of a crop (labellers). 400 for a crop, species or attribute of another
+    project, or attributes on a label that is not a species.
 
     With an ``idempotency_key``, a retried request returns the label stored the first time
     (201 again) and stores nothing; reusing a key for a different label is a 400.
@@ -258,6 +292,7 @@ def label_create(request: HttpRequest, slug: str, payload: LabelIn) -> Status[La
             kind=payload.kind.value,
             species_id=payload.species_id,
             idempotency_key=payload.idempotency_key or "",
+            attributes=payload.attributes,
         )
     except LabelError as exc:
         raise HttpError(400, f"Label refused: {exc}") from exc

@@ -40,6 +40,9 @@ class RoundOut(Schema):
     closed_at: datetime | None
     done: int = Field(description="Crops of the round with a label.")
     total: int = Field(description="Crops in the round.")
+    target_species_id: int | None = Field(
+        None, description="The species a `species` round aims at; null for other strategies."
+    )
 
 
 class ProjectStatusOut(Schema):
@@ -62,12 +65,24 @@ class SpeciesOut(Schema):
     name: str
 
 
+class AttributeOut(Schema):
+    id: int
+    name: str
+    key: str = Field(description="The labelling page's hotkey.")
+
+
 class RoundStartIn(Schema):
     strategy: Strategy | None = Field(
         None, description="Selection strategy; the project's default when left out."
     )
     size: int | None = Field(
         None, ge=1, le=100_000, description="Crops to pick; the project's round size when left out."
+    )
+    target_species_id: int | None = Field(
+        None,
+        ge=1,
+        description="For the `species` strategy (and only for it): the project's species whose "
+        "predicted crops the round picks among, for diversity.",
     )
 
 
@@ -117,6 +132,12 @@ class LabelIn(Schema):
         description="A fresh random key per label (e.g. a UUID): a retried request with the "
         "same key returns the label stored the first time and stores nothing.",
     )
+    attributes: list[Id] | None = Field(
+        None,
+        max_length=50,
+        description="Ids of the project's attributes (GET .../attributes) seen in the crop, "
+        "for kind=species only: [] means none of them, left out means not recorded.",
+    )
 
     @model_validator(mode="after")
     def _species_only_for_species(self) -> LabelIn:
@@ -138,6 +159,9 @@ class LabelOut(Schema):
     is_review: bool
     created_at: datetime
     undone_at: datetime | None
+    attributes: list[int] | None = Field(
+        description="Attribute ids ticked yes; null when not recorded."
+    )
 
     @staticmethod
     def resolve_species(obj: Label) -> str | None:
@@ -198,6 +222,17 @@ class CropRowOut(Schema):
     classifier_version: int | None
     round: int | None
     strategy: str | None
+    attributes_human: list[str] | None = Field(
+        description="Attributes the votes decided yes (names); null when no vote recorded any."
+    )
+    attributes_machine: dict[str, float] | None = Field(
+        description="Attributes the attribute head says yes to (probability > 0.5), with the "
+        "probability; null without an attribute head."
+    )
+    attributes: list[str] = Field(
+        description="The attributes of the final label: the humans' when it is theirs, else "
+        "the machine's."
+    )
 
 
 class CropPageOut(Schema):

@@ -15,7 +15,15 @@ from django.db.models import Count, Q, QuerySet
 from activelearn.models import Consensus, Prediction, Round, RoundCrop
 from activelearn.selectors import classifier_latest
 from annotator.api.services import api_key_hash
-from annotator.exports import AUTO, consensus_of, final_label
+from annotator.exports import (
+    AUTO,
+    attribute_names,
+    consensus_of,
+    final_attributes,
+    final_label,
+    human_attributes,
+    machine_attributes,
+)
 from annotator.models import ApiToken, Project, Species
 from annotator.sequences import capture_event
 from detector.models import Crop
@@ -171,6 +179,11 @@ class CropRow(CropPlace):
     classifier_version: int | None
     round: int | None
     strategy: str | None
+    # Attribute names: the consensus's (None when no vote recorded any), the attribute head's
+    # {name: probability} for p > 0.5 (None without a head), and those of the final label.
+    attributes_human: list[str] | None
+    attributes_machine: dict[str, float] | None
+    attributes: list[str]
 
 
 @dataclass(frozen=True)
@@ -185,7 +198,7 @@ def crop_rows_page(*, project: Project, after: int, limit: int) -> CropPage:
 
     The crops and the final label are the crop CSV export's (``annotator.exports``): active
     crops, and inactive ones with a human vote (labels are never dropped). Walking
-    ``next_cursor`` from 0 visits each exactly once, even while crops are added. Four queries,
+    ``next_cursor`` from 0 visits each exactly once, even while crops are added. Five queries,
     whatever ``limit``.
     """
     crops = list(
@@ -216,6 +229,7 @@ def crop_rows_page(*, project: Project, after: int, limit: int) -> CropPage:
         .order_by("round__number")
     }
     threshold = classifier.threshold if classifier else None
+    names = attribute_names(project=project)
     rows = []
     for crop in crops:
         human = consensus_of(crop)
@@ -254,6 +268,17 @@ def crop_rows_page(*, project: Project, after: int, limit: int) -> CropPage:
                 classifier_version=classifier.number if classifier and prediction else None,
                 round=round_.number if round_ else None,
                 strategy=round_.strategy if round_ else None,
+                attributes_human=human_attributes(human, names)
+                if human is not None and human.attributes is not None
+                else None,
+                attributes_machine=dict(machine_attributes(prediction.attributes, names))
+                if prediction is not None and prediction.attributes is not None
+                else None,
+                attributes=list(
+                    final_attributes(
+                        final=final, consensus=human, prediction=prediction, names=names
+                    )
+                ),
             )
         )
     return CropPage(items=rows, next_cursor=ids[-1] if more else None)

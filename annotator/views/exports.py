@@ -12,7 +12,13 @@ from collections.abc import Callable, Iterable, Iterator
 
 from django import forms
 from django.contrib.auth.decorators import login_required
-from django.http import FileResponse, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import (
+    FileResponse,
+    HttpRequest,
+    HttpResponse,
+    JsonResponse,
+    StreamingHttpResponse,
+)
 from django.http.response import HttpResponseBase
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
@@ -37,7 +43,7 @@ from annotator.exports import (
     export_image_rows,
 )
 from annotator.models import Project
-from annotator.selectors import project_get_for_user
+from annotator.selectors import project_get_for_user, project_metrics_report
 from annotator.views._common import EXPORTERS
 
 # The CSV tables: header and row generator, by the name in the URL's file name.
@@ -55,6 +61,18 @@ def export_table_csv(request: HttpRequest, slug: str, table: str) -> StreamingHt
     project, _ = project_get_for_user(slug=slug, user=request.user, roles=EXPORTERS)
     header, rows = CSV_TABLES[table]
     return _csv_response(header, rows(project=project), f"{slug}-{table}.csv")
+
+
+@login_required
+@require_GET
+def export_metrics(request: HttpRequest, slug: str) -> JsonResponse:
+    """``<slug>-metrics.json``: the latest classifier's metrics and the effort estimate."""
+    project, _ = project_get_for_user(slug=slug, user=request.user, roles=EXPORTERS)
+    response = JsonResponse(
+        project_metrics_report(project=project), json_dumps_params={"indent": 2}
+    )
+    response["Content-Disposition"] = f'attachment; filename="{slug}-metrics.json"'
+    return response
 
 
 @login_required

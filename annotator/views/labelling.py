@@ -74,7 +74,13 @@ def _label_post(
 ) -> HttpResponse:
     form = LabelForm(request.POST)
     if not form.is_valid():
-        return HttpResponse(f"Label refused: {form.errors.as_text()}", status=400)
+        return _refused(
+            "; ".join(
+                error["message"] if field == "__all__" else f"{field}: {error['message']}"
+                for field, errors in form.errors.get_json_data().items()
+                for error in errors
+            )
+        )
     crop_id = form.cleaned_data["crop_id"]
     if form.cleaned_data["kind"] == SKIP:
         key = _skipped_key(open_round)
@@ -90,10 +96,18 @@ def _label_post(
             kind=form.cleaned_data["kind"],
             species_id=form.cleaned_data["species_id"],
             idempotency_key=form.cleaned_data["idempotency_key"],
+            attributes=form.cleaned_data["attributes"],
         )
     except LabelError as exc:
-        return HttpResponse(f"Label refused: {exc}", status=400)
+        return _refused(str(exc))
     return redirect("label", slug=project.slug)
+
+
+def _refused(reason: str) -> HttpResponse:
+    # Plain text: the reason quotes what was sent (and project names), never to run as HTML.
+    return HttpResponse(
+        f"Label refused: {reason}", status=400, content_type="text/plain; charset=utf-8"
+    )
 
 
 @login_required
@@ -128,6 +142,8 @@ def _progress_context(
         "today": labels_today_count(project=project, user=user),
         "last_label": label_last_get(project=project, user=user),
         "species": list(project.species.all()),
+        # Toggles on the page, one hotkey each (Attribute.key).
+        "attributes": list(project.attributes.all()),
         "submission_key": uuid.uuid4().hex,
     }
 
@@ -169,6 +185,7 @@ def label_grid(request: HttpRequest, slug: str) -> HttpResponse:
                 kind=form.cleaned_data["kind"],
                 species_id=form.cleaned_data["species_id"],
                 idempotency_key=form.cleaned_data["idempotency_key"],
+                attributes=form.cleaned_data["attributes"],
             )
         except LabelError as exc:
             messages.error(request, f"Nothing labelled: {exc}")

@@ -1,4 +1,4 @@
-"""The admin's pages for a project's members (and their roles) and its species list.
+"""The admin's pages for a project's members (and their roles), its species and attributes.
 
 Every view is admin-only (others get 404). A refused change re-renders the page with HTTP 400
 and the reason, and changes nothing; a change redirects back to the page (post/redirect/get).
@@ -12,12 +12,22 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from annotator.forms import MemberAddForm, MemberRoleForm, SpeciesMergeForm, SpeciesNameForm
+from annotator.forms import (
+    AttributeForm,
+    MemberAddForm,
+    MemberRoleForm,
+    SpeciesMergeForm,
+    SpeciesNameForm,
+)
 from annotator.models import Project, Role
 from annotator.selectors import members_list, project_get_for_user, species_list_with_counts
 from annotator.services import (
+    AttributeChangeError,
     MemberError,
     SpeciesError,
+    attribute_add,
+    attribute_remove,
+    attribute_update,
     member_add,
     member_remove,
     member_role_change,
@@ -117,6 +127,8 @@ def _species_page(request: HttpRequest, project: Project, *, error: str = "") ->
         "role": Role.ADMIN,
         "species": species_list_with_counts(project=project),
         "add_form": SpeciesNameForm(),
+        "attributes": list(project.attributes.all()),
+        "attribute_form": AttributeForm(),
     }
     return render(request, "annotator/species.html", context, status=400 if error else 200)
 
@@ -182,4 +194,53 @@ def species_merge_view(request: HttpRequest, slug: str) -> HttpResponse:
         f"{report.source!r} merged into {report.target.name!r}: {report.labels} labels moved"
         + ("; the classifier is being retrained." if report.labels else "."),
     )
+    return redirect("species", slug=slug)
+
+
+# Attributes live on the species page: both are the vocabulary volunteers label with.
+
+
+@login_required
+@require_POST
+def attribute_add_view(request: HttpRequest, slug: str) -> HttpResponse:
+    project, _ = project_get_for_user(slug=slug, user=request.user, roles=ADMIN_ONLY)
+    form = AttributeForm(request.POST)
+    if not form.is_valid():
+        return _species_page(
+            request, project, error=f"Attribute not added: {form.errors.as_text()}"
+        )
+    try:
+        added = attribute_add(project=project, **form.cleaned_data)
+    except AttributeChangeError as exc:
+        return _species_page(request, project, error=f"Attribute not added: {exc}")
+    messages.success(request, f"Attribute {added.name!r} added (key {added.key}).")
+    return redirect("species", slug=slug)
+
+
+@login_required
+@require_POST
+def attribute_update_view(request: HttpRequest, slug: str, attribute_id: int) -> HttpResponse:
+    project, _ = project_get_for_user(slug=slug, user=request.user, roles=ADMIN_ONLY)
+    form = AttributeForm(request.POST)
+    if not form.is_valid():
+        return _species_page(
+            request, project, error=f"Attribute not changed: {form.errors.as_text()}"
+        )
+    try:
+        changed = attribute_update(project=project, attribute_id=attribute_id, **form.cleaned_data)
+    except AttributeChangeError as exc:
+        return _species_page(request, project, error=f"Attribute not changed: {exc}")
+    messages.success(request, f"Attribute saved: {changed.name!r} (key {changed.key}).")
+    return redirect("species", slug=slug)
+
+
+@login_required
+@require_POST
+def attribute_remove_view(request: HttpRequest, slug: str, attribute_id: int) -> HttpResponse:
+    project, _ = project_get_for_user(slug=slug, user=request.user, roles=ADMIN_ONLY)
+    try:
+        name = attribute_remove(project=project, attribute_id=attribute_id)
+    except AttributeChangeError as exc:
+        return _species_page(request, project, error=f"Attribute not removed: {exc}")
+    messages.success(request, f"Attribute {name!r} removed.")
     return redirect("species", slug=slug)

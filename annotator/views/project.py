@@ -10,7 +10,9 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from activelearn.selectors import (
+    attribute_metrics_get,
     classifier_latest,
+    classifier_metrics_get,
     confusion_matrix_get,
     learning_curve_get,
 )
@@ -34,11 +36,13 @@ from annotator.forms import (
 from annotator.jobs import jobs_active_for_project, jobs_recent_for_project
 from annotator.models import Role
 from annotator.selectors import (
+    effort_saved_estimate,
     label_counts_chart,
     project_get_for_user,
     project_list_for_user,
     project_live_status,
     project_status,
+    species_rare_get,
 )
 from annotator.services import detection_job_create, project_thresholds_update
 from annotator.views._common import EXPORTERS, LABELLERS, request_user
@@ -60,26 +64,40 @@ def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
     """The project page; admins also get jobs, plots and the controls of the pipeline."""
     project, role = project_get_for_user(slug=slug, user=request.user)
     is_admin = role == Role.ADMIN
+    status = project_status(project=project)
+    classifier = classifier_latest(project=project)
     context = {
         "project": project,
         "role": role,
-        "status": project_status(project=project),
+        "status": status,
         "round_form": RoundStartForm(
+            project=project,
             initial={
                 "size": project.round_size,
                 "strategy": round_strategy_default(project=project),
-            }
+            },
         ),
         "learning_form": LearningSettingsForm(
             initial={
                 "first_round_strategy": project.first_round_strategy,
                 "target_accuracy": round(project.target_accuracy * 100, 2),
+                "seconds_per_image": project.seconds_per_image,
+                "class_balance": project.class_balance,
+                "ensemble_size": project.ensemble_size,
             }
         ),
-        "classifier": classifier_latest(project=project),
+        "classifier": classifier,
+        "metrics": classifier_metrics_get(project=project, classifier=classifier)
+        if is_admin
+        else None,
+        "rare_species": species_rare_get(project=project, classifier=classifier)
+        if is_admin
+        else None,
+        "effort": effort_saved_estimate(project=project, counts=status.pipeline),
         "learning_curve": learning_curve_get(project=project) if is_admin else None,
         "label_counts": label_counts_chart(project=project) if is_admin else None,
         "confusion": confusion_matrix_get(project=project) if is_admin else None,
+        "attribute_metrics": attribute_metrics_get(project=project) if is_admin else None,
         "jobs": jobs_active_for_project(project=project) if is_admin else [],
         "recent_jobs": jobs_recent_for_project(project=project) if is_admin else [],
         "detection": detection_job_latest(project=project),
@@ -129,7 +147,7 @@ def learning_settings_view(request: HttpRequest, slug: str) -> HttpResponse:
 @require_POST
 def round_start_view(request: HttpRequest, slug: str) -> HttpResponse:
     project, _ = project_get_for_user(slug=slug, user=request.user, roles=(Role.ADMIN,))
-    form = RoundStartForm(request.POST)
+    form = RoundStartForm(request.POST, project=project)
     if not form.is_valid():
         messages.error(request, f"Round not started: {form.errors.as_text()}")
         return redirect("project_detail", slug=slug)

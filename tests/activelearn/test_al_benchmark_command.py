@@ -76,6 +76,9 @@ def test_benchmark_with_finetuning_writes_json_plot_and_table(sets: dict[str, Pa
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = stdout.getvalue()
     assert "test top-1 (crop)" in text and "full pool (57 labels" in text
+    assert "test F1 macro (crop)" in text and "per-species test accuracy" in text
+    assert "variants" not in record  # one setting: the format as before
+    assert record["params"]["class_balance"] == "none" and record["params"]["ensemble_size"] == 1
 
 
 def test_benchmark_without_finetuning_runs_uncertainty_strategies(sets: dict[str, Path]) -> None:
@@ -102,6 +105,11 @@ def test_benchmark_without_finetuning_runs_uncertainty_strategies(sets: dict[str
         ({"step": 0}, "step >= 1"),
         ({"json": "/nonexistent/dir/out.json"}, "does not exist"),
         ({"weights": "/nonexistent/weights.pt"}, "does not exist"),
+        ({"class_balance": "none,smote"}, "--class-balance takes distinct names"),
+        ({"class_balance": "none,none"}, "--class-balance takes distinct names"),
+        ({"ensembles": "1,0"}, "--ensembles needs distinct sizes >= 1"),
+        ({"ensembles": "one"}, "--ensembles needs integers"),
+        ({"ensemble_mode": "bagging"}, "--ensemble-mode takes distinct names"),
     ],
 )
 def test_benchmark_rejects_bad_arguments(
@@ -119,6 +127,71 @@ def test_benchmark_rejects_a_budget_beyond_the_pool(sets: dict[str, Path]) -> No
 def test_benchmark_rejects_shared_sequences(sets: dict[str, Path]) -> None:
     with pytest.raises(CommandError, match="share 2 sequences"):
         call_command("al_benchmark", *_args(sets, pool=sets["test"]), stdout=StringIO())
+
+
+def test_benchmark_compares_class_balance_and_ensembles_per_species(
+    sets: dict[str, Path],
+) -> None:
+    out = sets["out"] / "settings.json"
+    stdout = StringIO()
+    call_command(
+        "al_benchmark",
+        *_args(
+            sets,
+            strategies="random",
+            budget=20,
+            seeds=2,
+            class_balance="none,weighted",
+            ensembles="1,2",
+            ensemble_mode="seeds,versions",
+            json=out,
+        ),
+        stdout=stdout,
+    )
+    record = json.loads(out.read_text())
+    names = [v["name"] for v in record["variants"]]
+    # Every combination; a single model once (the modes differ only for K > 1).
+    assert names == [
+        "balance=none ensemble=1",
+        "balance=none ensemble=2 (seeds)",
+        "balance=none ensemble=2 (versions)",
+        "balance=weighted ensemble=1",
+        "balance=weighted ensemble=2 (seeds)",
+        "balance=weighted ensemble=2 (versions)",
+    ]
+    params = [
+        (v["params"]["class_balance"], v["params"]["ensemble_size"]) for v in record["variants"]
+    ]
+    assert params == [
+        ("none", 1),
+        ("none", 2),
+        ("none", 2),
+        ("weighted", 1),
+        ("weighted", 2),
+        ("weighted", 2),
+    ]
+    # The top level is the first setting, as with one setting.
+    assert record["full_pool_top1"] == record["variants"][0]["full_pool_top1"]
+    # Same pool and seeds: the same random picks under every setting.
+    picks = {json.dumps(v["strategies"]["random"]["picks"]) for v in record["variants"]}
+    assert len(picks) == 1
+    n_species = len(record["species"])
+    assert sum(record["species_n_pool"]) == 57 and sum(record["species_n_test"]) == 11
+    for variant in record["variants"]:
+        assert len(variant["full_pool_per_species"]) == n_species
+        curve = variant["strategies"]["random"]
+        assert len(curve["per_species_mean"]) == n_species
+        for n_test, accuracy in zip(
+            record["species_n_test"], curve["per_species_mean"], strict=True
+        ):
+            assert (accuracy is None) == (n_test == 0)
+        assert (
+            all(0.0 <= v <= 1.0 for v in curve["f1_macro_mean"]) and curve["log_loss_mean"][0] > 0
+        )
+    text = stdout.getvalue()
+    assert "settings compared on the same pool and seeds" in text
+    assert "per-species test accuracy, full pool, per setting" in text
+    assert "weighted K=2 (versions)" in text
 
 
 # --- coco_split ---------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from activelearn.consensus import DONE, PENDING, REVIEW, consensus_decide
+from activelearn.consensus import DONE, PENDING, REVIEW, attributes_decide, consensus_decide
 
 FOX, DEER = ("species", 1), ("species", 2)
 BLANK = ("not_animal", None)
@@ -73,3 +73,43 @@ def test_matches_brute_force_over_every_small_vote_list(needed: int, threshold: 
             assert result.agreement == pytest.approx(best / n)
             first_winner = next(v for v in votes if v in winners)
             assert (result.kind, result.species_id) == first_winner
+
+
+# --- attributes: a strict majority of the votes that recorded attributes ----------------------
+
+STANDING, EATING = 1, 2
+
+
+def test_attributes_need_a_strict_majority() -> None:
+    assert attributes_decide([[STANDING], [STANDING, EATING], []]) == [STANDING]
+    # Two of four is a tie: not a majority, so no.
+    assert attributes_decide([[STANDING], [STANDING], [], [EATING]]) == []
+
+
+def test_votes_without_attributes_do_not_count() -> None:
+    # One of the two votes recorded attributes: it alone decides.
+    assert attributes_decide([None, [EATING]]) == [EATING]
+    assert attributes_decide([None, None]) is None
+    assert attributes_decide([[]]) == []
+
+
+def test_a_review_with_attributes_decides() -> None:
+    assert attributes_decide([[STANDING], [STANDING]], review=[EATING]) == [EATING]
+    assert attributes_decide([[STANDING], [STANDING]], review=[]) == []
+    # A review that recorded none leaves the votes to decide.
+    assert attributes_decide([[STANDING], [STANDING]], review=None) == [STANDING]
+
+
+def test_attributes_match_brute_force_over_every_small_vote_list() -> None:
+    choices: list[list[int] | None] = [None, [], [STANDING], [EATING], [STANDING, EATING]]
+    for n in range(1, 5):
+        for votes in itertools.product(choices, repeat=n):
+            result = attributes_decide(list(votes))
+            recorded = [v for v in votes if v is not None]
+            if not recorded:
+                assert result is None, votes
+                continue
+            expected = [
+                a for a in (STANDING, EATING) if sum(a in v for v in recorded) > len(recorded) / 2
+            ]
+            assert result == expected, votes

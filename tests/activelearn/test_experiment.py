@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -14,7 +15,7 @@ import torch
 from torch import nn
 
 from activelearn import experiment
-from activelearn.classifier import classifier_train
+from activelearn.classifier import classifier_probabilities, classifier_train
 from activelearn.experiment import (
     CropFeatures,
     LoopConfig,
@@ -29,6 +30,7 @@ from activelearn.experiment import (
     sequence_scores,
     summarise,
 )
+from activelearn.metrics import classification_metrics
 from activelearn.selection import random_selection
 from embeddings.model import EmbeddingNet, build_embedding_net
 
@@ -106,6 +108,9 @@ def test_schedule() -> None:
         {"init": 5, "step": 1, "budget": 4},
         {"init": 5, "step": 1, "budget": 9, "finetune_every": -1},
         {"init": 5, "step": 1, "budget": 9, "selection_space": "pixels"},
+        {"init": 5, "step": 1, "budget": 9, "class_balance": "smote"},
+        {"init": 5, "step": 1, "budget": 9, "ensemble_size": 0},
+        {"init": 5, "step": 1, "budget": 9, "ensemble_mode": "bagging"},
     ],
 )
 def test_loop_config_rejects(kwargs: dict[str, Any]) -> None:
@@ -141,6 +146,33 @@ def test_evaluate_counts_top1_top5_and_sequences() -> None:
     assert (right.top1, right.top5, right.seq_top1) == (1.0, 1.0, 1.0)
     wrong = evaluate(clf, x, (y + 3) % 6, seq_ids, n_classes=6)
     assert wrong.top1 == 0.0 and wrong.seq_top1 == 0.0 and 0.0 <= wrong.top5 < 1.0
+
+
+def test_evaluate_reports_the_metrics_module_figures() -> None:
+    """evaluate() is activelearn.metrics on the (ensemble's) probabilities, classes never
+    trained on at 0; per species is each class's share right, None without test crops."""
+    rng = np.random.default_rng(1)
+    centres = np.eye(4, 8, dtype=np.float32) * 2
+    y = np.repeat(np.arange(4), 6)
+    x = centres[y] + rng.normal(0, 0.8, (24, 8)).astype(np.float32)
+    models = [classifier_train(x, y, random_state=s, max_iter=30) for s in (0, 1)]
+    x_test = centres[y] + rng.normal(0, 0.8, (24, 8)).astype(np.float32)
+    seq_ids = np.repeat(np.array([f"s{i}" for i in range(8)]), 3)
+    probs = np.zeros((24, 5))  # class 4 exists but nobody trained on it
+    probs[:, :4] = np.mean([classifier_probabilities(m, x_test) for m in models], axis=0)
+    probs /= probs.sum(axis=1, keepdims=True)
+    expected = classification_metrics(probs, y, classes=np.arange(5), events=seq_ids)
+    scores = evaluate(models, x_test, y, seq_ids, n_classes=5)
+    assert scores.top1 == pytest.approx(expected.top1)
+    assert scores.f1_macro == pytest.approx(expected.f1_macro)
+    assert scores.log_loss == pytest.approx(expected.log_loss, rel=1e-4)
+    assert scores.seq_top1 == pytest.approx(expected.event_top1)
+    assert scores.per_species[4] is None and len(scores.per_species) == 5
+    np.testing.assert_allclose(
+        [a for a in scores.per_species if a is not None], expected.per_class_accuracy[:4]
+    )
+    single = evaluate(models[0], x_test, y, seq_ids, n_classes=5)
+    assert single != scores  # the ensemble is not its first member
 
 
 # --- the loop on synthetic features --------------------------------------------------------------
@@ -239,13 +271,24 @@ def test_run_benchmark_summary_and_json_shape() -> None:
     )
     record = result.to_dict()
     assert list(record["strategies"]) == ["k_center", "random"]
+
+    def name_of(curve: dict[str, Any]) -> str:
+        return next(n for n, c in record["strategies"].items() if c is curve)
+
     for curve in record["strategies"].values():
         assert curve["labels"] == [6, 12, 18]
-        for key in ("top1_mean", "top1_sd", "top5_mean", "seq_top1_mean"):
+        for key in ("top1_mean", "top1_sd", "top5_mean", "seq_top1_mean", "f1_macro_mean"):
             assert len(curve[key]) == 3
+        assert len(curve["log_loss_sd"]) == 3
         assert len(curve["per_seed"]["top1"]) == 2
         assert len(curve["diagnostics"]["classes_covered"]) == 3
+        assert len(curve["per_species_mean"]) == 3  # after the last round, one per class
+        last = [run.rounds[-1].scores.per_species for run in result.runs[name_of(curve)]]
+        expected = np.array(last, dtype=np.float64).mean(axis=0)  # every class has test crops
+        np.testing.assert_allclose(curve["per_species_mean"], expected, atol=1e-5)
     assert 0.0 <= record["full_pool_top1"] <= record["full_pool_top5"] <= 1.0
+    assert record["species"] == ["a", "b", "c"] and len(record["full_pool_per_species"]) == 3
+    assert set(record["full_pool_sd"]) == {"top1", "top5", "seq_top1", "f1_macro", "log_loss"}
     json.dumps(record)  # plain JSON types only
     summary = result.summaries["random"]
     per_seed = np.array([[r.scores.top1 for r in run.rounds] for run in result.runs["random"]])
@@ -322,3 +365,77 @@ def test_crop_features_cuts_embeds_and_caches(
     again = crop_features(coco, small_folder, net=net, info=info, cache_dir=cache, n_views=1)
     np.testing.assert_array_equal(again.features, got.features)
     np.testing.assert_array_equal(again.views, got.views)
+
+
+# --- class balance and ensembles in the loop ---------------------------------------------------
+
+
+def test_loop_trains_with_the_class_balance_and_the_ensemble(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pool, test = _synthetic(0), _synthetic(1, n_per_seq=3, views=0)
+    fits: list[tuple[int, int, str]] = []
+    real = experiment.classifier_train
+
+    def spy(x: np.ndarray, y: np.ndarray, **kwargs: Any) -> Any:
+        fits.append((x.shape[0], kwargs["random_state"], kwargs["class_balance"]))
+        return real(x, y, **kwargs)
+
+    monkeypatch.setattr(experiment, "classifier_train", spy)
+    config = LoopConfig(init=6, step=6, budget=12, class_balance="weighted", ensemble_size=3)
+    run = run_loop("k_center", pool, test, net=_net(), config=config, seed=2)
+    # Each round: three seeds on the same labels, all weighted.
+    assert fits == [(n, 2 + 1009 * k, "weighted") for n in (6, 12) for k in range(3)]
+    assert len(run.rounds) == 2
+    fits.clear()
+    versions = dataclasses.replace(config, ensemble_mode="versions", ensemble_size=2)
+    run_loop("k_center", pool, test, net=_net(), config=versions, seed=2)
+    assert fits == [(6, 2, "weighted"), (12, 2, "weighted")]  # one new model per round
+
+
+def test_versions_ensemble_averages_the_newest_rounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    pool, test = _synthetic(0), _synthetic(1, n_per_seq=3, views=0)
+    scored: list[int] = []
+    real = experiment.evaluate
+
+    def spy(models: Any, *args: Any) -> Any:
+        scored.append(len(models))
+        return real(models, *args)
+
+    monkeypatch.setattr(experiment, "evaluate", spy)
+    config = LoopConfig(init=6, step=4, budget=18, ensemble_size=2, ensemble_mode="versions")
+    run_loop("random", pool, test, net=_net(), config=config, seed=0)
+    assert scored == [1, 2, 2, 2]  # the first round has no older model yet
+    scored.clear()
+    tuned = dataclasses.replace(config, finetune_every=8, finetune_epochs=1)
+    run_loop("random", pool, test, net=_net(), config=tuned, seed=0)
+    # Fine-tuning at 10 and 18 labels changes the embedding: older models are dropped.
+    assert scored == [1, 1, 2, 1]
+
+
+def test_finetuning_in_the_loop_takes_the_class_balance(monkeypatch: pytest.MonkeyPatch) -> None:
+    pool, test = _synthetic(0), _synthetic(1, n_per_seq=3, views=0)
+    balances: list[str] = []
+    real_train_head = experiment.train_head
+
+    def spy(tuned: EmbeddingNet, x: np.ndarray, y: np.ndarray, *, config: Any) -> Any:
+        balances.append(config.class_balance)
+        return real_train_head(tuned, x, y, config=config)
+
+    monkeypatch.setattr(experiment, "train_head", spy)
+    config = LoopConfig(
+        init=6, step=4, budget=10, finetune_every=4, finetune_epochs=1, class_balance="none"
+    )
+    run_loop("random", pool, test, net=_net(), config=config, seed=0)
+    assert balances == ["none", "none"]
+
+
+def test_full_pool_scores_with_an_ensemble_of_seeds() -> None:
+    pool, test = _synthetic(0), _synthetic(1, n_per_seq=3, views=0)
+    single = full_pool_scores(pool, test, net=_net(), seeds=[0])
+    ensemble = full_pool_scores(pool, test, net=_net(), seeds=[0], ensemble_size=3)
+    embedder = experiment._Embedder(_net())
+    x_pool, x_test = embedder.embed(pool.features), embedder.embed(test.features)
+    models = [classifier_train(x_pool, pool.labels, random_state=s) for s in (0, 1009, 2018)]
+    assert ensemble[0] == evaluate(models, x_test, test.labels, test.seq_ids, 3)
+    assert single[0] == evaluate(models[0], x_test, test.labels, test.seq_ids, 3)

@@ -122,3 +122,34 @@ def test_full_finetune_changes_the_backbone(
         )
     ]
     assert any(changed)
+
+
+def test_a_version_abandoned_while_building_does_not_block_finetuning_for_good(
+    ingested_project: Project, volunteer: User
+) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from activelearn.services import FINETUNE_ABANDONED_AFTER
+    from embeddings.services import embedding_finetune_run
+
+    _label_by_sequence(ingested_project, volunteer, list(Crop.objects.select_related("image")))
+    stuck = embedding_finetune_queue(project=ingested_project, force=True)
+    assert stuck is not None
+    with pytest.raises(FinetuneError, match="fine-tuned already"):
+        embedding_finetune_queue(project=ingested_project, force=True)
+    # Its worker died and its task is gone; the time limit has long passed.
+    old = timezone.now() - FINETUNE_ABANDONED_AFTER - timedelta(minutes=1)
+    EmbeddingVersion.objects.filter(pk=stuck.pk).update(created_at=old)
+    fresh = embedding_finetune_queue(project=ingested_project, force=True)
+    assert fresh is not None and fresh.number == stuck.number + 1
+    stuck.refresh_from_db()
+    assert stuck.status == EmbeddingVersion.Status.FAILED and "abandoned" in stuck.error
+    # Should its task still turn up, it changes nothing.
+    empty = np.zeros(0, dtype=np.int64)
+    embedding_finetune_run(version_id=stuck.pk, crop_ids=empty, labels=empty)
+    stuck.refresh_from_db()
+    assert stuck.status == EmbeddingVersion.Status.FAILED and not stuck.vectors_dir
+    current = embedding_version_current(project=ingested_project)
+    assert current is not None and current.number == 1

@@ -74,3 +74,17 @@ def test_learning_curve_still_draws() -> None:
     fit = learning_curve_fit(np.asarray(n, dtype=float), np.asarray(accuracy))
     svg = learning_curve_svg(n, accuracy, fit=fit, target=0.9)
     assert svg.startswith("<svg") and "</svg>" in svg
+
+
+def test_learning_curve_draws_top5_and_f1_macro_where_measured() -> None:
+    n, accuracy = [50, 100, 200], [0.6, 0.7, 0.78]
+    svg = learning_curve_svg(
+        n, accuracy, fit=None, top5=[0.9, 0.93, 0.95], f1_macro=[None, 0.5, 0.61]
+    )
+    texts = re.findall(r">([^<>]+)</text>", svg)
+    assert {"cross-validated top-1", "top-5", "F1 macro"} <= set(texts)
+    # Series that were not given are not drawn (nor named in the legend).
+    plain = learning_curve_svg(n, accuracy, fit=None)
+    assert "F1 macro" not in plain and "top-5" not in plain
+    with pytest.raises(ValueError, match="one value per point"):
+        learning_curve_svg(n, accuracy, fit=None, f1_macro=[0.5])

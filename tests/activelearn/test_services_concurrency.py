@@ -91,9 +91,9 @@ def meet_before_consensus(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]
         barrier = threading.Barrier(2, timeout=20)
         real = services.consensus_update
 
-        def waiting(*, project: Project, crop_ids: Any) -> None:
+        def waiting(*, project: Project, crop_ids: Any) -> set[int]:
             barrier.wait()
-            real(project=project, crop_ids=crop_ids)
+            return real(project=project, crop_ids=crop_ids)
 
         monkeypatch.setattr(services, "consensus_update", waiting)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from datetime import timedelta
 
@@ -24,8 +25,9 @@ from activelearn.services import (
     labels_submit,
     round_start,
 )
-from annotator.models import Project, Role
+from annotator.models import Project, Role, Species
 from annotator.services import membership_set
+from detector.models import Crop
 from tests.conftest import label_by_truth
 
 pytestmark = pytest.mark.django_db
@@ -342,3 +344,47 @@ def test_concurrent_copies_of_one_submission_store_one_label(
     assert len(stored) == 4 and len(set(stored)) == 1
     assert Label.objects.filter(crop_id=crop_id).count() == 1
     assert Consensus.objects.get(crop_id=crop_id).votes == 1
+
+
+def test_refused_labels_store_nothing_and_leave_the_consensus(
+    ingested_project: Project,
+    admin_user: User,
+    volunteer: User,
+    foreign: tuple[Project, Species, Crop],
+) -> None:
+    """Unknown species, another project's species or crop: LabelError naming it, no change."""
+    other, wolf, alien_crop = foreign
+    crop = ingested_project.crops.order_by("id").first()
+    assert crop is not None
+    fox = _species(ingested_project, "red fox")
+    label_submit(
+        project=ingested_project, crop_id=crop.pk, user=volunteer, kind="species", species_id=fox
+    )
+    before = (list(Label.objects.values()), list(Consensus.objects.values()))
+    assert len(before[1]) == 1
+    name = ingested_project.name
+    cases: list[tuple[dict[str, object], str]] = [
+        (
+            {"crop_id": crop.pk, "kind": "species", "species_id": wolf.pk},
+            f"species {wolf.pk} is not in project {name!r}",
+        ),
+        (
+            {"crop_id": crop.pk, "kind": "species", "species_id": 999_999},
+            f"species 999999 is not in project {name!r}",
+        ),
+        (
+            {"crop_id": alien_crop.pk, "kind": "species", "species_id": fox},
+            f"crop {alien_crop.pk} is not part of project {name!r}",
+        ),
+        ({"crop_id": alien_crop.pk, "kind": "unknown"}, f"crop {alien_crop.pk} is not part"),
+        ({"crop_id": crop.pk, "kind": "cat"}, "unknown label kind 'cat'"),
+        ({"crop_id": crop.pk, "kind": "species"}, "a species label needs a species"),
+    ]
+    for user in (volunteer, admin_user):
+        for kwargs, message in cases:
+            with pytest.raises(LabelError, match=re.escape(message)):
+                label_submit(project=ingested_project, user=user, **kwargs)  # type: ignore[arg-type]
+        with pytest.raises(LabelError, match=f"crop {crop.pk} is not part of project 'Foreign"):
+            label_review(project=other, crop_id=crop.pk, user=admin_user, kind="unknown")
+    assert (list(Label.objects.values()), list(Consensus.objects.values())) == before
+    assert not alien_crop.labels.exists()

@@ -22,7 +22,7 @@ from annotator.api.services import api_token_create
 from annotator.models import Project, Species
 from annotator.services import project_create
 from detector.models import Crop
-from tests.conftest import PASSWORD, label_by_truth
+from tests.conftest import label_by_truth
 
 pytestmark = pytest.mark.django_db
 
@@ -66,6 +66,7 @@ def _get_urls(project: Project) -> dict[str, str]:
     return {
         "detail": base,
         "species": f"{base}/species",
+        "attributes": f"{base}/attributes",
         "rounds": f"{base}/rounds",
         "next": f"{base}/next",
         "crops": f"{base}/crops",
@@ -74,7 +75,7 @@ def _get_urls(project: Project) -> dict[str, str]:
     }
 
 
-ALL = {"detail", "species", "rounds", "crop_file", "image_file"}
+ALL = {"detail", "species", "attributes", "rounds", "crop_file", "image_file"}
 EXPECTED_GET = {
     "admin": {name: 200 for name in [*ALL, "next", "crops"]},
     "volunteer": {**{name: 200 for name in [*ALL, "next"]}, "crops": 404},
@@ -189,6 +190,40 @@ def test_admin_starts_round_then_conflict(
     assert Round.objects.count() == 1
     listed = admin.get(url).json()
     assert [(r["number"], r["done"], r["total"]) for r in listed] == [(1, 0, 4)]
+
+
+def test_admin_starts_a_species_round(
+    ingested_project: Project, clients: dict[str, Client], volunteer: User, admin_user: User
+) -> None:
+    url = f"{API}/projects/{ingested_project.slug}/rounds"
+    admin = clients["admin"]
+    fox = ingested_project.species.get(name="red fox")
+    no_classifier = _post(admin, url, {"strategy": "species", "target_species_id": fox.pk})
+    assert (
+        no_classifier.status_code == 409 and "no classifier yet" in no_classifier.json()["detail"]
+    )
+    crops = list(ingested_project.crops.select_related("image").order_by("id"))
+    label_by_truth(ingested_project, volunteer, crops[:3] + crops[-3:])
+    classifier = classifier_retrain(project_id=ingested_project.pk)
+    assert classifier is not None
+    foreign = project_create(name="Elsewhere", created_by=admin_user, seed=1).species.create(
+        name="lynx"
+    )
+    for body, detail in (
+        ({"strategy": "species", "target_species_id": foreign.pk}, "not a species of this project"),
+        ({"strategy": "species"}, "needs a target species"),
+        ({"strategy": "random", "target_species_id": fox.pk}, "strategy only"),
+    ):
+        refused = _post(admin, url, body)
+        assert refused.status_code == 409 and detail in refused.json()["detail"], body
+    assert not Round.objects.exists()
+    target = Prediction.objects.filter(classifier=classifier, crop__consensus__isnull=True)[0]
+    body = {"strategy": "species", "size": 2, "target_species_id": target.species_id}
+    created = _post(admin, url, body)
+    assert created.status_code == 201, created.json()
+    data = created.json()
+    assert (data["strategy"], data["target_species_id"]) == ("species", target.species_id)
+    assert admin.get(url).json()[0]["target_species_id"] == target.species_id
 
 
 def test_rounds_list_progress_matches_round_progress(
@@ -506,6 +541,7 @@ def test_openapi_lists_every_endpoint_and_bearer_scheme(client: Client) -> None:
         ("GET", "/projects"),
         ("GET", "/projects/{slug}"),
         ("GET", "/projects/{slug}/species"),
+        ("GET", "/projects/{slug}/attributes"),
         ("GET", "/projects/{slug}/rounds"),
         ("POST", "/projects/{slug}/rounds"),
         ("GET", "/projects/{slug}/next"),
@@ -528,7 +564,7 @@ def test_openapi_lists_every_endpoint_and_bearer_scheme(client: Client) -> None:
 
 def test_session_client_reads_projects(ingested_project: Project, ecologist: User) -> None:
     client = Client()
-    assert client.login(username=ecologist.username, password=PASSWORD)
+    client.force_login(ecologist)
     data = client.get(f"{API}/projects/{ingested_project.slug}").json()
     assert data["role"] == "ecologist"
     assert client.get(f"{API}/projects/{ingested_project.slug}/next").status_code == 404
@@ -551,3 +587,100 @@ def test_a_retried_label_with_the_same_idempotency_key_is_stored_once(
         other.status_code == 400 and "already used for a different label" in other.json()["detail"]
     )
     assert Label.objects.count() == 1
+
+
+def test_refused_labels_leave_the_votes_and_consensus_as_they_were(
+    ingested_project: Project,
+    clients: dict[str, Client],
+    foreign: tuple[Project, Species, Crop],
+) -> None:
+    _, wolf, alien_crop = foreign
+    crop = ingested_project.crops.order_by("id").first()
+    assert crop is not None
+    fox = ingested_project.species.get(name="red fox")
+    url = f"{API}/projects/{ingested_project.slug}/labels"
+    body = {"crop_id": crop.pk, "kind": "species", "species_id": fox.pk}
+    assert _post(clients["volunteer"], url, body).status_code == 201
+    before = (list(Label.objects.values()), list(Consensus.objects.values()))
+    cases = [
+        ({**body, "species_id": wolf.pk}, f"species {wolf.pk} is not in project"),
+        ({**body, "species_id": 999_999}, "species 999999 is not in project"),
+        ({**body, "crop_id": alien_crop.pk}, f"crop {alien_crop.pk} is not part of project"),
+    ]
+    for role in ("volunteer", "admin"):
+        for sent, message in cases:
+            response = _post(clients[role], url, sent)
+            assert response.status_code == 400 and message in response.json()["detail"], sent
+    assert (list(Label.objects.values()), list(Consensus.objects.values())) == before
+    assert not alien_crop.labels.exists()
+
+
+# --- attributes -------------------------------------------------------------------------------
+
+
+def test_attributes_list_and_a_label_that_ticks_them(
+    ingested_project: Project, clients: dict[str, Client]
+) -> None:
+    base = f"{API}/projects/{ingested_project.slug}"
+    listed = clients["volunteer"].get(f"{base}/attributes").json()
+    assert [(a["name"], a["key"]) for a in listed][:2] == [("standing", "q"), ("resting", "w")]
+    ids = {a["name"]: a["id"] for a in listed}
+    crop = ingested_project.crops.order_by("id").first()
+    fox = ingested_project.species.get(name="red fox")
+    assert crop is not None
+    body = {
+        "crop_id": crop.pk,
+        "kind": "species",
+        "species_id": fox.pk,
+        "attributes": [ids["eating"], ids["standing"]],
+    }
+    response = _post(clients["volunteer"], f"{base}/labels", body)
+    assert response.status_code == 201
+    assert response.json()["attributes"] == sorted([ids["eating"], ids["standing"]])
+    assert Label.objects.get().attributes == sorted([ids["eating"], ids["standing"]])
+    # Left out: not recorded.
+    other = ingested_project.crops.order_by("id")[1]
+    body = {"crop_id": other.pk, "kind": "species", "species_id": fox.pk}
+    assert _post(clients["volunteer"], f"{base}/labels", body).json()["attributes"] is None
+    # The crop rows carry the consensus's attributes by name.
+    page = clients["admin"].get(f"{base}/crops", {"limit": 2}).json()["items"]
+    assert page[0]["attributes_human"] == ["standing", "eating"]
+    assert page[0]["attributes"] == ["standing", "eating"]
+    assert page[0]["attributes_machine"] is None
+    assert page[1]["attributes_human"] is None
+
+
+def test_labels_with_foreign_or_misplaced_attributes_are_400_and_store_nothing(
+    ingested_project: Project,
+    clients: dict[str, Client],
+    foreign: tuple[Project, Any, Crop],
+) -> None:
+    base = f"{API}/projects/{ingested_project.slug}"
+    crop = ingested_project.crops.order_by("id").first()
+    fox = ingested_project.species.get(name="red fox")
+    assert crop is not None
+    alien = foreign[0].attributes.get(name="moving").pk
+    mine = ingested_project.attributes.get(name="moving").pk
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"kind": "species", "species_id": fox.pk, "attributes": [alien]}, "is not part of"),
+        ({"kind": "not_animal", "attributes": [mine]}, "only for species labels"),
+    ]
+    for extra, message in cases:
+        response = _post(clients["volunteer"], f"{base}/labels", {"crop_id": crop.pk, **extra})
+        assert response.status_code == 400 and message in response.json()["detail"]
+    bad = _post(
+        clients["volunteer"],
+        f"{base}/labels",
+        {"crop_id": crop.pk, "kind": "species", "species_id": fox.pk, "attributes": ["x"]},
+    )
+    assert bad.status_code == 422
+    assert not Label.objects.exists()
+
+
+def test_openapi_describes_the_attributes(client: Client) -> None:
+    schema = client.get(f"{API}/openapi.json").json()["components"]["schemas"]
+    assert "kind=species only" in schema["LabelIn"]["properties"]["attributes"]["description"]
+    assert "attributes" in schema["LabelOut"]["properties"]
+    assert {"attributes_human", "attributes_machine", "attributes"} <= set(
+        schema["CropRowOut"]["properties"]
+    )

@@ -20,7 +20,6 @@ from annotator.api.services import (
     api_token_used,
 )
 from annotator.models import ApiToken, Project
-from tests.conftest import PASSWORD
 
 pytestmark = pytest.mark.django_db
 
@@ -117,7 +116,7 @@ def test_session_auth_reads_and_writes_need_csrf(
     ingested_project: Project, volunteer: User
 ) -> None:
     client = Client(enforce_csrf_checks=True)
-    assert client.login(username=volunteer.username, password=PASSWORD)
+    client.force_login(volunteer)
     response = client.get(PROJECTS)
     assert response.status_code == 200 and response.json()[0]["role"] == "volunteer"
     crop = ingested_project.crops.order_by("id").first()
@@ -153,7 +152,7 @@ def test_bearer_writes_need_no_csrf(ingested_project: Project, volunteer: User) 
 
 def _logged_in(user: User) -> Client:
     client = Client()
-    assert client.login(username=user.username, password=PASSWORD)
+    client.force_login(user)
     return client
 
 

@@ -99,3 +99,49 @@ def test_admin_adds_a_member_and_merges_species(
     label = Label.objects.get(crop=crop)
     assert label.species == red_fox
     assert page.locator("#species tbody tr").count() == ingested_project.species.count()
+
+
+def test_admin_sees_metrics_rare_species_effort_and_starts_a_species_round(
+    browser_page: Any,
+    live_server: Any,
+    ingested_project: Project,
+    admin_user: User,
+    volunteer: User,
+) -> None:
+    from activelearn.models import Prediction
+    from activelearn.services import classifier_retrain
+    from tests.conftest import label_by_truth
+
+    crops = list(ingested_project.crops.select_related("image").order_by("id"))
+    label_by_truth(ingested_project, volunteer, crops[:3] + crops[-3:])
+    classifier = classifier_retrain(project_id=ingested_project.pk)
+    assert classifier is not None and classifier.cv_metrics is not None
+    target = (
+        Prediction.objects.filter(classifier=classifier, crop__consensus__isnull=True)
+        .select_related("species")[0]
+        .species
+    )
+    page = browser_page
+    browser_login(page, live_server, admin_user)
+    page.goto(f"{live_server.url}/p/{ingested_project.slug}/")
+    for metric in ("top1", "f1_macro", "log_loss"):
+        shown = page.locator(f"#metrics [data-metric={metric}]").inner_text()
+        assert shown == f"{classifier.cv_metrics[metric]:.3f}", metric
+    n_species = ingested_project.species.count()
+    assert page.locator("#rare-fewest-labels tbody tr").count() == min(5, n_species)
+    assert page.locator("#rare-lowest-accuracy tbody tr").count() == 2  # the species labelled
+    assert page.locator("#effort-formula").is_visible()
+    assert "empty images filtered out" in page.locator("#effort-formula").inner_text()
+    # The species list shows up only for the species strategy.
+    assert not page.locator("#round-target-species").is_visible()
+    page.select_option("#round-start select[name=strategy]", "species")
+    assert page.locator("#round-target-species").is_visible()
+    page.select_option("#round-start select[name=target_species]", label=target.name)
+    page.fill("#round-start input[name=size]", "2")
+    with page.expect_navigation():
+        page.click("button:has-text('Start round')")
+    page.wait_for_selector("text=Round 1 started.")
+    strategy = page.locator("#round-strategy").inner_text()
+    assert strategy == f"One species, for diversity: {target.name}"
+    started = Round.objects.get(project=ingested_project)
+    assert (started.strategy, started.target_species_id) == ("species", target.pk)

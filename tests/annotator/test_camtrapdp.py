@@ -33,7 +33,6 @@ from annotator.camtrapdp import (
 from annotator.models import Image, Project
 from detector.models import Crop
 from tests.annotator.test_exports import Scenario, build_scenario
-from tests.conftest import PASSWORD
 
 pytestmark = pytest.mark.django_db
 
@@ -280,7 +279,7 @@ def test_validation_fails_when_the_package_breaks_the_standard(
 
 def _client(user: User) -> Client:
     client = Client()
-    assert client.login(username=user.username, password=PASSWORD)
+    client.force_login(user)
     return client
 
 
@@ -338,3 +337,29 @@ def test_species_names_cannot_run_formulas(scenario: Scenario, tmp_path: Path) -
     folder = unpack(out.getvalue(), tmp_path / "formula")
     names = {o["scientificName"] for o in read_csv(folder / "observations.csv")}
     assert "'=1+2" in names and "=1+2" not in names
+
+
+def test_attributes_become_behavior_and_the_package_stays_valid(
+    scenario: Scenario, admin_user: User, tmp_path: Path
+) -> None:
+    from tests.annotator.test_exports import add_attributes
+
+    add_attributes(scenario, admin_user)
+    out = io.BytesIO()
+    options = PackageOptions(latitude=38.6, longitude=-92.1, utc_offset="-05:00")
+    camtrap_dp_write(project=scenario.project, options=options, out=out)
+    package = unpack(out.getvalue(), tmp_path / "package")
+    assert camtrap_dp_errors(package) == []
+    rows = read_csv(package / "observations.csv")
+    media = {r["observationID"]: r["behavior"] for r in rows if r["observationLevel"] == "media"}
+    crops = scenario.crops
+    assert media[f"crop-{crops['A1'].pk}"] == "standing|eating"
+    assert media[f"crop-{crops['A6'].pk}"] == "moving|eating"
+    assert media[f"crop-{crops['F3'].pk}"] == ""
+    events = {
+        (r["eventID"], r["scientificName"]): r["behavior"]
+        for r in rows
+        if r["observationLevel"] == "event" and r["scientificName"]
+    }
+    assert events[("SEQ75520", "agouti")] == "standing|eating"
+    assert events[("SEQ75179", "red fox")] == "moving"

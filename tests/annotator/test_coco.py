@@ -21,6 +21,18 @@ def test_reads_the_real_sample(sample_dir: Path) -> None:
         ('{"images": []}', "needs 'images' and 'categories'"),
         ('{"images": [{"id": 1}], "categories": []}', "no file_name"),
         ('{"images": [], "categories": [{"name": "x"}]}', "id and a name"),
+        (
+            '{"images": [{"file_name": "a\\\\b.jpg"}, {"file_name": "a/b.jpg"}], "categories": []}',
+            r"file_name listed more than once: a/b\.jpg",
+        ),
+        ('{"images": [{"file_name": "a.jpg", "frame_num": "x"}], "categories": []}', "frame_num"),
+        (
+            '{"images": [], "categories": [{"id": 1, "name": "fox"}], "annotations": ['
+            '{"image_id": 1, "category_id": 1}, {"image_id": 1, "category_id": 7}, '
+            '{"image_id": 2, "category_id": "1"}, {"image_id": 2, "category_id": 7}]}',
+            r"3 annotation\(s\) name a category_id that is not in 'categories': "
+            r"7 in annotations\[1, 3\]; '1' in annotations\[2\]",
+        ),
     ],
 )
 def test_bad_files_get_clear_errors(tmp_path: Path, text: str, message: str) -> None:

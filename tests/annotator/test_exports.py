@@ -38,7 +38,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from activelearn.models import ClassifierVersion, EventPrediction, Prediction
-from activelearn.services import label_submit, labels_submit, round_start
+from activelearn.services import label_review, label_submit, labels_submit, round_start
 from annotator import exports
 from annotator.exports import (
     EVENT_HEADER,
@@ -53,7 +53,6 @@ from annotator.exports import (
 from annotator.models import Image, Project, Species
 from detector.models import Crop, Detection
 from embeddings.models import EmbeddingVersion
-from tests.conftest import PASSWORD
 
 pytestmark = pytest.mark.django_db
 
@@ -176,7 +175,7 @@ def table(header: list[str], rows: Any) -> list[dict[str, str]]:
 
 def _client(user: User) -> Client:
     client = Client()
-    assert client.login(username=user.username, password=PASSWORD)
+    client.force_login(user)
     return client
 
 
@@ -579,3 +578,141 @@ def test_queries_grow_with_chunks_not_rows(
     for name in EXPORTS:
         # A few queries per extra chunk (the coco export reads the images twice).
         assert big[name] < chunked[name] <= big[name] + 10 * extra_chunks, name
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def test_every_csv_export_neutralises_formula_prefixes(
+    scenario: Scenario, ecologist: User, volunteer: User
+) -> None:
+    """Species, file, camera, sequence and user names starting like a formula are quoted."""
+    Species.objects.filter(pk=scenario.fox.pk).update(name="@fox")
+    Species.objects.filter(pk=scenario.agouti.pk).update(name="-agouti")
+    User.objects.filter(pk=volunteer.pk).update(username="\tvic")
+    images = list(Image.objects.filter(project=scenario.project).order_by("id"))
+    for i, image in enumerate(images):
+        image.file_name = f"{FORMULA_STARTS[i % 6]}img{i}.jpg"
+        image.camera = "+cam"
+        image.seq_id = "=SEQ" if "Agouti" in image.path else "\rSEQ"
+    Image.objects.bulk_update(images, ["file_name", "camera", "seq_id"])
+    client = _client(ecologist)
+    slug = scenario.project.slug
+    expected = {
+        "export_csv": {
+            "'@fox",
+            "'-agouti",
+            "'\tvic",
+            *(f"'{i.file_name}" for i in images if i.crops.exists()),  # a row per crop
+        },
+        "export_images_csv": {"'+cam", "'=SEQ", "'\rSEQ", *(f"'{i.file_name}" for i in images)},
+        "export_events_csv": {"'+cam", "'=SEQ", "'\rSEQ", "'@fox"},
+    }
+    for name, quoted in expected.items():
+        rows = list(csv.reader(io.StringIO(_body(client.get(reverse(name, args=[slug]))))))
+        cells = {c for row in rows[1:] for c in row}
+        assert not [c for c in cells if c.startswith(FORMULA_STARTS)], name
+        assert quoted <= cells, (name, quoted - cells)
+
+
+# --- attributes -------------------------------------------------------------------------------
+
+
+def add_attributes(scenario: Scenario, admin: User) -> dict[str, int]:
+    """An admin's review ticks attributes on A1 and F1 (the species stay; two votes are needed
+    by now, so a volunteer's changed vote would leave them pending); the machine predicts
+    attributes for A6 and F2 and for the fox event."""
+    project, crops = scenario.project, scenario.crops
+    ids = dict(project.attributes.values_list("name", "id"))
+    for name, species, ticked in (
+        ("A1", scenario.agouti, ["eating", "standing"]),
+        ("F1", scenario.fox, ["moving"]),
+    ):
+        label_review(
+            project=project,
+            crop_id=crops[name].pk,
+            user=admin,
+            kind="species",
+            species_id=species.pk,
+            attributes=[ids[n] for n in ticked],
+        )
+    machine = {
+        "A6": {"standing": 0.2, "moving": 0.9, "eating": 0.7},
+        "F2": {"moving": 0.6, "resting": 0.5},
+    }
+    for name, probs in machine.items():
+        Prediction.objects.filter(classifier=scenario.classifier, crop=crops[name]).update(
+            attributes={str(ids[n]): p for n, p in probs.items()}
+        )
+    EventPrediction.objects.filter(event="SEQ75179").update(
+        attributes={str(ids["moving"]): 0.8, str(ids["eating"]): 0.1}
+    )
+    return ids
+
+
+def aligned(row: dict[str, str]) -> dict[str, str]:
+    """{species: its attributes} from the ';'-aligned species and attributes columns."""
+    return dict(zip(row["species"].split(";"), row["attributes"].split(";"), strict=True))
+
+
+def test_crop_rows_carry_human_machine_and_final_attributes(
+    scenario: Scenario, admin_user: User
+) -> None:
+    add_attributes(scenario, admin_user)
+    rows = {
+        int(r["crop_id"]): r
+        for r in table(EXPORT_HEADER, export_crop_rows(project=scenario.project))
+    }
+    crops = scenario.crops
+
+    def cells(name: str) -> tuple[str, str, str]:
+        row = rows[crops[name].pk]
+        return row["attributes_human"], row["attributes_machine"], row["attributes"]
+
+    # Project order (standing before eating), whatever order they were ticked in.
+    assert cells("A1") == ("standing;eating", "", "standing;eating")
+    assert cells("F1") == ("moving", "", "moving")
+    # Machine: p > 0.5 only (resting at exactly 0.5 is no).
+    assert cells("A6") == ("", "moving:0.90;eating:0.70", "moving;eating")
+    assert cells("F2") == ("", "moving:0.60", "moving")
+    assert cells("A2") == ("", "", "")  # not an animal
+    assert cells("F3") == ("", "", "")  # a machine label without an attribute head
+
+
+def test_image_and_event_rows_align_attributes_with_species(
+    scenario: Scenario, admin_user: User
+) -> None:
+    add_attributes(scenario, admin_user)
+    crops = scenario.crops
+    images = {
+        int(r["image_id"]): r
+        for r in table(IMAGE_HEADER, export_image_rows(project=scenario.project))
+    }
+    assert aligned(images[crops["A1"].image_id]) == {"agouti": "standing+eating"}
+    # F2's image: two fox crops, one predicted moving: the union.
+    assert aligned(images[crops["F2"].image_id]) == {"red fox": "moving"}
+    assert aligned(images[crops["F3"].image_id]) == {"red fox": ""}
+    events = {
+        r["event_id"]: r for r in table(EVENT_HEADER, export_event_rows(project=scenario.project))
+    }
+    assert aligned(events["SEQ75520"]) == {"agouti": "standing+eating", "red fox": "moving+eating"}
+    assert aligned(events["SEQ75179"]) == {"red fox": "moving"}
+    assert events["SEQ75179"]["event_machine_attributes"] == "moving:0.80"
+    assert events["SEQ75520"]["event_machine_attributes"] == ""
+
+
+def test_coco_annotations_carry_attributes(scenario: Scenario, admin_user: User) -> None:
+    add_attributes(scenario, admin_user)
+    document = json.loads("".join(export_coco_json(project=scenario.project)))
+    annotations = {a["id"]: a for a in document["annotations"]}
+    crops = scenario.crops
+    names = list(scenario.project.attributes.values_list("name", flat=True))
+    human = annotations[f"crop-{crops['A1'].pk}"]
+    assert human["attributes"] == {n: n in ("standing", "eating") for n in names}
+    assert "attributes_conf" not in human
+    machine = annotations[f"crop-{crops['A6'].pk}"]
+    assert machine["attributes"] == {n: n in ("moving", "eating") for n in names}
+    assert machine["attributes_conf"] == {"standing": 0.2, "moving": 0.9, "eating": 0.7}
+    # Nothing recorded or predicted: no attributes claimed either way.
+    assert "attributes" not in annotations[f"crop-{crops['F3'].pk}"]
+    assert "attributes" not in annotations[f"crop-{crops['A3'].pk}"]  # unknown

@@ -19,6 +19,7 @@ from annotator.services import (
     member_remove,
     member_role_change,
     membership_set,
+    project_create,
     species_add,
     species_merge,
     species_rename,
@@ -30,7 +31,7 @@ pytestmark = pytest.mark.django_db
 
 def _client(user: User) -> Client:
     client = Client()
-    assert client.login(username=user.username, password=PASSWORD)
+    client.force_login(user)
     return client
 
 
@@ -287,3 +288,101 @@ def test_admin_manages_species_from_the_page(project: Project, admin_user: User)
     )
     assert "Species renamed to &#x27;Vulpes vulpes&#x27;" in renamed.text
     assert list(project.species.values_list("name", flat=True)) == ["Vulpes vulpes"]
+
+
+# --- attributes -------------------------------------------------------------------------------
+
+
+def _attributes(project: Project) -> list[tuple[str, str]]:
+    return list(project.attributes.values_list("name", "key"))
+
+
+def test_admin_adds_renames_and_removes_attributes_from_the_page(
+    project: Project, admin_user: User
+) -> None:
+    client = _client(admin_user)
+    slug = project.slug
+    page = client.get(reverse("species", args=[slug]))
+    assert 'data-attribute="young present"' in page.text and "<kbd>y</kbd>" in page.text
+    added = client.post(
+        reverse("attribute_add", args=[slug]), {"name": " Vigilant ", "key": "V"}, follow=True
+    )
+    assert "Attribute &#x27;Vigilant&#x27; added (key v)." in added.text
+    vigilant = project.attributes.get(name="Vigilant")
+    assert (vigilant.key, vigilant.position) == ("v", 6)
+    saved = client.post(
+        reverse("attribute_update", args=[slug, vigilant.pk]),
+        {"name": "alert", "key": "a"},
+        follow=True,
+    )
+    assert "Attribute saved: &#x27;alert&#x27; (key a)." in saved.text
+    gone = client.post(reverse("attribute_remove", args=[slug, vigilant.pk]), follow=True)
+    assert "Attribute &#x27;alert&#x27; removed." in gone.text
+    assert _attributes(project)[-1] == ("young present", "y")
+
+
+@pytest.mark.parametrize(
+    "name,key,message",
+    [
+        ("alert", "n", "taken by the labelling page"),
+        ("alert", "1", "taken by the labelling page"),
+        ("alert", "q", "is &#x27;standing&#x27;&#x27;s already"),
+        ("Standing", "v", "an attribute called &#x27;Standing&#x27; already"),
+        ("alert", "!", "one letter or digit"),
+        ("   ", "v", "This field is required"),
+    ],
+)
+def test_attribute_refusals_change_nothing(
+    project: Project, admin_user: User, name: str, key: str, message: str
+) -> None:
+    before = _attributes(project)
+    response = _client(admin_user).post(
+        reverse("attribute_add", args=[project.slug]), {"name": name, "key": key}
+    )
+    assert response.status_code == 400 and message in response.text, response.text[-2000:]
+    assert _attributes(project) == before
+
+
+def test_an_attribute_a_label_ticked_is_kept(
+    ingested_project: Project, admin_user: User, volunteer: User
+) -> None:
+    project = ingested_project
+    eating = project.attributes.get(name="eating")
+    crop = project.crops.order_by("id").first()
+    assert crop is not None
+    label_submit(
+        project=project,
+        crop_id=crop.pk,
+        user=volunteer,
+        kind="species",
+        species_id=project.species.get(name="agouti").pk,
+        attributes=[eating.pk],
+    )
+    client = _client(admin_user)
+    refused = client.post(reverse("attribute_remove", args=[project.slug, eating.pk]))
+    assert refused.status_code == 400 and "1 label ticked &#x27;eating&#x27;" in refused.text
+    assert project.attributes.filter(pk=eating.pk).exists()
+    # Another project's attribute is not this page's to change.
+    other = project_create(name="Other traps", created_by=admin_user)
+    foreign = other.attributes.get(name="eating")
+    response = client.post(
+        reverse("attribute_update", args=[project.slug, foreign.pk]), {"name": "x", "key": "v"}
+    )
+    assert response.status_code == 400 and "is not in project" in response.text
+    assert other.attributes.get(pk=foreign.pk).name == "eating"
+
+
+def test_only_admins_manage_attributes(
+    project: Project, volunteer: User, ecologist: User, outsider: User
+) -> None:
+    attribute = project.attributes.get(name="standing")
+    for user in (volunteer, ecologist, outsider):
+        client = _client(user)
+        for name, args in (
+            ("attribute_add", [project.slug]),
+            ("attribute_update", [project.slug, attribute.pk]),
+            ("attribute_remove", [project.slug, attribute.pk]),
+        ):
+            response = client.post(reverse(name, args=args), {"name": "x", "key": "v"})
+            assert response.status_code == 404
+    assert _attributes(project)[0] == ("standing", "q") and project.attributes.count() == 6

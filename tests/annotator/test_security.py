@@ -19,7 +19,9 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
@@ -80,6 +82,7 @@ URL_TABLE: dict[str, Rule] = {
     "export_images_csv": Rule(get=EXPORTERS, post=None),
     "export_events_csv": Rule(get=EXPORTERS, post=None),
     "export_coco": Rule(get=EXPORTERS, post=None),
+    "export_metrics": Rule(get=EXPORTERS, post=None),
     "camtrap_dp_form": Rule(get=EXPORTERS, post=None),
     "export_camtrap_dp": Rule(get=EXPORTERS, post=None),
     "crop_file": Rule(get=MEMBERS, post=None),
@@ -434,3 +437,78 @@ def test_secret_patterns_catch_what_they_are_for() -> None:
     for kind, sample in samples.items():
         assert SECRET_PATTERNS[kind].search(sample), kind
     assert not SECRET_PATTERNS["password in a URL"].search("postgresql://postgres@127.0.0.1")
+
+
+def _login_post(client: Client, username: str, password: str, address: str) -> Any:
+    return client.post(
+        reverse("login"), {"username": username, "password": password}, REMOTE_ADDR=address
+    )
+
+
+@pytest.mark.django_db
+def test_login_is_throttled_per_user_name_and_address(volunteer: User) -> None:
+    """At AXES_FAILURE_LIMIT (5) failures one user name from one address is locked out,
+    even with the right password; the same name from elsewhere, or another name, still works."""
+    client = Client()
+    for _ in range(4):
+        assert _login_post(client, volunteer.username, "wrong", "10.0.0.1").status_code == 200
+    assert _login_post(client, volunteer.username, "wrong", "10.0.0.1").status_code == 429
+    locked = _login_post(client, volunteer.username, PASSWORD, "10.0.0.1")
+    assert locked.status_code == 429
+    assert "Too many failed logins" in locked.text and volunteer.username in locked.text
+    assert "_auth_user_id" not in client.session  # not logged in
+    other_place = Client()
+    assert _login_post(other_place, volunteer.username, PASSWORD, "10.0.0.2").status_code == 302
+    assert other_place.session["_auth_user_id"] == str(volunteer.pk)
+
+
+@pytest.mark.django_db
+def test_a_success_resets_the_count_and_a_lockout_ends(volunteer: User) -> None:
+    from axes.models import AccessAttempt
+    from django.utils import timezone
+
+    client = Client()
+    for _ in range(4):
+        _login_post(client, volunteer.username, "wrong", "10.0.0.3")
+    assert _login_post(client, volunteer.username, PASSWORD, "10.0.0.3").status_code == 302
+    assert not AccessAttempt.objects.exists()  # the count starts again
+    client = Client()
+    for _ in range(5):
+        _login_post(client, volunteer.username, "wrong", "10.0.0.3")
+    assert _login_post(client, volunteer.username, PASSWORD, "10.0.0.3").status_code == 429
+    # 15 minutes later (the default cool-off) the lock is gone.
+    AccessAttempt.objects.update(attempt_time=timezone.now() - timedelta(minutes=16))
+    assert _login_post(client, volunteer.username, PASSWORD, "10.0.0.3").status_code == 302
+
+
+def test_media_files_are_served_through_the_role_check_only(
+    world: World, django_user_model: type[User]
+) -> None:
+    """No URL serves MEDIA_ROOT directly, and a member of one project cannot reach another
+    project's crop or image through their own project's URLs."""
+    from annotator.services import membership_set, project_create
+
+    crop = world.project.crops.order_by("pk").first()  # type: ignore[attr-defined]
+    assert crop is not None
+    member = Client()
+    member.force_login(world.users[Role.VOLUNTEER])
+    assert member.get(_reverse("crop_file", world)).status_code == 200
+    assert member.get(f"/media/{crop.file}").status_code == 404
+    assert member.get(f"/static/../media/{crop.file}").status_code == 404
+    other = project_create(
+        name="Other traps", created_by=django_user_model.objects.create_user("x")
+    )
+    membership_set(project=other, user=world.users[Role.VOLUNTEER], role=Role.VOLUNTEER)
+    foreign = {"slug": other.slug, "crop_id": crop.pk, "image_id": crop.image_id}
+    assert (
+        member.get(
+            reverse("crop_file", kwargs={k: foreign[k] for k in ("slug", "crop_id")})
+        ).status_code
+        == 404
+    )
+    assert (
+        member.get(
+            reverse("image_file", kwargs={k: foreign[k] for k in ("slug", "image_id")})
+        ).status_code
+        == 404
+    )

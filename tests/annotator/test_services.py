@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import random
 import shutil
+import struct
+import zlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
@@ -17,6 +22,8 @@ from annotator.services import (
     project_create,
     species_ensure,
 )
+from detector.base import DetectorError
+from detector.models import Detection
 
 pytestmark = pytest.mark.django_db
 
@@ -42,16 +49,50 @@ def test_reimport_adds_only_what_is_new(
     assert Image.objects.filter(project=project).count() == 25
 
 
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG that only declares its size: a decompression bomb costs nothing to make."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
 def test_bad_files_are_reported_and_the_rest_goes_on(project: Project, small_folder: Path) -> None:
-    (small_folder / "notes.jpg").write_text("this is not an image")
-    (small_folder / "empty.png").write_bytes(b"")
-    real = next((small_folder / "images").rglob("*.JPG"))
-    (small_folder / "truncated.jpg").write_bytes(real.read_bytes()[:200])
+    """Every broken file is listed with its reason; the good ones are imported, nothing else."""
+    real = next((small_folder / "images").rglob("*.JPG")).read_bytes()
+    bad = small_folder / "bad"
+    bad.mkdir()
+    (bad / "notes.jpg").write_text("this is not an image")
+    (bad / "empty.png").write_bytes(b"")
+    (bad / "noise.jpeg").write_bytes(random.Random(0).randbytes(5000))
+    (bad / "truncated.jpg").write_bytes(real[: len(real) // 2])  # the header is intact
+    (bad / "corrupt.jpg").write_bytes(real[:600] + b"\x00" * 100 + real[700:5000])
+    (bad / "bomb.png").write_bytes(_png_header(20_000, 20_000))  # > 2x Pillow's limit: error
+    (bad / "big.png").write_bytes(_png_header(10_000, 10_000))  # 1x-2x the limit: a warning
+    (bad / "folder.jpg").mkdir()  # a folder named like an image is no file at all
     report = images_import(project=project, folder=small_folder)
-    bad = {name for name, _ in report.problems}
-    assert {"notes.jpg", "empty.png"} <= bad
-    assert report.added == 15 + (0 if "truncated.jpg" in bad else 1)
-    assert not Image.objects.filter(file_name__in=["notes.jpg", "empty.png"]).exists()
+    problems = dict(report.problems)
+    assert set(problems) == {
+        "bad/notes.jpg",
+        "bad/empty.png",
+        "bad/noise.jpeg",
+        "bad/truncated.jpg",
+        "bad/corrupt.jpg",
+        "bad/bomb.png",
+        "bad/big.png",
+    }
+    assert "truncated" in problems["bad/truncated.jpg"]
+    for name in ("bad/notes.jpg", "bad/empty.png", "bad/noise.jpeg"):
+        assert problems[name].startswith("not a readable image: cannot identify image file")
+    for name in ("bad/bomb.png", "bad/big.png"):
+        assert "decompression bomb" in problems[name]
+    assert (report.added, report.already_present) == (15, 0)
+    assert Image.objects.count() == 15 and not Image.objects.filter(file_name__startswith="bad/")
+    again = images_import(project=project, folder=small_folder)  # still refused, nothing added
+    assert (again.added, again.already_present, len(again.problems)) == (0, 15, 7)
 
 
 def test_missing_folder_changes_nothing(project: Project, tmp_path: Path) -> None:
@@ -111,3 +152,144 @@ def test_decompression_bomb_is_refused(
     assert report.added == 0 and len(report.problems) == 15
     assert "decompression bomb" in report.problems[0][1].lower()
     assert not Image.objects.exists()
+
+
+# --- Import roots (TRAPWISE_IMPORT_ROOTS) --------------------------------------------------
+
+
+def _state(project: Project) -> tuple[int, int, int]:
+    return Image.objects.count(), project.species.count(), Detection.objects.count()
+
+
+def test_folder_outside_the_import_roots_is_refused(
+    project: Project, small_folder: Path, tmp_path: Path, settings: Any
+) -> None:
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    (allowed / "link").symlink_to(small_folder, target_is_directory=True)
+    settings.TRAPWISE_IMPORT_ROOTS = [allowed]
+    before = _state(project)
+    for folder in (small_folder, allowed / ".." / small_folder.name, allowed / "link"):
+        with pytest.raises(FolderImportError, match="outside the allowed import roots") as exc:
+            folder_ingest(project=project, folder=folder, coco=small_folder / "annotations.json")
+        assert str(small_folder) in str(exc.value)  # names where it really lies
+    assert _state(project) == before == (0, 0, 0)
+
+
+def test_json_outside_the_import_roots_is_refused(
+    project: Project, small_folder: Path, tmp_path: Path, settings: Any
+) -> None:
+    settings.TRAPWISE_IMPORT_ROOTS = [small_folder / "images"]
+    outside = small_folder / "annotations.json"
+    for what, coco, md in (("COCO", outside, None), ("MegaDetector", None, outside)):
+        with pytest.raises(FolderImportError, match=f"the {what} file .* outside the allowed"):
+            folder_ingest(
+                project=project, folder=small_folder / "images", coco=coco, megadetector=md
+            )
+    assert _state(project) == (0, 0, 0)
+
+
+def test_symlinked_file_pointing_outside_the_roots_is_skipped(
+    project: Project, small_folder: Path, tmp_path: Path, settings: Any
+) -> None:
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    secret = next((small_folder / "images").rglob("*.JPG"))
+    shutil.copy(secret, outside / "secret.jpg")
+    (small_folder / "images" / "leak.jpg").symlink_to(outside / "secret.jpg")
+    (small_folder / "images" / "inside.jpg").symlink_to(secret)  # a link within the roots
+    (small_folder / "images" / "loop.jpg").symlink_to(small_folder / "images" / "loop.jpg")
+    settings.TRAPWISE_IMPORT_ROOTS = [small_folder]
+    report = images_import(project=project, folder=small_folder)
+    problems = dict(report.problems)
+    assert set(problems) == {"images/leak.jpg", "images/loop.jpg"}
+    assert "outside the allowed import roots" in problems["images/leak.jpg"]
+    assert str(outside / "secret.jpg") in problems["images/leak.jpg"]
+    assert report.added == 16 and Image.objects.filter(file_name="images/inside.jpg").exists()
+
+
+def test_without_roots_the_import_follows_links_anywhere(
+    project: Project, small_folder: Path, tmp_path: Path, settings: Any
+) -> None:
+    """Unset TRAPWISE_IMPORT_ROOTS: no restriction (only operators run the import)."""
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    shutil.copy(next((small_folder / "images").rglob("*.JPG")), outside / "far.jpg")
+    (small_folder / "images" / "far.jpg").symlink_to(outside / "far.jpg")
+    settings.TRAPWISE_IMPORT_ROOTS = []
+    report = images_import(project=project, folder=small_folder / "images" / "..")
+    assert (report.added, report.problems) == (16, [])
+
+
+# --- Duplicate file names -------------------------------------------------------------------
+
+
+def test_same_name_in_two_folders_stays_two_images(
+    project: Project, small_folder: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "cams"
+    first, second = sorted((small_folder / "images" / "Agouti").rglob("*.JPG"))[:2]
+    for cam, source in (("cam1", first), ("cam2", second)):
+        (folder / cam).mkdir(parents=True)
+        shutil.copy(source, folder / cam / "IMG_0001.JPG")
+    md = tmp_path / "md.json"
+    md.write_text(
+        json.dumps(
+            {
+                "info": {"format_version": "1.4"},
+                "detection_categories": {"1": "animal"},
+                "images": [
+                    {
+                        "file": "cam1\\IMG_0001.JPG",
+                        "detections": [
+                            {"category": "1", "conf": 0.9, "bbox": [0.1, 0.1, 0.2, 0.2]}
+                        ],
+                    },
+                    {
+                        "file": "cam2/IMG_0001.JPG",
+                        "detections": [
+                            {"category": "1", "conf": 0.8, "bbox": [0.5, 0.5, 0.3, 0.3]}
+                        ],
+                    },
+                ],
+            }
+        )
+    )
+    report = folder_ingest(project=project, folder=folder, megadetector=md)
+    assert (report.images.added, report.images.problems) == (2, [])
+    boxes = dict(Detection.objects.values_list("image__file_name", "x"))
+    assert boxes == {"cam1/IMG_0001.JPG": 0.1, "cam2/IMG_0001.JPG": 0.5}
+    # The same folder again, spelt differently (via ".." or a link): nothing new.
+    (tmp_path / "link").symlink_to(folder, target_is_directory=True)
+    for spelling in (folder / "cam1" / "..", tmp_path / "link"):
+        again = folder_ingest(project=project, folder=spelling, megadetector=md)
+        assert (again.images.added, again.images.already_present) == (0, 2)
+    assert (Image.objects.count(), Detection.objects.count()) == (2, 2)
+
+
+def test_megadetector_file_listing_an_image_twice_changes_nothing(
+    project: Project, small_folder: Path, tmp_path: Path
+) -> None:
+    name = "images/Agouti/SEQ75520/SEQ75520_IMG_0001.JPG"
+    md = tmp_path / "md.json"
+    md.write_text(
+        json.dumps(
+            {
+                "info": {"format_version": "1.4"},
+                "detection_categories": {"1": "animal"},
+                "images": [
+                    {"file": name, "detections": []},
+                    {"file": "images/Red_Fox/x.JPG", "detections": []},
+                    {"file": name.replace("/", "\\"), "detections": []},
+                    {"file": "./images/Red_Fox/x.JPG", "detections": []},
+                ],
+            }
+        )
+    )
+    with pytest.raises(DetectorError) as exc:
+        folder_ingest(project=project, folder=small_folder, megadetector=md)
+    message = str(exc.value)
+    assert "2 bad image entries" in message
+    assert f"images[2]: image '{name}' appears more than once" in message
+    assert "images[3]: image 'images/Red_Fox/x.JPG' appears more than once" in message
+    assert _state(project) == (0, 0, 0)

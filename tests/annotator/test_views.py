@@ -13,7 +13,7 @@ from django.urls import reverse
 from activelearn.models import Label, Round
 from activelearn.services import round_start
 from annotator.models import Project
-from tests.conftest import PASSWORD, label_by_truth
+from tests.conftest import label_by_truth
 
 pytestmark = pytest.mark.django_db
 
@@ -26,7 +26,7 @@ def open_round(ingested_project: Project, admin_user: User) -> Round:
 def _client(user: User | None) -> Client:
     client = Client()
     if user is not None:
-        assert client.login(username=user.username, password=PASSWORD)
+        client.force_login(user)
     return client
 
 

@@ -15,17 +15,17 @@ from django.utils import timezone
 
 from activelearn.models import ClassifierVersion, Consensus, Label, Prediction, Round, RoundCrop
 from activelearn.services import classifier_retrain, label_submit, round_start
-from annotator.models import Image, Project
+from annotator.models import Image, Project, Species
 from detector.models import Crop, Detection
 from embeddings.models import EmbeddingVersion
-from tests.conftest import PASSWORD, label_by_truth
+from tests.conftest import label_by_truth
 
 pytestmark = pytest.mark.django_db
 
 
 def _client(user: User) -> Client:
     client = Client()
-    assert client.login(username=user.username, password=PASSWORD)
+    client.force_login(user)
     return client
 
 
@@ -380,3 +380,111 @@ def test_a_resent_label_form_stores_one_label(
     assert client.post(url, data).status_code == client.post(url, data).status_code == 302
     assert Label.objects.filter(crop_id=crop_id).count() == 1
     assert key.group(1) not in client.get(url).text  # every page gets a fresh key
+
+
+def test_label_page_refuses_bad_labels_with_400_and_changes_nothing(
+    open_round: Round,
+    ingested_project: Project,
+    volunteer: User,
+    foreign: tuple[Project, Species, Crop],
+) -> None:
+    other, wolf, alien_crop = foreign
+    client = _client(volunteer)
+    url = reverse("label", args=[ingested_project.slug])
+    crop_id = _order(open_round)[0]
+    fox = ingested_project.species.get(name="red fox")
+    assert client.post(url, {"crop_id": crop_id, "choice": f"species:{fox.pk}"}).status_code == 302
+    before = (list(Label.objects.values()), list(Consensus.objects.values()))
+    name = ingested_project.name
+    cases = [
+        ({"crop_id": crop_id, "choice": f"species:{wolf.pk}"}, f"species {wolf.pk} is not in"),
+        (
+            {"crop_id": crop_id, "choice": "species:999999"},
+            f"species 999999 is not in project {name!r}",
+        ),
+        (
+            {"crop_id": alien_crop.pk, "choice": f"species:{fox.pk}"},
+            f"crop {alien_crop.pk} is not part of project {name!r}",
+        ),
+        ({"crop_id": alien_crop.pk, "choice": "unknown"}, f"crop {alien_crop.pk} is not part"),
+        ({"crop_id": crop_id, "choice": "<b>cat</b>"}, "unknown choice '<b>cat</b>'"),
+        ({"choice": "unknown"}, "crop_id"),
+    ]
+    for data, message in cases:
+        response = client.post(url, data)
+        assert response.status_code == 400, data
+        assert response["Content-Type"].startswith("text/plain")  # the reason is never HTML
+        assert response.content.decode().startswith("Label refused: ") and message in (
+            response.content.decode()
+        ), data
+    assert (list(Label.objects.values()), list(Consensus.objects.values())) == before
+    assert other.pk and not alien_crop.labels.exists()
+
+
+# --- attributes -------------------------------------------------------------------------------
+
+
+def test_label_page_shows_attribute_toggles_with_their_keys(
+    open_round: Round, ingested_project: Project, volunteer: User
+) -> None:
+    page = _client(volunteer).get(reverse("label", args=[ingested_project.slug])).text
+    for attribute in ingested_project.attributes.all():
+        assert (
+            f'value="{attribute.pk}" data-attribute-key="{attribute.key}"> '
+            f"<kbd>{attribute.key}</kbd> {attribute.name}" in page
+        )
+    # No attribute key is one of the page's own keys.
+    page_keys = set(re.findall(r'data-key="([^"]+)"', page))
+    assert page_keys and not page_keys & set(
+        ingested_project.attributes.values_list("key", flat=True)
+    )
+    assert 'name="attributes_shown" value="1"' in page
+
+
+def test_ticked_attributes_are_stored_with_a_species_label_only(
+    open_round: Round, ingested_project: Project, volunteer: User
+) -> None:
+    client = _client(volunteer)
+    url = reverse("label", args=[ingested_project.slug])
+    fox = ingested_project.species.get(name="red fox")
+    ids = dict(ingested_project.attributes.values_list("name", "id"))
+    first, second, third = _order(open_round)[:3]
+    ticked = [ids["moving"], ids["young present"]]
+    shown = {"attributes_shown": "1"}
+    client.post(
+        url, {"crop_id": first, "choice": f"species:{fox.pk}", "attributes": ticked, **shown}
+    )
+    client.post(url, {"crop_id": second, "choice": f"species:{fox.pk}", **shown})
+    # Ticked, then "not an animal": an empty crop has no behaviour.
+    client.post(url, {"crop_id": third, "choice": "not_animal", "attributes": ticked, **shown})
+    stored = dict(Label.objects.values_list("crop_id", "attributes"))
+    assert stored == {first: sorted(ticked), second: [], third: None}
+    refused = client.post(
+        url,
+        {"crop_id": _order(open_round)[3], "choice": f"species:{fox.pk}", "attributes": ["x"]},
+    )
+    assert refused.status_code == 400 and "attribute ids must be positive integers" in refused.text
+    assert Label.objects.count() == 3
+
+
+def test_grid_label_carries_the_ticked_attributes(
+    open_round: Round, ingested_project: Project, volunteer: User
+) -> None:
+    client = _client(volunteer)
+    url = reverse("label_grid", args=[ingested_project.slug])
+    page = client.get(url).text
+    standing = ingested_project.attributes.get(name="standing")
+    assert f'value="{standing.pk}" data-attribute-key="q">' in page
+    agouti = ingested_project.species.get(name="agouti")
+    crops = _order(open_round)[:2]
+    client.post(
+        url,
+        {
+            "crop_ids": crops,
+            "choice": f"species:{agouti.pk}",
+            "attributes": [standing.pk],
+            "attributes_shown": "1",
+        },
+    )
+    assert list(Label.objects.values_list("attributes", flat=True)) == [[standing.pk]] * 2
+    assert list(Consensus.objects.values_list("attributes", flat=True)) == [[standing.pk]] * 2

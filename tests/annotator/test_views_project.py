@@ -28,7 +28,7 @@ from annotator.models import Image, Job, Project
 from annotator.selectors import pipeline_counts
 from detector.models import Crop, Detection
 from embeddings.models import EmbeddingVersion
-from tests.conftest import PASSWORD, label_by_truth
+from tests.conftest import label_by_truth
 
 pytestmark = pytest.mark.django_db
 
@@ -36,7 +36,7 @@ pytestmark = pytest.mark.django_db
 def _client(user: User | None) -> Client:
     client = Client()
     if user is not None:
-        assert client.login(username=user.username, password=PASSWORD)
+        client.force_login(user)
     return client
 
 
@@ -45,6 +45,19 @@ DONE_A, DONE_B, PENDING, REVIEW = (0, 1), (2,), (3,), (4,)
 AUTO = (5, 6)  # unlabelled, confidence 0.95 (>= the 0.9 threshold)
 INACTIVE = (7,)  # unlabelled, 0.95, but below the detection thresholds now
 LOW = (8, 9)  # unlabelled, confidence 0.5
+
+
+SYNTHETIC_METRICS = {
+    "n": 3,
+    "top1": 0.8,
+    "top5": 1.0,
+    "f1_micro": 0.8,
+    "f1_macro": 0.625,
+    "f1_weighted": 0.71,
+    "log_loss": 0.4321,
+    "event_top1": 0.75,
+    "n_events": 2,
+}
 
 
 def _synthetic_project(project: Project) -> tuple[ClassifierVersion, Round]:
@@ -84,8 +97,11 @@ def _synthetic_project(project: Project) -> tuple[ClassifierVersion, Round]:
     open_round = Round.objects.create(
         project=project, number=1, strategy="random", size=100, seed=1, embedding_version=version
     )
-    for name in ("alpha", "beta"):
-        project.species.create(name=name)
+    alpha, beta = (project.species.create(name=name) for name in ("alpha", "beta"))
+    # What activelearn.metrics would have stored (the page only reads it).
+    classifier.cv_metrics = dict(SYNTHETIC_METRICS)
+    classifier.cv_per_species = {str(alpha.pk): [0.5, 2], str(beta.pk): [1.0, 1]}
+    classifier.save(update_fields=["cv_metrics", "cv_per_species"])
     Image.objects.create(
         project=project, path="/nowhere/empty.jpg", file_name="empty.jpg", width=9, height=9,
         detected_at=now, is_empty=True, count=0,
@@ -373,3 +389,167 @@ def test_admin_sees_label_counts_and_confusion_matrix(
     eco = _client(ecologist).get(reverse("project_detail", args=[ingested_project.slug])).text
     assert 'id="confusion-plot"' not in eco and 'id="jobs"' not in eco
     assert "dashboard.js" not in eco
+
+
+def test_admin_sees_metrics_rare_species_and_effort(
+    project: Project, admin_user: User, ecologist: User, synthetic: Any
+) -> None:
+    project.seconds_per_image = 3600.0  # an hour an image: 2 auto-accepted + 1 empty = 3 h
+    project.save(update_fields=["seconds_per_image"])
+    html = _client(admin_user).get(reverse("project_detail", args=[project.slug])).text
+    for metric, shown in (
+        ("top1", "0.800"),
+        ("top5", "1.000"),
+        ("f1_micro", "0.800"),
+        ("f1_macro", "0.625"),
+        ("f1_weighted", "0.710"),
+        ("log_loss", "0.432"),
+    ):
+        assert f'data-metric="{metric}">{shown}<' in html, metric
+    assert 'data-metric="event_top1">0.750 <span class="muted small">(2 events)' in html
+    per_species = html.split('id="per-species-accuracy"')[1].split("</details>")[0]
+    assert "<tr><td>alpha</td><td>0.500</td><td>2</td></tr>" in per_species
+    assert "<tr><td>beta</td><td>1.000</td><td>1</td></tr>" in per_species
+    # Decided human labels: alpha 2, beta 1 (pending and disputed crops do not count).
+    fewest = html.split('id="rare-fewest-labels"')[1].split("</table>")[0]
+    assert fewest.index("<td>beta</td><td>1</td>") < fewest.index("<td>alpha</td><td>2</td>")
+    lowest = html.split('id="rare-lowest-accuracy"')[1].split("</table>")[0]
+    assert lowest.index("<td>alpha</td><td>0.500</td>") < lowest.index(
+        "<td>beta</td><td>1.000</td>"
+    )
+    assert 'id="effort-hours">3.0<' in html
+    formula = html.split('id="effort-formula">')[1].split("</p>")[0]
+    assert "(2 crops auto-accepted at the 0.966 target accuracy, confidence ≥ 0.900" in formula
+    assert "+ 1 empty images filtered out by the detector)" in formula
+    assert "× 3600 s per image ÷ 3600 = 3.0 hours" in formula
+    assert 'href="/p/test-traps/export/metrics.json"' in html
+    eco = _client(ecologist).get(reverse("project_detail", args=[project.slug])).text
+    assert 'id="effort-hours">3.0<' in eco  # the estimate is for every member
+    assert 'id="metrics"' not in eco and 'id="rare-species"' not in eco
+
+
+def test_effort_shows_weeks_and_years_when_large(
+    project: Project, admin_user: User, synthetic: Any
+) -> None:
+    # 3 items x 3600 s = 3 h; scaled by the seconds per image up to the preprint's order.
+    project.seconds_per_image = 3600.0
+    project.save(update_fields=["seconds_per_image"])
+    Image.objects.filter(project=project, is_empty=True).delete()
+    now = timezone.now()
+    Image.objects.bulk_create(
+        Image(project=project, path=f"/nowhere/e{i}.jpg", file_name=f"e{i}.jpg", width=9,
+              height=9, detected_at=now, is_empty=True, count=0)
+        for i in range(2078)
+    )  # fmt: skip
+    html = _client(admin_user).get(reverse("project_detail", args=[project.slug])).text
+    # (2 + 2078) h = 52 weeks of 40 h = 1.0 year of 40-hour weeks.
+    assert 'id="effort-hours">2080.0<' in html
+    assert 'id="effort-weeks">52.0<' in html and 'id="effort-years">1.0<' in html
+    formula = html.split('id="effort-formula">')[1].split("</p>")[0]
+    assert "= 2080.0 ÷ 40 = 52.0 weeks of 40 hours" in formula
+    assert "= 52.0 ÷ 52 = 1.0 years of 40-hour weeks" in formula
+
+
+def test_metrics_json_export(
+    project: Project, admin_user: User, ecologist: User, volunteer: User, synthetic: Any
+) -> None:
+    classifier, _ = synthetic
+    url = reverse("export_metrics", args=[project.slug])
+    assert _client(volunteer).get(url).status_code == 404  # exports: admins and ecologists
+    for user in (admin_user, ecologist):
+        response = _client(user).get(url)
+        assert response.status_code == 200
+        assert response["Content-Disposition"] == 'attachment; filename="test-traps-metrics.json"'
+    data = response.json()
+    assert data["project"] == "test-traps"
+    assert data["classifier"]["number"] == 1 and data["classifier"]["threshold"] == 0.9
+    assert data["cv_metrics"] == SYNTHETIC_METRICS
+    alpha, beta = project.species.order_by("name")
+    assert data["per_species"] == [
+        {"species_id": alpha.pk, "name": "alpha", "accuracy": 0.5, "support": 2},
+        {"species_id": beta.pk, "name": "beta", "accuracy": 1.0, "support": 1},
+    ]
+    assert data["attribute_metrics"] is None
+    effort = data["effort_saved"]
+    assert (effort["auto_accepted"], effort["empty_images"], effort["seconds_per_image"]) == (
+        2,
+        1,
+        10.0,
+    )
+    assert effort["hours"] == pytest.approx(30 / 3600)
+    assert effort["formula"].startswith("(2 crops auto-accepted at 96.6% target accuracy")
+    ClassifierVersion.objects.filter(pk=classifier.pk).update(
+        attribute_metrics={"n": 4, "exact_match": 0.5}
+    )
+    assert _client(admin_user).get(url).json()["attribute_metrics"] == {"n": 4, "exact_match": 0.5}
+
+
+def test_admin_starts_a_species_round_from_the_page(
+    ingested_project: Project, admin_user: User, volunteer: User
+) -> None:
+    from activelearn.services import classifier_retrain
+    from annotator.services import project_create
+
+    crops = list(ingested_project.crops.select_related("image").order_by("id"))
+    fox = [c for c in crops if "Red_Fox" in c.image.file_name]
+    agouti = [c for c in crops if "Red_Fox" not in c.image.file_name]
+    label_by_truth(ingested_project, volunteer, fox[:3] + agouti[:3])
+    classifier = classifier_retrain(project_id=ingested_project.pk)
+    assert classifier is not None
+    target = Prediction.objects.filter(classifier=classifier, crop__consensus__isnull=True)[0]
+    url = reverse("round_start", args=[ingested_project.slug])
+    client = _client(admin_user)
+    other = project_create(name="Elsewhere", created_by=admin_user, seed=1)
+    foreign = other.species.create(name="lynx")
+    for data, message in (
+        ({"strategy": "species", "size": 2}, "a species round needs a target species"),
+        ({"strategy": "species", "size": 2, "target_species": foreign.pk}, "valid choice"),
+    ):
+        response = client.post(url, data, follow=True)
+        assert "Round not started" in response.text and message in response.text
+    assert not Round.objects.filter(project=ingested_project).exists()
+    response = client.post(
+        url, {"strategy": "species", "size": 2, "target_species": target.species_id}, follow=True
+    )
+    assert "Round 1 started." in response.text
+    started = Round.objects.get(project=ingested_project)
+    assert (started.strategy, started.target_species_id) == ("species", target.species_id)
+    name = target.species.name
+    assert f'id="round-strategy">One species, for diversity: {name}<' in response.text
+    assert f"<td>One species, for diversity: {name}</td>" in response.text
+    status = client.get(reverse("project_status_json", args=[ingested_project.slug])).json()
+    assert status["round"]["strategy"] == f"One species, for diversity: {name}"
+
+
+def test_learning_settings_form_sets_effort_balance_and_ensemble(
+    project: Project, admin_user: User
+) -> None:
+    url = reverse("learning_settings", args=[project.slug])
+    data = {
+        "first_round_strategy": "random",
+        "target_accuracy": "95",
+        "seconds_per_image": "12.5",
+        "class_balance": "oversample",
+        "ensemble_size": "4",
+    }
+    client = _client(admin_user)
+    assert "Active-learning settings saved." in client.post(url, data, follow=True).text
+    project.refresh_from_db()
+    assert (project.seconds_per_image, project.class_balance, project.ensemble_size) == (
+        12.5,
+        "oversample",
+        4,
+    )
+    html = client.get(reverse("project_detail", args=[project.slug])).text
+    assert 'name="seconds_per_image" value="12.5"' in html
+    assert '<option value="oversample" selected>' in html
+    for bad in ({"seconds_per_image": "0"}, {"seconds_per_image": "3601"},
+                {"class_balance": "smote"}, {"ensemble_size": "11"}):  # fmt: skip
+        response = client.post(url, {**data, **bad, "target_accuracy": "80"}, follow=True)
+        assert "Settings not saved" in response.text
+    project.refresh_from_db()
+    assert (project.target_accuracy, project.seconds_per_image, project.ensemble_size) == (
+        0.95,
+        12.5,
+        4,
+    )

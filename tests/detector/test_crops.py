@@ -1,13 +1,22 @@
-"""Tests for detector.crops: pixel geometry, padding and clipping."""
+"""Tests for detector.crops: pixel geometry, padding, clipping, EXIF orientation and modes."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from detector.base import Box, DetectorError
-from detector.crops import box_to_pixels, crop_box
+from detector.crops import (
+    box_to_pixels,
+    crop_box,
+    exif_orientation,
+    image_rgb,
+    image_upright,
+    upright_size,
+)
 
 
 def box(x: float, y: float, w: float, h: float) -> Box:
@@ -75,3 +84,80 @@ def test_crop_rejects_bad_padding() -> None:
     img = coordinate_image(20, 20)
     with pytest.raises(DetectorError, match="padding"):
         crop_box(img, box(0.2, 0.2, 0.4, 0.4), padding=-0.1)
+
+
+# --- Unusual images: EXIF orientation, CMYK, greyscale, 16-bit ---------------------------
+
+# What the camera stored for an upright picture U, per EXIF Orientation: the file holds
+# U turned the other way, and a viewer (or MegaDetector's exif_transpose) turns it back.
+_STORED_AS = {
+    3: Image.Transpose.ROTATE_180,
+    6: Image.Transpose.ROTATE_90,  # camera turned clockwise: pixels stored turned left
+    8: Image.Transpose.ROTATE_270,
+}
+
+
+def _exif_file(path: Path, upright: Image.Image, orientation: int) -> Path:
+    """Save ``upright`` as the camera would with EXIF Orientation ``orientation`` (lossless)."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    upright.transpose(_STORED_AS[orientation]).save(path, format="PNG", exif=exif)
+    return path
+
+
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_boxes_are_relative_to_the_upright_image(tmp_path: Path, orientation: int) -> None:
+    upright = coordinate_image(200, 100)
+    path = _exif_file(tmp_path / f"o{orientation}.png", upright, orientation)
+    with Image.open(path) as stored:
+        assert exif_orientation(stored) == orientation
+        assert upright_size(stored) == (200, 100)  # header only: no decoding needed
+        stored.load()
+        turned = image_upright(stored)
+    assert turned.size == (200, 100)
+    assert np.array_equal(np.asarray(turned.convert("RGB")), np.asarray(upright))
+    crop = crop_box(turned, box(0.5, 0.2, 0.25, 0.5), padding=0.0)
+    # The crop's top-left pixel is the upright image's pixel (100, 20), whatever the file held.
+    assert crop.size == (50, 50)
+    assert tuple(int(v) for v in np.asarray(crop)[0, 0, :2]) == (100, 20)
+
+
+def test_orientation_applies_to_a_derived_image(tmp_path: Path) -> None:
+    """The offline detector reads the tag, then turns its small grey copy with it."""
+    upright = coordinate_image(200, 100)
+    with Image.open(_exif_file(tmp_path / "o6.png", upright, 6)) as stored:
+        orientation = exif_orientation(stored)
+        grey = stored.convert("L")
+    turned = image_upright(grey, orientation=orientation)
+    assert np.array_equal(np.asarray(turned), np.asarray(upright.convert("L")))
+    assert image_upright(grey, orientation=1) is grey
+
+
+def test_missing_or_nonsense_orientation_is_upright(tmp_path: Path) -> None:
+    plain = coordinate_image(30, 20)
+    assert (exif_orientation(plain), upright_size(plain)) == (1, (30, 20))
+    exif = Image.Exif()
+    exif[0x0112] = 42  # not an orientation
+    plain.save(tmp_path / "odd.png", exif=exif)
+    with Image.open(tmp_path / "odd.png") as odd:
+        assert (exif_orientation(odd), upright_size(odd)) == (1, (30, 20))
+
+
+def test_crops_of_16_bit_greyscale_are_scaled_not_clipped() -> None:
+    levels = (np.arange(64 * 64, dtype=np.uint32).reshape(64, 64) * 16).astype(np.uint16)
+    sixteen = Image.fromarray(levels)
+    assert sixteen.mode == "I;16"
+    crop = np.asarray(crop_box(sixteen, box(0.0, 0.0, 1.0, 1.0), padding=0.0))
+    assert crop.shape == (64, 64, 3) and crop.dtype == np.uint8
+    # PIL's own convert("RGB") would give 255 for every level above 255 (nearly all of them).
+    assert np.array_equal(crop[..., 0], (levels >> 8).astype(np.uint8))
+    assert np.array_equal(crop[..., 0], crop[..., 2])
+    wide = Image.fromarray(levels.astype(np.int32))  # mode "I", as some PNG readers give
+    assert wide.mode == "I" and np.array_equal(np.asarray(image_rgb(wide))[..., 1], crop[..., 1])
+
+
+def test_cmyk_crops_are_rgb() -> None:
+    rgb = coordinate_image(40, 40)
+    crop = crop_box(rgb.convert("CMYK"), box(0.25, 0.25, 0.5, 0.5), padding=0.0)
+    assert crop.mode == "RGB"
+    assert np.array_equal(np.asarray(crop), np.asarray(rgb.crop((10, 10, 30, 30))))

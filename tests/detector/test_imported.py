@@ -296,3 +296,46 @@ def test_coco_real_missouri() -> None:
     assert all(
         0.0 <= v <= 1.0 for d in det.detect(list(det.files)) for bx in d.boxes for v in (bx.x, bx.y)
     )
+
+
+def test_megadetector_bad_entries_are_all_listed(tmp_path: Path) -> None:
+    doc = md_document()
+    del doc["images"][1]["file"]
+    del doc["images"][2]["detections"]
+    doc["images"][4]["detections"][0]["category"] = None
+    doc["images"].append({"file": "cam1/IMG_0001.JPG", "detections": []})
+    with pytest.raises(DetectorError) as exc:
+        ImportedDetector.from_megadetector_json(write_json(tmp_path / "md.json", doc))
+    message = str(exc.value)
+    assert message.startswith(f"{tmp_path / 'md.json'}: 4 bad image entries: ")
+    for where in (
+        "images[1]: missing required field 'file'",
+        "images[2] (cam2/IMG_0003.JPG): missing required field 'detections'",
+        "images[4] (cam2/IMG_0005.JPG) detection 0: field 'category' has the wrong type",
+        "images[5]: image 'cam1/IMG_0001.JPG' appears more than once",
+    ):
+        assert where in message
+
+
+def test_megadetector_detection_without_bbox_fails_only_its_image(tmp_path: Path) -> None:
+    doc = md_document()
+    del doc["images"][0]["detections"][1]["bbox"]
+    detector = ImportedDetector.from_megadetector_json(write_json(tmp_path / "md.json", doc))
+    assert detector.failures == {
+        "cam1/IMG_0001.JPG": "images[0] (cam1/IMG_0001.JPG) detection 1: "
+        "bbox must be a list of 4 numbers, got None",
+        "cam2/IMG_0004.JPG": "Failure image access",
+    }
+
+
+def test_coco_unknown_category_ids_are_listed(tmp_path: Path) -> None:
+    doc = coco_document()
+    doc["annotations"][1]["category_id"] = 5
+    doc["annotations"][3]["category_id"] = 5
+    with pytest.raises(DetectorError, match=r"2 annotation\(s\) .* 5 in annotations\[1, 3\]"):
+        ImportedDetector.from_coco_camera_traps(write_json(tmp_path / "cct.json", doc))
+    del doc["categories"]  # a boxes-only file names no species: nothing to check
+    assert (
+        len(ImportedDetector.from_coco_camera_traps(write_json(tmp_path / "b.json", doc)).files)
+        == 4
+    )

@@ -270,3 +270,30 @@ def test_real_agouti_frames_and_empty_frames() -> None:
     found = sum(any(hit(b, t) for b in r.boxes for t in truth[r.file]) for r in with_animal)
     assert found >= 4
     assert sum(bool(r.boxes) for r in empty) <= 1
+
+
+@pytest.mark.parametrize("kind", ["exif6", "exif8", "sixteen"])
+def test_turned_and_16_bit_frames_give_upright_boxes(tmp_path: Path, kind: str) -> None:
+    """Boxes are relative to the upright image (as MegaDetector's), whatever the file holds."""
+    files = synthetic_sequence(tmp_path / "seq", suffix="png")
+    stored_as = {"exif6": Image.Transpose.ROTATE_90, "exif8": Image.Transpose.ROTATE_270}
+    odd: dict[str, str] = {}
+    for name in files:
+        with Image.open(tmp_path / name) as frame:
+            grey = frame.convert("L")
+        target = f"odd/{Path(name).name}"
+        (tmp_path / "odd").mkdir(exist_ok=True)
+        if kind == "sixteen":
+            Image.fromarray(np.asarray(grey).astype(np.uint16) * 257).save(tmp_path / target)
+        else:
+            exif = Image.Exif()
+            exif[0x0112] = int(kind[-1])
+            grey.transpose(stored_as[kind]).save(tmp_path / target, exif=exif)
+        odd[target] = "odd"
+    plain = OfflineDetector(root=tmp_path, sequences=files).detect(list(files))
+    turned = OfflineDetector(root=tmp_path, sequences=odd).detect(list(odd))
+    assert sum(len(r.boxes) for r in plain) >= 5
+    for a, b in zip(plain, turned, strict=True):
+        assert b.failure is None and len(a.boxes) == len(b.boxes)
+        for box_a, box_b in zip(a.boxes, b.boxes, strict=True):
+            assert iou(box_a, box_b) > 0.8

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -12,6 +13,8 @@ from PIL import Image as PILImage
 
 from annotator.models import Image, Project
 from annotator.services import images_import
+from detector.base import Box
+from detector.crops import crop_box
 from detector.imported import ImportedDetector
 from detector.models import Crop, Detection
 from detector.services import crops_rederive, detections_run
@@ -203,3 +206,87 @@ def test_failed_crop_leaves_nothing_behind(
     assert first.detected_at is None and not first.detections.exists()
     assert not Crop.objects.exists()
     assert not list((Path(settings.MEDIA_ROOT) / "crops").rglob("*.jpg"))
+
+
+def _unusual_folder(folder: Path, sample: Path) -> dict[str, PILImage.Image]:
+    """Valid but unusual images made from one real frame; returns name -> upright RGB truth."""
+    folder.mkdir()
+    with PILImage.open(sample) as real:
+        rgb = real.convert("RGB")
+    grey = rgb.convert("L")
+    truth: dict[str, PILImage.Image] = {}
+    rgb.convert("CMYK").save(folder / "cmyk.jpg", quality=95)
+    truth["cmyk.jpg"] = rgb
+    grey.save(folder / "grey.jpg", quality=95)
+    truth["grey.jpg"] = grey.convert("RGB")
+    sixteen = PILImage.fromarray(np.asarray(grey).astype(np.uint16) * 257)
+    assert sixteen.mode == "I;16"
+    sixteen.save(folder / "sixteen.png")
+    truth["sixteen.png"] = grey.convert("RGB")
+    # Portrait-turned camera: the file holds the picture turned, EXIF says how to turn it back.
+    upright = rgb.crop((0, 0, 640, 400))
+    for orientation, stored_as in (
+        (6, PILImage.Transpose.ROTATE_90),
+        (8, PILImage.Transpose.ROTATE_270),
+    ):
+        exif = PILImage.Exif()
+        exif[0x0112] = orientation
+        upright.transpose(stored_as).save(
+            folder / f"turned{orientation}.jpg", quality=95, exif=exif
+        )
+        truth[f"turned{orientation}.jpg"] = upright
+    return truth
+
+
+def test_unusual_images_import_and_crop_like_megadetector_sees_them(
+    project: Project, tmp_path: Path, sample_dir: Path
+) -> None:
+    """CMYK, greyscale, 16-bit and EXIF-turned images: RGB crops of the upright picture.
+
+    MegaDetector runs exif_transpose before detecting, so its boxes are relative to the
+    upright image: the stored size and the crop must be too.
+    """
+    sample = next((sample_dir / "images" / "Agouti").rglob("*.JPG"))
+    truth = _unusual_folder(tmp_path / "odd", sample)
+    bbox = [0.25, 0.25, 0.5, 0.5]
+    md = tmp_path / "md.json"
+    md.write_text(
+        json.dumps(
+            {
+                "info": {"format_version": "1.4"},
+                "detection_categories": {"1": "animal"},
+                "images": [
+                    {"file": name, "detections": [{"category": "1", "conf": 0.9, "bbox": bbox}]}
+                    for name in truth
+                ],
+            }
+        )
+    )
+    imported = images_import(project=project, folder=tmp_path / "odd")
+    assert (imported.added, imported.problems) == (5, [])
+    sizes = dict(Image.objects.values_list("file_name", "width"))
+    heights = dict(Image.objects.values_list("file_name", "height"))
+    assert sizes["turned6.jpg"] == sizes["turned8.jpg"] == 640  # upright: landscape again
+    assert heights["turned6.jpg"] == heights["turned8.jpg"] == 400
+    report = detections_run(project=project, detector=ImportedDetector.from_megadetector_json(md))
+    assert (report.images_done, report.crops, report.problems) == (5, 5, [])
+    box = Box(x=0.25, y=0.25, w=0.5, h=0.5, confidence=0.9, category="animal")
+    for crop in Crop.objects.select_related("image"):
+        with PILImage.open(Path(settings.MEDIA_ROOT) / crop.file) as stored:
+            assert stored.mode == "RGB", crop.image.file_name
+            got = np.asarray(stored, dtype=np.float32)
+        expected = np.asarray(
+            crop_box(truth[crop.image.file_name], box, padding=project.crop_padding),
+            dtype=np.float32,
+        )
+        assert got.shape == expected.shape, crop.image.file_name
+        # JPEG re-encoding moves pixels a little; a wrong turn or a clipped 16-bit image
+        # moves them by tens of grey levels.
+        assert np.abs(got - expected).mean() < 6, crop.image.file_name
+    wrong_turn = np.asarray(
+        crop_box(truth["turned6.jpg"].transpose(PILImage.Transpose.ROTATE_180), box), np.float32
+    )
+    with PILImage.open(
+        Path(settings.MEDIA_ROOT) / Crop.objects.get(image__file_name="turned6.jpg").file
+    ) as c:
+        assert np.abs(np.asarray(c, dtype=np.float32) - wrong_turn).mean() > 15

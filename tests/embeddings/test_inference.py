@@ -251,3 +251,18 @@ def test_embed_features_rejects_bad_input() -> None:
         embed_features(head, np.zeros((2, 47), np.float32))
     with pytest.raises(ValueError, match="batch_size"):
         embed_features(head, np.zeros((2, 48), np.float32), batch_size=0)
+
+
+def test_load_rgb_turns_upright_and_scales_16_bit(tmp_path: Path) -> None:
+    """COCO boxes cut for training (cocodata) are relative to the upright image too."""
+    from embeddings.inference import load_rgb
+
+    ramp = np.tile(np.arange(0, 200, dtype=np.uint8), (100, 1))  # 200 x 100, brighter rightwards
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(ramp).transpose(Image.Transpose.ROTATE_90).save(tmp_path / "t.png", exif=exif)
+    upright = load_rgb(tmp_path / "t.png")
+    assert upright.mode == "RGB" and upright.size == (200, 100)
+    assert np.array_equal(np.asarray(upright)[..., 0], ramp)
+    Image.fromarray(ramp.astype(np.uint16) * 257).save(tmp_path / "s.png")
+    assert np.array_equal(np.asarray(load_rgb(tmp_path / "s.png"))[..., 1], ramp)

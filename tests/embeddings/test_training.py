@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -211,3 +212,117 @@ def test_full_mode_one_tiny_epoch_changes_the_backbone(sample_crops: CropSet) ->
     assert not net.training
     with pytest.raises(ValueError, match="mode == 'full'"):
         train_full(net, paths, labels, info=info, config=dataclasses.replace(config, mode="head"))
+
+
+# --- class balance of the triplet sampler -------------------------------------------------------
+
+
+def _imbalanced() -> tuple[np.ndarray, np.ndarray]:
+    """The synthetic set with class 0 kept whole and classes 1..5 cut to 4 rows each."""
+    features, labels, _ = _synthetic()
+    keep = np.concatenate(
+        [np.flatnonzero(labels == 0)] + [np.flatnonzero(labels == c)[:4] for c in range(1, 6)]
+    )
+    return features[keep], labels[keep]
+
+
+def _batch_labels(
+    monkeypatch: pytest.MonkeyPatch, balance: str, seed: int = 0
+) -> tuple[list[list[int]], Any]:
+    """Labels of every batch one epoch of ``train_head`` trains on, and the result."""
+    from embeddings import training
+
+    seen: list[list[int]] = []
+    real = training._step
+
+    def spy(optimizer: Any, objective: Any, embeddings: torch.Tensor, labels: torch.Tensor) -> Any:
+        seen.append(labels.tolist())
+        return real(optimizer, objective, embeddings, labels)
+
+    monkeypatch.setattr(training, "_step", spy)
+    features, labels = _imbalanced()  # 20 rows of class 0, 4 of each other: 40 rows
+    result = train_head(
+        _tiny_net(),
+        features,
+        labels,
+        config=_head_config(epochs=1, class_balance=balance, seed=seed),
+    )
+    monkeypatch.undo()  # the next call wraps the real _step again
+    return seen, result
+
+
+def test_oversample_draws_p_classes_by_k_crops(monkeypatch: pytest.MonkeyPatch) -> None:
+    batches, result = _batch_labels(monkeypatch, "oversample")
+    assert len(batches) == result.batches_per_epoch == 40 // 16
+    for batch in batches:
+        counts = np.bincount(batch)
+        assert sorted(counts[counts > 0].tolist()) == [4, 4, 4, 4]  # P = 4 classes x K = 4
+
+
+@pytest.mark.parametrize("balance", ["none", "weighted"])
+def test_natural_batches_cover_each_row_at_most_once(
+    monkeypatch: pytest.MonkeyPatch, balance: str
+) -> None:
+    batches, result = _batch_labels(monkeypatch, balance)
+    assert len(batches) == result.batches_per_epoch == 40 // 16
+    drawn = np.concatenate(batches)
+    # A shuffle of the 40 rows (the last 8 dropped): no class count can exceed the data's.
+    counts = np.bincount(drawn, minlength=6)
+    assert counts[0] <= 20 and all(counts[c] <= 4 for c in range(1, 6))
+    assert drawn.size == 32
+    again, _ = _batch_labels(monkeypatch, balance)
+    other, _ = _batch_labels(monkeypatch, balance, seed=5)
+    assert again == batches and other != batches  # seeded
+
+
+def test_weighted_triplet_loss_weighs_each_triplet_by_its_anchor_class() -> None:
+    from pytorch_metric_learning import miners
+
+    from embeddings.training import _TripletObjective
+
+    generator = torch.Generator().manual_seed(0)
+    embeddings = torch.nn.functional.normalize(torch.randn(12, 4, generator=generator), dim=1)
+    labels = torch.tensor([0, 0, 0, 0, 0, 0, 1, 1, 1, 2, 2, 2])
+    weights = np.array([12 / 18, 12 / 9, 12 / 9], dtype=np.float32)  # N / (C n_i)
+    loss, n_triplets = _TripletObjective(1.0, weights)(embeddings, labels)
+    anchors, positives, negatives = miners.TripletMarginMiner(
+        margin=1.0, type_of_triplets="semihard"
+    )(embeddings, labels)
+    assert n_triplets == anchors.numel() > 0
+    d_ap = (embeddings[anchors] - embeddings[positives]).norm(dim=1)
+    d_an = (embeddings[anchors] - embeddings[negatives]).norm(dim=1)
+    per_triplet = torch.relu(d_ap - d_an + 1.0)
+    expected = (per_triplet * torch.from_numpy(weights)[labels[anchors]]).mean()
+    assert float(loss) == pytest.approx(float(expected), rel=1e-5)
+    plain, _ = _TripletObjective(1.0)(embeddings, labels)
+    assert float(plain) == pytest.approx(float(per_triplet.mean()), rel=1e-5)
+
+
+def test_weighted_training_gets_the_normalised_class_weights(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from embeddings import training
+
+    made: list[np.ndarray | None] = []
+    real = training._TripletObjective
+
+    def spy(margin: float, weights: np.ndarray | None = None) -> Any:
+        made.append(weights)
+        return real(margin, weights)
+
+    monkeypatch.setattr(training, "_TripletObjective", spy)
+    features, labels = _imbalanced()
+    train_head(
+        _tiny_net(), features, labels, config=_head_config(epochs=1, class_balance="weighted")
+    )
+    train_head(_tiny_net(), features, labels, config=_head_config(epochs=1))
+    weights = made[0]
+    assert weights is not None and made[1] is None  # the default (oversample) is unweighted
+    # f_i = N / (C n_i) with N = 40, C = 6: 40 / 120 for class 0, 40 / 24 for the others.
+    np.testing.assert_allclose(weights, [40 / 120] + [40 / 24] * 5, rtol=1e-6)
+    np.testing.assert_allclose((weights * np.array([20, 4, 4, 4, 4, 4])).sum(), 40, rtol=1e-6)
+
+
+def test_unknown_class_balance_rejected() -> None:
+    with pytest.raises(ValueError, match="unknown class_balance 'smote'"):
+        TrainConfig(mode="head", class_balance="smote")

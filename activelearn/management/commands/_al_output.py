@@ -10,6 +10,15 @@ _BLOCKS: tuple[tuple[str, str, str | None], ...] = (
     ("test top-1 (crop), mean ± sd over seeds", "top1_mean", "top1_sd"),
     ("test top-5 (crop), mean", "top5_mean", None),
     ("test top-1 (sequence: mean crop probabilities), mean", "seq_top1_mean", None),
+    ("test F1 macro (crop), mean", "f1_macro_mean", None),
+    ("test log loss (crop, nats), mean", "log_loss_mean", None),
+)
+# Metrics of the settings comparison: (JSON name, heading).
+_COMPARED: tuple[tuple[str, str], ...] = (
+    ("top1", "top-1"),
+    ("top5", "top-5"),
+    ("f1_macro", "F1 macro"),
+    ("log_loss", "log loss"),
 )
 
 
@@ -25,6 +34,8 @@ def format_table(record: dict[str, Any]) -> str:
     labels = strategies[names[0]]["labels"]
     lines = []
     for title, mean_key, sd_key in _BLOCKS:
+        if mean_key not in strategies[names[0]]:  # a record from before the key existed
+            continue
         width = 13 if sd_key else 8
         lines += ["", title, "labels " + " ".join(f"{n[:width]:>{width}}" for n in names)]
         for row, n_labels in enumerate(labels):
@@ -37,7 +48,110 @@ def format_table(record: dict[str, Any]) -> str:
         f"top-1 {record['full_pool_top1']:.3f}  top-5 {record['full_pool_top5']:.3f}  "
         f"sequence top-1 {record.get('full_pool_seq_top1', float('nan')):.3f}",
     ]
+    lines += _species_lines(record)
+    if record.get("variants"):
+        lines += _comparison_lines(record)
     return "\n".join(lines)
+
+
+def _acc(value: float | None) -> str:
+    return "   -  " if value is None else f"{value:6.3f}"
+
+
+def _species_lines(record: dict[str, Any]) -> list[str]:
+    """Per-species test accuracy: the full pool and each strategy after its last round."""
+    species: list[str] = record.get("species") or []
+    if not species or "full_pool_per_species" not in record:
+        return []
+    strategies: dict[str, dict[str, Any]] = record["strategies"]
+    n_pool = record.get("species_n_pool") or [0] * len(species)
+    n_test = record.get("species_n_test") or [0] * len(species)
+    heads = ["full pool"] + [f"{n[:10]}@{c['labels'][-1]}" for n, c in strategies.items()]
+    columns = [record["full_pool_per_species"]] + [
+        c["per_species_mean"] for c in strategies.values()
+    ]
+    return _species_table(
+        "per-species test accuracy (share of the species' test crops right), mean over seeds",
+        species,
+        n_pool,
+        n_test,
+        heads,
+        columns,
+    )
+
+
+def _species_table(
+    title: str,
+    species: list[str],
+    n_pool: list[int],
+    n_test: list[int],
+    heads: list[str],
+    columns: list[list[float | None]],
+) -> list[str]:
+    width = max(14, *(len(h) + 1 for h in heads))
+    lines = [
+        "",
+        title,
+        f"{'species':<24} {'pool':>5} {'test':>5} " + "".join(f"{h:>{width}}" for h in heads),
+    ]
+    order = sorted(range(len(species)), key=lambda i: (-n_pool[i], species[i]))
+    for i in order:
+        cells = "".join(f"{_acc(col[i]):>{width}}" for col in columns)
+        lines.append(f"{species[i][:24]:<24} {n_pool[i]:>5} {n_test[i]:>5} {cells}")
+    return lines
+
+
+def _comparison_lines(record: dict[str, Any]) -> list[str]:
+    """The settings side by side: full pool and each strategy's last round, mean ± sd over
+    seeds, then per species (full pool, and the first strategy's last round)."""
+    variants: list[dict[str, Any]] = record["variants"]
+    lines = ["", "settings compared on the same pool and seeds (mean ± sd over seeds)"]
+    header = f"{'setting':<40} {'at':>14} " + "".join(f"{h:>14}" for _, h in _COMPARED)
+    lines.append(header)
+    for variant in variants:
+        lines.append(
+            f"{variant['name'][:40]:<40} {'full pool':>14} "
+            + "".join(
+                f"{_mean_sd(variant[f'full_pool_{m}'], variant['full_pool_sd'][m]):>14}"
+                for m, _ in _COMPARED
+            )
+        )
+        for name, curve in variant["strategies"].items():
+            at = f"{name[:8]}@{curve['labels'][-1]}"
+            lines.append(
+                f"{'':<40} {at:>14} "
+                + "".join(
+                    f"{_mean_sd(curve[f'{m}_mean'][-1], curve[f'{m}_sd'][-1]):>14}"
+                    for m, _ in _COMPARED
+                )
+            )
+    species = record.get("species") or []
+    n_pool = record.get("species_n_pool") or [0] * len(species)
+    n_test = record.get("species_n_test") or [0] * len(species)
+    short = [v["name"].replace("balance=", "").replace("ensemble=", "K=") for v in variants]
+    lines += _species_table(
+        "per-species test accuracy, full pool, per setting",
+        species,
+        n_pool,
+        n_test,
+        short,
+        [v["full_pool_per_species"] for v in variants],
+    )
+    first = next(iter(variants[0]["strategies"]))
+    at = variants[0]["strategies"][first]["labels"][-1]
+    lines += _species_table(
+        f"per-species test accuracy, {first} at {at} labels, per setting",
+        species,
+        n_pool,
+        n_test,
+        short,
+        [v["strategies"][first]["per_species_mean"] for v in variants],
+    )
+    return lines
+
+
+def _mean_sd(mean: float, sd: float) -> str:
+    return f"{mean:.3f}±{sd:.3f}"
 
 
 def _diagnostics_lines(strategies: dict[str, dict[str, Any]], labels: list[int]) -> list[str]:

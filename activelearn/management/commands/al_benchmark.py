@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Iterator
@@ -7,11 +8,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from activelearn.classifier import CLASS_BALANCES
 from activelearn.experiment import (
+    ENSEMBLE_MODES,
     SELECTION_SPACES,
     CropFeatures,
     ExperimentResult,
@@ -60,7 +64,8 @@ class Command(BaseCommand):
         "after every round the classifier is retrained and scored on the test set (crop "
         "top-1/top-5, sequence top-1). With --finetune-every N the embedding head is "
         "fine-tuned with triplet loss every N new labels. Pool and test must not share "
-        "sequences (see coco_split)."
+        "sequences (see coco_split). --class-balance and --ensembles compare settings on the "
+        "same pool with the same seeds (every combination), per species."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -89,12 +94,29 @@ class Command(BaseCommand):
         parser.add_argument("--padding", type=float, default=0.1, help="crop context fraction")
         parser.add_argument("--cache-dir", type=Path, help="default: var/al/cache")
         parser.add_argument("--threads", type=int, default=1, help="torch threads for the loop")
+        parser.add_argument(
+            "--class-balance",
+            default="none",
+            help=f"comma-separated settings to compare ({', '.join(CLASS_BALANCES)})",
+        )
+        parser.add_argument(
+            "--ensembles",
+            default="1",
+            help="comma-separated ensemble sizes to compare (1: a single model), e.g. 1,5",
+        )
+        parser.add_argument(
+            "--ensemble-mode",
+            default="seeds",
+            help="comma-separated: seeds (K seeds on the same labels) and/or versions (the "
+            "newest K rounds' classifiers)",
+        )
         parser.add_argument("--json", type=Path, help="write the results here")
         parser.add_argument("--plot", type=Path, help="write a PNG learning curve here")
 
     def handle(self, *args: Any, **options: Any) -> None:
         strategies = self._strategies(options["strategies"])
         config = self._config(options)
+        variants = self._variants(config, options)
         self._check_paths(options)
         net, info = build_net({**options, "seed": options["head_seed"]})
         n_views = options["aug_views"] if config.finetune_every else 0
@@ -106,19 +128,52 @@ class Command(BaseCommand):
             f"{len(test)} crops / {len(set(test.seq_ids.tolist()))} sequences; "
             f"{len(strategies)} strategies x {options['seeds']} seeds"
         )
+        records = []
         with _benchmark_process(options["threads"]):
-            result = run_benchmark(
-                strategies,
-                pool,
-                test,
-                net=net,
-                config=config,
-                seeds=range(options["seeds"]),
-                progress=self._progress,
-            )
-        record = self._record(result, pool, test, info, options)
+            for variant in variants:
+                if len(variants) > 1:
+                    self.stdout.write(f"setting: {_variant_name(variant)}")
+                result = run_benchmark(
+                    strategies,
+                    pool,
+                    test,
+                    net=net,
+                    config=variant,
+                    seeds=range(options["seeds"]),
+                    progress=self._progress,
+                )
+                records.append(self._record(result, pool, test, info, options))
+        # The first setting's figures stay at the top level (the format of one setting).
+        record = dict(records[0])
+        record.update(_counts(pool, test))
+        if len(records) > 1:
+            record["variants"] = [
+                {"name": _variant_name(v), **r} for v, r in zip(variants, records, strict=True)
+            ]
         self.stdout.write(format_table(record))
         self._write(record, options)
+
+    def _variants(self, config: LoopConfig, options: dict[str, Any]) -> list[LoopConfig]:
+        """Every combination of --class-balance, --ensembles and --ensemble-mode (a single
+        model is the same in both modes, so it is run once)."""
+        balances = _choices(options["class_balance"], CLASS_BALANCES, "--class-balance")
+        modes = _choices(options["ensemble_mode"], ENSEMBLE_MODES, "--ensemble-mode")
+        try:
+            sizes = [int(part) for part in options["ensembles"].split(",") if part.strip()]
+        except ValueError as exc:
+            raise CommandError(f"--ensembles needs integers, got {options['ensembles']!r}") from exc
+        if not sizes or min(sizes) < 1 or len(set(sizes)) != len(sizes):
+            raise CommandError(f"--ensembles needs distinct sizes >= 1, got {options['ensembles']}")
+        variants = []
+        for balance in balances:
+            for size in sizes:
+                for mode in modes if size > 1 else modes[:1]:
+                    variants.append(
+                        dataclasses.replace(
+                            config, class_balance=balance, ensemble_size=size, ensemble_mode=mode
+                        )
+                    )
+        return variants
 
     def _strategies(self, raw: str) -> list[str]:
         names = [name for name in (part.strip() for part in raw.split(",")) if name]
@@ -238,3 +293,27 @@ class Command(BaseCommand):
             )
             write_plot(record, options["plot"], title=title)
             self.stdout.write(f"plot: {options['plot']}")
+
+
+def _choices(raw: str, allowed: tuple[str, ...], flag: str) -> list[str]:
+    """The comma-separated names of ``raw``, each one of ``allowed``, none twice."""
+    names = [part.strip() for part in raw.split(",") if part.strip()]
+    unknown = [name for name in names if name not in allowed]
+    if not names or unknown or len(set(names)) != len(names):
+        raise CommandError(f"{flag} takes distinct names among {', '.join(allowed)}, got {raw!r}")
+    return names
+
+
+def _variant_name(config: LoopConfig) -> str:
+    """E.g. "balance=weighted ensemble=5 (seeds)"."""
+    name = f"balance={config.class_balance} ensemble={config.ensemble_size}"
+    return name + (f" ({config.ensemble_mode})" if config.ensemble_size > 1 else "")
+
+
+def _counts(pool: CropFeatures, test: CropFeatures) -> dict[str, list[int]]:
+    """Crops per species (label index order) in the pool and the test set."""
+    n = len(pool.label_names)
+    return {
+        "species_n_pool": [int(c) for c in np.bincount(pool.labels, minlength=n)],
+        "species_n_test": [int(c) for c in np.bincount(test.labels, minlength=n)],
+    }

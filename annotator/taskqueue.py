@@ -1,0 +1,110 @@
+"""Queueing Celery tasks so that none is lost: an outbox in the database (``QueuedTask``).
+
+``task_enqueue`` records the task in the caller's transaction and hands it to the broker once
+that commits. When the broker is down the request still succeeds (the label is stored, the round
+closed), the task waits in the table and a warning is logged; nothing runs in the web process
+instead. A worker queues such tasks again when it starts and then every
+``TRAPWISE_TASK_REQUEUE_SECONDS`` (``tasks_requeue``, hooked up in ``annotator/celery.py``).
+On start it also queues again the tasks that its previous life (same node name) started and
+never finished: a worker killed mid-task takes its message with it on the file-system broker,
+and Redis gives it back only after its visibility timeout. Every task is safe to run twice, so a
+task that ends up queued twice costs a no-op.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import timedelta
+
+from celery import Task
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from annotator.models import QueuedTask
+
+logger = logging.getLogger(__name__)
+
+# A task not yet on the broker and younger than this is left alone by ``tasks_requeue``: its
+# request is probably handing it over right now.
+REQUEUE_GRACE = timedelta(seconds=10)
+
+
+def task_enqueue(*, task: Task, args: Sequence[int]) -> QueuedTask:  # type: ignore[type-arg]
+    """Record ``task(*args)`` now and queue it once the current transaction commits.
+
+    Never raises for a broker that is down: the record stays and a worker queues it later.
+    """
+    record = QueuedTask.objects.create(name=task.name, args=list(args))
+    transaction.on_commit(lambda: _publish(record_id=record.pk, task=task, args=list(args)))
+    return record
+
+
+def _publish(*, record_id: int, task: Task, args: list[int]) -> bool:  # type: ignore[type-arg]
+    """Hand the task to the broker; on failure note why on its record. Returns success."""
+    try:
+        task.delay(*args)
+    except Exception as exc:  # the errors differ per transport: kombu's, redis', OSError
+        logger.warning(
+            "could not queue %s%s (%s: %s); it is kept and queued again when the broker is back",
+            task.name,
+            tuple(args),
+            type(exc).__name__,
+            exc,
+        )
+        QueuedTask.objects.filter(pk=record_id).update(
+            attempts=F("attempts") + 1, error=f"{type(exc).__name__}: {exc}"[:2000]
+        )
+        return False
+    QueuedTask.objects.filter(pk=record_id).update(
+        published_at=timezone.now(), attempts=F("attempts") + 1, error=""
+    )
+    return True
+
+
+def tasks_requeue(*, worker: str = "", grace: timedelta = REQUEUE_GRACE) -> int:
+    """Queue again the tasks that never reached the broker (recorded more than ``grace`` ago)
+    and, with ``worker`` (a Celery node name, when that worker starts), the tasks it started
+    in an earlier life and never finished. Stops at the first broker error (it is down, so the
+    rest would fail too); returns the number queued."""
+    from annotator.celery import app
+
+    lost = Q(published_at__isnull=True, created_at__lte=timezone.now() - grace)
+    if worker:
+        lost |= Q(worker=worker, started_at__isnull=False)
+    queued = 0
+    for record in QueuedTask.objects.filter(lost).order_by("id"):
+        task = app.tasks.get(record.name)
+        if task is None:
+            logger.error("queued task %s is unknown to this worker; left as it is", record)
+            continue
+        QueuedTask.objects.filter(pk=record.pk).update(
+            published_at=None, started_at=None, worker=""
+        )
+        if not _publish(record_id=record.pk, task=task, args=list(record.args)):
+            break
+        logger.info("queued %s again", record)
+        queued += 1
+    return queued
+
+
+def task_started(*, name: str, args: Sequence[object], worker: str) -> list[int]:
+    """Mark the records of ``name(*args)`` as run by ``worker``; returns their ids.
+
+    Taken over from whichever worker had them: a task redelivered after its worker died.
+    """
+    wanted = list(args)
+    ids = [
+        pk
+        for pk, stored in QueuedTask.objects.filter(name=name).values_list("pk", "args")
+        if stored == wanted
+    ]
+    if ids:
+        QueuedTask.objects.filter(pk__in=ids).update(started_at=timezone.now(), worker=worker)
+    return ids
+
+
+def task_finished(*, ids: Sequence[int]) -> None:
+    """Forget the records ``task_started`` returned: the task ran (or failed for good)."""
+    QueuedTask.objects.filter(pk__in=list(ids)).delete()

@@ -1,0 +1,70 @@
+"""The label path under load (what `make loadtest` found): no lock that makes a project's
+label submissions wait for each other, or for a retrain, when nothing is due."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.contrib.auth.models import User
+from django.db import connection, transaction
+
+from activelearn.models import Label
+from activelearn.services import label_submit
+from annotator.models import Project
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def _postgresql_only() -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks need PostgreSQL (SQLite serialises writers); CI runs it")
+
+
+def test_a_label_does_not_wait_for_the_project_row_while_a_retrain_holds_it(
+    ingested_project: Project, volunteer: User
+) -> None:
+    """A retrain's commit checks its rows' foreign keys (Django's are deferred to the commit):
+    FOR KEY SHARE on the project row, then on every predicted crop. A label submission locks
+    its crop, and used to lock the project row FOR UPDATE too (to ask whether fine-tuning is
+    due): `make loadtest` saw the two deadlock, and the retrain was lost. With too few new
+    labels for fine-tuning, a submission must not wait for the project row at all."""
+    project = ingested_project
+    crop = project.crops.first()
+    assert crop is not None
+    species = project.species.first()
+    assert species is not None and project.finetune_every > 1  # fine-tuning is not due
+    holding, release = threading.Event(), threading.Event()
+
+    def retrain_like() -> None:
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                # What the foreign-key check of a row that references the project takes.
+                cursor.execute(
+                    "SELECT 1 FROM annotator_project WHERE id = %s FOR KEY SHARE", [project.pk]
+                )
+                holding.set()
+                release.wait(30)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=retrain_like)
+    holder.start()
+    try:
+        assert holding.wait(30)
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                # Waiting for the holder would raise after 2 s instead of hanging the test.
+                cursor.execute("SET LOCAL lock_timeout = '2s'")
+            label = label_submit(
+                project=project,
+                crop_id=crop.pk,
+                user=volunteer,
+                kind="species",
+                species_id=species.pk,
+            )
+    finally:
+        release.set()
+        holder.join(30)
+    assert Label.objects.filter(pk=label.pk).exists()

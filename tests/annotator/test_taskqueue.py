@@ -1,0 +1,104 @@
+"""The task outbox: a task asked for is kept until it ran, whatever the broker does."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.db import transaction
+from kombu.exceptions import OperationalError as BrokerError
+
+from activelearn import tasks
+from annotator.celery import _task_finished, _task_started
+from annotator.models import QueuedTask
+from annotator.taskqueue import task_enqueue, tasks_requeue
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+class FakeBroker:
+    """Stands in for ``classifier_retrain_task.delay``: records what it is given, or refuses
+    everything while ``down``."""
+
+    def __init__(self) -> None:
+        self.down = False
+        self.sent: list[tuple[int, ...]] = []
+
+    def __call__(self, *args: int) -> None:
+        if self.down:
+            raise BrokerError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+        self.sent.append(args)
+
+
+@pytest.fixture
+def broker(monkeypatch: pytest.MonkeyPatch) -> FakeBroker:
+    fake = FakeBroker()
+    monkeypatch.setattr(tasks.classifier_retrain_task, "delay", fake)
+    return fake
+
+
+def test_a_task_is_queued_after_commit_and_kept_until_it_finished(broker: FakeBroker) -> None:
+    with transaction.atomic():
+        record = task_enqueue(task=tasks.classifier_retrain_task, args=[7])
+        assert broker.sent == []  # not before the data it needs is committed
+    assert broker.sent == [(7,)]
+    record.refresh_from_db()
+    assert record.published_at is not None and record.attempts == 1 and record.error == ""
+
+    task: Any = tasks.classifier_retrain_task
+    task.push_request(hostname="celery@box")  # as the worker does around a run
+    try:
+        _task_started(task_id="t1", task=task, args=(7,))
+    finally:
+        task.pop_request()
+    record.refresh_from_db()
+    assert record.started_at is not None and record.worker == "celery@box"
+    _task_finished(task_id="t1")
+    assert not QueuedTask.objects.exists()
+
+
+def test_a_rolled_back_request_queues_nothing(broker: FakeBroker) -> None:
+    with pytest.raises(RuntimeError), transaction.atomic():
+        task_enqueue(task=tasks.classifier_retrain_task, args=[7])
+        raise RuntimeError("the request failed")
+    assert broker.sent == [] and not QueuedTask.objects.exists()
+
+
+def test_broker_down_keeps_the_task_and_a_worker_queues_it_later(broker: FakeBroker) -> None:
+    broker.down = True
+    with transaction.atomic():
+        task_enqueue(task=tasks.classifier_retrain_task, args=[7])  # does not raise
+    record = QueuedTask.objects.get()
+    assert record.published_at is None and record.attempts == 1
+    assert "Connection refused" in record.error
+    # Still down: the worker's periodic pass tries, fails, keeps it.
+    assert tasks_requeue(grace=timedelta(0)) == 0
+    # Back: queued, once.
+    broker.down = False
+    assert (
+        tasks_requeue(grace=timedelta(seconds=60)) == 0
+    )  # too young: its request may be sending it
+    assert tasks_requeue(grace=timedelta(0)) == 1
+    assert broker.sent == [(7,)]
+    record.refresh_from_db()
+    assert record.published_at is not None and record.error == "" and record.attempts == 3
+    assert tasks_requeue(grace=timedelta(0)) == 0
+
+
+def test_a_restarted_worker_queues_again_only_what_it_had_started(broker: FakeBroker) -> None:
+    with transaction.atomic():
+        mine = task_enqueue(task=tasks.classifier_retrain_task, args=[1])
+        other = task_enqueue(task=tasks.classifier_retrain_task, args=[2])
+        waiting = task_enqueue(task=tasks.classifier_retrain_task, args=[3])
+    now = mine.created_at
+    QueuedTask.objects.filter(pk=mine.pk).update(started_at=now, worker="celery@a")
+    QueuedTask.objects.filter(pk=other.pk).update(started_at=now, worker="celery@b")
+    broker.sent.clear()
+    # celery@a died mid-task and starts again: its task runs again; celery@b's is still
+    # running elsewhere and the waiting one is on the broker already.
+    assert tasks_requeue(worker="celery@a", grace=timedelta(0)) == 1
+    assert broker.sent == [(1,)]
+    mine.refresh_from_db()
+    assert (mine.started_at, mine.worker) == (None, "")
+    assert QueuedTask.objects.get(pk=waiting.pk).published_at is not None
