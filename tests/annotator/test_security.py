@@ -67,6 +67,9 @@ URL_TABLE: dict[str, Rule] = {
     "species_add": Rule(get=None, post=ADMIN),
     "species_rename": Rule(get=None, post=ADMIN),
     "species_merge": Rule(get=None, post=ADMIN),
+    "attribute_add": Rule(get=None, post=ADMIN),
+    "attribute_update": Rule(get=None, post=ADMIN),
+    "attribute_remove": Rule(get=None, post=ADMIN),
     "round_start": Rule(get=None, post=ADMIN),
     "learning_settings": Rule(get=None, post=ADMIN),
     "classifier_retrain_start": Rule(get=None, post=ADMIN),
@@ -91,6 +94,7 @@ URL_TABLE: dict[str, Rule] = {
     "api-v1:projects_list": Rule(get=ANY_USER, post=None, api=True),
     "api-v1:project_detail": Rule(get=MEMBERS, post=None, api=True),
     "api-v1:species_list": Rule(get=MEMBERS, post=None, api=True),
+    "api-v1:attributes_list": Rule(get=MEMBERS, post=None, api=True),
     "api-v1:rounds_list": Rule(get=MEMBERS, post=ADMIN, api=True),
     "api-v1:round_create": Rule(get=MEMBERS, post=ADMIN, api=True),
     "api-v1:next_crops": Rule(get=LABELLERS, post=None, api=True),
@@ -175,6 +179,7 @@ def world(
         "crop_id": crop.pk,
         "image_id": crop.image_id,
         "species_id": project.species.order_by("pk").first().pk,  # type: ignore[union-attr]
+        "attribute_id": project.attributes.order_by("pk").first().pk,  # type: ignore[union-attr]
         "membership_id": Membership.objects.get(project=project, user=spare).pk,
         "token_id": token.pk,
     }
