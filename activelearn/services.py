@@ -798,8 +798,9 @@ def classifier_retrain_queue(*, project_id: int) -> None:
 def classifier_retrain(*, project_id: int) -> ClassifierVersion | None:
     """Train the classifier on every species label and predict every crop of the project.
 
-    Returns None when there is nothing to train on. Safe to run twice: when neither the labels
-    nor the embedding version changed since the last classifier, that classifier is returned.
+    Returns None when there is nothing to train on. Safe to run twice: when neither the labels,
+    the embedding version nor the class balance and ensemble settings changed since the last
+    classifier, that classifier is returned.
     """
     project = Project.objects.get(pk=project_id)
     version = embedding_version_current(project=project)
@@ -815,6 +816,8 @@ def classifier_retrain(*, project_id: int) -> ClassifierVersion | None:
         previous is not None
         and previous.labels_digest == digest
         and previous.embedding_version_id == version.pk
+        and previous.class_balance == project.class_balance
+        and previous.ensemble_size == project.ensemble_size
     ):
         return previous
     number = (previous.number if previous else 0) + 1
@@ -1448,7 +1451,8 @@ def project_learning_update(
     (both used by the next retrain). None leaves a setting as it is.
 
     The latest classifier's threshold and auto-acceptable share are recomputed from its saved
-    cross-validated predictions, so a new target applies at once, without retraining.
+    cross-validated predictions, so a new target applies at once, without retraining. A new
+    class balance or ensemble size queues a retrain (when a classifier exists).
     """
     if first_round_strategy not in Strategy.values:
         raise SettingsError(f"unknown strategy {first_round_strategy!r}")
@@ -1460,6 +1464,11 @@ def project_learning_update(
         ensemble_size=ensemble_size,
     )
     with transaction.atomic():
+        retrain = any(
+            getattr(project, name) != extra[name]
+            for name in ("class_balance", "ensemble_size")
+            if name in extra
+        )
         project.first_round_strategy = first_round_strategy
         project.target_accuracy = target_accuracy
         for name, value in extra.items():
@@ -1468,6 +1477,8 @@ def project_learning_update(
         classifier = classifier_latest(project=project)
         if classifier is not None:
             classifier_threshold_update(classifier=classifier, target=target_accuracy)
+            if retrain:  # the classifier was trained under the old setting
+                classifier_retrain_queue(project_id=project.pk)
     return project
 
 

@@ -114,3 +114,33 @@ def test_finetuning_takes_the_project_class_balance(
     classifier = embedding_finetune_and_retrain(version_id=version.pk)
     assert seen == ["weighted"]
     assert classifier is not None and classifier.class_balance == "weighted"
+
+
+def test_a_new_class_balance_queues_a_retrain_that_does_not_skip(
+    ingested_project: Project, volunteer: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    label_by_truth(ingested_project, volunteer, Crop.objects.select_related("image"))
+    first = classifier_retrain(project_id=ingested_project.pk)
+    assert first is not None and first.class_balance == "none"
+    queued: list[int] = []
+    monkeypatch.setattr(
+        services, "classifier_retrain_queue", lambda *, project_id: queued.append(project_id)
+    )
+    # Same settings again: nothing to do.
+    services.project_learning_update(
+        project=ingested_project,
+        first_round_strategy=ingested_project.first_round_strategy,
+        target_accuracy=ingested_project.target_accuracy,
+        class_balance="none",
+    )
+    assert queued == [] and classifier_retrain(project_id=ingested_project.pk) == first
+    services.project_learning_update(
+        project=ingested_project,
+        first_round_strategy=ingested_project.first_round_strategy,
+        target_accuracy=ingested_project.target_accuracy,
+        class_balance="weighted",
+    )
+    assert queued == [ingested_project.pk]
+    second = classifier_retrain(project_id=ingested_project.pk)  # same labels, new setting
+    assert second is not None and second.number == first.number + 1
+    assert second.class_balance == "weighted"
