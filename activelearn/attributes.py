@@ -19,8 +19,6 @@ only load files this application wrote itself.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +28,7 @@ import torch
 from sklearn.model_selection import GroupKFold
 
 from activelearn._checks import check_int
+from activelearn.classifier import joblib_dump_atomic
 from embeddings.inference import torch_threads
 
 __all__ = [
@@ -206,16 +205,7 @@ def attributes_save(model: TrainedAttributes, path: Path) -> None:
     """Write ``model`` to ``path`` atomically (temporary file, fsync, rename)."""
     path = Path(path)
     payload = {"format": _FILE_FORMAT, "version": _FILE_VERSION, "model": model}
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            joblib.dump(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    joblib_dump_atomic(payload, path)
 
 
 def attributes_load(path: Path) -> TrainedAttributes:

@@ -625,6 +625,14 @@ def classifier_save(clf: TrainedClassifier, path: Path) -> None:
         "sklearn_version": sklearn.__version__,
         "classifier": clf,
     }
+    joblib_dump_atomic(payload, path)
+
+
+def joblib_dump_atomic(payload: object, path: Path) -> None:
+    """Write ``payload`` with joblib to ``path`` atomically: a temporary file in the same
+    folder, fsync, then rename, so a reader (or a worker killed mid-write) never leaves a
+    half-written model under ``path``."""
+    path = Path(path)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:

@@ -9,6 +9,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from detector.imported import coco_unknown_category_ids
+
 
 class CocoError(ValueError):
     """The file is not COCO Camera Traps JSON that Trapwise can read."""
@@ -66,27 +68,12 @@ def coco_metadata_read(path: Path) -> CocoMetadata:
 def _category_ids_check(annotations: object, known: set[str], *, path: Path) -> None:
     """CocoError listing the annotations whose category_id is not among the categories.
 
-    Ids are compared by ``repr`` (``known`` holds the categories' ids so written), so the
-    string "1" is not the number 1, and an unhashable id is reported, not a crash.
-
     Such a file is refused as a whole (nothing is imported): its species list is incomplete,
     so any species or count read from it would be wrong.
     """
-    if not isinstance(annotations, list):
-        raise CocoError(f"{path}: 'annotations' must be a list")
-    unknown: dict[str, list[int]] = {}
-    for i, ann in enumerate(annotations):
-        if isinstance(ann, dict) and "category_id" in ann and repr(ann["category_id"]) not in known:
-            unknown.setdefault(repr(ann["category_id"]), []).append(i)
-    if unknown:
-        listed = "; ".join(
-            f"{cat} in annotations[{_listed([str(i) for i in where])}]"
-            for cat, where in unknown.items()
-        )
-        raise CocoError(
-            f"{path}: {sum(map(len, unknown.values()))} annotation(s) name a category_id that "
-            f"is not in 'categories': {listed}"
-        )
+    problem = coco_unknown_category_ids(annotations, known)
+    if problem:
+        raise CocoError(f"{path}: {problem}")
 
 
 def _listed(items: list[str], limit: int = 10) -> str:

@@ -220,19 +220,34 @@ def _coco_category_ids_check(document: Mapping[str, Any], *, source: Path) -> No
     if not isinstance(categories, list) or not isinstance(annotations, list):
         return
     known = {repr(c.get("id")) for c in categories if isinstance(c, dict)}
+    problem = coco_unknown_category_ids(annotations, known)
+    if problem:
+        raise DetectorError(f"{source}: {problem}")
+
+
+def coco_unknown_category_ids(annotations: object, known: set[str]) -> str | None:
+    """Why some annotations name a category_id not among the categories, or None if none do.
+
+    ``known`` holds the categories' ids written by ``repr``: the string "1" is not the number
+    1, and an unhashable id is reported, not a crash. The message lists each unknown id with
+    the annotations that name it.
+    """
+    if not isinstance(annotations, list):
+        return "'annotations' must be a list"
     unknown: dict[str, list[int]] = {}
     for i, ann in enumerate(annotations):
         if isinstance(ann, dict) and "category_id" in ann and repr(ann["category_id"]) not in known:
             unknown.setdefault(repr(ann["category_id"]), []).append(i)
-    if unknown:
-        listed = "; ".join(
-            f"{cat} in annotations[{_listed([str(i) for i in where], limit=10, sep=', ')}]"
-            for cat, where in unknown.items()
-        )
-        raise DetectorError(
-            f"{source}: {sum(map(len, unknown.values()))} annotation(s) name a category_id "
-            f"that is not in 'categories': {listed}"
-        )
+    if not unknown:
+        return None
+    listed = "; ".join(
+        f"{cat} in annotations[{_listed([str(i) for i in where], limit=10, sep=', ')}]"
+        for cat, where in unknown.items()
+    )
+    return (
+        f"{sum(map(len, unknown.values()))} annotation(s) name a category_id "
+        f"that is not in 'categories': {listed}"
+    )
 
 
 def _listed(items: Sequence[str], limit: int = 20, sep: str = "; ") -> str:
