@@ -6,6 +6,10 @@ and the reason, and changes nothing; a change redirects back to the page (post/r
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
@@ -140,61 +144,76 @@ def species(request: HttpRequest, slug: str) -> HttpResponse:
     return _species_page(request, project)
 
 
+def _species_page_change(
+    request: HttpRequest,
+    slug: str,
+    *,
+    form: forms.Form | None,
+    refused: str,
+    change: Callable[[Project, dict[str, Any]], str],
+) -> HttpResponse:
+    """The shape of every change on the species page: admin only, validate ``form`` (if any),
+    apply ``change`` (which returns the success message), or re-render with ``refused`` and
+    the reason (HTTP 400, nothing changed)."""
+    project, _ = project_get_for_user(slug=slug, user=request.user, roles=ADMIN_ONLY)
+    if form is not None and not form.is_valid():
+        return _species_page(request, project, error=f"{refused}: {form.errors.as_text()}")
+    try:
+        message = change(project, form.cleaned_data if form is not None else {})
+    except (SpeciesError, AttributeChangeError) as exc:
+        return _species_page(request, project, error=f"{refused}: {exc}")
+    messages.success(request, message)
+    return redirect("species", slug=slug)
+
+
 @login_required
 @require_POST
 def species_add_view(request: HttpRequest, slug: str) -> HttpResponse:
-    project, _ = project_get_for_user(slug=slug, user=request.user, roles=ADMIN_ONLY)
-    form = SpeciesNameForm(request.POST)
-    if not form.is_valid():
-        return _species_page(request, project, error=f"Species not added: {form.errors.as_text()}")
-    try:
-        added = species_add(project=project, name=form.cleaned_data["name"])
-    except SpeciesError as exc:
-        return _species_page(request, project, error=f"Species not added: {exc}")
-    messages.success(request, f"Species {added.name!r} added.")
-    return redirect("species", slug=slug)
+    def change(project: Project, data: dict[str, Any]) -> str:
+        return f"Species {species_add(project=project, name=data['name']).name!r} added."
+
+    return _species_page_change(
+        request,
+        slug,
+        form=SpeciesNameForm(request.POST),
+        refused="Species not added",
+        change=change,
+    )
 
 
 @login_required
 @require_POST
 def species_rename_view(request: HttpRequest, slug: str, species_id: int) -> HttpResponse:
-    project, _ = project_get_for_user(slug=slug, user=request.user, roles=ADMIN_ONLY)
-    form = SpeciesNameForm(request.POST)
-    if not form.is_valid():
-        return _species_page(
-            request, project, error=f"Species not renamed: {form.errors.as_text()}"
-        )
-    try:
-        renamed = species_rename(
-            project=project, species_id=species_id, name=form.cleaned_data["name"]
-        )
-    except SpeciesError as exc:
-        return _species_page(request, project, error=f"Species not renamed: {exc}")
-    messages.success(request, f"Species renamed to {renamed.name!r}; its labels follow.")
-    return redirect("species", slug=slug)
+    def change(project: Project, data: dict[str, Any]) -> str:
+        renamed = species_rename(project=project, species_id=species_id, name=data["name"])
+        return f"Species renamed to {renamed.name!r}; its labels follow."
+
+    return _species_page_change(
+        request,
+        slug,
+        form=SpeciesNameForm(request.POST),
+        refused="Species not renamed",
+        change=change,
+    )
 
 
 @login_required
 @require_POST
 def species_merge_view(request: HttpRequest, slug: str) -> HttpResponse:
-    project, _ = project_get_for_user(slug=slug, user=request.user, roles=ADMIN_ONLY)
-    form = SpeciesMergeForm(request.POST)
-    if not form.is_valid():
-        return _species_page(request, project, error=f"Species not merged: {form.errors.as_text()}")
-    try:
-        report = species_merge(
-            project=project,
-            source_id=form.cleaned_data["source"],
-            target_id=form.cleaned_data["target"],
+    def change(project: Project, data: dict[str, Any]) -> str:
+        report = species_merge(project=project, source_id=data["source"], target_id=data["target"])
+        return (
+            f"{report.source!r} merged into {report.target.name!r}: {report.labels} labels moved"
+            + ("; the classifier is being retrained." if report.labels else ".")
         )
-    except SpeciesError as exc:
-        return _species_page(request, project, error=f"Species not merged: {exc}")
-    messages.success(
+
+    return _species_page_change(
         request,
-        f"{report.source!r} merged into {report.target.name!r}: {report.labels} labels moved"
-        + ("; the classifier is being retrained." if report.labels else "."),
+        slug,
+        form=SpeciesMergeForm(request.POST),
+        refused="Species not merged",
+        change=change,
     )
-    return redirect("species", slug=slug)
 
 
 # Attributes live on the species page: both are the vocabulary volunteers label with.
@@ -203,44 +222,43 @@ def species_merge_view(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required
 @require_POST
 def attribute_add_view(request: HttpRequest, slug: str) -> HttpResponse:
-    project, _ = project_get_for_user(slug=slug, user=request.user, roles=ADMIN_ONLY)
-    form = AttributeForm(request.POST)
-    if not form.is_valid():
-        return _species_page(
-            request, project, error=f"Attribute not added: {form.errors.as_text()}"
-        )
-    try:
-        added = attribute_add(project=project, **form.cleaned_data)
-    except AttributeChangeError as exc:
-        return _species_page(request, project, error=f"Attribute not added: {exc}")
-    messages.success(request, f"Attribute {added.name!r} added (key {added.key}).")
-    return redirect("species", slug=slug)
+    def change(project: Project, data: dict[str, Any]) -> str:
+        added = attribute_add(project=project, **data)
+        return f"Attribute {added.name!r} added (key {added.key})."
+
+    return _species_page_change(
+        request,
+        slug,
+        form=AttributeForm(request.POST),
+        refused="Attribute not added",
+        change=change,
+    )
 
 
 @login_required
 @require_POST
 def attribute_update_view(request: HttpRequest, slug: str, attribute_id: int) -> HttpResponse:
-    project, _ = project_get_for_user(slug=slug, user=request.user, roles=ADMIN_ONLY)
-    form = AttributeForm(request.POST)
-    if not form.is_valid():
-        return _species_page(
-            request, project, error=f"Attribute not changed: {form.errors.as_text()}"
-        )
-    try:
-        changed = attribute_update(project=project, attribute_id=attribute_id, **form.cleaned_data)
-    except AttributeChangeError as exc:
-        return _species_page(request, project, error=f"Attribute not changed: {exc}")
-    messages.success(request, f"Attribute saved: {changed.name!r} (key {changed.key}).")
-    return redirect("species", slug=slug)
+    def change(project: Project, data: dict[str, Any]) -> str:
+        changed = attribute_update(project=project, attribute_id=attribute_id, **data)
+        return f"Attribute saved: {changed.name!r} (key {changed.key})."
+
+    return _species_page_change(
+        request,
+        slug,
+        form=AttributeForm(request.POST),
+        refused="Attribute not changed",
+        change=change,
+    )
 
 
 @login_required
 @require_POST
 def attribute_remove_view(request: HttpRequest, slug: str, attribute_id: int) -> HttpResponse:
-    project, _ = project_get_for_user(slug=slug, user=request.user, roles=ADMIN_ONLY)
-    try:
-        name = attribute_remove(project=project, attribute_id=attribute_id)
-    except AttributeChangeError as exc:
-        return _species_page(request, project, error=f"Attribute not removed: {exc}")
-    messages.success(request, f"Attribute {name!r} removed.")
-    return redirect("species", slug=slug)
+    def change(project: Project, data: dict[str, Any]) -> str:
+        return (
+            f"Attribute {attribute_remove(project=project, attribute_id=attribute_id)!r} removed."
+        )
+
+    return _species_page_change(
+        request, slug, form=None, refused="Attribute not removed", change=change
+    )
