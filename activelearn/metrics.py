@@ -159,6 +159,10 @@ def _checked(
         raise MetricsError(f"labels not among the classes: {unknown[:10].tolist()}")
     if not np.isfinite(probs).all() or (probs < 0).any():
         raise MetricsError("probabilities must be finite and non-negative")
+    # Rows of float32 probabilities sum to 1 only within ~1e-6, which scikit-learn's log loss
+    # warns about; rescale every row that has any mass.
+    sums = probs.sum(axis=1, keepdims=True)
+    probs = np.divide(probs, sums, out=probs.copy(), where=sums > 0)
     # scikit-learn wants the classes sorted; sorting also makes ties go to the smaller label,
     # as in classifier_predict.
     order = np.argsort(classes, kind="stable")

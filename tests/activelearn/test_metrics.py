@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from sklearn.metrics import (
@@ -146,3 +148,17 @@ def test_exactly_one_half_is_no() -> None:
     """The paper: a probability *above* 0.5 counts as yes."""
     m = multilabel_metrics(np.array([[0.5]]), np.array([[True]]), names=["moving"])
     assert m.recall == 0.0 and m.accuracy == 0.0
+
+
+def test_float32_rows_are_rescaled_before_scoring() -> None:
+    rng = np.random.default_rng(5)
+    probs = rng.random((20, 6)).astype(np.float32)
+    probs /= probs.sum(axis=1, keepdims=True)
+    truth = rng.integers(0, 6, size=20)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # scikit-learn's "do not sum to one" would raise
+        m = classification_metrics(probs, truth, classes=np.arange(6))
+    exact = probs.astype(np.float64)
+    exact /= exact.sum(axis=1, keepdims=True)
+    assert m.log_loss == pytest.approx(log_loss(truth, exact, labels=range(6)))
