@@ -325,6 +325,11 @@ class EffortSaved:
     def items(self) -> int:
         return self.auto_accepted + self.empty_images
 
+    @property
+    def minutes(self) -> float:
+        """The hours in minutes: a young project's estimate is shown in minutes."""
+        return self.hours * 60.0
+
     def formula(self) -> str:
         """The computation with its numbers, e.g. for the export and the page's title text."""
         text = (

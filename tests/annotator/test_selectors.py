@@ -99,5 +99,5 @@ def test_pipeline_counts_feed_the_effort(project: Project, synthetic: Any) -> No
     effort = effort_saved_estimate(project=project, counts=counts)
     # 20 synthetic crops: 4 auto-acceptable (2 per ten), 1 empty image; a minute each.
     assert (effort.auto_accepted, effort.empty_images) == (4, 1)
-    assert effort.hours == pytest.approx(5 / 60)
+    assert effort.hours == pytest.approx(5 / 60) and effort.minutes == pytest.approx(5)
     assert effort.threshold == 0.9 and effort.classifier_number == 1

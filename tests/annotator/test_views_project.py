@@ -450,6 +450,18 @@ def test_effort_shows_weeks_and_years_when_large(
     assert "= 52.0 ÷ 52 = 1.0 years of 40-hour weeks" in formula
 
 
+def test_effort_under_an_hour_is_shown_in_minutes(
+    project: Project, admin_user: User, synthetic: Any
+) -> None:
+    # 3 items x 10 s = 30 s: "0.0 hours" would hide it.
+    project.seconds_per_image = 10.0
+    project.save(update_fields=["seconds_per_image"])
+    html = _client(admin_user).get(reverse("project_detail", args=[project.slug])).text
+    assert 'id="effort-minutes">0<' not in html and 'id="effort-minutes">1<' in html
+    formula = html.split('id="effort-formula">')[1].split("</p>")[0]
+    assert "× 10 s per image ÷ 3600 = 0.01 hours" in formula
+
+
 def test_metrics_json_export(
     project: Project, admin_user: User, ecologist: User, volunteer: User, synthetic: Any
 ) -> None:
