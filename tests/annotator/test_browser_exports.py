@@ -57,7 +57,7 @@ def test_ecologist_downloads_every_export(
     page.click("button[type=submit]")
     page.goto(f"{live_server.url}/p/{slug}/")
     exports = page.locator("#exports")
-    assert exports.locator("a").count() == 5
+    assert exports.locator("a").count() == 6
 
     name, path = _download(page, exports.get_by_role("link", name="Crops CSV"), tmp_path)
     assert name == f"{slug}-crops.csv"
@@ -107,6 +107,12 @@ def test_ecologist_downloads_every_export(
     boxed = {a["id"] for a in coco["annotations"] if "bbox" in a}
     animals = exported.exclude(pk=crops["A2"].pk)  # people said A2 is not an animal
     assert boxed == {f"crop-{pk}" for pk in animals.values_list("pk", flat=True)}
+
+    name, path = _download(page, exports.get_by_role("link", name="Metrics JSON"), tmp_path)
+    assert name == f"{slug}-metrics.json"
+    report = json.loads(path.read_text())
+    assert report["project"] == slug
+    assert report["effort_saved"]["empty_images"] == len(empty)
 
     exports.get_by_role("link", name="Camtrap DP package").click()
     page.wait_for_selector("#camtrap-form")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth import authenticate
 from django.core.management import call_command
+from django.test import RequestFactory
 
 from activelearn.models import Round
 from annotator.demo import DEMO_PROJECT
@@ -26,7 +27,9 @@ def test_demo_setup_twice(
     call_command("demo_setup")
     first = capsys.readouterr().out
     assert "admin" in first and "Round 1 opened" in first
-    assert authenticate(username="admin", password="demo-admin-pw-1") is not None
+    # The login-throttling backend (django-axes) needs the request, as the login view gives it.
+    request = RequestFactory().post("/accounts/login/")
+    assert authenticate(request, username="admin", password="demo-admin-pw-1") is not None
     project = Project.objects.get(name=DEMO_PROJECT)
     assert project.images.count() == 69 and Crop.objects.count() == 68
     assert Membership.objects.filter(project=project).count() == 3
