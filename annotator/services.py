@@ -30,6 +30,7 @@ from annotator.models import (
     Species,
 )
 from annotator.sequences import FrameInfo, exif_camera_and_time, sequences_infer
+from annotator.taskqueue import task_enqueue
 from detector.base import DetectorError
 from detector.crops import upright_size
 from detector.imported import ImportedDetector
@@ -331,7 +332,7 @@ def detection_job_create(
     if queue:
         from annotator.tasks import detection_job_task
 
-        transaction.on_commit(lambda: detection_job_task.delay(job.pk))
+        task_enqueue(task=detection_job_task, args=[job.pk])  # kept if the broker is down
     return job
 
 
@@ -403,7 +404,7 @@ def project_thresholds_update(
     if queue:
         from annotator.tasks import project_crops_refresh_task
 
-        transaction.on_commit(lambda: project_crops_refresh_task.delay(project.pk))
+        task_enqueue(task=project_crops_refresh_task, args=[project.pk])
         return None
     return project_crops_refresh(project_id=project.pk)
 

@@ -102,3 +102,26 @@ def test_a_restarted_worker_queues_again_only_what_it_had_started(broker: FakeBr
     mine.refresh_from_db()
     assert (mine.started_at, mine.worker) == (None, "")
     assert QueuedTask.objects.get(pk=waiting.pk).published_at is not None
+
+
+def test_detection_and_crop_refresh_are_kept_while_the_broker_is_down(
+    project: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The admin's detection job and threshold change go through the outbox too."""
+    from annotator import tasks as pipeline_tasks
+    from annotator.services import detection_job_create, project_thresholds_update
+
+    down = FakeBroker()
+    down.down = True
+    monkeypatch.setattr(pipeline_tasks.detection_job_task, "delay", down)
+    monkeypatch.setattr(pipeline_tasks.project_crops_refresh_task, "delay", down)
+    job = detection_job_create(project=project, detector="offline", queue=True)
+    project_thresholds_update(
+        project=project, detection_threshold=0.3, min_box_pixels=8, crop_padding=0.1, queue=True
+    )
+    kept = {(r.name, tuple(r.args)): r for r in QueuedTask.objects.all()}
+    assert set(kept) == {
+        (pipeline_tasks.detection_job_task.name, (job.pk,)),
+        (pipeline_tasks.project_crops_refresh_task.name, (project.pk,)),
+    }
+    assert all(r.published_at is None and "Connection refused" in r.error for r in kept.values())
