@@ -7,7 +7,8 @@ import itertools
 import json
 import logging
 import time
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -795,7 +796,40 @@ def classifier_retrain_queue(*, project_id: int) -> None:
     task_enqueue(task=classifier_retrain_task, args=[project_id])
 
 
+# First key of the PostgreSQL advisory lock that lets one retrain per project run at a time.
+_RETRAIN_LOCK = 7201
+
+
+@contextmanager
+def _retrain_lock(*, project_id: int) -> Iterator[None]:
+    """Hold the project's retrain lock (a PostgreSQL session advisory lock) for the block.
+
+    Two workers retraining one project at once would both write ``v<n>`` files and race for the
+    version number; the second now waits, then finds nothing new and returns the first one's
+    classifier. A no-op elsewhere (SQLite runs one worker).
+    """
+    if connection.vendor != "postgresql":
+        yield
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_lock(%s, %s)", [_RETRAIN_LOCK, project_id])
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [_RETRAIN_LOCK, project_id])
+
+
 def classifier_retrain(*, project_id: int) -> ClassifierVersion | None:
+    """Train the classifier on every species label and predict every crop of the project.
+
+    One retrain per project runs at a time (``_retrain_lock``).
+    """
+    with _retrain_lock(project_id=project_id):
+        return _classifier_retrain(project_id=project_id)
+
+
+def _classifier_retrain(*, project_id: int) -> ClassifierVersion | None:
     """Train the classifier on every species label and predict every crop of the project.
 
     Returns None when there is nothing to train on. Safe to run twice: when neither the labels,

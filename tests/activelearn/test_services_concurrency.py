@@ -302,3 +302,31 @@ def test_labels_arriving_while_the_embedding_is_fine_tuned_count_in_the_next_run
     assert classifier.n_labels == 8 + len(arrived)
     assert Label.objects.count() == 8 + len(arrived)
     assert ClassifierVersion.objects.count() == 1
+
+
+def test_two_retrains_of_one_project_at_once_make_one_version(
+    ingested_project: Project, volunteer: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two workers retraining at once: the second waits for the first, then has nothing new."""
+    label_by_truth(ingested_project, volunteer, Crop.objects.select_related("image"))
+    barrier = threading.Barrier(2, timeout=20)
+    real_train = services.classifier_train
+    fits: list[int] = []
+
+    def slow_train(*args: Any, **kwargs: Any) -> Any:
+        fits.append(1)
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(services, "classifier_train", slow_train)
+
+    def retrain() -> object:
+        barrier.wait()
+        return classifier_retrain(project_id=ingested_project.pk)
+
+    results, errors = _in_threads(retrain, retrain)
+
+    assert errors == []
+    assert ClassifierVersion.objects.filter(project=ingested_project).count() == 1
+    version = ClassifierVersion.objects.get(project=ingested_project)
+    assert [r.pk for r in results] == [version.pk, version.pk]  # type: ignore[attr-defined]
+    assert len(fits) == 1 + version.cv_n_splits  # trained once, not twice
