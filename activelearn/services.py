@@ -699,12 +699,7 @@ def _crop_voted_by(user: User) -> Exists:
 
 
 def _crop_settled() -> Exists:
-    return Exists(
-        Consensus.objects.filter(
-            crop=OuterRef("crop_id"),
-            status__in=(Consensus.Status.DONE, Consensus.Status.REVIEW),
-        )
-    )
+    return Exists(Consensus.objects.filter(crop=OuterRef("crop_id"), status__in=_SETTLED))
 
 
 def _claims_create(*, round_: Round, user: User, crop_ids: list[int]) -> None:
@@ -1430,9 +1425,6 @@ def embedding_finetune_queue(*, project: Project, force: bool = False) -> Embedd
     if building.exists():
         if force:
             raise FinetuneError("the embedding is being fine-tuned already")
-        return None
-    new_labels = species_labels.filter(id__gt=current.last_label_id).count()
-    if not force and new_labels < project.finetune_every:
         return None
     if species_labels.values("species_id").distinct().count() < 2:
         if force:
