@@ -54,6 +54,7 @@ import torch.nn.functional as F
 from PIL import Image
 from pytorch_metric_learning import losses, miners, reducers, samplers
 from pytorch_metric_learning.utils import common_functions as pml_common
+from sklearn.utils.class_weight import compute_class_weight
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler
 from torchvision.transforms import v2
@@ -196,14 +197,15 @@ def _usable_rows(labels: np.ndarray, config: TrainConfig) -> _Plan:
         )
     rows = np.flatnonzero(np.isin(labels, keep)).astype(np.int64)
     batch_p = min(config.batch_p, int(keep.size))
-    kept, dense, counts = np.unique(labels[rows], return_inverse=True, return_counts=True)
+    kept, dense = np.unique(labels[rows], return_inverse=True)
     return _Plan(
         rows=rows,
         labels=labels[rows].astype(np.int64),
         n_classes=int(keep.size),
         batch_p=batch_p,
         dense=dense.reshape(-1).astype(np.int64),
-        weights=(rows.size / (kept.size * counts)).astype(np.float32),
+        # f_i = N / (C n_i): scikit-learn's "balanced" weights, as the classifier's.
+        weights=compute_class_weight("balanced", classes=kept, y=labels[rows]).astype(np.float32),
     )
 
 
