@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -278,13 +278,10 @@ def confusion_matrix_get(*, project: Project) -> ConfusionView | None:
     present = [
         int(c) for c, row, col in zip(classes, full, full.T, strict=True) if row.any() or col.any()
     ]
-    order = sorted(
-        present,
-        key=lambda i: (0, species[i].position, species[i].name) if i in species else (1, 0, i),
-    )
+    order = _species_ordered(present, species)
     index = [int(np.flatnonzero(classes == i)[0]) for i in order]
     counts = full[np.ix_(index, index)]
-    names = [species[i].name if i in species else f"removed species #{i}" for i in order]
+    names = [_species_name(i, species) for i in order]
     # Drawing a large matrix takes a while: keep it per classifier and species names.
     digest = hashlib.sha256("\n".join(names).encode()).hexdigest()[:16]
     key = f"confusion-svg:{classifier.pk}:{digest}"
@@ -322,6 +319,19 @@ def _cv_confusion_load(*, classifier: ClassifierVersion) -> tuple[np.ndarray, np
     one_hot = (predicted[:, None] == classes[None, :]).astype(np.float64)
     metrics = classification_metrics(one_hot, true, classes=classes)
     return metrics.classes, metrics.confusion
+
+
+def _species_ordered(ids: Iterable[int], species: dict[int, Species]) -> list[int]:
+    """``ids`` in the species list's order; ids of species merged away last, by id."""
+    return sorted(
+        ids,
+        key=lambda i: (0, species[i].position, species[i].name) if i in species else (1, 0, i),
+    )
+
+
+def _species_name(species_id: int, species: dict[int, Species]) -> str:
+    """The species' name, or "removed species #<id>" for one merged away since."""
+    return species[species_id].name if species_id in species else f"removed species #{species_id}"
 
 
 def _cv_file(classifier: ClassifierVersion) -> Path:
@@ -366,10 +376,7 @@ def classifier_metrics_get(
         return None
     species = {s.pk: s for s in Species.objects.filter(project=project)}
     stored = {int(k): (v[0], int(v[1])) for k, v in (classifier.cv_per_species or {}).items()}
-    order = sorted(
-        stored,
-        key=lambda i: (0, species[i].position, species[i].name) if i in species else (1, 0, i),
-    )
+    order = _species_ordered(stored, species)
     return ClassifierMetricsView(
         classifier=classifier.number,
         n_splits=classifier.cv_n_splits,
@@ -379,7 +386,7 @@ def classifier_metrics_get(
         per_species=[
             SpeciesAccuracy(
                 species_id=i,
-                name=species[i].name if i in species else f"removed species #{i}",
+                name=_species_name(i, species),
                 accuracy=None if stored[i][0] is None else float(stored[i][0]),
                 support=stored[i][1],
             )
@@ -413,13 +420,15 @@ class AttributeMetricsView:
     rows: list[AttributeScore]
 
 
-def attribute_metrics_get(*, project: Project) -> AttributeMetricsView | None:
-    """The attribute head's scores, or None when the latest classifier has none (too few
-    crops with attributes, or too few capture events to cross-validate). One query.
+def attribute_metrics_get(
+    *, project: Project, classifier: ClassifierVersion | None
+) -> AttributeMetricsView | None:
+    """``classifier``'s (the latest, as ``classifier_latest``) attribute head scores, or None
+    when it has none (too few crops with attributes, or too few capture events to
+    cross-validate). One query.
 
     Attributes renamed since show their current name; removed ones keep the stored name.
     """
-    classifier = classifier_latest(project=project)
     metrics = classifier.attribute_metrics if classifier is not None else None
     if classifier is None or not metrics:
         return None

@@ -97,7 +97,9 @@ def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
         "learning_curve": learning_curve_get(project=project) if is_admin else None,
         "label_counts": label_counts_chart(project=project) if is_admin else None,
         "confusion": confusion_matrix_get(project=project) if is_admin else None,
-        "attribute_metrics": attribute_metrics_get(project=project) if is_admin else None,
+        "attribute_metrics": attribute_metrics_get(project=project, classifier=classifier)
+        if is_admin
+        else None,
         "jobs": jobs_active_for_project(project=project) if is_admin else [],
         "recent_jobs": jobs_recent_for_project(project=project) if is_admin else [],
         "detection": detection_job_latest(project=project),
