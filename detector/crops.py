@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -20,6 +21,7 @@ __all__ = [
     "box_to_pixels",
     "crop_box",
     "exif_orientation",
+    "image_load",
     "image_rgb",
     "image_upright",
     "upright_size",
@@ -80,6 +82,18 @@ def image_rgb(image: Image.Image) -> Image.Image:
         pixels = np.asarray(image).astype(np.uint32) >> 8
         return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), mode="L").convert("RGB")
     return image.convert("RGB")
+
+
+def image_load(path: Path) -> Image.Image:
+    """The image at ``path`` decoded in full (a truncated file fails here, not later), turned
+    upright and in 8-bit RGB: what a detector or an embedding network sees.
+
+    Raises OSError, ValueError or Pillow's DecompressionBombError for a file that is not a
+    readable image; callers wrap them in their own error.
+    """
+    with Image.open(path) as image:
+        image.load()
+        return image_rgb(image_upright(image))
 
 
 # Tolerance when snapping normalised coordinates to pixels: 0.1 * 640 is

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from detector.base import CATEGORIES, Box, DetectorError, ImageDetections, box_validate
+from detector.crops import image_load
 from detector.imported import normalise_relpath
 
 __all__ = [
@@ -476,14 +477,7 @@ class MegaDetector:
 
     def _read(self, name: str) -> Any:
         """The image as an upright RGB PIL image; raises OSError/ValueError if unreadable."""
-        from PIL import Image
-
-        from detector.crops import image_rgb, image_upright
-
-        with Image.open(self.root / name) as image:
-            image.load()  # decode now, so a truncated file fails here, not later
-            # 16-bit greyscale is scaled to 8 bits (PIL's convert would clip it white).
-            return image_rgb(image_upright(image))
+        return image_load(self.root / name)
 
     def _detect_batch(self, names: list[str]) -> list[ImageDetections]:
         """Detect on a few files; unreadable ones become failures."""

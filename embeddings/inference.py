@@ -30,7 +30,7 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from detector.crops import image_rgb, image_upright
+from detector.crops import image_load
 from embeddings.model import BackboneInfo, EmbeddingNet
 
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
@@ -47,9 +47,7 @@ def load_rgb(path: Path) -> Image.Image:
     Raises ValueError naming ``path`` if it is missing, not an image, or truncated.
     """
     try:
-        with Image.open(path) as image:
-            image.load()  # decode now so truncated files fail here, not later
-            return image_rgb(image_upright(image))
+        return image_load(path)
     except (OSError, ValueError, Image.DecompressionBombError) as error:
         raise ValueError(f"cannot read image {path}: {type(error).__name__}: {error}") from error
 
