@@ -22,13 +22,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import joblib
 import numpy as np
 import torch
 from sklearn.model_selection import GroupKFold
 
 from activelearn._checks import check_int
-from activelearn.classifier import joblib_dump_atomic
+from activelearn.classifier import joblib_dump_atomic, joblib_load_checked
 from embeddings.inference import torch_threads
 
 __all__ = [
@@ -211,14 +210,9 @@ def attributes_save(model: TrainedAttributes, path: Path) -> None:
 def attributes_load(path: Path) -> TrainedAttributes:
     """Read a head written by ``attributes_save``; AttributeHeadError for any other file."""
     path = Path(path)
-    try:
-        payload = joblib.load(path)
-    except FileNotFoundError:
-        raise
-    except Exception as exc:  # joblib/pickle raise many types for a corrupt file
-        raise AttributeHeadError(f"{path} is not a readable attribute head: {exc}") from exc
-    if not isinstance(payload, dict) or payload.get("format") != _FILE_FORMAT:
-        raise AttributeHeadError(f"{path} is not a Trapwise attribute head")
+    payload = joblib_load_checked(
+        path, file_format=_FILE_FORMAT, what="attribute head", error=AttributeHeadError
+    )
     if payload.get("version") != _FILE_VERSION or not isinstance(
         payload.get("model"), TrainedAttributes
     ):

@@ -645,6 +645,26 @@ def joblib_dump_atomic(payload: object, path: Path) -> None:
         raise
 
 
+def joblib_load_checked(
+    path: Path, *, file_format: str, what: str, error: type[ValueError]
+) -> dict[str, Any]:
+    """The payload dict that ``joblib_dump_atomic`` wrote with ``"format": file_format``.
+
+    Raises FileNotFoundError for a missing file, and ``error`` naming ``what`` for a file that
+    cannot be unpickled or holds another format. Only load trusted files: joblib unpickles
+    arbitrary objects.
+    """
+    try:
+        payload = joblib.load(path)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # joblib/pickle raise many types for a corrupt file
+        raise error(f"{path} is not a readable {what}: {exc}") from exc
+    if not isinstance(payload, dict) or payload.get("format") != file_format:
+        raise error(f"{path} is not a Trapwise {what}")
+    return payload
+
+
 def classifier_load(path: Path) -> TrainedClassifier:
     """Read a classifier written by ``classifier_save``.
 
@@ -656,14 +676,9 @@ def classifier_load(path: Path) -> TrainedClassifier:
         an unsupported payload version.
     """
     path = Path(path)
-    try:
-        payload = joblib.load(path)
-    except FileNotFoundError:
-        raise
-    except Exception as exc:  # joblib/pickle raise many types for a corrupt file
-        raise ClassifierError(f"{path} is not a readable classifier file: {exc}") from exc
-    if not isinstance(payload, dict) or payload.get("format") != _FILE_FORMAT:
-        raise ClassifierError(f"{path} is not a Trapwise classifier file")
+    payload = joblib_load_checked(
+        path, file_format=_FILE_FORMAT, what="classifier file", error=ClassifierError
+    )
     if payload.get("version") != _FILE_VERSION:
         raise ClassifierError(
             f"{path} has classifier file version {payload.get('version')!r}; "
