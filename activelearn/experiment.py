@@ -73,7 +73,6 @@ __all__ = [
     "resolve_strategy",
     "run_benchmark",
     "run_loop",
-    "sequence_scores",
     "summarise",
 ]
 
@@ -334,30 +333,6 @@ def _probability_matrix(
     # float32 rows sum to 1 within ~1e-7, short of scikit-learn's log-loss check.
     normalised: np.ndarray = result / result.sum(axis=1, keepdims=True)
     return normalised
-
-
-def _majority(labels: np.ndarray, n_classes: int) -> int:
-    """Most frequent label of a (n,) int array; ties go to the smaller label."""
-    return int(np.argmax(np.bincount(labels, minlength=n_classes)))
-
-
-def sequence_scores(
-    probs: np.ndarray, labels: np.ndarray, seq_ids: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Capture-event predictions: ((S,) predicted label, (S,) majority true label).
-
-    Args:
-        probs: (N, C) class probabilities of N crops.
-        labels: (N,) int64 true labels.
-        seq_ids: (N,) sequence of each crop; S distinct sequences.
-    """
-    _, group = np.unique(seq_ids, return_inverse=True)
-    group = group.reshape(-1)
-    n_seq, n_classes = int(group.max()) + 1, probs.shape[1]
-    sums = np.zeros((n_seq, n_classes), dtype=np.float64)
-    np.add.at(sums, group, probs)  # the mean and the sum peak at the same class
-    truth = np.array([_majority(labels[group == s], n_classes) for s in range(n_seq)])
-    return sums.argmax(axis=1), truth
 
 
 def evaluate(

@@ -27,7 +27,6 @@ from activelearn.experiment import (
     resolve_strategy,
     run_benchmark,
     run_loop,
-    sequence_scores,
     summarise,
 )
 from activelearn.metrics import classification_metrics
@@ -127,12 +126,18 @@ def test_resolve_strategy() -> None:
 
 
 def test_sequence_scores_average_crop_probabilities() -> None:
+    """Sequence top-1 (the metrics module's event accuracy, which evaluate() reports)."""
     probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.3, 0.7], [0.6, 0.4]])
     labels = np.array([0, 1, 1, 0])
     seq_ids = np.array(["s", "s", "s", "t"])
-    predicted, truth = sequence_scores(probs, labels, seq_ids)
+    scores = classification_metrics(probs, labels, classes=np.arange(2), events=seq_ids)
     # s: mean (0.467, 0.533) -> 1, majority label 1; t: 0 and 0.
-    assert predicted.tolist() == [1, 0] and truth.tolist() == [1, 0]
+    assert (scores.event_top1, scores.n_events) == (1.0, 2)
+    # t labelled 1 instead: its prediction 0 is now wrong.
+    wrong_t = classification_metrics(
+        probs, np.array([0, 1, 1, 1]), classes=np.arange(2), events=seq_ids
+    )
+    assert wrong_t.event_top1 == 0.5
 
 
 def test_evaluate_counts_top1_top5_and_sequences() -> None:
