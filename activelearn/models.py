@@ -6,9 +6,9 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from annotator.models import Project, Species
 from detector.models import Crop
 from embeddings.models import EmbeddingVersion
+from projects.models import Project, Species
 
 
 class Strategy(models.TextChoices):

@@ -15,8 +15,8 @@ from django.utils import timezone
 
 from activelearn.evaluation import LearningCurve, learning_curve_fit
 from activelearn.models import ClassifierVersion, Consensus, Label, Prediction, Round
-from annotator.models import Image, Project, Species
 from detector.models import Crop
+from projects.models import Image, Project, Species
 
 
 def round_open_get(*, project: Project) -> Round | None:

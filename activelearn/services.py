@@ -68,10 +68,6 @@ from activelearn.models import (
 )
 from activelearn.selection import min_sq_distances_update, select
 from activelearn.selectors import classifier_latest, labels_latest_by_crop, round_open_get
-from annotator.jobs import JobTracker, job_track
-from annotator.models import Attribute, ClassBalance, Job, Project, Species
-from annotator.sequences import capture_event
-from annotator.taskqueue import task_enqueue
 from detector.models import Crop
 from embeddings._atomic import atomic_path
 from embeddings.models import EmbeddingVersion
@@ -81,8 +77,17 @@ from embeddings.selectors import (
     embedding_version_current,
 )
 from embeddings.services import embedding_finetune_create, embedding_finetune_run
+from projects.jobs import JobTracker, job_track
+from projects.models import Attribute, ClassBalance, Job, Project, Species
+from projects.sequences import capture_event
+from projects.taskqueue import task_enqueue
 
 logger = logging.getLogger(__name__)
+
+# The Celery tasks this module queues, by name (``activelearn.tasks`` defines them and imports
+# this module, so importing them here would be a cycle).
+RETRAIN_TASK = "activelearn.tasks.classifier_retrain_task"
+FINETUNE_TASK = "activelearn.tasks.embedding_finetune_task"
 
 # Folds of the cross-validation behind thresholding and the learning curve.
 CV_FOLDS = 5
@@ -786,9 +791,7 @@ def classifier_retrain_request(*, project: Project) -> None:
 
 def classifier_retrain_queue(*, project_id: int) -> None:
     """Queue a retrain once the current transaction commits (kept if the broker is down)."""
-    from activelearn.tasks import classifier_retrain_task
-
-    task_enqueue(task=classifier_retrain_task, args=[project_id])
+    task_enqueue(name=RETRAIN_TASK, args=[project_id])
 
 
 # First key of the PostgreSQL advisory lock that lets one retrain per project run at a time.
@@ -1434,9 +1437,7 @@ def embedding_finetune_queue(*, project: Project, force: bool = False) -> Embedd
     version = embedding_finetune_create(
         project=project, parent=current, last_label_id=last_label_id
     )
-    from activelearn.tasks import embedding_finetune_task
-
-    task_enqueue(task=embedding_finetune_task, args=[version.pk])
+    task_enqueue(name=FINETUNE_TASK, args=[version.pk])
     return version
 
 

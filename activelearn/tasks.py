@@ -4,10 +4,21 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from activelearn.services import classifier_retrain, embedding_finetune_and_retrain
+from activelearn.services import (
+    FINETUNE_TASK,
+    RETRAIN_TASK,
+    classifier_retrain,
+    embedding_finetune_and_retrain,
+)
 
 
-@shared_task(acks_late=True, reject_on_worker_lost=True, time_limit=3600, soft_time_limit=3300)
+@shared_task(
+    name=RETRAIN_TASK,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    time_limit=3600,
+    soft_time_limit=3300,
+)
 def classifier_retrain_task(project_id: int) -> int | None:
     """Retrain the project's classifier and predict every crop; returns the version's pk."""
     classifier = classifier_retrain(project_id=project_id)
@@ -15,6 +26,7 @@ def classifier_retrain_task(project_id: int) -> int | None:
 
 
 @shared_task(
+    name=FINETUNE_TASK,
     acks_late=True,
     reject_on_worker_lost=True,
     time_limit=24 * 3600,

@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from annotator.models import Image, Membership, Project, Species
+from projects.models import Image, Membership, Project, Species
 
 
 class MembershipInline(admin.TabularInline):

@@ -49,7 +49,7 @@ from annotator.exports import (
     event_summaries,
     image_records,
 )
-from annotator.models import Image, Membership, Project, Role
+from projects.models import Image, Membership, Project, Role
 
 CAMTRAP_DP_VERSION = "1.0"
 PROFILE_URL = f"https://raw.githubusercontent.com/tdwg/camtrap-dp/{CAMTRAP_DP_VERSION}/camtrap-dp-profile.json"

@@ -12,8 +12,8 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 
 from activelearn.services import round_start
-from annotator.models import Project, Role
 from annotator.services import IngestReport, folder_ingest, membership_set, project_create
+from projects.models import Project, Role
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "fixtures" / "missouri-sample"
 DEMO_PROJECT = "Missouri demo"

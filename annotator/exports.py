@@ -58,9 +58,9 @@ from activelearn.models import (
     RoundCrop,
 )
 from activelearn.selectors import classifier_latest
-from annotator.models import Attribute, Image, Project
-from annotator.sequences import capture_event
 from detector.models import Crop
+from projects.models import Attribute, Image, Project
+from projects.sequences import capture_event
 
 EXPORT_CHUNK = 2000
 

@@ -7,7 +7,7 @@ from typing import Any
 from django import forms
 
 from activelearn.models import LabelKind, Strategy
-from annotator.models import ClassBalance, Project, Role, Species
+from projects.models import ClassBalance, Project, Role, Species
 
 SKIP = "skip"
 

@@ -1,167 +1,20 @@
-"""Background jobs' progress: writes (start, advance, finish) and the dashboard's reads.
-
-Embedding builds, fine-tuning and retraining report here through a ``Job`` row; detection
-keeps its own ``DetectionJob`` (with its problem list) and is shown next to them. Workers
-call ``job_advance`` after every batch; it writes at most about once a second (or per 1% of
-the work), so reporting costs nothing next to the work itself.
-"""
+"""The dashboard's reads of background jobs: ``Job`` rows (embedding, retraining, fine-tuning,
+written by ``projects.jobs``) and detection's ``DetectionJob`` rows, side by side."""
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from types import TracebackType
 
 from django.utils import timezone
 
-from annotator.models import Job, Project
 from detector.models import DetectionJob
+from projects.models import Job, Project
 
-# job_advance writes when this much time has passed since its last write ...
-ADVANCE_MIN_SECONDS = 1.0
-# ... or when this share of the total has been done since.
-ADVANCE_MIN_SHARE = 0.01
 # A running job not heard from for this long is shown as stalled (its worker may have died).
 STALLED_AFTER = timedelta(minutes=30)
 # Finished jobs in the dashboard's "recent jobs" list.
 RECENT_JOBS = 5
-
-# Monotonic clock; tests replace it to check the throttling without sleeping.
-_clock: Callable[[], float] = time.monotonic
-
-
-@dataclass
-class _Written:
-    """What job_advance last wrote for a job in this process: when, done and total."""
-
-    at: float
-    done: int
-    total: int
-
-
-_written: dict[int, _Written] = {}
-_written_lock = threading.Lock()
-
-
-def job_start(*, project: Project, kind: str, total: int, detail: str = "") -> Job:
-    """Record a job of ``kind`` (a ``Job.Kind``) that starts now with ``total`` work units.
-
-    Call it outside any long transaction: the dashboard reads the row from other connections.
-    """
-    if kind not in Job.Kind.values:
-        raise ValueError(f"unknown job kind {kind!r}; choose one of {', '.join(Job.Kind.values)}")
-    job = Job.objects.create(
-        project=project,
-        kind=kind,
-        status=Job.Status.RUNNING,
-        total=max(int(total), 0),
-        detail=detail[:300],
-        started_at=timezone.now(),
-    )
-    with _written_lock:
-        _written[job.pk] = _Written(at=_clock(), done=0, total=job.total)
-    return job
-
-
-def job_advance(*, job_id: int, done: int, total: int | None = None, detail: str = "") -> bool:
-    """Report that ``done`` units (of ``total``, when it changed) are finished.
-
-    Cheap to call after every batch: the row is written only when ``ADVANCE_MIN_SECONDS``
-    have passed since this process last wrote it, ``ADVANCE_MIN_SHARE`` of the total has been
-    done since, the total or the detail changed, or the job reached its total. Returns whether
-    it wrote.
-    """
-    done = max(int(done), 0)
-    now = _clock()
-    with _written_lock:
-        last = _written.get(job_id)
-        new_total = max(int(total), 0) if total is not None else None
-        if last is None:  # first report in this process (e.g. a worker that took over)
-            due = True
-        else:
-            known_total = last.total if new_total is None else new_total
-            due = (
-                detail != ""
-                or known_total != last.total
-                or now - last.at >= ADVANCE_MIN_SECONDS
-                or (known_total > 0 and done - last.done >= ADVANCE_MIN_SHARE * known_total)
-                or (known_total > 0 and done >= known_total > last.done)
-            )
-        if not due:
-            return False
-        base_total = last.total if last is not None else 0
-        _written[job_id] = _Written(
-            at=now, done=done, total=new_total if new_total is not None else base_total
-        )
-    fields: dict[str, object] = {"done": done, "updated_at": timezone.now()}
-    if new_total is not None:
-        fields["total"] = new_total
-    if detail:
-        fields["detail"] = detail[:300]
-    Job.objects.filter(pk=job_id).update(**fields)
-    return True
-
-
-def job_finish(*, job_id: int, error: str = "") -> None:
-    """Mark the job done (all units done) or, with an ``error``, failed with that message."""
-    with _written_lock:
-        _written.pop(job_id, None)
-    now = timezone.now()
-    if error:
-        Job.objects.filter(pk=job_id).update(
-            status=Job.Status.FAILED, error=error, finished_at=now, updated_at=now
-        )
-    else:
-        job = Job.objects.filter(pk=job_id).only("total", "done").first()
-        if job is None:
-            return
-        Job.objects.filter(pk=job_id).update(
-            status=Job.Status.DONE, done=max(job.total, job.done), finished_at=now, updated_at=now
-        )
-
-
-class JobTracker:
-    """A running job as a context manager: ``advance`` it; an exception fails it.
-
-    ``with job_track(...) as job: ... job.advance(done, total)``. Leaving the block normally
-    finishes the job; an exception records ``Type: message`` as its error and propagates.
-    ``advance`` has the plain ``(done, total)`` signature of the ML code's progress callbacks.
-    """
-
-    def __init__(self, job: Job) -> None:
-        self.job = job
-
-    def advance(self, done: int, total: int | None = None) -> None:
-        job_advance(job_id=self.job.pk, done=done, total=total)
-
-    def step(self, done: int, detail: str) -> None:
-        """Report a named step (e.g. "cross-validating, fold 2 of 5"); always written."""
-        job_advance(job_id=self.job.pk, done=done, detail=detail)
-
-    def __enter__(self) -> JobTracker:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        if exc_type is None:
-            job_finish(job_id=self.job.pk)
-        else:
-            job_finish(job_id=self.job.pk, error=f"{exc_type.__name__}: {exc}"[:5000])
-
-
-def job_track(*, project: Project, kind: str, total: int, detail: str = "") -> JobTracker:
-    """``job_start`` wrapped in a ``JobTracker``, for ``with`` blocks."""
-    return JobTracker(job_start(project=project, kind=kind, total=total, detail=detail))
-
-
-# --- Reads ---------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,10 @@ from activelearn.models import (
 )
 from activelearn.selectors import classifier_latest, round_open_get, round_progress
 from annotator.jobs import jobs_active_for_project, jobs_recent_for_project
-from annotator.models import Image, Membership, Project, Role, Species
 from detector.models import Crop
 from embeddings.models import EmbeddingVersion
 from embeddings.selectors import embedding_version_current
+from projects.models import Image, Membership, Project, Role, Species
 
 
 def project_list_for_user(*, user: User | AnonymousUser) -> QuerySet[Membership]:

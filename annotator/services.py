@@ -20,17 +20,6 @@ from PIL import Image as PILImage
 from activelearn.models import Consensus, EventPrediction, Label, Prediction
 from activelearn.services import classifier_retrain_queue, consensus_update
 from annotator.coco import CocoMetadata, coco_metadata_read
-from annotator.models import (
-    DEFAULT_ATTRIBUTES,
-    Attribute,
-    Image,
-    Membership,
-    Project,
-    Role,
-    Species,
-)
-from annotator.sequences import FrameInfo, exif_camera_and_time, sequences_infer
-from annotator.taskqueue import task_enqueue
 from detector.base import DetectorError
 from detector.crops import upright_size
 from detector.imported import ImportedDetector
@@ -46,8 +35,15 @@ from detector.services import (
     detector_for_root,
 )
 from embeddings.services import embedding_version_build, embeddings_sync
+from projects.models import DEFAULT_ATTRIBUTES, Attribute, Image, Membership, Project, Role, Species
+from projects.sequences import FrameInfo, exif_camera_and_time, sequences_infer
+from projects.taskqueue import task_enqueue
 
 logger = logging.getLogger(__name__)
+
+# The Celery tasks this module queues, by name (their module imports this one).
+DETECTION_TASK = "annotator.tasks.detection_job_task"
+CROPS_REFRESH_TASK = "annotator.tasks.project_crops_refresh_task"
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
 
@@ -330,9 +326,7 @@ def detection_job_create(
         total=images_pending(project=project),
     )
     if queue:
-        from annotator.tasks import detection_job_task
-
-        task_enqueue(task=detection_job_task, args=[job.pk])  # kept if the broker is down
+        task_enqueue(name=DETECTION_TASK, args=[job.pk])  # kept if the broker is down
     return job
 
 
@@ -402,9 +396,7 @@ def project_thresholds_update(
     project.crop_padding = crop_padding
     project.save(update_fields=["detection_threshold", "min_box_pixels", "crop_padding"])
     if queue:
-        from annotator.tasks import project_crops_refresh_task
-
-        task_enqueue(task=project_crops_refresh_task, args=[project.pk])
+        task_enqueue(name=CROPS_REFRESH_TASK, args=[project.pk])
         return None
     return project_crops_refresh(project_id=project.pk)
 

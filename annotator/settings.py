@@ -53,10 +53,13 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
-    "annotator",
+    # Every import points down this list: projects (the ground floor) <- detector <-
+    # embeddings <- activelearn <- annotator (the web app).
+    "projects",
     "detector",
     "embeddings",
     "activelearn",
+    "annotator",
     # Login throttling: failed logins per user name and address, locked out for a while.
     "axes",
     # Only for the API docs' Swagger files, served locally instead of from a CDN.
@@ -199,14 +202,14 @@ elif CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
         # after this many seconds, and also hands a task that runs longer than this to a second
         # worker while the first still runs. So it must stay above the longest task's time
         # limit (fine-tuning: 24 h). A worker that restarts requeues its own unfinished tasks
-        # at once from the database (annotator/taskqueue.py), so nothing waits this long.
+        # at once from the database (projects/taskqueue.py), so nothing waits this long.
         "visibility_timeout": int(os.environ.get("CELERY_BROKER_VISIBILITY_TIMEOUT", "90000")),
         # Fail fast when Redis is down: a web request that queues a task must not hang.
         "socket_connect_timeout": 3,
     }
 CELERY_TASK_DEFAULT_QUEUE = os.environ.get("CELERY_TASK_DEFAULT_QUEUE", "trapwise")
 # Queueing a task with the broker down gives up after about a second; the task stays recorded
-# in the database and is queued again when the broker is back (annotator/taskqueue.py).
+# in the database and is queued again when the broker is back (projects/taskqueue.py).
 CELERY_BROKER_CONNECTION_TIMEOUT = 3
 CELERY_TASK_PUBLISH_RETRY_POLICY = {
     "max_retries": 2,

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from annotator.services import detection_job_run, project_crops_refresh
+from annotator.services import (
+    CROPS_REFRESH_TASK,
+    DETECTION_TASK,
+    detection_job_run,
+    project_crops_refresh,
+)
 
 
 @shared_task(
+    name=DETECTION_TASK,
     acks_late=True,
     reject_on_worker_lost=True,
     time_limit=24 * 3600,
@@ -19,6 +25,7 @@ def detection_job_task(job_id: int) -> int:
 
 
 @shared_task(
+    name=CROPS_REFRESH_TASK,
     acks_late=True,
     reject_on_worker_lost=True,
     time_limit=12 * 3600,

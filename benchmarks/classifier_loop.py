@@ -67,10 +67,10 @@ def _project(vectors: np.ndarray, truth: np.ndarray, rng: np.random.Generator) -
     from django.utils import timezone
 
     from activelearn.models import Label
-    from annotator.models import Project, Species
     from detector.models import Crop, Detection
     from embeddings.models import EmbeddingVersion
     from embeddings.store import embeddings_save
+    from projects.models import Project, Species
 
     user = User.objects.create(username="bench")
     project = Project.objects.create(name="bench", slug="bench", seed=SEED, finetune_every=0)

@@ -129,9 +129,9 @@ def _project(*, slug: str, n_crops: int, admin: Any, rng: np.random.Generator) -
         RoundCrop,
     )
     from activelearn.services import consensus_update, predictions_store
-    from annotator.models import Image, Membership, Project, Role, Species
     from detector.models import Crop, Detection
     from embeddings.models import EmbeddingVersion
+    from projects.models import Image, Membership, Project, Role, Species
 
     project = Project.objects.create(name=slug, slug=slug, seed=SEED, finetune_every=0)
     Membership.objects.create(project=project, user=admin, role=Role.ADMIN)

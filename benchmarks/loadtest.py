@@ -588,8 +588,8 @@ def project_build(*, images: Path, volunteers: int, votes_per_crop: int, seed: i
 
     from activelearn.services import project_consensus_update, round_start
     from annotator.api.services import api_token_create
-    from annotator.models import Role
     from annotator.services import folder_ingest, membership_set, project_create
+    from projects.models import Role
 
     start = time.perf_counter()
     call_command("migrate", verbosity=0)
@@ -633,7 +633,7 @@ def stored_by_key(*, slug: str) -> tuple[dict[str, list[int]], int, dict[str, An
     from django.db.models import Count
 
     from activelearn.models import ClassifierVersion, Label, Round
-    from annotator.models import Project
+    from projects.models import Project
 
     project = Project.objects.get(slug=slug)
     labels = Label.objects.filter(project=project)

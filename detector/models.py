@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db import models
 
-from annotator.models import Image, Project
+from projects.models import Image, Project
 
 
 class Detection(models.Model):

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from django.utils import timezone
 
-from annotator.models import Image, Project
 from detector.base import Box
 from detector.models import Detection, DetectionJob
+from projects.models import Image, Project
 
 
 def images_pending(*, project: Project) -> int:

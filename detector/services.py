@@ -16,11 +16,11 @@ from django.db import transaction
 from django.utils import timezone
 from PIL import Image as PILImage
 
-from annotator.models import Image, Project
-from annotator.sequences import capture_event
 from detector.base import Box, Detector, DetectorError, ImageDetections
 from detector.crops import crop_box, image_upright
 from detector.models import Crop, Detection
+from projects.models import Image, Project
+from projects.sequences import capture_event
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db import models
 
-from annotator.models import Project
+from projects.models import Project
 
 
 class EmbeddingVersion(models.Model):

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 from django.conf import settings
 
-from annotator.models import Project
 from embeddings.models import EmbeddingVersion
 from embeddings.store import embeddings_load
+from projects.models import Project
 
 
 def embedding_version_current(*, project: Project) -> EmbeddingVersion | None:

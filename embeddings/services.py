@@ -15,8 +15,6 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from annotator.jobs import JobTracker, job_track
-from annotator.models import Job, Project
 from detector.models import Crop
 from embeddings.index import index_build, index_save
 from embeddings.inference import embed_images
@@ -39,6 +37,8 @@ from embeddings.training import (
     train_full,
     train_head,
 )
+from projects.jobs import JobTracker, job_track
+from projects.models import Job, Project
 
 logger = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ import pytest
 from django.contrib.auth.models import User
 
 from annotator.demo import SAMPLE_DIR
-from annotator.models import Project, Role
 from detector.models import Crop
+from projects.models import Project, Role
 
 PASSWORD = "correct-horse-battery"
 
@@ -181,9 +181,9 @@ def foreign(admin_user: User, volunteer: User) -> tuple[Project, Any, Crop]:
 
     For refusals: a label naming its crop or its species in the first project must fail.
     """
-    from annotator.models import Image, Species
     from annotator.services import membership_set, project_create
     from detector.models import Detection
+    from projects.models import Image, Species
 
     other = project_create(name="Foreign traps", created_by=admin_user)
     membership_set(project=other, user=volunteer, role=Role.VOLUNTEER)

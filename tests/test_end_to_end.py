@@ -22,8 +22,8 @@ from django.urls import reverse
 
 from activelearn.models import ClassifierVersion, Prediction, Round
 from annotator.exports import EXPORT_HEADER
-from annotator.models import Project
 from detector.models import Crop
+from projects.models import Project
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 

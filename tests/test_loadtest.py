@@ -21,7 +21,6 @@ from django.contrib.auth.models import User
 
 from activelearn.services import round_start
 from annotator.api.services import api_token_create
-from annotator.models import Project, Role
 from annotator.services import membership_set
 from benchmarks.loadtest import (
     NEXT,
@@ -41,6 +40,7 @@ from benchmarks.loadtest import (
     summarise,
     volunteer_run,
 )
+from projects.models import Project, Role
 
 # --- percentiles, error rate, summary ------------------------------------------------------------
 

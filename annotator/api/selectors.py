@@ -24,9 +24,10 @@ from annotator.exports import (
     human_attributes,
     machine_attributes,
 )
-from annotator.models import ApiToken, Project, Species
-from annotator.sequences import capture_event
+from annotator.models import ApiToken
 from detector.models import Crop
+from projects.models import Project, Species
+from projects.sequences import capture_event
 
 
 def api_token_for_key(*, key: str) -> ApiToken | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib.auth.models import User
 from django.http import HttpRequest
 
-from annotator.models import Role
+from projects.models import Role
 
 LABELLERS = (Role.ADMIN, Role.VOLUNTEER)
 EXPORTERS = (Role.ADMIN, Role.ECOLOGIST)

@@ -10,11 +10,11 @@ from django.http import FileResponse, Http404, HttpRequest
 from django.shortcuts import get_object_or_404
 from django.views.decorators.http import require_GET
 
-from annotator.models import Image
 from annotator.selectors import (
     project_get_for_user,
 )
 from detector.models import Crop
+from projects.models import Image
 
 
 @login_required

@@ -23,7 +23,6 @@ from annotator.forms import (
     SpeciesMergeForm,
     SpeciesNameForm,
 )
-from annotator.models import Project, Role
 from annotator.selectors import members_list, project_get_for_user, species_list_with_counts
 from annotator.services import (
     AttributeChangeError,
@@ -40,6 +39,7 @@ from annotator.services import (
     species_rename,
 )
 from annotator.views._common import request_user
+from projects.models import Project, Role
 
 ADMIN_ONLY = (Role.ADMIN,)
 

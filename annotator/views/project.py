@@ -34,7 +34,6 @@ from annotator.forms import (
     ThresholdsForm,
 )
 from annotator.jobs import jobs_active_for_project, jobs_recent_for_project
-from annotator.models import Role
 from annotator.selectors import (
     effort_saved_estimate,
     label_counts_chart,
@@ -49,6 +48,7 @@ from annotator.views._common import EXPORTERS, LABELLERS, request_user
 from detector.base import DetectorError
 from detector.selectors import detection_job_latest
 from embeddings.selectors import embedding_versions_list
+from projects.models import Role
 
 
 @login_required

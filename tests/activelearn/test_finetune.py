@@ -17,7 +17,6 @@ from activelearn.services import (
     label_submit,
     round_start,
 )
-from annotator.models import Project
 from detector.models import Crop
 from embeddings.index import index_ids, index_load
 from embeddings.models import EmbeddingVersion
@@ -27,6 +26,7 @@ from embeddings.selectors import (
     embedding_version_current,
 )
 from embeddings.services import INDEX
+from projects.models import Project
 
 pytestmark = pytest.mark.django_db
 

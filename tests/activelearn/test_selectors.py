@@ -17,7 +17,7 @@ from activelearn.selectors import (
     confusion_matrix_get,
     learning_curve_get,
 )
-from annotator.models import Project
+from projects.models import Project
 from tests.annotator.test_views_project import SYNTHETIC_METRICS, _synthetic_project
 
 pytestmark = pytest.mark.django_db

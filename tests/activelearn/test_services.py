@@ -15,7 +15,7 @@ from activelearn.services import (
     label_submit,
     round_start,
 )
-from annotator.models import Project
+from projects.models import Project
 from tests.conftest import label_by_truth
 
 pytestmark = pytest.mark.django_db

@@ -19,10 +19,10 @@ from activelearn.services import (
     embedding_finetune_and_retrain,
     embedding_finetune_queue,
 )
-from annotator.models import Project
 from detector.models import Crop
 from embeddings import services as embedding_services
 from embeddings.selectors import embedding_vectors_load
+from projects.models import Project
 from tests.conftest import label_by_truth
 
 pytestmark = pytest.mark.django_db

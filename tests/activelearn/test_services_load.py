@@ -11,7 +11,7 @@ from django.db import connection, transaction
 
 from activelearn.models import Label
 from activelearn.services import label_submit
-from annotator.models import Project
+from projects.models import Project
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -31,13 +31,13 @@ from activelearn.services import (
     label_submit,
     round_start,
 )
-from annotator.models import Job, Project, QueuedTask
 from annotator.services import folder_ingest
 from detector.models import Crop
 from embeddings.index import index_load
 from embeddings.models import EmbeddingVersion
 from embeddings.selectors import embedding_vectors_dir, embedding_vectors_load
 from embeddings.selectors import embedding_version_current as current_version
+from projects.models import Job, Project, QueuedTask
 from tests.processes import (
     celery_worker_start,
     database_writes_frozen,

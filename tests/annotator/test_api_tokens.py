@@ -19,7 +19,8 @@ from annotator.api.services import (
     api_token_revoke,
     api_token_used,
 )
-from annotator.models import ApiToken, Project
+from annotator.models import ApiToken
+from projects.models import Project
 
 pytestmark = pytest.mark.django_db
 

@@ -9,7 +9,7 @@ from django.contrib.auth.models import User
 
 from activelearn.models import Label
 from activelearn.services import round_start
-from annotator.models import Project
+from projects.models import Project
 from tests.conftest import browser_login
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]

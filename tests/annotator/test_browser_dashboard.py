@@ -10,7 +10,7 @@ from django.contrib.auth.models import User
 
 from activelearn.models import Label, Round
 from activelearn.services import label_submit
-from annotator.models import Membership, Project
+from projects.models import Membership, Project
 from tests.conftest import browser_login
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]

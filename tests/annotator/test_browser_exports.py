@@ -15,8 +15,8 @@ import pytest
 from django.contrib.auth.models import User
 from django.db.models import Q
 
-from annotator.models import Image, Project
 from detector.models import Crop
+from projects.models import Image, Project
 from tests.annotator.test_camtrapdp import camtrap_dp_errors, give_times, read_csv, unpack
 from tests.annotator.test_exports import Scenario, build_scenario
 from tests.conftest import PASSWORD

@@ -30,8 +30,8 @@ from annotator.camtrapdp import (
     camtrap_dp_write,
     schema_url,
 )
-from annotator.models import Image, Project
 from detector.models import Crop
+from projects.models import Image, Project
 from tests.annotator.test_exports import Scenario, build_scenario
 
 pytestmark = pytest.mark.django_db

@@ -10,8 +10,8 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 
-from annotator.models import Image, Project
 from detector.models import Crop, Detection
+from projects.models import Image, Project
 
 pytestmark = pytest.mark.django_db
 

@@ -9,9 +9,9 @@ from django.test import RequestFactory
 
 from activelearn.models import Round
 from annotator.demo import DEMO_PROJECT
-from annotator.models import Membership, Project
 from detector.models import Crop
 from embeddings.models import EmbeddingVersion
+from projects.models import Membership, Project
 
 pytestmark = pytest.mark.django_db
 

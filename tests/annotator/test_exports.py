@@ -50,9 +50,9 @@ from annotator.exports import (
     export_image_rows,
     final_label,
 )
-from annotator.models import Image, Project, Species
 from detector.models import Crop, Detection
 from embeddings.models import EmbeddingVersion
+from projects.models import Image, Project, Species
 
 pytestmark = pytest.mark.django_db
 

@@ -25,7 +25,7 @@ from activelearn.models import ClassifierVersion, Label, Prediction, Round
 from activelearn.services import round_start
 from annotator.api.services import api_token_create
 from annotator.middleware import DATABASE_UNAVAILABLE
-from annotator.models import Job, Project, QueuedTask
+from projects.models import Job, Project, QueuedTask
 from tests.conftest import PASSWORD
 from tests.processes import (
     PrivatePostgres,

@@ -9,19 +9,16 @@ import pytest
 from django.contrib.auth.models import User
 from django.utils import timezone
 
-from annotator import jobs
 from annotator.jobs import (
     duration_text,
-    job_advance,
-    job_finish,
-    job_start,
-    job_track,
     jobs_active_for_project,
     jobs_recent_for_project,
     seconds_left_estimate,
 )
-from annotator.models import Job, Project
 from detector.models import DetectionJob
+from projects import jobs
+from projects.jobs import job_advance, job_finish, job_start, job_track
+from projects.models import Job, Project
 from tests.conftest import label_by_truth
 
 pytestmark = pytest.mark.django_db

@@ -11,7 +11,6 @@ from django.urls import reverse
 
 from activelearn.models import Consensus, EventPrediction, Label, Prediction
 from activelearn.services import classifier_retrain, label_submit
-from annotator.models import Membership, Project, Role, Species
 from annotator.services import (
     MemberError,
     SpeciesError,
@@ -24,6 +23,7 @@ from annotator.services import (
     species_merge,
     species_rename,
 )
+from projects.models import Membership, Project, Role, Species
 from tests.conftest import PASSWORD
 
 pytestmark = pytest.mark.django_db

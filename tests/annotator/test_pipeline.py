@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from annotator.models import Image, Project
 from annotator.services import (
     detection_job_create,
     detection_job_run,
@@ -19,6 +18,7 @@ from detector.imported import ImportedDetector
 from detector.models import Crop, Detection, DetectionJob
 from detector.selectors import detection_job_latest
 from embeddings.models import EmbeddingVersion
+from projects.models import Image, Project
 
 pytestmark = pytest.mark.django_db
 

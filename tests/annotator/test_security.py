@@ -28,7 +28,8 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
-from annotator.models import ApiToken, Membership, Project, Role, Species
+from annotator.models import ApiToken
+from projects.models import Membership, Project, Role, Species
 from tests.conftest import PASSWORD
 
 REPO = Path(__file__).resolve().parents[2]

@@ -8,13 +8,13 @@ import pytest
 from django.contrib.auth.models import User
 
 from activelearn.models import ClassifierVersion, Round
-from annotator.models import Project
 from annotator.selectors import (
     PipelineCounts,
     effort_saved_estimate,
     pipeline_counts,
     species_rare_get,
 )
+from projects.models import Project
 from tests.annotator.test_views_project import _add_crops, _synthetic_project
 
 pytestmark = pytest.mark.django_db

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from PIL import Image as PILImage
 
-from annotator.models import Image, Project
-from annotator.sequences import FrameInfo, exif_camera_and_time, sequences_infer
 from annotator.services import images_import
+from projects.models import Image, Project
+from projects.sequences import FrameInfo, exif_camera_and_time, sequences_infer
 
 T0 = datetime(2026, 5, 1, 22, 15, 0)
 

@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import User
 
-from annotator.models import Image, Membership, Project, Role
 from annotator.services import (
     FolderImportError,
     folder_ingest,
@@ -24,6 +23,7 @@ from annotator.services import (
 )
 from detector.base import DetectorError
 from detector.models import Detection
+from projects.models import Image, Membership, Project, Role
 
 pytestmark = pytest.mark.django_db
 

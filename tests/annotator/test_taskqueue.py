@@ -10,9 +10,9 @@ from django.db import transaction
 from kombu.exceptions import OperationalError as BrokerError
 
 from activelearn import tasks
-from annotator.celery import _task_finished, _task_started
-from annotator.models import QueuedTask
-from annotator.taskqueue import task_enqueue, tasks_requeue
+from projects.models import QueuedTask
+from projects.outbox_signals import _task_finished, _task_started
+from projects.taskqueue import task_enqueue, tasks_requeue
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -40,7 +40,7 @@ def broker(monkeypatch: pytest.MonkeyPatch) -> FakeBroker:
 
 def test_a_task_is_queued_after_commit_and_kept_until_it_finished(broker: FakeBroker) -> None:
     with transaction.atomic():
-        record = task_enqueue(task=tasks.classifier_retrain_task, args=[7])
+        record = task_enqueue(name=tasks.classifier_retrain_task.name, args=[7])
         assert broker.sent == []  # not before the data it needs is committed
     assert broker.sent == [(7,)]
     record.refresh_from_db()
@@ -60,7 +60,7 @@ def test_a_task_is_queued_after_commit_and_kept_until_it_finished(broker: FakeBr
 
 def test_a_rolled_back_request_queues_nothing(broker: FakeBroker) -> None:
     with pytest.raises(RuntimeError), transaction.atomic():
-        task_enqueue(task=tasks.classifier_retrain_task, args=[7])
+        task_enqueue(name=tasks.classifier_retrain_task.name, args=[7])
         raise RuntimeError("the request failed")
     assert broker.sent == [] and not QueuedTask.objects.exists()
 
@@ -68,7 +68,7 @@ def test_a_rolled_back_request_queues_nothing(broker: FakeBroker) -> None:
 def test_broker_down_keeps_the_task_and_a_worker_queues_it_later(broker: FakeBroker) -> None:
     broker.down = True
     with transaction.atomic():
-        task_enqueue(task=tasks.classifier_retrain_task, args=[7])  # does not raise
+        task_enqueue(name=tasks.classifier_retrain_task.name, args=[7])  # does not raise
     record = QueuedTask.objects.get()
     assert record.published_at is None and record.attempts == 1
     assert "Connection refused" in record.error
@@ -88,9 +88,9 @@ def test_broker_down_keeps_the_task_and_a_worker_queues_it_later(broker: FakeBro
 
 def test_a_restarted_worker_queues_again_only_what_it_had_started(broker: FakeBroker) -> None:
     with transaction.atomic():
-        mine = task_enqueue(task=tasks.classifier_retrain_task, args=[1])
-        other = task_enqueue(task=tasks.classifier_retrain_task, args=[2])
-        waiting = task_enqueue(task=tasks.classifier_retrain_task, args=[3])
+        mine = task_enqueue(name=tasks.classifier_retrain_task.name, args=[1])
+        other = task_enqueue(name=tasks.classifier_retrain_task.name, args=[2])
+        waiting = task_enqueue(name=tasks.classifier_retrain_task.name, args=[3])
     now = mine.created_at
     QueuedTask.objects.filter(pk=mine.pk).update(started_at=now, worker="celery@a")
     QueuedTask.objects.filter(pk=other.pk).update(started_at=now, worker="celery@b")

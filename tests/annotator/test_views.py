@@ -12,7 +12,7 @@ from django.urls import reverse
 
 from activelearn.models import Label, Round
 from activelearn.services import round_start
-from annotator.models import Project
+from projects.models import Project
 from tests.conftest import label_by_truth
 
 pytestmark = pytest.mark.django_db

@@ -15,9 +15,9 @@ from django.utils import timezone
 
 from activelearn.models import ClassifierVersion, Consensus, Label, Prediction, Round, RoundCrop
 from activelearn.services import classifier_retrain, label_submit, round_start
-from annotator.models import Image, Project, Species
 from detector.models import Crop, Detection
 from embeddings.models import EmbeddingVersion
+from projects.models import Image, Project, Species
 from tests.conftest import label_by_truth
 
 pytestmark = pytest.mark.django_db

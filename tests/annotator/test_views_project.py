@@ -24,10 +24,10 @@ from activelearn.models import (
     RoundCrop,
 )
 from activelearn.services import label_submit
-from annotator.models import Image, Job, Project
 from annotator.selectors import pipeline_counts
 from detector.models import Crop, Detection
 from embeddings.models import EmbeddingVersion
+from projects.models import Image, Job, Project
 from tests.conftest import label_by_truth
 
 pytestmark = pytest.mark.django_db

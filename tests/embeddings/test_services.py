@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from annotator.models import Project
 from annotator.services import folder_ingest
 from detector.models import Crop
 from embeddings.index import index_load, index_search
@@ -19,6 +18,7 @@ from embeddings.selectors import (
     embedding_version_current,
 )
 from embeddings.services import INDEX, embedding_version_build
+from projects.models import Project
 
 pytestmark = pytest.mark.django_db
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.core.management.base import CommandError
 from django.db.models import Q
 
-from annotator.models import Project
+from projects.models import Project
 
 
 def project_by_name(name: str) -> Project:

@@ -4,7 +4,7 @@
 that commits. When the broker is down the request still succeeds (the label is stored, the round
 closed), the task waits in the table and a warning is logged; nothing runs in the web process
 instead. A worker queues such tasks again when it starts and then every
-``TRAPWISE_TASK_REQUEUE_SECONDS`` (``tasks_requeue``, hooked up in ``annotator/celery.py``).
+``TRAPWISE_TASK_REQUEUE_SECONDS`` (``tasks_requeue``, hooked up in ``projects/outbox_signals.py``).
 On start it also queues again the tasks that its previous life (same node name) started and
 never finished: a worker killed mid-task takes its message with it on the file-system broker,
 and Redis gives it back only after its visibility timeout. Every task is safe to run twice, so a
@@ -17,12 +17,12 @@ import logging
 from collections.abc import Sequence
 from datetime import timedelta
 
-from celery import Task
+from celery import current_app
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from annotator.models import QueuedTask
+from projects.models import QueuedTask
 
 logger = logging.getLogger(__name__)
 
@@ -31,24 +31,31 @@ logger = logging.getLogger(__name__)
 REQUEUE_GRACE = timedelta(seconds=10)
 
 
-def task_enqueue(*, task: Task, args: Sequence[int]) -> QueuedTask:  # type: ignore[type-arg]
-    """Record ``task(*args)`` now and queue it once the current transaction commits.
+def task_enqueue(*, name: str, args: Sequence[int]) -> QueuedTask:
+    """Record the task called ``name`` with ``args`` now; queue it once the transaction commits.
 
     Never raises for a broker that is down: the record stays and a worker queues it later.
+    Raises KeyError, writing nothing, for a name the Celery app does not know.
     """
-    record = QueuedTask.objects.create(name=task.name, args=list(args))
-    transaction.on_commit(lambda: _publish(record_id=record.pk, task=task, args=list(args)))
+    if name not in current_app.tasks:
+        raise KeyError(f"no Celery task is called {name!r}")
+    record = QueuedTask.objects.create(name=name, args=list(args))
+    transaction.on_commit(lambda: _publish(record_id=record.pk, name=name, args=list(args)))
     return record
 
 
-def _publish(*, record_id: int, task: Task, args: list[int]) -> bool:  # type: ignore[type-arg]
-    """Hand the task to the broker; on failure note why on its record. Returns success."""
+def _publish(*, record_id: int, name: str, args: list[int]) -> bool:
+    """Hand the task to the broker; on failure note why on its record. Returns success.
+
+    ``name`` is a task the current Celery app knows (``task_enqueue`` checked it).
+    """
+    task = current_app.tasks[name]
     try:
         task.delay(*args)
     except Exception as exc:  # the errors differ per transport: kombu's, redis', OSError
         logger.warning(
             "could not queue %s%s (%s: %s); it is kept and queued again when the broker is back",
-            task.name,
+            name,
             tuple(args),
             type(exc).__name__,
             exc,
@@ -68,21 +75,18 @@ def tasks_requeue(*, worker: str = "", grace: timedelta = REQUEUE_GRACE) -> int:
     and, with ``worker`` (a Celery node name, when that worker starts), the tasks it started
     in an earlier life and never finished. Stops at the first broker error (it is down, so the
     rest would fail too); returns the number queued."""
-    from annotator.celery import app
-
     lost = Q(published_at__isnull=True, created_at__lte=timezone.now() - grace)
     if worker:
         lost |= Q(worker=worker, started_at__isnull=False)
     queued = 0
     for record in QueuedTask.objects.filter(lost).order_by("id"):
-        task = app.tasks.get(record.name)
-        if task is None:
+        if record.name not in current_app.tasks:
             logger.error("queued task %s is unknown to this worker; left as it is", record)
             continue
         QueuedTask.objects.filter(pk=record.pk).update(
             published_at=None, started_at=None, worker=""
         )
-        if not _publish(record_id=record.pk, task=task, args=list(record.args)):
+        if not _publish(record_id=record.pk, name=record.name, args=list(record.args)):
             break
         logger.info("queued %s again", record)
         queued += 1

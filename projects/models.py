@@ -1,0 +1,256 @@
+"""Projects, their members, species lists, imported images, background jobs and the task outbox.
+
+The tables keep the names they had when these models lived in ``annotator`` (``db_table``):
+moving the models between apps moved no row.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+
+class Role(models.TextChoices):
+    ADMIN = "admin", "Project admin"
+    VOLUNTEER = "volunteer", "Volunteer"
+    ECOLOGIST = "ecologist", "Ecologist"
+
+
+class ClassBalance(models.TextChoices):
+    NONE = "none", "None"
+    WEIGHTED = "weighted", "Weighted loss (N / n_i)"
+    OVERSAMPLE = "oversample", "Oversampling"
+
+
+# The PNAS paper's behaviours: the default yes/no attributes of a new project.
+DEFAULT_ATTRIBUTES: tuple[tuple[str, str], ...] = (
+    ("standing", "q"),
+    ("resting", "w"),
+    ("moving", "e"),
+    ("eating", "r"),
+    ("interacting", "t"),
+    ("young present", "y"),
+)
+
+
+class Project(models.Model):
+    name = models.CharField(max_length=200, unique=True)
+    slug = models.SlugField(max_length=200, unique=True)
+    description = models.TextField(blank=True)
+    # Every random choice of the project (selection, classifier, head init) derives from this seed.
+    seed = models.PositiveIntegerField(default=0)
+    round_size = models.PositiveIntegerField(default=100)
+    # Crops are derived from the stored detections with these; changing them re-derives crops,
+    # empty flags and counts without running the detector again.
+    detection_threshold = models.FloatField(default=0.2)
+    min_box_pixels = models.PositiveIntegerField(
+        default=8, help_text="Boxes narrower or lower than this (in image pixels) are ignored."
+    )
+    crop_padding = models.FloatField(default=0.1)
+    # Frames of one camera more than this apart start a new capture event (when the import
+    # has no sequence ids).
+    sequence_gap_seconds = models.PositiveIntegerField(default=60)
+    backbone = models.CharField(max_length=50, default="resnet50")
+    backbone_weights = models.CharField(max_length=500, default="imagenet")
+    # An embedding checkpoint (e.g. from `pretrain_embedding`) to start from instead of the
+    # backbone's ImageNet weights with a random head.
+    embedding_checkpoint = models.CharField(max_length=500, blank=True)
+    # Fine-tune the embedding every this many new labels (the paper's schedule: 2,000).
+    finetune_every = models.PositiveIntegerField(default=2000)
+    finetune_mode = models.CharField(
+        max_length=10, default="auto", help_text="auto (full with CUDA, else head), head or full"
+    )
+    finetune_epochs = models.PositiveIntegerField(default=10)
+    # The first round's strategy: random, as the paper's code starts from random labels (no
+    # classifier exists yet, and k-Center from one seeded centre picks outliers first).
+    first_round_strategy = models.CharField(max_length=30, default="random")
+    # Machine labels are auto-accepted above the confidence at which cross-validated
+    # predictions reach this accuracy; the default is the volunteers' accuracy in the paper.
+    target_accuracy = models.FloatField(default=0.966)
+    # Consensus: a crop is done when it has this many votes (one per volunteer) and the
+    # plurality's share reaches the agreement threshold; otherwise it goes to an admin's review.
+    votes_per_crop = models.PositiveSmallIntegerField(default=1)
+    agreement_threshold = models.FloatField(default=0.66)
+    # Rare species (the preprint): none, weighted loss (f_i = N / n_i, normalised) or
+    # oversampling, for the classifier and the triplet sampler alike.
+    class_balance = models.CharField(
+        max_length=20, choices=ClassBalance.choices, default=ClassBalance.NONE
+    )
+    # Average the probabilities of the newest K classifiers (the preprint's S.2); 1 = one model.
+    ensemble_size = models.PositiveSmallIntegerField(default=1)
+    # Volunteer time per image, for the "effort saved" estimate on the project page.
+    seconds_per_image = models.FloatField(default=10.0)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "annotator_project"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    role = models.CharField(max_length=20, choices=Role.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "annotator_membership"
+        constraints = [
+            models.UniqueConstraint(fields=["project", "user"], name="membership_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} is {self.role} of {self.project}"
+
+
+class Species(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="species")
+    name = models.CharField(max_length=200)
+    position = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        db_table = "annotator_species"
+        ordering = ["position", "name"]
+        verbose_name_plural = "species"
+        constraints = [
+            models.UniqueConstraint(fields=["project", "name"], name="species_unique_name")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Attribute(models.Model):
+    """A yes/no property of an animal in a crop (standing, eating, young present, ...).
+
+    Volunteers tick it while labelling with ``key``; a multi-label head predicts it.
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="attributes")
+    name = models.CharField(max_length=100)
+    key = models.CharField(max_length=1, help_text="The labelling page's hotkey.")
+    position = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        db_table = "annotator_attribute"
+        ordering = ["position", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "name"], name="attribute_unique_name"),
+            models.UniqueConstraint(fields=["project", "key"], name="attribute_unique_key"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Image(models.Model):
+    """One camera-trap image, read in place from the folder it was imported from."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="images")
+    path = models.CharField(max_length=1000, help_text="Absolute path on the server.")
+    file_name = models.CharField(max_length=1000, help_text="Path relative to the import folder.")
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    seq_id = models.CharField(max_length=200, blank=True)
+    frame_num = models.IntegerField(null=True, blank=True)
+    # Where the sequence id came from: the imported metadata, or camera + time gaps.
+    seq_source = models.CharField(max_length=20, blank=True)
+    camera = models.CharField(max_length=300, blank=True)
+    taken_at = models.DateTimeField(null=True, blank=True)
+    imported_at = models.DateTimeField(auto_now_add=True)
+    # Set by the detector stage; null until the image has been through a detector.
+    detected_at = models.DateTimeField(null=True, blank=True)
+    detector_version = models.CharField(max_length=300, blank=True)
+    detection_failure = models.TextField(blank=True)
+    is_empty = models.BooleanField(null=True)
+    count = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        db_table = "annotator_image"
+        ordering = ["file_name"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "path"], name="image_unique_path")
+        ]
+        indexes = [
+            models.Index(fields=["project", "seq_id"], name="annotator_i_project_7c5436_idx")
+        ]
+
+    def __str__(self) -> str:
+        return self.file_name
+
+
+class Job(models.Model):
+    """A background job's progress, for the admin's dashboard (time left = rate x remaining).
+
+    Detection keeps its own ``DetectionJob`` (with its problem list); embedding, re-embedding,
+    retraining and fine-tuning report here.
+    """
+
+    class Kind(models.TextChoices):
+        EMBEDDING = "embedding", "Embedding"
+        RETRAIN = "retrain", "Retraining the classifier"
+        FINETUNE = "finetune", "Fine-tuning the embedding"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="jobs")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    # Work units (batches, epochs, steps): ``done`` of ``total``.
+    total = models.PositiveIntegerField(default=0)
+    done = models.PositiveIntegerField(default=0)
+    detail = models.CharField(max_length=300, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "annotator_job"
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["project", "-created_at"], name="annotator_j_project_9c4049_idx")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} of {self.project} ({self.status})"
+
+
+class QueuedTask(models.Model):
+    """A Celery task asked for and not finished yet: the outbox behind ``task_enqueue``.
+
+    Written in the same transaction as the change that asks for the task (a closed round, a
+    fine-tuning version), so that neither a broker that is down nor a worker killed mid-task
+    loses it: ``published_at`` is empty until the broker took the message, ``started_at`` and
+    ``worker`` say which worker runs it, and the row is deleted when the task finishes.
+    """
+
+    name = models.CharField(max_length=200)
+    # The task's positional arguments (primary keys), as JSON.
+    args = models.JSONField(default=list)
+    created_at = models.DateTimeField(auto_now_add=True)
+    published_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    # Why the last attempt to queue it failed.
+    error = models.TextField(blank=True)
+
+    class Meta:
+        db_table = "annotator_queuedtask"
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.name}{tuple(self.args)}"
