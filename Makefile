@@ -51,6 +51,7 @@ loadtest: venv
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy .
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf var

@@ -15,7 +15,7 @@ Deployments are cameras (``Image.camera``; images without one form the deploymen
 "unknown camera"), running from their first to their last image. Observations are both
 media-based (one per crop, with its bounding box, or one per image without animals) and
 event-based (one per species per capture event, counted as in the event CSV); the rule that
-combines human and machine labels is ``annotator.exports.final_label``.
+combines human and machine labels is ``activelearn.final_labels.final_label``.
 """
 
 from __future__ import annotations
@@ -35,13 +35,11 @@ from typing import IO
 
 from django.db.models import Count, Max, Min
 
+from activelearn.final_labels import AUTO, HUMAN, MACHINE
 from activelearn.models import ClassifierVersion, LabelKind
 from activelearn.selectors import classifier_latest
 from annotator.csvsafe import csv_safe_row
 from annotator.exports import (
-    AUTO,
-    HUMAN,
-    MACHINE,
     CropRecord,
     EventSummary,
     ImageRecord,
@@ -320,7 +318,8 @@ class _PackageWriter:
             values = {**base, "observationID": f"crop-{item.crop.pk}", "count": 1}
             values.update(self._box(item))
             values.update(self._crop_classification(item))
-            # Camtrap DP's behavior: the crop's attributes (exports.final_attributes), "|"-joined.
+            # Camtrap DP's behavior: the crop's attributes (final_labels.final_attributes),
+            # "|"-joined.
             values["behavior"] = "|".join(item.attributes)
             yield [values.get(name, "") for name in OBSERVATION_FIELDS]
         if not emitted:

@@ -12,8 +12,9 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 
 from activelearn.services import round_start
-from annotator.services import IngestReport, folder_ingest, membership_set, project_create
+from embeddings.pipeline import IngestReport, folder_ingest
 from projects.models import Project, Role
+from projects.services import membership_set, project_create
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "fixtures" / "missouri-sample"
 DEMO_PROJECT = "Missouri demo"

@@ -45,517 +45,45 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
-import uuid
-from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import suppress
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from benchmarks._result import BENCH_DIR, result_write
+from benchmarks.loadtest_clients import ClientPlan, Recorder, admin_run, volunteer_run
+from benchmarks.loadtest_measure import (
+    GOAL_P95_MS,
+    NEXT,
+    NEXT_EMPTY,
+    RESUBMIT,
+    SUBMIT,
+    Accounting,
+    LoadTestError,
+    exactly_once,
+    summarise,
+)
+from benchmarks.loadtest_servers import (
+    ROOT,
+    CpuSampler,
+    admin_sql,
+    backend_pids,
+    child_pids,
+    free_port,
+    process_running,
+    server_wait_ready,
+    services_check,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
 DEV_IMAGES = ROOT.parent / "shared" / "data" / "missouri-dev"
 SAMPLE_IMAGES = ROOT / "annotator" / "fixtures" / "missouri-sample"
 WORK = BENCH_DIR / "loadtest"
-GOAL_P95_MS = 100.0
-# Request kinds. "next" served a crop, "next_empty" found none to serve (every crop of the
-# round is voted or held, or no round is open); "resubmit" is a deliberate second copy.
-NEXT, NEXT_EMPTY, SUBMIT, RESUBMIT, ADMIN = "next", "next_empty", "submit", "resubmit", "admin"
-VOLUNTEER_KINDS = (NEXT, NEXT_EMPTY, SUBMIT, RESUBMIT)
-
-
-class LoadTestError(RuntimeError):
-    """The load test cannot run; the message says what is missing and what to do."""
-
-
-# --- pure parts: what is measured and how it is summed up (tests/test_loadtest.py) -----------
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One HTTP request: its kind, wall seconds (request sent to body read) and outcome."""
-
-    kind: str
-    seconds: float
-    status: int  # 0 when no answer came (connection error, timeout)
-    phase: str = "load"
-
-    @property
-    def ok(self) -> bool:
-        return 200 <= self.status < 300
-
-
-def latency_summary(seconds: Sequence[float]) -> dict[str, float | int | None]:
-    """Count, p50, p95 and max in milliseconds of ``seconds`` (None for an empty sequence).
-
-    Percentiles are numpy's default (linear interpolation between the closest ranks).
-    """
-    if len(seconds) == 0:
-        return {"n": 0, "p50_ms": None, "p95_ms": None, "max_ms": None}
-    ms = np.asarray(seconds, dtype=np.float64) * 1000.0
-    return {
-        "n": int(ms.size),
-        "p50_ms": round(float(np.percentile(ms, 50)), 2),
-        "p95_ms": round(float(np.percentile(ms, 95)), 2),
-        "max_ms": round(float(ms.max()), 2),
-    }
-
-
-def error_rate(samples: Sequence[Sample]) -> float:
-    """Share of ``samples`` without a 2xx answer (0.0 when there are none)."""
-    if not samples:
-        return 0.0
-    return sum(not s.ok for s in samples) / len(samples)
-
-
-@dataclass(frozen=True)
-class Accounting:
-    """Acknowledged submissions against the rows the database holds for their keys."""
-
-    labels_submitted: int  # distinct idempotency keys answered 201
-    labels_stored: int  # of those, stored with the label id the server answered
-    labels_lost: int  # acknowledged, but that label is not stored under the key
-    labels_duplicated: int  # rows beyond one per key
-    labels_unacknowledged: int  # keys stored that no answer acknowledged
-
-
-def exactly_once(
-    *, acknowledged: Mapping[str, int], stored: Mapping[str, Sequence[int]]
-) -> Accounting:
-    """Compare ``acknowledged`` (key -> label id answered) with ``stored`` (key -> ids of the
-    rows stored under it). Exactly once: every acknowledged key has exactly its answered row.
-
-    A key the client never saw acknowledged (its request failed) may still be stored: that is
-    counted apart, neither lost nor duplicated.
-    """
-    kept = sum(1 for key, label_id in acknowledged.items() if label_id in stored.get(key, ()))
-    return Accounting(
-        labels_submitted=len(acknowledged),
-        labels_stored=kept,
-        labels_lost=len(acknowledged) - kept,
-        labels_duplicated=sum(max(0, len(ids) - 1) for ids in stored.values()),
-        labels_unacknowledged=sum(
-            1 for key, ids in stored.items() if ids and key not in acknowledged
-        ),
-    )
-
-
-def summarise(samples: Sequence[Sample], *, phase: str) -> dict[str, Any]:
-    """Latency per request kind and the error rate of the volunteers' requests in ``phase``."""
-    own = [s for s in samples if s.phase == phase]
-    volunteer = [s for s in own if s.kind in VOLUNTEER_KINDS]
-    by_kind = {
-        kind: latency_summary([s.seconds for s in own if s.kind == kind and s.ok])
-        for kind in (*VOLUNTEER_KINDS, ADMIN)
-    }
-    return {
-        "requests": len(volunteer),
-        "errors": sum(not s.ok for s in volunteer),
-        "error_rate": error_rate(volunteer),
-        "statuses": dict(sorted(Counter(str(s.status) for s in volunteer).items())),
-        "latency": by_kind,
-    }
-
-
-# --- the simulated clients --------------------------------------------------------------------
-
-
-@dataclass
-class Recorder:
-    """What the clients saw, shared by their threads."""
-
-    samples: list[Sample] = field(default_factory=list)
-    # client key (``<idempotency key>:<crop id>``, as stored) -> label id answered
-    acknowledged: dict[str, int] = field(default_factory=dict)
-    # second copies whose answer named another label than the first copy's
-    resubmits_inconsistent: int = 0
-    failures: list[str] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def add(self, sample: Sample) -> None:
-        with self.lock:
-            self.samples.append(sample)
-
-    def fail(self, message: str) -> None:
-        with self.lock:
-            if len(self.failures) < 20:
-                self.failures.append(message)
-
-
-def _timed(
-    recorder: Recorder,
-    kind: str | Callable[[Any], str],
-    phase: str,
-    send: Callable[[], Any],
-) -> Any:
-    """Send one request; record its latency and status; return the response (None if none).
-
-    ``kind`` is the sample's kind, or a function of the response that names it.
-    """
-    start = time.perf_counter()
-    try:
-        response = send()
-    except Exception as exc:  # any transport failure is an error of the run, not a crash
-        name = kind if isinstance(kind, str) else kind(None)
-        recorder.add(Sample(name, time.perf_counter() - start, 0, phase))
-        recorder.fail(f"{name}: {type(exc).__name__}: {exc}")
-        return None
-    seconds = time.perf_counter() - start
-    name = kind if isinstance(kind, str) else kind(response)
-    recorder.add(Sample(name, seconds, response.status_code, phase))
-    if not 200 <= response.status_code < 300:
-        recorder.fail(f"{name}: HTTP {response.status_code} {response.text[:200]}")
-    return response
-
-
-def _next_kind(response: Any) -> str:
-    """NEXT for an answer that served a crop (or an error), NEXT_EMPTY for an empty queue."""
-    if response is not None and response.ok and not response.json().get("crops"):
-        return NEXT_EMPTY
-    return NEXT
-
-
-@dataclass(frozen=True)
-class ClientPlan:
-    """How one simulated volunteer behaves."""
-
-    base_url: str
-    slug: str
-    token: str
-    species: Mapping[str, int]  # name -> species id
-    truth: Mapping[str, str]  # image file name -> true species name
-    think: tuple[float, float]
-    double_click_share: float
-    retry_share: float
-    mistake_share: float
-    seed: int
-    timeout_s: float
-
-
-def volunteer_run(
-    plan: ClientPlan,
-    recorder: Recorder,
-    *,
-    stop: threading.Event,
-    phase: str = "load",
-    cycles: int | None = None,
-) -> None:
-    """Label until ``stop`` is set (or ``cycles`` labels are acknowledged): next, think, submit."""
-    import requests
-
-    rng = random.Random(plan.seed)
-    headers = {"Authorization": f"Bearer {plan.token}"}
-    session, twin = requests.Session(), requests.Session()
-    session.headers.update(headers)
-    twin.headers.update(headers)
-    api = f"{plan.base_url}/api/v1/projects/{plan.slug}"
-    names = sorted(plan.species)
-
-    def think() -> float:
-        return rng.uniform(*plan.think)
-
-    done = 0
-    while not stop.is_set() and (cycles is None or done < cycles):
-        response = _timed(
-            recorder, _next_kind, phase, lambda: session.get(f"{api}/next", timeout=plan.timeout_s)
-        )
-        crops = response.json().get("crops", []) if response is not None and response.ok else []
-        if not crops:
-            stop.wait(think())  # nothing to label (or an error): look again a moment later
-            continue
-        card = crops[0]
-        name = plan.truth.get(card["image_file"], "")
-        if name not in plan.species or rng.random() < plan.mistake_share:
-            name = rng.choice(names)
-        payload = {
-            "crop_id": card["crop_id"],
-            "kind": "species",
-            "species_id": plan.species[name],
-            "idempotency_key": uuid.UUID(int=rng.getrandbits(128)).hex,
-        }
-        stop.wait(think())  # a volunteer that is stopped mid-thought still submits, then leaves
-        answers = _submit(plan, recorder, session, twin, api, payload, rng, phase)
-        if answers:
-            done += 1
-
-
-def _submit(
-    plan: ClientPlan,
-    recorder: Recorder,
-    session: Any,
-    twin: Any,
-    api: str,
-    payload: dict[str, Any],
-    rng: random.Random,
-    phase: str,
-) -> list[int]:
-    """POST one label, maybe twice on purpose; the label ids answered (all equal if good)."""
-
-    def post(client: Any, kind: str) -> int | None:
-        response = _timed(
-            recorder,
-            kind,
-            phase,
-            lambda: client.post(f"{api}/labels", json=payload, timeout=plan.timeout_s),
-        )
-        if response is None or response.status_code != 201:
-            return None
-        return int(response.json()["id"])
-
-    draw = rng.random()
-    answers: list[int | None]
-    if draw < plan.double_click_share:
-        second: list[int | None] = []
-        copy = threading.Thread(target=lambda: second.append(post(twin, RESUBMIT)))
-        copy.start()
-        answers = [post(session, SUBMIT)]
-        copy.join()
-        answers += second
-    elif draw < plan.double_click_share + plan.retry_share:
-        answers = [post(session, SUBMIT)]
-        answers.append(post(session, RESUBMIT))
-    else:
-        answers = [post(session, SUBMIT)]
-    ids = [a for a in answers if a is not None]
-    if ids:
-        key = f"{payload['idempotency_key']}:{payload['crop_id']}"
-        with recorder.lock:
-            recorder.acknowledged[key] = ids[0]
-            if len(set(ids)) > 1:
-                recorder.resubmits_inconsistent += 1
-    return ids
-
-
-def admin_run(
-    *, base_url: str, slug: str, token: str, recorder: Recorder, stop: threading.Event
-) -> list[int]:
-    """Start the next round (project defaults) whenever none is open; the rounds started."""
-    import requests
-
-    session = requests.Session()
-    session.headers["Authorization"] = f"Bearer {token}"
-    api = f"{base_url}/api/v1/projects/{slug}"
-    started: list[int] = []
-    while not stop.wait(1.0):
-        status = _timed(recorder, ADMIN, "load", lambda: session.get(api, timeout=30))
-        if status is None or not status.ok or status.json().get("open_round") is not None:
-            continue
-        created = _timed(
-            recorder, ADMIN, "load", lambda: session.post(f"{api}/rounds", json={}, timeout=60)
-        )
-        if created is not None and created.status_code == 201:
-            started.append(int(created.json()["number"]))
-        elif created is not None and "labelled already" in created.text:
-            break  # every crop has its votes: nothing left to start
-    return started
-
-
-# --- the servers ------------------------------------------------------------------------------
-
-
-def warm_application() -> Any:
-    """The WSGI application with every URL's view imported: gunicorn's ``--preload`` target.
-
-    Loading the URLs in the master imports the views (and torch, which the active-learning
-    services need) once, before the workers fork, so that no volunteer's request pays for it.
-    """
-    from django.urls import get_resolver
-
-    from annotator.wsgi import application
-
-    get_resolver().url_patterns  # noqa: B018 - imports every view module
-    return application
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def _process(command: list[str], *, env: Mapping[str, str], log: Path) -> Iterator[Any]:
-    """Run ``command`` in a process group of its own; stop the whole group on the way out."""
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env=dict(env),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # Ctrl-C reaches only us; we stop it in order
-        )
-        try:
-            yield process
-        finally:
-            _stop(process)
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    for sig, wait_s in ((signal.SIGTERM, 20.0), (signal.SIGKILL, 10.0)):
-        if process.poll() is not None:
-            break
-        with suppress(ProcessLookupError):
-            os.killpg(process.pid, sig)
-        with suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=wait_s)
-    # Children the group leader left behind (gunicorn's workers, if the master died first).
-    with suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-
-
-def _wait_ready(url: str, token: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    import requests
-
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise LoadTestError(f"gunicorn exited ({process.returncode}):\n{_tail(log)}")
-        with suppress(requests.RequestException):
-            answer = requests.get(
-                f"{url}/api/v1/projects", headers={"Authorization": f"Bearer {token}"}, timeout=5
-            )
-            if answer.status_code == 200:
-                return
-        time.sleep(0.5)
-    raise LoadTestError(f"gunicorn did not answer within 120 s:\n{_tail(log)}")
-
-
-def _tail(path: Path, chars: int = 3000) -> str:
-    return path.read_text(errors="replace")[-chars:] if path.exists() else "(no log)"
-
-
-# --- CPU accounting (Linux /proc; skipped elsewhere) --------------------------------------------
-
-
-def _cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds of process ``pid`` so far, or None if it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _children(pid: int) -> list[int]:
-    """The direct children of ``pid`` (gunicorn's workers, Celery's pool)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with suppress(OSError, IndexError, ValueError):
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(stat.parent.name))
-    return found
-
-
-class CpuSampler:
-    """CPU seconds spent by groups of processes while it runs, sampled twice a second.
-
-    A process that exits between two samples loses at most half a second of its CPU (the
-    database's backends come and go with CONN_MAX_AGE). ``pids`` returns each group's current
-    processes.
-    """
-
-    def __init__(self, groups: Mapping[str, Callable[[], list[int]]]) -> None:
-        self.groups = groups
-        self.first: dict[str, dict[int, float]] = {name: {} for name in groups}
-        self.last: dict[str, dict[int, float]] = {name: {} for name in groups}
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _sample(self) -> None:
-        for name, pids in self.groups.items():
-            with suppress(Exception):  # a sampling failure must not end the load test
-                for pid in pids():
-                    seconds = _cpu_seconds(pid)
-                    if seconds is not None:
-                        self.first[name].setdefault(pid, seconds)
-                        self.last[name][pid] = seconds
-
-    def _run(self) -> None:
-        while not self.stop.wait(0.5):
-            self._sample()
-
-    def __enter__(self) -> CpuSampler:
-        self._sample()
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join()
-        self._sample()
-
-    def seconds(self) -> dict[str, float]:
-        """CPU seconds per group between the first and the last sample.
-
-        A process first seen after the start counts from its first sample: the CPU it spent
-        before that (a new database backend's start-up) is not counted.
-        """
-        return {
-            name: round(
-                sum(last - self.first[name][pid] for pid, last in self.last[name].items()), 2
-            )
-            for name in self.groups
-        }
-
-
-def _backends(postgres: str, database: str) -> Callable[[], list[int]]:
-    """The PostgreSQL backend processes serving ``database`` (local server only)."""
-    import psycopg
-
-    def pids() -> list[int]:
-        with psycopg.connect(f"{postgres}/postgres", autocommit=True) as conn:
-            rows = conn.execute(
-                "SELECT pid FROM pg_stat_activity WHERE datname = %s", (database,)
-            ).fetchall()
-        return [int(row[0]) for row in rows]
-
-    return pids
-
-
-# --- PostgreSQL and Redis -----------------------------------------------------------------------
-
-
-def services_check(*, postgres: str, redis_url: str) -> None:
-    """LoadTestError naming the missing service and how to start it, if one is unreachable."""
-    import psycopg
-    import redis
-
-    try:
-        psycopg.connect(f"{postgres}/postgres", connect_timeout=5).close()
-    except psycopg.Error as exc:
-        raise LoadTestError(
-            f"PostgreSQL is not reachable at {postgres} ({exc}). Start it (e.g. "
-            "`pg_ctlcluster --skip-systemctl-redirect 15 main start`, as .ci/run does) or point "
-            "--postgres at a server whose user may create databases."
-        ) from exc
-    try:
-        redis.Redis.from_url(redis_url, socket_timeout=5).ping()
-    except redis.RedisError as exc:
-        raise LoadTestError(
-            f"Redis is not reachable at {redis_url} ({exc}). Start it (e.g. `redis-server "
-            "--daemonize yes --bind 127.0.0.1 --port 6379`, as .ci/run does) or give --redis."
-        ) from exc
-
-
-def _admin_sql(postgres: str, sql: str) -> None:
-    import psycopg
-
-    with psycopg.connect(f"{postgres}/postgres", autocommit=True) as conn:
-        conn.execute(sql)  # type: ignore[arg-type]  # our own identifiers, never user input
-
 
 # --- the project ------------------------------------------------------------------------------
 
@@ -588,8 +116,9 @@ def project_build(*, images: Path, volunteers: int, votes_per_crop: int, seed: i
 
     from activelearn.services import project_consensus_update, round_start
     from annotator.api.services import api_token_create
-    from annotator.services import folder_ingest, membership_set, project_create
+    from embeddings.pipeline import folder_ingest
     from projects.models import Role
+    from projects.services import membership_set, project_create
 
     start = time.perf_counter()
     call_command("migrate", verbosity=0)
@@ -708,7 +237,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "LOG_LEVEL": "WARNING",
     }
     os.environ.update(env)
-    _admin_sql(args.postgres, f'CREATE DATABASE "{database}"')
+    admin_sql(args.postgres, f'CREATE DATABASE "{database}"')
     try:
         return _run_on(args, env=env, database=database, queue=queue)
     finally:
@@ -716,7 +245,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             from django.db import connections
 
             connections.close_all()
-        _admin_sql(args.postgres, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        admin_sql(args.postgres, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         with suppress(Exception):
             import redis
 
@@ -741,13 +270,13 @@ def _run_on(
     )
     connections.close_all()  # the servers own the database now
     print(f"  {setup.crops} crops, {len(setup.species)} species in {setup.seconds:.0f} s")
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     gunicorn = [
         sys.executable,
         "-m",
         "gunicorn",
-        "benchmarks.loadtest:warm_application()",
+        "benchmarks.loadtest_servers:warm_application()",
         f"--bind=127.0.0.1:{port}",
         f"--workers={args.workers}",
         "--worker-class=sync",
@@ -788,11 +317,11 @@ def _run_on(
         )
 
     with (
-        _process(worker, env=env, log=WORK / "celery.log") as celery,
-        _process(gunicorn, env=env, log=WORK / "gunicorn.log") as server,
+        process_running(worker, env=env, log=WORK / "celery.log") as celery,
+        process_running(gunicorn, env=env, log=WORK / "gunicorn.log") as server,
     ):
         started = time.perf_counter()
-        _wait_ready(url, setup.solo_token, server, WORK / "gunicorn.log")
+        server_wait_ready(url, setup.solo_token, server, WORK / "gunicorn.log")
         print(f"  gunicorn answers at {url} after {time.perf_counter() - started:.0f} s")
         print(f"Baseline: 1 volunteer, {args.baseline_cycles} labels without think time ...")
         baseline_s = _phase(
@@ -805,9 +334,9 @@ def _run_on(
         rounds: list[int] = []
         sampler = CpuSampler(
             {
-                "gunicorn_workers": lambda: _children(server.pid),
-                "postgresql_backends": _backends(args.postgres, database),
-                "celery_worker": lambda: [celery.pid, *_children(celery.pid)],
+                "gunicorn_workers": lambda: child_pids(server.pid),
+                "postgresql_backends": backend_pids(args.postgres, database),
+                "celery_worker": lambda: [celery.pid, *child_pids(celery.pid)],
                 "load_generator": lambda: [os.getpid()],
             }
         )

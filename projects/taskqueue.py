@@ -14,10 +14,10 @@ task that ends up queued twice costs a no-op.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 
-from celery import current_app
+from celery import Task, current_app
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -31,13 +31,23 @@ logger = logging.getLogger(__name__)
 REQUEUE_GRACE = timedelta(seconds=10)
 
 
+def _tasks() -> Mapping[str, Task]:  # type: ignore[type-arg]
+    """The current Celery app's tasks by name, with every app's ``tasks`` module imported.
+
+    The app discovers task modules lazily (a worker imports them when it starts); a web process
+    that queues a task by name must import them first, as the worker does.
+    """
+    current_app.loader.import_default_modules()
+    return current_app.tasks
+
+
 def task_enqueue(*, name: str, args: Sequence[int]) -> QueuedTask:
     """Record the task called ``name`` with ``args`` now; queue it once the transaction commits.
 
     Never raises for a broker that is down: the record stays and a worker queues it later.
     Raises KeyError, writing nothing, for a name the Celery app does not know.
     """
-    if name not in current_app.tasks:
+    if name not in _tasks():
         raise KeyError(f"no Celery task is called {name!r}")
     record = QueuedTask.objects.create(name=name, args=list(args))
     transaction.on_commit(lambda: _publish(record_id=record.pk, name=name, args=list(args)))
@@ -49,7 +59,7 @@ def _publish(*, record_id: int, name: str, args: list[int]) -> bool:
 
     ``name`` is a task the current Celery app knows (``task_enqueue`` checked it).
     """
-    task = current_app.tasks[name]
+    task = _tasks()[name]
     try:
         task.delay(*args)
     except Exception as exc:  # the errors differ per transport: kombu's, redis', OSError
@@ -80,7 +90,7 @@ def tasks_requeue(*, worker: str = "", grace: timedelta = REQUEUE_GRACE) -> int:
         lost |= Q(worker=worker, started_at__isnull=False)
     queued = 0
     for record in QueuedTask.objects.filter(lost).order_by("id"):
-        if record.name not in current_app.tasks:
+        if record.name not in _tasks():
             logger.error("queued task %s is unknown to this worker; left as it is", record)
             continue
         QueuedTask.objects.filter(pk=record.pk).update(
@@ -112,3 +122,15 @@ def task_started(*, name: str, args: Sequence[object], worker: str) -> list[int]
 def task_finished(*, ids: Sequence[int]) -> None:
     """Forget the records ``task_started`` returned: the task ran (or failed for good)."""
     QueuedTask.objects.filter(pk__in=list(ids)).delete()
+
+
+def task_run(*, name: str, args: Sequence[int]) -> object:
+    """Run the task called ``name`` here and now, in this process, and return its result.
+
+    For commands that run a job in the foreground (``detect``) when the task's module lives in
+    an app above the caller's: the task is found by name, as the outbox finds it. Nothing goes
+    through the broker or the outbox; the task's exception, if any, is raised here.
+    """
+    if name not in _tasks():
+        raise KeyError(f"no Celery task is called {name!r}")
+    return _tasks()[name].apply(args=list(args), throw=True).get()

@@ -57,7 +57,7 @@ def sample_dir() -> Path:
 @pytest.fixture
 def project(admin_user: User, volunteer: User, ecologist: User) -> Project:
     """An empty project with an admin, a volunteer and an ecologist (the outsider is no member)."""
-    from annotator.services import membership_set, project_create
+    from projects.services import membership_set, project_create
 
     project = project_create(
         name="Test traps", created_by=admin_user, seed=7, backbone="efficientnet_lite0"
@@ -85,7 +85,7 @@ def small_folder(tmp_path: Path, sample_dir: Path) -> Path:
 @pytest.fixture
 def ingested_project(project: Project, small_folder: Path) -> Project:
     """``project`` with the small folder imported, boxes cropped and crops embedded."""
-    from annotator.services import folder_ingest
+    from embeddings.pipeline import folder_ingest
 
     folder_ingest(project=project, folder=small_folder, coco=small_folder / "annotations.json")
     return project
@@ -181,9 +181,9 @@ def foreign(admin_user: User, volunteer: User) -> tuple[Project, Any, Crop]:
 
     For refusals: a label naming its crop or its species in the first project must fail.
     """
-    from annotator.services import membership_set, project_create
     from detector.models import Detection
     from projects.models import Image, Species
+    from projects.services import membership_set, project_create
 
     other = project_create(name="Foreign traps", created_by=admin_user)
     membership_set(project=other, user=volunteer, role=Role.VOLUNTEER)

@@ -291,8 +291,9 @@ def labelling_project_setup(folder: str) -> None:
 
     from activelearn.services import round_start
     from annotator.api.services import api_token_create
-    from annotator.services import folder_ingest, membership_set, project_create
+    from embeddings.pipeline import folder_ingest
     from projects.models import Role
+    from projects.services import membership_set, project_create
     from tests.conftest import PASSWORD
 
     admin = User.objects.create_user("ada", password=PASSWORD)

@@ -21,26 +21,23 @@ from django.contrib.auth.models import User
 
 from activelearn.services import round_start
 from annotator.api.services import api_token_create
-from annotator.services import membership_set
-from benchmarks.loadtest import (
+from benchmarks.loadtest import SAMPLE_IMAGES, stored_by_key
+from benchmarks.loadtest_clients import ClientPlan, Recorder, volunteer_run
+from benchmarks.loadtest_measure import (
     NEXT,
     NEXT_EMPTY,
     RESUBMIT,
-    SAMPLE_IMAGES,
     SUBMIT,
-    ClientPlan,
     LoadTestError,
-    Recorder,
     Sample,
     error_rate,
     exactly_once,
     latency_summary,
-    services_check,
-    stored_by_key,
     summarise,
-    volunteer_run,
 )
+from benchmarks.loadtest_servers import services_check
 from projects.models import Project, Role
+from projects.services import membership_set
 
 # --- percentiles, error rate, summary ------------------------------------------------------------
 

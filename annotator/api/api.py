@@ -53,9 +53,8 @@ from annotator.api.schemas import (
 from annotator.api.selectors import crop_cards, crop_rows_page, round_list
 from annotator.middleware import database_unavailable_response
 from annotator.selectors import project_get_for_user, project_list_for_user, project_status
-from annotator.views._common import EXPORTERS, LABELLERS
 from detector.models import Crop
-from projects.models import Attribute, Image, Project, Role, Species
+from projects.models import EXPORTERS, LABELLERS, Attribute, Image, Project, Role, Species
 
 logger = logging.getLogger(__name__)
 

@@ -12,18 +12,17 @@ from typing import Any
 from django.contrib.auth.models import User
 from django.db.models import Count, Q, QuerySet
 
-from activelearn.models import Consensus, Prediction, Round, RoundCrop
-from activelearn.selectors import classifier_latest
-from annotator.api.services import api_key_hash
-from annotator.exports import (
+from activelearn.final_labels import (
     AUTO,
-    attribute_names,
-    consensus_of,
     final_attributes,
     final_label,
     human_attributes,
     machine_attributes,
 )
+from activelearn.models import Consensus, Prediction, Round, RoundCrop
+from activelearn.selectors import classifier_latest
+from annotator.api.services import api_key_hash
+from annotator.exports import attribute_names, consensus_of
 from annotator.models import ApiToken
 from detector.models import Crop
 from projects.models import Project, Species
@@ -160,7 +159,7 @@ class MachineLabel:
 
 @dataclass(frozen=True)
 class FinalLabelRow:
-    """``annotator.exports.final_label``: humans' done consensus, else the machine's."""
+    """``activelearn.final_labels.final_label``: humans' done consensus, else the machine's."""
 
     kind: str
     species: str

@@ -43,8 +43,7 @@ from annotator.exports import (
     export_image_rows,
 )
 from annotator.selectors import project_get_for_user, project_metrics_report
-from annotator.views._common import EXPORTERS
-from projects.models import Project
+from projects.models import EXPORTERS, Project
 
 # The CSV tables: header and row generator, by the name in the URL's file name.
 CSV_TABLES: dict[str, tuple[list[str], Callable[..., Iterable[list[object]]]]] = {

@@ -35,9 +35,9 @@ from activelearn.services import (
 )
 from annotator.forms import SKIP, ConsensusSettingsForm, GridLabelForm, LabelForm, ReviewForm
 from annotator.selectors import project_get_for_user
-from annotator.views._common import LABELLERS, request_user
+from annotator.views._common import request_user
 from detector.models import Crop
-from projects.models import Project, Role, Species
+from projects.models import LABELLERS, Project, Role, Species
 
 # Crops on one grid page: the paper's interface showed a screenful for batch labelling.
 GRID_SIZE = 25

@@ -24,22 +24,21 @@ from annotator.forms import (
     SpeciesNameForm,
 )
 from annotator.selectors import members_list, project_get_for_user, species_list_with_counts
-from annotator.services import (
+from annotator.services import attribute_remove, species_merge
+from annotator.views._common import request_user
+from projects.models import Project, Role
+from projects.services import (
     AttributeChangeError,
     MemberError,
     SpeciesError,
     attribute_add,
-    attribute_remove,
     attribute_update,
     member_add,
     member_remove,
     member_role_change,
     species_add,
-    species_merge,
     species_rename,
 )
-from annotator.views._common import request_user
-from projects.models import Project, Role
 
 ADMIN_ONLY = (Role.ADMIN,)
 

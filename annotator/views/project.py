@@ -43,12 +43,13 @@ from annotator.selectors import (
     project_status,
     species_rare_get,
 )
-from annotator.services import detection_job_create, project_thresholds_update
-from annotator.views._common import EXPORTERS, LABELLERS, request_user
+from annotator.views._common import request_user
 from detector.base import DetectorError
+from detector.jobs import detection_job_create
 from detector.selectors import detection_job_latest
+from embeddings.pipeline import project_thresholds_update
 from embeddings.selectors import embedding_versions_list
-from projects.models import Role
+from projects.models import EXPORTERS, LABELLERS, Role
 
 
 @login_required

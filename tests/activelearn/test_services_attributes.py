@@ -23,9 +23,9 @@ from activelearn.services import (
     label_submit,
     labels_submit,
 )
-from annotator.services import membership_set
 from detector.models import Crop
 from projects.models import Attribute, Project
+from projects.services import membership_set
 
 pytestmark = pytest.mark.django_db
 

@@ -25,11 +25,11 @@ from activelearn.services import (
     label_submit,
     round_start,
 )
-from annotator.services import membership_set
 from detector.models import Crop
 from embeddings.models import EmbeddingVersion
 from embeddings.selectors import embedding_version_current
 from projects.models import Project, Role
+from projects.services import membership_set
 from tests.conftest import label_by_truth
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -25,9 +25,9 @@ from activelearn.services import (
     labels_submit,
     round_start,
 )
-from annotator.services import membership_set
 from detector.models import Crop
 from projects.models import Project, Role, Species
+from projects.services import membership_set
 from tests.conftest import label_by_truth
 
 pytestmark = pytest.mark.django_db

@@ -21,9 +21,9 @@ from activelearn.services import (
     project_learning_update,
     round_start,
 )
-from annotator.services import project_create
 from embeddings.selectors import embedding_vectors_load
 from projects.models import Project, Species
+from projects.services import project_create
 from tests.conftest import label_by_truth
 
 pytestmark = pytest.mark.django_db

@@ -31,10 +31,10 @@ from activelearn.services import (
     label_submit,
     round_start,
 )
-from annotator.services import folder_ingest
 from detector.models import Crop
 from embeddings.index import index_load
 from embeddings.models import EmbeddingVersion
+from embeddings.pipeline import folder_ingest
 from embeddings.selectors import embedding_vectors_dir, embedding_vectors_load
 from embeddings.selectors import embedding_version_current as current_version
 from projects.models import Job, Project, QueuedTask

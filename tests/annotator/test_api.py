@@ -19,9 +19,9 @@ from activelearn.services import (
     round_start,
 )
 from annotator.api.services import api_token_create
-from annotator.services import project_create
 from detector.models import Crop
 from projects.models import Project, Species
+from projects.services import project_create
 from tests.conftest import label_by_truth
 
 pytestmark = pytest.mark.django_db

@@ -3,7 +3,7 @@
 The data are the small real project (two sequences of the missouri sample: 10 agouti frames,
 6 with a box, and 5 red fox frames with a box each), labelled by people through the label
 services, with a classifier whose predictions are written explicitly so that every rule of
-``annotator.exports.final_label`` is exercised:
+``activelearn.final_labels.final_label`` is exercised:
 
     crop  image  human                      machine          final
     A1    1      agouti (done)              agouti 0.9       agouti, human
@@ -37,6 +37,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
+from activelearn.final_labels import final_label
 from activelearn.models import ClassifierVersion, EventPrediction, Prediction
 from activelearn.services import label_review, label_submit, labels_submit, round_start
 from annotator import exports
@@ -48,7 +49,6 @@ from annotator.exports import (
     export_crop_rows,
     export_event_rows,
     export_image_rows,
-    final_label,
 )
 from detector.models import Crop, Detection
 from embeddings.models import EmbeddingVersion
@@ -385,9 +385,10 @@ def test_events_straddling_chunks_stay_whole(
 def test_coco_round_trip_through_the_importer(
     scenario: Scenario, admin_user: User, small_folder: Path, tmp_path: Path
 ) -> None:
-    from annotator.services import images_import, project_create
     from detector.imported import ImportedDetector
+    from detector.imports import images_import
     from detector.services import detections_run
+    from projects.services import project_create
 
     project, crops = scenario.project, scenario.crops
     exported = tmp_path / "export.json"

@@ -11,7 +11,9 @@ from django.urls import reverse
 
 from activelearn.models import Consensus, EventPrediction, Label, Prediction
 from activelearn.services import classifier_retrain, label_submit
-from annotator.services import (
+from annotator.services import species_merge
+from projects.models import Membership, Project, Role, Species
+from projects.services import (
     MemberError,
     SpeciesError,
     member_add,
@@ -20,10 +22,8 @@ from annotator.services import (
     membership_set,
     project_create,
     species_add,
-    species_merge,
     species_rename,
 )
-from projects.models import Membership, Project, Role, Species
 from tests.conftest import PASSWORD
 
 pytestmark = pytest.mark.django_db
@@ -87,7 +87,7 @@ def test_last_admin_cannot_be_demoted_or_removed(project: Project, admin_user: U
 
 
 def test_member_of_another_project_is_refused(project: Project, admin_user: User) -> None:
-    from annotator.services import project_create
+    from projects.services import project_create
 
     other = project_create(name="Other", created_by=admin_user)
     foreign = Membership.objects.get(project=other)
@@ -198,7 +198,7 @@ def test_merge_moves_labels_votes_and_predictions(
 
 
 def test_merge_refusals_change_nothing(project: Project, admin_user: User) -> None:
-    from annotator.services import project_create
+    from projects.services import project_create
 
     fox = species_add(project=project, name="fox")
     other = species_add(project=project_create(name="Other", created_by=admin_user), name="x")

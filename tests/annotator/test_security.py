@@ -167,7 +167,7 @@ def world(
     """The real small project, plus a spare member and an admin's token whose ids fill URLs
     (so that an admin's POST to "remove member" never removes one of the role users)."""
     from annotator.api.services import api_token_create
-    from annotator.services import membership_set
+    from projects.services import membership_set
 
     project = ingested_project
     spare = django_user_model.objects.create_user("spare", password=PASSWORD)
@@ -492,7 +492,7 @@ def test_media_files_are_served_through_the_role_check_only(
 ) -> None:
     """No URL serves MEDIA_ROOT directly, and a member of one project cannot reach another
     project's crop or image through their own project's URLs."""
-    from annotator.services import membership_set, project_create
+    from projects.services import membership_set, project_create
 
     crop = world.project.crops.order_by("pk").first()  # type: ignore[attr-defined]
     assert crop is not None

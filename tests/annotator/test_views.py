@@ -162,7 +162,7 @@ def test_volunteer_labels_and_skips(
 def test_label_for_crop_of_other_project_is_refused(
     open_round: Round, ingested_project: Project, admin_user: User, volunteer: User
 ) -> None:
-    from annotator.services import membership_set, project_create
+    from projects.services import membership_set, project_create
 
     other = project_create(name="Other", created_by=admin_user)
     membership_set(project=other, user=volunteer, role="volunteer")
@@ -229,7 +229,7 @@ def test_admin_changes_thresholds_from_project_page(
 def test_admin_queues_detection(
     project: Project, small_folder: Any, admin_user: User, django_capture_on_commit_callbacks: Any
 ) -> None:
-    from annotator.services import images_import
+    from detector.imports import images_import
     from detector.models import DetectionJob
 
     images_import(project=project, folder=small_folder)

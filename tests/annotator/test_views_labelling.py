@@ -228,7 +228,7 @@ def test_admin_reviews_a_dispute(
 def _synthetic_project(name: str, admin_user: User, volunteer: User, n_crops: int) -> Project:
     """A project whose open round holds ``n_crops`` crops, with predictions, labels and a
     dispute: rows only (the pages do not read image files)."""
-    from annotator.services import membership_set, project_create
+    from projects.services import membership_set, project_create
 
     project = project_create(name=name, created_by=admin_user, seed=3)
     membership_set(project=project, user=volunteer, role="volunteer")

@@ -500,7 +500,7 @@ def test_admin_starts_a_species_round_from_the_page(
     ingested_project: Project, admin_user: User, volunteer: User
 ) -> None:
     from activelearn.services import classifier_retrain
-    from annotator.services import project_create
+    from projects.services import project_create
 
     crops = list(ingested_project.crops.select_related("image").order_by("id"))
     fox = [c for c in crops if "Red_Fox" in c.image.file_name]

@@ -11,10 +11,10 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from PIL import Image as PILImage
 
-from annotator.services import images_import
 from detector.base import Box
 from detector.crops import crop_box
 from detector.imported import ImportedDetector
+from detector.imports import images_import
 from detector.models import Crop, Detection
 from detector.services import crops_rederive, detections_run
 from projects.models import Image, Project

@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from annotator.services import folder_ingest
 from detector.models import Crop
 from embeddings.index import index_load, index_search
 from embeddings.model import WeightsUnavailableError
 from embeddings.models import EmbeddingVersion
+from embeddings.pipeline import folder_ingest
 from embeddings.selectors import (
     embedding_vectors_dir,
     embedding_vectors_load,

@@ -26,9 +26,9 @@ from activelearn.experiment import (
     run_benchmark,
 )
 from activelearn.management.commands._al_output import format_table, write_plot
-from annotator.management.commands._embedding_set import build_net
 from detector.base import DetectorError
 from embeddings.cocodata import CocoCropsError
+from embeddings.management.commands._embedding_set import build_net
 from embeddings.model import BACKBONES, BackboneInfo, EmbeddingNet
 
 RECORD_FORMAT = "trapwise-al-benchmark/1"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image as PILImage
 
-from annotator.services import images_import
+from detector.imports import images_import
 from projects.models import Image, Project
 from projects.sequences import FrameInfo, exif_camera_and_time, sequences_infer
 

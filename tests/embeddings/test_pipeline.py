@@ -7,17 +7,19 @@ from typing import Any
 
 import pytest
 
-from annotator.services import (
-    detection_job_create,
-    detection_job_run,
-    images_import,
-    project_thresholds_update,
-)
 from detector import services as detector_services
 from detector.imported import ImportedDetector
+from detector.imports import images_import
+from detector.jobs import detection_job_create
 from detector.models import Crop, Detection, DetectionJob
 from detector.selectors import detection_job_latest
 from embeddings.models import EmbeddingVersion
+from embeddings.pipeline import (
+    detection_job_run_and_embed as detection_job_run,
+)
+from embeddings.pipeline import (
+    project_thresholds_update,
+)
 from projects.models import Image, Project
 
 pytestmark = pytest.mark.django_db

@@ -9,7 +9,8 @@ import numpy as np
 import torch
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from annotator.management.commands._embedding_set import (
+from embeddings.evaluation import KnnResult, knn_accuracy
+from embeddings.management.commands._embedding_set import (
     add_coco_set_arguments,
     build_net,
     check_split_options,
@@ -17,7 +18,6 @@ from annotator.management.commands._embedding_set import (
     read_crops,
     split_record,
 )
-from embeddings.evaluation import KnnResult, knn_accuracy
 from embeddings.model import BACKBONES, BackboneInfo, EmbeddingNet, load_embedding_checkpoint
 from embeddings.training import backbone_features, embed_from_features
 

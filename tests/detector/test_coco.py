@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from annotator.coco import CocoError, coco_metadata_read
+from detector.coco import CocoError, coco_metadata_read
 
 
 def test_reads_the_real_sample(sample_dir: Path) -> None:

@@ -6,10 +6,10 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from annotator.management.commands._common import project_by_name
 from detector.base import DetectorError
 from detector.evaluation import coco_truth_read, detector_evaluate
 from detector.selectors import detections_by_file
+from projects.management.commands._common import project_by_name
 
 
 class Command(BaseCommand):

@@ -6,7 +6,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from annotator.services import project_create
+from projects.services import project_create
 
 
 class Command(BaseCommand):

@@ -11,19 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import User
 
-from annotator.services import (
-    FolderImportError,
-    folder_ingest,
-    images_import,
-    membership_set,
-    project_create,
-    species_ensure,
-)
 from detector.base import DetectorError
+from detector.imports import images_import
 from detector.models import Detection
-from projects.models import Image, Membership, Project, Role
+from embeddings.pipeline import folder_ingest
+from projects.import_roots import FolderImportError
+from projects.models import Image, Project
 
 pytestmark = pytest.mark.django_db
 
@@ -120,25 +114,6 @@ def test_ingest_twice_changes_nothing(ingested_project: Project, small_folder: P
     assert again.images.added == 0 and again.detection is not None
     assert again.detection.images_done == 0
     assert (ingested_project.images.count(), ingested_project.crops.count()) == counts
-
-
-def test_project_create_makes_creator_admin(admin_user: User) -> None:
-    project = project_create(name="Serengeti Season 12", created_by=admin_user)
-    assert project.slug == "serengeti-season-12"
-    assert Membership.objects.get(project=project, user=admin_user).role == Role.ADMIN
-
-
-def test_membership_set_changes_role_and_refuses_unknown(project: Project, volunteer: User) -> None:
-    membership_set(project=project, user=volunteer, role=Role.ECOLOGIST)
-    assert Membership.objects.get(project=project, user=volunteer).role == Role.ECOLOGIST
-    with pytest.raises(ValueError, match="unknown role"):
-        membership_set(project=project, user=volunteer, role="owner")
-
-
-def test_species_ensure_is_case_insensitive(project: Project) -> None:
-    species_ensure(project=project, names=["Agouti", "ocelot"])
-    species_ensure(project=project, names=["agouti", "Paca"])
-    assert [s.name for s in project.species.all()] == ["Agouti", "ocelot", "Paca"]
 
 
 def test_decompression_bomb_is_refused(

@@ -108,8 +108,9 @@ def test_detection_and_crop_refresh_are_kept_while_the_broker_is_down(
     project: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The admin's detection job and threshold change go through the outbox too."""
-    from annotator import tasks as pipeline_tasks
-    from annotator.services import detection_job_create, project_thresholds_update
+    from detector.jobs import detection_job_create
+    from embeddings import tasks as pipeline_tasks
+    from embeddings.pipeline import project_thresholds_update
 
     down = FakeBroker()
     down.down = True

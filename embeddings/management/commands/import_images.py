@@ -5,11 +5,12 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from annotator.coco import CocoError
-from annotator.management.commands._common import project_by_name
-from annotator.services import FolderImportError, IngestReport, folder_ingest
 from detector.base import DetectorError
+from detector.coco import CocoError
 from embeddings.model import WeightsUnavailableError
+from embeddings.pipeline import IngestReport, folder_ingest
+from projects.import_roots import FolderImportError
+from projects.management.commands._common import project_by_name
 
 
 class Command(BaseCommand):

@@ -5,12 +5,12 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from annotator.management.commands._common import project_by_name
-from annotator.services import detection_job_create, detection_job_run
-from detector.base import DetectorError
+from detector.base import DetectorError, WeightsUnavailableError
+from detector.jobs import DETECTION_TASK, detection_job_create
 from detector.models import DetectionJob
 from detector.services import DETECTORS
-from embeddings.model import WeightsUnavailableError
+from projects.management.commands._common import project_by_name
+from projects.taskqueue import task_run
 
 
 class Command(BaseCommand):
@@ -46,7 +46,10 @@ class Command(BaseCommand):
                 self.stdout.write(f"detection job {job.pk} queued: {job.total} images ({name})")
                 return
             self.stdout.write(f"detecting {job.total} images with {name} …")
-            job = detection_job_run(job_id=job.pk)
+            # The worker's task, run here: detection, then the embedding of the new crops
+            # (``embeddings.pipeline``, an app above this one, so it is found by name).
+            task_run(name=DETECTION_TASK, args=[job.pk])
+            job.refresh_from_db()
         except (DetectorError, WeightsUnavailableError) as exc:
             raise CommandError(str(exc)) from exc
         self._report(job)

@@ -10,7 +10,8 @@ import numpy as np
 import torch
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from annotator.management.commands._embedding_set import (
+from embeddings.cocodata import CropSet
+from embeddings.management.commands._embedding_set import (
     add_coco_set_arguments,
     build_net,
     check_split_options,
@@ -18,7 +19,6 @@ from annotator.management.commands._embedding_set import (
     read_crops,
     split_record,
 )
-from embeddings.cocodata import CropSet
 from embeddings.model import (
     BACKBONES,
     BackboneInfo,

@@ -1,13 +1,14 @@
-"""Celery tasks of the pipeline: each takes primary keys and calls one service."""
+"""Celery tasks of the pipeline from images to embedded crops: each takes primary keys and
+calls one service."""
 
 from __future__ import annotations
 
 from celery import shared_task
 
-from annotator.services import (
+from detector.jobs import DETECTION_TASK
+from embeddings.pipeline import (
     CROPS_REFRESH_TASK,
-    DETECTION_TASK,
-    detection_job_run,
+    detection_job_run_and_embed,
     project_crops_refresh,
 )
 
@@ -20,8 +21,8 @@ from annotator.services import (
     soft_time_limit=24 * 3600 - 300,
 )
 def detection_job_task(job_id: int) -> int:
-    """Run a detection job; a redelivered message resumes it where it stopped."""
-    return detection_job_run(job_id=job_id).done
+    """Run a detection job and embed its crops; a redelivered message resumes it."""
+    return detection_job_run_and_embed(job_id=job_id).done
 
 
 @shared_task(

@@ -1,0 +1,119 @@
+"""From images to embedded crops: a folder import with its boxes, a detection job followed by
+embedding, and crops re-derived after a threshold change. Each step only adds what is new."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from detector.imported import ImportedDetector
+from detector.imports import ImportReport, images_import
+from detector.jobs import detection_job_run
+from detector.models import DetectionJob
+from detector.services import DeriveReport, DetectionReport, crops_rederive, detections_run
+from embeddings.services import embedding_version_build, embeddings_sync
+from projects.import_roots import FolderImportError, import_path_check
+from projects.models import Project
+from projects.taskqueue import task_enqueue
+
+# The Celery task this module queues, by name (``embeddings.tasks`` defines it and imports
+# this module). The name is the one it had in ``annotator.tasks``, so that tasks already in the
+# outbox when a site upgrades still run.
+CROPS_REFRESH_TASK = "annotator.tasks.project_crops_refresh_task"
+
+
+@dataclass
+class IngestReport:
+    images: ImportReport
+    detection: DetectionReport | None
+    embedding_version: int | None
+
+
+def folder_ingest(
+    *,
+    project: Project,
+    folder: Path,
+    coco: Path | None = None,
+    megadetector: Path | None = None,
+    boxes: bool = True,
+) -> IngestReport:
+    """Import a folder, take its boxes from ``coco`` or ``megadetector`` JSON, crop and embed.
+
+    With ``boxes=False`` the COCO file gives sequences and species only; the images then wait
+    for ``detect``. Every step only adds what is new, so running it again changes nothing.
+    The folder and the JSON files must lie inside the import roots (``import_path_check``),
+    and the JSON files are read in full before anything is written: a bad file raises
+    FolderImportError, CocoError or DetectorError and changes nothing.
+    """
+    if coco is not None and megadetector is not None:
+        raise FolderImportError("give boxes from either --coco or --megadetector, not both")
+    import_path_check(path=folder, what="the image folder")
+    if megadetector is not None:
+        megadetector = import_path_check(path=megadetector, what="the MegaDetector file")
+    if coco is not None:
+        coco = import_path_check(path=coco, what="the COCO file")
+    # Read the box file before anything is written: a bad file changes nothing.
+    detector = _imported_detector(coco=coco, megadetector=megadetector) if boxes else None
+    images = images_import(project=project, folder=folder, coco=coco)
+    detection = detections_run(project=project, detector=detector) if detector else None
+    version = embeddings_sync(project=project) if project.crops.exists() else None
+    return IngestReport(
+        images=images,
+        detection=detection,
+        embedding_version=version.number if version is not None else None,
+    )
+
+
+def detection_job_run_and_embed(*, job_id: int) -> DetectionJob:
+    """Run a detection job (``detector.jobs.detection_job_run``) and embed the crops it cut;
+    the job is done once they are embedded. Safe to run again: what the worker runs."""
+    return detection_job_run(job_id=job_id, then=lambda project: embeddings_sync(project=project))
+
+
+def _imported_detector(*, coco: Path | None, megadetector: Path | None) -> ImportedDetector | None:
+    if megadetector is not None:
+        return ImportedDetector.from_megadetector_json(megadetector)
+    if coco is not None:
+        return ImportedDetector.from_coco_camera_traps(coco)
+    return None
+
+
+def project_thresholds_update(
+    *,
+    project: Project,
+    detection_threshold: float,
+    min_box_pixels: int,
+    crop_padding: float,
+    queue: bool = True,
+) -> DeriveReport | None:
+    """Change the thresholds; crops are then re-derived from the stored boxes (no detector).
+
+    With ``queue`` (the web app) the re-derivation runs in the worker; without, here, and its
+    report is returned.
+    """
+    if not 0.0 <= detection_threshold <= 1.0 or not 0.0 <= crop_padding <= 1.0:
+        raise ValueError("the detection threshold and the crop padding must lie in [0, 1]")
+    project.detection_threshold = detection_threshold
+    project.min_box_pixels = min_box_pixels
+    project.crop_padding = crop_padding
+    project.save(update_fields=["detection_threshold", "min_box_pixels", "crop_padding"])
+    if queue:
+        task_enqueue(name=CROPS_REFRESH_TASK, args=[project.pk])
+        return None
+    return project_crops_refresh(project_id=project.pk)
+
+
+def project_crops_refresh(*, project_id: int) -> DeriveReport:
+    """Re-derive crops from stored boxes with the current thresholds; re-embed what changed.
+
+    New crops join the current embedding version; recut crops (a changed padding) make the
+    current vectors stale, so a new embedding version is built and switched to. Running it
+    twice changes nothing the second time.
+    """
+    project = Project.objects.get(pk=project_id)
+    report = crops_rederive(project=project)
+    if report.recut:
+        embedding_version_build(project=project)
+    elif report.created:
+        embeddings_sync(project=project)
+    return report

@@ -1,0 +1,284 @@
+"""Writes for projects, their members, species and attributes (the admins' management pages).
+
+Changes that touch labels (merging species, removing an attribute someone ticked) live with the
+labels, in ``activelearn``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.contrib.auth.models import User
+from django.db import transaction
+from django.utils.text import slugify
+
+from projects.models import DEFAULT_ATTRIBUTES, Attribute, Membership, Project, Role, Species
+
+
+def project_create(
+    *,
+    name: str,
+    created_by: User | None,
+    seed: int = 0,
+    backbone: str = "resnet50",
+    backbone_weights: str = "imagenet",
+    embedding_checkpoint: str = "",
+    round_size: int = 100,
+) -> Project:
+    """Create a project; its creator becomes its admin.
+
+    ``embedding_checkpoint`` starts the project from a trained embedding (e.g. one made by
+    ``pretrain_embedding`` on other camera-trap data, as the paper's did) instead of the
+    backbone's ImageNet weights with a random head.
+    """
+    with transaction.atomic():
+        project = Project.objects.create(
+            name=name,
+            slug=slugify(name)[:200] or "project",
+            seed=seed,
+            backbone=backbone,
+            backbone_weights=backbone_weights,
+            embedding_checkpoint=str(Path(embedding_checkpoint).resolve())
+            if embedding_checkpoint
+            else "",
+            round_size=round_size,
+            created_by=created_by,
+        )
+        Attribute.objects.bulk_create(
+            Attribute(project=project, name=name, key=key, position=position)
+            for position, (name, key) in enumerate(DEFAULT_ATTRIBUTES)
+        )
+        if created_by is not None:
+            membership_set(project=project, user=created_by, role=Role.ADMIN)
+    return project
+
+
+def membership_set(*, project: Project, user: User, role: str) -> Membership:
+    """Give ``user`` the ``role`` in ``project`` (create or change)."""
+    if role not in Role.values:
+        raise ValueError(f"unknown role {role!r}; choose one of {', '.join(Role.values)}")
+    membership, _ = Membership.objects.update_or_create(
+        project=project, user=user, defaults={"role": role}
+    )
+    return membership
+
+
+def species_ensure(*, project: Project, names: list[str]) -> list[Species]:
+    """Add the species in ``names`` that the project lacks; return all of them in order."""
+    existing = {s.name.lower(): s for s in project.species.all()}
+    position = len(existing)
+    for name in names:
+        if name.lower() not in existing:
+            existing[name.lower()] = Species.objects.create(
+                project=project, name=name, position=position
+            )
+            position += 1
+    return list(project.species.all())
+
+
+class MemberError(ValueError):
+    """A change to the members was refused; the message says why. Nothing was changed."""
+
+
+def _admins_left(*, project: Project, without: Membership) -> bool:
+    """Whether the project keeps an admin when ``without`` stops being one.
+
+    Locks the project's membership rows, so that two admins demoting each other at the same
+    moment cannot both succeed.
+    """
+    admins = list(
+        Membership.objects.select_for_update()
+        .filter(project=project, role=Role.ADMIN)
+        .values_list("pk", flat=True)
+    )
+    return any(pk != without.pk for pk in admins)
+
+
+def member_add(*, project: Project, username: str, role: str) -> Membership:
+    """Make the existing user ``username`` a member of ``project`` with ``role``.
+
+    Raises MemberError for an unknown user, someone already a member (change their role
+    instead) or an unknown role.
+    """
+    if role not in Role.values:
+        raise MemberError(f"unknown role {role!r}; choose one of {', '.join(Role.values)}")
+    user = User.objects.filter(username=username.strip()).first()
+    if user is None:
+        raise MemberError(f"there is no user {username.strip()!r}: they must sign up first")
+    with transaction.atomic():
+        if Membership.objects.filter(project=project, user=user).exists():
+            raise MemberError(f"{user.username} is a member already; change their role instead")
+        return Membership.objects.create(project=project, user=user, role=role)
+
+
+def member_role_change(*, project: Project, membership_id: int, role: str) -> Membership:
+    """Give the member ``membership_id`` of ``project`` the ``role``.
+
+    Raises MemberError for an unknown member or role, or when it would leave the project
+    without an admin.
+    """
+    if role not in Role.values:
+        raise MemberError(f"unknown role {role!r}; choose one of {', '.join(Role.values)}")
+    with transaction.atomic():
+        membership = _member_get(project=project, membership_id=membership_id)
+        if (
+            membership.role == Role.ADMIN
+            and role != Role.ADMIN
+            and not _admins_left(project=project, without=membership)
+        ):
+            raise MemberError(
+                f"{membership.user.username} is the project's last admin: make someone else "
+                "admin first"
+            )
+        membership.role = role
+        membership.save(update_fields=["role"])
+    return membership
+
+
+def member_remove(*, project: Project, membership_id: int) -> User:
+    """Remove the member ``membership_id`` from ``project``; returns the user.
+
+    Their labels stay (labels are never lost). Raises MemberError for an unknown member, or
+    when the member is the project's last admin.
+    """
+    with transaction.atomic():
+        membership = _member_get(project=project, membership_id=membership_id)
+        if membership.role == Role.ADMIN and not _admins_left(project=project, without=membership):
+            raise MemberError(
+                f"{membership.user.username} is the project's last admin and cannot be removed"
+            )
+        membership.delete()
+    return membership.user
+
+
+def _member_get(*, project: Project, membership_id: int) -> Membership:
+    membership = (
+        Membership.objects.select_for_update()
+        .select_related("user")
+        .filter(project=project, pk=membership_id)
+        .first()
+    )
+    if membership is None:
+        raise MemberError(f"member {membership_id} is not part of project {project.name!r}")
+    return membership
+
+
+class SpeciesError(ValueError):
+    """A change to the species list was refused; the message says why. Nothing was changed."""
+
+
+SPECIES_NAME_MAX = 200
+
+
+def _species_name_clean(*, project: Project, name: str, exclude_id: int | None = None) -> str:
+    """``name`` stripped; SpeciesError when empty, too long or (case-insensitively) taken."""
+    name = " ".join(name.split())
+    if not name:
+        raise SpeciesError("a species needs a name")
+    if len(name) > SPECIES_NAME_MAX:
+        raise SpeciesError(f"a species name has at most {SPECIES_NAME_MAX} characters")
+    taken = Species.objects.filter(project=project, name__iexact=name)
+    if exclude_id is not None:
+        taken = taken.exclude(pk=exclude_id)
+    if taken.exists():
+        raise SpeciesError(f"the project has a species called {name!r} already")
+    return name
+
+
+def species_add(*, project: Project, name: str) -> Species:
+    """Add a species at the end of the project's list. SpeciesError for a taken name."""
+    with transaction.atomic():
+        Project.objects.select_for_update().filter(pk=project.pk).first()  # one writer
+        name = _species_name_clean(project=project, name=name)
+        last = project.species.order_by("-position").values_list("position", flat=True).first()
+        return Species.objects.create(
+            project=project, name=name, position=0 if last is None else last + 1
+        )
+
+
+def species_rename(*, project: Project, species_id: int, name: str) -> Species:
+    """Rename a species; its labels keep pointing at it. SpeciesError for a taken name."""
+    with transaction.atomic():
+        Project.objects.select_for_update().filter(pk=project.pk).first()
+        species = species_get(project=project, species_id=species_id)
+        species.name = _species_name_clean(project=project, name=name, exclude_id=species.pk)
+        species.save(update_fields=["name"])
+    return species
+
+
+def species_get(*, project: Project, species_id: int) -> Species:
+    species = Species.objects.filter(project=project, pk=species_id).first()
+    if species is None:
+        raise SpeciesError(f"species {species_id} is not in project {project.name!r}")
+    return species
+
+
+class AttributeChangeError(ValueError):
+    """A change to the attribute list was refused; the message says why. Nothing was changed."""
+
+
+ATTRIBUTE_NAME_MAX = 100
+
+
+# Keys the labelling pages use already (suggestions 1-5, not an animal, unknown, skip, undo,
+# zoom, search): an attribute's hotkey must not take one of them.
+LABELLING_KEYS = frozenset("12345nuszx/")
+
+
+def _attribute_clean(
+    *, project: Project, name: str, key: str, exclude_id: int | None = None
+) -> tuple[str, str]:
+    """(name, key) normalised; AttributeChangeError for an empty, long or taken name, or a
+    key that is not one free lowercase letter or digit."""
+    name = " ".join(name.split())
+    key = key.strip().lower()
+    if not name:
+        raise AttributeChangeError("an attribute needs a name")
+    if len(name) > ATTRIBUTE_NAME_MAX:
+        raise AttributeChangeError(f"an attribute name has at most {ATTRIBUTE_NAME_MAX} characters")
+    if len(key) != 1 or not (key.isascii() and key.isalnum()):
+        raise AttributeChangeError(f"the key must be one letter or digit, not {key!r}")
+    if key in LABELLING_KEYS:
+        raise AttributeChangeError(
+            f"the key {key!r} is taken by the labelling page "
+            f"({' '.join(sorted(LABELLING_KEYS))} are reserved)"
+        )
+    others = Attribute.objects.filter(project=project)
+    if exclude_id is not None:
+        others = others.exclude(pk=exclude_id)
+    if others.filter(name__iexact=name).exists():
+        raise AttributeChangeError(f"the project has an attribute called {name!r} already")
+    taken = others.filter(key=key).first()
+    if taken is not None:
+        raise AttributeChangeError(f"the key {key!r} is {taken.name!r}'s already")
+    return name, key
+
+
+def attribute_add(*, project: Project, name: str, key: str) -> Attribute:
+    """Add a yes/no attribute at the end of the project's list, with its labelling hotkey."""
+    with transaction.atomic():
+        Project.objects.select_for_update().filter(pk=project.pk).first()  # one writer
+        name, key = _attribute_clean(project=project, name=name, key=key)
+        last = project.attributes.order_by("-position").values_list("position", flat=True).first()
+        return Attribute.objects.create(
+            project=project, name=name, key=key, position=0 if last is None else last + 1
+        )
+
+
+def attribute_update(*, project: Project, attribute_id: int, name: str, key: str) -> Attribute:
+    """Rename an attribute or change its key; labels keep pointing at it (they store its id)."""
+    with transaction.atomic():
+        Project.objects.select_for_update().filter(pk=project.pk).first()
+        attribute = attribute_get(project=project, attribute_id=attribute_id)
+        attribute.name, attribute.key = _attribute_clean(
+            project=project, name=name, key=key, exclude_id=attribute.pk
+        )
+        attribute.save(update_fields=["name", "key"])
+    return attribute
+
+
+def attribute_get(*, project: Project, attribute_id: int) -> Attribute:
+    attribute = Attribute.objects.filter(project=project, pk=attribute_id).first()
+    if attribute is None:
+        raise AttributeChangeError(f"attribute {attribute_id} is not in project {project.name!r}")
+    return attribute
