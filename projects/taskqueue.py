@@ -133,4 +133,4 @@ def task_run(*, name: str, args: Sequence[int]) -> object:
     """
     if name not in _tasks():
         raise KeyError(f"no Celery task is called {name!r}")
-    return _tasks()[name].apply(args=list(args), throw=True).get()
+    return _tasks()[name].apply(args=tuple(args), throw=True).get()
