@@ -26,7 +26,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +49,7 @@ from activelearn.selection_extra import EXTRA_STRATEGIES, knn_radius
 from embeddings.cocodata import CropSet, coco_crops
 from embeddings.model import BackboneInfo, EmbeddingNet
 from embeddings.training import TrainConfig, backbone_features, embed_from_features, train_head
+from projects.atomic import atomic_path
 
 __all__ = [
     "ALIASES",
@@ -143,32 +143,6 @@ def _cache_key(coco: Path, images: Path, info: BackboneInfo, padding: float) -> 
     return digest.hexdigest()[:20]
 
 
-def _save_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Run ``write(tmp)`` then move tmp over ``path``: readers never see half a file."""
-    tmp = path.with_name(f".{os.getpid()}.{path.name}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _write_npz(arrays: dict[str, np.ndarray]) -> Callable[[Path], None]:
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, **arrays)  # type: ignore[arg-type]
-
-    return write
-
-
-def _write_npy(array: np.ndarray) -> Callable[[Path], None]:
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as handle:
-            np.save(handle, array)
-
-    return write
-
-
 @dataclass(frozen=True)
 class _Source:
     """One COCO file's crops: what they are cut and embedded from, and where they are cached."""
@@ -205,7 +179,8 @@ def _cut_and_embed(source: _Source) -> None:
         "seq_ids": crops.seq_ids,
         "crop_pixels": np.array([_pixels(p) for p in crops.paths], dtype=np.int64),
     }
-    _save_atomic(source.base, _write_npz(arrays))
+    with atomic_path(source.base) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **arrays)  # type: ignore[arg-type]
 
 
 def _view(source: _Source, index: int, n_rows: int) -> np.ndarray:
@@ -218,7 +193,8 @@ def _view(source: _Source, index: int, n_rows: int) -> np.ndarray:
         features = backbone_features(
             source.net, paths, info=source.info, augment_seed=_VIEW_SEED_BASE + index
         )
-        _save_atomic(path, _write_npy(features))
+        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+            np.save(handle, features)
     view: np.ndarray = np.load(path, allow_pickle=False)
     return view
 

@@ -30,7 +30,7 @@ from efficientnet_lite_pytorch import EfficientNet as _LiteClassifier
 from torch import nn
 from torchvision.models import ResNet50_Weights
 
-from embeddings._atomic import atomic_path
+from projects.atomic import atomic_path
 
 BACKBONES: tuple[str, ...] = ("resnet50", "efficientnet_lite0")
 WEIGHT_KEYWORDS: tuple[str, ...] = ("imagenet", "random")
