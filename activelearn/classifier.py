@@ -14,8 +14,6 @@ files this application wrote itself.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,6 +30,7 @@ from sklearn.utils.class_weight import compute_class_weight
 
 from activelearn._checks import check_int
 from embeddings.inference import torch_threads
+from projects.atomic import atomic_path
 
 __all__ = [
     "CLASS_BALANCES",
@@ -629,20 +628,11 @@ def classifier_save(clf: TrainedClassifier, path: Path) -> None:
 
 
 def joblib_dump_atomic(payload: object, path: Path) -> None:
-    """Write ``payload`` with joblib to ``path`` atomically: a temporary file in the same
-    folder, fsync, then rename, so a reader (or a worker killed mid-write) never leaves a
+    """Write ``payload`` with joblib to ``path`` atomically (``projects.atomic.atomic_path``:
+    temporary file, fsync, rename), so a reader (or a worker killed mid-write) never sees a
     half-written model under ``path``."""
-    path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            joblib.dump(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_path(Path(path)) as tmp, open(tmp, "wb") as handle:
+        joblib.dump(payload, handle)  # a handle: no compression guessed from the name
 
 
 def joblib_load_checked(

@@ -26,9 +26,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
-import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,9 +46,11 @@ from activelearn.classifier import (
 from activelearn.metrics import classification_metrics
 from activelearn.selection import STRATEGIES, Selection
 from activelearn.selection_extra import EXTRA_STRATEGIES, knn_radius
+from detector.cct import CctDocument, CctId, cct_parse
 from embeddings.cocodata import CropSet, coco_crops
 from embeddings.model import BackboneInfo, EmbeddingNet
 from embeddings.training import TrainConfig, backbone_features, embed_from_features, train_head
+from projects.atomic import atomic_path
 
 __all__ = [
     "ALIASES",
@@ -143,32 +144,6 @@ def _cache_key(coco: Path, images: Path, info: BackboneInfo, padding: float) -> 
     return digest.hexdigest()[:20]
 
 
-def _save_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Run ``write(tmp)`` then move tmp over ``path``: readers never see half a file."""
-    tmp = path.with_name(f".{os.getpid()}.{path.name}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _write_npz(arrays: dict[str, np.ndarray]) -> Callable[[Path], None]:
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, **arrays)  # type: ignore[arg-type]
-
-    return write
-
-
-def _write_npy(array: np.ndarray) -> Callable[[Path], None]:
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as handle:
-            np.save(handle, array)
-
-    return write
-
-
 @dataclass(frozen=True)
 class _Source:
     """One COCO file's crops: what they are cut and embedded from, and where they are cached."""
@@ -205,7 +180,8 @@ def _cut_and_embed(source: _Source) -> None:
         "seq_ids": crops.seq_ids,
         "crop_pixels": np.array([_pixels(p) for p in crops.paths], dtype=np.int64),
     }
-    _save_atomic(source.base, _write_npz(arrays))
+    with atomic_path(source.base) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **arrays)  # type: ignore[arg-type]
 
 
 def _view(source: _Source, index: int, n_rows: int) -> np.ndarray:
@@ -218,7 +194,8 @@ def _view(source: _Source, index: int, n_rows: int) -> np.ndarray:
         features = backbone_features(
             source.net, paths, info=source.info, augment_seed=_VIEW_SEED_BASE + index
         )
-        _save_atomic(path, _write_npy(features))
+        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+            np.save(handle, features)
     view: np.ndarray = np.load(path, allow_pickle=False)
     return view
 
@@ -950,7 +927,8 @@ class CocoSplit:
 
     Attributes:
         pool, test: complete documents (every top-level key of the source, e.g. info,
-            licenses, categories, with ``images``/``annotations`` filtered).
+            licenses, categories, with ``images``/``annotations`` filtered; entries as in
+            the source).
         test_sequences: sorted seq_ids that went to the test document.
         pool_sequences: sorted seq_ids that went to the pool document.
     """
@@ -961,42 +939,40 @@ class CocoSplit:
     pool_sequences: list[str]
 
 
-def _sequence_of(image: dict[str, Any]) -> str:
-    """An image's capture sequence; an image without seq_id is its own sequence."""
-    return str(image.get("seq_id") or image["id"])
-
-
-def _sequence_categories(document: dict[str, Any]) -> dict[str, Any]:
+def _sequence_categories(document: CctDocument) -> dict[str, CctId]:
     """seq_id -> its main category: the most annotated one, ties to the first listed."""
-    position = {c["id"]: i for i, c in enumerate(document["categories"])}
-    seq_of_image = {image["id"]: _sequence_of(image) for image in document["images"]}
-    counts: dict[str, dict[Any, int]] = {}
-    for ann in document["annotations"]:
-        seq = seq_of_image.get(ann.get("image_id"))
-        if seq is not None and ann.get("category_id") in position:
-            per_seq = counts.setdefault(seq, {})
-            per_seq[ann["category_id"]] = per_seq.get(ann["category_id"], 0) + 1
+    position = {c.id: i for i, c in enumerate(document.categories or ())}
+    counts: dict[str, dict[CctId, int]] = {}
+    for ann in document.annotations:
+        if ann.category_id is not None:
+            per_seq = counts.setdefault(document.images[ann.image_index].sequence, {})
+            per_seq[ann.category_id] = per_seq.get(ann.category_id, 0) + 1
     return {
         seq: min(per_seq, key=lambda c: (-per_seq[c], position[c]))
         for seq, per_seq in counts.items()
     }
 
 
-def coco_split(document: dict[str, Any], *, test_ranks: set[int]) -> CocoSplit:
+def coco_split(document: CctDocument | Mapping[str, Any], *, test_ranks: set[int]) -> CocoSplit:
     """Split a COCO Camera Traps document into pool and test by capture sequence.
 
-    Each sequence belongs to its main category (most annotations; ties to the category
-    listed first). Within a category the sequences are sorted by seq_id and ranked 1, 2,
-    ...; the test gets every sequence whose rank is in ``test_ranks``, the pool the rest
-    (including sequences without annotations). A sequence is never split.
+    Each sequence (``CctImage.sequence``: its seq_id, else the image alone) belongs to its
+    main category (most annotations; ties to the category listed first). Within a category
+    the sequences are sorted by seq_id and ranked 1, 2, ...; the test gets every sequence
+    whose rank is in ``test_ranks``, the pool the rest (including sequences without
+    annotations). A sequence is never split.
+
+    ``document`` is what ``detector.cct.cct_read`` read, or a parsed JSON object that is
+    checked here the same way (``cct_parse``).
 
     Raises:
-        ValueError: the document lacks images/annotations/categories lists.
+        detector.cct.CctError (a ValueError): an object that is not a COCO Camera Traps
+        document with images/annotations/categories lists (see ``cct_parse``).
     """
-    if not all(isinstance(document.get(k), list) for k in ("images", "annotations", "categories")):
-        raise ValueError("needs 'images', 'annotations' and 'categories' lists")
+    if not isinstance(document, CctDocument):
+        document = cct_parse(document, source="COCO Camera Traps document")
     main = _sequence_categories(document)
-    by_category: dict[Any, list[str]] = {}
+    by_category: dict[CctId, list[str]] = {}
     for seq, category in main.items():
         by_category.setdefault(category, []).append(seq)
     test_seqs = {
@@ -1005,7 +981,7 @@ def coco_split(document: dict[str, Any], *, test_ranks: set[int]) -> CocoSplit:
         for rank, seq in enumerate(sorted(seqs), start=1)
         if rank in test_ranks
     }
-    all_seqs = {_sequence_of(image) for image in document["images"]}
+    all_seqs = {image.sequence for image in document.images}
     return CocoSplit(
         pool=_subset(document, all_seqs - test_seqs),
         test=_subset(document, test_seqs),
@@ -1014,9 +990,11 @@ def coco_split(document: dict[str, Any], *, test_ranks: set[int]) -> CocoSplit:
     )
 
 
-def _subset(document: dict[str, Any], sequences: set[str]) -> dict[str, Any]:
+def _subset(document: CctDocument, sequences: set[str]) -> dict[str, Any]:
     """The document restricted to the images of ``sequences`` and their annotations."""
-    images = [image for image in document["images"] if _sequence_of(image) in sequences]
-    kept = {image["id"] for image in images}
-    annotations = [a for a in document["annotations"] if a.get("image_id") in kept]
-    return {**document, "images": images, "annotations": annotations}
+    kept = {image.index for image in document.images if image.sequence in sequences}
+    return {
+        **document.record,
+        "images": [dict(image.record) for image in document.images if image.index in kept],
+        "annotations": [dict(a.record) for a in document.annotations if a.image_index in kept],
+    }

@@ -69,7 +69,6 @@ from activelearn.models import (
 from activelearn.selection import min_sq_distances_update, select
 from activelearn.selectors import classifier_latest, labels_latest_by_crop, round_open_get
 from detector.models import Crop
-from embeddings._atomic import atomic_path
 from embeddings.models import EmbeddingVersion
 from embeddings.selectors import (
     embedding_vectors_dir,
@@ -77,6 +76,7 @@ from embeddings.selectors import (
     embedding_version_current,
 )
 from embeddings.services import embedding_finetune_create, embedding_finetune_run
+from projects.atomic import atomic_path
 from projects.jobs import JobTracker, job_track
 from projects.models import Attribute, ClassBalance, Job, Project, Species
 from projects.sequences import capture_event

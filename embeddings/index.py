@@ -35,7 +35,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from embeddings._atomic import atomic_path
+from projects.atomic import atomic_path
 
 # faiss has no type stubs; alias for readability in signatures.
 FaissIndex = Any

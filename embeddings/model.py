@@ -32,7 +32,7 @@ from torchvision.models import ResNet50_Weights
 
 # Re-exported: callers of this module catch it.
 from detector.base import WeightsUnavailableError as WeightsUnavailableError
-from embeddings._atomic import atomic_path
+from projects.atomic import atomic_path
 
 BACKBONES: tuple[str, ...] = ("resnet50", "efficientnet_lite0")
 WEIGHT_KEYWORDS: tuple[str, ...] = ("imagenet", "random")

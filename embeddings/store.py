@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embeddings._atomic import atomic_path
+from projects.atomic import atomic_path
 
 IDS_FILENAME = "ids.npy"
 VECTORS_FILENAME = "vectors.npy"

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from detector.cct import CctError
 from detector.coco import CocoError, coco_metadata_read
 
 
@@ -40,3 +41,7 @@ def test_bad_files_get_clear_errors(tmp_path: Path, text: str, message: str) -> 
     path.write_text(text)
     with pytest.raises(CocoError, match=message):
         coco_metadata_read(path)
+
+
+def test_coco_error_is_the_readers_error() -> None:
+    assert CocoError is CctError  # import_images' ``except CocoError`` catches the reader's

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from detector.cct import CctError
 from embeddings.cocodata import CocoCropsError, CropSet, coco_crops
 
 # The bundled demo sample (69 missouri-dev images); a plain path keeps Django out.
@@ -145,3 +146,16 @@ def test_unreadable_json_raises(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(CocoCropsError, match="cannot read"):
         coco_crops(tmp_path / "bad.json", tmp_path, out_dir=tmp_path / "f")
+
+
+def test_coco_crops_error_is_the_readers_error() -> None:
+    assert CocoCropsError is CctError  # the commands' ``except CocoCropsError`` still catches
+
+
+def test_box_without_category_raises(tmp_path: Path) -> None:
+    def drop_category(document: dict[str, Any]) -> None:
+        next(a for a in document["annotations"] if a.get("bbox")).pop("category_id")
+
+    folder = _small_set(tmp_path, drop_category)
+    with pytest.raises(CocoCropsError, match="has a box but no category"):
+        coco_crops(folder / "annotations.json", folder, out_dir=tmp_path / "g")

@@ -7,6 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from activelearn.experiment import coco_split
+from detector.cct import CctError, cct_read
 
 
 def _ranks(raw: str) -> set[int]:
@@ -42,15 +43,10 @@ class Command(BaseCommand):
         if options["out_pool"].resolve() == options["out_test"].resolve():
             raise CommandError("--out-pool and --out-test must be different files")
         try:
-            document = json.loads(source.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise CommandError(f"cannot read {source}: {exc}") from exc
-        if not isinstance(document, dict):
-            raise CommandError(f"{source} is not a COCO Camera Traps object")
-        try:
-            split = coco_split(document, test_ranks=ranks)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise CommandError(f"{source}: {exc}") from exc
+            document = cct_read(source)
+        except CctError as exc:
+            raise CommandError(str(exc)) from exc
+        split = coco_split(document, test_ranks=ranks)
         for flag, part in (("out_pool", split.pool), ("out_test", split.test)):
             try:
                 options[flag].write_text(json.dumps(part, indent=1) + "\n")

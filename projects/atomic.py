@@ -1,8 +1,12 @@
-"""Atomic file replacement shared by the writers in this package.
+"""Atomic file replacement: the one writer every app uses for files that others read.
 
-Readers (web requests, workers) must never observe a half-written file, so every
-writer writes to a temporary file in the destination directory and then
-``os.replace``-s it over the final name (atomic on POSIX within one filesystem).
+Readers (web requests, workers) must never observe a half-written file, and a crash or power
+loss must leave either the old file or the new one, never an empty one. So a writer writes to
+a temporary file in the destination folder, which is fsync-ed and then ``os.replace``-d over
+the final name (atomic on POSIX within one filesystem); the folder is fsync-ed last so that
+the rename itself survives a crash.
+
+Django-free (the ground app's package imports nothing), so the ML modules may use it.
 """
 
 from __future__ import annotations
@@ -13,8 +17,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+__all__ = ["atomic_path"]
+
 # mkstemp creates files as 0600; other processes (e.g. the web server running as
-# another user) must be able to read embeddings and indexes, so widen to 0644.
+# another user) must be able to read embeddings, indexes and models, so widen to 0644.
 _FINAL_MODE = 0o644
 
 
@@ -22,11 +28,13 @@ _FINAL_MODE = 0o644
 def atomic_path(final: Path) -> Iterator[Path]:
     """Yield a temporary path next to ``final``; on success move it over ``final``.
 
-    The caller writes the complete file to the yielded path. On normal exit the
-    file is fsync-ed and atomically renamed to ``final``; on any exception the
-    temporary file is removed and ``final`` is left untouched. The parent
-    directory of ``final`` must already exist.
+    The caller writes the complete file to the yielded path (the file exists, empty, so it
+    may be opened or replaced by name). On normal exit the file is fsync-ed, made readable
+    by all (0644) and atomically renamed to ``final``, then the folder is fsync-ed. On any
+    exception the temporary file is removed and ``final`` is left untouched. The parent
+    folder of ``final`` must already exist.
     """
+    final = Path(final)
     fd, name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
     os.close(fd)
     tmp = Path(name)
