@@ -26,6 +26,10 @@ class EmbeddingVersion(models.Model):
     # "pretrained" (backbone weights + seeded head, or a pretrained checkpoint), or the
     # fine-tuning mode that made it: "head" (head only, on cached backbone features) or "full".
     mode = models.CharField(max_length=60, default="pretrained")
+    # How the 256-d head of a new version was made: "pca" (fitted on the project's own crop
+    # features, no labels), "checkpoint" (a trained embedding), or "seeded" (random, from
+    # ``seed``: only versions made before PCA heads, or built before any crop existed).
+    head_source = models.CharField(max_length=200, blank=True)
     parent = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
     )

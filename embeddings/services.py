@@ -26,6 +26,7 @@ from embeddings.model import (
     save_embedding_checkpoint,
 )
 from embeddings.models import EmbeddingVersion
+from embeddings.projection import head_from_projection, pca_projection_fit
 from embeddings.selectors import embedding_vectors_load, embedding_version_current
 from embeddings.store import embeddings_load, embeddings_save
 from embeddings.training import (
@@ -92,6 +93,16 @@ def embedding_version_build(*, project: Project) -> EmbeddingVersion:
         raise
     directory = _directory(version)
     directory.mkdir(parents=True, exist_ok=True)
+    features: tuple[np.ndarray, np.ndarray] | None = None
+    if project.embedding_checkpoint:
+        version.head_source = "checkpoint"
+    else:
+        # The head keeps what the backbone knows: PCA of this project's own crop features
+        # (no labels needed), never a random projection (benchmarks/README.md#pca-head).
+        features = _features_sync(
+            version=version, net=net, info=info, detail=f"embedding every crop for v{number}"
+        )
+        version.head_source = _head_fit(net=net, features=features[1], seed=project.seed)
     save_embedding_checkpoint(net, info, directory / CHECKPOINT)
     version.backbone = info.backbone
     version.weights_source = info.weights_source
@@ -101,18 +112,35 @@ def embedding_version_build(*, project: Project) -> EmbeddingVersion:
         )
     version.pretrained = info.pretrained
     version.embedding_dim = net.embedding_dim
-    version.save(update_fields=["backbone", "weights_source", "pretrained", "embedding_dim"])
-    ids = np.asarray(
-        Crop.objects.filter(project=project).order_by("id").values_list("id", flat=True),
-        dtype=np.int64,
+    version.save(
+        update_fields=["backbone", "weights_source", "pretrained", "embedding_dim", "head_source"]
     )
-    vectors = _embed(version=version, ids=ids, detail=f"embedding every crop for v{number}")
+    if features is not None:
+        ids, vectors = features[0], embed_from_features(net, features[1])
+    else:
+        ids = np.asarray(
+            Crop.objects.filter(project=project).order_by("id").values_list("id", flat=True),
+            dtype=np.int64,
+        )
+        vectors = _embed(version=version, ids=ids, detail=f"embedding every crop for v{number}")
     _vectors_write(version=version, ids=ids, vectors=vectors)
     with transaction.atomic():
         version.status = EmbeddingVersion.Status.READY
         version.activated_at = timezone.now()
         version.save(update_fields=["status", "activated_at"])
     return version
+
+
+def _head_fit(*, net: EmbeddingNet, features: np.ndarray, seed: int) -> str:
+    """Replace ``net``'s head by the PCA projection of ``features`` (N, F); say what it is."""
+    if features.shape[0] == 0:
+        return "seeded (no crop to fit a PCA head on yet)"
+    projection = pca_projection_fit(features, dim=net.embedding_dim, seed=seed)
+    net.head = head_from_projection(projection)
+    return (
+        f"pca of {features.shape[0]} crops "
+        f"({100 * float(projection.explained.sum()):.0f}% of the feature variance)"
+    )
 
 
 def _version_extend(*, version: EmbeddingVersion) -> None:
@@ -338,7 +366,7 @@ def _finetune_save(
 
 
 def _features_sync(
-    *, version: EmbeddingVersion, net: EmbeddingNet, info: BackboneInfo
+    *, version: EmbeddingVersion, net: EmbeddingNet, info: BackboneInfo, detail: str = ""
 ) -> tuple[np.ndarray, np.ndarray]:
     """Backbone features (N, F) of every crop, cached once per crop and per backbone.
 
@@ -361,7 +389,7 @@ def _features_sync(
     )
     if missing.size or features is None:
         paths = _crop_paths(missing)
-        detail = f"backbone features of {missing.size} crops for head-only fine-tuning"
+        detail = detail or f"backbone features of {missing.size} crops for head-only fine-tuning"
         with _job(version=version, kind=Job.Kind.EMBEDDING, total=len(paths), detail=detail) as job:
             new = backbone_features(net, paths, info=info, progress=job.advance)
         ids = np.concatenate([ids, missing])

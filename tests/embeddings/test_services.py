@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from django.conf import settings
 
 from detector.models import Crop
 from embeddings.index import index_load, index_search
@@ -83,3 +84,29 @@ def test_large_projects_get_an_approximate_index(
     ids, vectors = embedding_vectors_load(version=version)
     _, found = index_search(index, vectors, 1)
     assert (found[:, 0] == ids).mean() >= 0.9  # ids are crop pks, approximate search finds them
+
+
+def test_a_new_version_has_a_pca_head_fitted_on_the_projects_crops(
+    ingested_project: Project,
+) -> None:
+    """No random head: the 256-d vectors are the leading principal components of the crops'
+    own backbone features, so every crop's vector is that projection, L2-normalised."""
+    from embeddings.selectors import embedding_vectors_load
+    from embeddings.store import embeddings_load
+
+    version = EmbeddingVersion.objects.get(project=ingested_project)
+    n_crops = ingested_project.crops.count()
+    assert version.head_source.startswith(f"pca of {n_crops} crops")
+    ids, vectors = embedding_vectors_load(version=version)
+    cache_ids, features = embeddings_load(
+        Path(settings.TRAPWISE_DATA_DIR) / version.directory / "features"
+    )
+    np.testing.assert_array_equal(ids, cache_ids)
+    centred = features - features.mean(axis=0)
+    _, _, vt = np.linalg.svd(centred.astype(np.float64), full_matrices=False)
+    # The vectors span the same subspace as the top principal directions.
+    k = min(vectors.shape[1], vt.shape[0])
+    reference = centred @ vt[:k].T
+    reference /= np.linalg.norm(reference, axis=1, keepdims=True)
+    gram_got = vectors[:, :k] @ vectors[:, :k].T
+    np.testing.assert_allclose(gram_got, reference @ reference.T, atol=2e-3)
