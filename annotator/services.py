@@ -19,6 +19,7 @@ from PIL import Image as PILImage
 
 from activelearn.models import Consensus, EventPrediction, Label, Prediction
 from activelearn.services import classifier_retrain_queue, consensus_update
+from activelearn.services.locks import project_lock
 from annotator.coco import CocoMetadata, coco_metadata_read
 from detector.base import DetectorError
 from detector.crops import upright_size
@@ -532,7 +533,7 @@ def _species_name_clean(*, project: Project, name: str, exclude_id: int | None =
 def species_add(*, project: Project, name: str) -> Species:
     """Add a species at the end of the project's list. SpeciesError for a taken name."""
     with transaction.atomic():
-        Project.objects.select_for_update().filter(pk=project.pk).first()  # one writer
+        project_lock(project_id=project.pk)  # one writer
         name = _species_name_clean(project=project, name=name)
         last = project.species.order_by("-position").values_list("position", flat=True).first()
         return Species.objects.create(
@@ -543,7 +544,7 @@ def species_add(*, project: Project, name: str) -> Species:
 def species_rename(*, project: Project, species_id: int, name: str) -> Species:
     """Rename a species; its labels keep pointing at it. SpeciesError for a taken name."""
     with transaction.atomic():
-        Project.objects.select_for_update().filter(pk=project.pk).first()
+        project_lock(project_id=project.pk)
         species = _species_get(project=project, species_id=species_id)
         species.name = _species_name_clean(project=project, name=name, exclude_id=species.pk)
         species.save(update_fields=["name"])
@@ -576,7 +577,7 @@ def species_merge(*, project: Project, source_id: int, target_id: int) -> Specie
     if source_id == target_id:
         raise SpeciesError("choose two different species to merge")
     with transaction.atomic():
-        Project.objects.select_for_update().filter(pk=project.pk).first()
+        project_lock(project_id=project.pk)
         source = _species_get(project=project, species_id=source_id)
         target = _species_get(project=project, species_id=target_id)
         crop_ids = list(
@@ -651,7 +652,7 @@ def _attribute_clean(
 def attribute_add(*, project: Project, name: str, key: str) -> Attribute:
     """Add a yes/no attribute at the end of the project's list, with its labelling hotkey."""
     with transaction.atomic():
-        Project.objects.select_for_update().filter(pk=project.pk).first()  # one writer
+        project_lock(project_id=project.pk)  # one writer
         name, key = _attribute_clean(project=project, name=name, key=key)
         last = project.attributes.order_by("-position").values_list("position", flat=True).first()
         return Attribute.objects.create(
@@ -662,7 +663,7 @@ def attribute_add(*, project: Project, name: str, key: str) -> Attribute:
 def attribute_update(*, project: Project, attribute_id: int, name: str, key: str) -> Attribute:
     """Rename an attribute or change its key; labels keep pointing at it (they store its id)."""
     with transaction.atomic():
-        Project.objects.select_for_update().filter(pk=project.pk).first()
+        project_lock(project_id=project.pk)
         attribute = _attribute_get(project=project, attribute_id=attribute_id)
         attribute.name, attribute.key = _attribute_clean(
             project=project, name=name, key=key, exclude_id=attribute.pk
@@ -678,7 +679,7 @@ def attribute_remove(*, project: Project, attribute_id: int) -> str:
     the exports name attributes by their rows. Rename it instead.
     """
     with transaction.atomic():
-        Project.objects.select_for_update().filter(pk=project.pk).first()
+        project_lock(project_id=project.pk)
         attribute = _attribute_get(project=project, attribute_id=attribute_id)
         # JSON containment is not portable (SQLite has none): scan the recorded lists.
         recorded = Label.objects.filter(project=project, attributes__isnull=False)
