@@ -12,8 +12,8 @@ rule, against the sequence's majority label), F1 macro, log loss and per-species
 ``LoopConfig.class_balance`` trains the classifier (and the fine-tuned head's triplet
 sampler) with the product's class-balance setting; ``ensemble_size`` K > 1 averages the
 probabilities of K classifiers: K seeds trained on the same labels (``"seeds"``, what the
-product does) or the classifiers of the newest K rounds on the current embedding
-(``"versions"``).
+product does, with the product's own ``ensemble_train`` and ``ensemble_predict_proba``) or the
+classifiers of the newest K rounds on the current embedding (``"versions"``).
 
 Everything here runs the project's real code (``activelearn.selection``,
 ``activelearn.classifier``, ``embeddings.training``) on numpy arrays; no Django. Backbone
@@ -41,8 +41,8 @@ from activelearn.classifier import (
     CLASS_BALANCES,
     TrainedClassifier,
     classifier_predict,
-    classifier_train,
-    probabilities_average,
+    ensemble_predict_proba,
+    ensemble_train,
 )
 from activelearn.metrics import classification_metrics
 from activelearn.selection import STRATEGIES, Selection
@@ -316,20 +316,13 @@ def _probability_matrix(
 ) -> np.ndarray:
     """(N, n_classes) float64 class probabilities; classes never trained on get 0.
 
-    Several classifiers (an ensemble): the mean of their probabilities.
+    Several classifiers (an ensemble): the mean of their probabilities, as the product's
+    retrain computes it (``ensemble_predict_proba``).
     """
     models = [clf] if isinstance(clf, TrainedClassifier) else list(clf)
-    each = []
-    for model in models:
-        predictions = classifier_predict(model, x, top_k=n_classes)
-        probs = np.zeros((x.shape[0], n_classes), dtype=np.float64)
-        np.put_along_axis(probs, predictions.top_labels, predictions.top_probs, axis=1)
-        each.append(probs)
-    if len(each) == 1:
-        result = each[0]
-    else:
-        classes = np.arange(n_classes)
-        result = probabilities_average(each, [classes] * len(each))[0].astype(np.float64)
+    mean, classes = ensemble_predict_proba(models, x)
+    result = np.zeros((x.shape[0], n_classes), dtype=np.float64)
+    result[:, classes] = mean
     # float32 rows sum to 1 within ~1e-7, short of scikit-learn's log-loss check.
     normalised: np.ndarray = result / result.sum(axis=1, keepdims=True)
     return normalised
@@ -381,8 +374,9 @@ class LoopConfig:
         class_balance: the classifier's and the triplet sampler's class balance
             (``activelearn.classifier.CLASS_BALANCES``).
         ensemble_size: classifiers whose probabilities are averaged (1: one model).
-        ensemble_mode: "seeds" (K seeds trained on the current labels) or "versions"
-            (the classifiers of the newest K rounds since the last fine-tuning).
+        ensemble_mode: "seeds" (K seeds trained on the current labels: the run seed and the
+            next K - 1, the product's ``ensemble_train``) or "versions" (the classifiers of
+            the newest K rounds since the last fine-tuning).
     """
 
     init: int
@@ -585,17 +579,6 @@ def run_loop(
     )
 
 
-def _train_models(
-    x: np.ndarray, y: np.ndarray, seed: int, *, class_balance: str, size: int
-) -> list[TrainedClassifier]:
-    """``size`` classifiers with seeds seed, seed + 1009, ... (an ensemble of seeds; the
-    stride keeps the members of run seeds 0, 1, ... apart, so runs stay independent)."""
-    return [
-        classifier_train(x, y, random_state=(seed + 1009 * k) % 2**31, class_balance=class_balance)
-        for k in range(size)
-    ]
-
-
 def _fit_and_score(
     state: _RunState, pool: CropFeatures, test: CropFeatures, seed: int, config: LoopConfig
 ) -> Scores:
@@ -604,11 +587,15 @@ def _fit_and_score(
     x_test = state.embedder.embed(test.features)
     x, y = state.x_pool[state.labeled], pool.labels[state.labeled]
     if config.ensemble_mode == "versions":
-        state.clf = classifier_train(x, y, random_state=seed, class_balance=config.class_balance)
+        # One new model per round (the product's first member), averaged with older rounds'.
+        state.clf = ensemble_train(
+            x, y, random_state=seed, class_balance=config.class_balance, size=1
+        )[0]
         state.models = [*state.models, state.clf][-config.ensemble_size :]
     else:
-        state.models = _train_models(
-            x, y, seed, class_balance=config.class_balance, size=config.ensemble_size
+        # The product's ensemble: members with seeds seed, seed + 1, ... (``ensemble_train``).
+        state.models = ensemble_train(
+            x, y, random_state=seed, class_balance=config.class_balance, size=config.ensemble_size
         )
         state.clf = state.models[0]
     return evaluate(state.models, x_test, test.labels, test.seq_ids, len(pool.label_names))
@@ -625,16 +612,23 @@ def full_pool_scores(
 ) -> list[Scores]:
     """The starting embedding (no fine-tuning) with a classifier trained on every pool label.
 
-    One Scores per seed (the classifier's random_state; an ensemble of K uses seeds
-    seed .. seed + K - 1: with one label set there are no older versions to average).
+    One Scores per seed (the classifier's random_state; an ensemble of K is the product's
+    ``ensemble_train``, seeds seed .. seed + K - 1: with one label set there are no older
+    versions to average). Every seed trains on the same labels here, so with K > 1 the
+    ensembles of consecutive seeds share members (seed s's member k is seed s + 1's member
+    k - 1): their spread over seeds understates that of independent ensembles.
     """
     embedder = _Embedder(net)
     x_pool, x_test = embedder.embed(pool.features), embedder.embed(test.features)
     n_classes = len(pool.label_names)
     return [
         evaluate(
-            _train_models(
-                x_pool, pool.labels, seed, class_balance=class_balance, size=ensemble_size
+            ensemble_train(
+                x_pool,
+                pool.labels,
+                random_state=seed,
+                class_balance=class_balance,
+                size=ensemble_size,
             ),
             x_test,
             test.labels,
