@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from activelearn import classifier as classifier_module
-from activelearn import experiment
+from activelearn import experiment, experiment_data
 from activelearn.classifier import classifier_probabilities, classifier_train
 from activelearn.experiment import (
     CropFeatures,
@@ -366,7 +366,7 @@ def test_crop_features_cuts_embeds_and_caches(
     def no_backbone(*args: Any, **kwargs: Any) -> np.ndarray:
         raise AssertionError("the cache should have answered")
 
-    monkeypatch.setattr(experiment, "backbone_features", no_backbone)
+    monkeypatch.setattr(experiment_data, "backbone_features", no_backbone)
     shutil.rmtree(small_folder / "images")  # the cache needs no image any more
     again = crop_features(coco, small_folder, net=net, info=info, cache_dir=cache, n_views=1)
     np.testing.assert_array_equal(again.features, got.features)
