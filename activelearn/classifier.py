@@ -44,6 +44,9 @@ __all__ = [
     "classifier_save",
     "classifier_train",
     "class_weights",
+    "ensemble_predict_proba",
+    "ensemble_save",
+    "ensemble_train",
     "oversample_rows",
     "probabilities_average",
     "probabilities_top_k",
@@ -608,6 +611,56 @@ def classifier_probabilities(
     for start in range(0, x.shape[0], batch_size):
         out[start : start + batch_size] = clf.model.predict_proba(x[start : start + batch_size])
     return out
+
+
+def ensemble_train(
+    features: np.ndarray,
+    labels: np.ndarray,
+    *,
+    random_state: int,
+    class_balance: str = "none",
+    size: int = 1,
+) -> list[TrainedClassifier]:
+    """The project's classifier: ``size`` MLPs trained on the same rows (``classifier_train``).
+
+    Member k gets seed ``(random_state + k) % 2**31`` (so member 0 is exactly
+    ``classifier_train(..., random_state=random_state)``), all with ``class_balance``. More
+    than one member is an ensemble whose probabilities are averaged (``ensemble_predict_proba``;
+    the preprint's S.2). ``size`` below 1 trains one member. The first member is the
+    classifier whose settings a retrain reports.
+    """
+    return [
+        classifier_train(
+            features, labels, random_state=(random_state + k) % 2**31, class_balance=class_balance
+        )
+        for k in range(max(1, size))
+    ]
+
+
+def ensemble_predict_proba(
+    members: Sequence[TrainedClassifier], features: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """((N, C) float32 probabilities averaged over ``members``, (C,) int64 classes).
+
+    One member: its own ``classifier_probabilities`` and classes, untouched. Several:
+    ``probabilities_average`` over the union of their classes (a class a member never saw
+    counts as 0 from it). Raises ClassifierError as ``classifier_probabilities``, or for no
+    member at all.
+    """
+    if len(members) == 1:
+        return classifier_probabilities(members[0], features), members[0].classes
+    return probabilities_average(
+        [classifier_probabilities(m, features) for m in members], [m.classes for m in members]
+    )
+
+
+def ensemble_save(members: Sequence[TrainedClassifier], path: Path) -> None:
+    """The first member at ``path`` (``classifier_save``), member k >= 1 beside it as
+    ``<stem>.m<k><suffix>``; each file is written atomically. The parent folder must exist."""
+    path = Path(path)
+    classifier_save(members[0], path)
+    for k, member in enumerate(members[1:], start=1):
+        classifier_save(member, path.with_name(f"{path.stem}.m{k}{path.suffix}"))
 
 
 def classifier_save(clf: TrainedClassifier, path: Path) -> None:

@@ -12,45 +12,44 @@ rule, against the sequence's majority label), F1 macro, log loss and per-species
 ``LoopConfig.class_balance`` trains the classifier (and the fine-tuned head's triplet
 sampler) with the product's class-balance setting; ``ensemble_size`` K > 1 averages the
 probabilities of K classifiers: K seeds trained on the same labels (``"seeds"``, what the
-product does) or the classifiers of the newest K rounds on the current embedding
-(``"versions"``).
+product does, with the product's own ``ensemble_train`` and ``ensemble_predict_proba``) or the
+classifiers of the newest K rounds on the current embedding (``"versions"``).
 
 Everything here runs the project's real code (``activelearn.selection``,
 ``activelearn.classifier``, ``embeddings.training``) on numpy arrays; no Django. Backbone
 features of the crops are computed once and cached on disk (``crop_features``), so a
 whole benchmark is matrix products plus small classifier fits. All randomness is seeded.
+
+The data side (``crop_features``, ``coco_split`` and their dataclasses) lives in
+``activelearn.experiment_data``; it is re-exported here, so callers import the benchmark from
+one module.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 from torch import nn
 
 from activelearn.classifier import (
     CLASS_BALANCES,
     TrainedClassifier,
     classifier_predict,
-    classifier_train,
-    probabilities_average,
+    ensemble_predict_proba,
+    ensemble_train,
 )
+from activelearn.experiment_data import CocoSplit, CropFeatures, coco_split, crop_features
 from activelearn.metrics import classification_metrics
 from activelearn.selection import STRATEGIES, Selection
 from activelearn.selection_extra import EXTRA_STRATEGIES, knn_radius
-from detector.cct import CctDocument, CctId, cct_parse
-from embeddings.cocodata import CropSet, coco_crops
-from embeddings.model import BackboneInfo, EmbeddingNet
-from embeddings.training import TrainConfig, backbone_features, embed_from_features, train_head
-from projects.atomic import atomic_path
+from embeddings.model import EmbeddingNet
+from embeddings.training import TrainConfig, embed_from_features, train_head
 
 __all__ = [
     "ALIASES",
@@ -77,10 +76,6 @@ __all__ = [
     "summarise",
 ]
 
-# Bump when what the cache holds or how it is computed changes.
-_CACHE_VERSION = 1
-# Seeds of the cached augmented views: fixed (not the run seed) so every run shares them.
-_VIEW_SEED_BASE = 1000
 # Other spellings of strategy names (the paper and the command line say "k-Center").
 ALIASES: dict[str, str] = {"kcenter": "k_center", "k-center": "k_center"}
 
@@ -106,160 +101,6 @@ def resolve_strategy(name: str) -> str:
             f"(aliases: {', '.join(sorted(ALIASES))})"
         )
     return canonical
-
-
-# --- Crops and cached backbone features ---------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CropFeatures:
-    """Backbone features of every labelled box crop of one COCO Camera Traps file.
-
-    Attributes:
-        features: (N, F) float32 pooled backbone outputs of the plain crops.
-        views: (V, N, F) float32 backbone outputs of V augmented views per crop (V may be
-            0); used only to fine-tune the embedding head.
-        labels: (N,) int64 index into ``label_names``.
-        label_names: category names sorted by category id.
-        seq_ids: (N,) str capture sequence of each crop.
-        crop_pixels: (N,) int64 width x height of each cut crop (box size, for diagnostics).
-    """
-
-    features: np.ndarray
-    views: np.ndarray
-    labels: np.ndarray
-    label_names: list[str]
-    seq_ids: np.ndarray
-    crop_pixels: np.ndarray
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-
-def _cache_key(coco: Path, images: Path, info: BackboneInfo, padding: float) -> str:
-    """Hex digest of everything the cached crops and features depend on."""
-    digest = hashlib.sha256(Path(coco).read_bytes())
-    parts = [str(Path(images).resolve()), repr(padding), info.backbone, info.weights_source]
-    digest.update("\0".join([*parts, str(_CACHE_VERSION)]).encode())
-    return digest.hexdigest()[:20]
-
-
-@dataclass(frozen=True)
-class _Source:
-    """One COCO file's crops: what they are cut and embedded from, and where they are cached."""
-
-    coco: Path
-    images: Path
-    net: EmbeddingNet
-    info: BackboneInfo
-    padding: float
-    crops_dir: Path
-    base: Path  # .npz: plain features and metadata; view v: <base stem>-view<v>.npy
-
-    def view_path(self, index: int) -> Path:
-        return self.base.with_name(f"{self.base.stem}-view{index}.npy")
-
-    def crop_paths(self, n_rows: int) -> list[Path]:
-        """The crop files ``coco_crops`` writes (it names row i ``<i:06d>.jpg``)."""
-        return [self.crops_dir / f"{i:06d}.jpg" for i in range(n_rows)]
-
-    def cut(self) -> CropSet:
-        """Cut (or re-cut: the output is deterministic) every box into ``crops_dir``."""
-        return coco_crops(self.coco, self.images, padding=self.padding, out_dir=self.crops_dir)
-
-
-def _cut_and_embed(source: _Source) -> None:
-    """Cut the crops and cache their plain features and metadata."""
-    crops = source.cut()
-    if len(crops) == 0:
-        raise ValueError(f"{source.coco}: no readable box annotation")
-    arrays = {
-        "features": backbone_features(source.net, crops.paths, info=source.info),
-        "labels": crops.labels,
-        "label_names": np.array(crops.label_names, dtype=str),
-        "seq_ids": crops.seq_ids,
-        "crop_pixels": np.array([_pixels(p) for p in crops.paths], dtype=np.int64),
-    }
-    with atomic_path(source.base) as tmp, open(tmp, "wb") as handle:
-        np.savez(handle, **arrays)  # type: ignore[arg-type]
-
-
-def _view(source: _Source, index: int, n_rows: int) -> np.ndarray:
-    """(N, F) features of augmented view ``index``, from the cache or computed now."""
-    path = source.view_path(index)
-    if not path.is_file():
-        paths = source.crop_paths(n_rows)
-        if not all(p.is_file() for p in paths):  # crops deleted since: cut them again
-            paths = source.cut().paths
-        features = backbone_features(
-            source.net, paths, info=source.info, augment_seed=_VIEW_SEED_BASE + index
-        )
-        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-            np.save(handle, features)
-    view: np.ndarray = np.load(path, allow_pickle=False)
-    return view
-
-
-def crop_features(
-    coco: Path,
-    images: Path,
-    *,
-    net: EmbeddingNet,
-    info: BackboneInfo,
-    cache_dir: Path,
-    padding: float = 0.1,
-    n_views: int = 0,
-) -> CropFeatures:
-    """Cut the labelled boxes of ``coco`` and return their backbone features, cached.
-
-    The first call cuts the crops into ``cache_dir/crops/<key>/`` and stores plain
-    features and metadata in ``cache_dir/<stem>-<key>.npz``; augmented view v goes to
-    ``<stem>-<key>-view<v>.npy`` when first asked for. The key covers the JSON bytes,
-    the images folder, padding and backbone weights, so later calls only read files.
-
-    Args:
-        coco: COCO Camera Traps JSON (see ``embeddings.cocodata.coco_crops``).
-        images: folder the JSON's ``file_name`` paths are relative to.
-        net, info: the embedding network (only its backbone runs) and its description.
-        cache_dir: created if needed.
-        padding: box context fraction, as everywhere else in the project.
-        n_views: augmented views per crop wanted (view v uses augment seed 1000 + v).
-
-    Raises:
-        embeddings.cocodata.CocoCropsError, detector.base.DetectorError: unusable JSON.
-        ValueError: no readable box, or an unreadable crop.
-    """
-    key = _cache_key(coco, images, info, padding)
-    source = _Source(
-        coco=Path(coco),
-        images=Path(images),
-        net=net,
-        info=info,
-        padding=padding,
-        crops_dir=cache_dir / "crops" / key,
-        base=cache_dir / f"{Path(coco).stem}-{key}.npz",
-    )
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    if not source.base.is_file():
-        _cut_and_embed(source)
-    with np.load(source.base, allow_pickle=False) as data:
-        base = {name: data[name] for name in data.files}
-    plain = base["features"]
-    views = [_view(source, v, plain.shape[0]) for v in range(n_views)]
-    return CropFeatures(
-        features=plain,
-        views=np.stack(views) if views else np.empty((0, *plain.shape), np.float32),
-        labels=base["labels"],
-        label_names=[str(name) for name in base["label_names"]],
-        seq_ids=base["seq_ids"],
-        crop_pixels=base["crop_pixels"],
-    )
-
-
-def _pixels(path: Path) -> int:
-    """Width x height of an image file (reads the header only)."""
-    with Image.open(path) as image:
-        return int(image.width * image.height)
 
 
 # --- Scoring ---------------------------------------------------------------------------
@@ -293,20 +134,13 @@ def _probability_matrix(
 ) -> np.ndarray:
     """(N, n_classes) float64 class probabilities; classes never trained on get 0.
 
-    Several classifiers (an ensemble): the mean of their probabilities.
+    Several classifiers (an ensemble): the mean of their probabilities, as the product's
+    retrain computes it (``ensemble_predict_proba``).
     """
     models = [clf] if isinstance(clf, TrainedClassifier) else list(clf)
-    each = []
-    for model in models:
-        predictions = classifier_predict(model, x, top_k=n_classes)
-        probs = np.zeros((x.shape[0], n_classes), dtype=np.float64)
-        np.put_along_axis(probs, predictions.top_labels, predictions.top_probs, axis=1)
-        each.append(probs)
-    if len(each) == 1:
-        result = each[0]
-    else:
-        classes = np.arange(n_classes)
-        result = probabilities_average(each, [classes] * len(each))[0].astype(np.float64)
+    mean, classes = ensemble_predict_proba(models, x)
+    result = np.zeros((x.shape[0], n_classes), dtype=np.float64)
+    result[:, classes] = mean
     # float32 rows sum to 1 within ~1e-7, short of scikit-learn's log-loss check.
     normalised: np.ndarray = result / result.sum(axis=1, keepdims=True)
     return normalised
@@ -358,8 +192,9 @@ class LoopConfig:
         class_balance: the classifier's and the triplet sampler's class balance
             (``activelearn.classifier.CLASS_BALANCES``).
         ensemble_size: classifiers whose probabilities are averaged (1: one model).
-        ensemble_mode: "seeds" (K seeds trained on the current labels) or "versions"
-            (the classifiers of the newest K rounds since the last fine-tuning).
+        ensemble_mode: "seeds" (K seeds trained on the current labels: the run seed and the
+            next K - 1, the product's ``ensemble_train``) or "versions" (the classifiers of
+            the newest K rounds since the last fine-tuning).
     """
 
     init: int
@@ -562,17 +397,6 @@ def run_loop(
     )
 
 
-def _train_models(
-    x: np.ndarray, y: np.ndarray, seed: int, *, class_balance: str, size: int
-) -> list[TrainedClassifier]:
-    """``size`` classifiers with seeds seed, seed + 1009, ... (an ensemble of seeds; the
-    stride keeps the members of run seeds 0, 1, ... apart, so runs stay independent)."""
-    return [
-        classifier_train(x, y, random_state=(seed + 1009 * k) % 2**31, class_balance=class_balance)
-        for k in range(size)
-    ]
-
-
 def _fit_and_score(
     state: _RunState, pool: CropFeatures, test: CropFeatures, seed: int, config: LoopConfig
 ) -> Scores:
@@ -581,11 +405,15 @@ def _fit_and_score(
     x_test = state.embedder.embed(test.features)
     x, y = state.x_pool[state.labeled], pool.labels[state.labeled]
     if config.ensemble_mode == "versions":
-        state.clf = classifier_train(x, y, random_state=seed, class_balance=config.class_balance)
+        # One new model per round (the product's first member), averaged with older rounds'.
+        state.clf = ensemble_train(
+            x, y, random_state=seed, class_balance=config.class_balance, size=1
+        )[0]
         state.models = [*state.models, state.clf][-config.ensemble_size :]
     else:
-        state.models = _train_models(
-            x, y, seed, class_balance=config.class_balance, size=config.ensemble_size
+        # The product's ensemble: members with seeds seed, seed + 1, ... (``ensemble_train``).
+        state.models = ensemble_train(
+            x, y, random_state=seed, class_balance=config.class_balance, size=config.ensemble_size
         )
         state.clf = state.models[0]
     return evaluate(state.models, x_test, test.labels, test.seq_ids, len(pool.label_names))
@@ -602,16 +430,23 @@ def full_pool_scores(
 ) -> list[Scores]:
     """The starting embedding (no fine-tuning) with a classifier trained on every pool label.
 
-    One Scores per seed (the classifier's random_state; an ensemble of K uses seeds
-    seed .. seed + K - 1: with one label set there are no older versions to average).
+    One Scores per seed (the classifier's random_state; an ensemble of K is the product's
+    ``ensemble_train``, seeds seed .. seed + K - 1: with one label set there are no older
+    versions to average). Every seed trains on the same labels here, so with K > 1 the
+    ensembles of consecutive seeds share members (seed s's member k is seed s + 1's member
+    k - 1): their spread over seeds understates that of independent ensembles.
     """
     embedder = _Embedder(net)
     x_pool, x_test = embedder.embed(pool.features), embedder.embed(test.features)
     n_classes = len(pool.label_names)
     return [
         evaluate(
-            _train_models(
-                x_pool, pool.labels, seed, class_balance=class_balance, size=ensemble_size
+            ensemble_train(
+                x_pool,
+                pool.labels,
+                random_state=seed,
+                class_balance=class_balance,
+                size=ensemble_size,
             ),
             x_test,
             test.labels,
@@ -916,85 +751,3 @@ def run_benchmark(
         seconds=time.perf_counter() - started,
         species=list(pool.label_names),
     )
-
-
-# --- Pool / test split by capture sequence ---------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CocoSplit:
-    """A COCO Camera Traps document split by whole sequences.
-
-    Attributes:
-        pool, test: complete documents (every top-level key of the source, e.g. info,
-            licenses, categories, with ``images``/``annotations`` filtered; entries as in
-            the source).
-        test_sequences: sorted seq_ids that went to the test document.
-        pool_sequences: sorted seq_ids that went to the pool document.
-    """
-
-    pool: dict[str, Any]
-    test: dict[str, Any]
-    test_sequences: list[str]
-    pool_sequences: list[str]
-
-
-def _sequence_categories(document: CctDocument) -> dict[str, CctId]:
-    """seq_id -> its main category: the most annotated one, ties to the first listed."""
-    position = {c.id: i for i, c in enumerate(document.categories or ())}
-    counts: dict[str, dict[CctId, int]] = {}
-    for ann in document.annotations:
-        if ann.category_id is not None:
-            per_seq = counts.setdefault(document.images[ann.image_index].sequence, {})
-            per_seq[ann.category_id] = per_seq.get(ann.category_id, 0) + 1
-    return {
-        seq: min(per_seq, key=lambda c: (-per_seq[c], position[c]))
-        for seq, per_seq in counts.items()
-    }
-
-
-def coco_split(document: CctDocument | Mapping[str, Any], *, test_ranks: set[int]) -> CocoSplit:
-    """Split a COCO Camera Traps document into pool and test by capture sequence.
-
-    Each sequence (``CctImage.sequence``: its seq_id, else the image alone) belongs to its
-    main category (most annotations; ties to the category listed first). Within a category
-    the sequences are sorted by seq_id and ranked 1, 2, ...; the test gets every sequence
-    whose rank is in ``test_ranks``, the pool the rest (including sequences without
-    annotations). A sequence is never split.
-
-    ``document`` is what ``detector.cct.cct_read`` read, or a parsed JSON object that is
-    checked here the same way (``cct_parse``).
-
-    Raises:
-        detector.cct.CctError (a ValueError): an object that is not a COCO Camera Traps
-        document with images/annotations/categories lists (see ``cct_parse``).
-    """
-    if not isinstance(document, CctDocument):
-        document = cct_parse(document, source="COCO Camera Traps document")
-    main = _sequence_categories(document)
-    by_category: dict[CctId, list[str]] = {}
-    for seq, category in main.items():
-        by_category.setdefault(category, []).append(seq)
-    test_seqs = {
-        seq
-        for seqs in by_category.values()
-        for rank, seq in enumerate(sorted(seqs), start=1)
-        if rank in test_ranks
-    }
-    all_seqs = {image.sequence for image in document.images}
-    return CocoSplit(
-        pool=_subset(document, all_seqs - test_seqs),
-        test=_subset(document, test_seqs),
-        test_sequences=sorted(test_seqs),
-        pool_sequences=sorted(all_seqs - test_seqs),
-    )
-
-
-def _subset(document: CctDocument, sequences: set[str]) -> dict[str, Any]:
-    """The document restricted to the images of ``sequences`` and their annotations."""
-    kept = {image.index for image in document.images if image.sequence in sequences}
-    return {
-        **document.record,
-        "images": [dict(image.record) for image in document.images if image.index in kept],
-        "annotations": [dict(a.record) for a in document.annotations if a.image_index in kept],
-    }

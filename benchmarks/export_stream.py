@@ -101,11 +101,11 @@ def _django() -> None:
 
 def _insert(model: Any, columns: tuple[str, ...], rows: Iterable[tuple[Any, ...]]) -> None:
     """Insert rows with the fast raw insert the classifier uses, INSERT_BATCH at a time."""
-    from activelearn.services import _rows_insert
+    from activelearn.services.predictions import rows_insert
 
     iterator = iter(rows)
     while batch := list(itertools.islice(iterator, INSERT_BATCH)):
-        _rows_insert(model, columns, batch)
+        rows_insert(model=model, columns=columns, rows=batch)
 
 
 def _next_id(model: Any) -> int:

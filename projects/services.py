@@ -12,6 +12,7 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils.text import slugify
 
+from projects.locks import project_lock
 from projects.models import DEFAULT_ATTRIBUTES, Attribute, Membership, Project, Role, Species
 
 
@@ -188,7 +189,7 @@ def _species_name_clean(*, project: Project, name: str, exclude_id: int | None =
 def species_add(*, project: Project, name: str) -> Species:
     """Add a species at the end of the project's list. SpeciesError for a taken name."""
     with transaction.atomic():
-        Project.objects.select_for_update().filter(pk=project.pk).first()  # one writer
+        project_lock(project_id=project.pk)  # one writer
         name = _species_name_clean(project=project, name=name)
         last = project.species.order_by("-position").values_list("position", flat=True).first()
         return Species.objects.create(
@@ -199,7 +200,7 @@ def species_add(*, project: Project, name: str) -> Species:
 def species_rename(*, project: Project, species_id: int, name: str) -> Species:
     """Rename a species; its labels keep pointing at it. SpeciesError for a taken name."""
     with transaction.atomic():
-        Project.objects.select_for_update().filter(pk=project.pk).first()
+        project_lock(project_id=project.pk)
         species = species_get(project=project, species_id=species_id)
         species.name = _species_name_clean(project=project, name=name, exclude_id=species.pk)
         species.save(update_fields=["name"])
@@ -257,7 +258,7 @@ def _attribute_clean(
 def attribute_add(*, project: Project, name: str, key: str) -> Attribute:
     """Add a yes/no attribute at the end of the project's list, with its labelling hotkey."""
     with transaction.atomic():
-        Project.objects.select_for_update().filter(pk=project.pk).first()  # one writer
+        project_lock(project_id=project.pk)  # one writer
         name, key = _attribute_clean(project=project, name=name, key=key)
         last = project.attributes.order_by("-position").values_list("position", flat=True).first()
         return Attribute.objects.create(
@@ -268,7 +269,7 @@ def attribute_add(*, project: Project, name: str, key: str) -> Attribute:
 def attribute_update(*, project: Project, attribute_id: int, name: str, key: str) -> Attribute:
     """Rename an attribute or change its key; labels keep pointing at it (they store its id)."""
     with transaction.atomic():
-        Project.objects.select_for_update().filter(pk=project.pk).first()
+        project_lock(project_id=project.pk)
         attribute = attribute_get(project=project, attribute_id=attribute_id)
         attribute.name, attribute.key = _attribute_clean(
             project=project, name=name, key=key, exclude_id=attribute.pk

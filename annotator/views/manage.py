@@ -16,6 +16,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
+from activelearn.services import attribute_remove, species_merge
 from annotator.forms import (
     AttributeForm,
     MemberAddForm,
@@ -24,7 +25,6 @@ from annotator.forms import (
     SpeciesNameForm,
 )
 from annotator.selectors import members_list, project_get_for_user, species_list_with_counts
-from annotator.services import attribute_remove, species_merge
 from annotator.views._common import request_user
 from projects.models import Project, Role
 from projects.services import (

@@ -7,6 +7,8 @@ cross-validated with folds grouped by event, as the retrain does.
 
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +17,10 @@ import pytest
 from activelearn.attributes import (
     AttributeHeadError,
     attributes_cross_validate,
+    attributes_head_fit,
+    attributes_json_rows,
     attributes_load,
+    attributes_metrics,
     attributes_probabilities,
     attributes_save,
     attributes_train,
@@ -129,3 +134,86 @@ def test_cross_validation_needs_two_events() -> None:
     model = attributes_train(x, y, random_state=0)
     with pytest.raises(AttributeHeadError, match="width"):
         attributes_probabilities(model, x[:, :10])
+
+
+# --- what a retrain stores of the head (attributes_head_fit and its parts) -----------------
+
+
+def test_attributes_json_rows_are_the_probabilities_by_id_to_four_places() -> None:
+    probs = np.array([[0.123456, 1.0, 0.0], [0.99995, 0.5, 1e-6]], dtype=np.float32)
+    rows = attributes_json_rows([4, 9, 12], probs)
+    assert rows[0] == '{"4":0.1235,"9":1.0000,"12":0.0000}'
+    for text, row in zip(rows, probs, strict=True):
+        decoded = json.loads(text)
+        assert list(decoded) == ["4", "9", "12"]
+        np.testing.assert_allclose(list(decoded.values()), row, atol=5e-5)
+    assert attributes_json_rows([4], np.zeros((0, 1))) == []
+
+
+def test_attributes_metrics_score_the_cross_validated_head(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    x, y, events = synthetic(n_events=20)
+    got = attributes_metrics(
+        x, y, groups=events, names=list(NAMES), ids=[7, 8, 9], random_state=3, n_splits=5
+    )
+    cv = attributes_cross_validate(x, y, groups=events, n_splits=5, random_state=3)
+    expected = multilabel_metrics(cv.probabilities, y, names=NAMES)
+    assert got is not None and got["n_splits"] == 5 and got["threshold"] == 0.5
+    assert {k: got[k] for k in expected.summary()} == expected.summary()
+    per_attribute = got["per_attribute"]
+    assert isinstance(per_attribute, list)
+    assert [(a["id"], a["name"]) for a in per_attribute] == list(zip([7, 8, 9], NAMES, strict=True))
+    for i, row in enumerate(per_attribute):
+        predicted = cv.probabilities[:, i] > 0.5
+        assert row["support"] == int(y[:, i].sum())
+        assert row["accuracy"] == pytest.approx(np.mean(predicted == y[:, i]))
+    with caplog.at_level(logging.INFO, logger="activelearn.attributes"):
+        one_event = attributes_metrics(
+            x,
+            y,
+            groups=np.zeros(x.shape[0]),
+            names=list(NAMES),
+            ids=[7, 8, 9],
+            random_state=3,
+            n_splits=5,
+        )
+    assert one_event is None and "not cross-validated" in caplog.text
+
+
+def test_attributes_head_fit_trains_on_the_rows_saves_and_applies_to_every_crop(
+    tmp_path: Path,
+) -> None:
+    x, y, events = synthetic(n_events=12, per_event=3)
+    rows = np.arange(0, x.shape[0], 2)  # attributes recorded on every other crop
+    path = tmp_path / "v1.attributes.joblib"
+    head = attributes_head_fit(
+        x,
+        rows=rows,
+        truth=y[rows],
+        events=events.astype(str),
+        ids=[7, 8, 9],
+        names=list(NAMES),
+        random_state=4,
+        n_splits=3,
+        path=path,
+    )
+    model = attributes_train(x[rows], y[rows], random_state=4)
+    probs = attributes_probabilities(model, x)
+    np.testing.assert_array_equal(attributes_probabilities(attributes_load(path), x), probs)
+    assert head.ids == [7, 8, 9]
+    assert head.crop_json == attributes_json_rows([7, 8, 9], probs)
+    # Per capture event, in sorted event order: the mean of its crops' probabilities.
+    labels = sorted(set(events.astype(str)))
+    means = np.stack([probs[events.astype(str) == e].mean(axis=0) for e in labels])
+    decoded = np.array([list(json.loads(t).values()) for t in head.event_json])
+    np.testing.assert_allclose(decoded, means, atol=5e-5)
+    assert head.metrics == attributes_metrics(
+        x[rows],
+        y[rows],
+        groups=events.astype(str)[rows],
+        names=list(NAMES),
+        ids=[7, 8, 9],
+        random_state=4,
+        n_splits=3,
+    )

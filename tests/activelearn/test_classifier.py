@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +19,12 @@ from activelearn.classifier import (
     class_weights,
     classifier_load,
     classifier_predict,
+    classifier_probabilities,
     classifier_save,
     classifier_train,
+    ensemble_predict_proba,
+    ensemble_save,
+    ensemble_train,
     oversample_rows,
     probabilities_average,
 )
@@ -300,3 +306,88 @@ def test_probabilities_average_refuses_mismatches() -> None:
         probabilities_average([np.ones((2, 2)), np.ones((3, 2))], [np.arange(2), np.arange(2)])
     with pytest.raises(ClassifierError, match="distinct"):
         probabilities_average([np.ones((2, 2))], [np.array([1, 1])])
+
+
+# --- ensembles (the product's classifier: ensemble_train / ensemble_predict_proba) ------------
+
+
+def test_an_ensemble_of_one_is_the_single_model() -> None:
+    x, y = blobs(per_class=8)
+    members = ensemble_train(x, y, random_state=5, class_balance="weighted", size=1)
+    single = classifier_train(x, y, random_state=5, class_balance="weighted")
+    assert len(members) == 1 and members[0].random_state == 5
+    assert members[0].class_balance == "weighted"
+    probs, classes = ensemble_predict_proba(members, x)
+    np.testing.assert_array_equal(probs, classifier_probabilities(single, x))
+    np.testing.assert_array_equal(classes, single.classes)
+    # A size below one still trains the one model.
+    (zero,) = ensemble_train(x, y, random_state=5, class_balance="weighted", size=0)
+    np.testing.assert_array_equal(classifier_probabilities(zero, x), probs)
+
+
+def test_ensemble_members_take_consecutive_seeds_and_their_probabilities_average() -> None:
+    x, y = blobs(per_class=8)
+    members = ensemble_train(x, y, random_state=2**31 - 2, size=3)
+    # Seeds seed, seed + 1, ... wrapped into [0, 2**31): the product's scheme.
+    assert [m.random_state for m in members] == [2**31 - 2, 2**31 - 1, 0]
+    for member in members:
+        alone = classifier_train(x, y, random_state=member.random_state)
+        np.testing.assert_array_equal(
+            classifier_probabilities(member, x), classifier_probabilities(alone, x)
+        )
+    probs, classes = ensemble_predict_proba(members, x)
+    brute = np.zeros((x.shape[0], 3))
+    for member in members:
+        brute += classifier_probabilities(member, x).astype(np.float64) / 3
+    np.testing.assert_array_equal(classes, [3, 7, 11])
+    np.testing.assert_allclose(probs, brute, rtol=1e-6, atol=1e-7)
+    assert probs.dtype == np.float32
+
+
+def test_ensemble_of_members_with_different_classes_averages_over_their_union() -> None:
+    x, y = blobs(per_class=8)
+    first = classifier_train(x, y, random_state=0)
+    keep = y != 11
+    second = classifier_train(x[keep], y[keep], random_state=1)
+    probs, classes = ensemble_predict_proba([first, second], x)
+    np.testing.assert_array_equal(classes, [3, 7, 11])
+    brute = np.zeros((x.shape[0], 3))
+    for member in (first, second):
+        for j, label in enumerate(member.classes):
+            column = int(np.flatnonzero(classes == label)[0])
+            brute[:, column] += classifier_probabilities(member, x)[:, j] / 2
+    np.testing.assert_allclose(probs, brute, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    with pytest.raises(ClassifierError):
+        ensemble_predict_proba([], x)
+
+
+def test_ensemble_save_writes_each_member_beside_the_first(tmp_path: Path) -> None:
+    x, y = blobs(per_class=5)
+    members = ensemble_train(x, y, random_state=3, size=3)
+    path = tmp_path / "v4.joblib"
+    ensemble_save(members, path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "v4.joblib",
+        "v4.m1.joblib",
+        "v4.m2.joblib",
+    ]
+    for member, name in zip(members, ("v4.joblib", "v4.m1.joblib", "v4.m2.joblib"), strict=True):
+        loaded = classifier_load(tmp_path / name)
+        assert loaded.random_state == member.random_state
+        np.testing.assert_array_equal(
+            classifier_probabilities(loaded, x), classifier_probabilities(member, x)
+        )
+
+
+def test_the_ml_modules_import_without_django() -> None:
+    """Arrays in, dataclasses out: the classifier, the attribute head and the benchmark engine
+    load no Django, directly or indirectly (checked in a fresh interpreter)."""
+    code = (
+        "import sys\n"
+        "import activelearn.attributes, activelearn.classifier, activelearn.experiment\n"
+        "loaded = sorted(m for m in sys.modules if m == 'django' or m.startswith('django.'))\n"
+        "assert not loaded, loaded\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120, cwd=root)

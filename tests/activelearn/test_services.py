@@ -192,18 +192,18 @@ def test_k_center_cache_folds_in_only_new_labels(
 ) -> None:
     import numpy as np
 
-    from activelearn import services
     from activelearn.selection import k_center_greedy
+    from activelearn.services import rounds
     from embeddings.selectors import embedding_vectors_dir, embedding_vectors_load
 
     folded: list[int] = []
-    real_update = services.min_sq_distances_update
+    real_update = rounds.min_sq_distances_update
 
     def spy(features: Any, *, min_sq: Any, new_rows: Any) -> Any:
         folded.append(len(new_rows))
         return real_update(features, min_sq=min_sq, new_rows=new_rows)
 
-    monkeypatch.setattr(services, "min_sq_distances_update", spy)
+    monkeypatch.setattr(rounds, "min_sq_distances_update", spy)
     first = round_start(project=ingested_project, user=admin_user, strategy="random", size=3)
     _label_all(first, volunteer, ingested_project)
     second = round_start(project=ingested_project, user=admin_user, strategy="k_center", size=2)

@@ -11,6 +11,7 @@ import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
 
+from activelearn import classifier as classifier_module
 from activelearn import services
 from activelearn.classifier import classifier_load, classifier_probabilities, probabilities_average
 from activelearn.models import Prediction
@@ -19,6 +20,7 @@ from activelearn.services import (
     embedding_finetune_and_retrain,
     embedding_finetune_queue,
 )
+from activelearn.services import settings as settings_services
 from detector.models import Crop
 from embeddings import services as embedding_services
 from embeddings.selectors import embedding_vectors_load
@@ -31,13 +33,14 @@ pytestmark = pytest.mark.django_db
 def _spy_train(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     """Record the keyword arguments of every classifier fit of the retrain."""
     calls: list[dict[str, Any]] = []
-    real = services.classifier_train
+    # Looked up in activelearn.classifier by ensemble_train, which the retrain calls.
+    real = classifier_module.classifier_train
 
     def spy(*args: Any, **kwargs: Any) -> Any:
         calls.append(kwargs)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(services, "classifier_train", spy)
+    monkeypatch.setattr(classifier_module, "classifier_train", spy)
     return calls
 
 
@@ -124,7 +127,9 @@ def test_a_new_class_balance_queues_a_retrain_that_does_not_skip(
     assert first is not None and first.class_balance == "none"
     queued: list[int] = []
     monkeypatch.setattr(
-        services, "classifier_retrain_queue", lambda *, project_id: queued.append(project_id)
+        settings_services,
+        "classifier_retrain_queue",
+        lambda *, project_id: queued.append(project_id),
     )
     # Same settings again: nothing to do.
     services.project_learning_update(

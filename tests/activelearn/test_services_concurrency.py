@@ -2,7 +2,7 @@
 
 Each race is forced, not hoped for: a barrier holds both writers at the point where the race
 matters (after their label rows are written, before the consensus is computed), so that without
-the row locks in ``activelearn.services`` these tests fail every time.
+the row locks of ``activelearn.services.locks`` these tests fail every time.
 """
 
 from __future__ import annotations
@@ -15,7 +15,10 @@ import pytest
 from django.contrib.auth.models import User
 from django.db import connection, transaction
 
-import activelearn.services as services
+import activelearn.classifier as classifier_module
+import activelearn.services.labels as label_services
+import activelearn.services.retrain as retrain_services
+import activelearn.services.settings as settings_services
 from activelearn.models import ClassifierVersion, Consensus, Label, Round
 from activelearn.services import (
     RoundError,
@@ -52,11 +55,13 @@ def second_volunteer(django_user_model: type[User], project: Project) -> User:
 def retrains(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Record the retrains queued (no broker in these tests); one entry per queueing."""
     queued: list[int] = []
-    monkeypatch.setattr(
-        services,
-        "classifier_retrain_queue",
-        lambda *, project_id: queued.append(project_id),
-    )
+    # Patched in every module that looks it up (closing a round, settings, "Retrain now").
+    for module in (label_services, settings_services, retrain_services):
+        monkeypatch.setattr(
+            module,
+            "classifier_retrain_queue",
+            lambda *, project_id: queued.append(project_id),
+        )
     return queued
 
 
@@ -89,13 +94,13 @@ def meet_before_consensus(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]
 
     def arm() -> None:
         barrier = threading.Barrier(2, timeout=20)
-        real = services.consensus_update
+        real = label_services.consensus_update
 
         def waiting(*, project: Project, crop_ids: Any) -> set[int]:
             barrier.wait()
             return real(project=project, crop_ids=crop_ids)
 
-        monkeypatch.setattr(services, "consensus_update", waiting)
+        monkeypatch.setattr(label_services, "consensus_update", waiting)
 
     return arm
 
@@ -229,7 +234,7 @@ def test_labels_arriving_while_the_classifier_trains_count_in_the_next_run(
 ) -> None:
     crops = list(Crop.objects.select_related("image").order_by("id"))
     label_by_truth(ingested_project, volunteer, _first(crops))
-    real_train = services.classifier_train
+    real_train = classifier_module.classifier_train
     arrived: list[int] = []
 
     def train_while_labels_arrive(*args: Any, **kwargs: Any) -> Any:
@@ -239,9 +244,9 @@ def test_labels_arriving_while_the_classifier_trains_count_in_the_next_run(
             arrived.extend(Label.objects.filter(user=second_volunteer).values_list("id", flat=True))
         return real_train(*args, **kwargs)
 
-    monkeypatch.setattr(services, "classifier_train", train_while_labels_arrive)
+    monkeypatch.setattr(classifier_module, "classifier_train", train_while_labels_arrive)
     first = classifier_retrain(project_id=ingested_project.pk)
-    monkeypatch.setattr(services, "classifier_train", real_train)
+    monkeypatch.setattr(classifier_module, "classifier_train", real_train)
 
     assert first is not None and arrived
     assert first.n_labels == 8 and first.last_label_id < min(arrived)
@@ -310,14 +315,14 @@ def test_two_retrains_of_one_project_at_once_make_one_version(
     """Two workers retraining at once: the second waits for the first, then has nothing new."""
     label_by_truth(ingested_project, volunteer, Crop.objects.select_related("image"))
     barrier = threading.Barrier(2, timeout=20)
-    real_train = services.classifier_train
+    real_train = classifier_module.classifier_train
     fits: list[int] = []
 
     def slow_train(*args: Any, **kwargs: Any) -> Any:
         fits.append(1)
         return real_train(*args, **kwargs)
 
-    monkeypatch.setattr(services, "classifier_train", slow_train)
+    monkeypatch.setattr(classifier_module, "classifier_train", slow_train)
 
     def retrain() -> object:
         barrier.wait()

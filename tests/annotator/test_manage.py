@@ -10,8 +10,7 @@ from django.test import Client
 from django.urls import reverse
 
 from activelearn.models import Consensus, EventPrediction, Label, Prediction
-from activelearn.services import classifier_retrain, label_submit
-from annotator.services import species_merge
+from activelearn.services import classifier_retrain, label_submit, species_merge
 from projects.models import Membership, Project, Role, Species
 from projects.services import (
     MemberError,

@@ -126,13 +126,14 @@ def test_retrain_reports_its_steps(
 def test_failed_retrain_records_the_error(
     ingested_project: Project, volunteer: User, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from activelearn import services
+    from activelearn import classifier, services
 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise MemoryError("out of memory while training")
 
     label_by_truth(ingested_project, volunteer, ingested_project.crops.select_related("image"))
-    monkeypatch.setattr(services, "classifier_train", broken)
+    # The ensemble (activelearn.classifier.ensemble_train) looks the trainer up there.
+    monkeypatch.setattr(classifier, "classifier_train", broken)
     with pytest.raises(MemoryError):
         services.classifier_retrain(project_id=ingested_project.pk)
     job = Job.objects.get(project=ingested_project, kind=Job.Kind.RETRAIN)

@@ -1,4 +1,7 @@
-"""Project changes that touch labels: merging species and removing an attribute."""
+"""Project changes that touch labels: merging species and removing an attribute.
+
+The other species and attribute edits touch no label and live in ``projects.services``.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,9 @@ from dataclasses import dataclass
 from django.db import transaction
 
 from activelearn.models import Consensus, EventPrediction, Label, Prediction
-from activelearn.services import classifier_retrain_queue, consensus_update
+from activelearn.services.labels import consensus_update
+from activelearn.services.locks import project_lock
+from activelearn.services.retrain import classifier_retrain_queue
 from projects.models import Project, Species
 from projects.services import AttributeChangeError, SpeciesError, attribute_get, species_get
 
@@ -38,7 +43,7 @@ def species_merge(*, project: Project, source_id: int, target_id: int) -> Specie
     if source_id == target_id:
         raise SpeciesError("choose two different species to merge")
     with transaction.atomic():
-        Project.objects.select_for_update().filter(pk=project.pk).first()
+        project_lock(project_id=project.pk)
         source = species_get(project=project, species_id=source_id)
         target = species_get(project=project, species_id=target_id)
         crop_ids = list(
@@ -71,7 +76,7 @@ def attribute_remove(*, project: Project, attribute_id: int) -> str:
     the exports name attributes by their rows. Rename it instead.
     """
     with transaction.atomic():
-        Project.objects.select_for_update().filter(pk=project.pk).first()
+        project_lock(project_id=project.pk)
         attribute = attribute_get(project=project, attribute_id=attribute_id)
         # JSON containment is not portable (SQLite has none): scan the recorded lists.
         recorded = Label.objects.filter(project=project, attributes__isnull=False)

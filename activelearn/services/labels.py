@@ -1,0 +1,373 @@
+"""Labels: volunteers' votes and admins' reviews, and the consensus they make per crop.
+
+Every write of a label recomputes its crops' consensus (``consensus_update``) in the same
+transaction; when that settles the last crop of the open round, the round closes and a retrain
+is queued (``round_close_if_done``). Labels are never deleted: a changed vote adds a row (the
+user's newest counts), an undo marks the row undone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from django.contrib.auth.models import User
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from activelearn.consensus import attributes_decide, consensus_decide
+from activelearn.models import Consensus, CropClaim, Label, LabelKind, Round
+from activelearn.selectors import round_open_get
+from activelearn.services.claims import claims_create
+from activelearn.services.errors import LabelError
+from activelearn.services.finetune import embedding_finetune_queue
+from activelearn.services.locks import crops_lock, label_latest_lock, round_lock
+from activelearn.services.retrain import classifier_retrain_queue
+from activelearn.services.rounds import SETTLED, crop_settled
+from detector.models import Crop
+from projects.models import Attribute, Project, Species
+
+__all__ = [
+    "CONSENSUS_CHUNK",
+    "consensus_update",
+    "label_review",
+    "label_submit",
+    "label_undo",
+    "labels_submit",
+    "round_close_if_done",
+]
+
+# Crops per batch when consensus rows are recomputed.
+CONSENSUS_CHUNK = 2000
+
+
+def label_submit(
+    *,
+    project: Project,
+    crop_id: int,
+    user: User,
+    kind: str,
+    species_id: int | None = None,
+    idempotency_key: str = "",
+    attributes: Sequence[int] | None = None,
+) -> Label:
+    """Store a volunteer's vote on a crop and update the crop's consensus.
+
+    A volunteer's newer label on the same crop replaces their earlier vote (the row stays).
+    When the vote decides the last crop of the open round, the round closes and a retrain is
+    queued. Raises LabelError (and stores nothing) for a crop of another project, an unknown
+    kind or a species not in the project. With an ``idempotency_key``, a repeat of the same
+    submission returns the stored label and stores nothing (see ``labels_submit``).
+    ``attributes``: the ids of the project's attributes ticked yes (see ``labels_submit``).
+    """
+    return labels_submit(
+        project=project,
+        crop_ids=[crop_id],
+        user=user,
+        kind=kind,
+        species_id=species_id,
+        idempotency_key=idempotency_key,
+        attributes=attributes,
+    )[0]
+
+
+def labels_submit(
+    *,
+    project: Project,
+    crop_ids: Sequence[int],
+    user: User,
+    kind: str,
+    species_id: int | None = None,
+    is_review: bool = False,
+    idempotency_key: str = "",
+    attributes: Sequence[int] | None = None,
+) -> list[Label]:
+    """Store the same label on several crops at once (grid mode), all or nothing.
+
+    Same contract as ``label_submit``; ``is_review`` marks an admin's decision on a disputed
+    crop, which overrides the votes (the view checks the role).
+
+    ``idempotency_key`` (up to 200 characters, chosen by the client per submission): when this
+    user already submitted it, the labels stored then are returned and nothing is written, also
+    when two copies race (the database's unique constraint decides). Reusing a key for a
+    different label raises LabelError.
+
+    ``attributes``: ids of the project's attributes ticked yes (behaviours), stored on every
+    label; None when not recorded, [] for all no. Only species labels carry them (an empty
+    crop has no behaviour): for other kinds, [] and None store None and any id is refused.
+    LabelError (nothing stored) for an id that is not one of the project's attributes.
+    """
+    unique_ids = list(dict.fromkeys(int(c) for c in crop_ids))
+    if not unique_ids:
+        raise LabelError("no crop given")
+    if len(idempotency_key) > 200:
+        raise LabelError("the idempotency key is longer than 200 characters")
+    ticked = _label_attributes(project=project, kind=kind, attributes=attributes)
+    if idempotency_key:
+        replay = _labels_replayed(
+            user=user,
+            key=idempotency_key,
+            crop_ids=unique_ids,
+            kind=kind,
+            species_id=species_id,
+            attributes=ticked,
+        )
+        if replay is not None:
+            return replay
+    crops = {c.pk: c for c in Crop.objects.filter(project=project, pk__in=unique_ids)}
+    missing = [c for c in unique_ids if c not in crops]
+    if missing:
+        raise LabelError(
+            f"crop {', '.join(map(str, missing))} is not part of project {project.name!r}"
+        )
+    species = _label_species(project=project, kind=kind, species_id=species_id)
+    with transaction.atomic():
+        open_round = round_open_get(project=project)
+        in_round = (
+            set(open_round.items.filter(crop_id__in=unique_ids).values_list("crop_id", flat=True))
+            if open_round is not None
+            else set()
+        )
+        new = [
+            Label(
+                project=project,
+                crop=crops[crop_id],
+                user=user,
+                kind=kind,
+                species=species,
+                round=open_round if crop_id in in_round else None,
+                is_review=is_review,
+                client_key=f"{idempotency_key}:{crop_id}" if idempotency_key else "",
+                attributes=ticked,
+            )
+            for crop_id in unique_ids
+        ]
+        try:
+            with transaction.atomic():  # a savepoint: a lost race must not spoil the outer one
+                labels = Label.objects.bulk_create(new)
+        except IntegrityError:
+            # The same key was stored by a concurrent copy of this submission since we looked.
+            replay = _labels_replayed(
+                user=user,
+                key=idempotency_key,
+                crop_ids=unique_ids,
+                kind=kind,
+                species_id=species_id,
+                attributes=ticked,
+            )
+            if not idempotency_key or replay is None:
+                raise
+            return replay
+        settled = consensus_update(project=project, crop_ids=unique_ids)
+        if open_round is not None:
+            CropClaim.objects.filter(round=open_round, user=user, crop_id__in=unique_ids).delete()
+            # The round can be complete only if these crops are settled: a vote that leaves
+            # them waiting for more votes skips the round's lock (measured by `make loadtest`).
+            if in_round & settled:
+                round_close_if_done(round_=open_round)
+        embedding_finetune_queue(project=project)
+    return labels
+
+
+def _labels_replayed(
+    *,
+    user: User,
+    key: str,
+    crop_ids: list[int],
+    kind: str,
+    species_id: int | None,
+    attributes: list[int] | None = None,
+) -> list[Label] | None:
+    """The labels ``user`` stored under ``key`` for ``crop_ids``, or None if none exists."""
+    keys = {f"{key}:{crop_id}": crop_id for crop_id in crop_ids}
+    stored = {
+        label.crop_id: label for label in Label.objects.filter(user=user, client_key__in=list(keys))
+    }
+    if not stored:
+        return None
+    same = set(stored) == set(crop_ids) and all(
+        label.kind == kind
+        and label.species_id == species_id
+        and _attributes_same(label.attributes, attributes)
+        for label in stored.values()
+    )
+    if not same:
+        raise LabelError(f"the idempotency key {key!r} was already used for a different label")
+    return [stored[crop_id] for crop_id in crop_ids]
+
+
+def label_review(
+    *,
+    project: Project,
+    crop_id: int,
+    user: User,
+    kind: str,
+    species_id: int | None = None,
+    attributes: Sequence[int] | None = None,
+) -> Label:
+    """An admin decides a crop the volunteers disagreed on (or overrules a decided one).
+
+    With ``attributes`` recorded, the admin's attributes decide the crop's too.
+    """
+    return labels_submit(
+        project=project,
+        crop_ids=[crop_id],
+        user=user,
+        kind=kind,
+        species_id=species_id,
+        is_review=True,
+        attributes=attributes,
+    )[0]
+
+
+def label_undo(*, project: Project, user: User) -> Label:
+    """Withdraw ``user``'s latest label in ``project``: the row stays, marked undone.
+
+    The crop's consensus is recomputed without it. While its round is open the crop goes back
+    to the queue, claimed by ``user`` so that the labelling page shows it next. Raises
+    LabelError when there is nothing to undo.
+    """
+    with transaction.atomic():
+        label = label_latest_lock(project_id=project.pk, user_id=user.pk)
+        if label is None:
+            raise LabelError("nothing to undo: you have no label in this project")
+        label.undone_at = timezone.now()
+        label.save(update_fields=["undone_at"])
+        consensus_update(project=project, crop_ids=[label.crop_id])
+        open_round = round_open_get(project=project)
+        if open_round is not None and open_round.items.filter(crop_id=label.crop_id).exists():
+            claims_create(round_=open_round, user=user, crop_ids=[label.crop_id])
+    return label
+
+
+def consensus_update(*, project: Project, crop_ids: Iterable[int]) -> set[int]:
+    """Recompute the Consensus rows of ``crop_ids`` from their labels.
+
+    Each user's latest label not undone is one vote; the latest review label, if any, decides.
+    Crops left without a vote lose their row. Works in chunks, so it also rebuilds a whole
+    project (a few queries per 2,000 crops). Returns the crops of ``crop_ids`` now settled
+    (done, or waiting for an admin's review). Inside a transaction each chunk's crop rows are
+    locked first (``locks.crops_lock``), chunks in ascending id order.
+    """
+    ids = sorted({int(c) for c in crop_ids})
+    settled: set[int] = set()
+    for start in range(0, len(ids), CONSENSUS_CHUNK):
+        chunk = ids[start : start + CONSENSUS_CHUNK]
+        crops_lock(crop_ids=chunk)
+        settled |= _consensus_chunk(project=project, crop_ids=chunk)
+    return settled
+
+
+def _consensus_chunk(*, project: Project, crop_ids: list[int]) -> set[int]:
+    votes: dict[int, dict[int, Label]] = {c: {} for c in crop_ids}
+    reviews: dict[int, Label] = {}
+    newest: dict[int, Label] = {}
+    labels = Label.objects.filter(crop_id__in=crop_ids, undone_at__isnull=True).order_by("id")
+    fields = ("id", "crop_id", "user_id", "kind", "species_id", "is_review", "attributes")
+    for label in labels.only(*fields):
+        if label.is_review:
+            reviews[label.crop_id] = label
+        else:
+            # Re-inserting moves a changed vote to the end: votes stay in casting order.
+            votes[label.crop_id].pop(label.user_id, None)
+            votes[label.crop_id][label.user_id] = label
+        newest[label.crop_id] = label
+    existing = {c.crop_id: c for c in Consensus.objects.filter(crop_id__in=crop_ids)}
+    create: list[Consensus] = []
+    update: list[Consensus] = []
+    for crop_id in crop_ids:
+        if crop_id not in newest:
+            continue
+        review = reviews.get(crop_id)
+        result = consensus_decide(
+            [(v.kind, v.species_id) for v in votes[crop_id].values()],
+            votes_needed=project.votes_per_crop,
+            threshold=project.agreement_threshold,
+            review=(review.kind, review.species_id) if review else None,
+        )
+        row = existing.get(crop_id) or Consensus(project=project, crop_id=crop_id)
+        row.status, row.kind, row.species_id = result.status, result.kind, result.species_id
+        row.votes, row.agreement, row.reviewed = result.votes, result.agreement, review is not None
+        row.label = newest[crop_id]
+        row.attributes = _consensus_attributes(
+            kind=result.kind, votes=votes[crop_id].values(), review=review
+        )
+        (update if row.pk else create).append(row)
+    Consensus.objects.filter(crop_id__in=[c for c in existing if c not in newest]).delete()
+    Consensus.objects.bulk_create(create)
+    Consensus.objects.bulk_update(
+        update,
+        ["status", "kind", "species", "votes", "agreement", "reviewed", "label", "attributes"],
+    )
+    return {row.crop_id for row in (*create, *update) if row.status in SETTLED}
+
+
+def _consensus_attributes(
+    *, kind: str, votes: Iterable[Label], review: Label | None
+) -> list[int] | None:
+    """The crop's attributes by ``attributes_decide``: None unless it is decided an animal."""
+    if kind != LabelKind.SPECIES:
+        return None
+    return attributes_decide(
+        [v.attributes for v in votes], review=review.attributes if review is not None else None
+    )
+
+
+def _label_species(*, project: Project, kind: str, species_id: int | None) -> Species | None:
+    if kind not in LabelKind.values:
+        raise LabelError(f"unknown label kind {kind!r}")
+    if kind != LabelKind.SPECIES:
+        return None
+    if species_id is None:
+        raise LabelError("a species label needs a species")
+    species = Species.objects.filter(project=project, pk=species_id).first()
+    if species is None:
+        raise LabelError(f"species {species_id} is not in project {project.name!r}")
+    return species
+
+
+def _label_attributes(
+    *, project: Project, kind: str, attributes: Sequence[int] | None
+) -> list[int] | None:
+    """``attributes`` as sorted unique ids of ``project``'s attributes (None: not recorded).
+
+    LabelError for ids of another project (or of none), and for any id on a label that is not
+    a species: only an animal has a behaviour.
+    """
+    if attributes is None:
+        return None
+    ids = sorted({int(a) for a in attributes})
+    if kind != LabelKind.SPECIES:
+        if ids:
+            raise LabelError(f"attributes are only for species labels, not for {kind!r}")
+        return None
+    known = set(Attribute.objects.filter(project=project, pk__in=ids).values_list("pk", flat=True))
+    unknown = [a for a in ids if a not in known]
+    if unknown:
+        raise LabelError(
+            f"attribute {', '.join(map(str, unknown))} is not part of project {project.name!r}"
+        )
+    return ids
+
+
+def _attributes_same(stored: list[int] | None, sent: list[int] | None) -> bool:
+    if stored is None or sent is None:
+        return stored is None and sent is None
+    return sorted(stored) == sorted(sent)
+
+
+def round_close_if_done(*, round_: Round) -> None:
+    """Close ``round_`` if every crop of it is settled, and queue a retrain; else do nothing.
+
+    Call it inside the transaction that settled the crops, after their locks (``locks``
+    order): it locks the round first, so that of two volunteers settling the round's last two
+    crops at once, the second waits, then reads the first one's committed vote and closes it.
+    """
+    if not round_lock(round_id=round_.pk):
+        return  # closed meanwhile
+    if round_.items.exclude(crop_settled()).exists():
+        return
+    round_.status = Round.Status.CLOSED
+    round_.closed_at = timezone.now()
+    round_.save(update_fields=["status", "closed_at"])
+    round_.claims.all().delete()
+    classifier_retrain_queue(project_id=round_.project_id)

@@ -1,0 +1,296 @@
+"""Rounds: which crops the volunteers label next.
+
+``round_start`` opens a round of crops picked by a selection strategy among the unlabelled
+ones; the round closes when its last crop is settled (``labels.round_close_if_done``). The
+k-Center strategies fold new labels into a per-embedding-version cache
+(``kcenter_cache_update``), so a round costs O(crops x new labels). Round seeds derive from the
+project's seed, so a round's picks can be reproduced.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+
+import numpy as np
+from django.contrib.auth.models import User
+from django.db import IntegrityError, transaction
+from django.db.models import Exists, Max, OuterRef
+
+from activelearn.models import (
+    UNCERTAINTY_STRATEGIES,
+    Consensus,
+    Label,
+    Prediction,
+    Round,
+    RoundCrop,
+    Strategy,
+)
+from activelearn.selection import min_sq_distances_update, select
+from activelearn.selectors import classifier_latest, round_open_get
+from activelearn.services.errors import RoundError
+from detector.models import Crop
+from embeddings.models import EmbeddingVersion
+from embeddings.selectors import (
+    embedding_vectors_dir,
+    embedding_vectors_load,
+    embedding_version_current,
+)
+from projects.atomic import atomic_path
+from projects.models import Project, Species
+
+__all__ = [
+    "DEFAULT_STRATEGY",
+    "SETTLED",
+    "crop_settled",
+    "ids_array",
+    "kcenter_cache_update",
+    "round_seed",
+    "round_start",
+    "round_strategy_default",
+]
+
+# The strategy of every round after the first when the admin does not choose one.
+DEFAULT_STRATEGY = Strategy.K_CENTER
+
+# Strategies that use the per-version k-Center min-distance cache.
+_CACHED_STRATEGIES = frozenset({"k_center", "hybrid", "species"})
+# Round strategies that run another selection function on restricted candidates: a species
+# round is k-Center greedy among the crops predicted as the target species.
+_SELECTION_OF = {str(Strategy.SPECIES): "k_center"}
+
+# Consensus states that take a crop out of its round's queue.
+SETTLED = frozenset({Consensus.Status.DONE, Consensus.Status.REVIEW})
+
+
+def round_seed(*, project: Project, number: int) -> int:
+    """The seed of round ``number``: derived from the project's seed, and stored on the round."""
+    return int(np.random.SeedSequence([project.seed, number]).generate_state(1)[0] % 2**31)
+
+
+def round_strategy_default(*, project: Project) -> str:
+    """The strategy a new round uses unless the admin picks one: the project's first-round
+    strategy (random by default) before any round, the default strategy after."""
+    if not project.rounds.exists():
+        return project.first_round_strategy
+    return str(DEFAULT_STRATEGY)
+
+
+def crop_settled() -> Exists:
+    """For a query over rows with a ``crop_id`` (round crops, claims): whether the crop is
+    settled (decided, or waiting for an admin's review), which takes it out of the queue."""
+    return Exists(Consensus.objects.filter(crop=OuterRef("crop_id"), status__in=SETTLED))
+
+
+def ids_array(values: Iterable[int]) -> np.ndarray:
+    """(N,) int64 array of the ids in ``values`` (a query's ``values_list``, read once)."""
+    return np.fromiter(values, dtype=np.int64)
+
+
+def round_start(
+    *,
+    project: Project,
+    user: User | None,
+    strategy: str | None = None,
+    size: int,
+    target_species: Species | None = None,
+) -> Round:
+    """Open the next round: pick up to ``size`` crops by ``strategy`` among the unlabelled ones.
+
+    ``strategy`` None means ``round_strategy_default``. Crops with any label (species, not an
+    animal, unknown) count as covered and are never picked again. The "species" strategy needs
+    ``target_species`` (one of the project's, and only with that strategy): it runs k-Center
+    greedy among the active unlabelled crops the latest classifier predicts as that species.
+    """
+    if strategy is None:
+        strategy = round_strategy_default(project=project)
+    if strategy not in Strategy.values:
+        raise RoundError(
+            f"unknown strategy {strategy!r}; choose one of {', '.join(Strategy.values)}"
+        )
+    if size < 1:
+        raise RoundError("a round needs at least one crop")
+    _round_target_check(project=project, strategy=strategy, target_species=target_species)
+    version = embedding_version_current(project=project)
+    if version is None:
+        raise RoundError("the project has no embeddings yet: import images and run the pipeline")
+    try:
+        with transaction.atomic():
+            return _round_create(
+                project=project,
+                user=user,
+                strategy=strategy,
+                size=size,
+                version=version,
+                target_species=target_species,
+            )
+    except IntegrityError as exc:
+        # The partial unique index on open rounds decides races between two admins.
+        raise RoundError("a round is already open for this project; finish it first") from exc
+
+
+def _round_create(
+    *,
+    project: Project,
+    user: User | None,
+    strategy: str,
+    size: int,
+    version: EmbeddingVersion,
+    target_species: Species | None = None,
+) -> Round:
+    if round_open_get(project=project) is not None:
+        raise RoundError("a round is already open for this project; finish it first")
+    ids, vectors = embedding_vectors_load(version=version)
+    # Crops with any vote count as covered: decided, disputed or waiting for more votes.
+    labelled = ids_array(
+        Consensus.objects.filter(project=project).values_list("crop_id", flat=True)
+    )
+    active = ids_array(
+        Crop.objects.filter(project=project, active=True).values_list("id", flat=True)
+    )
+    labeled_mask = np.isin(ids, labelled)
+    # Crops deactivated by the thresholds are never picked, but still cover their neighbours
+    # if they were labelled.
+    candidate_mask = np.isin(ids, active) & ~labeled_mask
+    if target_species is not None:
+        candidate_mask &= _species_round_candidates(
+            project=project, target_species=target_species, ids=ids
+        )
+    if not candidate_mask.any():
+        raise RoundError("every crop is labelled already: nothing left to select")
+    number = (project.rounds.aggregate(n=Max("number"))["n"] or 0) + 1
+    seed = round_seed(project=project, number=number)
+    selection = select(
+        _SELECTION_OF.get(strategy, strategy),
+        vectors,
+        labeled_mask=labeled_mask,
+        budget=size,
+        random_state=seed,
+        candidate_mask=candidate_mask,
+        probabilities=_probabilities(project=project, ids=ids)
+        if strategy in UNCERTAINTY_STRATEGIES
+        else None,
+        min_sq_distances=kcenter_cache_update(version=version, ids=ids, vectors=vectors)
+        if strategy in _CACHED_STRATEGIES and labeled_mask.any()
+        else None,
+    )
+    new_round = Round.objects.create(
+        project=project,
+        number=number,
+        strategy=strategy,
+        size=size,
+        seed=seed,
+        embedding_version=version,
+        created_by=user,
+        target_species=target_species,
+    )
+    RoundCrop.objects.bulk_create(
+        RoundCrop(
+            round=new_round,
+            crop_id=int(ids[index]),
+            position=position,
+            distance=None if np.isnan(distance) else float(distance),
+        )
+        for position, (index, distance) in enumerate(
+            zip(selection.indices, selection.distances, strict=True)
+        )
+    )
+    return new_round
+
+
+def _round_target_check(*, project: Project, strategy: str, target_species: Species | None) -> None:
+    """Refuse a species round without a target of the project's, and a target elsewhere."""
+    if strategy == Strategy.SPECIES and target_species is None:
+        raise RoundError("a species round needs a target species: choose one")
+    if strategy != Strategy.SPECIES and target_species is not None:
+        raise RoundError(f"a target species goes with the {Strategy.SPECIES.label!r} strategy only")
+    if target_species is not None and target_species.project_id != project.pk:
+        raise RoundError(f"species #{target_species.pk} is not a species of this project")
+
+
+def _species_round_candidates(
+    *, project: Project, target_species: Species, ids: np.ndarray
+) -> np.ndarray:
+    """(N,) bool: the crops of ``ids`` whose latest classifier top-1 is ``target_species``.
+
+    Raises RoundError without a classifier, or when no active unlabelled crop is predicted as
+    the species (the caller intersects with the unlabelled active crops; this checks both).
+    """
+    classifier = classifier_latest(project=project)
+    if classifier is None:
+        raise RoundError(
+            "a species round picks among the crops the classifier predicts as that species: "
+            "there is no classifier yet, finish a round first"
+        )
+    predicted = Prediction.objects.filter(
+        classifier=classifier,
+        species=target_species,
+        crop__active=True,
+        crop__consensus__isnull=True,
+    ).values_list("crop_id", flat=True)
+    mask = np.isin(ids, ids_array(predicted.iterator(chunk_size=20_000)))
+    if not mask.any():
+        raise RoundError(
+            f"no unlabelled crop is predicted as {target_species.name!r} by classifier "
+            f"v{classifier.number}: choose another species or strategy"
+        )
+    return mask
+
+
+def kcenter_cache_update(
+    *, version: EmbeddingVersion, ids: np.ndarray, vectors: np.ndarray
+) -> np.ndarray:
+    """(N,) float32 squared distance of each crop of ``version`` to the labelled crops.
+
+    Kept per embedding version next to its vectors (``kcenter_min_sq.npy`` + a JSON note of
+    the newest label folded in). Each call folds in only the crops labelled since, so a round
+    costs O(N x new labels), never O(N x all labels); the files are replaced atomically.
+    ``ids`` (N,) and ``vectors`` (N, d) are the version's, as ``embedding_vectors_load``.
+    """
+    folder = embedding_vectors_dir(version=version)
+    cache_file, note_file = folder / "kcenter_min_sq.npy", folder / "kcenter_min_sq.json"
+    cache: np.ndarray | None = None
+    since = 0
+    note: dict[str, int] = {}
+    if cache_file.exists() and note_file.exists():
+        note = json.loads(note_file.read_text())
+        cached = np.load(cache_file)
+        if note.get("n") == ids.size and cached.shape == (ids.size,):
+            cache, since = cached, int(note["last_label_id"])
+    # An undone label can uncover a crop, which a running minimum cannot forget: rebuild then.
+    undone = Label.objects.filter(project_id=version.project_id, undone_at__isnull=False).count()
+    if cache is not None and note.get("undone", 0) != undone:
+        cache, since = None, 0
+    covered = Consensus.objects.filter(project_id=version.project_id, label_id__gt=since)
+    last_label_id = covered.aggregate(n=Max("label_id"))["n"]
+    if cache is not None and last_label_id is None:
+        return cache
+    rows = np.flatnonzero(np.isin(ids, ids_array(covered.values_list("crop_id", flat=True))))
+    cache = min_sq_distances_update(vectors, min_sq=cache, new_rows=rows)
+    with atomic_path(cache_file) as tmp, tmp.open("wb") as handle:
+        np.save(handle, cache)
+    note = {"n": int(ids.size), "last_label_id": last_label_id or since, "undone": undone}
+    with atomic_path(note_file) as tmp:
+        tmp.write_text(json.dumps(note))
+    return cache
+
+
+def _probabilities(*, project: Project, ids: np.ndarray) -> np.ndarray:
+    """(N, 5) float32 top-5 probabilities of the latest classifier for crops ``ids`` (N,).
+
+    Rows are top-5 truncations (they sum to at most 1), which the uncertainty strategies
+    expect. A crop the classifier has not seen yet (imported since) counts as fully uncertain.
+    """
+    classifier = classifier_latest(project=project)
+    if classifier is None:
+        raise RoundError("uncertainty strategies need a trained classifier: finish a round first")
+    position = {int(crop_id): i for i, crop_id in enumerate(ids)}
+    # Uniform over five classes: the least confident, smallest margin, high entropy.
+    probs = np.full((ids.size, 5), 0.2, dtype=np.float32)
+    rows = Prediction.objects.filter(classifier=classifier).values_list("crop_id", "top")
+    for crop_id, top in rows.iterator(chunk_size=5000):
+        if crop_id in position:
+            values = [p for _, p in top][:5]
+            probs[position[crop_id]] = 0.0
+            probs[position[crop_id], : len(values)] = values
+    return probs
