@@ -31,8 +31,8 @@ so it cannot take part in a deadlock.
 One known exception, kept as it was: admin edits that write the project row first and then
 recompute consensus (``project_consensus_update`` updates the project row, and a plain UPDATE
 locks it; ``species_merge`` in ``activelearn.services.species`` takes ``project_lock``) take the
-project before crops. A vote due to queue fine-tuning at that very moment holds its crops and asks for
-the project (or, at commit, for the project's foreign-key share lock: PostgreSQL checks Django's
+project before crops. A vote due to queue fine-tuning at that very moment holds its crops and
+asks for the project (or, at commit, for the project's foreign-key share lock: PostgreSQL checks Django's
 deferred foreign keys then); PostgreSQL detects that cycle and aborts one of the two transactions
 with an error, leaving nothing half-written.
 
