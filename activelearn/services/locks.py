@@ -32,9 +32,9 @@ One known exception, kept as it was: admin edits that write the project row firs
 recompute consensus (``project_consensus_update`` updates the project row, and a plain UPDATE
 locks it; ``species_merge`` in ``activelearn.services.species`` takes ``project_lock``) take the
 project before crops. A vote due to queue fine-tuning at that very moment holds its crops and
-asks for the project (or, at commit, for the project's foreign-key share lock: PostgreSQL checks Django's
-deferred foreign keys then); PostgreSQL detects that cycle and aborts one of the two transactions
-with an error, leaving nothing half-written.
+asks for the project (or, at commit, for the project's foreign-key share lock: PostgreSQL checks
+Django's deferred foreign keys then); PostgreSQL detects that cycle and aborts one of the two
+transactions with an error, leaving nothing half-written.
 
 Every function here but ``retrain_lock`` must run inside a transaction (``transaction.atomic``):
 the row stays locked until it ends. On SQLite they lock nothing (it has no row locks and
