@@ -29,6 +29,7 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.utils.class_weight import compute_class_weight
 
 from activelearn._checks import check_int
+from activelearn.linear import logistic_fit, temper
 from embeddings.inference import torch_threads
 from projects.atomic import atomic_path
 
@@ -58,7 +59,7 @@ logger = logging.getLogger(__name__)
 _FILE_FORMAT = "trapwise-classifier"
 _FILE_VERSION = 1
 
-BACKENDS = ("torch", "sklearn")
+BACKENDS = ("torch", "sklearn", "logistic")
 # Rare species (the preprint): "none"; "weighted" = loss weights f_i = N / (C n_i)
 # (class_weights); "oversample" = minority classes resampled to the majority's count.
 CLASS_BALANCES = ("none", "weighted", "oversample")
@@ -82,8 +83,9 @@ class TrainedClassifier:
     """A trained classifier plus what is needed to use and describe it.
 
     Attributes:
-        model: the fitted network: ``MLPWeights`` (torch backend) or an
-            ``MLPClassifier`` (sklearn backend), or None in the degenerate single-class
+        model: the fitted network: ``MLPWeights`` (torch backend), an ``MLPClassifier``
+            (sklearn backend) or a ``linear.LogisticModel`` (logistic backend: class-balanced
+            logistic regression on L2-normalised inputs), or None in the degenerate single-class
             case: when all training labels are equal there is nothing to learn, and
             prediction returns that one class with probability 1.0 for every row.
         classes: (C,) int64 sorted label ids; column order of the probabilities.
@@ -94,6 +96,8 @@ class TrainedClassifier:
         converged: False if the optimiser hit ``max_iter`` before converging (the
             model is still usable, just possibly under-trained). True for single-class.
         n_iter: optimiser epochs actually run (0 for single-class).
+        temperature: probabilities are ``linear.temper``-ed by it (fitted on held-out
+            predictions by the retrain; 1.0 leaves them as the model gives them).
     """
 
     model: Any
@@ -106,10 +110,13 @@ class TrainedClassifier:
     n_iter: int = 0
     backend: str = "sklearn"
     class_balance: str = "none"
+    temperature: float = 1.0
 
     @property
     def algorithm(self) -> str:
         """Human-readable description, stored with each classifier version."""
+        if self.backend == "logistic":
+            return "logistic regression (class-balanced, L2-normalised inputs)"
         layers = ", ".join(str(h) for h in self.hidden_layer_sizes)
         name = "PyTorch MLP" if self.backend == "torch" else "sklearn MLPClassifier"
         return f"{name} ({layers})"
@@ -427,7 +434,9 @@ def classifier_train(
         random_state: seed >= 0 for weight init and shuffling (deterministic).
         hidden_layer_sizes: hidden layer widths; the paper uses (150, 100).
         max_iter: maximum optimiser epochs (adam).
-        backend: "torch" (default) or "sklearn" (the paper's ``MLPClassifier``).
+        backend: "torch" (default), "sklearn" (the paper's ``MLPClassifier``) or "logistic"
+            (``linear.logistic_fit``: always class-balanced; ``hidden_layer_sizes``,
+            ``max_iter`` and ``class_balance`` do not apply to it).
         class_balance: against rare species (the preprint): "none" (default); "weighted":
             cross-entropy weighted per class by f_i = N / (C n_i) (``class_weights``: the
             preprint's N / n_i normalised to average 1 over the rows; sklearn backend:
@@ -469,6 +478,8 @@ def classifier_train(
         )
         if not converged:
             logger.warning("MLP did not converge in %d epochs on %d rows", max_iter, x.shape[0])
+    elif classes.size > 1 and backend == "logistic":
+        model, converged, n_iter = logistic_fit(x, np.searchsorted(classes, y))
     elif classes.size > 1:
         model, converged = _fit_mlp(
             x,
@@ -584,7 +595,7 @@ def classifier_predict(
         return Predictions(top_labels=labels, top_probs=probs)
     for start in range(0, x.shape[0], batch_size):
         stop = start + batch_size
-        batch_probs = clf.model.predict_proba(x[start:stop])
+        batch_probs = temper(clf.model.predict_proba(x[start:stop]), clf.temperature)
         labels[start:stop], probs[start:stop] = probabilities_top_k(
             batch_probs, classes=classes, k=k
         )
@@ -609,7 +620,9 @@ def classifier_probabilities(
     if clf.model is None:
         return out
     for start in range(0, x.shape[0], batch_size):
-        out[start : start + batch_size] = clf.model.predict_proba(x[start : start + batch_size])
+        out[start : start + batch_size] = temper(
+            clf.model.predict_proba(x[start : start + batch_size]), clf.temperature
+        )
     return out
 
 
@@ -620,6 +633,7 @@ def ensemble_train(
     random_state: int,
     class_balance: str = "none",
     size: int = 1,
+    backend: str = "torch",
 ) -> list[TrainedClassifier]:
     """The project's classifier: ``size`` MLPs trained on the same rows (``classifier_train``).
 
@@ -627,13 +641,19 @@ def ensemble_train(
     ``classifier_train(..., random_state=random_state)``), all with ``class_balance``. More
     than one member is an ensemble whose probabilities are averaged (``ensemble_predict_proba``;
     the preprint's S.2). ``size`` below 1 trains one member. The first member is the
-    classifier whose settings a retrain reports.
+    classifier whose settings a retrain reports. The logistic ``backend`` is deterministic, so
+    it trains one member whatever ``size`` says.
     """
+    members = 1 if backend == "logistic" else max(1, size)
     return [
         classifier_train(
-            features, labels, random_state=(random_state + k) % 2**31, class_balance=class_balance
+            features,
+            labels,
+            random_state=(random_state + k) % 2**31,
+            class_balance=class_balance,
+            backend=backend,
         )
-        for k in range(max(1, size))
+        for k in range(members)
     ]
 
 

@@ -223,6 +223,14 @@ class ClassifierVersion(models.Model):
     algorithm = models.CharField(max_length=100, default="PyTorch MLP (150, 100)")
     seed = models.PositiveIntegerField()
     path = models.CharField(max_length=500, help_text="Relative to TRAPWISE_DATA_DIR.")
+    # Calibration: probabilities are softened (> 1) or sharpened (< 1) by this temperature,
+    # fitted on the held-out predictions of the cross-validation.
+    temperature = models.FloatField(default=1.0)
+    # Stored crop probabilities = (1 - w) * the crop's own + w * its capture event's mean
+    # (activelearn.events); 0 for versions made before events were combined.
+    event_weight = models.FloatField(default=0.0)
+    # Why this classifier: each candidate's held-out scores and the one kept ("chosen").
+    candidates = models.JSONField(default=dict, blank=True)
     train_seconds = models.FloatField(default=0.0)
     predict_seconds = models.FloatField(default=0.0)
     n_iter = models.PositiveIntegerField(default=0)

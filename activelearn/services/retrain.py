@@ -1,16 +1,21 @@
-"""Retraining the species classifier: requests, the queue, and the retrain itself.
-
-A retrain trains the project's classifier (an ensemble of ``ensemble_size`` MLPs) on every
-species label of the current embedding version, cross-validates it (folds grouped by capture
-event) for the confidence threshold and the reports, trains the attribute head when enough
-crops have attributes, and stores a prediction for every crop and capture event. It runs in a
-Celery task, queued by name (``RETRAIN_TASK``) through the outbox: ``activelearn.tasks``
-imports this package, so this package never imports it. One retrain per project runs at a time
-(``locks.retrain_lock``), and a retrain with nothing new returns the current classifier.
+"""Retraining the species classifier: requests, the queue, and the retrain itself. A retrain
+cross-validates each candidate classifier (``CANDIDATES``: class-balanced logistic regression,
+and the project's MLP ensemble of ``ensemble_size``) on every species label of the current
+embedding version, folds grouped by capture event, and keeps the one whose held-out
+predictions, combined over each capture event (``activelearn.events``), score the better top-1
+(ties to the first). Its probabilities are calibrated by a temperature fitted on those held-out
+predictions; the threshold and the reports come from them too. It trains the attribute head
+when enough crops have attributes, and stores for every crop its probabilities combined with
+its capture event's (the version records the weight), and a prediction per capture event. It
+runs in a Celery task, queued by name (``RETRAIN_TASK``) through the outbox:
+``activelearn.tasks`` imports this package, so this package never imports it. One retrain per
+project runs at a time (``locks.retrain_lock``), and a retrain with nothing new returns the
+current classifier.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import time
@@ -38,6 +43,8 @@ from activelearn.evaluation import (
     cross_validated_probabilities,
     event_probabilities,
 )
+from activelearn.events import DEFAULT_EVENT_WEIGHT, event_probabilities_combine
+from activelearn.linear import temper, temperature_fit
 from activelearn.metrics import ClassificationMetrics, MetricsError, classification_metrics
 from activelearn.models import ClassifierVersion, Consensus, Label, LabelKind, Round
 from activelearn.selectors import labels_latest_by_crop
@@ -75,8 +82,13 @@ logger = logging.getLogger(__name__)
 # and imports this package, so importing it here would be a cycle).
 RETRAIN_TASK = "activelearn.tasks.classifier_retrain_task"
 
-# Folds of the cross-validation behind thresholding and the learning curve.
+# Folds of the cross-validation behind the choice of classifier, thresholding and the curve.
 CV_FOLDS = 5
+# The classifiers every retrain compares (``classifier_train`` backends), preferred first on a
+# tie; "torch" is the paper's MLP with the project's class balance and ensemble size.
+CANDIDATES = ("logistic", "torch")
+# Dashboard steps of a retrain: start, the folds of each candidate, predict, store, done.
+RETRAIN_STEPS = 4 + len(CANDIDATES) * CV_FOLDS
 # Classifier versions whose crop predictions are kept (older ones are pruned).
 PREDICTION_VERSIONS_KEPT = 3
 # The attribute head is trained once this many decided species crops have attributes recorded:
@@ -135,11 +147,10 @@ def _classifier_retrain(*, project_id: int) -> ClassifierVersion | None:
     ):
         return previous
     number = (previous.number if previous else 0) + 1
-    # Steps on the dashboard: load, train, predict, up to CV_FOLDS folds, store.
     with job_track(
         project=project,
         kind=Job.Kind.RETRAIN,
-        total=4 + CV_FOLDS,
+        total=RETRAIN_STEPS,
         detail=f"classifier v{number}: loading the labelled crops",
     ) as job:
         return _classifier_fit_and_predict(
@@ -233,32 +244,38 @@ def _classifier_fit_and_predict(
     if job is not None:
         job.step(1, f"classifier v{number}: training on {data.rows.size} labelled crops")
     seed = round_seed(project=project, number=10_000 + number)
-    started = time.perf_counter()
-    members = ensemble_train(
-        data.vectors[data.rows],
-        data.labels,
-        random_state=seed,
-        class_balance=project.class_balance,
-        size=project.ensemble_size,
-    )
-    clf = members[0]
-    train_seconds = time.perf_counter() - started
     relative = f"projects/{project.pk}/classifiers/v{number}.joblib"
     path = Path(settings.TRAPWISE_DATA_DIR) / relative
     path.parent.mkdir(parents=True, exist_ok=True)
+    choice = _classifier_choose(project=project, data=data, seed=seed, path=path, job=job)
+    started = time.perf_counter()
+    members = [
+        dataclasses.replace(member, temperature=choice.temperature)
+        for member in ensemble_train(
+            data.vectors[data.rows],
+            data.labels,
+            random_state=seed,
+            class_balance=project.class_balance,
+            size=project.ensemble_size,
+            backend=choice.backend,
+        )
+    ]
+    clf = members[0]
+    train_seconds = time.perf_counter() - started
     ensemble_save(members, path)
     if job is not None:
-        job.step(2, f"classifier v{number}: predicting {data.ids.size} crops")
+        job.step(RETRAIN_STEPS - 2, f"classifier v{number}: predicting {data.ids.size} crops")
     started = time.perf_counter()
     probs, classes = ensemble_predict_proba(members, data.vectors)
-    top_labels, top_probs = probabilities_top_k(probs, classes=classes, k=5)
+    combined = event_probabilities_combine(probs, data.events)
+    top_labels, top_probs = probabilities_top_k(combined.probabilities, classes=classes, k=5)
     events = event_probabilities(probs, data.events)
-    del probs
+    del probs, combined
     predict_seconds = time.perf_counter() - started
-    quality = _cross_validate(project=project, data=data, seed=seed, path=path, job=job)
+    quality = choice.quality
     head = _attribute_head_fit(project=project, data=data, seed=seed, path=path)
     if job is not None:
-        job.step(3 + CV_FOLDS, f"classifier v{number}: storing {data.ids.size} predictions")
+        job.step(RETRAIN_STEPS - 1, f"classifier v{number}: storing {data.ids.size} predictions")
     with transaction.atomic():
         classifier = ClassifierVersion.objects.create(
             project=project,
@@ -274,6 +291,9 @@ def _classifier_fit_and_predict(
             ensemble_size=len(members),
             seed=seed,
             path=relative,
+            temperature=choice.temperature,
+            event_weight=DEFAULT_EVENT_WEIGHT,
+            candidates=choice.scores,
             train_seconds=train_seconds,
             predict_seconds=predict_seconds,
             n_iter=clf.n_iter,
@@ -318,46 +338,98 @@ def _crop_events_and_active(*, project: Project, ids: np.ndarray) -> tuple[np.nd
     return events.astype(str), np.isin(ids, ids_array(active))
 
 
-def _cross_validate(
+@dataclass(frozen=True)
+class _Choice:
+    """The classifier a retrain keeps, and why: ``scores`` per candidate backend (held-out,
+    event-combined top-1 and crop-only top-1; null when it could not be cross-validated)."""
+
+    backend: str
+    temperature: float
+    quality: dict[str, Any]
+    scores: dict[str, Any]
+
+
+def _classifier_choose(
     *, project: Project, data: _TrainingSet, seed: int, path: Path, job: JobTracker | None = None
-) -> dict[str, Any]:
-    """Cross-validated accuracy and the confidence threshold, as ClassifierVersion fields.
+) -> _Choice:
+    """Cross-validate every candidate; keep the best on held-out event-combined top-1.
 
     Folds are grouped by capture event, so near-identical frames of one burst never sit on
-    both sides. The per-crop confidences and hits, and the predicted and true species ids
-    (for the confusion matrix), are saved next to the model (``.cv.npz``) so that a new
-    target accuracy needs no retraining. ``job`` gets one step per fold (steps 3 to 3 + folds).
+    both sides. The kept candidate's held-out probabilities set its temperature, and, tempered
+    and combined over each event as the stored predictions are, its threshold and reports. Its
+    per-crop confidences and hits, and the predicted and true species ids (for the confusion
+    matrix), are saved next to the model (``.cv.npz``) so that a new target accuracy needs no
+    retraining. ``job`` gets one step per fold of each candidate (steps 2 onwards).
     """
+    step = 2
+    runs: dict[str, tuple[CrossValidated, float, np.ndarray]] = {}
+    scores: dict[str, Any] = {}
     started = time.perf_counter()
-    folds_started = 0
+    groups = data.events[data.rows]
+    for backend in CANDIDATES:
 
-    def train_fold(x: np.ndarray, y: np.ndarray, random_state: int) -> list[TrainedClassifier]:
-        nonlocal folds_started
-        if job is not None:
-            job.step(3 + folds_started, f"cross-validating: fold {folds_started + 1}")
-        folds_started += 1
-        # The folds train what the retrain stores: same class balance, same ensemble.
-        return ensemble_train(
-            x,
-            y,
-            random_state=random_state,
-            class_balance=project.class_balance,
-            size=project.ensemble_size,
-        )
+        def train_fold(
+            x: np.ndarray, y: np.ndarray, random_state: int, backend: str = backend
+        ) -> list[TrainedClassifier]:
+            nonlocal step
+            if job is not None:
+                fold = step - 1 - CV_FOLDS * CANDIDATES.index(backend)
+                job.step(step, f"cross-validating: fold {fold} ({backend})")
+            step += 1
+            # The folds train what the retrain stores: same class balance, same ensemble.
+            return ensemble_train(
+                x,
+                y,
+                random_state=random_state,
+                class_balance=project.class_balance,
+                size=project.ensemble_size,
+                backend=backend,
+            )
 
-    try:
-        cv = cross_validated_probabilities(
-            data.vectors[data.rows],
-            data.labels,
-            groups=data.events[data.rows],
-            train=train_fold,
-            predict_proba=ensemble_predict_proba,
-            n_splits=CV_FOLDS,
-            random_state=seed,
-        )
-    except EvaluationError as exc:
-        logger.info("no cross-validation for project %s: %s", project.pk, exc)
-        return {"target_accuracy": project.target_accuracy}
+        try:
+            cv = cross_validated_probabilities(
+                data.vectors[data.rows],
+                data.labels,
+                groups=groups,
+                train=train_fold,
+                predict_proba=ensemble_predict_proba,
+                n_splits=CV_FOLDS,
+                random_state=seed,
+            )
+        except EvaluationError as exc:
+            logger.info("no cross-validation for project %s: %s", project.pk, exc)
+            return _Choice(CANDIDATES[0], 1.0, {"target_accuracy": project.target_accuracy}, {})
+        columns = np.searchsorted(cv.classes, data.labels)
+        temperature = temperature_fit(cv.probabilities, columns)
+        combined = event_probabilities_combine(temper(cv.probabilities, temperature), groups)
+        hits = cv.classes[combined.probabilities.argmax(axis=1)] == data.labels
+        runs[backend] = (cv, temperature, combined.probabilities)
+        scores[backend] = {
+            "cv_top1_event_combined": float(hits.mean()),
+            "cv_top1_crop": float(cv.accuracy),
+            "temperature": temperature,
+        }
+        step = 2 + CV_FOLDS * (CANDIDATES.index(backend) + 1)
+    best = max(
+        CANDIDATES, key=lambda b: (scores[b]["cv_top1_event_combined"], -CANDIDATES.index(b))
+    )
+    scores["chosen"] = best
+    cv, temperature, probabilities = runs[best]
+    kept = dataclasses.replace(
+        cv,
+        probabilities=probabilities,
+        predicted=cv.classes[probabilities.argmax(axis=1)],
+        confidence=probabilities.max(axis=1),
+        correct=cv.classes[probabilities.argmax(axis=1)] == data.labels,
+    )
+    quality = _cv_quality(project=project, cv=kept, data=data, path=path, started=started)
+    return _Choice(best, temperature, quality, scores)
+
+
+def _cv_quality(
+    *, project: Project, cv: CrossValidated, data: _TrainingSet, path: Path, started: float
+) -> dict[str, Any]:
+    """ClassifierVersion fields from the kept candidate's held-out predictions ``cv``."""
     metrics = _cv_metrics(project=project, cv=cv, data=data)
     # Atomic like the model file: a worker killed mid-write leaves no truncated file behind.
     with atomic_path(path.with_suffix(".cv.npz")) as tmp, tmp.open("wb") as handle:
@@ -371,7 +443,7 @@ def _cross_validate(
         )
     threshold = accuracy_threshold(cv.confidence, cv.correct, target=project.target_accuracy)
     return {
-        "cv_accuracy": cv.accuracy,
+        "cv_accuracy": float(cv.correct.mean()),
         "cv_top5_accuracy": cv.top5_accuracy,
         "cv_n_splits": cv.n_splits,
         "cv_seconds": time.perf_counter() - started,

@@ -236,7 +236,13 @@ def test_retrain_cross_validates_and_stores_event_predictions(
     assert classifier is not None
     # Two capture events: one fold each, grouped so a burst never trains its own test.
     assert classifier.cv_n_splits == 2 and classifier.cv_accuracy is not None
-    assert classifier.algorithm.startswith("PyTorch MLP") and classifier.n_iter > 0
+    # Both candidates were cross-validated; the one kept is named with its held-out scores.
+    chosen = classifier.candidates["chosen"]
+    assert set(classifier.candidates) == {"logistic", "torch", "chosen"}
+    assert classifier.algorithm.startswith(
+        "logistic regression" if chosen == "logistic" else "PyTorch MLP"
+    )
+    assert classifier.n_iter > 0 and classifier.temperature > 0
     assert classifier.target_accuracy == pytest.approx(0.966)
     cv_file = (Path(django_settings.TRAPWISE_DATA_DIR) / classifier.path).with_suffix(".cv.npz")
     assert cv_file.exists()

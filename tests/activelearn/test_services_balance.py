@@ -14,17 +14,21 @@ from django.contrib.auth.models import User
 from activelearn import classifier as classifier_module
 from activelearn import services
 from activelearn.classifier import classifier_load, classifier_probabilities, probabilities_average
+from activelearn.events import event_probabilities_combine
 from activelearn.models import Prediction
 from activelearn.services import (
     classifier_retrain,
     embedding_finetune_and_retrain,
     embedding_finetune_queue,
 )
+from activelearn.services import retrain as retrain_module
 from activelearn.services import settings as settings_services
+from activelearn.services.retrain import CANDIDATES
 from detector.models import Crop
 from embeddings import services as embedding_services
 from embeddings.selectors import embedding_vectors_load
 from projects.models import Project
+from projects.sequences import capture_event
 from tests.conftest import label_by_truth
 
 pytestmark = pytest.mark.django_db
@@ -56,8 +60,9 @@ def test_retrain_and_its_folds_use_the_project_class_balance(
     assert classifier is not None
     assert classifier.class_balance == balance and classifier.ensemble_size == 1
     assert classifier.cv_n_splits is not None and classifier.cv_n_splits >= 2
-    # One fit for the classifier, one per cross-validation fold, all balanced the same way.
-    assert len(calls) == 1 + classifier.cv_n_splits
+    # One fit for the classifier kept, one per cross-validation fold of each candidate, all
+    # balanced the same way.
+    assert len(calls) == 1 + len(CANDIDATES) * classifier.cv_n_splits
     assert {call["class_balance"] for call in calls} == {balance}
 
 
@@ -67,6 +72,8 @@ def test_ensemble_predictions_are_the_average_of_its_members(
     ingested_project.ensemble_size = 3
     ingested_project.save()
     label_by_truth(ingested_project, volunteer, Crop.objects.select_related("image"))
+    # Ensembles are of MLPs (the logistic candidate is deterministic): compare only those.
+    monkeypatch.setattr(retrain_module, "CANDIDATES", ("torch",))
     calls = _spy_train(monkeypatch)
     classifier = classifier_retrain(project_id=ingested_project.pk)
     assert classifier is not None and classifier.ensemble_size == 3
@@ -84,6 +91,12 @@ def test_ensemble_predictions_are_the_average_of_its_members(
         [classifier_probabilities(m, vectors) for m in members], [m.classes for m in members]
     )
     single = classifier_probabilities(members[0], vectors)
+    # Stored are the ensemble's mean probabilities combined over each capture event.
+    crops = Crop.objects.select_related("image").in_bulk(ids.tolist())
+    events = np.array(
+        [capture_event(seq_id=crops[i].image.seq_id, image_id=crops[i].image_id) for i in ids]
+    )
+    mean = event_probabilities_combine(mean, events, weight=classifier.event_weight).probabilities
     stored = {
         p.crop_id: (p.species_id, p.confidence)
         for p in Prediction.objects.filter(classifier=classifier)
@@ -94,6 +107,9 @@ def test_ensemble_predictions_are_the_average_of_its_members(
         assert species == classes[int(np.argmax(mean[row]))]
         assert confidence == pytest.approx(float(mean[row].max()), abs=1e-5)
     # The average is not simply the first member's output.
+    single = event_probabilities_combine(
+        single, events, weight=classifier.event_weight
+    ).probabilities
     assert not np.allclose(single.max(axis=1), mean.max(axis=1), atol=1e-4)
 
 

@@ -102,7 +102,8 @@ def test_ingest_reports_an_embedding_job(ingested_project: Project) -> None:
 def test_retrain_reports_its_steps(
     ingested_project: Project, volunteer: User, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from activelearn.services import CV_FOLDS, classifier_retrain
+    from activelearn.services import classifier_retrain
+    from activelearn.services.retrain import RETRAIN_STEPS
 
     steps: list[tuple[int, str]] = []
     real_advance = jobs.job_advance
@@ -116,9 +117,9 @@ def test_retrain_reports_its_steps(
     classifier = classifier_retrain(project_id=ingested_project.pk)
     assert classifier is not None
     job = Job.objects.get(project=ingested_project, kind=Job.Kind.RETRAIN)
-    assert (job.status, job.done, job.total) == ("done", 4 + CV_FOLDS, 4 + CV_FOLDS)
+    assert (job.status, job.done, job.total) == ("done", RETRAIN_STEPS, RETRAIN_STEPS)
     done = [d for d, _ in steps]
-    assert done[:3] == [1, 2, 3] and done == sorted(done) and done[-1] == 3 + CV_FOLDS
+    assert done[:3] == [1, 2, 3] and done == sorted(done) and done[-1] == RETRAIN_STEPS - 1
     assert any("cross-validating: fold 2" in detail for _, detail in steps)
     assert steps[0][1] == f"classifier v1: training on {classifier.n_labels} labelled crops"
 
