@@ -1,24 +1,39 @@
-"""Run every benchmark: `python -m benchmarks` (what `make bench` does)."""
+"""Run every benchmark (`python -m benchmarks`, what `make bench` does), or the ones named
+(`python -m benchmarks learning_core kcenter`)."""
 
 from __future__ import annotations
+
+import sys
+from collections.abc import Callable
 
 from benchmarks import (
     classifier_loop,
     embedding_speed,
     export_stream,
     kcenter,
+    learning_core,
     offline_detector,
     reembed,
 )
 
+BENCHMARKS: dict[str, Callable[[], None]] = {
+    "kcenter": kcenter.main,
+    "classifier_loop": classifier_loop.main,
+    "export_stream": export_stream.main,
+    "offline_detector": offline_detector.main,
+    "embedding_speed": embedding_speed.main,
+    "reembed": reembed.main,
+    "learning_core": learning_core.main,
+}
+
 
 def main() -> None:
-    kcenter.main()
-    classifier_loop.main()
-    export_stream.main()
-    offline_detector.main()
-    embedding_speed.main()
-    reembed.main()
+    names = sys.argv[1:] or list(BENCHMARKS)
+    unknown = [name for name in names if name not in BENCHMARKS]
+    if unknown:
+        sys.exit(f"unknown benchmark {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
+    for name in names:
+        BENCHMARKS[name]()
 
 
 if __name__ == "__main__":

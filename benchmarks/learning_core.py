@@ -1,0 +1,188 @@
+"""The learning core on rotated folds of missouri-dev: what each choice of issue 15 buys.
+
+``python -m benchmarks learning_core`` (also in ``make bench``). The crops of
+``../shared/data/missouri-dev`` (CDLA-Permissive-1.0) are split by capture sequence into 3 folds
+(within each species, sequence rank r goes to fold (r - 1) mod 3); each fold is the test once,
+the other two the pool. From the pool, 3 seeds of random labels at each budget (100, 300, all).
+Every configuration calls the product's own functions (``embeddings.projection``,
+``activelearn.classifier``, ``activelearn.linear``, ``activelearn.evaluation``,
+``activelearn.events``) on EfficientNet-Lite0 features of the same crops:
+
+* ``reference``: the linear probe: class-balanced logistic regression on the raw, L2-normalised
+  backbone features, crop by crop;
+* ``before``: what a retrain did before issue 15: a seeded random 256-d head, the (150, 100)
+  MLP, crop by crop;
+* ``product crop-only``: the PCA head, the classifier a retrain keeps (logistic regression or the
+  MLP, by grouped cross-validation on the labels), calibrated, crop by crop;
+* ``product``: the same, each crop's probabilities combined with its capture event's, as the
+  product stores them.
+
+``value`` is the product's crop top-1 at 300 labels (mean over folds and seeds), ``baseline``
+the reference's; per budget and configuration the JSON keeps the mean and the worst fold.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from activelearn.classifier import (
+    TrainedClassifier,
+    classifier_probabilities,
+    classifier_train,
+    ensemble_predict_proba,
+    ensemble_train,
+)
+from activelearn.evaluation import EvaluationError, cross_validated_probabilities
+from activelearn.events import event_probabilities_combine
+from activelearn.experiment_data import crop_features
+from activelearn.linear import temper, temperature_fit
+from benchmarks._result import BENCH_DIR, result_write
+from embeddings.model import build_embedding_net
+from embeddings.projection import pca_projection_fit
+
+DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "missouri-dev"
+FOLDS, SEEDS, BUDGETS = 3, 3, (100, 300, 0)  # 0: every pool label
+CANDIDATES = ("logistic", "torch")
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def _folds(labels: np.ndarray, seqs: np.ndarray) -> np.ndarray:
+    fold = np.zeros(labels.size, dtype=np.int64)
+    for label in np.unique(labels):
+        for rank, seq in enumerate(sorted(set(seqs[labels == label].tolist()))):
+            fold[seqs == seq] = rank % FOLDS
+    return fold
+
+
+def _full(probs: np.ndarray, classes: np.ndarray, n_classes: int) -> np.ndarray:
+    out = np.zeros((probs.shape[0], n_classes), dtype=np.float32)
+    out[:, classes] = probs
+    return out
+
+
+def _choose(x: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int) -> tuple[str, float]:
+    """The retrain's rule: the candidate with the better held-out event-combined top-1, and the
+    temperature fitted on its held-out probabilities."""
+    best: tuple[float, int, str, float] | None = None
+    for order, backend in enumerate(CANDIDATES):
+
+        def train(
+            a: np.ndarray, b: np.ndarray, r: int, backend: str = backend
+        ) -> list[TrainedClassifier]:
+            return ensemble_train(a, b, random_state=r, backend=backend)
+
+        try:
+            cv = cross_validated_probabilities(
+                x,
+                y,
+                groups=groups,
+                train=train,
+                predict_proba=ensemble_predict_proba,
+                n_splits=5,
+                random_state=seed,
+            )
+        except EvaluationError:
+            return CANDIDATES[0], 1.0
+        t = temperature_fit(cv.probabilities, np.searchsorted(cv.classes, y))
+        combined = event_probabilities_combine(temper(cv.probabilities, t), groups).probabilities
+        score = float((cv.classes[combined.argmax(axis=1)] == y).mean())
+        if best is None or (score, -order) > (best[0], -best[1]):
+            best = (score, order, backend, t)
+    assert best is not None
+    return best[2], best[3]
+
+
+def run() -> dict[str, dict[str, list[float]]]:
+    net, info = build_embedding_net(backbone="efficientnet_lite0", weights="imagenet", seed=0)
+    crops = crop_features(
+        DATA / "annotations.json", DATA, net=net, info=info, cache_dir=BENCH_DIR / "learning-core"
+    )
+    features, labels, seqs = crops.features, crops.labels, crops.seq_ids
+    n_classes = len(crops.label_names)
+    raw = _unit(features)
+    pca = pca_projection_fit(features, dim=256, seed=0)
+    embedded = _unit(pca.apply(features))
+    rng_head = np.random.default_rng(0).normal(size=(features.shape[1], 256)) / np.sqrt(
+        features.shape[1]
+    )
+    seeded = _unit(features @ rng_head).astype(np.float32)
+    fold = _folds(labels, seqs)
+    # results[config][budget] -> per fold, the mean over seeds
+    results: dict[str, dict[str, list[float]]] = {}
+
+    def record(config: str, budget: int, f: int, value: float) -> None:
+        per_fold = results.setdefault(config, {}).setdefault(str(budget), [0.0] * FOLDS)
+        per_fold[f] += value / SEEDS
+
+    for budget in BUDGETS:
+        for f in range(FOLDS):
+            test = fold == f
+            for seed in range(SEEDS):
+                pool = np.flatnonzero(fold != f)
+                rows = pool
+                if budget and budget < pool.size:
+                    rows = np.random.default_rng(seed).choice(pool, budget, replace=False)
+                y, truth = labels[rows], labels[test]
+                ref = classifier_train(raw[rows], y, random_state=seed, backend="logistic")
+                record("reference", budget, f, _top1(ref, raw[test], truth))
+                old = classifier_train(seeded[rows], y, random_state=seed)
+                record("before", budget, f, _top1(old, seeded[test], truth))
+                backend, t = _choose(embedded[rows], y, seqs[rows], seed)
+                clf = classifier_train(embedded[rows], y, random_state=seed, backend=backend)
+                probs = _full(
+                    temper(classifier_probabilities(clf, embedded[test]), t), clf.classes, n_classes
+                )
+                record("product crop-only", budget, f, float((probs.argmax(1) == truth).mean()))
+                combined = event_probabilities_combine(probs, seqs[test]).probabilities
+                record("product", budget, f, float((combined.argmax(1) == truth).mean()))
+                record(f"chose {backend}", budget, f, 1.0)
+            print(f"budget {budget or 'all'} fold {f} done", file=sys.stderr, flush=True)
+    return results
+
+
+def _top1(clf: TrainedClassifier, x: np.ndarray, truth: np.ndarray) -> float:
+    probs = classifier_probabilities(clf, x)
+    return float((clf.classes[probs.argmax(axis=1)] == truth).mean())
+
+
+def main() -> None:
+    if not (DATA / "annotations.json").exists():
+        print(f"learning_core: skipped, {DATA} is missing", file=sys.stderr)
+        return
+    started = time.perf_counter()
+    results = run()
+    table = {
+        config: {
+            budget: {"mean": float(np.mean(v)), "worst": float(np.min(v))}
+            for budget, v in by_budget.items()
+        }
+        for config, by_budget in results.items()
+    }
+    for config, by_budget in table.items():
+        print(config, {b: f"{m['mean']:.3f}/{m['worst']:.3f}" for b, m in by_budget.items()})
+    result_write(
+        name="learning_core",
+        unit="crop top-1 at 300 labels",
+        value=table["product"]["300"]["mean"],
+        baseline_name="linear probe on raw Lite0 features, same labels",
+        baseline=table["reference"]["300"]["mean"],
+        params={
+            "folds": FOLDS,
+            "seeds": SEEDS,
+            "budgets": [b or "all" for b in BUDGETS],
+            "backbone": "efficientnet_lite0",
+            "seconds": time.perf_counter() - started,
+        },
+        extra={"table": table},
+    )
+
+
+if __name__ == "__main__":
+    main()
