@@ -125,7 +125,7 @@ def test_retrain_killed_mid_task_runs_again_and_only_then_becomes_current(
 
     _start(workers, worker_queue, tmp_path)
     running = Job.objects.filter(project=project, kind=Job.Kind.RETRAIN, status=Job.Status.RUNNING)
-    # Cross-validation starts after the model file is written and every crop predicted.
+    # Cross-validation (it chooses the classifier) runs before the model file is written.
     wait_for(
         lambda: running.filter(detail__contains="cross-validating").exists(),
         what="the retrain to reach cross-validation",
@@ -138,7 +138,7 @@ def test_retrain_killed_mid_task_runs_again_and_only_then_becomes_current(
     assert not Prediction.objects.exists()
     assert _labels_and_rounds(project) == before
     model_file = Path(settings.TRAPWISE_DATA_DIR) / f"projects/{project.pk}/classifiers/v1.joblib"
-    assert model_file.exists()  # written, complete, and referenced by nothing
+    assert not model_file.exists()  # the kept classifier is trained after the choice
     leftover = QueuedTask.objects.get()
     assert leftover.started_at is not None and leftover.worker.startswith(worker_queue)
 
@@ -151,6 +151,7 @@ def test_retrain_killed_mid_task_runs_again_and_only_then_becomes_current(
     assert (classifier.number, classifier.n_labels) == (1, n_crops)
     assert Prediction.objects.filter(classifier=classifier).count() == n_crops
     assert classifier.cv_n_splits == 5 and classifier.cv_accuracy is not None
+    assert model_file.exists()
     loaded = classifier_load(Path(settings.TRAPWISE_DATA_DIR) / classifier.path)
     assert loaded.classes.size == classifier.n_classes == 10
     with np.load(model_file.with_suffix(".cv.npz")) as cv:
