@@ -28,6 +28,7 @@ from activelearn.services import (
     label_submit,
     round_start,
 )
+from activelearn.services.retrain import CANDIDATES
 from detector.models import Crop
 from embeddings.models import EmbeddingVersion
 from embeddings.selectors import embedding_version_current
@@ -334,4 +335,5 @@ def test_two_retrains_of_one_project_at_once_make_one_version(
     assert ClassifierVersion.objects.filter(project=ingested_project).count() == 1
     version = ClassifierVersion.objects.get(project=ingested_project)
     assert [r.pk for r in results] == [version.pk, version.pk]  # type: ignore[attr-defined]
-    assert len(fits) == 1 + version.cv_n_splits  # trained once, not twice
+    # Trained once, not twice: one fit of the kept classifier, one per fold of each candidate.
+    assert len(fits) == 1 + len(CANDIDATES) * version.cv_n_splits
