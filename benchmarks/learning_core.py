@@ -29,24 +29,22 @@ from pathlib import Path
 
 import numpy as np
 
+from activelearn.choice import CANDIDATES, classifier_choose
 from activelearn.classifier import (
     TrainedClassifier,
     classifier_probabilities,
     classifier_train,
-    ensemble_predict_proba,
-    ensemble_train,
 )
-from activelearn.evaluation import EvaluationError, cross_validated_probabilities
+from activelearn.evaluation import EvaluationError
 from activelearn.events import event_probabilities_combine
 from activelearn.experiment_data import crop_features
-from activelearn.linear import temper, temperature_fit
+from activelearn.linear import temper
 from benchmarks._result import BENCH_DIR, result_write
 from embeddings.model import build_embedding_net
 from embeddings.projection import pca_projection_fit
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "missouri-dev"
 FOLDS, SEEDS, BUDGETS = 3, 3, (100, 300, 0)  # 0: every pool label
-CANDIDATES = ("logistic", "torch")
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -68,35 +66,14 @@ def _full(probs: np.ndarray, classes: np.ndarray, n_classes: int) -> np.ndarray:
 
 
 def _choose(x: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int) -> tuple[str, float]:
-    """The retrain's rule: the candidate with the better held-out event-combined top-1, and the
-    temperature fitted on its held-out probabilities."""
-    best: tuple[float, int, str, float] | None = None
-    for order, backend in enumerate(CANDIDATES):
-
-        def train(
-            a: np.ndarray, b: np.ndarray, r: int, backend: str = backend
-        ) -> list[TrainedClassifier]:
-            return ensemble_train(a, b, random_state=r, backend=backend)
-
-        try:
-            cv = cross_validated_probabilities(
-                x,
-                y,
-                groups=groups,
-                train=train,
-                predict_proba=ensemble_predict_proba,
-                n_splits=5,
-                random_state=seed,
-            )
-        except EvaluationError:
-            return CANDIDATES[0], 1.0
-        t = temperature_fit(cv.probabilities, np.searchsorted(cv.classes, y))
-        combined = event_probabilities_combine(temper(cv.probabilities, t), groups).probabilities
-        score = float((cv.classes[combined.argmax(axis=1)] == y).mean())
-        if best is None or (score, -order) > (best[0], -best[1]):
-            best = (score, order, backend, t)
-    assert best is not None
-    return best[2], best[3]
+    """The retrain's rule (``activelearn.choice``): its kept backend and temperature."""
+    try:
+        choice = classifier_choose(
+            x, y, groups=groups, random_state=seed, candidates=CANDIDATES, n_splits=5
+        )
+    except EvaluationError:
+        return CANDIDATES[0], 1.0
+    return choice.backend, choice.temperature
 
 
 def run() -> dict[str, dict[str, list[float]]]:

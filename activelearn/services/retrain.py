@@ -28,8 +28,8 @@ from django.conf import settings
 from django.db import transaction
 
 from activelearn.attributes import AttributeHead, attributes_head_fit
+from activelearn.choice import CANDIDATES, classifier_choose
 from activelearn.classifier import (
-    TrainedClassifier,
     ensemble_predict_proba,
     ensemble_save,
     ensemble_train,
@@ -40,11 +40,9 @@ from activelearn.evaluation import (
     EvaluationError,
     accuracy_threshold,
     coverage_at,
-    cross_validated_probabilities,
     event_probabilities,
 )
 from activelearn.events import DEFAULT_EVENT_WEIGHT, event_probabilities_combine
-from activelearn.linear import temper, temperature_fit
 from activelearn.metrics import ClassificationMetrics, MetricsError, classification_metrics
 from activelearn.models import ClassifierVersion, Consensus, Label, LabelKind, Round
 from activelearn.selectors import labels_latest_by_crop
@@ -67,6 +65,7 @@ from projects.taskqueue import task_enqueue
 
 __all__ = [
     "ATTRIBUTE_MIN_CROPS",
+    "CANDIDATES",
     "CV_FOLDS",
     "PREDICTION_VERSIONS_KEPT",
     "RETRAIN_TASK",
@@ -84,9 +83,6 @@ RETRAIN_TASK = "activelearn.tasks.classifier_retrain_task"
 
 # Folds of the cross-validation behind the choice of classifier, thresholding and the curve.
 CV_FOLDS = 5
-# The classifiers every retrain compares (``classifier_train`` backends), preferred first on a
-# tie; "torch" is the paper's MLP with the project's class balance and ensemble size.
-CANDIDATES = ("logistic", "torch")
 # Dashboard steps of a retrain: start, the folds of each candidate, predict, store, done.
 RETRAIN_STEPS = 4 + len(CANDIDATES) * CV_FOLDS
 # Classifier versions whose crop predictions are kept (older ones are pruned).
@@ -340,8 +336,8 @@ def _crop_events_and_active(*, project: Project, ids: np.ndarray) -> tuple[np.nd
 
 @dataclass(frozen=True)
 class _Choice:
-    """The classifier a retrain keeps, and why: ``scores`` per candidate backend (held-out,
-    event-combined top-1 and crop-only top-1; null when it could not be cross-validated)."""
+    """The classifier a retrain keeps (``activelearn.choice``), its temperature, and the version
+    fields from its held-out predictions (``quality``) and each candidate's scores."""
 
     backend: str
     temperature: float
@@ -352,78 +348,41 @@ class _Choice:
 def _classifier_choose(
     *, project: Project, data: _TrainingSet, seed: int, path: Path, job: JobTracker | None = None
 ) -> _Choice:
-    """Cross-validate every candidate; keep the best on held-out event-combined top-1.
-
-    Folds are grouped by capture event, so near-identical frames of one burst never sit on
-    both sides. The kept candidate's held-out probabilities set its temperature, and, tempered
-    and combined over each event as the stored predictions are, its threshold and reports. Its
-    per-crop confidences and hits, and the predicted and true species ids (for the confusion
-    matrix), are saved next to the model (``.cv.npz``) so that a new target accuracy needs no
-    retraining. ``job`` gets one step per fold of each candidate (steps 2 onwards).
+    """``activelearn.choice.classifier_choose`` on the labelled crops, folds grouped by capture
+    event (frames of one burst never sit on both sides). The kept candidate's held-out
+    predictions, tempered and pooled over each event as the stored predictions are, give the
+    threshold and the reports; its per-crop confidences and hits, and the predicted and true
+    species ids (for the confusion matrix), are saved next to the model (``.cv.npz``) so that a
+    new target accuracy needs no retraining. ``job`` gets one step per fold of each candidate
+    (steps 2 onwards).
     """
-    step = 2
-    runs: dict[str, tuple[CrossValidated, float, np.ndarray]] = {}
-    scores: dict[str, Any] = {}
+    steps = iter(range(2, 2 + len(CANDIDATES) * CV_FOLDS))
+    folds: dict[str, int] = {}
+
+    def on_fold(backend: str) -> None:
+        folds[backend] = folds.get(backend, 0) + 1
+        step = next(steps, 1 + len(CANDIDATES) * CV_FOLDS)
+        if job is not None:
+            job.step(step, f"cross-validating: fold {folds[backend]} ({backend})")
+
     started = time.perf_counter()
-    groups = data.events[data.rows]
-    for backend in CANDIDATES:
-
-        def train_fold(
-            x: np.ndarray, y: np.ndarray, random_state: int, backend: str = backend
-        ) -> list[TrainedClassifier]:
-            nonlocal step
-            if job is not None:
-                fold = step - 1 - CV_FOLDS * CANDIDATES.index(backend)
-                job.step(step, f"cross-validating: fold {fold} ({backend})")
-            step += 1
-            # The folds train what the retrain stores: same class balance, same ensemble.
-            return ensemble_train(
-                x,
-                y,
-                random_state=random_state,
-                class_balance=project.class_balance,
-                size=project.ensemble_size,
-                backend=backend,
-            )
-
-        try:
-            cv = cross_validated_probabilities(
-                data.vectors[data.rows],
-                data.labels,
-                groups=groups,
-                train=train_fold,
-                predict_proba=ensemble_predict_proba,
-                n_splits=CV_FOLDS,
-                random_state=seed,
-            )
-        except EvaluationError as exc:
-            logger.info("no cross-validation for project %s: %s", project.pk, exc)
-            return _Choice(CANDIDATES[0], 1.0, {"target_accuracy": project.target_accuracy}, {})
-        columns = np.searchsorted(cv.classes, data.labels)
-        temperature = temperature_fit(cv.probabilities, columns)
-        combined = event_probabilities_combine(temper(cv.probabilities, temperature), groups)
-        hits = cv.classes[combined.probabilities.argmax(axis=1)] == data.labels
-        runs[backend] = (cv, temperature, combined.probabilities)
-        scores[backend] = {
-            "cv_top1_event_combined": float(hits.mean()),
-            "cv_top1_crop": float(cv.accuracy),
-            "temperature": temperature,
-        }
-        step = 2 + CV_FOLDS * (CANDIDATES.index(backend) + 1)
-    best = max(
-        CANDIDATES, key=lambda b: (scores[b]["cv_top1_event_combined"], -CANDIDATES.index(b))
-    )
-    scores["chosen"] = best
-    cv, temperature, probabilities = runs[best]
-    kept = dataclasses.replace(
-        cv,
-        probabilities=probabilities,
-        predicted=cv.classes[probabilities.argmax(axis=1)],
-        confidence=probabilities.max(axis=1),
-        correct=cv.classes[probabilities.argmax(axis=1)] == data.labels,
-    )
-    quality = _cv_quality(project=project, cv=kept, data=data, path=path, started=started)
-    return _Choice(best, temperature, quality, scores)
+    try:
+        choice = classifier_choose(
+            data.vectors[data.rows],
+            data.labels,
+            groups=data.events[data.rows],
+            random_state=seed,
+            candidates=CANDIDATES,
+            class_balance=project.class_balance,
+            ensemble_size=project.ensemble_size,
+            n_splits=CV_FOLDS,
+            on_fold=on_fold,
+        )
+    except EvaluationError as exc:
+        logger.info("no cross-validation for project %s: %s", project.pk, exc)
+        return _Choice(CANDIDATES[0], 1.0, {"target_accuracy": project.target_accuracy}, {})
+    quality = _cv_quality(project=project, cv=choice.cv, data=data, path=path, started=started)
+    return _Choice(choice.backend, choice.temperature, quality, choice.scores)
 
 
 def _cv_quality(
