@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from activelearn.evaluation import event_probabilities
+
 # Chosen on the mean and the worst of 3 rotated folds of missouri-dev (0, 0.7, 0.8, 0.9 and 1
 # measured): the event mean alone is best; the dissent guard never fired there (no mixed
 # events), and keeps mixed events of other projects apart.
@@ -58,13 +60,12 @@ def event_probabilities_combine(
     used = np.zeros(p.shape[0], dtype=bool)
     if p.shape[0] == 0 or weight == 0.0:
         return EventCombination(out.astype(np.float32), used, weight)
-    _, inverse, counts = np.unique(ev, return_inverse=True, return_counts=True)
-    sums = np.zeros((counts.size, p.shape[1]))
-    np.add.at(sums, inverse, p)
-    means = sums / counts[:, None]
-    event_mean = means[inverse]
+    # The per-event means are the event predictions' own (evaluation.event_probabilities).
+    per_event = event_probabilities(p, ev)
+    event_mean = per_event.probabilities[per_event.event_index].astype(np.float64)
+    counts = per_event.n_crops[per_event.event_index]
     own_top, own_conf = p.argmax(axis=1), p.max(axis=1)
     dissenting = (own_top != event_mean.argmax(axis=1)) & (own_conf >= dissent)
-    used = (counts[inverse] > 1) & ~dissenting
+    used = (counts > 1) & ~dissenting
     out[used] = (1.0 - weight) * p[used] + weight * event_mean[used]
     return EventCombination(out.astype(np.float32), used, weight)

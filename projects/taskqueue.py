@@ -31,13 +31,20 @@ logger = logging.getLogger(__name__)
 REQUEUE_GRACE = timedelta(seconds=10)
 
 
+# Whether this process has imported the task modules yet (once is enough).
+_discovered = False
+
+
 def _tasks() -> Mapping[str, Task]:  # type: ignore[type-arg]
     """The current Celery app's tasks by name, with every app's ``tasks`` module imported.
 
     The app discovers task modules lazily (a worker imports them when it starts); a web process
     that queues a task by name must import them first, as the worker does.
     """
-    current_app.loader.import_default_modules()
+    global _discovered
+    if not _discovered:
+        current_app.loader.import_default_modules()
+        _discovered = True
     return current_app.tasks
 
 
@@ -131,6 +138,7 @@ def task_run(*, name: str, args: Sequence[int]) -> object:
     an app above the caller's: the task is found by name, as the outbox finds it. Nothing goes
     through the broker or the outbox; the task's exception, if any, is raised here.
     """
-    if name not in _tasks():
+    tasks = _tasks()
+    if name not in tasks:
         raise KeyError(f"no Celery task is called {name!r}")
-    return _tasks()[name].apply(args=tuple(args), throw=True).get()
+    return tasks[name].apply(args=tuple(args), throw=True).get()
