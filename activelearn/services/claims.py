@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
-from django.db.models import Count, Exists, F, OuterRef, Subquery
+from django.db.models import Count, Exists, F, OuterRef, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -70,7 +70,42 @@ def _claimable(
 
     A query, not one of the row locks of ``locks``: its ``FOR UPDATE SKIP LOCKED`` skips the
     round crops another transaction is claiming instead of waiting for them.
+
+    Locking is not enough on its own. A claim lives in another table, so the statement that
+    locks a round crop may have taken its snapshot before another volunteer's transaction
+    committed a claim on it and let the row go; PostgreSQL then hands over the row without
+    rechecking (the row itself did not change). So the locked rows are checked again by a
+    second statement, whose snapshot is taken after the locks are held and therefore sees
+    every claim committed by a transaction that held them before; rows that fail are dropped
+    and more are locked until ``limit`` are found or none are left.
     """
+    chosen: list[int] = []
+    tried = list(exclude)
+    while len(chosen) < limit:
+        locked = list(
+            _open_items(round_=round_, user=user, now=now, exclude=tried)
+            .order_by("position")
+            # Rows another volunteer's transaction is claiming right now are skipped, not
+            # waited for; "of self" because the subqueries must not be locked.
+            .select_for_update(skip_locked=True, of=("self",))
+            .values_list("crop_id", flat=True)[: limit - len(chosen)]
+        )
+        if not locked:
+            break
+        tried += locked
+        still_open = set(
+            _open_items(round_=round_, user=user, now=now, exclude=exclude)
+            .filter(crop_id__in=locked)
+            .values_list("crop_id", flat=True)
+        )
+        chosen += [crop_id for crop_id in locked if crop_id in still_open]
+    return chosen
+
+
+def _open_items(
+    *, round_: Round, user: User, now: datetime, exclude: list[int]
+) -> QuerySet[RoundCrop]:
+    """The round crops of ``round_`` that ``user`` may be offered at ``now`` (unordered)."""
     others = (
         CropClaim.objects.filter(round=round_, crop=OuterRef("crop_id"), expires_at__gt=now)
         .exclude(user=user)
@@ -79,7 +114,7 @@ def _claimable(
         .values("n")
     )
     votes = Consensus.objects.filter(crop=OuterRef("crop_id")).values("votes")
-    items = (
+    return (
         RoundCrop.objects.filter(round=round_)
         .exclude(crop_id__in=exclude)
         .exclude(_crop_voted_by(user))
@@ -89,12 +124,7 @@ def _claimable(
             n_claims=Coalesce(Subquery(others), 0),
         )
         .filter(n_votes__lt=round_.project.votes_per_crop - F("n_claims"))
-        .order_by("position")
-        # Rows another volunteer's transaction is claiming right now are skipped, not waited
-        # for; "of self" because the subqueries must not be locked.
-        .select_for_update(skip_locked=True, of=("self",))
     )
-    return list(items.values_list("crop_id", flat=True)[:limit])
 
 
 def _crop_voted_by(user: User) -> Exists:
