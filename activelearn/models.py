@@ -13,6 +13,8 @@ from projects.models import Project, Species
 
 class Strategy(models.TextChoices):
     K_CENTER = "k_center", "k-Center greedy"
+    # Most typical crop of each least-covered kNN neighbourhood (activelearn.selection_typical).
+    TYPICAL = "typical", "Typical crops, spread out"
     RANDOM = "random", "Random"
     CONFIDENCE = "confidence", "Least confident"
     MARGIN = "margin", "Smallest margin"
@@ -34,6 +36,9 @@ class Round(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="rounds")
     number = models.PositiveIntegerField()
     strategy = models.CharField(max_length=30, choices=Strategy.choices)
+    # Why the default rule chose ``strategy`` (activelearn.selection_rule); empty when an admin
+    # chose it.
+    strategy_reason = models.CharField(max_length=300, blank=True)
     size = models.PositiveIntegerField(help_text="Crops asked for; fewer if fewer were left.")
     seed = models.PositiveIntegerField()
     embedding_version = models.ForeignKey(

@@ -13,6 +13,8 @@ Norouzzadeh et al. (2019):
   top-two margin, highest entropy first).
 * ``hybrid_selection``: k-Center greedy restricted to the least confident candidates,
   i.e. diversity among the uncertain.
+* ``typical_selection`` (``activelearn.selection_typical``): the most typical crop of each
+  least-covered kNN neighbourhood (TypiClust-style, O(N k) from FAISS), for low budgets.
 
 All strategies share one keyword-only signature (see ``select``); the uncertainty
 strategies need ``probabilities``, the others ignore it. Everything here works on
@@ -24,11 +26,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 
 from activelearn._checks import check_int
+from activelearn.selection_types import Selection, SelectionError
+from activelearn.selection_types import candidate_rows as _candidate_rows
+from activelearn.selection_types import empty_selection as _empty_selection
+from activelearn.selection_typical import typical_selection
 
 __all__ = [
     "STRATEGIES",
@@ -42,6 +47,7 @@ __all__ = [
     "min_sq_distances_update",
     "random_selection",
     "select",
+    "typical_selection",
 ]
 
 # Cap on the number of float32 elements in one temporary block (64 MiB), so the
@@ -53,83 +59,8 @@ _MAX_BLOCK_ELEMENTS = 1 << 24
 _ROW_SUM_TOLERANCE = 1e-3
 
 
-class SelectionError(ValueError):
-    """Raised for invalid selection input (shapes, dtypes, budget, seed, strategy)."""
-
-
-@dataclass(frozen=True)
-class Selection:
-    """The rows chosen for labelling, in pick order.
-
-    Attributes:
-        indices: (budget',) int64 row positions into ``features``, in pick order;
-            ``budget' = min(budget, number of candidates)``.
-        distances: (budget',) float32 score of each pick, by strategy:
-            k-Center and hybrid: Euclidean distance to the covered set (labelled rows
-            plus earlier picks) at the moment it was picked, NaN for a seeded first pick
-            when nothing is labelled; random: NaN; confidence: the pick's top-class
-            probability; margin: top-1 minus top-2 probability; entropy: entropy in
-            nats. (The name predates the uncertainty strategies.)
-        strategy: name of the strategy that produced the selection (a key of STRATEGIES).
-        random_state: the seed used.
-    """
-
-    indices: np.ndarray
-    distances: np.ndarray
-    strategy: str
-    random_state: int
-
-
 def _check_int(value: object, *, name: str, minimum: int) -> int:
     return check_int(value, name=name, minimum=minimum, error=SelectionError)
-
-
-def _check_mask(mask: object, *, name: str, n_rows: int) -> np.ndarray:
-    """Return ``mask`` as a (n_rows,) bool array or raise SelectionError.
-
-    Integer 0/1 arrays are rejected on purpose: used as an index they would select
-    rows 0 and 1 instead of masking, a classic silent bug.
-    """
-    arr = np.asarray(mask)
-    if arr.dtype != np.bool_:
-        raise SelectionError(f"{name} must be a bool array, got dtype {arr.dtype}")
-    if arr.shape != (n_rows,):
-        raise SelectionError(
-            f"{name} must have shape ({n_rows},) to match features, got {arr.shape}"
-        )
-    return arr
-
-
-def _candidate_rows(
-    features: np.ndarray,
-    *,
-    labeled_mask: np.ndarray,
-    candidate_mask: np.ndarray | None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Validate masks against ``features``; return (labelled mask, sorted candidate rows).
-
-    Candidates are ``candidate_mask & ~labeled_mask`` (default ``~labeled_mask``), so a
-    labelled row is never picked.
-    """
-    if features.ndim != 2:
-        raise SelectionError(f"features must be 2-D (N, d), got shape {features.shape}")
-    n_rows = features.shape[0]
-    labeled = _check_mask(labeled_mask, name="labeled_mask", n_rows=n_rows)
-    if candidate_mask is None:
-        allowed = ~labeled
-    else:
-        allowed = _check_mask(candidate_mask, name="candidate_mask", n_rows=n_rows) & ~labeled
-    return labeled, np.flatnonzero(allowed).astype(np.int64)
-
-
-def _empty_selection(*, strategy: str, random_state: int) -> Selection:
-    """A selection with no picks (there were no candidates)."""
-    return Selection(
-        indices=np.empty(0, dtype=np.int64),
-        distances=np.empty(0, dtype=np.float32),
-        strategy=strategy,
-        random_state=random_state,
-    )
 
 
 def _as_float32_features(features: object) -> np.ndarray:
@@ -689,6 +620,7 @@ def hybrid_selection(
 
 STRATEGIES: dict[str, Callable[..., Selection]] = {
     "k_center": k_center_greedy,
+    "typical": typical_selection,
     "random": random_selection,
     "confidence": confidence_selection,
     "margin": margin_selection,

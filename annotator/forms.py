@@ -12,11 +12,19 @@ from projects.models import ClassBalance, Project, Role, Species
 SKIP = "skip"
 
 
+# The round-start form's "let the project's rule choose" option (``round_strategy_choice``).
+AUTO_STRATEGY = "auto"
+
+
 class RoundStartForm(forms.Form):
     """A round's strategy and size; the "species" strategy also takes the target species
-    (one of ``project``'s: any other id is refused as an invalid choice)."""
+    (one of ``project``'s: any other id is refused as an invalid choice). The strategy "auto"
+    cleans to None: ``round_start`` then applies the default rule and records its reason."""
 
-    strategy = forms.ChoiceField(choices=Strategy.choices, initial=Strategy.K_CENTER)
+    strategy = forms.ChoiceField(
+        choices=[(AUTO_STRATEGY, "Automatic (the default rule)"), *Strategy.choices],
+        initial=AUTO_STRATEGY,
+    )
     size = forms.IntegerField(min_value=1, max_value=100_000, initial=100)
     target_species = forms.ModelChoiceField(
         queryset=Species.objects.none(),
@@ -31,9 +39,15 @@ class RoundStartForm(forms.Form):
         assert isinstance(field, forms.ModelChoiceField)
         field.queryset = Species.objects.filter(project=project)
 
+    def clean_strategy(self) -> str | None:
+        value: str = self.cleaned_data["strategy"]
+        return None if value == AUTO_STRATEGY else value
+
 
 # A first round has no classifier yet, so only the strategies that need none.
-_FIRST_ROUND_CHOICES = [(s.value, s.label) for s in (Strategy.RANDOM, Strategy.K_CENTER)]
+_FIRST_ROUND_CHOICES = [
+    (s.value, s.label) for s in (Strategy.RANDOM, Strategy.TYPICAL, Strategy.K_CENTER)
+]
 
 
 class LearningSettingsForm(forms.Form):

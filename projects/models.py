@@ -60,8 +60,9 @@ class Project(models.Model):
     # An embedding checkpoint (e.g. from `pretrain_embedding`) to start from instead of the
     # backbone's ImageNet weights with a random head.
     embedding_checkpoint = models.CharField(max_length=500, blank=True)
-    # Fine-tune the embedding every this many new labels (the paper's schedule: 2,000).
-    finetune_every = models.PositiveIntegerField(default=2000)
+    # Fine-tune the embedding every this many new species labels; 0: only when an admin asks;
+    # empty: auto, scaled with the project's crops (``activelearn.services.finetune_interval``).
+    finetune_every = models.PositiveIntegerField(null=True, blank=True, default=None)
     finetune_mode = models.CharField(
         max_length=10, default="auto", help_text="auto (full with CUDA, else head), head or full"
     )

@@ -30,6 +30,7 @@ from activelearn.services.finetune import (
     FINETUNE_TASK,
     embedding_finetune_and_retrain,
     embedding_finetune_queue,
+    finetune_interval,
 )
 from activelearn.services.labels import (
     consensus_update,
@@ -47,7 +48,11 @@ from activelearn.services.retrain import (
     classifier_retrain_queue,
     classifier_retrain_request,
 )
-from activelearn.services.rounds import round_start, round_strategy_default
+from activelearn.services.rounds import (
+    round_start,
+    round_strategy_choice,
+    round_strategy_default,
+)
 from activelearn.services.settings import project_consensus_update, project_learning_update
 from activelearn.services.species import SpeciesMergeReport, attribute_remove, species_merge
 
@@ -71,6 +76,7 @@ __all__ = [
     "crop_claim_release",
     "embedding_finetune_and_retrain",
     "embedding_finetune_queue",
+    "finetune_interval",
     "label_review",
     "label_submit",
     "label_undo",
@@ -80,6 +86,7 @@ __all__ = [
     "project_consensus_update",
     "project_learning_update",
     "round_start",
+    "round_strategy_choice",
     "round_strategy_default",
     "species_merge",
 ]

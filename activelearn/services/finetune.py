@@ -1,7 +1,8 @@
 """Fine-tuning the embedding on the volunteers' labels, then retraining on it.
 
-Every label submission asks ``embedding_finetune_queue`` whether ``finetune_every`` new species
-labels have arrived since the current embedding version; if so, a new version is created and
+Every label submission asks ``embedding_finetune_queue`` whether ``finetune_interval`` new species
+labels have arrived since the current embedding version (the project's ``finetune_every``, or,
+left empty, an interval that grows with the project's crops); if so, a new version is created and
 its task queued by name (``FINETUNE_TASK``, through the outbox: ``activelearn.tasks`` imports
 this package, so this package never imports it). The task fine-tunes the embedding, switches
 the project to it, and retrains the classifier on it (``embedding_finetune_and_retrain``). At
@@ -32,6 +33,7 @@ __all__ = [
     "FINETUNE_TASK",
     "embedding_finetune_and_retrain",
     "embedding_finetune_queue",
+    "finetune_interval",
 ]
 
 # The Celery task that runs ``embedding_finetune_and_retrain``, by name (see above).
@@ -41,24 +43,52 @@ FINETUNE_TASK = "activelearn.tasks.embedding_finetune_task"
 # this has no task left that could finish it.
 FINETUNE_ABANDONED_AFTER = timedelta(hours=25)
 
+# The automatic interval: a tenth of the project's crops, rounded to a hundred, between these.
+# The ceiling is the paper's flat schedule (2,000 labels, for millions of images); a small
+# project reaches its floor long before, so its embedding adapts while labels still matter.
+AUTO_SHARE = 0.1
+AUTO_MIN = 200
+AUTO_MAX = 2000
+
+
+def finetune_interval(*, finetune_every: int | None, n_crops: int) -> int:
+    """New species labels between two automatic fine-tunings; 0 means never automatically.
+
+    ``finetune_every`` is the project's setting: a number is used as is (0: only when an admin
+    asks), None is "auto": ``AUTO_SHARE`` of ``n_crops`` (the crops of the current embedding
+    version, >= 0) rounded to the nearest hundred, clipped to [``AUTO_MIN``, ``AUTO_MAX``]
+    (e.g. 637 crops: 200; 8,000: 800; 50,000: 2,000).
+
+    Raises:
+        ValueError: a negative ``finetune_every`` or ``n_crops``.
+    """
+    if n_crops < 0 or (finetune_every is not None and finetune_every < 0):
+        raise ValueError(
+            f"need n_crops >= 0 and finetune_every >= 0, got {n_crops}, {finetune_every}"
+        )
+    if finetune_every is not None:
+        return finetune_every
+    return int(min(AUTO_MAX, max(AUTO_MIN, round(AUTO_SHARE * n_crops, -2))))
+
 
 def embedding_finetune_queue(*, project: Project, force: bool = False) -> EmbeddingVersion | None:
-    """Queue fine-tuning of the embedding when ``finetune_every`` species labels are new.
+    """Queue fine-tuning of the embedding when ``finetune_interval`` species labels are new.
 
     ``force`` (an admin's button) skips the count. At most one version is fine-tuned at a time;
     returns the version queued, or None when none is due. Call it inside a transaction: once
     fine-tuning is due it locks the project row (``locks.project_lock``) until that ends.
     """
     current = embedding_version_current(project=project)
-    if current is None or (project.finetune_every == 0 and not force):
+    if current is None:
+        return None
+    every = finetune_interval(finetune_every=project.finetune_every, n_crops=current.n_crops)
+    if every == 0 and not force:
         return None
     species_labels = Label.objects.filter(project=project, kind=LabelKind.SPECIES)
     # Every label submission asks; almost always too few labels are new. Answer that with one
     # count, before the project lock: taken on every submission, that lock made all of a
     # project's label writes wait for each other (measured by `make loadtest`).
-    if not force and (
-        species_labels.filter(id__gt=current.last_label_id).count() < project.finetune_every
-    ):
+    if not force and (species_labels.filter(id__gt=current.last_label_id).count() < every):
         return None
     project_lock(project_id=project.pk)  # one queuer at a time
     building = EmbeddingVersion.objects.filter(

@@ -27,6 +27,7 @@ from activelearn.models import (
     Strategy,
 )
 from activelearn.selection import min_sq_distances_update, select
+from activelearn.selection_rule import StrategyChoice, strategy_for_round
 from activelearn.selectors import classifier_latest, round_open_get
 from activelearn.services.errors import RoundError
 from detector.models import Crop
@@ -40,18 +41,15 @@ from projects.atomic import atomic_path
 from projects.models import Project, Species
 
 __all__ = [
-    "DEFAULT_STRATEGY",
     "SETTLED",
     "crop_settled",
     "ids_array",
     "kcenter_cache_update",
     "round_seed",
     "round_start",
+    "round_strategy_choice",
     "round_strategy_default",
 ]
-
-# The strategy of every round after the first when the admin does not choose one.
-DEFAULT_STRATEGY = Strategy.K_CENTER
 
 # Strategies that use the per-version k-Center min-distance cache.
 _CACHED_STRATEGIES = frozenset({"k_center", "hybrid", "species"})
@@ -68,12 +66,32 @@ def round_seed(*, project: Project, number: int) -> int:
     return int(np.random.SeedSequence([project.seed, number]).generate_state(1)[0] % 2**31)
 
 
-def round_strategy_default(*, project: Project) -> str:
-    """The strategy a new round uses unless the admin picks one: the project's first-round
-    strategy (random by default) before any round, the default strategy after."""
+def round_strategy_choice(
+    *, project: Project, audit_accuracy: float | None = None
+) -> StrategyChoice:
+    """The strategy a new round uses unless the admin picks one, and why.
+
+    Before any round: the project's first-round strategy (random by default). After: the
+    measured rule ``selection_rule.strategy_for_round`` on the project's labelled crops, active
+    crops and species, the latest classifier's existence and ``audit_accuracy`` (the audit
+    stream's accuracy of the live machine labels in [0, 1], None without audit evidence).
+    """
     if not project.rounds.exists():
-        return project.first_round_strategy
-    return str(DEFAULT_STRATEGY)
+        return StrategyChoice(
+            project.first_round_strategy, "the project's first-round strategy (no round yet)"
+        )
+    return strategy_for_round(
+        n_labels=Consensus.objects.filter(project=project).count(),
+        n_crops=Crop.objects.filter(project=project).count(),
+        n_species=project.species.count(),
+        audit_accuracy=audit_accuracy,
+        has_classifier=classifier_latest(project=project) is not None,
+    )
+
+
+def round_strategy_default(*, project: Project) -> str:
+    """The name of ``round_strategy_choice``'s strategy."""
+    return round_strategy_choice(project=project).strategy
 
 
 def crop_settled() -> Exists:
@@ -97,13 +115,16 @@ def round_start(
 ) -> Round:
     """Open the next round: pick up to ``size`` crops by ``strategy`` among the unlabelled ones.
 
-    ``strategy`` None means ``round_strategy_default``. Crops with any label (species, not an
-    animal, unknown) count as covered and are never picked again. The "species" strategy needs
+    ``strategy`` None means ``round_strategy_choice`` (its reason is kept on the round). Crops
+    with any label (species, not an animal, unknown) count as covered and are never picked
+    again. The "species" strategy needs
     ``target_species`` (one of the project's, and only with that strategy): it runs k-Center
     greedy among the active unlabelled crops the latest classifier predicts as that species.
     """
+    reason = ""
     if strategy is None:
-        strategy = round_strategy_default(project=project)
+        choice = round_strategy_choice(project=project)
+        strategy, reason = choice.strategy, choice.reason
     if strategy not in Strategy.values:
         raise RoundError(
             f"unknown strategy {strategy!r}; choose one of {', '.join(Strategy.values)}"
@@ -123,6 +144,7 @@ def round_start(
                 size=size,
                 version=version,
                 target_species=target_species,
+                reason=reason,
             )
     except IntegrityError as exc:
         # The partial unique index on open rounds decides races between two admins.
@@ -137,6 +159,7 @@ def _round_create(
     size: int,
     version: EmbeddingVersion,
     target_species: Species | None = None,
+    reason: str = "",
 ) -> Round:
     if round_open_get(project=project) is not None:
         raise RoundError("a round is already open for this project; finish it first")
@@ -178,6 +201,7 @@ def _round_create(
         project=project,
         number=number,
         strategy=strategy,
+        strategy_reason=reason[:300],
         size=size,
         seed=seed,
         embedding_version=version,

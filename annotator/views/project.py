@@ -23,9 +23,10 @@ from activelearn.services import (
     SettingsError,
     classifier_retrain_request,
     embedding_finetune_queue,
+    finetune_interval,
     project_learning_update,
     round_start,
-    round_strategy_default,
+    round_strategy_choice,
 )
 from annotator.forms import (
     DetectionStartForm,
@@ -71,12 +72,11 @@ def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
         "project": project,
         "role": role,
         "status": status,
-        "round_form": RoundStartForm(
-            project=project,
-            initial={
-                "size": project.round_size,
-                "strategy": round_strategy_default(project=project),
-            },
+        "round_form": RoundStartForm(project=project, initial={"size": project.round_size}),
+        "strategy_auto": round_strategy_choice(project=project),
+        "finetune_every": finetune_interval(
+            finetune_every=project.finetune_every,
+            n_crops=status.embedding.n_crops if status.embedding else 0,
         ),
         "learning_form": LearningSettingsForm(
             initial={

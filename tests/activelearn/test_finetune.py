@@ -14,6 +14,7 @@ from activelearn.services import (
     FinetuneError,
     embedding_finetune_and_retrain,
     embedding_finetune_queue,
+    finetune_interval,
     label_submit,
     round_start,
 )
@@ -153,3 +154,60 @@ def test_a_version_abandoned_while_building_does_not_block_finetuning_for_good(
     assert stuck.status == EmbeddingVersion.Status.FAILED and not stuck.vectors_dir
     current = embedding_version_current(project=ingested_project)
     assert current is not None and current.number == 1
+
+
+@pytest.mark.parametrize(
+    ("every", "n_crops", "interval"),
+    [
+        (None, 0, 200),  # auto, floor
+        (None, 637, 200),
+        (None, 8_049, 800),  # a tenth, rounded to a hundred
+        (None, 8_051, 800),
+        (None, 12_600, 1_300),
+        (None, 50_000, 2_000),  # auto, ceiling: the paper's flat schedule
+        (None, 3_000_000, 2_000),
+        (6, 50_000, 6),  # the project's number, as is
+        (0, 50_000, 0),  # only on request
+    ],
+)
+def test_finetune_interval(every: int | None, n_crops: int, interval: int) -> None:
+    assert finetune_interval(finetune_every=every, n_crops=n_crops) == interval
+
+
+@pytest.mark.parametrize(("every", "n_crops"), [(-1, 10), (None, -1)])
+def test_finetune_interval_refuses_negatives(every: int | None, n_crops: int) -> None:
+    with pytest.raises(ValueError, match=">= 0"):
+        finetune_interval(finetune_every=every, n_crops=n_crops)
+
+
+def test_new_projects_are_auto_and_the_queue_uses_the_scaled_interval(
+    ingested_project: Project,
+    volunteer: User,
+    django_capture_on_commit_callbacks: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from activelearn.services import finetune
+
+    assert Project._meta.get_field("finetune_every").get_default() is None
+    assert ingested_project.finetune_every is None
+    current = embedding_version_current(project=ingested_project)
+    assert current is not None and current.n_crops > 0
+    # A tenth of this small project is below any floor; a floor of 6 makes the interval 6.
+    monkeypatch.setattr(finetune, "AUTO_MIN", 6)
+    crops = list(Crop.objects.select_related("image").order_by("id"))
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        _label_by_sequence(ingested_project, volunteer, crops[:5])
+    assert not callbacks
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        _label_by_sequence(ingested_project, volunteer, crops[5:7])  # two species by now
+    assert len(callbacks) == 1
+    assert EmbeddingVersion.objects.filter(status=EmbeddingVersion.Status.BUILDING).count() == 1
+
+
+def test_zero_means_only_on_request(ingested_project: Project, volunteer: User) -> None:
+    ingested_project.finetune_every = 0
+    ingested_project.save()
+    crops = list(Crop.objects.select_related("image").order_by("id"))
+    _label_by_sequence(ingested_project, volunteer, crops[:8])
+    assert EmbeddingVersion.objects.count() == 1
+    assert embedding_finetune_queue(project=ingested_project, force=True) is not None

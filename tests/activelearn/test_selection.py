@@ -282,8 +282,17 @@ def test_select_dispatch_and_unknown() -> None:
         select("random", features, labeled_mask=labeled, budget=2, random_state=0).strategy
         == "random"
     )
-    assert set(STRATEGIES) == {"k_center", "random", "confidence", "margin", "entropy", "hybrid"}
-    with pytest.raises(ValueError, match="confidence, entropy, hybrid, k_center, margin, random"):
+    assert set(STRATEGIES) == {
+        "k_center",
+        "random",
+        "confidence",
+        "margin",
+        "entropy",
+        "hybrid",
+        "typical",
+    }
+    known = "confidence, entropy, hybrid, k_center, margin, random, typical"
+    with pytest.raises(ValueError, match=known):
         select("uncertainty", features, labeled_mask=labeled, budget=2, random_state=0)
 
 

@@ -169,22 +169,28 @@ def test_uncertainty_rounds_use_the_latest_predictions(
         assert picked == [pk for _, pk in unlabelled[:2]]
 
 
-def test_first_round_uses_the_project_setting_then_k_center(
+def test_first_round_uses_the_project_setting_then_the_rule(
     ingested_project: Project, admin_user: User, volunteer: User
 ) -> None:
-    from activelearn.services import round_strategy_default
+    from activelearn.services import round_strategy_choice, round_strategy_default
 
     assert ingested_project.first_round_strategy == "random"
     first = round_start(project=ingested_project, user=admin_user, size=3)
-    assert first.strategy == "random"
+    assert first.strategy == "random" and "first-round" in first.strategy_reason
     assert all(item.distance is None for item in first.items.all())
     _label_all(first, volunteer, ingested_project)
-    assert round_strategy_default(project=ingested_project) == "k_center"
+    # Three labels for the project's species: too few per species to trust margins.
+    choice = round_strategy_choice(project=ingested_project)
+    assert choice.strategy == round_strategy_default(project=ingested_project) == "typical"
     second = round_start(project=ingested_project, user=admin_user, size=2)
-    assert second.strategy == "k_center"
+    assert second.strategy == "typical" and second.strategy_reason == choice.reason
+    assert "3 labels" in second.strategy_reason
     assert not set(second.items.values_list("crop_id", flat=True)) & set(
         first.items.values_list("crop_id", flat=True)
     )
+    _label_all(second, volunteer, ingested_project)
+    chosen = round_start(project=ingested_project, user=admin_user, strategy="k_center", size=1)
+    assert (chosen.strategy, chosen.strategy_reason) == ("k_center", "")  # an admin's choice
 
 
 def test_k_center_cache_folds_in_only_new_labels(

@@ -10,7 +10,8 @@ from django.contrib.auth.models import User
 from django.db import connection, transaction
 
 from activelearn.models import Label
-from activelearn.services import label_submit
+from activelearn.services import finetune_interval, label_submit
+from embeddings.selectors import embedding_version_current
 from projects.models import Project
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -34,7 +35,10 @@ def test_a_label_does_not_wait_for_the_project_row_while_a_retrain_holds_it(
     crop = project.crops.first()
     assert crop is not None
     species = project.species.first()
-    assert species is not None and project.finetune_every > 1  # fine-tuning is not due
+    current = embedding_version_current(project=project)
+    assert current is not None and species is not None
+    # fine-tuning is not due
+    assert finetune_interval(finetune_every=project.finetune_every, n_crops=current.n_crops) > 1
     holding, release = threading.Event(), threading.Event()
 
     def retrain_like() -> None:
