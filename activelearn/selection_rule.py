@@ -3,13 +3,14 @@
 Cold start (Hacohen et al. 2022, "Active learning on a budget"): with a handful of labels per
 species no classifier's uncertainty can be trusted, and typical crops are worth more than
 outliers; once the classifier has seen every species a few times, its smallest margins point at
-the crops that move the decision boundaries. Between the two, k-Center spreads labels over the
-embedding without trusting the classifier. The audit stream (issue 15, item 4), when it has
-labels, says directly whether the classifier is trustworthy: below ``AUDIT_MARGIN_MIN`` the
-margins stay unused whatever the label count.
+the crops that move the decision boundaries. k-Center spreads labels over the embedding without
+trusting the classifier: it runs between the two thresholds (an empty range by default: measured
+no better there) and whenever the audit stream (issue 15, item 4) says the classifier is not
+trustworthy: below ``AUDIT_MARGIN_MIN`` the margins stay unused whatever the label count.
 
 The thresholds were chosen by measurement (missouri-dev, 3 rotated sequence folds, rounds of
-20 to 300 labels, 10 seeds; benchmarks/README.md#default-selection-rule). Django-free.
+20 to 300 labels, 10 seeds: ``python -m benchmarks selection_rule``,
+benchmarks/README.md#default-selection-rule). Django-free.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from benchmarks import (
     learning_core,
     offline_detector,
     reembed,
+    selection_rule,
 )
 
 BENCHMARKS: dict[str, Callable[[], None]] = {
@@ -24,6 +25,7 @@ BENCHMARKS: dict[str, Callable[[], None]] = {
     "embedding_speed": embedding_speed.main,
     "reembed": reembed.main,
     "learning_core": learning_core.main,
+    "selection_rule": selection_rule.main,
 }
 
 

@@ -118,6 +118,20 @@ def test_admin_starts_round_from_project_page(ingested_project: Project, admin_u
     assert Round.objects.filter(project=ingested_project).count() == 1
 
 
+def test_automatic_strategy_applies_the_rule_and_says_why(
+    ingested_project: Project, admin_user: User
+) -> None:
+    client = _client(admin_user)
+    page = client.get(reverse("project_detail", args=[ingested_project.slug]))
+    assert 'value="auto" selected' in page.text  # the form's default: the rule
+    assert "Automatic now picks <b>random</b>" in page.text  # no round yet: first-round setting
+    url = reverse("round_start", args=[ingested_project.slug])
+    client.post(url, {"strategy": "auto", "size": 2}, follow=True)
+    created = Round.objects.get(project=ingested_project)
+    assert created.strategy == ingested_project.first_round_strategy
+    assert "first-round strategy" in created.strategy_reason
+
+
 def test_bad_round_form_changes_nothing(ingested_project: Project, admin_user: User) -> None:
     url = reverse("round_start", args=[ingested_project.slug])
     response = _client(admin_user).post(url, {"strategy": "greedy", "size": 0}, follow=True)
