@@ -11,6 +11,24 @@ from typing import Any
 BENCH_DIR = Path(os.environ.get("TRAPWISE_BENCH_DIR", "var/bench"))
 
 
+def fold_table(
+    results: dict[str, dict[str, list[float]]],
+) -> dict[str, dict[str, dict[str, float]]]:
+    """``results[config][budget]`` (one score per fold) -> ``{"mean", "worst"}`` per cell,
+    printed as a table (mean/worst) to stdout."""
+    table = {
+        config: {
+            budget: {"mean": float(sum(v) / len(v)), "worst": float(min(v))}
+            for budget, v in by_budget.items()
+        }
+        for config, by_budget in results.items()
+    }
+    for config, by_budget in table.items():
+        cells = {b: f"{m['mean']:.3f}/{m['worst']:.3f}" for b, m in by_budget.items()}
+        print(f"{config:24s}", cells)
+    return table
+
+
 def result_write(
     *,
     name: str,

@@ -39,7 +39,7 @@ from activelearn.evaluation import EvaluationError
 from activelearn.events import event_probabilities_combine
 from activelearn.experiment_data import crop_features
 from activelearn.linear import temper
-from benchmarks._result import BENCH_DIR, result_write
+from benchmarks._result import BENCH_DIR, fold_table, result_write
 from embeddings.model import build_embedding_net
 from embeddings.projection import pca_projection_fit
 
@@ -135,15 +135,7 @@ def main() -> None:
         return
     started = time.perf_counter()
     results = run()
-    table = {
-        config: {
-            budget: {"mean": float(np.mean(v)), "worst": float(np.min(v))}
-            for budget, v in by_budget.items()
-        }
-        for config, by_budget in results.items()
-    }
-    for config, by_budget in table.items():
-        print(config, {b: f"{m['mean']:.3f}/{m['worst']:.3f}" for b, m in by_budget.items()})
+    table = fold_table(results)
     result_write(
         name="learning_core",
         unit="crop top-1 at 300 labels",

@@ -30,7 +30,7 @@ from activelearn.experiment_data import crop_features
 from activelearn.linear import LogisticModel, logistic_fit
 from activelearn.selection import select
 from activelearn.selection_rule import strategy_for_round
-from benchmarks._result import BENCH_DIR, result_write
+from benchmarks._result import BENCH_DIR, fold_table, result_write
 from benchmarks.learning_core import DATA, FOLDS, _folds, _unit
 from embeddings.model import build_embedding_net
 from embeddings.projection import pca_projection_fit
@@ -131,16 +131,7 @@ def main() -> None:
         return
     started = time.perf_counter()
     results = run()
-    table = {
-        strategy: {
-            budget: {"mean": float(np.mean(v)), "worst": float(np.min(v))}
-            for budget, v in by_budget.items()
-        }
-        for strategy, by_budget in results.items()
-    }
-    for strategy, by_budget in table.items():
-        cells = {b: f"{m['mean']:.3f}/{m['worst']:.3f}" for b, m in by_budget.items()}
-        print(f"{strategy:24s}", cells)
+    table = fold_table(results)
     result_write(
         name="selection_rule",
         unit="crop top-1 at 100 labels, worst fold",
