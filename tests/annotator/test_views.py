@@ -125,6 +125,8 @@ def test_automatic_strategy_applies_the_rule_and_says_why(
     page = client.get(reverse("project_detail", args=[ingested_project.slug]))
     assert 'value="auto" selected' in page.text  # the form's default: the rule
     assert "Automatic now picks <b>random</b>" in page.text  # no round yet: first-round setting
+    # A small project's automatic fine-tune interval is the floor, 200 labels.
+    assert "Fine-tuned every 200 new labels (auto: scales with the crops)" in page.text
     url = reverse("round_start", args=[ingested_project.slug])
     client.post(url, {"strategy": "auto", "size": 2}, follow=True)
     created = Round.objects.get(project=ingested_project)
