@@ -6,8 +6,8 @@ outliers that k-Center picks first (Hacohen, Dekel & Weinshall, "Active learning
 ICML 2022: TypiClust). TypiClust clusters with k-means and needs the k nearest neighbours of
 every point; ``activelearn.selection_extra.typiclust_selection`` does this with dense distance
 blocks inside each cluster, O(N^2) in the worst case. Here everything comes from one FAISS kNN
-search over the whole pool (``embeddings.index``: exact flat search up to 200,000 crops,
-IVF beyond), so memory is O(N k) and no N x N matrix is ever held:
+search over the whole pool (``embeddings.index``: exact flat search up to ``KNN_FLAT_MAX``
+crops, IVF beyond), so memory is O(N k) and no N x N matrix is ever held:
 
 * typicality of row i = 1 / mean Euclidean distance to its ``n_neighbors`` nearest other rows
   (on L2-normalised features, the cosine geometry of the product's index);
@@ -20,7 +20,7 @@ IVF beyond), so memory is O(N k) and no N x N matrix is ever held:
 
 The greedy walk uses a heap with lazy updates: O((N + budget k) log N) after the search.
 Deterministic: the same inputs give the same picks (``random_state`` seeds only the IVF
-training sample of very large pools, and is recorded).
+training sample of large pools, and is recorded).
 """
 
 from __future__ import annotations
@@ -49,6 +49,12 @@ STRATEGY = "typical"
 DEFAULT_NEIGHBORS = 20
 DEFAULT_COVER_NEIGHBORS = 20
 
+# Largest pool whose kNN graph is searched exactly. Every row is a query, so flat search costs
+# O(N^2 d): 15 s for 30,000 x 256 on one shared core, ~11 min at the index's own 200,000 limit.
+# Above this the graph comes from IVF (``embeddings.index``), whose cells cut that by ~50x; on
+# 30,000 clustered vectors it gave the same 100 picks as the exact graph.
+KNN_FLAT_MAX = 20_000
+
 # Guards 1 / mean distance against exact duplicates (distance 0).
 _EPS = 1e-12
 
@@ -74,14 +80,16 @@ def _unit_rows(features: object) -> np.ndarray:
 
 
 def knn_graph(
-    features: np.ndarray, *, k: int, random_state: int = 0
+    features: np.ndarray, *, k: int, random_state: int = 0, flat_max: int = KNN_FLAT_MAX
 ) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` nearest other rows of every row, by FAISS (``embeddings.index``).
 
     Args:
         features: (N, d) float32, unit rows (``_unit_rows``).
         k: neighbours per row, 0 <= k <= N - 1.
-        random_state: seed of the IVF training sample (pools above the flat limit only).
+        random_state: seed of the IVF training sample (pools above ``flat_max`` only).
+        flat_max: largest N searched exactly; above it IVF-Flat (approximate neighbours,
+            exact distances).
 
     Returns:
         ``(distances (N, k) float64 Euclidean, neighbours (N, k) int64 rows)``, nearest first.
@@ -90,7 +98,9 @@ def knn_graph(
     n_rows = features.shape[0]
     if k == 0:
         return np.zeros((n_rows, 0)), np.zeros((n_rows, 0), dtype=np.int64)
-    index = index_build(features, np.arange(n_rows, dtype=np.int64), seed=random_state)
+    index = index_build(
+        features, np.arange(n_rows, dtype=np.int64), seed=random_state, flat_max=flat_max
+    )
     sq, ids = index_search(index, features, k + 1)
     # Drop the row itself where the search found it; else (a duplicate took its place, or
     # IVF missed it) drop the farthest of the k + 1.
@@ -131,7 +141,7 @@ def typical_selection(
         features: (N, d) embeddings, finite, no all-zero row; L2-normalised here.
         labeled_mask: (N,) bool, rows already labelled: they cover their neighbourhoods.
         budget: most rows to pick, >= 1; fewer if fewer candidates.
-        random_state: seed >= 0 (the IVF sample of pools over 200,000 rows; recorded).
+        random_state: seed >= 0 (the IVF sample of pools over ``KNN_FLAT_MAX`` rows; recorded).
         candidate_mask: (N,) bool rows that may be picked (default all); never a labelled row.
             Rows outside it still count for typicality and coverage.
         probabilities, min_sq_distances: ignored (the strategies share one signature).
@@ -146,8 +156,8 @@ def typical_selection(
     Raises:
         SelectionError (a ValueError): bad shapes/dtypes/values, as ``k_center_greedy``.
 
-    Memory O(N (k + d)); time one kNN search (flat: O(N^2 d) flops in blocks, IVF beyond
-    200,000 rows) plus O((N + budget k) log N).
+    Memory O(N (k + d)); time one kNN search (flat: O(N^2 d) flops in blocks; IVF beyond
+    ``KNN_FLAT_MAX`` rows) plus O((N + budget k) log N).
     """
     budget = check_int(budget, name="budget", minimum=1, error=SelectionError)
     random_state = check_int(random_state, name="random_state", minimum=0, error=SelectionError)

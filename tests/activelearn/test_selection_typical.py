@@ -110,6 +110,18 @@ def test_exact_duplicates_are_not_their_own_neighbours() -> None:
     assert sorted(got.indices.tolist()) == list(range(12))
 
 
+def test_large_pools_use_ivf_with_the_exact_neighbours_on_clustered_data() -> None:
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(8, 16))
+    x = centres[rng.integers(0, 8, 600)] + 0.05 * rng.normal(size=(600, 16))
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    exact_d, exact = knn_graph(x, k=5)
+    approx_d, approx = knn_graph(x, k=5, flat_max=100)  # 600 rows > 100: IVF
+    recall = np.mean([len(set(a) & set(e)) / 5 for a, e in zip(approx, exact, strict=True)])
+    assert recall > 0.9
+    assert (approx_d >= exact_d - 1e-5).all()  # IVF may miss a neighbour, never find a nearer
+
+
 def test_tiny_pools() -> None:
     one = typical_selection(
         np.ones((1, 3)), labeled_mask=np.zeros(1, bool), budget=3, random_state=0
