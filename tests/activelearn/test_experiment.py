@@ -215,7 +215,7 @@ def _net() -> EmbeddingNet:
     return EmbeddingNet(nn.Identity(), nn.Linear(12, 8)).eval()
 
 
-@pytest.mark.parametrize("strategy", ["k_center", "random", "margin", "k_center_robust"])
+@pytest.mark.parametrize("strategy", ["k_center", "random", "margin", "k_center_robust", "typical"])
 def test_run_loop_labels_each_row_once_and_scores_every_round(strategy: str) -> None:
     pool, test = _synthetic(0), _synthetic(1, n_per_seq=3, views=0)
     config = LoopConfig(init=6, step=4, budget=20)
