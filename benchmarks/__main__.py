@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from benchmarks import (
     classifier_loop,
+    crop_geometry,
     embedding_speed,
     export_stream,
     kcenter,
@@ -24,6 +25,7 @@ BENCHMARKS: dict[str, Callable[[], None]] = {
     "embedding_speed": embedding_speed.main,
     "reembed": reembed.main,
     "learning_core": learning_core.main,
+    "crop_geometry": crop_geometry.main,
 }
 
 
