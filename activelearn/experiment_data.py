@@ -3,9 +3,9 @@ features (``crop_features``), and the split of such a file into pool and test by
 sequence (``coco_split``).
 
 The simulated loop (``activelearn.experiment``) runs on what this returns. Arrays and plain
-dicts in, dataclasses out; no Django. Backbone features are computed once per file, padding and
-backbone and cached on disk, so a whole benchmark reads them back instead of re-running the
-backbone.
+dicts in, dataclasses out; no Django. Backbone features are computed once per file, crop
+geometry (shape and padding) and backbone and cached on disk, so a whole benchmark reads them
+back instead of re-running the backbone.
 """
 
 from __future__ import annotations
@@ -61,10 +61,12 @@ class CropFeatures:
         return int(self.labels.shape[0])
 
 
-def _cache_key(coco: Path, images: Path, info: BackboneInfo, padding: float) -> str:
+def _cache_key(coco: Path, images: Path, info: BackboneInfo, padding: float, shape: str) -> str:
     """Hex digest of everything the cached crops and features depend on."""
     digest = hashlib.sha256(Path(coco).read_bytes())
     parts = [str(Path(images).resolve()), repr(padding), info.backbone, info.weights_source]
+    if shape != "box":  # box keys stay what they were, so existing caches stay valid
+        parts.append(shape)
     digest.update("\0".join([*parts, str(_CACHE_VERSION)]).encode())
     return digest.hexdigest()[:20]
 
@@ -78,6 +80,7 @@ class _Source:
     net: EmbeddingNet
     info: BackboneInfo
     padding: float
+    shape: str
     crops_dir: Path
     base: Path  # .npz: plain features and metadata; view v: <base stem>-view<v>.npy
 
@@ -90,7 +93,9 @@ class _Source:
 
     def cut(self) -> CropSet:
         """Cut (or re-cut: the output is deterministic) every box into ``crops_dir``."""
-        return coco_crops(self.coco, self.images, padding=self.padding, out_dir=self.crops_dir)
+        return coco_crops(
+            self.coco, self.images, padding=self.padding, shape=self.shape, out_dir=self.crops_dir
+        )
 
 
 def _cut_and_embed(source: _Source) -> None:
@@ -133,6 +138,7 @@ def crop_features(
     info: BackboneInfo,
     cache_dir: Path,
     padding: float = 0.1,
+    shape: str = "box",
     n_views: int = 0,
 ) -> CropFeatures:
     """Cut the labelled boxes of ``coco`` and return their backbone features, cached.
@@ -140,7 +146,7 @@ def crop_features(
     The first call cuts the crops into ``cache_dir/crops/<key>/`` and stores plain
     features and metadata in ``cache_dir/<stem>-<key>.npz``; augmented view v goes to
     ``<stem>-<key>-view<v>.npy`` when first asked for. The key covers the JSON bytes,
-    the images folder, padding and backbone weights, so later calls only read files.
+    the images folder, crop geometry and backbone weights, so later calls only read files.
 
     Args:
         coco: COCO Camera Traps JSON (see ``embeddings.cocodata.coco_crops``).
@@ -148,19 +154,21 @@ def crop_features(
         net, info: the embedding network (only its backbone runs) and its description.
         cache_dir: created if needed.
         padding: box context fraction, as everywhere else in the project.
+        shape: crop geometry, "box" or "square" (``detector.crops.crop_rect``).
         n_views: augmented views per crop wanted (view v uses augment seed 1000 + v).
 
     Raises:
         embeddings.cocodata.CocoCropsError, detector.base.DetectorError: unusable JSON.
         ValueError: no readable box, or an unreadable crop.
     """
-    key = _cache_key(coco, images, info, padding)
+    key = _cache_key(coco, images, info, padding, shape)
     source = _Source(
         coco=Path(coco),
         images=Path(images),
         net=net,
         info=info,
         padding=padding,
+        shape=shape,
         crops_dir=cache_dir / "crops" / key,
         base=cache_dir / f"{Path(coco).stem}-{key}.npz",
     )

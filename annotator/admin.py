@@ -1,4 +1,7 @@
+from __future__ import annotations
+
 from django.contrib import admin
+from django.http import HttpRequest
 
 from projects.models import Image, Membership, Project, Species
 
@@ -18,6 +21,13 @@ class ProjectAdmin(admin.ModelAdmin):
     list_display = ["name", "slug", "backbone", "round_size", "created_at"]
     prepopulated_fields = {"slug": ["name"]}
     inlines = [MembershipInline, SpeciesInline]
+    # Changing these must re-derive (and for the geometry recut and re-embed) the crops, which the
+    # project page's thresholds form queues; saved here they would leave the crops out of date.
+    derived_fields = ("detection_threshold", "min_box_pixels", "crop_padding", "crop_shape")
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Project | None = None) -> list[str]:
+        extra = list(self.derived_fields) if obj is not None else []
+        return [*super().get_readonly_fields(request, obj), *extra]
 
 
 @admin.register(Image)

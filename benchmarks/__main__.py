@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from benchmarks import (
     classifier_loop,
+    crop_geometry,
     embedding_speed,
     export_stream,
     kcenter,
@@ -26,6 +27,7 @@ BENCHMARKS: dict[str, Callable[[], None]] = {
     "reembed": reembed.main,
     "learning_core": learning_core.main,
     "selection_rule": selection_rule.main,
+    "crop_geometry": crop_geometry.main,
 }
 
 

@@ -65,14 +65,20 @@ def _full(probs: np.ndarray, classes: np.ndarray, n_classes: int) -> np.ndarray:
     return out
 
 
-def _choose(x: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int) -> tuple[str, float]:
+def _choose(
+    x: np.ndarray,
+    y: np.ndarray,
+    groups: np.ndarray,
+    seed: int,
+    candidates: tuple[str, ...] = CANDIDATES,
+) -> tuple[str, float]:
     """The retrain's rule (``activelearn.choice``): its kept backend and temperature."""
     try:
         choice = classifier_choose(
-            x, y, groups=groups, random_state=seed, candidates=CANDIDATES, n_splits=5
+            x, y, groups=groups, random_state=seed, candidates=candidates, n_splits=5
         )
     except EvaluationError:
-        return CANDIDATES[0], 1.0
+        return candidates[0], 1.0
     return choice.backend, choice.temperature
 
 

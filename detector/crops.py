@@ -18,8 +18,10 @@ from PIL import Image, ImageOps
 from detector.base import Box, DetectorError
 
 __all__ = [
+    "CROP_SHAPES",
     "box_to_pixels",
     "crop_box",
+    "crop_rect",
     "exif_orientation",
     "image_load",
     "image_rgb",
@@ -123,19 +125,13 @@ def box_to_pixels(box: Box, width: int, height: int) -> tuple[int, int, int, int
     return x0, y0, x1, y1
 
 
-def crop_box(image: Image.Image, box: Box, *, padding: float = 0.1) -> Image.Image:
-    """Return the 8-bit RGB crop of ``box`` from ``image``, padded and clipped to the frame.
+# Crop geometries (``Project.crop_shape``): "box" pads each side by a fraction of the box's own
+# size along that axis (the crop keeps the box's aspect ratio); "square" cuts a square around the
+# box, so the network's squash-resize to its square input does not distort the animal.
+CROP_SHAPES: tuple[str, ...] = ("box", "square")
 
-    ``image`` must already be upright (``image_upright``), since boxes are relative to it.
 
-    Each side is extended by ``padding`` times the box size along that axis (width
-    for left/right, height for top/bottom), giving the classifier some context; the
-    result is clipped to the image, so boxes at the border get less padding there.
-
-    Raises:
-        DetectorError (a ValueError): negative or non-finite padding, or a box that
-        covers no pixel of the image.
-    """
+def _padding_check(padding: float) -> None:
     if (
         isinstance(padding, bool)
         or not isinstance(padding, numbers.Real)
@@ -144,13 +140,71 @@ def crop_box(image: Image.Image, box: Box, *, padding: float = 0.1) -> Image.Ima
         raise DetectorError(f"padding must be a finite number, got {padding!r}")
     if padding < 0:
         raise DetectorError(f"padding must be >= 0, got {padding}")
-    padded = Box(
-        x=box.x - padding * box.w,
-        y=box.y - padding * box.h,
-        w=box.w * (1 + 2 * padding),
-        h=box.h * (1 + 2 * padding),
-        confidence=box.confidence,
-        category=box.category,
-    )
-    rect = box_to_pixels(padded, image.width, image.height)
+
+
+def _square_span(start: int, end: int, side: int, size: int) -> tuple[int, int]:
+    """[a, a + min(side, size)) around [start, end) on an axis of ``size`` pixels.
+
+    Centred on the box (an odd surplus puts the extra pixel after it), then shifted back
+    inside the frame; it still contains the box since the box lies inside the frame.
+    """
+    span = min(side, size)
+    a = start - (span - (end - start)) // 2
+    a = max(0, min(a, size - span))
+    return a, a + span
+
+
+def crop_rect(
+    box: Box, width: int, height: int, *, padding: float = 0.1, shape: str = "box"
+) -> tuple[int, int, int, int]:
+    """The pixel rectangle (x0, y0, x1, y1), exclusive end, that ``crop_box`` cuts.
+
+    ``box``: each side extended by ``padding`` times the box size along that axis, then
+    clipped to the frame (boxes at the border get less context there).
+
+    ``square``: side = the longer side of the box's pixel rectangle (``box_to_pixels``)
+    times ``1 + 2 * padding``, rounded up to whole pixels; centred on the box and, at a
+    border, shifted back inside the frame instead of clipped, so the crop keeps its size and
+    real context replaces the context lost outside the frame (no invented pixels). Only a
+    square larger than the frame along an axis spans that whole axis (the crop is then
+    narrower than square there). The box is always wholly inside the rectangle.
+
+    Raises:
+        DetectorError (a ValueError): negative or non-finite padding, an unknown shape, a
+        non-positive image size or a box that covers no pixel of the image.
+    """
+    _padding_check(padding)
+    if shape not in CROP_SHAPES:
+        raise DetectorError(f"crop shape must be one of {', '.join(CROP_SHAPES)}, got {shape!r}")
+    if shape == "box":
+        padded = Box(
+            x=box.x - padding * box.w,
+            y=box.y - padding * box.h,
+            w=box.w * (1 + 2 * padding),
+            h=box.h * (1 + 2 * padding),
+            confidence=box.confidence,
+            category=box.category,
+        )
+        return box_to_pixels(padded, width, height)
+    x0, y0, x1, y1 = box_to_pixels(box, width, height)
+    side = math.ceil(max(x1 - x0, y1 - y0) * (1 + 2 * padding) - _SNAP_EPS)
+    left, right = _square_span(x0, x1, side, int(width))
+    top, bottom = _square_span(y0, y1, side, int(height))
+    return left, top, right, bottom
+
+
+def crop_box(
+    image: Image.Image, box: Box, *, padding: float = 0.1, shape: str = "box"
+) -> Image.Image:
+    """Return the 8-bit RGB crop of ``box`` from ``image``, with context (``crop_rect``).
+
+    ``image`` must already be upright (``image_upright``), since boxes are relative to it.
+    ``shape`` is "box" (each side padded by ``padding`` times the box size along that axis,
+    clipped to the frame) or "square" (see ``crop_rect``).
+
+    Raises:
+        DetectorError (a ValueError): negative or non-finite padding, an unknown shape or a
+        box that covers no pixel of the image.
+    """
+    rect = crop_rect(box, image.width, image.height, padding=padding, shape=shape)
     return image_rgb(image.crop(rect))

@@ -69,7 +69,10 @@ class Crop(models.Model):
     image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="crops")
     detection = models.OneToOneField(Detection, on_delete=models.CASCADE, related_name="crop")
     file = models.CharField(max_length=500, help_text="Path relative to MEDIA_ROOT.")
+    # The geometry the file was cut with (detector.crops.crop_rect); a project whose setting
+    # differs recuts it.
     padding = models.FloatField()
+    shape = models.CharField(max_length=10, default="box")
     # False once the project's thresholds drop its detection. The row stays, so that labels on
     # it are never lost; raising the threshold back reactivates it.
     active = models.BooleanField(default=True)

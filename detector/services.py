@@ -179,8 +179,8 @@ def crops_rederive(*, project: Project) -> DeriveReport:
     """Re-derive crops, empty flags and counts of every detected image from stored boxes.
 
     Crops whose box falls below the thresholds are deactivated, never deleted (labels on them
-    stay); boxes that now pass get a crop (reactivated or cut); a changed padding recuts the
-    crop file. Nothing runs the detector.
+    stay); boxes that now pass get a crop (reactivated or cut); a changed geometry (padding or
+    shape) recuts the crop file. Nothing runs the detector.
     """
     report = DeriveReport()
     images = Image.objects.filter(project=project, detected_at__isnull=False).order_by("id")
@@ -200,7 +200,7 @@ def _image_crops_derive(*, project: Project, image: Image, report: DeriveReport)
             crop.active = False
             crop.save(update_fields=["active"])
             report.deactivated += 1
-    to_cut = [d for d in kept if _needs_cut(d, padding=project.crop_padding)]
+    to_cut = [d for d in kept if _needs_cut(d, project=project)]
     if to_cut:
         _crops_write(project=project, image=image, detections=to_cut, report=report)
     for det in kept:
@@ -214,9 +214,10 @@ def _image_crops_derive(*, project: Project, image: Image, report: DeriveReport)
     image.save(update_fields=["count", "is_empty"])
 
 
-def _needs_cut(detection: Detection, *, padding: float) -> bool:
+def _needs_cut(detection: Detection, *, project: Project) -> bool:
+    """No crop yet, or one cut with another geometry than the project's."""
     crop = getattr(detection, "crop", None)
-    return crop is None or crop.padding != padding
+    return crop is None or (crop.padding, crop.shape) != (project.crop_padding, project.crop_shape)
 
 
 def _crops_write(
@@ -242,7 +243,7 @@ def _crops_write(
                     confidence=det.confidence,
                     category=det.category,
                 )
-                crop_box(source, box, padding=project.crop_padding).save(
+                crop_box(source, box, padding=project.crop_padding, shape=project.crop_shape).save(
                     Path(settings.MEDIA_ROOT) / relative, format="JPEG", quality=90
                 )
                 _crop_row_save(
@@ -266,11 +267,12 @@ def _crop_row_save(
             detection=det,
             file=relative.as_posix(),
             padding=project.crop_padding,
+            shape=project.crop_shape,
         )
         report.created += 1
     else:
-        crop.padding = project.crop_padding
-        crop.save(update_fields=["padding"])
+        crop.padding, crop.shape = project.crop_padding, project.crop_shape
+        crop.save(update_fields=["padding", "shape"])
         report.recut += 1
 
 

@@ -105,7 +105,9 @@ def _wanted_by_image(
     return wanted
 
 
-def coco_crops(coco: Path, images: Path, *, padding: float = 0.1, out_dir: Path) -> CropSet:
+def coco_crops(
+    coco: Path, images: Path, *, padding: float = 0.1, shape: str = "box", out_dir: Path
+) -> CropSet:
     """Cut every bbox annotation of a COCO Camera Traps file into a labelled crop.
 
     Args:
@@ -113,6 +115,7 @@ def coco_crops(coco: Path, images: Path, *, padding: float = 0.1, out_dir: Path)
             optional seq_id; annotations with image_id, category_id, bbox in pixels).
         images: folder that the images' ``file_name`` paths are relative to.
         padding: context around each box, as a fraction of its size (``crop_box``).
+        shape: crop geometry, "box" or "square" (``detector.crops.crop_rect``).
         out_dir: created if needed; crops are written as ``<row:06d>.jpg`` (JPEG q90),
             overwriting files of the same name.
 
@@ -142,6 +145,7 @@ def coco_crops(coco: Path, images: Path, *, padding: float = 0.1, out_dir: Path)
             image,
             items,
             padding=padding,
+            shape=shape,
             out_dir=out_dir,
             first_row=len(rows),
             skipped=skipped,
@@ -164,6 +168,7 @@ def _cut_image(
     items: list[_Wanted],
     *,
     padding: float,
+    shape: str,
     out_dir: Path,
     first_row: int,
     skipped: list[tuple[str, str]],
@@ -179,7 +184,7 @@ def _cut_image(
     rows: list[tuple[Path, int, str, str, str]] = []
     for item in items:
         try:
-            crop = crop_box(image, item.box, padding=padding)
+            crop = crop_box(image, item.box, padding=padding, shape=shape)
         except DetectorError as exc:
             skipped.append((item.annotation_id, str(exc)))
             continue

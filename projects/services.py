@@ -13,7 +13,15 @@ from django.db import transaction
 from django.utils.text import slugify
 
 from projects.locks import project_lock
-from projects.models import DEFAULT_ATTRIBUTES, Attribute, Membership, Project, Role, Species
+from projects.models import (
+    DEFAULT_ATTRIBUTES,
+    DEFAULT_BACKBONE,
+    Attribute,
+    Membership,
+    Project,
+    Role,
+    Species,
+)
 
 
 def project_create(
@@ -21,12 +29,16 @@ def project_create(
     name: str,
     created_by: User | None,
     seed: int = 0,
-    backbone: str = "resnet50",
+    backbone: str = DEFAULT_BACKBONE,
     backbone_weights: str = "imagenet",
     embedding_checkpoint: str = "",
     round_size: int = 100,
 ) -> Project:
     """Create a project; its creator becomes its admin.
+
+    Without options it gets the best offline configuration: ``DEFAULT_BACKBONE`` and the
+    model's defaults for everything else (crop geometry, classifier, selection), each chosen
+    by measurement on missouri-dev (benchmarks/README.md).
 
     ``embedding_checkpoint`` starts the project from a trained embedding (e.g. one made by
     ``pretrain_embedding`` on other camera-trap data, as the paper's did) instead of the

@@ -111,6 +111,7 @@ def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
                 "detection_threshold": project.detection_threshold,
                 "min_box_pixels": project.min_box_pixels,
                 "crop_padding": project.crop_padding,
+                "crop_shape": project.crop_shape,
             }
         ),
         "can_label": role in LABELLERS,

@@ -373,6 +373,17 @@ def test_crop_features_cuts_embeds_and_caches(
     np.testing.assert_array_equal(again.views, got.views)
 
 
+def test_crop_features_cache_is_keyed_by_geometry(small_folder: Path, tmp_path: Path) -> None:
+    """A square geometry cuts and caches its own crops; the box's cache is left as it was."""
+    net, info = build_embedding_net(backbone="efficientnet_lite0", seed=0)
+    coco, cache = small_folder / "annotations.json", tmp_path / "cache"
+    box = crop_features(coco, small_folder, net=net, info=info, cache_dir=cache)
+    square = crop_features(coco, small_folder, net=net, info=info, cache_dir=cache, shape="square")
+    assert len(list(cache.glob("*.npz"))) == 2
+    assert not np.array_equal(box.crop_pixels, square.crop_pixels)
+    assert not np.allclose(box.features, square.features)
+
+
 # --- class balance and ensembles in the loop ---------------------------------------------------
 
 

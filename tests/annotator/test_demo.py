@@ -45,3 +45,19 @@ def test_demo_setup_twice(
         Round.objects.count(),
         EmbeddingVersion.objects.count(),
     ) == (1, 68, 1, 1)
+
+
+def test_demo_project_has_a_new_projects_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The demo asks for nothing but its seed: it gets the defaults a new project gets."""
+    from annotator import demo
+    from projects.services import project_create
+
+    monkeypatch.setattr(demo, "folder_ingest", lambda **kwargs: None)
+    monkeypatch.setattr(demo, "round_start", lambda **kwargs: Round(number=1))
+    passwords = dict.fromkeys(demo.DEMO_USERS, "pw-demo-123")
+    made = demo.demo_ensure(passwords=passwords).project
+    plain = project_create(name="Plain", created_by=None)
+    skip = {"id", "name", "slug", "seed", "created_by_id", "created_at"}
+    fields = [f.attname for f in Project._meta.concrete_fields if f.attname not in skip]
+    assert made.backbone == "efficientnet_lite0"
+    assert {f: getattr(made, f) for f in fields} == {f: getattr(plain, f) for f in fields}

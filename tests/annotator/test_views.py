@@ -240,6 +240,27 @@ def test_admin_changes_thresholds_from_project_page(
     assert "Thresholds saved" in response.text and len(callbacks) == 1
     ingested_project.refresh_from_db()
     assert ingested_project.detection_threshold == 0.9
+    assert 'name="crop_shape"' in response.text
+    assert ingested_project.crop_shape == "box"  # not posted: kept
+    bad_shape = client.post(
+        url,
+        {"detection_threshold": 0.9, "min_box_pixels": 8, "crop_padding": 0.1, "crop_shape": "x"},
+        follow=True,
+    )
+    assert "Thresholds not changed" in bad_shape.text
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        client.post(
+            url,
+            {
+                "detection_threshold": 0.9,
+                "min_box_pixels": 8,
+                "crop_padding": 0.25,
+                "crop_shape": "square",
+            },
+        )
+    assert len(callbacks) == 1  # the recut + re-embed job is queued
+    ingested_project.refresh_from_db()
+    assert (ingested_project.crop_shape, ingested_project.crop_padding) == ("square", 0.25)
 
 
 def test_admin_queues_detection(

@@ -12,6 +12,7 @@ from detector.base import Box, DetectorError
 from detector.crops import (
     box_to_pixels,
     crop_box,
+    crop_rect,
     exif_orientation,
     image_rgb,
     image_upright,
@@ -161,3 +162,83 @@ def test_cmyk_crops_are_rgb() -> None:
     crop = crop_box(rgb.convert("CMYK"), box(0.25, 0.25, 0.5, 0.5), padding=0.0)
     assert crop.mode == "RGB"
     assert np.array_equal(np.asarray(crop), np.asarray(rgb.crop((10, 10, 30, 30))))
+
+
+def _square_reference(
+    b: Box, width: int, height: int, padding: float
+) -> tuple[int, set[tuple[int, int, int, int]]]:
+    """Brute force: every rectangle of the square's size that lies in the frame and contains
+    the box's pixels; returns the best distance of its centre to the box's and those at it."""
+    xs = [x for x in range(width) if x + 1 > b.x * width + 1e-6 and x < (b.x + b.w) * width - 1e-6]
+    ys = [
+        y for y in range(height) if y + 1 > b.y * height + 1e-6 and y < (b.y + b.h) * height - 1e-6
+    ]
+    longer = max(len(xs), len(ys))
+    side = next(
+        s for s in range(1, 10 * max(width, height)) if s >= longer * (1 + 2 * padding) - 1e-6
+    )
+    sx, sy = min(side, width), min(side, height)
+    centre = (xs[0] + xs[-1] + 1, ys[0] + ys[-1] + 1)  # twice the box centre, in pixels
+    best, rects = 10**9, set[tuple[int, int, int, int]]()
+    for a in range(width - sx + 1):
+        for c in range(height - sy + 1):
+            if not (a <= xs[0] and xs[-1] < a + sx and c <= ys[0] and ys[-1] < c + sy):
+                continue
+            distance = abs(2 * a + sx - centre[0]) + abs(2 * c + sy - centre[1])
+            if distance < best:
+                best, rects = distance, set()
+            if distance == best:
+                rects.add((a, c, a + sx, c + sy))
+    return best, rects
+
+
+def test_square_crop_matches_brute_force_on_tiny_images() -> None:
+    """Random boxes, many touching or crossing the border: the square is the brute force's
+    nearest-centred in-frame rectangle of side min(ceil(longer * (1 + 2p)), frame), and its
+    pixels are the source's."""
+    rng = np.random.default_rng(0)
+    checked = 0
+    for _ in range(400):
+        width, height = int(rng.integers(1, 13)), int(rng.integers(1, 13))
+        x0, y0 = rng.uniform(-0.3, 1.0, size=2)
+        w, h = rng.uniform(0.01, 1.2, size=2)
+        if rng.random() < 0.3:  # snap to the frame's edges
+            x0, w = (0.0, w) if rng.random() < 0.5 else (1.0 - w, w)
+        b = box(float(x0), float(y0), float(w), float(h))
+        padding = float(rng.choice([0.0, 0.1, 0.25, 0.5]))
+        try:
+            rect = crop_rect(b, width, height, padding=padding, shape="square")
+        except DetectorError:
+            with pytest.raises(DetectorError):
+                box_to_pixels(b, width, height)
+            continue
+        _, rects = _square_reference(b, width, height, padding)
+        assert rect in rects, (b, width, height, padding, rect, rects)
+        img = coordinate_image(width, height)
+        crop = np.asarray(crop_box(img, b, padding=padding, shape="square"))
+        left, top, right, bottom = rect
+        assert np.array_equal(crop, np.asarray(img)[top:bottom, left:right])
+        checked += 1
+    assert checked > 200
+
+
+def test_square_crop_at_border_shifts_inside() -> None:
+    img = coordinate_image(200, 100)
+    # 20 x 40 px box at the left edge: side 40 * 1.5 = 60, shifted to start at x = 0.
+    assert crop_rect(box(0.0, 0.3, 0.1, 0.4), 200, 100, padding=0.25, shape="square") == (
+        0,
+        20,
+        60,
+        80,
+    )
+    # Wider than the frame is tall: spans the whole height, stays 120 px wide.
+    crop = crop_box(img, box(0.3, 0.1, 0.4, 0.5), padding=0.25, shape="square")
+    assert crop.size == (120, 100)
+    # Box shape is unchanged by the new argument.
+    assert crop_box(img, box(0.4, 0.4, 0.2, 0.2), padding=0.1, shape="box").size == (48, 24)
+
+
+def test_crop_shape_rejected() -> None:
+    img = coordinate_image(20, 20)
+    with pytest.raises(DetectorError, match="crop shape"):
+        crop_box(img, box(0.1, 0.1, 0.5, 0.5), shape="round")

