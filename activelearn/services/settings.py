@@ -22,6 +22,7 @@ from activelearn.services.retrain import classifier_retrain_queue
 from projects.models import ClassBalance, Project
 
 __all__ = [
+    "AUDIT_SHARE_MAX",
     "ENSEMBLE_SIZE_MAX",
     "SECONDS_PER_IMAGE_MAX",
     "classifier_threshold_update",
@@ -38,10 +39,13 @@ def project_learning_update(
     seconds_per_image: float | None = None,
     class_balance: str | None = None,
     ensemble_size: int | None = None,
+    audit_share: float | None = None,
 ) -> Project:
     """Change the first round's strategy, the auto-accept target accuracy and, when given,
     the volunteer seconds per image (effort saved), the class balance and the ensemble size
-    (both used by the next retrain). None leaves a setting as it is.
+    (both used by the next retrain) and the audit share (the share of every new round drawn
+    at random and shown without suggestions, 0 to ``AUDIT_SHARE_MAX``). None leaves a setting
+    as it is.
 
     The latest classifier's threshold and auto-acceptable share are recomputed from its saved
     cross-validated predictions, so a new target applies at once, without retraining. A new
@@ -55,6 +59,7 @@ def project_learning_update(
         seconds_per_image=seconds_per_image,
         class_balance=class_balance,
         ensemble_size=ensemble_size,
+        audit_share=audit_share,
     )
     with transaction.atomic():
         retrain = any(
@@ -78,10 +83,16 @@ def project_learning_update(
 # Longest volunteer time per image the effort estimate accepts (an hour per image).
 SECONDS_PER_IMAGE_MAX = 3600.0
 ENSEMBLE_SIZE_MAX = 10
+# Past half a round the strategy would hardly choose anything.
+AUDIT_SHARE_MAX = 0.5
 
 
 def _learning_extra_settings(
-    *, seconds_per_image: float | None, class_balance: str | None, ensemble_size: int | None
+    *,
+    seconds_per_image: float | None,
+    class_balance: str | None,
+    ensemble_size: int | None,
+    audit_share: float | None = None,
 ) -> dict[str, float | str | int]:
     """The optional learning settings that were given, validated (SettingsError if not)."""
     extra: dict[str, float | str | int] = {}
@@ -102,6 +113,12 @@ def _learning_extra_settings(
         if not 1 <= ensemble_size <= ENSEMBLE_SIZE_MAX:
             raise SettingsError(f"the ensemble size must be between 1 and {ENSEMBLE_SIZE_MAX}")
         extra["ensemble_size"] = int(ensemble_size)
+    if audit_share is not None:
+        if not (0.0 <= audit_share <= AUDIT_SHARE_MAX):  # NaN fails too
+            raise SettingsError(
+                f"the audit share must be between 0 and {AUDIT_SHARE_MAX:g}, e.g. 0.1 for 10%"
+            )
+        extra["audit_share"] = float(audit_share)
     return extra
 
 

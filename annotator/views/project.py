@@ -85,6 +85,7 @@ def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
                 "seconds_per_image": project.seconds_per_image,
                 "class_balance": project.class_balance,
                 "ensemble_size": project.ensemble_size,
+                "audit_share": round(project.audit_share * 100, 2),
             }
         ),
         "classifier": classifier,
