@@ -204,6 +204,8 @@ class ClassifierVersion(models.Model):
     class Status(models.TextChoices):
         READY = "ready"
         FAILED = "failed"
+        # Worse than its parent on the parent's audit labels (``gate``): the parent stays live.
+        REJECTED = "rejected"
 
     project = models.ForeignKey(
         Project, on_delete=models.CASCADE, related_name="classifier_versions"
@@ -234,6 +236,10 @@ class ClassifierVersion(models.Model):
     event_weight = models.FloatField(default=0.0)
     # Why this classifier: each candidate's held-out scores and the one kept ("chosen").
     candidates = models.JSONField(default=dict, blank=True)
+    # Whether it replaced the live classifier (its parent), and why: a paired comparison on
+    # the audit labels of the parent (activelearn.audit.paired_gate), or the reason there was
+    # none ("decision", "reason", "parent", "n", "parent_correct", "child_correct").
+    gate = models.JSONField(default=dict, blank=True)
     train_seconds = models.FloatField(default=0.0)
     predict_seconds = models.FloatField(default=0.0)
     n_iter = models.PositiveIntegerField(default=0)

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from activelearn.audit import AccuracyEstimate, binomial_interval, ppi_interval
+from activelearn.final_labels import AutoAccept
 from activelearn.models import (
     AuditPrediction,
     ClassifierVersion,
@@ -28,6 +29,7 @@ from activelearn.models import (
     Prediction,
 )
 from activelearn.selectors import classifier_latest
+from activelearn.thresholds import thresholds_accept
 from projects.models import Project, Species
 
 __all__ = [
@@ -36,6 +38,7 @@ __all__ = [
     "AuditOutcomes",
     "AuditView",
     "audit_estimate_get",
+    "audit_evidence_get",
     "audit_outcomes_get",
 ]
 
@@ -202,11 +205,13 @@ def audit_estimate_get(*, project: Project) -> AuditView | None:
         pool.iterator(chunk_size=20_000), dtype=np.dtype([("s", np.int64), ("c", np.float64)])
     )
     pool_species, pool_confidence = pairs["s"], pairs["c"]
-    own = classifier.thresholds_per_species or {}
-    # Each unlabelled crop's auto-accept threshold: its species' own, else the global one.
-    fallback = np.inf if classifier.threshold is None else classifier.threshold
-    pool_threshold = np.asarray(
-        [float(own.get(str(s), fallback)) for s in pool_species.tolist()], dtype=np.float64
+    rule = AutoAccept.of(classifier)
+    # Each unlabelled crop at its species' own threshold, else the global one.
+    pool_accepted = thresholds_accept(
+        species=pool_species,
+        confidence=pool_confidence,
+        per_species=rule.per_species,
+        global_threshold=rule.default,
     )
     names = dict(Species.objects.filter(project=project).values_list("id", "name"))
     all_rows = np.ones(outcomes.correct.size, dtype=bool)
@@ -230,7 +235,24 @@ def audit_estimate_get(*, project: Project) -> AuditView | None:
         auto_accepted=_accuracy(
             outcomes=outcomes,
             rows=outcomes.auto_accepted,
-            pool_confidence=pool_confidence[pool_confidence >= pool_threshold],
+            pool_confidence=pool_confidence[pool_accepted],
         ),
         per_species=per_species,
     )
+
+
+def audit_evidence_get(*, project: Project) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every audit label of ``project``, of every classifier version, as evidence for the
+    per-species thresholds: (n,) machine species ids, (n,) confidences, (n,) bool correct.
+    One query."""
+    values = list(
+        AuditPrediction.objects.filter(
+            round__project=project,
+            crop__consensus__status=Consensus.Status.DONE,
+            crop__consensus__kind__in=[LabelKind.SPECIES, LabelKind.NOT_ANIMAL],
+        ).values_list("species_id", "confidence", "crop__consensus__species_id")
+    )
+    species = np.asarray([v[0] for v in values], dtype=np.int64)
+    confidence = np.asarray([v[1] for v in values], dtype=np.float64)
+    correct = np.asarray([v[2] is not None and v[2] == v[0] for v in values], dtype=bool)
+    return species, confidence, correct

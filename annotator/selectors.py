@@ -8,6 +8,7 @@ from django.contrib.auth.models import AnonymousUser, User
 from django.db.models import Count, Q, QuerySet
 from django.http import Http404
 
+from activelearn.final_labels import AutoAccept
 from activelearn.models import (
     ClassifierVersion,
     Consensus,
@@ -90,12 +91,8 @@ def pipeline_counts(*, project: Project) -> PipelineCounts:
     classifier = classifier_latest(project=project)
     predicted = auto_acceptable = 0
     if classifier is not None:
-        threshold = classifier.threshold
-        auto = (
-            Q(confidence__gte=threshold, crop__active=True, crop__consensus__isnull=True)
-            if threshold is not None
-            else Q(pk__in=[])
-        )
+        # Each species at its own threshold where it has one (``AutoAccept``).
+        auto = AutoAccept.of(classifier).q() & Q(crop__active=True, crop__consensus__isnull=True)
         counts = Prediction.objects.filter(classifier=classifier).aggregate(
             predicted=Count("id"), auto=Count("id", filter=auto)
         )

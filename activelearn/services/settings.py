@@ -13,12 +13,14 @@ import numpy as np
 from django.conf import settings
 from django.db import transaction
 
-from activelearn.evaluation import accuracy_threshold, coverage_at
+from activelearn.evaluation import accuracy_threshold
 from activelearn.models import ClassifierVersion, Consensus, Strategy
 from activelearn.selectors import classifier_latest, round_open_get
+from activelearn.services.audit import thresholds_per_species_compute
 from activelearn.services.errors import SettingsError
 from activelearn.services.labels import consensus_update, round_close_if_done
 from activelearn.services.retrain import classifier_retrain_queue
+from activelearn.thresholds import thresholds_accept
 from projects.models import ClassBalance, Project
 
 __all__ = [
@@ -150,20 +152,43 @@ def project_consensus_update(
 
 
 def classifier_threshold_update(*, classifier: ClassifierVersion, target: float) -> None:
-    """Re-derive ``classifier``'s threshold for ``target`` from its ``.cv.npz`` file."""
+    """Re-derive ``classifier``'s thresholds (global and per species, with the audit labels)
+    for ``target`` from its ``.cv.npz`` file, and its auto-acceptable share."""
     path = (Path(settings.TRAPWISE_DATA_DIR) / classifier.path).with_suffix(".cv.npz")
     if not path.exists():
         ClassifierVersion.objects.filter(pk=classifier.pk).update(target_accuracy=target)
         return
     with np.load(path) as cv:
         threshold = accuracy_threshold(cv["confidence"], cv["correct"], target=target)
+        # Files written before the per-species thresholds have no predicted species.
+        per_species = (
+            thresholds_per_species_compute(
+                project=classifier.project,
+                cv_predicted=cv["predicted"],
+                cv_confidence=cv["confidence"],
+                cv_correct=cv["correct"],
+                target=target,
+            )
+            if "predicted" in cv.files
+            else {}
+        )
     predictions = classifier.predictions.filter(
         crop__active=True, crop__consensus__isnull=True
-    ).values_list("confidence", flat=True)
-    unlabelled = np.fromiter(predictions.iterator(chunk_size=20_000), dtype=np.float32)
+    ).values_list("species_id", "confidence")
+    unlabelled = np.fromiter(
+        predictions.iterator(chunk_size=20_000),
+        dtype=np.dtype([("s", np.int64), ("c", np.float64)]),
+    )
+    accepted = thresholds_accept(
+        species=unlabelled["s"],
+        confidence=unlabelled["c"],
+        per_species={int(k): v for k, v in per_species.items()},
+        global_threshold=threshold.threshold,
+    )
     ClassifierVersion.objects.filter(pk=classifier.pk).update(
         target_accuracy=target,
         threshold=threshold.threshold,
         threshold_accuracy=threshold.accuracy_at_threshold,
-        auto_accept_share=coverage_at(unlabelled, threshold.threshold),
+        thresholds_per_species=per_species,
+        auto_accept_share=float(accepted.mean()) if accepted.size else 0.0,
     )

@@ -14,6 +14,7 @@ from django.db.models import Count, Q, QuerySet
 
 from activelearn.final_labels import (
     AUTO,
+    AutoAccept,
     final_attributes,
     final_label,
     human_attributes,
@@ -226,7 +227,7 @@ def crop_rows_page(*, project: Project, after: int, limit: int) -> CropPage:
         .select_related("round")
         .order_by("round__number")
     }
-    threshold = classifier.threshold if classifier else None
+    threshold = AutoAccept.of(classifier)
     names = attribute_names(project=project)
     rows = []
     for crop in crops:

@@ -15,24 +15,10 @@ from activelearn.audit import binomial_interval, ppi_interval
 from activelearn.models import AuditPrediction, ClassifierVersion, Prediction, Round
 from activelearn.selectors_audit import audit_estimate_get, audit_outcomes_get
 from activelearn.services import label_submit, round_start
-from embeddings.models import EmbeddingVersion
 from projects.models import Project
+from tests.conftest import classifier_by_hand
 
 pytestmark = pytest.mark.django_db
-
-
-def _classifier(project: Project, *, number: int, threshold: float | None) -> ClassifierVersion:
-    return ClassifierVersion.objects.create(
-        project=project,
-        number=number,
-        embedding_version=EmbeddingVersion.objects.filter(project=project).latest("number"),
-        last_label_id=0,
-        n_labels=0,
-        n_classes=2,
-        seed=0,
-        path=f"classifiers/test{number}",
-        threshold=threshold,
-    )
 
 
 # Per audit crop: machine species ("fox"/"agouti"), confidence, the human label.
@@ -55,7 +41,7 @@ def audited(ingested_project: Project, admin_user: User, volunteer: User) -> Cla
         "fox": project.species.get(name="red fox"),
         "agouti": project.species.get(name="agouti"),
     }
-    classifier = _classifier(project, number=1, threshold=0.8)
+    classifier = classifier_by_hand(project, number=1, threshold=0.8)
     crops = list(project.crops.order_by("id"))
     round_ = round_start(project=project, user=admin_user, strategy="random", size=6)
     pool = [(c, "fox" if i % 2 else "agouti", 0.5 + 0.1 * i) for i, c in enumerate(crops[6:])]
@@ -126,7 +112,7 @@ def test_estimate_is_ppi_and_binomial_of_the_outcomes(
 def test_estimate_is_of_the_newest_audited_version(
     ingested_project: Project, audited: ClassifierVersion
 ) -> None:
-    _classifier(ingested_project, number=2, threshold=None)
+    classifier_by_hand(ingested_project, number=2, threshold=None)
     view = audit_estimate_get(project=ingested_project)
     assert view is not None and view.classifier == 1 and not view.live
 
