@@ -21,7 +21,8 @@ from activelearn.services.audit import classifier_gate
 from activelearn.services.rounds import audit_count, audit_interleave
 from activelearn.services.settings import classifier_threshold_update
 from activelearn.thresholds import species_thresholds
-from projects.models import Project
+from detector.models import Crop
+from projects.models import Project, Species
 from tests.conftest import classifier_by_hand
 
 pytestmark = pytest.mark.django_db
@@ -114,6 +115,35 @@ def test_audit_share_setting_is_validated(ingested_project: Project) -> None:
     assert ingested_project.target_accuracy == pytest.approx(0.9)
 
 
+def _audit_labelled(
+    project: Project,
+    admin: User,
+    volunteer: User,
+    classifier: ClassifierVersion,
+    crops: list[Crop],
+    humans: list[Species],
+    confidence: float,
+) -> None:
+    """A round whose audit ``crops`` had ``classifier``'s machine label fox at ``confidence``,
+    then labelled ``humans`` by the volunteer."""
+    fox = project.species.get(name="red fox")
+    round_ = round_start(project=project, user=admin, strategy="random", size=len(crops))
+    for crop, human in zip(crops, humans, strict=True):
+        AuditPrediction.objects.create(
+            round=round_,
+            crop=crop,
+            classifier=classifier,
+            strategy="random",
+            species=fox,
+            confidence=confidence,
+            threshold=classifier.threshold,
+            auto_accepted=False,
+        )
+        label_submit(
+            project=project, crop_id=crop.pk, user=volunteer, kind="species", species_id=human.pk
+        )
+
+
 def test_auto_accept_filter_matches_its_rule(ingested_project: Project) -> None:
     fox = ingested_project.species.get(name="red fox")
     agouti = ingested_project.species.get(name="agouti")
@@ -150,23 +180,10 @@ def test_threshold_update_pools_audit_labels_with_cross_validation(
     agouti = project.species.get(name="agouti")
     classifier = classifier_by_hand(project, threshold=0.9)
     crops = list(project.crops.order_by("id"))
-    round_ = round_start(project=project, user=admin_user, strategy="random", size=4)
     # Audit evidence: four fox machine labels at 0.45, two right and two wrong.
-    for crop, right in zip(crops[:4], [True, True, False, False], strict=True):
-        AuditPrediction.objects.create(
-            round=round_,
-            crop=crop,
-            classifier=classifier,
-            strategy="random",
-            species=fox,
-            confidence=0.45,
-            threshold=0.9,
-            auto_accepted=False,
-        )
-        species = fox if right else agouti
-        label_submit(
-            project=project, crop_id=crop.pk, user=volunteer, kind="species", species_id=species.pk
-        )
+    _audit_labelled(
+        project, admin_user, volunteer, classifier, crops[:4], [fox, fox, agouti, agouti], 0.45
+    )
     for crop in crops[4:]:
         Prediction.objects.create(crop=crop, classifier=classifier, species=fox, confidence=0.6)
     # Cross-validation: 30 fox labels, right above 0.5 and wrong below; 5 agouti (too few).
@@ -207,21 +224,8 @@ def test_classifier_gate_compares_on_the_parents_audit_labels(
         "kept"
     )
     crops = list(project.crops.order_by("id"))
-    round_ = round_start(project=project, user=admin_user, strategy="random", size=4)
     # The parent: right on crops 0-2 (fox), wrong on crop 3 (machine fox, human agouti).
-    for crop, human in zip(crops[:4], [fox, fox, fox, agouti], strict=True):
-        AuditPrediction.objects.create(
-            round=round_,
-            crop=crop,
-            classifier=parent,
-            strategy="random",
-            species=fox,
-            confidence=0.9,
-            auto_accepted=False,
-        )
-        label_submit(
-            project=project, crop_id=crop.pk, user=volunteer, kind="species", species_id=human.pk
-        )
+    _audit_labelled(project, admin_user, volunteer, parent, crops[:4], [fox, fox, fox, agouti], 0.9)
     ids = np.array([c.pk for c in crops[:4]] + [crops[5].pk])
     worse = np.array([True, False, False, True, True])  # 2 right of the 4 audited vs 3
     decision = classifier_gate(parent=parent, crop_ids=ids, cv_correct=worse)
