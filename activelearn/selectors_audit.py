@@ -34,9 +34,11 @@ from projects.models import Project, Species
 
 __all__ = [
     "AUDIT_MIN_SPECIES",
+    "AuditCurvePoint",
     "AuditAccuracy",
     "AuditOutcomes",
     "AuditView",
+    "audit_curve_get",
     "audit_estimate_get",
     "audit_evidence_get",
     "audit_outcomes_get",
@@ -107,6 +109,22 @@ class SpeciesAudit:
 
 
 @dataclass(frozen=True)
+class AuditCurvePoint:
+    """One point of the audit learning curve: classifier version ``classifier`` (trained on
+    ``n_labels`` labels) was right on ``accuracy`` of the ``n`` audit crops offered while it
+    was live (rounds ``rounds``), with the Wilson 95% interval. Unlike cross-validation on the
+    crops the strategy chose, these crops were drawn at random: an unbiased curve."""
+
+    classifier: int
+    n_labels: int
+    rounds: list[int]
+    n: int
+    accuracy: float | None
+    ci_low: float
+    ci_high: float
+
+
+@dataclass(frozen=True)
 class AuditView:
     """The audit estimate of classifier ``classifier`` (its number; ``live``: still the latest).
 
@@ -120,6 +138,7 @@ class AuditView:
     overall: AuditAccuracy
     auto_accepted: AuditAccuracy
     per_species: list[SpeciesAudit]
+    curve: list[AuditCurvePoint]
 
     def as_json(self) -> dict[str, object]:
         """The ``audit`` block of ``metrics.json``: ``n``, ``accuracy``, ``ci_low``,
@@ -133,6 +152,7 @@ class AuditView:
                 {"species_id": s.species_id, "name": s.name, **asdict(s.accuracy)}
                 for s in self.per_species
             ],
+            "curve": [asdict(point) for point in self.curve],
         }
 
 
@@ -238,7 +258,43 @@ def audit_estimate_get(*, project: Project) -> AuditView | None:
             pool_confidence=pool_confidence[pool_accepted],
         ),
         per_species=per_species,
+        curve=audit_curve_get(project=project),
     )
+
+
+def audit_curve_get(*, project: Project) -> list[AuditCurvePoint]:
+    """The audit learning curve: one point per classifier version with audit labels, oldest
+    first (``AuditCurvePoint``). One query."""
+    rows = (
+        AuditPrediction.objects.filter(
+            round__project=project,
+            crop__consensus__status=Consensus.Status.DONE,
+            crop__consensus__kind__in=[LabelKind.SPECIES, LabelKind.NOT_ANIMAL],
+        )
+        .order_by("classifier__number", "round__number")
+        .values_list(
+            "classifier__number",
+            "classifier__n_labels",
+            "round__number",
+            "species_id",
+            "crop__consensus__species_id",
+        )
+    )
+    by_version: dict[tuple[int, int], tuple[list[int], list[bool]]] = {}
+    for number, n_labels, round_number, machine, human in rows:
+        rounds, correct = by_version.setdefault((number, n_labels), ([], []))
+        if round_number not in rounds:
+            rounds.append(round_number)
+        correct.append(human is not None and human == machine)
+    points = []
+    for (number, n_labels), (rounds, correct) in by_version.items():
+        interval = binomial_interval(correct=np.asarray(correct, dtype=np.float64))
+        points.append(
+            AuditCurvePoint(
+                number, n_labels, rounds, interval.n, interval.estimate, interval.low, interval.high
+            )
+        )
+    return points
 
 
 def audit_evidence_get(*, project: Project) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -109,12 +109,45 @@ def test_estimate_is_ppi_and_binomial_of_the_outcomes(
     assert view is not None and [s.name for s in view.per_species] == ["red fox"]
 
 
-def test_estimate_is_of_the_newest_audited_version(
-    ingested_project: Project, audited: ClassifierVersion
+def test_estimate_is_of_the_newest_audited_version_and_the_curve_of_each(
+    ingested_project: Project, audited: ClassifierVersion, volunteer: User
 ) -> None:
-    classifier_by_hand(ingested_project, number=2, threshold=None)
+    second = classifier_by_hand(ingested_project, number=2, threshold=None)
     view = audit_estimate_get(project=ingested_project)
     assert view is not None and view.classifier == 1 and not view.live
+    # v2 gets one audit crop, right, in round 2.
+    Round.objects.update(status=Round.Status.CLOSED)
+    round_ = Round.objects.create(
+        project=ingested_project,
+        number=2,
+        strategy="k_center",
+        size=1,
+        seed=1,
+        embedding_version=second.embedding_version,
+    )
+    crop = ingested_project.crops.filter(consensus__isnull=True).order_by("id").first()
+    assert crop is not None
+    fox = ingested_project.species.get(name="red fox")
+    AuditPrediction.objects.create(
+        round=round_,
+        crop=crop,
+        classifier=second,
+        strategy="k_center",
+        species=fox,
+        confidence=0.5,
+        auto_accepted=False,
+    )
+    label_submit(
+        project=ingested_project,
+        crop_id=crop.pk,
+        user=volunteer,
+        kind="species",
+        species_id=fox.pk,
+    )
+    view = audit_estimate_get(project=ingested_project)
+    assert view is not None and view.classifier == 2 and view.live and view.overall.n == 1
+    curve = [(p.classifier, p.rounds, p.n, p.accuracy) for p in view.curve]
+    assert curve == [(1, [1], 5, pytest.approx(0.6)), (2, [2], 1, 1.0)]
 
 
 def test_no_audit_label_no_estimate(ingested_project: Project, admin_user: User) -> None:
@@ -140,6 +173,10 @@ def test_dashboard_and_metrics_json_show_the_audit(
     assert audit["ci_low"] <= audit["accuracy"] <= audit["ci_high"]
     assert audit["per_species"] == []  # fewer than AUDIT_MIN_SPECIES each
     assert audit["auto_accepted"]["n"] == 3
+    assert 'id="audit-curve"' in page
+    [point] = audit["curve"]
+    assert (point["classifier"], point["rounds"], point["n"]) == (1, [1], 5)
+    assert point["accuracy"] == pytest.approx(3 / 5)
     assert data["thresholds"] == {"global": 0.8, "per_species": []}
     Round.objects.all().delete()  # no audit left: the keys stay, empty
     data = client.get(reverse("export_metrics", args=[slug])).json()
