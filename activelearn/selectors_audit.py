@@ -39,6 +39,7 @@ __all__ = [
     "AuditOutcomes",
     "AuditView",
     "audit_curve_get",
+    "classifier_rejected_get",
     "audit_estimate_get",
     "audit_evidence_get",
     "audit_outcomes_get",
@@ -312,3 +313,12 @@ def audit_evidence_get(*, project: Project) -> tuple[np.ndarray, np.ndarray, np.
     confidence = np.asarray([v[1] for v in values], dtype=np.float64)
     correct = np.asarray([v[2] is not None and v[2] == v[0] for v in values], dtype=bool)
     return species, confidence, correct
+
+
+def classifier_rejected_get(*, project: Project) -> ClassifierVersion | None:
+    """The newest classifier version when its gate rejected it (the live one is older), so
+    the dashboard can say why the live classifier stayed; else None. One query."""
+    newest = ClassifierVersion.objects.filter(project=project).order_by("-number").first()
+    if newest is None or newest.status != ClassifierVersion.Status.REJECTED:
+        return None
+    return newest

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from django.contrib.auth.models import User
+from django.test import Client
+from django.urls import reverse
 
 from activelearn.final_labels import AUTO, MACHINE, AutoAccept, final_label
 from activelearn.models import AuditPrediction, ClassifierVersion, Prediction, RoundCrop
@@ -258,6 +260,10 @@ def test_a_rejected_retrain_leaves_its_parent_live(
     assert child is not None and child.number == 2
     assert child.status == ClassifierVersion.Status.REJECTED and child.gate == rejected
     assert selectors.classifier_latest(project=ingested_project) == parent
+    client = Client()
+    client.force_login(admin_user)
+    page = client.get(reverse("project_detail", args=[ingested_project.slug])).text
+    assert 'id="classifier-rejected"' in page and "worse on 30 audit crops" in page
     # Nothing new: the rejected child is not trained again.
     assert classifier_retrain(project_id=ingested_project.pk) == child
     predictions_prune(project=ingested_project, keep=1)
