@@ -97,3 +97,18 @@ def test_grid_and_api_show_audit_crops_without_prediction(
     cards = {c["crop_id"]: c["suggestions"] for c in served["crops"]}
     assert cards[audit] == []
     assert all(cards[c] for c in cards if c != audit)
+
+
+def test_admin_sets_the_audit_share_in_percent(project: Project, admin_user: User) -> None:
+    url = reverse("learning_settings", args=[project.slug])
+    client = _client(admin_user)
+    page = client.get(reverse("project_detail", args=[project.slug])).text
+    assert 'name="audit_share" value="10.0"' in page
+    base = {"first_round_strategy": "random", "target_accuracy": 95}
+    client.post(url, {**base, "audit_share": 25})
+    project.refresh_from_db()
+    assert project.audit_share == pytest.approx(0.25)
+    response = client.post(url, {**base, "audit_share": 60}, follow=True)
+    assert "Settings not saved" in response.text
+    project.refresh_from_db()
+    assert project.audit_share == pytest.approx(0.25)
