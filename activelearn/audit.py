@@ -127,3 +127,54 @@ def ppi_interval(
         level,
         "ppi",
     )
+
+
+# Paired audit labels a gate needs before it can refuse a new model (fewer: the
+# cross-validated choice decides, as without an audit).
+GATE_MIN_PAIRED = 20
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """Whether a new model (the child) replaces the live one (the parent).
+
+    ``keep_child`` False only when the child was right on fewer of the ``n`` paired audit
+    crops than the parent; ``reason`` says why in words.
+    """
+
+    keep_child: bool
+    reason: str
+    n: int
+    parent_correct: int
+    child_correct: int
+
+
+def paired_gate(
+    *, parent_correct: np.ndarray, child_correct: np.ndarray, min_paired: int = GATE_MIN_PAIRED
+) -> GateDecision:
+    """Keep the child unless it is worse than the parent on the same audit crops.
+
+    Args:
+        parent_correct: (n,) 0/1, the parent's machine label of each audit crop was right
+            (stored when the crop was offered, so never trained on).
+        child_correct: (n,) 0/1, the child's held-out prediction of the same crops was right.
+        min_paired: below this many pairs the audit says too little, and the child is kept
+            (the cross-validated choice stands).
+
+    Paired: both are judged on the same crops, so only the crops they disagree on count;
+    "not worse" is ``child_correct.sum() >= parent_correct.sum()``.
+    """
+    parent = np.asarray(parent_correct, dtype=np.int64).ravel()
+    child = np.asarray(child_correct, dtype=np.int64).ravel()
+    if parent.shape != child.shape:
+        raise ValueError(f"parent {parent.shape} and child {child.shape} differ in length")
+    if not (np.isin(parent, (0, 1)).all() and np.isin(child, (0, 1)).all()):
+        raise ValueError("correct must hold only 0 and 1")
+    n, p, c = int(parent.size), int(parent.sum()), int(child.sum())
+    if n < min_paired:
+        return GateDecision(
+            True, f"{n} paired audit labels (< {min_paired}): cross-validation decides", n, p, c
+        )
+    if c >= p:
+        return GateDecision(True, f"not worse on {n} audit crops: {c} right vs {p}", n, p, c)
+    return GateDecision(False, f"worse on {n} audit crops: {c} right vs {p}", n, p, c)

@@ -6,8 +6,9 @@ How human and machine labels combine (``final_label``; one rule for every export
 1. A crop whose human consensus is *done* takes the humans' label (a species, ``not_animal``
    or ``unknown``), source ``human``. Humans always win, whatever the classifier says.
 2. Otherwise, a crop whose prediction by the latest READY classifier has a confidence at or
-   above that classifier's auto-accept ``threshold`` takes the machine's species, source
-   ``auto`` (auto-accepted).
+   above that classifier's auto-accept threshold for the predicted species (its own, where
+   the evidence gave it one, else the global ``threshold``: ``AutoAccept``) takes the
+   machine's species, source ``auto`` (auto-accepted).
 3. Otherwise, a crop with a prediction takes the machine's top-1 species, source ``machine``:
    counted, but marked as an unconfirmed machine label.
 4. Otherwise the crop has no label (source ``""``): it counts as an unlabelled animal.
@@ -27,7 +28,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from activelearn.models import Consensus, LabelKind, Prediction
+from django.db.models import Q
+
+from activelearn.models import ClassifierVersion, Consensus, LabelKind, Prediction
 
 # A final label's source: the humans' done consensus, auto-accepted (the machine's confidence
 # at or above the classifier's threshold), an unconfirmed machine label, or none.
@@ -49,18 +52,65 @@ class FinalLabel:
     confidence: float | None
 
 
+@dataclass(frozen=True)
+class AutoAccept:
+    """A classifier's auto-accept thresholds: ``per_species`` {species id: threshold, or None
+    for never} where the evidence gave a species its own (``activelearn.thresholds``), else
+    ``default`` (the global threshold; None: nothing is auto-accepted)."""
+
+    default: float | None
+    per_species: dict[int, float | None]
+
+    @classmethod
+    def of(cls, classifier: ClassifierVersion | None) -> AutoAccept:
+        if classifier is None:
+            return cls(None, {})
+        own = classifier.thresholds_per_species or {}
+        return cls(classifier.threshold, {int(k): v for k, v in own.items()})
+
+    def threshold_for(self, species_id: int) -> float | None:
+        if species_id in self.per_species:
+            return self.per_species[species_id]
+        return self.default
+
+    def accepts(self, *, species_id: int, confidence: float) -> bool:
+        threshold = self.threshold_for(species_id)
+        return threshold is not None and confidence >= threshold
+
+    def q(self, *, prefix: str = "") -> Q:
+        """The same rule as a filter on Prediction rows (``prefix`` for a related query:
+        e.g. "predictions__"); one clause per species with a threshold of its own."""
+        accepted = Q(pk__in=[])
+        for species_id, threshold in self.per_species.items():
+            if threshold is not None:
+                accepted |= Q(
+                    **{f"{prefix}species_id": species_id, f"{prefix}confidence__gte": threshold}
+                )
+        if self.default is not None:
+            accepted |= Q(**{f"{prefix}confidence__gte": self.default}) & ~Q(
+                **{f"{prefix}species_id__in": list(self.per_species)}
+            )
+        return accepted
+
+
 def final_label(
-    *, consensus: Consensus | None, prediction: Prediction | None, threshold: float | None
+    *,
+    consensus: Consensus | None,
+    prediction: Prediction | None,
+    threshold: float | None | AutoAccept,
 ) -> FinalLabel:
     """Combine a crop's human consensus and its latest prediction; humans always win.
 
-    ``consensus`` and ``prediction`` need their ``species`` loaded.
+    ``threshold`` is the classifier's ``AutoAccept`` (per-species thresholds), or one
+    threshold for every species. ``consensus`` and ``prediction`` need their ``species``
+    loaded.
     """
     if consensus is not None and consensus.status == Consensus.Status.DONE:
         name = consensus.species.name if consensus.species else ""
         return FinalLabel(consensus.kind, name, HUMAN, consensus.agreement)
     if prediction is not None:
-        auto = threshold is not None and prediction.confidence >= threshold
+        rule = threshold if isinstance(threshold, AutoAccept) else AutoAccept(threshold, {})
+        auto = rule.accepts(species_id=prediction.species_id, confidence=prediction.confidence)
         return FinalLabel(
             LabelKind.SPECIES,
             prediction.species.name,

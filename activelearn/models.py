@@ -77,6 +77,9 @@ class RoundCrop(models.Model):
     position = models.PositiveIntegerField()
     # Distance to the covered set when picked (k-Center); null for random picks.
     distance = models.FloatField(null=True, blank=True)
+    # Drawn uniformly at random for the audit stream (not by the strategy): shown without
+    # machine suggestions, its label measures the classifier that was live when it was offered.
+    is_audit = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["round_id", "position"]
@@ -206,6 +209,8 @@ class ClassifierVersion(models.Model):
     class Status(models.TextChoices):
         READY = "ready"
         FAILED = "failed"
+        # Worse than its parent on the parent's audit labels (``gate``): the parent stays live.
+        REJECTED = "rejected"
 
     project = models.ForeignKey(
         Project, on_delete=models.CASCADE, related_name="classifier_versions"
@@ -236,6 +241,10 @@ class ClassifierVersion(models.Model):
     event_weight = models.FloatField(default=0.0)
     # Why this classifier: each candidate's held-out scores and the one kept ("chosen").
     candidates = models.JSONField(default=dict, blank=True)
+    # Whether it replaced the live classifier (its parent), and why: a paired comparison on
+    # the audit labels of the parent (activelearn.audit.paired_gate), or the reason there was
+    # none ("decision", "reason", "parent", "n", "parent_correct", "child_correct").
+    gate = models.JSONField(default=dict, blank=True)
     train_seconds = models.FloatField(default=0.0)
     predict_seconds = models.FloatField(default=0.0)
     n_iter = models.PositiveIntegerField(default=0)
@@ -251,6 +260,10 @@ class ClassifierVersion(models.Model):
     target_accuracy = models.FloatField(null=True, blank=True)
     threshold = models.FloatField(null=True, blank=True)
     threshold_accuracy = models.FloatField(null=True, blank=True)
+    # Per species {species id: threshold}: the lowest confidence at which that species' machine
+    # labels reach ``target_accuracy`` on the audit labels pooled with the cross-validation
+    # (activelearn.thresholds); species missing here use ``threshold``. Null: none computed.
+    thresholds_per_species = models.JSONField(null=True, blank=True)
     # Share of the crops without a human label whose confidence is at or above the threshold.
     auto_accept_share = models.FloatField(null=True, blank=True)
     n_unlabelled = models.PositiveIntegerField(default=0)
@@ -324,3 +337,33 @@ class EventPrediction(models.Model):
 
     def __str__(self) -> str:
         return f"event {self.event}: species {self.species_id} ({self.confidence:.2f})"
+
+
+class AuditPrediction(models.Model):
+    """The live classifier's machine label for an audit crop, stored once, when the crop is
+    first offered: compared with the crop's human label it is an unbiased test of the model
+    that was live (``activelearn.audit``). Made by the machine, so it records the model
+    version, the round and the round's strategy."""
+
+    round = models.ForeignKey(Round, on_delete=models.CASCADE, related_name="audit_predictions")
+    crop = models.ForeignKey(Crop, on_delete=models.CASCADE, related_name="audit_predictions")
+    classifier = models.ForeignKey(
+        ClassifierVersion, on_delete=models.CASCADE, related_name="audit_predictions"
+    )
+    strategy = models.CharField(max_length=30)
+    species = models.ForeignKey(Species, on_delete=models.CASCADE, related_name="+")
+    confidence = models.FloatField()
+    # The auto-accept threshold for that species at that moment, and whether the machine
+    # label reached it (it would have been auto-accepted had no one labelled the crop).
+    threshold = models.FloatField(null=True, blank=True)
+    auto_accepted = models.BooleanField()
+    offered_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["round", "crop"], name="audit_prediction_unique"),
+        ]
+        indexes = [models.Index(fields=["classifier"])]
+
+    def __str__(self) -> str:
+        return f"audit of crop {self.crop_id} by classifier {self.classifier_id}"

@@ -14,7 +14,14 @@ from django.db.models import Count, Prefetch, Q
 from django.utils import timezone
 
 from activelearn.evaluation import LearningCurve, learning_curve_fit
-from activelearn.models import ClassifierVersion, Consensus, Label, Prediction, Round
+from activelearn.models import (
+    ClassifierVersion,
+    Consensus,
+    Label,
+    Prediction,
+    Round,
+    RoundCrop,
+)
 from detector.models import Crop
 from projects.models import Image, Project, Species
 
@@ -124,15 +131,17 @@ def crop_suggestions(
     """{crop id: up to ``k`` suggestions}: the latest classifier's top-k for each crop.
 
     Crops without a prediction get the project's ``k`` most labelled species (or the first of
-    the list before any label). Ids no longer in ``species`` (merged away) are skipped. Two
-    queries at most, whatever the number of crops.
+    the list before any label). Audit crops of the open round get the same as a crop without
+    a prediction: their labels must not lean on the machine they measure. Ids no longer in
+    ``species`` (merged away) are skipped. Three queries at most, whatever the number of crops.
     """
     names = {s.pk: s.name for s in species}
     classifier = classifier_latest(project=project)
     tops: dict[int, list[list[float]]] = {}
     if classifier is not None:
+        audited = audit_crop_ids(project=project, crop_ids=[crop.pk for crop in crops])
         rows = Prediction.objects.filter(classifier=classifier, crop__in=list(crops))
-        tops = dict(rows.values_list("crop_id", "top"))
+        tops = {c: top for c, top in rows.values_list("crop_id", "top") if c not in audited}
     fallback: list[Suggestion] | None = None
     result: dict[int, list[Suggestion]] = {}
     for crop in crops:
@@ -144,6 +153,19 @@ def crop_suggestions(
             fallback = _frequent_species(project=project, names=names, k=k)
         result[crop.pk] = fallback
     return result
+
+
+def audit_crop_ids(*, project: Project, crop_ids: Iterable[int]) -> set[int]:
+    """The crops of ``crop_ids`` that are audit crops of ``project``'s open round: they are
+    shown without machine suggestions (one query)."""
+    return set(
+        RoundCrop.objects.filter(
+            round__project=project,
+            round__status=Round.Status.OPEN,
+            is_audit=True,
+            crop_id__in=list(crop_ids),
+        ).values_list("crop_id", flat=True)
+    )
 
 
 def _frequent_species(*, project: Project, names: dict[int, str], k: int) -> list[Suggestion]:

@@ -35,6 +35,7 @@ from activelearn.final_labels import (
     AUTO,
     HUMAN,
     MACHINE,
+    AutoAccept,
     FinalLabel,
     final_attributes,
     final_label,
@@ -175,7 +176,7 @@ def export_crop_rows(*, project: Project) -> Iterator[list[object]]:
     dropped from an export. Five queries per chunk of crops.
     """
     classifier = classifier_latest(project=project)
-    threshold = classifier.threshold if classifier else None
+    threshold = AutoAccept.of(classifier)
     names = attribute_names(project=project)
     crops = (
         Crop.objects.filter(project=project)
@@ -386,7 +387,7 @@ def image_records(*, project: Project, by_event: bool = False) -> Iterator[list[
     Two or three queries per chunk (images, crops, predictions).
     """
     classifier = classifier_latest(project=project)
-    threshold = classifier.threshold if classifier else None
+    threshold = AutoAccept.of(classifier)
     names = attribute_names(project=project)
     order = tuple(names.values())
     images = Image.objects.filter(project=project)

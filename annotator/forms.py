@@ -80,8 +80,20 @@ class LearningSettingsForm(forms.Form):
         help_text="Average the probabilities of this many classifiers (1: a single model).",
     )
 
+    audit_share = forms.FloatField(
+        required=False,
+        min_value=0.0,
+        max_value=50.0,
+        help_text="Share of every round (%) drawn at random and shown without suggestions: "
+        "the labels that measure the machine without bias (0 to 50).",
+    )
+
     def clean_target_accuracy(self) -> float:
         return float(self.cleaned_data["target_accuracy"]) / 100.0
+
+    def clean_audit_share(self) -> float | None:
+        value = self.cleaned_data["audit_share"]
+        return None if value is None else float(value) / 100.0
 
     def clean_seconds_per_image(self) -> float | None:
         value = self.cleaned_data["seconds_per_image"]

@@ -8,6 +8,7 @@ from django.contrib.auth.models import AnonymousUser, User
 from django.db.models import Count, Q, QuerySet
 from django.http import Http404
 
+from activelearn.final_labels import AutoAccept
 from activelearn.models import (
     ClassifierVersion,
     Consensus,
@@ -90,12 +91,8 @@ def pipeline_counts(*, project: Project) -> PipelineCounts:
     classifier = classifier_latest(project=project)
     predicted = auto_acceptable = 0
     if classifier is not None:
-        threshold = classifier.threshold
-        auto = (
-            Q(confidence__gte=threshold, crop__active=True, crop__consensus__isnull=True)
-            if threshold is not None
-            else Q(pk__in=[])
-        )
+        # Each species at its own threshold where it has one (``AutoAccept``).
+        auto = AutoAccept.of(classifier).q() & Q(crop__active=True, crop__consensus__isnull=True)
         counts = Prediction.objects.filter(classifier=classifier).aggregate(
             predicted=Count("id"), auto=Count("id", filter=auto)
         )
@@ -423,11 +420,15 @@ def species_rare_get(
 
 def project_metrics_report(*, project: Project) -> dict[str, object]:
     """The metrics export (``metrics.json``): the latest classifier's cross-validated metrics,
-    per-species accuracy with names, attribute metrics if any, and the effort estimate with
-    its inputs. A fixed number of queries (about eight)."""
+    per-species accuracy with names, attribute metrics if any, the effort estimate with its
+    inputs, the audit estimate (``audit``: ``n``, ``accuracy``, ``ci_low``, ``ci_high``,
+    ``per_species``, ...) and the auto-accept thresholds (``thresholds.per_species``). A
+    fixed number of queries (about fourteen)."""
     from activelearn.selectors import classifier_metrics_get
+    from activelearn.selectors_audit import audit_estimate_get
 
     counts = pipeline_counts(project=project)
+    audit = audit_estimate_get(project=project)
     classifier = classifier_latest(project=project)
     metrics = classifier_metrics_get(project=project, classifier=classifier)
     return {
@@ -451,4 +452,24 @@ def project_metrics_report(*, project: Project) -> dict[str, object]:
         "per_species": [s.__dict__ for s in metrics.per_species] if metrics else [],
         "attribute_metrics": classifier.attribute_metrics if classifier else None,
         "effort_saved": effort_saved_estimate(project=project, counts=counts).as_json(),
+        # The unbiased measure: machine labels checked on crops drawn at random (None before
+        # the first audit label).
+        "audit": audit.as_json() if audit is not None else None,
+        "thresholds": {
+            "global": classifier.threshold if classifier else None,
+            "per_species": _thresholds_named(classifier=classifier, project=project),
+        },
     }
+
+
+def _thresholds_named(
+    *, classifier: ClassifierVersion | None, project: Project
+) -> list[dict[str, object]]:
+    """``classifier``'s per-species auto-accept thresholds with species names (species
+    without their own use the global threshold)."""
+    own = (classifier.thresholds_per_species or {}) if classifier else {}
+    names = dict(Species.objects.filter(project=project).values_list("id", "name"))
+    return [
+        {"species_id": int(sid), "name": names.get(int(sid), "?"), "threshold": threshold}
+        for sid, threshold in sorted(own.items(), key=lambda item: int(item[0]))
+    ]

@@ -90,6 +90,9 @@ class Project(models.Model):
     # Machine labels are auto-accepted above the confidence at which cross-validated
     # predictions reach this accuracy; the default is the volunteers' accuracy in the paper.
     target_accuracy = models.FloatField(default=0.966)
+    # The audit stream: this share of every round is drawn uniformly at random from the
+    # unlabelled crops and shown without machine suggestions, an unbiased test of the machine.
+    audit_share = models.FloatField(default=0.10)
     # Consensus: a crop is done when it has this many votes (one per volunteer) and the
     # plurality's share reaches the agreement threshold; otherwise it goes to an admin's review.
     votes_per_crop = models.PositiveSmallIntegerField(default=1)

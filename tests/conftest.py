@@ -13,8 +13,10 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import User
 
+from activelearn.models import ClassifierVersion
 from annotator.demo import SAMPLE_DIR
 from detector.models import Crop
+from embeddings.models import EmbeddingVersion
 from projects.models import Project, Role
 
 PASSWORD = "correct-horse-battery"
@@ -198,3 +200,21 @@ def foreign(admin_user: User, volunteer: User) -> tuple[Project, Any, Crop]:
         project=other, image=image, detection=detection, file="crops/foreign.jpg", padding=0.1
     )
     return other, species, crop
+
+
+def classifier_by_hand(
+    project: Project, *, threshold: float | None, number: int = 1
+) -> ClassifierVersion:
+    """A READY classifier version on the project's embedding (its predictions are set by hand)."""
+    embedding = EmbeddingVersion.objects.filter(project=project).latest("number")
+    return ClassifierVersion.objects.create(
+        project=project,
+        number=number,
+        embedding_version=embedding,
+        last_label_id=0,
+        n_labels=0,
+        n_classes=2,
+        seed=0,
+        path=f"classifiers/test{number}",
+        threshold=threshold,
+    )

@@ -23,6 +23,7 @@ Celery tasks are queued by name (``RETRAIN_TASK``, ``FINETUNE_TASK``) through
 
 from __future__ import annotations
 
+from activelearn.services.audit import audit_predictions_record
 from activelearn.services.claims import crop_claim_next, crop_claim_release
 from activelearn.services.errors import FinetuneError, LabelError, RoundError, SettingsError
 from activelearn.services.finetune import (
@@ -67,6 +68,7 @@ __all__ = [
     "RoundError",
     "SettingsError",
     "SpeciesMergeReport",
+    "audit_predictions_record",
     "attribute_remove",
     "classifier_retrain",
     "classifier_retrain_queue",

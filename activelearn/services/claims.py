@@ -18,6 +18,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from activelearn.models import Consensus, CropClaim, Label, Round, RoundCrop
+from activelearn.services.audit import audit_predictions_record
 from activelearn.services.rounds import crop_settled
 from detector.models import Crop
 
@@ -34,7 +35,8 @@ def crop_claim_next(
     asking at the same moment never get the same crop unless the project wants several votes:
     a crop is offered while its votes plus other volunteers' live claims are fewer than the
     votes per crop. Claims expire after ``TRAPWISE_CLAIM_SECONDS``. Crops decided, sent to
-    review, already voted on by ``user`` or in ``skipped`` are never offered.
+    review, already voted on by ``user`` or in ``skipped`` are never offered. Audit crops
+    newly claimed get the live classifier's prediction stored (``audit_predictions_record``).
     """
     now = timezone.now()
     skip = [int(c) for c in skipped]
@@ -53,6 +55,8 @@ def crop_claim_next(
                 round_=round_, user=user, now=now, exclude=[*skip, *mine], limit=limit - len(mine)
             )
         claims_create(round_=round_, user=user, crop_ids=[*mine, *new])
+        # The machine label each audit crop's label will test: the live one, at first offer.
+        audit_predictions_record(round_=round_, crop_ids=new)
     crops = Crop.objects.filter(pk__in=[*mine, *new]).select_related("image", "detection")
     by_id = {c.pk: c for c in crops}
     return [by_id[c] for c in [*mine, *new] if c in by_id]

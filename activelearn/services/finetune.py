@@ -14,7 +14,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 import numpy as np
-from django.db.models import Max
+from django.db.models import Max, Subquery
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from activelearn.models import ClassifierVersion, Label, LabelKind
@@ -88,7 +89,17 @@ def embedding_finetune_queue(*, project: Project, force: bool = False) -> Embedd
     # Every label submission asks; almost always too few labels are new. Answer that with one
     # count, before the project lock: taken on every submission, that lock made all of a
     # project's label writes wait for each other (measured by `make loadtest`).
-    if not force and (species_labels.filter(id__gt=current.last_label_id).count() < every):
+    # Counted from the newest ready version, not the current one: a fine-tuned version the
+    # gate did not keep (``embedding_finetune_and_retrain``) used those labels already.
+    newest = (
+        EmbeddingVersion.objects.filter(project=project, status=EmbeddingVersion.Status.READY)
+        .order_by("-last_label_id")
+        .values("last_label_id")[:1]
+    )
+    if not force and (
+        species_labels.filter(id__gt=Coalesce(Subquery(newest), current.last_label_id)).count()
+        < every
+    ):
         return None
     project_lock(project_id=project.pk)  # one queuer at a time
     building = EmbeddingVersion.objects.filter(
@@ -120,7 +131,9 @@ def embedding_finetune_and_retrain(*, version_id: int) -> ClassifierVersion | No
     """Fine-tune the embedding on every species label, switch to it, then retrain the classifier.
 
     Labels that arrive while it trains count toward the next fine-tuning and the next retrain;
-    none is lost.
+    none is lost. When the retrained classifier is rejected by its gate (worse than the live
+    one on the live one's audit labels), the fine-tuned embedding is not kept either: its
+    parent is activated again.
     """
     version = EmbeddingVersion.objects.select_related("project").get(pk=version_id)
     latest = labels_latest_by_crop(project=version.project)
@@ -132,4 +145,28 @@ def embedding_finetune_and_retrain(*, version_id: int) -> ClassifierVersion | No
     crop_ids = np.asarray([c for c, _ in pairs], dtype=np.int64)
     labels = np.asarray([s for _, s in pairs], dtype=np.int64)
     embedding_finetune_run(version_id=version_id, crop_ids=crop_ids, labels=labels)
-    return classifier_retrain(project_id=version.project_id)
+    classifier = classifier_retrain(project_id=version.project_id)
+    if (
+        classifier is not None
+        and classifier.embedding_version_id == version.pk
+        and classifier.gate.get("decision") == "rejected"
+        and version.parent_id is not None
+    ):
+        _embedding_revert(version=version, parent_id=version.parent_id, classifier=classifier)
+    return classifier
+
+
+def _embedding_revert(
+    *, version: EmbeddingVersion, parent_id: int, classifier: ClassifierVersion
+) -> None:
+    """The classifier trained on fine-tuned ``version`` was worse than the live one on its
+    audit labels: the fine-tuned embedding is not kept either. Its parent is activated again
+    (one write, as every switch), and the classifier's gate says so."""
+    EmbeddingVersion.objects.filter(pk=parent_id).update(activated_at=timezone.now())
+    gate = {
+        **classifier.gate,
+        "embedding": f"fine-tuned embedding v{version.number} not kept: its classifier was "
+        f"{classifier.gate.get('reason', 'worse')}; the parent embedding is active again",
+    }
+    ClassifierVersion.objects.filter(pk=classifier.pk).update(gate=gate)
+    classifier.gate = gate

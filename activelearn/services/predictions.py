@@ -17,6 +17,7 @@ from django.db import connection, models
 from activelearn.classifier import probabilities_top_k
 from activelearn.evaluation import EventProbabilities
 from activelearn.models import ClassifierVersion, EventPrediction, Prediction
+from activelearn.selectors import classifier_latest
 from projects.models import Project
 
 __all__ = ["event_predictions_store", "predictions_prune", "predictions_store", "rows_insert"]
@@ -131,7 +132,8 @@ def predictions_prune(*, project: Project, keep: int) -> int:
     """Delete the predictions of all but the newest ``keep`` classifier versions.
 
     Predictions are recomputable from the saved model files; a million rows per version would
-    otherwise pile up with every round. The versions themselves (and their files) stay.
+    otherwise pile up with every round. The versions themselves (and their files) stay, and
+    so do the predictions of the live classifier, however old (newer ones may be rejected).
     Returns the number of crop predictions deleted.
     """
     numbers = project.classifier_versions.order_by("-number").values_list("number", flat=True)
@@ -139,5 +141,8 @@ def predictions_prune(*, project: Project, keep: int) -> int:
     if len(cutoff) < keep:
         return 0
     old = Prediction.objects.filter(classifier__project=project, classifier__number__lt=cutoff[-1])
+    live = classifier_latest(project=project)
+    if live is not None:  # newer versions may have been rejected (their gate): keep the live one
+        old = old.exclude(classifier=live)
     deleted, _ = old.delete()
     return int(deleted)

@@ -39,13 +39,13 @@ from activelearn.evaluation import (
     CrossValidated,
     EvaluationError,
     accuracy_threshold,
-    coverage_at,
     event_probabilities,
 )
 from activelearn.events import DEFAULT_EVENT_WEIGHT, event_probabilities_combine
 from activelearn.metrics import ClassificationMetrics, MetricsError, classification_metrics
 from activelearn.models import ClassifierVersion, Consensus, Label, LabelKind, Round
-from activelearn.selectors import labels_latest_by_crop
+from activelearn.selectors import classifier_latest, labels_latest_by_crop
+from activelearn.services.audit import classifier_gate, thresholds_per_species_compute
 from activelearn.services.errors import LabelError
 from activelearn.services.locks import retrain_lock
 from activelearn.services.predictions import (
@@ -54,6 +54,7 @@ from activelearn.services.predictions import (
     predictions_store,
 )
 from activelearn.services.rounds import ids_array, round_seed
+from activelearn.thresholds import thresholds_accept
 from detector.models import Crop
 from embeddings.models import EmbeddingVersion
 from embeddings.selectors import embedding_vectors_load, embedding_version_current
@@ -269,6 +270,12 @@ def _classifier_fit_and_predict(
     del probs, combined
     predict_seconds = time.perf_counter() - started
     quality = choice.quality
+    # The live classifier stays live unless the new one is not worse on its audit labels.
+    gate = classifier_gate(
+        parent=classifier_latest(project=project),
+        crop_ids=data.ids[data.rows],
+        cv_correct=choice.cv.correct if choice.cv is not None else None,
+    )
     head = _attribute_head_fit(project=project, data=data, seed=seed, path=path)
     if job is not None:
         job.step(RETRAIN_STEPS - 1, f"classifier v{number}: storing {data.ids.size} predictions")
@@ -290,12 +297,20 @@ def _classifier_fit_and_predict(
             temperature=choice.temperature,
             event_weight=DEFAULT_EVENT_WEIGHT,
             candidates=choice.scores,
+            gate=gate,
+            status=ClassifierVersion.Status.READY
+            if gate["decision"] == "kept"
+            else ClassifierVersion.Status.REJECTED,
             train_seconds=train_seconds,
             predict_seconds=predict_seconds,
             n_iter=clf.n_iter,
             converged=clf.converged,
             n_unlabelled=int(data.unlabelled.sum()),
-            auto_accept_share=coverage_at(top_probs[data.unlabelled, 0], quality.get("threshold")),
+            auto_accept_share=_auto_accept_share(
+                species=top_labels[data.unlabelled, 0],
+                confidence=top_probs[data.unlabelled, 0],
+                quality=quality,
+            ),
             **quality,
             **_attribute_head_fields(head),
         )
@@ -314,6 +329,22 @@ def _classifier_fit_and_predict(
         )
     predictions_prune(project=project, keep=PREDICTION_VERSIONS_KEPT)
     return classifier
+
+
+def _auto_accept_share(
+    *, species: np.ndarray, confidence: np.ndarray, quality: dict[str, Any]
+) -> float:
+    """Share of the (U,) unlabelled crops' machine labels (species ids, confidences) that
+    are auto-accepted: each species at its own threshold where it has one, else the global."""
+    if confidence.size == 0:
+        return 0.0
+    accepted = thresholds_accept(
+        species=species,
+        confidence=confidence,
+        per_species={int(k): v for k, v in (quality.get("thresholds_per_species") or {}).items()},
+        global_threshold=quality.get("threshold"),
+    )
+    return float(accepted.mean())
 
 
 def _crop_events_and_active(*, project: Project, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -343,6 +374,8 @@ class _Choice:
     temperature: float
     quality: dict[str, Any]
     scores: dict[str, Any]
+    # The kept candidate's held-out predictions of the labelled crops (None: too few labels).
+    cv: CrossValidated | None = None
 
 
 def _classifier_choose(
@@ -382,7 +415,7 @@ def _classifier_choose(
         logger.info("no cross-validation for project %s: %s", project.pk, exc)
         return _Choice(CANDIDATES[0], 1.0, {"target_accuracy": project.target_accuracy}, {})
     quality = _cv_quality(project=project, cv=choice.cv, data=data, path=path, started=started)
-    return _Choice(choice.backend, choice.temperature, quality, choice.scores)
+    return _Choice(choice.backend, choice.temperature, quality, choice.scores, choice.cv)
 
 
 def _cv_quality(
@@ -401,6 +434,13 @@ def _cv_quality(
             **_cv_metrics_arrays(metrics),
         )
     threshold = accuracy_threshold(cv.confidence, cv.correct, target=project.target_accuracy)
+    per_species = thresholds_per_species_compute(
+        project=project,
+        cv_predicted=cv.predicted,
+        cv_confidence=cv.confidence,
+        cv_correct=cv.correct,
+        target=project.target_accuracy,
+    )
     return {
         "cv_accuracy": float(cv.correct.mean()),
         "cv_top5_accuracy": cv.top5_accuracy,
@@ -409,6 +449,7 @@ def _cv_quality(
         "target_accuracy": project.target_accuracy,
         "threshold": threshold.threshold,
         "threshold_accuracy": threshold.accuracy_at_threshold,
+        "thresholds_per_species": per_species,
         **_cv_metrics_fields(metrics),
     }
 

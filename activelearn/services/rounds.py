@@ -10,6 +10,7 @@ project's seed, so a round's picks can be reproduced.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable
 
 import numpy as np
@@ -42,6 +43,8 @@ from projects.models import Project, Species
 
 __all__ = [
     "SETTLED",
+    "audit_count",
+    "audit_interleave",
     "crop_settled",
     "ids_array",
     "kcenter_cache_update",
@@ -120,6 +123,10 @@ def round_start(
     again. The "species" strategy needs
     ``target_species`` (one of the project's, and only with that strategy): it runs k-Center
     greedy among the active unlabelled crops the latest classifier predicts as that species.
+
+    The project's ``audit_share`` of ``size`` (``audit_count``) is not picked by the strategy
+    but drawn uniformly at random from all active unlabelled crops and interleaved with the
+    picks (``audit_interleave``): those round crops are marked ``is_audit``.
     """
     reason = ""
     if strategy is None:
@@ -174,7 +181,8 @@ def _round_create(
     labeled_mask = np.isin(ids, labelled)
     # Crops deactivated by the thresholds are never picked, but still cover their neighbours
     # if they were labelled.
-    candidate_mask = np.isin(ids, active) & ~labeled_mask
+    unlabelled_mask = np.isin(ids, active) & ~labeled_mask
+    candidate_mask = unlabelled_mask.copy()
     if target_species is not None:
         candidate_mask &= _species_round_candidates(
             project=project, target_species=target_species, ids=ids
@@ -183,11 +191,12 @@ def _round_create(
         raise RoundError("every crop is labelled already: nothing left to select")
     number = (project.rounds.aggregate(n=Max("number"))["n"] or 0) + 1
     seed = round_seed(project=project, number=number)
+    n_audit = audit_count(share=project.audit_share, size=size)
     selection = select(
         _SELECTION_OF.get(strategy, strategy),
         vectors,
         labeled_mask=labeled_mask,
-        budget=size,
+        budget=size - n_audit,
         random_state=seed,
         candidate_mask=candidate_mask,
         probabilities=_probabilities(project=project, ids=ids)
@@ -196,6 +205,13 @@ def _round_create(
         min_sq_distances=kcenter_cache_update(version=version, ids=ids, vectors=vectors)
         if strategy in _CACHED_STRATEGIES and labeled_mask.any()
         else None,
+    )
+    picks = [
+        (int(index), None if np.isnan(distance) else float(distance), False)
+        for index, distance in zip(selection.indices, selection.distances, strict=True)
+    ]
+    picks = audit_interleave(
+        picks=picks, unlabelled_mask=unlabelled_mask, n_audit=n_audit, seed=seed
     )
     new_round = Round.objects.create(
         project=project,
@@ -213,13 +229,50 @@ def _round_create(
             round=new_round,
             crop_id=int(ids[index]),
             position=position,
-            distance=None if np.isnan(distance) else float(distance),
+            distance=distance,
+            is_audit=is_audit,
         )
-        for position, (index, distance) in enumerate(
-            zip(selection.indices, selection.distances, strict=True)
-        )
+        for position, (index, distance, is_audit) in enumerate(picks)
     )
     return new_round
+
+
+def audit_count(*, share: float, size: int) -> int:
+    """How many of a round of ``size`` crops are audit crops: ``share`` of it, rounded half
+    up, leaving the strategy at least one crop."""
+    return max(0, min(size - 1, math.floor(share * size + 0.5)))
+
+
+def audit_interleave(
+    *,
+    picks: list[tuple[int, float | None, bool]],
+    unlabelled_mask: np.ndarray,
+    n_audit: int,
+    seed: int,
+) -> list[tuple[int, float | None, bool]]:
+    """The strategy's ``picks`` (row, distance, False) with up to ``n_audit`` audit crops
+    (row, None, True) drawn uniformly at random from ``unlabelled_mask`` (N,) less the picks,
+    each put at a uniformly random position of the round, all seeded by the round's ``seed``.
+
+    Uniform over every unlabelled active crop (not the strategy's candidates, which a
+    species round narrows), so that audit labels are an unbiased sample of the crops the
+    machine labels. Fewer audit crops when fewer are left.
+    """
+    pool = unlabelled_mask.copy()
+    pool[[row for row, _, _ in picks]] = False
+    rows = np.flatnonzero(pool)
+    if n_audit < 1 or rows.size == 0:
+        return picks
+    # Its own stream of the round's seed: the strategy's random draws stay as they were.
+    rng = np.random.default_rng([seed, 1])
+    drawn = rng.choice(rows, size=min(n_audit, rows.size), replace=False)
+    total = len(picks) + drawn.size
+    audit_positions = set(rng.choice(total, size=drawn.size, replace=False).tolist())
+    strategy_picks, audit_rows = iter(picks), iter(drawn.tolist())
+    return [
+        (int(next(audit_rows)), None, True) if position in audit_positions else next(strategy_picks)
+        for position in range(total)
+    ]
 
 
 def _round_target_check(*, project: Project, strategy: str, target_species: Species | None) -> None:

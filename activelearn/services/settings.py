@@ -13,15 +13,18 @@ import numpy as np
 from django.conf import settings
 from django.db import transaction
 
-from activelearn.evaluation import accuracy_threshold, coverage_at
+from activelearn.evaluation import accuracy_threshold
 from activelearn.models import ClassifierVersion, Consensus, Strategy
 from activelearn.selectors import classifier_latest, round_open_get
+from activelearn.services.audit import thresholds_per_species_compute
 from activelearn.services.errors import SettingsError
 from activelearn.services.labels import consensus_update, round_close_if_done
 from activelearn.services.retrain import classifier_retrain_queue
+from activelearn.thresholds import thresholds_accept
 from projects.models import ClassBalance, Project
 
 __all__ = [
+    "AUDIT_SHARE_MAX",
     "ENSEMBLE_SIZE_MAX",
     "SECONDS_PER_IMAGE_MAX",
     "classifier_threshold_update",
@@ -38,10 +41,13 @@ def project_learning_update(
     seconds_per_image: float | None = None,
     class_balance: str | None = None,
     ensemble_size: int | None = None,
+    audit_share: float | None = None,
 ) -> Project:
     """Change the first round's strategy, the auto-accept target accuracy and, when given,
     the volunteer seconds per image (effort saved), the class balance and the ensemble size
-    (both used by the next retrain). None leaves a setting as it is.
+    (both used by the next retrain) and the audit share (the share of every new round drawn
+    at random and shown without suggestions, 0 to ``AUDIT_SHARE_MAX``). None leaves a setting
+    as it is.
 
     The latest classifier's threshold and auto-acceptable share are recomputed from its saved
     cross-validated predictions, so a new target applies at once, without retraining. A new
@@ -55,6 +61,7 @@ def project_learning_update(
         seconds_per_image=seconds_per_image,
         class_balance=class_balance,
         ensemble_size=ensemble_size,
+        audit_share=audit_share,
     )
     with transaction.atomic():
         retrain = any(
@@ -78,10 +85,16 @@ def project_learning_update(
 # Longest volunteer time per image the effort estimate accepts (an hour per image).
 SECONDS_PER_IMAGE_MAX = 3600.0
 ENSEMBLE_SIZE_MAX = 10
+# Past half a round the strategy would hardly choose anything.
+AUDIT_SHARE_MAX = 0.5
 
 
 def _learning_extra_settings(
-    *, seconds_per_image: float | None, class_balance: str | None, ensemble_size: int | None
+    *,
+    seconds_per_image: float | None,
+    class_balance: str | None,
+    ensemble_size: int | None,
+    audit_share: float | None = None,
 ) -> dict[str, float | str | int]:
     """The optional learning settings that were given, validated (SettingsError if not)."""
     extra: dict[str, float | str | int] = {}
@@ -102,6 +115,12 @@ def _learning_extra_settings(
         if not 1 <= ensemble_size <= ENSEMBLE_SIZE_MAX:
             raise SettingsError(f"the ensemble size must be between 1 and {ENSEMBLE_SIZE_MAX}")
         extra["ensemble_size"] = int(ensemble_size)
+    if audit_share is not None:
+        if not (0.0 <= audit_share <= AUDIT_SHARE_MAX):  # NaN fails too
+            raise SettingsError(
+                f"the audit share must be between 0 and {AUDIT_SHARE_MAX:g}, e.g. 0.1 for 10%"
+            )
+        extra["audit_share"] = float(audit_share)
     return extra
 
 
@@ -133,20 +152,43 @@ def project_consensus_update(
 
 
 def classifier_threshold_update(*, classifier: ClassifierVersion, target: float) -> None:
-    """Re-derive ``classifier``'s threshold for ``target`` from its ``.cv.npz`` file."""
+    """Re-derive ``classifier``'s thresholds (global and per species, with the audit labels)
+    for ``target`` from its ``.cv.npz`` file, and its auto-acceptable share."""
     path = (Path(settings.TRAPWISE_DATA_DIR) / classifier.path).with_suffix(".cv.npz")
     if not path.exists():
         ClassifierVersion.objects.filter(pk=classifier.pk).update(target_accuracy=target)
         return
     with np.load(path) as cv:
         threshold = accuracy_threshold(cv["confidence"], cv["correct"], target=target)
+        # Files written before the per-species thresholds have no predicted species.
+        per_species = (
+            thresholds_per_species_compute(
+                project=classifier.project,
+                cv_predicted=cv["predicted"],
+                cv_confidence=cv["confidence"],
+                cv_correct=cv["correct"],
+                target=target,
+            )
+            if "predicted" in cv.files
+            else {}
+        )
     predictions = classifier.predictions.filter(
         crop__active=True, crop__consensus__isnull=True
-    ).values_list("confidence", flat=True)
-    unlabelled = np.fromiter(predictions.iterator(chunk_size=20_000), dtype=np.float32)
+    ).values_list("species_id", "confidence")
+    unlabelled = np.fromiter(
+        predictions.iterator(chunk_size=20_000),
+        dtype=np.dtype([("s", np.int64), ("c", np.float64)]),
+    )
+    accepted = thresholds_accept(
+        species=unlabelled["s"],
+        confidence=unlabelled["c"],
+        per_species={int(k): v for k, v in per_species.items()},
+        global_threshold=threshold.threshold,
+    )
     ClassifierVersion.objects.filter(pk=classifier.pk).update(
         target_accuracy=target,
         threshold=threshold.threshold,
         threshold_accuracy=threshold.accuracy_at_threshold,
-        auto_accept_share=coverage_at(unlabelled, threshold.threshold),
+        thresholds_per_species=per_species,
+        auto_accept_share=float(accepted.mean()) if accepted.size else 0.0,
     )

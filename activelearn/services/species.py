@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from django.db import transaction
 
-from activelearn.models import Consensus, EventPrediction, Label, Prediction
+from activelearn.models import AuditPrediction, Consensus, EventPrediction, Label, Prediction
 from activelearn.services.labels import consensus_update
 from activelearn.services.locks import project_lock
 from activelearn.services.retrain import classifier_retrain_queue
@@ -30,10 +30,11 @@ class SpeciesMergeReport:
 def species_merge(*, project: Project, source_id: int, target_id: int) -> SpeciesMergeReport:
     """Merge species ``source`` into ``target``: labels follow, then ``source`` is deleted.
 
-    In one transaction every Label, Consensus, Prediction and EventPrediction naming
-    ``source`` is moved to ``target``; the consensus of every crop with a vote for ``source``
-    is recomputed (two volunteers who disagreed as "fox" and "red fox" now agree), and a
-    retrain is queued (the classifier's training-set digest changes, so it is not skipped).
+    In one transaction every Label, Consensus, Prediction, EventPrediction and AuditPrediction
+    naming ``source`` is moved to ``target``; the consensus of every crop with a vote for
+    ``source`` is recomputed (two volunteers who disagreed as "fox" and "red fox" now agree),
+    and a retrain is queued (the classifier's training-set digest changes, so it is not
+    skipped).
 
     ``Prediction.top``/``EventPrediction.top`` JSON lists ([[species id, p], ...]) are not
     rewritten (a million rows): they may name the deleted species until the queued retrain
@@ -53,6 +54,8 @@ def species_merge(*, project: Project, source_id: int, target_id: int) -> Specie
         consensus = Consensus.objects.filter(species=source).update(species=target)
         predictions = Prediction.objects.filter(species=source).update(species=target)
         events = EventPrediction.objects.filter(species=source).update(species=target)
+        # Audit labels stay evidence: their machine label follows the merge too.
+        AuditPrediction.objects.filter(species=source).update(species=target)
         consensus_update(project=project, crop_ids=crop_ids)
         name = source.name
         source.delete()

@@ -14,13 +14,14 @@ from django.db.models import Count, Q, QuerySet
 
 from activelearn.final_labels import (
     AUTO,
+    AutoAccept,
     final_attributes,
     final_label,
     human_attributes,
     machine_attributes,
 )
 from activelearn.models import Consensus, Prediction, Round, RoundCrop
-from activelearn.selectors import classifier_latest
+from activelearn.selectors import audit_crop_ids, classifier_latest
 from annotator.api.services import api_key_hash
 from annotator.exports import attribute_names, consensus_of
 from annotator.models import ApiToken
@@ -109,22 +110,20 @@ class CropCard(CropPlace):
 
 
 def crop_cards(*, project: Project, crops: Sequence[Crop]) -> list[CropCard]:
-    """One card per crop, in the order given, with the latest classifier's top-5 suggestions.
+    """One card per crop, in the order given, with the latest classifier's top-5 suggestions
+    (none for the open round's audit crops).
 
     ``crops`` (of ``project``) must come with their image and detection loaded (select_related,
-    as ``crop_claim_next`` gives them): then this takes three queries, whatever the count.
+    as ``crop_claim_next`` gives them): then this takes four queries, whatever the count.
     """
     ids = [crop.pk for crop in crops]
     classifier = classifier_latest(project=project)
-    tops: dict[int, list[list[float]]] = (
-        dict(
-            Prediction.objects.filter(classifier=classifier, crop_id__in=ids).values_list(
-                "crop_id", "top"
-            )
-        )
-        if classifier
-        else {}
-    )
+    tops: dict[int, list[list[float]]] = {}
+    if classifier is not None:
+        # Audit crops go without suggestions: their labels measure the machine.
+        audited = audit_crop_ids(project=project, crop_ids=ids)
+        rows = Prediction.objects.filter(classifier=classifier, crop_id__in=ids)
+        tops = {c: top for c, top in rows.values_list("crop_id", "top") if c not in audited}
     names = dict(Species.objects.filter(project=project).values_list("id", "name"))
     cards = []
     for crop in crops:
@@ -228,7 +227,7 @@ def crop_rows_page(*, project: Project, after: int, limit: int) -> CropPage:
         .select_related("round")
         .order_by("round__number")
     }
-    threshold = classifier.threshold if classifier else None
+    threshold = AutoAccept.of(classifier)
     names = attribute_names(project=project)
     rows = []
     for crop in crops:

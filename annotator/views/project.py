@@ -16,6 +16,7 @@ from activelearn.selectors import (
     confusion_matrix_get,
     learning_curve_get,
 )
+from activelearn.selectors_audit import audit_estimate_get, classifier_rejected_get
 from activelearn.services import (
     FinetuneError,
     LabelError,
@@ -85,6 +86,7 @@ def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
                 "seconds_per_image": project.seconds_per_image,
                 "class_balance": project.class_balance,
                 "ensemble_size": project.ensemble_size,
+                "audit_share": round(project.audit_share * 100, 2),
             }
         ),
         "classifier": classifier,
@@ -96,6 +98,8 @@ def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
         else None,
         "effort": effort_saved_estimate(project=project, counts=status.pipeline),
         "learning_curve": learning_curve_get(project=project) if is_admin else None,
+        "audit": audit_estimate_get(project=project) if is_admin else None,
+        "rejected": classifier_rejected_get(project=project) if is_admin else None,
         "label_counts": label_counts_chart(project=project) if is_admin else None,
         "confusion": confusion_matrix_get(project=project) if is_admin else None,
         "attribute_metrics": attribute_metrics_get(project=project, classifier=classifier)

@@ -88,3 +88,22 @@ def test_coverage_and_width_on_simulated_projects(n_audit: int) -> None:
     assert covered["binomial"] / runs >= 0.9
     assert covered["ppi"] / runs >= 0.9
     assert np.mean(widths["ppi"]) < np.mean(widths["binomial"])
+
+
+def test_paired_gate_keeps_the_child_unless_worse() -> None:
+    from activelearn.audit import paired_gate
+
+    parent = np.array([1, 1, 0, 0] * 6)
+    assert paired_gate(parent_correct=parent, child_correct=parent).keep_child  # a tie keeps
+    better = parent.copy()
+    better[2] = 1
+    assert paired_gate(parent_correct=parent, child_correct=better).keep_child
+    worse = parent.copy()
+    worse[0] = 0
+    decision = paired_gate(parent_correct=parent, child_correct=worse)
+    assert not decision.keep_child and (decision.n, decision.parent_correct) == (24, 12)
+    assert decision.child_correct == 11 and "worse" in decision.reason
+    few = paired_gate(parent_correct=parent[:5], child_correct=np.zeros(5))
+    assert few.keep_child and "cross-validation decides" in few.reason
+    with pytest.raises(ValueError, match="length"):
+        paired_gate(parent_correct=parent, child_correct=parent[:3])

@@ -211,3 +211,27 @@ def test_zero_means_only_on_request(ingested_project: Project, volunteer: User) 
     _label_by_sequence(ingested_project, volunteer, crops[:8])
     assert EmbeddingVersion.objects.count() == 1
     assert embedding_finetune_queue(project=ingested_project, force=True) is not None
+
+
+def test_a_finetuned_embedding_whose_classifier_is_rejected_is_not_kept(
+    ingested_project: Project, admin_user: User, volunteer: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from activelearn.services import retrain as retrain_module
+
+    ingested_project.finetune_mode, ingested_project.finetune_epochs = "head", 2
+    ingested_project.finetune_every = 3
+    ingested_project.save()
+    crops = list(Crop.objects.select_related("image").order_by("id"))
+    _label_by_sequence(ingested_project, volunteer, crops[:8])
+    parent = embedding_version_current(project=ingested_project)
+    version = EmbeddingVersion.objects.get(status=EmbeddingVersion.Status.BUILDING)
+    rejected = {"decision": "rejected", "reason": "worse on 25 audit crops: 18 right vs 20"}
+    monkeypatch.setattr(retrain_module, "classifier_gate", lambda **_: rejected)
+    classifier = embedding_finetune_and_retrain(version_id=version.pk)
+    assert classifier is not None and classifier.embedding_version_id == version.pk
+    assert classifier.status == ClassifierVersion.Status.REJECTED
+    assert embedding_version_current(project=ingested_project) == parent  # switched back
+    classifier.refresh_from_db()
+    assert "not kept" in classifier.gate["embedding"]
+    # The labels it was tuned on do not queue another fine-tuning at once.
+    assert embedding_finetune_queue(project=ingested_project) is None

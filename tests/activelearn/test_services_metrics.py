@@ -168,6 +168,9 @@ def test_species_round_skips_labelled_and_inactive_crops(
     target_id, crops = max(by_species.items(), key=lambda kv: len(kv[1]))
     # Deactivate all but one of the target's unlabelled crops: only that one can be picked.
     ingested_project.crops.filter(pk__in=crops[1:]).update(active=False)
+    # No audit crop, which would be drawn from every unlabelled crop, not the species'.
+    ingested_project.audit_share = 0.0
+    ingested_project.save(update_fields=["audit_share"])
     new_round = round_start(
         project=ingested_project,
         user=admin_user,

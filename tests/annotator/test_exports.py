@@ -51,8 +51,8 @@ from annotator.exports import (
     export_image_rows,
 )
 from detector.models import Crop, Detection
-from embeddings.models import EmbeddingVersion
 from projects.models import Image, Project, Species
+from tests.conftest import classifier_by_hand
 
 pytestmark = pytest.mark.django_db
 
@@ -70,18 +70,7 @@ class Scenario:
 
 def make_classifier(project: Project, *, threshold: float | None) -> ClassifierVersion:
     """A READY classifier version on the project's embedding (its predictions are set by hand)."""
-    embedding = EmbeddingVersion.objects.filter(project=project).latest("number")
-    return ClassifierVersion.objects.create(
-        project=project,
-        number=1,
-        embedding_version=embedding,
-        last_label_id=0,
-        n_labels=0,
-        n_classes=2,
-        seed=0,
-        path="classifiers/test",
-        threshold=threshold,
-    )
+    return classifier_by_hand(project, threshold=threshold)
 
 
 def add_crop(image: Image, *, x: float = 0.05, y: float = 0.05) -> Crop:

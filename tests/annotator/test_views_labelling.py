@@ -136,6 +136,9 @@ def test_grid_groups_by_prediction_and_batch_labels(
     label_by_truth(ingested_project, volunteer, crops[:4])
     classifier = classifier_retrain(project_id=ingested_project.pk)
     assert classifier is not None
+    # No audit crop: those are shown without a prediction (tests/annotator/test_views_audit.py).
+    ingested_project.audit_share = 0.0
+    ingested_project.save(update_fields=["audit_share"])
     open_round = round_start(project=ingested_project, user=admin_user, strategy="random", size=7)
     client = _client(volunteer)
     url = reverse("label_grid", args=[ingested_project.slug])
