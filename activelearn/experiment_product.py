@@ -58,6 +58,7 @@ from embeddings.projection import pca_projection_fit
 
 __all__ = [
     "MODEL_FREE_STRATEGIES",
+    "AUDIT_KINDS",
     "AuditPoint",
     "BudgetPoint",
     "ProductConfig",
@@ -207,7 +208,9 @@ class BudgetPoint:
         crop: the same classifier crop by crop.
         reference: the linear probe on raw backbone features with the loop's labels.
         backend, temperature: what ``classifier_choose`` kept.
-        audit: the audit stream's estimate against the truth (None without audit labels).
+        audit: the audit stream's estimate of the stored labels' accuracy on the pool's
+            unlabelled crops against the truth (None without audit labels).
+        audit_crop: the same for the crop-only labels (no help from labelled event-mates).
     """
 
     n_labels: int
@@ -217,6 +220,7 @@ class BudgetPoint:
     backend: str
     temperature: float
     audit: AuditPoint | None
+    audit_crop: AuditPoint | None = None
 
 
 @dataclass(frozen=True)
@@ -444,7 +448,8 @@ def _point(
     """Every score of one budget (see ``BudgetPoint``)."""
     n_classes = len(pool.label_names)
     crop, stored = _stored(live, x_test, test.seq_ids, n_classes)
-    _, stored_pool = _stored(live, x_pool, pool.seq_ids, n_classes)
+    crop_pool, stored_pool = _stored(live, x_pool, pool.seq_ids, n_classes)
+    unlabelled, audit_rows = ~labeled & ~audited, np.flatnonzero(audited)
     return BudgetPoint(
         n_labels=int(rows.size),
         stored=probability_scores(stored, test.labels, test.seq_ids, n_classes),
@@ -452,7 +457,8 @@ def _point(
         reference=reference_scores(pool.features, pool.labels, rows, test, seed=seed),
         backend=live.backend,
         temperature=live.temperature,
-        audit=_audit_point(stored_pool, pool, ~labeled & ~audited, np.flatnonzero(audited)),
+        audit=_audit_point(stored_pool, pool, unlabelled, audit_rows),
+        audit_crop=_audit_point(crop_pool, pool, unlabelled, audit_rows),
     )
 
 
@@ -482,6 +488,10 @@ SUMMARY_METRICS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+# The audits a BudgetPoint carries: of the stored labels, and of the crop-only labels.
+AUDIT_KINDS: tuple[str, ...] = ("audit", "audit_crop")
+
+
 def _r(values: np.ndarray) -> list[float]:
     return [round(float(v), 4) for v in values]
 
@@ -509,11 +519,11 @@ def product_summary(folds: list[list[ProductRun]], *, budgets: Sequence[int]) ->
     """JSON-ready summary of ``product_folds``' runs, per strategy: for each metric of
     ``SUMMARY_METRICS`` per fold (mean over seeds, one value per budget), the mean over folds
     and the worst fold (lowest); the classifiers kept; and the audit stream per budget and
-    overall (``_audit_summary`` over the (fold, seed) points); plus ``audit`` over every
-    strategy's points."""
+    overall (``_audit_summary`` over the (fold, seed) points), for the stored labels (``audit``)
+    and the crop-only ones (``audit_crop``); plus both over every strategy's points."""
     strategies = list(dict.fromkeys(run.strategy for runs in folds for run in runs))
     out: dict[str, object] = {"budgets": list(budgets), "n_folds": len(folds)}
-    every: list[AuditPoint] = []
+    every: dict[str, list[AuditPoint]] = {kind: [] for kind in AUDIT_KINDS}
     per_strategy: dict[str, object] = {}
     for strategy in strategies:
         runs = [[r for r in fold_runs if r.strategy == strategy] for fold_runs in folds]
@@ -535,19 +545,21 @@ def product_summary(folds: list[list[ProductRun]], *, budgets: Sequence[int]) ->
             }
         points = [p for fr in runs for r in fr for p in r.points]
         entry["backends"] = {b: sum(p.backend == b for p in points) for b in CANDIDATES}
-        audits = [p.audit for p in points if p.audit is not None]
-        every += audits
-        by_budget = {
-            str(b): [p.audit for p in points if p.audit is not None and p.n_labels == b]
-            for b in budgets
-        }
-        audit = {b: _audit_summary(a) for b, a in by_budget.items() if a}
-        if audits:
-            audit["all"] = _audit_summary(audits)
-        entry["audit"] = audit
+        for kind in AUDIT_KINDS:
+            audits = [a for p in points if (a := getattr(p, kind)) is not None]
+            every[kind] += audits
+            by_budget = {
+                str(b): [a for p in points if (a := getattr(p, kind)) and p.n_labels == b]
+                for b in budgets
+            }
+            audit = {b: _audit_summary(a) for b, a in by_budget.items() if a}
+            if audits:
+                audit["all"] = _audit_summary(audits)
+            entry[kind] = audit
         entry["seconds"] = round(sum(r.seconds for fr in runs for r in fr), 1)
         per_strategy[strategy] = entry
     out["strategies"] = per_strategy
-    if every:
-        out["audit"] = _audit_summary(every)
+    for kind, points_ in every.items():
+        if points_:
+            out[kind] = _audit_summary(points_)
     return out

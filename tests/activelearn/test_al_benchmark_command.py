@@ -226,7 +226,9 @@ def test_benchmark_defaults_to_the_product_loop(sets: dict[str, Path]) -> None:
     assert record["splits"] == [{"name": "pool/test", "n_pool": 57, "n_test": 11}]
     text = stdout.getvalue()
     assert "crop-only top-1" in text and "reference top-1 (linear probe" in text
+    assert "stored audit at 20" in text and "crop-only audit at 20" in text
     assert "Wilson coverage" in text and "PPI coverage" in text
+    assert record["audit_crop"]["points"] == 4  # two strategies
 
 
 def _two_species(tmp_path: Path) -> Path:
@@ -280,7 +282,7 @@ def test_benchmark_refuses_an_empty_fold(tmp_path: Path) -> None:
         ({"budget": 20}, "--budget: research loop options"),
         ({"folds": 3}, "not with --pool/--test"),
         ({"budgets": "20,10"}, "distinct ascending"),
-        ({"budgets": "10,15"}, "not reached"),
+        ({"budgets": "15,20"}, "not reached"),
         ({"strategies": "default,oracle"}, "unknown strategy 'oracle'"),
     ],
 )

@@ -197,7 +197,9 @@ def test_product_run_truth_is_the_stored_labels_accuracy_on_unlabelled_crops(
 
     monkeypatch.setattr(product, "_audit_point", spy)
     run, _, _ = _run()
-    assert len(seen) == 2 and [p.audit for p in run.points] == seen
+    # Per budget: the stored labels' audit, then the crop-only labels'.
+    assert len(seen) == 4 and [p.audit for p in run.points] == seen[0::2]
+    assert [p.audit_crop for p in run.points] == seen[1::2]
 
 
 def test_the_reference_uses_exactly_the_loops_labels(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,7 +12,6 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from django.conf import settings
 from django.core.exceptions import FieldDoesNotExist
 from django.core.management.base import CommandError
@@ -194,24 +193,23 @@ def product_table(record: dict[str, Any]) -> str:
                 for m, w in zip(entry[key]["mean"], entry[key]["worst"], strict=True)
             )
             lines.append(f"  {label:<45} {cells}")
-        for budget, audit in entry["audit"].items():
-            lines.append(
-                f"  audit at {budget}: n {audit['n_audit_mean']:.0f}, "
-                f"truth {audit['truth_mean']:.3f}; Wilson coverage "
-                f"{audit['wilson_coverage']:.2f} width {audit['wilson_width']:.3f}; "
-                f"PPI coverage {audit['ppi_coverage']:.2f} width {audit['ppi_width']:.3f} "
-                f"({100 * audit['ppi_narrower']:.0f}% narrower)"
-            )
-    if "audit" in record:
-        audit = record["audit"]
-        lines.append(
-            f"audit, all {audit['points']} points: Wilson coverage {audit['wilson_coverage']:.2f} "
-            f"width {audit['wilson_width']:.3f}; PPI coverage {audit['ppi_coverage']:.2f} width "
-            f"{audit['ppi_width']:.3f} ({100 * audit['ppi_narrower']:.0f}% narrower)"
-        )
+        for kind, what in (("audit", "stored"), ("audit_crop", "crop-only")):
+            lines += [f"  {what} {line}" for line in _audit_lines(entry[kind])]
+    for kind, what in (("audit", "stored labels"), ("audit_crop", "crop-only labels")):
+        if kind in record:
+            lines += [f"{what}, all points: {line}" for line in _audit_lines({"": record[kind]})]
     return "\n".join(lines)
 
 
-def species_counts(crops: CropFeatures) -> list[int]:
-    """Crops per species (label index order)."""
-    return [int(c) for c in np.bincount(crops.labels, minlength=len(crops.label_names))]
+def _audit_lines(audits: dict[str, Any]) -> list[str]:
+    """One line per budget (key) of audit summaries: truth, both intervals' coverage and width."""
+    lines = []
+    for budget, audit in audits.items():
+        lines.append(
+            f"audit{' at ' + budget if budget else ''}: n {audit['n_audit_mean']:.0f}, "
+            f"truth {audit['truth_mean']:.3f}; Wilson coverage "
+            f"{audit['wilson_coverage']:.2f} width {audit['wilson_width']:.3f}; "
+            f"PPI coverage {audit['ppi_coverage']:.2f} width {audit['ppi_width']:.3f} "
+            f"({100 * audit['ppi_narrower']:.0f}% narrower)"
+        )
+    return lines
