@@ -9,8 +9,10 @@ what the product stores:
 * **Rounds**: ``init`` first labels, then rounds of ``step``; the strategy of each round comes
   from ``experiment.round_strategy`` (the name ``default`` is the rule a new project uses).
 * **Audit stream**: each round also draws ``audit_share`` of its size uniformly at random from
-  the unlabelled pool; they are labelled from the ground truth, never picked or trained on, and
-  test the live classifier (``activelearn.audit``: Wilson and PPI intervals).
+  the unlabelled pool (a random stream of its own); they are labelled from the ground truth,
+  never trained on and hidden from the strategy (as k-Center centres they would leave their
+  neighbourhoods untrained and stop standing for the unlabelled crops), and test the live
+  classifier (``activelearn.audit``: Wilson and PPI intervals).
 * **Classifier**: the retrain's own calls (``activelearn.services.retrain``):
   ``choice.classifier_choose`` by grouped cross-validation (groups: capture sequences),
   ``ensemble_train`` with the kept backend and temperature, ``ensemble_predict_proba``, and the
@@ -75,6 +77,8 @@ __all__ = [
 # Strategies whose picks never read the classifier's probabilities: with them the loop fits the
 # classifier only where it is scored (the picks are the same as with a retrain every round).
 MODEL_FREE_STRATEGIES = frozenset({"random", "k_center"})
+# Second seed word of the audit draws' random stream (``np.random.default_rng([seed, this])``).
+_AUDIT_STREAM = 0xA0D17
 
 
 # --- Folds -------------------------------------------------------------------------------------
@@ -372,14 +376,16 @@ def product_run(
     points: list[BudgetPoint] = []
     for index, target in enumerate(schedule):
         round_seed = _round_seed(seed, index)
-        rng = np.random.default_rng(round_seed)
+        # Its own stream: drawn with the strategy's seed, the audit and a random strategy's
+        # picks would be correlated (the same permutation of nearly the same rows).
+        rng = np.random.default_rng([round_seed, _AUDIT_STREAM])
         n_new = target - len(picks)
         n_audit = audit_count(n_new, config.audit_share)
         free = np.flatnonzero(~labeled & ~audited)
         if free.size < n_new + n_audit:
             raise ValueError(f"the pool has {free.size} crops left, round {index} needs more")
         # The audit share first, uniformly among the unlabelled crops; then the strategy's picks
-        # among the rest (an audited crop is labelled, so no strategy picks it).
+        # among the rest.
         chosen = rng.choice(free, n_audit, replace=False) if n_audit else free[:0]
         audited[chosen] = True
         audit_picks += [int(i) for i in chosen]
@@ -395,13 +401,18 @@ def product_run(
             assert live is not None, "only the first round runs without a classifier"
             top = -np.sort(-_stored(live, x_pool, pool.seq_ids, n_classes)[1], axis=1)
             probabilities = top[:, :5].astype(np.float32)
-        new = all_strategies()[name](
-            x_pool,
-            labeled_mask=labeled | audited,
-            budget=n_new,
-            random_state=round_seed,
-            probabilities=probabilities,
-        ).indices
+        # The strategy never sees the audit crops: as centres (k-Center) they would leave their
+        # neighbourhoods untrained, unlike the unlabelled crops they are meant to stand for.
+        visible = np.flatnonzero(~audited)
+        new = visible[
+            all_strategies()[name](
+                x_pool[visible],
+                labeled_mask=labeled[visible],
+                budget=n_new,
+                random_state=round_seed,
+                probabilities=None if probabilities is None else probabilities[visible],
+            ).indices
+        ]
         labeled[new] = True
         picks += [int(i) for i in new]
         next_name = (

@@ -302,3 +302,21 @@ def test_product_summary_reports_mean_and_worst_fold() -> None:
         assert stored["mean"][i] == pytest.approx(point.stored.top1 - 0.05, abs=1e-4)
         assert stored["worst"][i] == pytest.approx(point.stored.top1 - 0.1, abs=1e-4)
         assert stored["per_fold"][1][i] == pytest.approx(point.stored.top1 - 0.1, abs=1e-4)
+
+
+def test_the_strategy_never_sees_the_audit_crops(monkeypatch: pytest.MonkeyPatch) -> None:
+    shown: list[int] = []
+    strategies = product.all_strategies()
+
+    def spy(name: str) -> Any:
+        def pick(x: np.ndarray, **kwargs: Any) -> Any:
+            shown.append(x.shape[0])
+            return strategies[name](x, **kwargs)
+
+        return pick
+
+    monkeypatch.setattr(product, "all_strategies", lambda: {n: spy(n) for n in strategies})
+    run, pool, _ = _run()
+    # Rounds of 8 with 2 audit crops each: the strategy sees the pool less the audits so far.
+    assert shown == [len(pool) - 2, len(pool) - 4, len(pool) - 6]
+    assert not set(run.audit_picks) & set(run.picks)
