@@ -35,6 +35,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -526,19 +527,19 @@ def _audit_summary(points: list[AuditPoint]) -> dict[str, float]:
     return out
 
 
-def product_summary(folds: list[list[ProductRun]], *, budgets: Sequence[int]) -> dict[str, object]:
+def product_summary(folds: list[list[ProductRun]], *, budgets: Sequence[int]) -> dict[str, Any]:
     """JSON-ready summary of ``product_folds``' runs, per strategy: for each metric of
     ``SUMMARY_METRICS`` per fold (mean over seeds, one value per budget), the mean over folds
     and the worst fold (lowest); the classifiers kept; and the audit stream per budget and
     overall (``_audit_summary`` over the (fold, seed) points), for the stored labels (``audit``)
     and the crop-only ones (``audit_crop``); plus both over every strategy's points."""
     strategies = list(dict.fromkeys(run.strategy for runs in folds for run in runs))
-    out: dict[str, object] = {"budgets": list(budgets), "n_folds": len(folds)}
+    out: dict[str, Any] = {"budgets": list(budgets), "n_folds": len(folds)}
     every: dict[str, list[AuditPoint]] = {kind: [] for kind in AUDIT_KINDS}
-    per_strategy: dict[str, object] = {}
+    per_strategy: dict[str, Any] = {}
     for strategy in strategies:
         runs = [[r for r in fold_runs if r.strategy == strategy] for fold_runs in folds]
-        entry: dict[str, object] = {}
+        entry: dict[str, Any] = {}
         for name, part, field_name in SUMMARY_METRICS:
             per_fold = np.array(
                 [

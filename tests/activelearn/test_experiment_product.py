@@ -121,7 +121,11 @@ def test_pca_embedding_is_fitted_on_the_pool_alone() -> None:
 
 def test_default_names_the_new_project_rule() -> None:
     assert resolve_strategy("default") == "default"
-    kwargs = {"n_labels": 0, "first_round_strategy": "random", "default_strategy": "k_center"}
+    kwargs: dict[str, Any] = {
+        "n_labels": 0,
+        "first_round_strategy": "random",
+        "default_strategy": "k_center",
+    }
     assert round_strategy("default", round_index=0, **kwargs) == "random"
     assert round_strategy("default", round_index=3, **kwargs) == "k_center"
     assert round_strategy("margin", round_index=0, **kwargs) == "random"
