@@ -53,6 +53,7 @@ from embeddings.training import TrainConfig, embed_from_features, train_head
 
 __all__ = [
     "ALIASES",
+    "DEFAULT_RULE",
     "ENSEMBLE_MODES",
     "SELECTION_SPACES",
     "CocoSplit",
@@ -70,7 +71,9 @@ __all__ = [
     "evaluate",
     "full_pool_scores",
     "pick_diagnostics",
+    "probability_scores",
     "resolve_strategy",
+    "round_strategy",
     "run_benchmark",
     "run_loop",
     "summarise",
@@ -81,6 +84,9 @@ ALIASES: dict[str, str] = {"kcenter": "k_center", "k-center": "k_center"}
 
 StrategyFn = Callable[..., Selection]
 
+# The strategy name meaning "what a new project does" (``round_strategy``).
+DEFAULT_RULE = "default"
+
 
 def all_strategies() -> dict[str, StrategyFn]:
     """Every selection strategy by name: the product's ``STRATEGIES`` plus the extra ones."""
@@ -88,19 +94,43 @@ def all_strategies() -> dict[str, StrategyFn]:
 
 
 def resolve_strategy(name: str) -> str:
-    """Canonical strategy name for ``name`` (aliases such as "kcenter" accepted).
+    """Canonical strategy name for ``name`` (aliases such as "kcenter" accepted; ``default``:
+    the rule a new project follows, see ``round_strategy``).
 
     Raises:
         ValueError: unknown name (the message lists the known ones).
     """
     canonical = ALIASES.get(name.strip().lower(), name.strip().lower())
     known = all_strategies()
-    if canonical not in known:
+    if canonical not in known and canonical != DEFAULT_RULE:
         raise ValueError(
-            f"unknown strategy {name!r}; known: {', '.join(sorted(known))} "
+            f"unknown strategy {name!r}; known: {DEFAULT_RULE}, {', '.join(sorted(known))} "
             f"(aliases: {', '.join(sorted(ALIASES))})"
         )
     return canonical
+
+
+def round_strategy(
+    name: str,
+    *,
+    round_index: int,
+    n_labels: int,
+    first_round_strategy: str,
+    default_strategy: str,
+) -> str:
+    """The selection strategy a simulated round runs: the one place where ``default`` is decided.
+
+    ``name`` is a canonical strategy or ``DEFAULT_RULE``. Round 0 runs ``first_round_strategy``
+    whatever ``name`` says (the product's first round: no classifier exists yet). Later rounds
+    run ``name``, or for ``default`` what ``activelearn.services.rounds.round_strategy_default``
+    picks for a new project: ``default_strategy`` (the caller reads both from the product).
+    ``n_labels`` (training labels so far) is for a rule that depends on it
+    (``selection_rule.strategy_for_round``, to be wired here).
+    """
+    del n_labels  # today's rule does not look at the label count
+    if round_index == 0:
+        return first_round_strategy
+    return default_strategy if name == DEFAULT_RULE else name
 
 
 # --- Scoring ---------------------------------------------------------------------------
@@ -156,7 +186,14 @@ def evaluate(
     """Score ``clf`` (or the mean of several: an ensemble) on test embeddings ``x`` (N, d)
     with true ``labels`` (N,, indices below ``n_classes``) and ``seq_ids``, with
     ``activelearn.metrics.classification_metrics`` (sequences are its capture events)."""
-    probs = _probability_matrix(clf, x, n_classes)
+    return probability_scores(_probability_matrix(clf, x, n_classes), labels, seq_ids, n_classes)
+
+
+def probability_scores(
+    probs: np.ndarray, labels: np.ndarray, seq_ids: np.ndarray, n_classes: int
+) -> Scores:
+    """Score (N, n_classes) class probabilities (rows sum to 1) against ``labels`` (N,), with
+    ``seq_ids`` (N,) as the capture events (``activelearn.metrics.classification_metrics``)."""
     metrics = classification_metrics(probs, labels, classes=np.arange(n_classes), events=seq_ids)
     return Scores(
         top1=metrics.top1,
@@ -720,12 +757,15 @@ def run_benchmark(
     """Run every strategy with every seed; ``progress`` is called after each run.
 
     Raises:
-        ValueError: unknown strategy, or pool and test with different label names.
+        ValueError: unknown strategy (or ``default``), or pool and test with different label
+        names.
     """
     if pool.label_names != test.label_names:
         raise ValueError("pool and test must share the same categories (label_names)")
     started = time.perf_counter()
     names = [resolve_strategy(name) for name in strategies]
+    if DEFAULT_RULE in names:  # the rule needs the product's settings: experiment_product
+        raise ValueError(f"strategy {DEFAULT_RULE!r} runs in the product loop only")
     runs: dict[str, list[RunResult]] = {}
     for name in names:
         for seed in seeds:

@@ -38,6 +38,7 @@ from activelearn.classifier import (
 from activelearn.evaluation import EvaluationError
 from activelearn.events import event_probabilities_combine
 from activelearn.experiment_data import crop_features
+from activelearn.experiment_product import sequence_folds
 from activelearn.linear import temper
 from benchmarks._result import BENCH_DIR, fold_table, result_write
 from embeddings.model import build_embedding_net
@@ -49,14 +50,6 @@ FOLDS, SEEDS, BUDGETS = 3, 3, (100, 300, 0)  # 0: every pool label
 
 def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-
-def _folds(labels: np.ndarray, seqs: np.ndarray) -> np.ndarray:
-    fold = np.zeros(labels.size, dtype=np.int64)
-    for label in np.unique(labels):
-        for rank, seq in enumerate(sorted(set(seqs[labels == label].tolist()))):
-            fold[seqs == seq] = rank % FOLDS
-    return fold
 
 
 def _full(probs: np.ndarray, classes: np.ndarray, n_classes: int) -> np.ndarray:
@@ -96,7 +89,7 @@ def run() -> dict[str, dict[str, list[float]]]:
         features.shape[1]
     )
     seeded = _unit(features @ rng_head).astype(np.float32)
-    fold = _folds(labels, seqs)
+    fold = sequence_folds(labels, seqs, n_folds=FOLDS)  # al_benchmark --folds rotates the same
     # results[config][budget] -> per fold, the mean over seeds
     results: dict[str, dict[str, list[float]]] = {}
 

@@ -11,7 +11,9 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from activelearn.services.rounds import DEFAULT_STRATEGY
 from annotator.demo import SAMPLE_DIR
+from projects.models import Project
 
 MISSOURI_DEV = Path("/work/shared/data/missouri-dev")
 # Two whole sequences of the bundled sample form the test set; the other eight the pool.
@@ -39,7 +41,8 @@ def sets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
-def _args(sets: dict[str, Path], **overrides: Any) -> list[str]:
+def _args(sets: dict[str, Path], *, research: bool = True, **overrides: Any) -> list[str]:
+    """The research loop's arguments (``--research``), or without it the product loop's."""
     options = {
         "--pool": sets["pool"],
         "--pool-images": SAMPLE_DIR,
@@ -53,7 +56,11 @@ def _args(sets: dict[str, Path], **overrides: Any) -> list[str]:
         "--cache-dir": sets["cache"],
         **{f"--{k.replace('_', '-')}": v for k, v in overrides.items()},
     }
-    return [str(part) for key, value in options.items() for part in (key, value)]
+    if not research and "budget" not in overrides:
+        options.pop("--budget")
+        options["--budgets"] = options.pop("--budgets", "10,20")
+    flags = ["--research"] if research else []
+    return flags + [str(part) for key, value in options.items() for part in (key, value)]
 
 
 def test_benchmark_with_finetuning_writes_json_plot_and_table(sets: dict[str, Path]) -> None:
@@ -192,6 +199,103 @@ def test_benchmark_compares_class_balance_and_ensembles_per_species(
     assert "settings compared on the same pool and seeds" in text
     assert "per-species test accuracy, full pool, per setting" in text
     assert "weighted K=2 (versions)" in text
+
+
+# --- the product loop (the default) -----------------------------------------------------------
+
+
+def test_benchmark_defaults_to_the_product_loop(sets: dict[str, Path]) -> None:
+    out = sets["out"] / "product.json"
+    stdout = StringIO()
+    call_command(
+        "al_benchmark",
+        *_args(sets, research=False, strategies="default,random", seeds=1, json=out),
+        stdout=stdout,
+    )
+    record = json.loads(out.read_text())
+    assert record["format"] == "trapwise-al-benchmark-product/1"
+    # The settings are the product's own (Project field defaults, the rounds' default strategy).
+    assert record["product"]["class_balance"] == Project._meta.get_field("class_balance").default
+    assert record["product"]["default_strategy"] == str(DEFAULT_STRATEGY)
+    assert record["params"]["padding"] == Project._meta.get_field("crop_padding").default
+    assert list(record["strategies"]) == ["default", "random"]
+    for entry in record["strategies"].values():
+        for key in ("stored_top1", "crop_top1", "stored_top5", "reference_top1"):
+            assert len(entry[key]["mean"]) == 2 and entry[key]["mean"] == entry[key]["worst"]
+        assert entry["audit"]["all"]["points"] == 2  # one split, one seed, two budgets
+    assert record["splits"] == [{"name": "pool/test", "n_pool": 57, "n_test": 11}]
+    text = stdout.getvalue()
+    assert "crop-only top-1" in text and "reference top-1 (linear probe" in text
+    assert "stored audit at 20" in text and "crop-only audit at 20" in text
+    assert "Wilson coverage" in text and "PPI coverage" in text
+    assert record["audit_crop"]["points"] == 4  # two strategies
+
+
+def _two_species(tmp_path: Path) -> Path:
+    """The sample relabelled as two species of five sequences each (alternating by seq_id)."""
+    document = json.loads((SAMPLE_DIR / "annotations.json").read_text())
+    seqs = sorted({image["seq_id"] for image in document["images"]})
+    species = {image["id"]: 1 + seqs.index(image["seq_id"]) % 2 for image in document["images"]}
+    for annotation in document["annotations"]:
+        annotation["category_id"] = species[annotation["image_id"]]
+    document["categories"] = document["categories"][:2]
+    path = tmp_path / "two.json"
+    path.write_text(json.dumps(document))
+    return path
+
+
+def test_benchmark_rotates_sequence_folds(tmp_path: Path) -> None:
+    out = tmp_path / "folds.json"
+    call_command(
+        "al_benchmark",
+        *["--data", str(_two_species(tmp_path)), "--data-images", str(SAMPLE_DIR)],
+        "--folds",
+        "2",
+        *["--strategies", "random", "--seeds", "1", "--init", "6", "--step", "6"],
+        *["--budgets", "12", "--cache-dir", str(tmp_path / "cache"), "--json", str(out)],
+        stdout=StringIO(),
+    )
+    record = json.loads(out.read_text())
+    assert [s["name"] for s in record["splits"]] == ["fold 1", "fold 2"]
+    # Each crop is a test crop exactly once; a fold's pool is the other fold.
+    assert sum(s["n_test"] for s in record["splits"]) == 68
+    assert all(s["n_pool"] + s["n_test"] == 68 for s in record["splits"])
+    assert len(record["strategies"]["random"]["stored_top1"]["per_fold"]) == 2
+
+
+def test_benchmark_refuses_an_empty_fold(tmp_path: Path) -> None:
+    # One sequence per species in the sample: a second fold would get nothing.
+    with pytest.raises(CommandError, match=r"fold\(s\) \[2\] of 2 get no crop"):
+        call_command(
+            "al_benchmark",
+            *["--data", str(SAMPLE_DIR / "annotations.json"), "--folds", "2"],
+            *["--cache-dir", str(tmp_path / "cache")],
+            stdout=StringIO(),
+        )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"finetune_every": 10}, "--finetune-every: research loop options, add --research"),
+        ({"ensembles": "1,2"}, "--ensembles: research loop options"),
+        ({"budget": 20}, "--budget: research loop options"),
+        ({"folds": 3}, "not with --pool/--test"),
+        ({"budgets": "20,10"}, "distinct ascending"),
+        ({"budgets": "15,20"}, "not reached"),
+        ({"strategies": "default,oracle"}, "unknown strategy 'oracle'"),
+    ],
+)
+def test_product_loop_rejects_bad_arguments(
+    sets: dict[str, Path], overrides: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(CommandError, match=message):
+        call_command("al_benchmark", *_args(sets, research=False, **overrides), stdout=StringIO())
+
+
+def test_research_loop_needs_pool_and_test() -> None:
+    with pytest.raises(CommandError, match="--research needs --pool"):
+        call_command("al_benchmark", "--research", stdout=StringIO())
 
 
 # --- coco_split ---------------------------------------------------------------------------------

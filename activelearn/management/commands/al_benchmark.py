@@ -25,6 +25,7 @@ from activelearn.experiment import (
     resolve_strategy,
     run_benchmark,
 )
+from activelearn.management.commands import _al_product
 from activelearn.management.commands._al_output import format_table, write_plot
 from detector.base import DetectorError
 from embeddings.cocodata import CocoCropsError
@@ -32,6 +33,18 @@ from embeddings.management.commands._embedding_set import build_net
 from embeddings.model import BACKBONES, BackboneInfo, EmbeddingNet
 
 RECORD_FORMAT = "trapwise-al-benchmark/1"
+PRODUCT_FORMAT = "trapwise-al-benchmark-product/1"
+# Options of the research loop only (``--research``), with the value meaning "not given".
+_RESEARCH_ONLY = {
+    "finetune_every": 0,
+    "ensembles": "1",
+    "ensemble_mode": "seeds",
+    "selection_space": "embedding",
+    "class_balance": None,
+    "head_seed": 0,
+    "budget": None,
+    "plot": None,
+}
 
 
 def _default_cache() -> Path:
@@ -65,21 +78,42 @@ class Command(BaseCommand):
         "top-1/top-5, sequence top-1). With --finetune-every N the embedding head is "
         "fine-tuned with triplet loss every N new labels. Pool and test must not share "
         "sequences (see coco_split). --class-balance and --ensembles compare settings on the "
-        "same pool with the same seeds (every combination), per species."
+        "same pool with the same seeds (every combination), per species (all with --research). "
+        "Without --research it runs the product: its defaults, its retrain (classifier choice, "
+        "temperature, capture-event pooling), the PCA head, an audit stream, and the linear-probe "
+        "reference on the same labels, on --folds rotated sequence folds of --data (default: "
+        "missouri-dev, 3 folds) or on --pool/--test."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--pool", type=Path, required=True, help="pool COCO Camera Traps JSON")
-        parser.add_argument("--pool-images", type=Path, required=True, help="pool images folder")
-        parser.add_argument("--test", type=Path, required=True, help="test COCO Camera Traps JSON")
-        parser.add_argument("--test-images", type=Path, required=True, help="test images folder")
+        parser.add_argument("--pool", type=Path, help="pool COCO Camera Traps JSON")
+        parser.add_argument("--pool-images", type=Path, help="pool images folder")
+        parser.add_argument("--test", type=Path, help="test COCO Camera Traps JSON")
+        parser.add_argument("--test-images", type=Path, help="test images folder")
         parser.add_argument(
-            "--strategies", default="kcenter,random,margin", help="comma-separated names"
+            "--data", type=Path, help="with --folds: the whole labelled set (default missouri-dev)"
+        )
+        parser.add_argument("--data-images", type=Path, help="default: the folder of --data")
+        parser.add_argument(
+            "--folds", type=int, help="rotated sequence folds of --data (default 3 without --pool)"
+        )
+        parser.add_argument(
+            "--budgets", default="100,200,300", help="label counts where the product is scored"
+        )
+        parser.add_argument(
+            "--research",
+            action="store_true",
+            help="the research loop (head fine-tuning, ensembles, --budget) on --pool/--test",
+        )
+        parser.add_argument(
+            "--strategies",
+            help="comma-separated names; default: the rule a new project uses and random "
+            "(default,random); with --research kcenter,random,margin",
         )
         parser.add_argument("--init", type=int, default=20, help="random first-round labels")
         parser.add_argument("--step", type=int, default=20, help="labels per later round")
-        parser.add_argument("--budget", type=int, default=300, help="stop at this many labels")
-        parser.add_argument("--seeds", type=int, default=5, help="runs per strategy (seeds 0..)")
+        parser.add_argument("--budget", type=int, help="--research: stop here (default 300)")
+        parser.add_argument("--seeds", type=int, default=3, help="runs per strategy (seeds 0..)")
         parser.add_argument(
             "--finetune-every", type=int, default=0, help="tune the head every N labels; 0: never"
         )
@@ -91,12 +125,13 @@ class Command(BaseCommand):
         parser.add_argument("--backbone", choices=BACKBONES, default="efficientnet_lite0")
         parser.add_argument("--weights", default="imagenet", help="imagenet or a .pt/.pth file")
         parser.add_argument("--head-seed", type=int, default=0, help="seed of the starting head")
-        parser.add_argument("--padding", type=float, default=0.1, help="crop context fraction")
+        parser.add_argument(
+            "--padding", type=float, help="crop context fraction (default: the product's)"
+        )
         parser.add_argument("--cache-dir", type=Path, help="default: var/al/cache")
         parser.add_argument("--threads", type=int, default=1, help="torch threads for the loop")
         parser.add_argument(
             "--class-balance",
-            default="none",
             help=f"comma-separated settings to compare ({', '.join(CLASS_BALANCES)})",
         )
         parser.add_argument(
@@ -114,6 +149,17 @@ class Command(BaseCommand):
         parser.add_argument("--plot", type=Path, help="write a PNG learning curve here")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        product = _al_product.product_settings()
+        if options["padding"] is None:
+            options["padding"] = product["padding"]
+        if not options["research"]:
+            self._product(options, product)
+            return
+        if options["pool"] is None or options["test"] is None:
+            raise CommandError("--research needs --pool, --pool-images, --test and --test-images")
+        options["strategies"] = options["strategies"] or "kcenter,random,margin"
+        options["budget"] = options["budget"] if options["budget"] is not None else 300
+        options["class_balance"] = options["class_balance"] or "none"
         strategies = self._strategies(options["strategies"])
         config = self._config(options)
         variants = self._variants(config, options)
@@ -122,7 +168,7 @@ class Command(BaseCommand):
         n_views = options["aug_views"] if config.finetune_every else 0
         pool = self._features(options["pool"], options["pool_images"], net, info, options, n_views)
         test = self._features(options["test"], options["test_images"], net, info, options, 0)
-        self._check_sets(pool, test, config)
+        self._check_sets(pool, test, config.budget)
         self.stdout.write(
             f"pool {len(pool)} crops / {len(set(pool.seq_ids.tolist()))} sequences, test "
             f"{len(test)} crops / {len(set(test.seq_ids.tolist()))} sequences; "
@@ -152,6 +198,81 @@ class Command(BaseCommand):
             ]
         self.stdout.write(format_table(record))
         self._write(record, options)
+
+    def _product(self, options: dict[str, Any], product: dict[str, Any]) -> None:
+        """The product's loop with its settings (``_al_product``), on folds or pool/test."""
+        given = [
+            f"--{k.replace('_', '-')}" for k, unset in _RESEARCH_ONLY.items() if options[k] != unset
+        ]
+        if given:
+            raise CommandError(f"{', '.join(given)}: research loop options, add --research")
+        strategies = self._strategies(options["strategies"] or "default,random")
+        config = _al_product.product_config(options, product)
+        if min(options["seeds"], options["threads"]) < 1:
+            raise CommandError("need --seeds >= 1 and --threads >= 1")
+        if not options["padding"] >= 0:
+            raise CommandError(f"--padding must be >= 0, got {options['padding']}")
+        if options["json"] is not None and not options["json"].parent.is_dir():
+            raise CommandError(f"--json: folder {options['json'].parent} does not exist")
+        splits, source, net_dim = self._product_splits(options, product)
+        self.stdout.write(
+            f"{len(splits)} split(s) of {source}: pool/test crops "
+            + ", ".join(f"{len(s.pool)}/{len(s.test)}" for s in splits)
+            + f"; {len(strategies)} strategies x {options['seeds']} seeds; product settings "
+            + ", ".join(f"{k}={v}" for k, v in product.items())
+        )
+        with _benchmark_process(options["threads"]):
+            record = _al_product.product_benchmark(
+                splits,
+                strategies,
+                config,
+                seeds=range(options["seeds"]),
+                embedding_dim=net_dim,
+                seed=product["seed"],
+                write=self.stdout.write,
+            )
+        record.update(
+            format=PRODUCT_FORMAT,
+            source=source,
+            product=product,
+            params={
+                **{k: options[k] for k in ("init", "step", "backbone", "weights", "padding")},
+                "budgets": list(config.budgets),
+                "seeds": list(range(options["seeds"])),
+                "strategies": strategies,
+            },
+            species=list(splits[0].pool.label_names),
+        )
+        self.stdout.write(_al_product.product_table(record))
+        if options["json"]:
+            options["json"].write_text(json.dumps(record, indent=1) + "\n")
+            self.stdout.write(f"results: {options['json']}")
+
+    def _product_splits(
+        self, options: dict[str, Any], product: dict[str, Any]
+    ) -> tuple[list[_al_product.Split], str, int]:
+        """The splits the product runs on (--pool/--test, or --folds of --data), a description,
+        and the embedding width of the product's head."""
+        net, info = build_net({**options, "seed": product["seed"]})
+        if options["pool"] is not None or options["test"] is not None:
+            if options["folds"] is not None or options["data"] is not None:
+                raise CommandError("--folds/--data rotate one set; not with --pool/--test")
+            self._check_paths(options)
+            pool = self._features(options["pool"], options["pool_images"], net, info, options, 0)
+            test = self._features(options["test"], options["test_images"], net, info, options, 0)
+            self._check_sets(pool, test, 0)
+            source = f"{options['pool']} / {options['test']}"
+            return [_al_product.Split("pool/test", pool, test)], source, net.embedding_dim
+        data = options["data"] or _al_product.default_data()
+        images = options["data_images"] or data.parent
+        if not data.is_file() or not images.is_dir():
+            raise CommandError(f"--data {data} (images {images}) not found")
+        n_folds = options["folds"] if options["folds"] is not None else 3
+        if n_folds < 2:
+            raise CommandError(f"--folds must be >= 2, got {n_folds}")
+        crops = self._features(data, images, net, info, options, 0)
+        source = f"{data} ({n_folds} folds)"
+        return _al_product.fold_splits(crops, n_folds), source, net.embedding_dim
 
     def _variants(self, config: LoopConfig, options: dict[str, Any]) -> list[LoopConfig]:
         """Every combination of --class-balance, --ensembles and --ensemble-mode (a single
@@ -243,15 +364,15 @@ class Command(BaseCommand):
         except (CocoCropsError, DetectorError, ValueError) as exc:
             raise CommandError(str(exc)) from exc
 
-    def _check_sets(self, pool: CropFeatures, test: CropFeatures, config: LoopConfig) -> None:
+    def _check_sets(self, pool: CropFeatures, test: CropFeatures, budget: int) -> None:
         if pool.label_names != test.label_names:
             raise CommandError("pool and test JSON must list the same categories")
         shared = set(pool.seq_ids.tolist()) & set(test.seq_ids.tolist())
         if shared:
             example = ", ".join(sorted(shared)[:3])
             raise CommandError(f"pool and test share {len(shared)} sequences (e.g. {example})")
-        if config.budget > len(pool):
-            raise CommandError(f"--budget {config.budget} exceeds the pool's {len(pool)} crops")
+        if budget > len(pool):
+            raise CommandError(f"--budget {budget} exceeds the pool's {len(pool)} crops")
 
     def _progress(self, run: RunResult) -> None:
         last = run.rounds[-1]
