@@ -48,6 +48,7 @@ from activelearn.experiment_data import CocoSplit, CropFeatures, coco_split, cro
 from activelearn.metrics import classification_metrics
 from activelearn.selection import STRATEGIES, Selection
 from activelearn.selection_extra import EXTRA_STRATEGIES, knn_radius
+from activelearn.selection_rule import strategy_for_round
 from embeddings.model import EmbeddingNet
 from embeddings.training import TrainConfig, embed_from_features, train_head
 
@@ -115,22 +116,26 @@ def round_strategy(
     *,
     round_index: int,
     n_labels: int,
+    n_crops: int,
+    n_species: int,
     first_round_strategy: str,
-    default_strategy: str,
 ) -> str:
     """The selection strategy a simulated round runs: the one place where ``default`` is decided.
 
     ``name`` is a canonical strategy or ``DEFAULT_RULE``. Round 0 runs ``first_round_strategy``
     whatever ``name`` says (the product's first round: no classifier exists yet). Later rounds
-    run ``name``, or for ``default`` what ``activelearn.services.rounds.round_strategy_default``
-    picks for a new project: ``default_strategy`` (the caller reads both from the product).
-    ``n_labels`` (training labels so far) is for a rule that depends on it
-    (``selection_rule.strategy_for_round``, to be wired here).
+    run ``name``, or for ``default`` what a new project's rounds run:
+    ``selection_rule.strategy_for_round`` on ``n_labels`` training labels among ``n_crops``
+    pool crops of ``n_species`` species, as ``services.rounds.round_strategy_choice`` calls it
+    (the simulation has no audit accuracy to give it: its audit stream only measures).
     """
-    del n_labels  # today's rule does not look at the label count
     if round_index == 0:
         return first_round_strategy
-    return default_strategy if name == DEFAULT_RULE else name
+    if name != DEFAULT_RULE:
+        return name
+    return strategy_for_round(
+        n_labels=n_labels, n_crops=n_crops, n_species=n_species, has_classifier=True
+    ).strategy
 
 
 # --- Scoring ---------------------------------------------------------------------------

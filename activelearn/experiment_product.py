@@ -77,7 +77,7 @@ __all__ = [
 
 # Strategies whose picks never read the classifier's probabilities: with them the loop fits the
 # classifier only where it is scored (the picks are the same as with a retrain every round).
-MODEL_FREE_STRATEGIES = frozenset({"random", "k_center"})
+MODEL_FREE_STRATEGIES = frozenset({"random", "k_center", "typical"})
 # Second seed word of the audit draws' random stream (``np.random.default_rng([seed, this])``).
 _AUDIT_STREAM = 0xA0D17
 
@@ -149,8 +149,8 @@ class ProductConfig:
         init: labels of the first round; step: labels of each later round.
         budgets: label counts where the loop is scored, ascending; the last is the budget. Each
             must be a count the rounds reach (init + k * step, or the last).
-        first_round_strategy, default_strategy: what the ``default`` strategy name resolves to
-            (``experiment.round_strategy``).
+        first_round_strategy: the strategy of the first round; later rounds of the ``default``
+            strategy follow the product's rule (``experiment.round_strategy``).
         class_balance, ensemble_size: the retrain's classifier settings.
         audit_share: share of each round drawn at random for the audit stream (0: none).
         cv_folds: folds of the retrain's cross-validation (``classifier_choose``).
@@ -160,7 +160,6 @@ class ProductConfig:
     step: int
     budgets: tuple[int, ...]
     first_round_strategy: str
-    default_strategy: str
     class_balance: str
     ensemble_size: int
     audit_share: float
@@ -394,8 +393,9 @@ def product_run(
             strategy,
             round_index=index,
             n_labels=len(picks),
+            n_crops=len(pool),
+            n_species=n_classes,
             first_round_strategy=config.first_round_strategy,
-            default_strategy=config.default_strategy,
         )
         probabilities = None
         if name not in MODEL_FREE_STRATEGIES:
@@ -421,8 +421,9 @@ def product_run(
                 strategy,
                 round_index=index + 1,
                 n_labels=len(picks),
+                n_crops=len(pool),
+                n_species=n_classes,
                 first_round_strategy=config.first_round_strategy,
-                default_strategy=config.default_strategy,
             )
             if index + 1 < len(schedule)
             else "random"

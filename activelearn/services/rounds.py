@@ -30,6 +30,7 @@ from activelearn.models import (
 from activelearn.selection import min_sq_distances_update, select
 from activelearn.selection_rule import StrategyChoice, strategy_for_round
 from activelearn.selectors import classifier_latest, round_open_get
+from activelearn.selectors_audit import audit_outcomes_get
 from activelearn.services.errors import RoundError
 from detector.models import Crop
 from embeddings.models import EmbeddingVersion
@@ -61,6 +62,10 @@ _CACHED_STRATEGIES = frozenset({"k_center", "hybrid", "species"})
 _SELECTION_OF = {str(Strategy.SPECIES): "k_center"}
 
 # Consensus states that take a crop out of its round's queue.
+# Audit labels the default rule needs before it reads their accuracy (a share of 10 has a
+# Wilson interval about +-0.3 wide: enough only to tell a useless classifier from a working one).
+AUDIT_RULE_MIN = 10
+
 SETTLED = frozenset({Consensus.Status.DONE, Consensus.Status.REVIEW})
 
 
@@ -83,6 +88,8 @@ def round_strategy_choice(
         return StrategyChoice(
             project.first_round_strategy, "the project's first-round strategy (no round yet)"
         )
+    if audit_accuracy is None:
+        audit_accuracy = _audit_accuracy(project=project)
     return strategy_for_round(
         n_labels=Consensus.objects.filter(project=project).count(),
         n_crops=Crop.objects.filter(project=project).count(),
@@ -90,6 +97,15 @@ def round_strategy_choice(
         audit_accuracy=audit_accuracy,
         has_classifier=classifier_latest(project=project) is not None,
     )
+
+
+def _audit_accuracy(*, project: Project) -> float | None:
+    """Share right of the newest audited classifier's machine labels on its audit crops, or
+    None with fewer than ``AUDIT_RULE_MIN`` audit labels (too few to steer the rule)."""
+    outcomes = audit_outcomes_get(project=project)
+    if outcomes is None or outcomes.correct.size < AUDIT_RULE_MIN:
+        return None
+    return float(outcomes.correct.mean())
 
 
 def round_strategy_default(*, project: Project) -> str:

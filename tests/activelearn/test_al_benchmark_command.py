@@ -11,7 +11,6 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from activelearn.services.rounds import DEFAULT_STRATEGY
 from annotator.demo import SAMPLE_DIR
 from projects.models import Project
 
@@ -216,7 +215,9 @@ def test_benchmark_defaults_to_the_product_loop(sets: dict[str, Path]) -> None:
     assert record["format"] == "trapwise-al-benchmark-product/1"
     # The settings are the product's own (Project field defaults, the rounds' default strategy).
     assert record["product"]["class_balance"] == Project._meta.get_field("class_balance").default
-    assert record["product"]["default_strategy"] == str(DEFAULT_STRATEGY)
+    assert record["product"]["first_round_strategy"] == (
+        Project._meta.get_field("first_round_strategy").default
+    )
     assert record["params"]["padding"] == Project._meta.get_field("crop_padding").default
     assert list(record["strategies"]) == ["default", "random"]
     for entry in record["strategies"].values():

@@ -23,6 +23,7 @@ from activelearn.experiment_product import (
     product_summary,
     sequence_folds,
 )
+from activelearn.selection_rule import strategy_for_round
 
 N_CLASSES = 4
 
@@ -51,7 +52,6 @@ def _config(**overrides: Any) -> ProductConfig:
         "step": 8,
         "budgets": (16, 24),
         "first_round_strategy": "random",
-        "default_strategy": "k_center",
         "class_balance": "none",
         "ensemble_size": 1,
         "audit_share": 0.25,
@@ -122,12 +122,19 @@ def test_pca_embedding_is_fitted_on_the_pool_alone() -> None:
 def test_default_names_the_new_project_rule() -> None:
     assert resolve_strategy("default") == "default"
     kwargs: dict[str, Any] = {
-        "n_labels": 0,
+        "n_labels": 40,
+        "n_crops": 400,
+        "n_species": 20,
         "first_round_strategy": "random",
-        "default_strategy": "k_center",
     }
     assert round_strategy("default", round_index=0, **kwargs) == "random"
-    assert round_strategy("default", round_index=3, **kwargs) == "k_center"
+    # After the first round, the product's rule on the same counts (typical below 3 labels
+    # per species, then margin).
+    assert round_strategy("default", round_index=3, **kwargs) == "typical"
+    assert round_strategy("default", round_index=3, **{**kwargs, "n_labels": 80}) == "margin"
+    for n_labels in (0, 40, 59, 60, 200):
+        rule = strategy_for_round(n_labels=n_labels, n_crops=400, n_species=20).strategy
+        assert round_strategy("default", round_index=1, **{**kwargs, "n_labels": n_labels}) == rule
     assert round_strategy("margin", round_index=0, **kwargs) == "random"
     assert round_strategy("margin", round_index=1, **kwargs) == "margin"
 
@@ -236,8 +243,10 @@ def test_uncertainty_strategies_retrain_every_round(monkeypatch: pytest.MonkeyPa
         return original(x, *args, **kwargs)
 
     monkeypatch.setattr(product, "_retrain", spy)
-    _run("default")
-    assert counts == [16, 24]  # k-Center and random never read the classifier
+    for model_free in ("k_center", "typical"):
+        counts.clear()
+        _run(model_free)
+        assert counts == [16, 24]  # random, k-Center and typical never read the classifier
     counts.clear()
     _run("margin")
     assert counts == [8, 16, 24]  # margin reads the live classifier's probabilities each round

@@ -268,3 +268,27 @@ def test_a_rejected_retrain_leaves_its_parent_live(
     assert classifier_retrain(project_id=ingested_project.pk) == child
     predictions_prune(project=ingested_project, keep=1)
     assert Prediction.objects.filter(classifier=parent).exists()  # the live one's are kept
+
+
+@pytest.mark.parametrize(("human", "expected"), [("red fox", "margin"), ("agouti", "k_center")])
+def test_the_default_rule_reads_the_audit_accuracy(
+    ingested_project: Project, admin_user: User, volunteer: User, human: str, expected: str
+) -> None:
+    """Enough labels per species for margins: the rule keeps them while the audit finds the
+    machine labels right, and falls back to k-Center when it finds them all wrong."""
+    from activelearn.services.rounds import AUDIT_RULE_MIN, round_strategy_choice
+
+    # Two species, so that the audit labels alone make 5 labels per species.
+    ingested_project.species.exclude(name__in=["red fox", "agouti"]).delete()
+    classifier = classifier_by_hand(ingested_project, threshold=0.7)
+    crops = list(ingested_project.crops.order_by("id"))[:AUDIT_RULE_MIN]
+    species = ingested_project.species.get(name=human)
+    _audit_labelled(
+        ingested_project, admin_user, volunteer, classifier, crops, [species] * len(crops), 0.5
+    )
+    choice = round_strategy_choice(project=ingested_project)
+    assert choice.strategy == expected, choice.reason
+    assert "audit accuracy" in choice.reason
+    # Fewer audit labels than the minimum: the rule does not read them.
+    AuditPrediction.objects.filter(crop=crops[0]).delete()
+    assert "audit accuracy" not in round_strategy_choice(project=ingested_project).reason

@@ -3,7 +3,8 @@
 
 Every setting of the simulated project is read from the product itself: the ``Project`` field
 defaults (class balance, ensemble size, first-round strategy, crop padding, seed, audit share),
-``services.rounds.DEFAULT_STRATEGY`` and ``services.retrain.CV_FOLDS``; nothing is repeated here.
+``services.retrain.CV_FOLDS``; the ``default`` strategy is the rule the product's rounds follow
+(``selection_rule.strategy_for_round``). Nothing is repeated here.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from activelearn.experiment_product import (
     sequence_folds,
 )
 from activelearn.services.retrain import CV_FOLDS
-from activelearn.services.rounds import DEFAULT_STRATEGY
 from projects.models import Project
 
 # Until the project setting for the audit share exists (issue 15, item 4), the share the issue
@@ -57,7 +57,6 @@ def product_settings() -> dict[str, Any]:
         audit_share = AUDIT_SHARE_UNTIL_SETTING
     return {
         "first_round_strategy": str(project_default("first_round_strategy")),
-        "default_strategy": str(DEFAULT_STRATEGY),
         "class_balance": str(project_default("class_balance")),
         "ensemble_size": int(project_default("ensemble_size")),
         "audit_share": audit_share,
