@@ -19,9 +19,10 @@ import numpy as np
 from activelearn.classifier import classifier_probabilities, classifier_train
 from activelearn.events import event_probabilities_combine
 from activelearn.experiment_data import crop_features
+from activelearn.experiment_product import sequence_folds
 from activelearn.linear import temper
 from benchmarks._result import BENCH_DIR, result_write
-from benchmarks.learning_core import BUDGETS, DATA, FOLDS, SEEDS, _choose, _folds, _full, _unit
+from benchmarks.learning_core import BUDGETS, DATA, FOLDS, SEEDS, _choose, _full, _unit
 from embeddings.model import build_embedding_net
 from embeddings.projection import pca_projection_fit
 
@@ -56,7 +57,7 @@ def _geometry_run(shape: str, padding: float) -> dict[str, dict[str, list[float]
     features, labels, seqs = crops.features, crops.labels, crops.seq_ids
     n_classes = len(crops.label_names)
     embedded = _unit(pca_projection_fit(features, dim=256, seed=0).apply(features))
-    fold = _folds(labels, seqs)
+    fold = sequence_folds(labels, seqs, n_folds=FOLDS)
     results: dict[str, dict[str, list[float]]] = {}
 
     def record(config: str, budget: int, f: int, value: float) -> None:

@@ -27,11 +27,12 @@ import numpy as np
 
 from activelearn.events import event_probabilities_combine
 from activelearn.experiment_data import crop_features
+from activelearn.experiment_product import sequence_folds
 from activelearn.linear import LogisticModel, logistic_fit
 from activelearn.selection import select
 from activelearn.selection_rule import strategy_for_round
 from benchmarks._result import BENCH_DIR, fold_table, result_write
-from benchmarks.learning_core import DATA, FOLDS, _folds, _unit
+from benchmarks.learning_core import DATA, FOLDS, _unit
 from embeddings.model import build_embedding_net
 from embeddings.projection import pca_projection_fit
 
@@ -102,7 +103,7 @@ def run() -> dict[str, dict[str, list[float]]]:
     )
     labels, seqs = crops.labels, crops.seq_ids
     raw = _unit(crops.features.astype(np.float64))
-    fold = _folds(labels, seqs)
+    fold = sequence_folds(labels, seqs, n_folds=FOLDS)
     results = {s: {str(b): [0.0] * FOLDS for b in BUDGETS} for s in STRATEGIES}
     for f in range(FOLDS):
         pool_all, test = np.flatnonzero(fold != f), np.flatnonzero(fold == f)

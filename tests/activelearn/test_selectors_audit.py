@@ -167,9 +167,9 @@ def test_dashboard_and_metrics_json_show_the_audit(
     data = client.get(reverse("export_metrics", args=[slug])).json()
     audit = data["audit"]
     assert audit["n"] == 5 and audit["classifier"] == 1
-    assert audit["accuracy"] == pytest.approx(
-        audit_estimate_get(project=ingested_project).overall.accuracy
-    )  # type: ignore[union-attr]
+    view = audit_estimate_get(project=ingested_project)
+    assert view is not None
+    assert audit["accuracy"] == pytest.approx(view.overall.accuracy)
     assert audit["ci_low"] <= audit["accuracy"] <= audit["ci_high"]
     assert audit["per_species"] == []  # fewer than AUDIT_MIN_SPECIES each
     assert audit["auto_accepted"]["n"] == 3

@@ -154,7 +154,13 @@ def test_auto_accept_filter_matches_its_rule(ingested_project: Project) -> None:
         Prediction.objects.create(
             crop=crop, classifier=classifier, species=fox if i % 2 else agouti, confidence=i / 10
         )
-    for own in ({}, {fox.pk: 0.35}, {fox.pk: 0.35, agouti.pk: None}, {agouti.pk: 0.9}):
+    owns: list[dict[int, float | None]] = [
+        {},
+        {fox.pk: 0.35},
+        {fox.pk: 0.35, agouti.pk: None},
+        {agouti.pk: 0.9},
+    ]
+    for own in owns:
         for default in (0.7, None):
             rule = AutoAccept(default, own)
             by_query = set(Prediction.objects.filter(rule.q()).values_list("id", flat=True))
@@ -206,9 +212,10 @@ def test_threshold_update_pools_audit_labels_with_cross_validation(
     )
     assert set(expected) == {fox.pk}  # agouti: too little evidence, the global threshold
     assert classifier.thresholds_per_species == {str(fox.pk): expected[fox.pk].threshold}
-    assert expected[fox.pk].n == 34 and expected[fox.pk].threshold is not None  # 30 CV + 4 audit
+    fox_threshold = expected[fox.pk].threshold
+    assert expected[fox.pk].n == 34 and fox_threshold is not None  # 30 CV + 4 audit
     # The unlabelled crops are fox at 0.6: above fox's own threshold iff it is at most 0.6.
-    share = 1.0 if expected[fox.pk].threshold <= 0.6 else 0.0
+    share = 1.0 if fox_threshold <= 0.6 else 0.0
     assert classifier.auto_accept_share == pytest.approx(share)
     # An audit crop offered now records the species' own threshold.
     assert AutoAccept.of(classifier).threshold_for(fox.pk) == expected[fox.pk].threshold
