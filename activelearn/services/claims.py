@@ -86,13 +86,14 @@ def _claimable(
     chosen: list[int] = []
     tried = list(exclude)
     while len(chosen) < limit:
+        wanted = limit - len(chosen)
         locked = list(
             _open_items(round_=round_, user=user, now=now, exclude=tried)
             .order_by("position")
             # Rows another volunteer's transaction is claiming right now are skipped, not
             # waited for; "of self" because the subqueries must not be locked.
             .select_for_update(skip_locked=True, of=("self",))
-            .values_list("crop_id", flat=True)[: limit - len(chosen)]
+            .values_list("crop_id", flat=True)[:wanted]
         )
         if not locked:
             break
@@ -103,6 +104,8 @@ def _claimable(
             .values_list("crop_id", flat=True)
         )
         chosen += [crop_id for crop_id in locked if crop_id in still_open]
+        if len(locked) < wanted:
+            break  # nothing more was free to lock: another pass would find nothing
     return chosen
 
 
