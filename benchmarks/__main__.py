@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable
 
 from benchmarks import (
+    backbone_probe,
     classifier_loop,
     embedding_speed,
     export_stream,
@@ -24,6 +25,7 @@ BENCHMARKS: dict[str, Callable[[], None]] = {
     "embedding_speed": embedding_speed.main,
     "reembed": reembed.main,
     "learning_core": learning_core.main,
+    "backbone_probe": backbone_probe.main,
 }
 
 
