@@ -332,9 +332,14 @@ class ConcatFeatures(nn.Module):
         ):
             y = x
             if resize is not None:
+                # In float32: antialiased resizing has no bfloat16 kernel on the CPU.
                 y = F.interpolate(
-                    y, size=(resize, resize), mode="bilinear", align_corners=False, antialias=True
-                )
+                    y.float(),
+                    size=(resize, resize),
+                    mode="bilinear",
+                    align_corners=False,
+                    antialias=True,
+                ).to(x.dtype)
             m = torch.tensor(mean, dtype=y.dtype, device=y.device).view(1, 3, 1, 1)
             s = torch.tensor(std, dtype=y.dtype, device=y.device).view(1, 3, 1, 1)
             outputs.append(F.normalize(part((y - m) / s).float(), p=2.0, dim=1).to(x.dtype))
