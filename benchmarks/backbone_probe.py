@@ -6,15 +6,12 @@
 random labels at 100, 300 and all labels. For each backbone, features of every crop
 (``activelearn.experiment_data.crop_features``, cached under ``var/bench/backbone-probe``),
 then the linear probe of issue 15 (class-balanced logistic regression, ``activelearn.linear``,
-on L2-normalised inputs), crop top-1 on the test fold:
-
-* ``raw``: on the backbone's raw features (a concatenation: each part's features
-  L2-normalised, side by side, as ``embeddings.backbones.ConcatFeatures`` computes them; here
-  from each part's cached features, i.e. each part on the crop resized straight to its own
-  input size; ``concat_agreement`` checks on every 10th crop how close that is to the product's
-  ``ConcatFeatures``, which feeds every part from the input at the largest part's size);
-* ``pca256`` (Lite0 and the concatenation of all four): on the 256-d PCA head the product fits
-  on the pool's crops (``embeddings.projection``), what FAISS, k-Center and the classifier see.
+on the L2-normalised raw features), crop top-1 on the test fold. A concatenation's features are
+each part's features L2-normalised, side by side, as ``embeddings.backbones.ConcatFeatures``
+computes them; here from each part's cached features, i.e. each part on the crop resized
+straight to its own input size; ``concat_agreement`` checks on every 10th crop how close that
+is to the product's ``ConcatFeatures``, which feeds every part from the input at the largest
+part's size.
 
 Concatenations: the ``CONCATS`` below. With every pool label the fit is the same for every seed,
 so it is fitted once. ``value`` is the best configuration's raw probe at 300 labels (mean over
@@ -38,7 +35,6 @@ from benchmarks.learning_core import DATA, FOLDS, SEEDS, _folds, _top1, _unit
 from embeddings.backbones import CONCAT_PREFIX
 from embeddings.cocodata import coco_crops
 from embeddings.model import build_embedding_net
-from embeddings.projection import pca_projection_fit
 from embeddings.training import backbone_features
 
 SINGLES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "mobilenet_v2")
@@ -46,13 +42,11 @@ AGREEMENT_STEP = 10  # concat_agreement: every 10th crop
 BUDGETS = (100, 300, 0)  # 0: every pool label
 BASELINE = "efficientnet_lite0"
 # Concatenations probed (each fit takes seconds on a 2-core machine, so not all 11): all four
-# (issue 15's), and each pair of an EfficientNet-Lite with MobileNetV2 (a different family).
+# (issue 15's), and the smallest and largest Lite with MobileNetV2 (a different family).
 CONCATS: tuple[tuple[str, ...], ...] = (
     SINGLES,
     ("efficientnet_lite0", "mobilenet_v2"),
-    ("efficientnet_lite1", "mobilenet_v2"),
     ("efficientnet_lite2", "mobilenet_v2"),
-    ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"),
 )
 
 
@@ -86,33 +80,23 @@ def configurations(singles: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return configs
 
 
-def probe(
-    features: np.ndarray, labels: np.ndarray, fold: np.ndarray, *, pca: bool
-) -> dict[str, dict[str, list[float]]]:
-    """{probe: {budget: [top-1 per fold, mean over seeds]}} for one configuration; the
-    ``pca256`` probe only when ``pca``. With every pool label the seeds draw the same rows and
-    the fit is deterministic, so that budget is fitted once per fold."""
-    out: dict[str, dict[str, list[float]]] = {"raw": {}, **({"pca256": {}} if pca else {})}
-    raw = _unit(features)
+def probe(features: np.ndarray, labels: np.ndarray, fold: np.ndarray) -> dict[str, list[float]]:
+    """{budget: [top-1 per fold, mean over seeds]} of the linear probe on ``features``. With
+    every pool label the seeds draw the same rows and the fit is deterministic, so that
+    budget is fitted once per fold."""
+    out: dict[str, list[float]] = {}
+    x = _unit(features)
     for f in range(FOLDS):
         test, pool = fold == f, np.flatnonzero(fold != f)
-        inputs = {"raw": raw}
-        if pca:
-            # The product fits its head on every crop it has, labelled or not: here the pool's.
-            projection = pca_projection_fit(features[pool], dim=256, seed=0)
-            inputs["pca256"] = _unit(projection.apply(features))
         for budget in BUDGETS:
             seeds = range(SEEDS) if budget and budget < pool.size else range(1)
             for seed in seeds:
                 rows = pool
                 if budget and budget < pool.size:
                     rows = np.random.default_rng(seed).choice(pool, budget, replace=False)
-                for key, x in inputs.items():
-                    clf = classifier_train(
-                        x[rows], labels[rows], random_state=seed, backend="logistic"
-                    )
-                    per_fold = out[key].setdefault(str(budget or "all"), [0.0] * FOLDS)
-                    per_fold[f] += _top1(clf, x[test], labels[test]) / len(seeds)
+                clf = classifier_train(x[rows], labels[rows], random_state=seed, backend="logistic")
+                per_fold = out.setdefault(str(budget or "all"), [0.0] * FOLDS)
+                per_fold[f] += _top1(clf, x[test], labels[test]) / len(seeds)
     return out
 
 
@@ -136,12 +120,9 @@ def concat_agreement(name: str, singles: dict[str, np.ndarray]) -> dict[str, flo
     return out
 
 
-def _summary(results: dict[str, dict[str, list[float]]]) -> dict[str, dict[str, dict[str, float]]]:
-    """Mean and worst fold of each probe and budget."""
-    return {
-        key: {b: {"mean": float(np.mean(v)), "worst": float(np.min(v))} for b, v in r.items()}
-        for key, r in results.items()
-    }
+def _summary(results: dict[str, list[float]]) -> dict[str, dict[str, float]]:
+    """Mean and worst fold per budget."""
+    return {b: {"mean": float(np.mean(v)), "worst": float(np.min(v))} for b, v in results.items()}
 
 
 def main() -> None:
@@ -151,31 +132,24 @@ def main() -> None:
     started = time.perf_counter()
     singles, labels, seqs = single_features()
     fold = _folds(labels, seqs)
-    table: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
+    table: dict[str, dict[str, dict[str, float]]] = {}
     for name, features in configurations(singles).items():
-        # PCA-head probe for the baseline and the concatenation of all four (what the product
-        # would feed its classifier); the raw probe for every configuration.
-        pca = name in (BASELINE, CONCAT_PREFIX + "+".join(SINGLES))
-        table[name] = _summary(probe(features, labels, fold, pca=pca))
-        cells = " ".join(
-            f"{key}@{b} {m['mean']:.3f}/{m['worst']:.3f}"
-            for key, r in table[name].items()
-            for b, m in r.items()
-        )
+        table[name] = _summary(probe(features, labels, fold))
+        cells = " ".join(f"{b} {m['mean']:.3f}/{m['worst']:.3f}" for b, m in table[name].items())
         print(f"{name}: {cells}", flush=True)
-    best = max(table, key=lambda n: table[n]["raw"]["300"]["mean"])
+    best = max(table, key=lambda n: table[n]["300"]["mean"])
     best_concat = max(
         (n for n in table if n.startswith(CONCAT_PREFIX)),
-        key=lambda n: table[n]["raw"]["300"]["mean"],
+        key=lambda n: table[n]["300"]["mean"],
     )
     agreement = concat_agreement(best_concat, singles)
     print(f"{best_concat}: ConcatFeatures vs parts alone, cosine {agreement}", flush=True)
     result_write(
         name="backbone_probe",
         unit="crop top-1 at 300 labels, linear probe on raw features (mean of 3 folds)",
-        value=table[best]["raw"]["300"]["mean"],
+        value=table[best]["300"]["mean"],
         baseline_name=f"the same probe on {BASELINE} features, same labels",
-        baseline=table[BASELINE]["raw"]["300"]["mean"],
+        baseline=table[BASELINE]["300"]["mean"],
         params={
             "best": best,
             "best_concatenation": best_concat,
