@@ -42,9 +42,10 @@ AGREEMENT_STEP = 10  # concat_agreement: every 10th crop
 BUDGETS = (100, 300, 0)  # 0: every pool label
 BASELINE = "efficientnet_lite0"
 # Concatenations probed (each fit takes seconds on a 2-core machine, so not all 11): all four
-# (issue 15's), and the smallest and largest Lite with MobileNetV2 (a different family).
+# (issue 15's), the three Lites, and the smallest and largest Lite with MobileNetV2.
 CONCATS: tuple[tuple[str, ...], ...] = (
     SINGLES,
+    ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"),
     ("efficientnet_lite0", "mobilenet_v2"),
     ("efficientnet_lite2", "mobilenet_v2"),
 )

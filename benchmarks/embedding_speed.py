@@ -53,7 +53,7 @@ BACKBONES = {
     "efficientnet_lite2": "imagenet",
     "mobilenet_v2": "imagenet",
     # A multi-backbone feature set: every part runs on every crop, so its time is their sum.
-    "concat:efficientnet_lite0+mobilenet_v2": "imagenet",
+    "concat:efficientnet_lite0+efficientnet_lite1+efficientnet_lite2": "imagenet",
 }
 
 
