@@ -30,8 +30,9 @@ import numpy as np
 
 from activelearn.classifier import classifier_train
 from activelearn.experiment_data import CropFeatures, crop_features
+from activelearn.experiment_product import sequence_folds
 from benchmarks._result import BENCH_DIR, result_write
-from benchmarks.learning_core import DATA, FOLDS, SEEDS, _folds, _top1, _unit
+from benchmarks.learning_core import DATA, FOLDS, SEEDS, _top1, _unit
 from embeddings.backbones import CONCAT_PREFIX
 from embeddings.cocodata import coco_crops
 from embeddings.model import build_embedding_net
@@ -132,7 +133,7 @@ def main() -> None:
         return
     started = time.perf_counter()
     singles, labels, seqs = single_features()
-    fold = _folds(labels, seqs)
+    fold = sequence_folds(labels, seqs, n_folds=FOLDS)
     table: dict[str, dict[str, dict[str, float]]] = {}
     for name, features in configurations(singles).items():
         table[name] = _summary(probe(features, labels, fold))
