@@ -129,9 +129,9 @@ def test_default_names_the_new_project_rule() -> None:
     }
     assert round_strategy("default", round_index=0, **kwargs) == "random"
     # After the first round, the product's rule on the same counts (typical below 3 labels
-    # per species, then margin).
+    # per species, then k-Center).
     assert round_strategy("default", round_index=3, **kwargs) == "typical"
-    assert round_strategy("default", round_index=3, **{**kwargs, "n_labels": 80}) == "margin"
+    assert round_strategy("default", round_index=3, **{**kwargs, "n_labels": 80}) == "k_center"
     for n_labels in (0, 40, 59, 60, 200):
         rule = strategy_for_round(n_labels=n_labels, n_crops=400, n_species=20).strategy
         assert round_strategy("default", round_index=1, **{**kwargs, "n_labels": n_labels}) == rule

@@ -27,6 +27,11 @@ def test_typical_first_then_margin_by_labels_per_species() -> None:
     margin_from = math.ceil(MARGIN_FROM_PER_SPECIES * 20)
     assert _choose(0).strategy == "typical"
     assert _choose(typical_until - 1).strategy == "typical"
+    # Measured: after the typical phase, k-Center for the budgets missouri-dev reaches (up to
+    # 15 labels per species); margin only far beyond.
+    assert _choose(typical_until).strategy == "k_center"
+    assert _choose(15 * 20).strategy == "k_center"
+    assert _choose(margin_from - 1).strategy == "k_center"
     assert _choose(max(margin_from, typical_until)).strategy == "margin"
     assert _choose(5000).strategy == "margin"
     # The reason names the numbers the choice was made on.

@@ -279,11 +279,19 @@ def test_a_rejected_retrain_leaves_its_parent_live(
 
 @pytest.mark.parametrize(("human", "expected"), [("red fox", "margin"), ("agouti", "k_center")])
 def test_the_default_rule_reads_the_audit_accuracy(
-    ingested_project: Project, admin_user: User, volunteer: User, human: str, expected: str
+    ingested_project: Project,
+    admin_user: User,
+    volunteer: User,
+    human: str,
+    expected: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Enough labels per species for margins: the rule keeps them while the audit finds the
     machine labels right, and falls back to k-Center when it finds them all wrong."""
+    from activelearn import selection_rule
     from activelearn.services.rounds import AUDIT_RULE_MIN, round_strategy_choice
+
+    monkeypatch.setattr(selection_rule, "MARGIN_FROM_PER_SPECIES", 3.0)  # margins from 5 labels
 
     # Two species, so that the audit labels alone make 5 labels per species.
     ingested_project.species.exclude(name__in=["red fox", "agouti"]).delete()
