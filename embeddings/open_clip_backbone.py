@@ -23,7 +23,9 @@ optional (``pip install 'trapwise[open_clip]'``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +102,25 @@ def _download_hint(name: str) -> str:
     )
 
 
+class _OpenClipRandomInitNotice(logging.Filter):
+    """Drops open_clip's "No pretrained weights loaded ... initialized randomly" warning: the
+    weights are loaded here afterwards, and the message would tell an admin the opposite."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "initialized randomly" not in record.getMessage()
+
+
+@contextmanager
+def _quiet_random_init_notice() -> Iterator[None]:
+    # open_clip logs through the root logger (logging.warning).
+    notice = _OpenClipRandomInitNotice()
+    logging.root.addFilter(notice)
+    try:
+        yield
+    finally:
+        logging.root.removeFilter(notice)
+
+
 def _new_model(name: str) -> nn.Module:
     """The whole open_clip model, randomly initialised (global CPU RNG); nothing downloaded.
 
@@ -118,9 +139,10 @@ def _new_model(name: str) -> nn.Module:
     else:
         source = name
     try:
-        model: nn.Module = open_clip.create_model(
-            source, pretrained=None, load_weights=False, pretrained_text=False
-        )
+        with _quiet_random_init_notice():
+            model: nn.Module = open_clip.create_model(
+                source, pretrained=None, load_weights=False, pretrained_text=False
+            )
     except RuntimeError as error:  # open_clip: "Model config for '...' not found in built-ins"
         raise ValueError(f"unknown open_clip model {name!r}: {error}") from error
     return model

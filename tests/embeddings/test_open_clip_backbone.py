@@ -4,6 +4,7 @@ registered here stands in for BioCLIP's weights; nothing is ever downloaded."""
 from __future__ import annotations
 
 import json
+import logging
 from copy import deepcopy
 from pathlib import Path
 from typing import Any
@@ -75,12 +76,17 @@ def _cache_repo(cache: Path, state: dict[str, torch.Tensor]) -> Path:
     return snapshot
 
 
-def test_weights_file_gives_encode_image_features(tmp_path: Path) -> None:
+def test_weights_file_gives_encode_image_features(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / "tiny.pt"
     torch.save(_reference(1), path)
-    net, info = build_embedding_net(
-        backbone=f"open_clip:{NAME}", weights=str(path), seed=0, embedding_dim=8
-    )
+    with caplog.at_level(logging.INFO):
+        net, info = build_embedding_net(
+            backbone=f"open_clip:{NAME}", weights=str(path), seed=0, embedding_dim=8
+        )
+    # open_clip's "initialized randomly" notice is wrong here (the file is loaded after).
+    assert "Instantiating model" in caplog.text and "initialized randomly" not in caplog.text
     clip_mean = open_clip.OPENAI_DATASET_MEAN
     clip_std = open_clip.OPENAI_DATASET_STD
     assert (info.feature_dim, info.input_size, info.mean, info.std) == (
