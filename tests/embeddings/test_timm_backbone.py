@@ -14,9 +14,10 @@ from embeddings.model import (
     load_embedding_checkpoint,
     save_embedding_checkpoint,
 )
+from tests.embeddings.hf_cache import hub_snapshot, isolate_hf_cache
 
 timm = pytest.importorskip("timm")
-hub_constants = pytest.importorskip("huggingface_hub.constants")
+pytest.importorskip("huggingface_hub")
 
 NAME = "test_vit"  # timm's tiny ViT (64-d, 160 px): same code path as vit_*_dinov2
 HUB_ID = "timm/test_vit.r160_in1k"
@@ -25,18 +26,7 @@ HUB_ID = "timm/test_vit.r160_in1k"
 @pytest.fixture(autouse=True)
 def no_downloads(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """An empty Hugging Face cache, and any download attempt fails the test."""
-    cache = tmp_path / "hf-cache"
-    cache.mkdir()
-    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(cache))
-
-    def fail(*args: object, **kwargs: object) -> None:
-        raise AssertionError("unexpected download")
-
-    import huggingface_hub
-
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fail)
-    monkeypatch.setattr(torch.hub, "download_url_to_file", fail)
-    return cache
+    return isolate_hf_cache(monkeypatch, tmp_path)
 
 
 def _reference(seed: int, name: str = NAME) -> dict[str, torch.Tensor]:
@@ -79,11 +69,7 @@ def test_user_cache_is_read_without_downloading(no_downloads: Path) -> None:
     from safetensors.torch import save_file
 
     reference = _reference(2)
-    repo = no_downloads / f"models--{HUB_ID.replace('/', '--')}"
-    snapshot = repo / "snapshots" / "abc123"
-    snapshot.mkdir(parents=True)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text("abc123")
+    snapshot = hub_snapshot(no_downloads, HUB_ID)
     save_file({k: v.contiguous() for k, v in reference.items()}, snapshot / "model.safetensors")
     net, info = build_embedding_net(backbone=f"timm:{NAME}", weights="imagenet", seed=0)
     _assert_trunk_equals(net.backbone.state_dict(), reference)
