@@ -285,6 +285,9 @@ def test_benchmark_refuses_an_empty_fold(tmp_path: Path) -> None:
         ({"budgets": "20,10"}, "distinct ascending"),
         ({"budgets": "15,20"}, "not reached"),
         ({"strategies": "default,oracle"}, "unknown strategy 'oracle'"),
+        # Any backbone a project takes, concatenations included; bad names are refused.
+        ({"backbone": "vgg16"}, "unknown backbone 'vgg16'"),
+        ({"backbone": "concat:efficientnet_lite0"}, "at least two parts"),
     ],
 )
 def test_product_loop_rejects_bad_arguments(

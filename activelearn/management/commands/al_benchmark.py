@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import logging
@@ -28,9 +29,10 @@ from activelearn.experiment import (
 from activelearn.management.commands import _al_product
 from activelearn.management.commands._al_output import format_table, write_plot
 from detector.base import DetectorError
+from embeddings.backbones import backbone_parts
 from embeddings.cocodata import CocoCropsError
 from embeddings.management.commands._embedding_set import build_net
-from embeddings.model import BACKBONES, BackboneInfo, EmbeddingNet
+from embeddings.model import BackboneInfo, EmbeddingNet
 
 RECORD_FORMAT = "trapwise-al-benchmark/1"
 PRODUCT_FORMAT = "trapwise-al-benchmark-product/1"
@@ -68,6 +70,15 @@ def _benchmark_process(threads: int) -> Iterator[None]:
     finally:
         logger.setLevel(level)
         torch.set_num_threads(previous)
+
+
+def _backbone_name(value: str) -> str:
+    """``--backbone``: any name a project takes (``embeddings.backbones.backbone_parts``)."""
+    try:
+        backbone_parts(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return value
 
 
 class Command(BaseCommand):
@@ -122,7 +133,13 @@ class Command(BaseCommand):
             "--aug-views", type=int, default=4, help="augmented views per crop for fine-tuning"
         )
         parser.add_argument("--selection-space", choices=SELECTION_SPACES, default="embedding")
-        parser.add_argument("--backbone", choices=BACKBONES, default="efficientnet_lite0")
+        parser.add_argument(
+            "--backbone",
+            type=_backbone_name,
+            default="efficientnet_lite0",
+            help="a backbone name as a project takes it, e.g. efficientnet_lite0 or "
+            "concat:efficientnet_lite0+efficientnet_lite1+efficientnet_lite2",
+        )
         parser.add_argument("--weights", default="imagenet", help="imagenet or a .pt/.pth file")
         parser.add_argument("--head-seed", type=int, default=0, help="seed of the starting head")
         parser.add_argument(
