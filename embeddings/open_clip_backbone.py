@@ -42,7 +42,6 @@ from embeddings.backbone_base import (
     sha256_file,
 )
 
-FILE_SUFFIXES: tuple[str, ...] = (".safetensors", ".pth", ".pt", ".bin")
 HF_HUB_PREFIX = "hf-hub:"
 _HUB_CONFIG = "open_clip_config.json"
 # The weight files of open_clip's Hugging Face repositories, in the order open_clip tries them.

@@ -34,7 +34,6 @@ from embeddings.backbone_base import (
     sha256_file,
 )
 
-FILE_SUFFIXES: tuple[str, ...] = (".safetensors", ".pth", ".pt", ".bin")
 # The file names timm's Hugging Face repositories use, in the order timm tries them.
 _HUB_FILES: tuple[str, ...] = (
     "model.safetensors",
