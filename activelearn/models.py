@@ -98,6 +98,16 @@ class LabelKind(models.TextChoices):
     UNKNOWN = "unknown", "Unknown"
 
 
+class LabelOrigin(models.TextChoices):
+    """Which human act made a label (every label is a human's; machine labels are predictions)."""
+
+    VOTE = "vote", "Vote on a crop offered in a round"
+    REVIEW = "review", "Admin's decision on a disagreement"
+    VERIFIED = "verified", "Checked on the explore page (confirmed or corrected)"
+    EVENT = "event", "One answer for a whole capture event"
+    EMPTY_CHECK = "empty_check", "Box drawn on an image the detector called empty"
+
+
 class Label(models.Model):
     """A human label. Rows are only ever added: a crop's label is its latest row."""
 
@@ -124,6 +134,16 @@ class Label(models.Model):
     # Ids of the project's attributes ticked yes; null where none were recorded (labels made
     # before attributes existed, or a client that does not send them), [] for all no.
     attributes = models.JSONField(null=True, blank=True)
+    # Provenance: the act that made it, and the decision it belongs to (labels made by one act on
+    # many crops, an event's answer or a bulk check, share it and are undone together).
+    origin = models.CharField(max_length=20, choices=LabelOrigin.choices, default=LabelOrigin.VOTE)
+    decision = models.UUIDField(null=True, blank=True, db_index=True)
+    # What the label page showed and how long the person looked: the species ids suggested, in
+    # order (null where the client did not say), the 1-based rank picked (null: not among them)
+    # and the seconds from showing the crop to answering.
+    suggestions = models.JSONField(null=True, blank=True)
+    suggestion_rank = models.PositiveSmallIntegerField(null=True, blank=True)
+    seconds = models.FloatField(null=True, blank=True)
 
     class Meta:
         ordering = ["id"]
