@@ -34,6 +34,8 @@ class JobProgress:
     detail: str
     error: str
     stalled: bool
+    # What the job went on without: (file name, reason) pairs, the first ones only.
+    problems: tuple[tuple[str, str], ...] = ()
 
     @property
     def time_left(self) -> str:
@@ -56,6 +58,7 @@ class JobProgress:
             "detail": self.detail,
             "error": self.error,
             "stalled": self.stalled,
+            "problems": [list(problem) for problem in self.problems],
         }
 
 
@@ -95,6 +98,7 @@ def _progress(
     detail: str,
     error: str,
     now: datetime,
+    problems: list[list[str]],
 ) -> JobProgress:
     running = status in ("queued", "running")
     return JobProgress(
@@ -116,6 +120,7 @@ def _progress(
         and started_at is not None
         and updated_at is not None
         and now - updated_at > STALLED_AFTER,
+        problems=tuple((str(p[0]), str(p[1])) for p in problems if len(p) == 2),
     )
 
 
@@ -133,6 +138,7 @@ def _job_progress(job: Job, now: datetime) -> JobProgress:
         detail=job.detail,
         error=job.error,
         now=now,
+        problems=job.problems,
     )
 
 
@@ -152,6 +158,7 @@ def _detection_progress(job: DetectionJob, now: datetime) -> JobProgress:
         detail=f"{job.detector} detector, {job.crops} crops{problems}",
         error=job.error,
         now=now,
+        problems=job.problems,
     )
 
 

@@ -14,6 +14,7 @@ from detector.coco import CocoMetadata, coco_metadata_read
 from detector.crops import upright_size
 from projects.import_roots import FolderImportError, import_path_check
 from projects.models import Image, Project
+from projects.safe_files import UnsafeFileError, file_open_regular
 from projects.sequences import FrameInfo, exif_camera_and_time, sequences_infer
 from projects.services import species_ensure
 
@@ -37,8 +38,9 @@ def images_import(*, project: Project, folder: Path, coco: Path | None = None) -
 
     A folder or COCO file outside the import roots (``import_path_check``), a missing folder
     or a bad COCO file raise FolderImportError/CocoError before anything is written. Files
-    that are unreadable, truncated, decompression bombs, or (after following symlinks) outside
-    the import roots are reported and skipped; the rest of the folder goes on.
+    that are unreadable, truncated, decompression bombs, not regular files (a named pipe or a
+    device: never opened), or (after following symlinks) outside the import roots are
+    reported and skipped; the rest of the folder goes on.
     """
     folder = import_path_check(path=folder, what="the image folder")
     if not folder.is_dir():
@@ -85,10 +87,20 @@ def _image_add(
         report.problems.append((file_name, str(exc).removesuffix("; nothing imported")))
         return
     try:
+        # A named pipe or a device named like an image is refused unopened: reading a pipe
+        # would block the import forever.
+        handle = file_open_regular(path)
+    except UnsafeFileError as exc:
+        report.problems.append((file_name, f"skipped: {exc}"))
+        return
+    except OSError as exc:
+        report.problems.append((file_name, f"cannot be read: {exc}"))
+        return
+    try:
         with warnings.catch_warnings():
             # Refuse decompression bombs outright instead of only warning about them.
             warnings.simplefilter("error", PILImage.DecompressionBombWarning)
-            with PILImage.open(path) as img:
+            with handle, PILImage.open(handle) as img:
                 width, height = upright_size(img)
                 camera, taken_at = exif_camera_and_time(img, file_name=file_name)
                 # Decode it all, so a truncated or corrupt file is refused now rather than

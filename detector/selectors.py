@@ -18,6 +18,11 @@ def images_pending(*, project: Project) -> int:
     return Image.objects.filter(project=project, detected_at__isnull=True).count()
 
 
+def images_detected(*, project: Project) -> int:
+    """Images of ``project`` that a detector has processed (those crops are derived from)."""
+    return Image.objects.filter(project=project, detected_at__isnull=False).count()
+
+
 def image_roots_pending(*, project: Project) -> list[Path]:
     """The import folders that hold the project's undetected images."""
     roots = set()

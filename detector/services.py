@@ -20,6 +20,7 @@ from detector.base import Box, Detector, DetectorError, ImageDetections
 from detector.crops import crop_box, image_upright
 from detector.models import Crop, Detection
 from projects.models import Image, Project
+from projects.safe_files import file_open_regular
 from projects.sequences import capture_event
 
 logger = logging.getLogger(__name__)
@@ -43,9 +44,15 @@ class DeriveReport:
     recut: int = 0
     activated: int = 0
     deactivated: int = 0
+    # (file name, reason) for every image whose crops could not be cut (e.g. its file is
+    # gone); its other changes were made, and the next re-derivation tries the cut again.
+    problems: list[tuple[str, str]] = field(default_factory=list)
 
 
 ProgressCallback = Callable[[DetectionReport, int], None]
+# Files that cannot be cut into crops: unreadable or missing (OSError), undecodable
+# (ValueError, SyntaxError from some image plugins), too large (DecompressionBombError).
+CUT_ERRORS = (OSError, ValueError, SyntaxError, PILImage.DecompressionBombError)
 
 
 def detections_run(
@@ -175,22 +182,36 @@ def detection_kept(detection: Detection, *, project: Project, image: Image) -> b
     )
 
 
-def crops_rederive(*, project: Project) -> DeriveReport:
+def crops_rederive(
+    *, project: Project, progress: Callable[[int], None] | None = None
+) -> DeriveReport:
     """Re-derive crops, empty flags and counts of every detected image from stored boxes.
 
     Crops whose box falls below the thresholds are deactivated, never deleted (labels on them
     stay); boxes that now pass get a crop (reactivated or cut); a changed geometry (padding or
     shape) recuts the crop file. Nothing runs the detector.
+
+    Image by image, each in its own transaction: an image whose crops cannot be cut (its file
+    missing or unreadable) keeps its old crops, is listed in ``report.problems``, and the
+    rest go on; running it again cuts what is still to cut. ``progress(images_done)`` is
+    called after every image.
     """
     report = DeriveReport()
     images = Image.objects.filter(project=project, detected_at__isnull=False).order_by("id")
-    for image in images.iterator(chunk_size=500):
+    for done, image in enumerate(images.iterator(chunk_size=500), start=1):
         with transaction.atomic():
-            _image_crops_derive(project=project, image=image, report=report)
+            _image_crops_derive(project=project, image=image, report=report, report_cut_errors=True)
+        if progress is not None:
+            progress(done)
     return report
 
 
-def _image_crops_derive(*, project: Project, image: Image, report: DeriveReport) -> None:
+def _image_crops_derive(
+    *, project: Project, image: Image, report: DeriveReport, report_cut_errors: bool = False
+) -> None:
+    """Derive one image's crops, flags and count. A cut that fails raises (the caller's
+    transaction undoes the image) or, with ``report_cut_errors``, is listed in ``report``
+    while the image's other changes are kept."""
     detections = list(image.detections.select_related("crop").order_by("-confidence", "id"))
     kept = [d for d in detections if detection_kept(d, project=project, image=image)]
     kept_ids = {d.pk for d in kept}
@@ -201,8 +222,20 @@ def _image_crops_derive(*, project: Project, image: Image, report: DeriveReport)
             crop.save(update_fields=["active"])
             report.deactivated += 1
     to_cut = [d for d in kept if _needs_cut(d, project=project)]
-    if to_cut:
+    if to_cut and not report_cut_errors:
         _crops_write(project=project, image=image, detections=to_cut, report=report)
+    elif to_cut:
+        cut = DeriveReport()
+        try:
+            with transaction.atomic():  # a savepoint: a failed cut leaves the old crops
+                _crops_write(project=project, image=image, detections=to_cut, report=cut)
+        except CUT_ERRORS as exc:
+            report.problems.append((image.file_name, f"crops not cut: {exc}"))
+            # The rows in memory may hold what the savepoint rolled back: read them again.
+            kept = list(image.detections.select_related("crop").filter(pk__in=kept_ids))
+        else:
+            report.created += cut.created
+            report.recut += cut.recut
     for det in kept:
         crop = getattr(det, "crop", None)
         if crop is not None and not crop.active:
@@ -227,7 +260,8 @@ def _crops_write(
     out_dir.mkdir(parents=True, exist_ok=True)
     new_files: list[Path] = []
     try:
-        with PILImage.open(image.path) as opened:
+        # file_open_regular: an image replaced by a named pipe must not block the worker.
+        with file_open_regular(image.path) as handle, PILImage.open(handle) as opened:
             opened.load()
             # Boxes are relative to the upright image (EXIF orientation applied), as stored.
             source = image_upright(opened)

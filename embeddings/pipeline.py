@@ -11,10 +11,12 @@ from detector.imported import ImportedDetector
 from detector.imports import ImportReport, images_import
 from detector.jobs import detection_job_run
 from detector.models import DetectionJob
+from detector.selectors import images_detected
 from detector.services import DeriveReport, DetectionReport, crops_rederive, detections_run
 from embeddings.services import embedding_version_build, embeddings_sync
 from projects.import_roots import FolderImportError, import_path_check
-from projects.models import Project
+from projects.jobs import job_track
+from projects.models import Job, Project
 from projects.taskqueue import task_enqueue
 
 # The Celery task this module queues, by name (``embeddings.tasks`` defines it and imports
@@ -122,11 +124,29 @@ def project_crops_refresh(*, project_id: int) -> DeriveReport:
     New crops join the current embedding version; recut crops (a changed geometry) make the
     current vectors stale, so a new embedding version is built and switched to. Running it
     twice changes nothing the second time.
+
+    Recorded as a "crops" job on the dashboard. An image that cannot be cut (its file missing
+    or unreadable) is a problem listed on the job, the other images and the embedding go on,
+    and its old crops stay; running it again (e.g. saving the thresholds again once the file
+    is back) cuts what is left.
     """
     project = Project.objects.get(pk=project_id)
-    report = crops_rederive(project=project)
-    if report.recut:
-        embedding_version_build(project=project)
-    elif report.created:
-        embeddings_sync(project=project)
+    total = images_detected(project=project)
+    with job_track(
+        project=project,
+        kind=Job.Kind.CROPS,
+        total=total,
+        detail="re-deriving crops from the stored boxes",
+    ) as job:
+        report = crops_rederive(project=project, progress=job.advance)
+        if report.problems:
+            job.problems(
+                report.problems,
+                detail=f"{len(report.problems)} of {total} images could not be cut (their "
+                "old crops stay): save the thresholds again once their files are back",
+            )
+        if report.recut:
+            embedding_version_build(project=project)
+        elif report.created:
+            embeddings_sync(project=project)
     return report

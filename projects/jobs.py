@@ -1,17 +1,17 @@
 """Background jobs' progress: the writes (start, advance, finish); the dashboard reads them in
 ``annotator.jobs``.
 
-Embedding builds, fine-tuning and retraining report here through a ``Job`` row; detection
-keeps its own ``DetectionJob`` (with its problem list) and is shown next to them. Workers
-call ``job_advance`` after every batch; it writes at most about once a second (or per 1% of
-the work), so reporting costs nothing next to the work itself.
+Embedding builds, fine-tuning, retraining and crop re-derivation report here through a ``Job``
+row (with the problems it went on without); detection keeps its own ``DetectionJob`` and is
+shown next to them. Workers call ``job_advance`` after every batch; it writes at most about
+once a second (or per 1% of the work), so reporting costs nothing next to the work itself.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -118,6 +118,24 @@ def job_finish(*, job_id: int, error: str = "") -> None:
         )
 
 
+# Problems kept on a job row (the count of all of them goes into its detail).
+MAX_PROBLEMS_KEPT = 200
+
+
+def job_problems_record(
+    *, job_id: int, problems: Sequence[tuple[str, str]], detail: str = ""
+) -> None:
+    """Keep the first ``MAX_PROBLEMS_KEPT`` (item, reason) pairs on the job, for the dashboard;
+    ``detail`` (e.g. "2 images with problems") replaces the job's detail when given."""
+    fields: dict[str, object] = {
+        "problems": [[str(item), str(reason)] for item, reason in problems[:MAX_PROBLEMS_KEPT]],
+        "updated_at": timezone.now(),
+    }
+    if detail:
+        fields["detail"] = detail[:300]
+    Job.objects.filter(pk=job_id).update(**fields)
+
+
 class JobTracker:
     """A running job as a context manager: ``advance`` it; an exception fails it.
 
@@ -131,6 +149,10 @@ class JobTracker:
 
     def advance(self, done: int, total: int | None = None) -> None:
         job_advance(job_id=self.job.pk, done=done, total=total)
+
+    def problems(self, problems: Sequence[tuple[str, str]], detail: str = "") -> None:
+        """Record what the job skipped (``job_problems_record``)."""
+        job_problems_record(job_id=self.job.pk, problems=problems, detail=detail)
 
     def step(self, done: int, detail: str) -> None:
         """Report a named step (e.g. "cross-validating, fold 2 of 5"); always written."""

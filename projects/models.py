@@ -217,14 +217,15 @@ class Image(models.Model):
 class Job(models.Model):
     """A background job's progress, for the admin's dashboard (time left = rate x remaining).
 
-    Detection keeps its own ``DetectionJob`` (with its problem list); embedding, re-embedding,
-    retraining and fine-tuning report here.
+    Detection keeps its own ``DetectionJob``; embedding, re-embedding, retraining,
+    fine-tuning and re-deriving crops after a threshold change report here.
     """
 
     class Kind(models.TextChoices):
         EMBEDDING = "embedding", "Embedding"
         RETRAIN = "retrain", "Retraining the classifier"
         FINETUNE = "finetune", "Fine-tuning the embedding"
+        CROPS = "crops", "Re-deriving crops"
 
     class Status(models.TextChoices):
         QUEUED = "queued"
@@ -240,6 +241,9 @@ class Job(models.Model):
     done = models.PositiveIntegerField(default=0)
     detail = models.CharField(max_length=300, blank=True)
     error = models.TextField(blank=True)
+    # Items the job skipped and went on without, as [file name, reason] pairs (the first
+    # ``projects.jobs.MAX_PROBLEMS_KEPT``); ``detail`` says how many there were in all.
+    problems = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -99,6 +99,19 @@
     if (job.error) {
       item.appendChild(element("div", "message error job-error", job.error));
     }
+    var problems = job.problems || [];
+    if (problems.length) {
+      var details = element("details", "job-problems");
+      details.appendChild(
+        element("summary", "", problems.length + " problem" + (problems.length === 1 ? "" : "s"))
+      );
+      var list = element("ul");
+      for (var p = 0; p < problems.length; p++) {
+        list.appendChild(element("li", "", problems[p][0] + ": " + problems[p][1]));
+      }
+      details.appendChild(list);
+      item.appendChild(details);
+    }
     return item;
   }
 

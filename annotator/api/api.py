@@ -11,10 +11,8 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import asdict
-from pathlib import Path as FilePath
 from typing import Any
 
-from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import DatabaseError, InterfaceError, OperationalError
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
@@ -51,6 +49,7 @@ from annotator.api.schemas import (
     ValidationErrorOut,
 )
 from annotator.api.selectors import crop_cards, crop_rows_page, round_list
+from annotator.file_responses import crop_file_response, image_file_response
 from annotator.middleware import database_unavailable_response
 from annotator.selectors import project_get_for_user, project_list_for_user, project_status
 from detector.models import Crop
@@ -354,7 +353,7 @@ def crop_file(
     """The crop as a JPEG (any member)."""
     project, _ = _project(request, slug)
     crop = get_object_or_404(Crop, project=project, pk=crop_id)
-    return _file(FilePath(settings.MEDIA_ROOT) / crop.file)
+    return crop_file_response(crop=crop)
 
 
 @api.get(
@@ -371,10 +370,4 @@ def image_file(
     """The whole camera-trap image (any member)."""
     project, _ = _project(request, slug)
     image = get_object_or_404(Image, project=project, pk=image_id)
-    return _file(FilePath(image.path))
-
-
-def _file(path: FilePath) -> FileResponse:
-    if not path.is_file():
-        raise Http404("File missing on the server")
-    return FileResponse(path.open("rb"))
+    return image_file_response(image=image)

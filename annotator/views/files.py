@@ -1,18 +1,14 @@
-"""Crop and image files, served to project members only."""
+"""Crop and image files, served to project members only (``annotator.file_responses``)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.http import FileResponse, Http404, HttpRequest
+from django.http import FileResponse, HttpRequest
 from django.shortcuts import get_object_or_404
 from django.views.decorators.http import require_GET
 
-from annotator.selectors import (
-    project_get_for_user,
-)
+from annotator.file_responses import crop_file_response, image_file_response
+from annotator.selectors import project_get_for_user
 from detector.models import Crop
 from projects.models import Image
 
@@ -22,7 +18,7 @@ from projects.models import Image
 def crop_file(request: HttpRequest, slug: str, crop_id: int) -> FileResponse:
     project, _ = project_get_for_user(slug=slug, user=request.user)
     crop = get_object_or_404(Crop, project=project, pk=crop_id)
-    return _file_response(Path(settings.MEDIA_ROOT) / crop.file)
+    return crop_file_response(crop=crop)
 
 
 @login_required
@@ -30,10 +26,4 @@ def crop_file(request: HttpRequest, slug: str, crop_id: int) -> FileResponse:
 def image_file(request: HttpRequest, slug: str, image_id: int) -> FileResponse:
     project, _ = project_get_for_user(slug=slug, user=request.user)
     image = get_object_or_404(Image, project=project, pk=image_id)
-    return _file_response(Path(image.path))
-
-
-def _file_response(path: Path) -> FileResponse:
-    if not path.is_file():
-        raise Http404("File missing on the server")
-    return FileResponse(path.open("rb"))
+    return image_file_response(image=image)

@@ -145,3 +145,38 @@ def test_admin_sees_metrics_rare_species_effort_and_starts_a_species_round(
     assert strategy == f"One species, for diversity: {target.name}"
     started = Round.objects.get(project=ingested_project)
     assert (started.strategy, started.target_species_id) == ("species", target.pk)
+
+
+def test_a_jobs_problems_are_listed_and_redrawn_live(
+    browser_page: Any, live_server: Any, project: Project, admin_user: User
+) -> None:
+    """A crops job that went on without an image lists it, on the page and after the
+    dashboard's polling redraws the list from status.json (the same markup)."""
+    from django.utils import timezone
+
+    from projects.models import Job
+
+    def finished_job(name: str) -> None:
+        Job.objects.create(
+            project=project,
+            kind=Job.Kind.CROPS,
+            status=Job.Status.DONE,
+            total=3,
+            done=3,
+            started_at=timezone.now(),
+            finished_at=timezone.now(),
+            problems=[[name, "crops not cut: No such file or directory"]],
+        )
+
+    finished_job("cam1/a.jpg")
+    page = browser_page
+    browser_login(page, live_server, admin_user)
+    page.goto(f"{live_server.url}/p/{project.slug}/")
+    problems = page.locator("#recent-jobs .job-problems")
+    assert problems.count() == 1 and problems.locator("summary").inner_text() == "1 problem"
+    finished_job("cam2/b.jpg")
+    page.wait_for_function(
+        "document.querySelectorAll('#recent-jobs .job-problems').length === 2", timeout=15_000
+    )
+    page.locator("#recent-jobs .job-problems summary").first.click()
+    assert "cam2/b.jpg: crops not cut" in page.locator("#recent-jobs").inner_text()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
+import signal
 import struct
 import zlib
 from pathlib import Path
@@ -87,6 +89,33 @@ def test_bad_files_are_reported_and_the_rest_goes_on(project: Project, small_fol
     assert Image.objects.count() == 15 and not Image.objects.filter(file_name__startswith="bad/")
     again = images_import(project=project, folder=small_folder)  # still refused, nothing added
     assert (again.added, again.already_present, len(again.problems)) == (0, 15, 7)
+
+
+class Hung(Exception):
+    """Raised by the alarm: the import blocked instead of finishing."""
+
+
+def test_a_fifo_named_like_an_image_is_reported_without_hanging(
+    project: Project, small_folder: Path
+) -> None:
+    """A named pipe with no writer blocks whoever opens it for reading: the import must skip
+    it unopened. The alarm turns a hang into a failure."""
+    os.mkfifo(small_folder / "images" / "x.jpg")
+
+    def hung(signum: int, frame: object) -> None:
+        raise Hung("the import blocked on the FIFO")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(60)
+    try:
+        report = images_import(project=project, folder=small_folder)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    problems = dict(report.problems)
+    assert set(problems) == {"images/x.jpg"}
+    assert "not a regular file but a named pipe (FIFO)" in problems["images/x.jpg"]
+    assert report.added == 15 and not Image.objects.filter(file_name="images/x.jpg").exists()
 
 
 def test_missing_folder_changes_nothing(project: Project, tmp_path: Path) -> None:

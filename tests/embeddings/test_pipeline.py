@@ -155,3 +155,51 @@ def test_threshold_update_refuses_out_of_range(project: Project) -> None:
         )
     project.refresh_from_db()
     assert project.detection_threshold == 0.2
+
+
+def test_refresh_with_a_missing_image_reports_it_and_resumes(ingested_project: Project) -> None:
+    """A padding change while one image file is gone: the other crops are recut and
+    re-embedded, the image is a problem on the job row (not an abort), and the same refresh
+    once the file is back recuts what was left."""
+    from annotator.jobs import jobs_recent_for_project
+    from projects.models import Job
+
+    version = EmbeddingVersion.objects.get()
+    image = Image.objects.filter(crops__isnull=False).distinct().order_by("id").first()
+    assert image is not None
+    own = set(image.crops.values_list("pk", flat=True))
+    hidden = Path(f"{image.path}.away")
+    Path(image.path).rename(hidden)
+
+    def refresh() -> Any:
+        return project_thresholds_update(
+            project=ingested_project,
+            detection_threshold=0.2,
+            min_box_pixels=8,
+            crop_padding=0.25,
+            queue=False,
+        )
+
+    report = refresh()
+    assert report.recut == 11 - len(own) and report.created == 0
+    assert [name for name, _ in report.problems] == [image.file_name]
+    padded = dict(Crop.objects.values_list("pk", "padding"))
+    assert {pk for pk, padding in padded.items() if padding == 0.25} == set(padded) - own
+    assert {padded[pk] for pk in own} == {0.1}  # its old crops stay, as they were
+    job = Job.objects.get(kind=Job.Kind.CROPS)
+    assert job.status == Job.Status.DONE and job.total == 15
+    assert len(job.problems) == 1 and job.problems[0][0] == image.file_name
+    assert "No such file" in job.problems[0][1] and "1 of 15 images" in job.detail
+    shown = [j for j in jobs_recent_for_project(project=ingested_project) if j.kind == "crops"]
+    assert shown[0].problems == ((image.file_name, job.problems[0][1]),)
+    second = EmbeddingVersion.objects.order_by("-number").first()
+    assert second is not None and second.number == version.number + 1 and second.n_crops == 11
+
+    hidden.rename(image.path)
+    again = refresh()
+    assert (again.recut, again.created, again.problems) == (len(own), 0, [])
+    assert set(Crop.objects.values_list("padding", flat=True)) == {0.25}
+    last = Job.objects.filter(kind=Job.Kind.CROPS).order_by("-id").first()
+    assert last is not None and last.status == Job.Status.DONE and last.problems == []
+    third = EmbeddingVersion.objects.order_by("-number").first()
+    assert third is not None and third.number == version.number + 2 and third.n_crops == 11
