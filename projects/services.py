@@ -163,7 +163,13 @@ def membership_set(*, project: Project, user: User, role: str) -> Membership:
 
 
 def species_ensure(*, project: Project, names: list[str]) -> list[Species]:
-    """Add the species in ``names`` that the project lacks; return all of them in order."""
+    """Add the species in ``names`` that the project lacks (case-insensitively); return all of
+    them in order. Names are cleaned by ``species_name_check``.
+
+    Raises:
+        SpeciesError: a name that check refuses; nothing is added then.
+    """
+    names = [species_name_check(name) for name in names]
     existing = {s.name.lower(): s for s in project.species.all()}
     position = len(existing)
     for name in names:
@@ -269,13 +275,34 @@ class SpeciesError(ValueError):
 SPECIES_NAME_MAX = 200
 
 
-def _species_name_clean(*, project: Project, name: str, exclude_id: int | None = None) -> str:
-    """``name`` stripped; SpeciesError when empty, too long or (case-insensitively) taken."""
+def species_name_check(name: str) -> str:
+    """``name`` as a species is called: stripped, each run of spaces made one.
+
+    Raises:
+        SpeciesError: an empty name, one longer than ``SPECIES_NAME_MAX`` (Species.name's
+        max_length) or one with control characters (a tab or line break included: they
+        would break a CSV row, a label button or, for NUL, the database).
+    """
+    bad = text_control_characters(name.strip())
+    if bad:
+        raise SpeciesError(
+            f"a species name cannot contain control characters ({', '.join(bad)}): {name!r}"
+        )
     name = " ".join(name.split())
     if not name:
         raise SpeciesError("a species needs a name")
     if len(name) > SPECIES_NAME_MAX:
-        raise SpeciesError(f"a species name has at most {SPECIES_NAME_MAX} characters")
+        raise SpeciesError(
+            f"a species name has at most {SPECIES_NAME_MAX} characters, "
+            f"{name[:20]!r}... has {len(name)}"
+        )
+    return name
+
+
+def _species_name_clean(*, project: Project, name: str, exclude_id: int | None = None) -> str:
+    """``name`` checked (``species_name_check``); SpeciesError also when (case-insensitively)
+    taken."""
+    name = species_name_check(name)
     taken = Species.objects.filter(project=project, name__iexact=name)
     if exclude_id is not None:
         taken = taken.exclude(pk=exclude_id)

@@ -150,3 +150,24 @@ def test_two_creations_at_once_on_postgresql_get_two_slugs(
         thread.join(60)
     assert errors == []
     assert sorted(Project.objects.values_list("slug", flat=True)) == ["otters", "otters-2"]
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("fox\x00", r"control characters \(\\x00\)"),
+        ("red\tfox", r"control characters \(\\t\)"),
+        ("x" * 201, "at most 200 characters"),
+        ("   ", "a species needs a name"),
+    ],
+)
+def test_species_names_with_control_characters_or_too_long_are_refused(
+    project: Project, name: str, message: str
+) -> None:
+    from projects.services import SpeciesError, species_add
+
+    with pytest.raises(SpeciesError, match=message):
+        species_add(project=project, name=name)
+    with pytest.raises(SpeciesError, match=message):
+        species_ensure(project=project, names=["fine", name])
+    assert not project.species.exists()
