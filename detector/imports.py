@@ -3,6 +3,8 @@ times and cameras from EXIF, sequence ids from a COCO Camera Traps file or infer
 
 from __future__ import annotations
 
+import hashlib
+import unicodedata
 import warnings
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -91,6 +93,8 @@ def images_import(*, project: Project, folder: Path, coco: Path | None = None) -
 _PATH_MAX = 1000
 # Image.seq_id is a CharField(max_length=200); frame_num an IntegerField (32 bits everywhere).
 _SEQ_ID_MAX = 200
+# Image.camera is a CharField(max_length=300): the folder, then EXIF make, model and serial.
+_CAMERA_MAX = 300
 _FRAME_NUM_MAX = 2**31 - 1
 _WRITE_BATCH = 1000
 
@@ -207,9 +211,20 @@ def _image_read(
         height=height,
         seq_id=meta.seq_id if meta else "",
         frame_num=meta.frame_num if meta else None,
-        camera=camera,
+        camera=_db_text(camera, max_length=_CAMERA_MAX),
         taken_at=taken_at,
     )
+
+
+def _db_text(text: str, *, max_length: int) -> str:
+    """``text`` as a CharField of ``max_length`` can hold it: control characters (EXIF strings
+    may carry NULs, which PostgreSQL refuses) dropped, and a longer text cut, ending in a hash
+    of the whole, so two long texts that differ only past the cut stay two."""
+    text = "".join(ch for ch in text if unicodedata.category(ch) not in ("Cc", "Cs"))
+    if len(text) <= max_length:
+        return text
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{text[: max_length - 9]}~{digest}"
 
 
 def images_sequences_infer(*, project: Project) -> int:
@@ -225,8 +240,10 @@ def images_sequences_infer(*, project: Project) -> int:
         (FrameInfo(key=str(i.pk), camera=i.camera, taken_at=i.taken_at) for i in images),
         gap_seconds=project.sequence_gap_seconds,
     )
-    changed = [i for i in images if i.seq_id != events[str(i.pk)]]
+    # "<camera>#<n>" outgrows seq_id's 200 characters when the camera (its folder) is long.
+    fitted = {key: _db_text(event, max_length=_SEQ_ID_MAX) for key, event in events.items()}
+    changed = [i for i in images if i.seq_id != fitted[str(i.pk)]]
     for image in changed:
-        image.seq_id, image.seq_source = events[str(image.pk)], "time"
+        image.seq_id, image.seq_source = fitted[str(image.pk)], "time"
     Image.objects.bulk_update(changed, ["seq_id", "seq_source"], batch_size=1000)
     return len(changed)

@@ -417,3 +417,22 @@ def test_an_import_that_fails_part_way_writes_nothing(
     with pytest.raises(RuntimeError, match="database went away"):
         images_import(project=project, folder=small_folder, coco=small_folder / "annotations.json")
     assert _counts(project) == (0, 0)
+
+
+def test_deep_folders_fit_the_camera_and_sequence_fields(
+    project: Project, small_folder: Path, tmp_path: Path
+) -> None:
+    """The camera is the image's folder (300 characters at most in the database) and an
+    inferred event "<camera>#<n>" (200): deep folders are cut, ending in a hash, so two
+    folders that differ only past the cut stay two cameras; PostgreSQL refused them before."""
+    picture = next((small_folder / "images").rglob("*.JPG"))
+    folder = tmp_path / "deep"
+    deep = Path("a" * 200) / ("b" * 150)
+    for leaf in ("one", "two"):
+        (folder / deep / leaf).mkdir(parents=True)
+        shutil.copy(picture, folder / deep / leaf / "x.jpg")
+    report = images_import(project=project, folder=folder)
+    assert (report.added, report.problems) == (2, [])
+    rows = list(Image.objects.values_list("camera", "seq_id"))
+    assert all(len(camera) <= 300 and len(seq) <= 200 for camera, seq in rows)
+    assert len({camera for camera, _ in rows}) == 2 and len({seq for _, seq in rows}) == 2
