@@ -38,7 +38,6 @@ from django.db.models import Count, Max, Min
 from activelearn.final_labels import AUTO, HUMAN, MACHINE
 from activelearn.models import ClassifierVersion, LabelKind
 from activelearn.selectors import classifier_latest
-from annotator.csvsafe import csv_safe_row
 from annotator.exports import (
     CropRecord,
     EventSummary,
@@ -195,6 +194,10 @@ def camtrap_dp_check(*, project: Project) -> None:
 def camtrap_dp_write(*, project: Project, options: PackageOptions, out: IO[bytes]) -> None:
     """Write the package as a zip to ``out``; call ``camtrap_dp_check`` first.
 
+    Values are written verbatim, without the spreadsheet-formula quote of the CSV exports
+    (``annotator.csvsafe``): the package is read by programs (GBIF, camtrapdp, frictionless),
+    which must find ``filePath``, ``scientificName`` and the ids exactly as they are.
+
     Reads the project in chunks (``annotator.exports``); observations are spooled to a
     temporary file while media.csv is written, so memory stays constant.
     """
@@ -208,18 +211,18 @@ def camtrap_dp_write(*, project: Project, options: PackageOptions, out: IO[bytes
                 deployments = csv.writer(text)
                 deployments.writerow(DEPLOYMENT_FIELDS)
                 for row in writer.deployment_rows():
-                    deployments.writerow(csv_safe_row(row))
+                    deployments.writerow(row)
             with _zip_text(archive, "media.csv") as text:
                 media = csv.writer(text)
                 media.writerow(MEDIA_FIELDS)
                 for chunk in image_records(project=project):
                     for record in chunk:
-                        media.writerow(csv_safe_row(writer.media_row(record)))
+                        media.writerow(writer.media_row(record))
                         for row in writer.media_observations(record):
-                            obs_csv.writerow(csv_safe_row(row))
+                            obs_csv.writerow(row)
             for summary, _ in event_summaries(project=project):
                 for row in writer.event_observations(summary):
-                    obs_csv.writerow(csv_safe_row(row))
+                    obs_csv.writerow(row)
             observations.seek(0)
             with _zip_text(archive, "observations.csv") as text:
                 shutil.copyfileobj(observations, text)

@@ -1,4 +1,8 @@
-"""Neutralise spreadsheet formulas in exported text (CSV injection)."""
+"""Neutralise spreadsheet formulas in exported text (CSV injection).
+
+For the CSV tables people open in a spreadsheet (crops, images, events) only: the Camtrap DP
+package is read by programs and keeps every value verbatim (``annotator.camtrapdp``).
+"""
 
 from __future__ import annotations
 

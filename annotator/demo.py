@@ -11,6 +11,7 @@ from pathlib import Path
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
+from activelearn.models import Round
 from activelearn.services import round_start
 from embeddings.pipeline import IngestReport, folder_ingest
 from projects.models import Project, Role
@@ -26,7 +27,9 @@ class DemoReport:
     project: Project
     created_users: list[str] = field(default_factory=list)
     ingest: IngestReport | None = None
-    round_number: int | None = None
+    # The round this call opened (None when the project had one already), as stored: its
+    # strategy and strategy_reason are what the rule chose, which the command prints.
+    first_round: Round | None = None
 
 
 def demo_ensure(*, passwords: dict[str, str], sample_dir: Path = SAMPLE_DIR) -> DemoReport:
@@ -55,8 +58,7 @@ def demo_ensure(*, passwords: dict[str, str], sample_dir: Path = SAMPLE_DIR) -> 
     )
     if not project.rounds.exists():
         # The project's first-round strategy (random unless changed), as a new project gets.
-        first = round_start(project=project, user=admin, size=project.round_size)
-        report.round_number = first.number
+        report.first_round = round_start(project=project, user=admin, size=project.round_size)
     return report
 
 

@@ -535,7 +535,8 @@ def export_event_rows(*, project: Project) -> Iterator[list[object]]:
 def export_coco_json(*, project: Project) -> Iterator[str]:
     """The project as COCO Camera Traps JSON, written piece by piece.
 
-    ``images`` carry id, file_name, width, height, seq_id, seq_num_frames, frame_num,
+    ``images`` carry id (``coco_image_id``: the primary key as a string; annotations name
+    it in ``image_id``), file_name, width, height, seq_id, seq_num_frames, frame_num,
     location (the camera) and datetime (the camera's clock). ``annotations`` are one per
     counted crop that is an animal by its final label, with its box in absolute pixels
     ``[x, y, w, h]``, ``classification_method`` (human or machine) and, for machine labels,
@@ -581,9 +582,18 @@ def export_coco_json(*, project: Project) -> Iterator[str]:
     yield '],\n"categories": ' + json.dumps(categories) + "}\n"
 
 
+def coco_image_id(pk: int) -> str:
+    """An image's COCO id: its primary key as a string, stable across exports.
+
+    Strings, as COCO Camera Traps files (LILA's, this one's sample) write them and as
+    MegaDetector's integrity checker expects by default (it refuses integer ids).
+    """
+    return str(pk)
+
+
 def _coco_image(image: Image, frames: dict[str, int]) -> dict[str, object]:
     entry: dict[str, object] = {
-        "id": image.pk,
+        "id": coco_image_id(image.pk),
         "file_name": image.file_name,
         "width": image.width,
         "height": image.height,
@@ -613,7 +623,7 @@ def _coco_annotations(
         category_id = category_ids.get(final.species, unknown_id)
         annotation: dict[str, object] = {
             "id": f"crop-{item.crop.pk}",
-            "image_id": image.pk,
+            "image_id": coco_image_id(image.pk),
             "category_id": category_id,
             "bbox": [
                 round(det.x * image.width, 2),
@@ -631,7 +641,7 @@ def _coco_annotations(
         annotation.update(_coco_attributes(item, names))
         yield category_id, annotation
     if not animals and image.is_empty is not None:
-        yield 0, {"id": f"image-{image.pk}", "image_id": image.pk, "category_id": 0}
+        yield 0, {"id": f"image-{image.pk}", "image_id": coco_image_id(image.pk), "category_id": 0}
 
 
 def _coco_attributes(item: CropRecord, names: dict[int, str]) -> dict[str, object]:

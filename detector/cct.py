@@ -17,21 +17,27 @@ A file is refused as a whole (``CctError``, naming the entry at fault by its ind
   always; ``annotations`` and ``categories`` unless the caller names them optional);
 * an image is not an object, has no string file_name, a file_name that is not a clean
   relative path (``detector.base.normalise_relpath``), an id that is not a string or an
-  integer, or a frame_num that is not an integer; or two images share a file_name or an id;
-* a category is not an object with an id (string or integer) and a name;
+  integer, a seq_id that is not a string, an integer or null, or a frame_num that is not a
+  whole number >= 0 or null (NaN, Infinity, 2.5, -1 are refused; 3.0 and "3" are 3); or two
+  images share a file_name or an id. A null or blank seq_id means "no sequence": the image
+  is its own (``CctImage.sequence``), never a sequence named "None";
+* a category is not an object with an id (string or integer) and a string name;
 * an annotation is not an object, has no image_id, an image_id or category_id that is not a
   string or an integer, or names an image (or, when the file lists categories, a category)
   that the file does not list. Such a file is refused whole, not in part: its species list
   (or image list) is incomplete, so any species or count read from it would be wrong.
 
-Image sizes and boxes are not checked here: a bad one fails only the boxes of its image
-(``cct_box``), as every detection source reports box problems per image.
+Image sizes and boxes are not checked here: a bad one (NaN and Infinity included) fails only
+the boxes of its image (``cct_box``), as every detection source reports box problems per image.
+JSON's non-standard NaN and Infinity literals are read as Python reads them, so they are
+refused wherever a number is read (above) and pass through the fields no reader uses.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import numbers
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -262,12 +268,50 @@ def _size(record: Mapping[str, Any], key: str, *, where: str) -> float:
         raise DetectorError(
             f"{where} image: field {key!r} has the wrong type ({type(value).__name__})"
         )
+    if not math.isfinite(value):
+        raise DetectorError(f"{where} image: field {key!r} must be a finite number, got {value}")
     return float(value)
 
 
 def _is_id(value: object) -> bool:
     """Whether ``value`` can be an id: a string or an integer (a bool is neither here)."""
     return isinstance(value, (str, int)) and not isinstance(value, bool)
+
+
+def _frame_num(value: object, *, where: str) -> int | None:
+    """An image's frame_num: None when absent or null, else a whole number >= 0.
+
+    3, 3.0 (as pandas writes integers beside missing values) and "3" are frame 3; anything
+    else (NaN, Infinity, 2.5, -1, true, "two") is refused rather than guessed at: a frame
+    number orders the frames of a sequence, and a wrong one reorders them silently.
+    """
+    if value is None:
+        return None
+    number: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        number = int(value)
+    elif isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        number = int(value.strip())
+    if number is None or number < 0:
+        raise CctError(f"{where}: frame_num must be a whole number >= 0 or null, got {value!r}")
+    return number
+
+
+def _seq_id(value: object, *, where: str) -> str:
+    """An image's seq_id as a string; "" (no sequence) when absent, null or blank.
+
+    A string or an integer; anything else (NaN, 1.5, true, a list) is refused, as its text
+    ("nan", "True") would join unrelated images into one capture event.
+    """
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise CctError(f"{where}: seq_id must be a string, an integer or null, got {value!r}")
 
 
 def _categories(entries: list[Any], *, source: str) -> tuple[CctCategory, ...]:
@@ -279,7 +323,12 @@ def _categories(entries: list[Any], *, source: str) -> tuple[CctCategory, ...]:
             raise CctError(
                 f"{source}: categories[{i}]: id must be a string or an integer, got {entry['id']!r}"
             )
-        name = str(entry["name"]).strip()
+        if not isinstance(entry["name"], str):
+            raise CctError(
+                f"{source}: categories[{i}] (id {entry['id']!r}): name must be a string, "
+                f"got {entry['name']!r}"
+            )
+        name = entry["name"].strip()
         categories.append(
             CctCategory(id=entry["id"], name=name, record=MappingProxyType(dict(entry)))
         )
@@ -305,12 +354,9 @@ def _images(entries: list[Any], *, source: str) -> tuple[CctImage, ...]:
         image_id = entry.get("id")
         if image_id is not None and not _is_id(image_id):
             raise CctError(f"{where}: id must be a string or an integer, got {image_id!r}")
-        frame = entry.get("frame_num")
-        try:
-            frame_num = int(frame) if frame is not None else None
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise CctError(f"{where} has a bad frame_num {frame!r}") from exc
-        seq = entry.get("seq_id")
+        named = f"{where} ({file_name})"
+        frame_num = _frame_num(entry.get("frame_num"), where=named)
+        seq_id = _seq_id(entry.get("seq_id"), where=named)
         # Every entry is checked before duplicates are reported, so that all are named at once.
         if file_name in files:
             duplicate_files.append(file_name)
@@ -324,7 +370,7 @@ def _images(entries: list[Any], *, source: str) -> tuple[CctImage, ...]:
                 index=i,
                 id=image_id,
                 file_name=file_name,
-                seq_id="" if seq is None else str(seq),
+                seq_id=seq_id,
                 frame_num=frame_num,
                 record=MappingProxyType(dict(entry)),
             )

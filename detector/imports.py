@@ -3,20 +3,29 @@ times and cameras from EXIF, sequence ids from a COCO Camera Traps file or infer
 
 from __future__ import annotations
 
+import hashlib
+import unicodedata
 import warnings
 from dataclasses import dataclass, field
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
 
+from django.db import transaction
 from PIL import Image as PILImage
 
-from detector.coco import CocoMetadata, coco_metadata_read
+from detector.coco import CocoError, CocoMetadata, coco_metadata_read
 from detector.crops import upright_size
 from projects.import_roots import FolderImportError, import_path_check
+from projects.locks import project_lock
 from projects.models import Image, Project
 from projects.safe_files import UnsafeFileError, file_open_regular
 from projects.sequences import FrameInfo, exif_camera_and_time, sequences_infer
-from projects.services import species_ensure
+from projects.services import (
+    SpeciesError,
+    species_ensure,
+    species_name_check,
+    text_control_characters,
+)
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
 
@@ -37,10 +46,14 @@ def images_import(*, project: Project, folder: Path, coco: Path | None = None) -
     boxes are relative to it.
 
     A folder or COCO file outside the import roots (``import_path_check``), a missing folder
-    or a bad COCO file raise FolderImportError/CocoError before anything is written. Files
+    or a bad COCO file (``coco_metadata_read``, then ``_metadata_check``: what the database
+    could not store) raise FolderImportError/CocoError before anything is written. Files
     that are unreadable, truncated, decompression bombs, not regular files (a named pipe or a
     device: never opened), or (after following symlinks) outside the import roots are
     reported and skipped; the rest of the folder goes on.
+
+    The images are decoded first and written after, all in one transaction with the species
+    and the capture events: an import that fails part-way writes nothing.
     """
     folder = import_path_check(path=folder, what="the image folder")
     if not folder.is_dir():
@@ -48,54 +61,140 @@ def images_import(*, project: Project, folder: Path, coco: Path | None = None) -
     if coco is not None:
         coco = import_path_check(path=coco, what="the COCO file")
     metadata = coco_metadata_read(coco) if coco is not None else None
-    if metadata is not None:
-        species_ensure(project=project, names=metadata.species)
+    species = (
+        _metadata_check(metadata, source=coco) if metadata is not None and coco is not None else []
+    )
     report = ImportReport()
     known = set(Image.objects.filter(project=project).values_list("path", flat=True))
+    new: list[_NewImage] = []
     for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
         if path.is_dir():
             continue  # a folder named like an image: rglob walks into it
         if str(path) in known:
             report.already_present += 1
             continue
-        _image_add(project=project, folder=folder, path=path, metadata=metadata, report=report)
-    if report.added:
-        images_sequences_infer(project=project)
+        image = _image_read(folder=folder, path=path, metadata=metadata, report=report)
+        if image is not None:
+            new.append(image)
+    with transaction.atomic():
+        project_lock(project_id=project.pk)  # one import into a project at a time
+        if metadata is not None:
+            species_ensure(project=project, names=species)
+        # Another import may have added some of them since ``known`` was read.
+        taken = _paths_present(project=project, paths=[n.path for n in new])
+        report.already_present += len(taken)
+        new = [n for n in new if n.path not in taken]
+        Image.objects.bulk_create((n.image(project=project) for n in new), batch_size=_WRITE_BATCH)
+        report.added = len(new)
+        if report.added:
+            images_sequences_infer(project=project)
     return report
 
 
 # Image.path and Image.file_name are CharField(max_length=1000).
 _PATH_MAX = 1000
+# Image.seq_id is a CharField(max_length=200); frame_num an IntegerField (32 bits everywhere).
+_SEQ_ID_MAX = 200
+# Image.camera is a CharField(max_length=300): the folder, then EXIF make, model and serial.
+_CAMERA_MAX = 300
+_FRAME_NUM_MAX = 2**31 - 1
+_WRITE_BATCH = 1000
 
 
-def _image_add(
-    *,
-    project: Project,
-    folder: Path,
-    path: Path,
-    metadata: CocoMetadata | None,
-    report: ImportReport,
-) -> None:
+def _paths_present(*, project: Project, paths: list[str]) -> set[str]:
+    """Which of ``paths`` the project has, asked _WRITE_BATCH at a time (SQLite caps the
+    parameters of one query)."""
+    present: set[str] = set()
+    for start in range(0, len(paths), _WRITE_BATCH):
+        batch = paths[start : start + _WRITE_BATCH]
+        rows = Image.objects.filter(project=project, path__in=batch)
+        present.update(rows.values_list("path", flat=True))
+    return present
+
+
+def _metadata_check(metadata: CocoMetadata, *, source: Path) -> list[str]:
+    """The COCO file's species names, cleaned (``species_name_check``), once every species
+    name, seq_id and frame_num is known to fit the database.
+
+    Raises:
+        CocoError: naming the file and each entry at fault (up to 10): a species name that
+        is too long or has control characters, a seq_id longer than 200 characters or with
+        control characters, a frame_num over 2**31 - 1.
+    """
+    problems: list[str] = []
+    species: list[str] = []
+    for name in metadata.species:
+        try:
+            species.append(species_name_check(name))
+        except SpeciesError as exc:
+            problems.append(f"category {name[:40]!r}: {exc}")
+    for file_name, meta in metadata.by_file.items():
+        if len(meta.seq_id) > _SEQ_ID_MAX:
+            problems.append(f"{file_name}: seq_id longer than {_SEQ_ID_MAX} characters")
+        bad = text_control_characters(meta.seq_id)
+        if bad:
+            problems.append(f"{file_name}: seq_id has control characters ({', '.join(bad)})")
+        if meta.frame_num is not None and meta.frame_num > _FRAME_NUM_MAX:
+            problems.append(f"{file_name}: frame_num {meta.frame_num} over {_FRAME_NUM_MAX}")
+    if problems:
+        more = f"; and {len(problems) - 10} more" if len(problems) > 10 else ""
+        raise CocoError(f"{source}: nothing imported: " + "; ".join(problems[:10]) + more)
+    return species
+
+
+@dataclass(frozen=True, slots=True)
+class _NewImage:
+    """An image decoded and ready to be written (small: a big folder waits in memory)."""
+
+    path: str
+    file_name: str
+    width: int
+    height: int
+    seq_id: str
+    frame_num: int | None
+    camera: str
+    taken_at: datetime | None
+
+    def image(self, *, project: Project) -> Image:
+        return Image(
+            project=project,
+            path=self.path,
+            file_name=self.file_name,
+            width=self.width,
+            height=self.height,
+            seq_id=self.seq_id,
+            seq_source="metadata" if self.seq_id else "",
+            frame_num=self.frame_num,
+            camera=self.camera,
+            # Camera clocks have no time zone: the clock time is kept as it is, labelled UTC.
+            taken_at=self.taken_at.replace(tzinfo=UTC) if self.taken_at else None,
+        )
+
+
+def _image_read(
+    *, folder: Path, path: Path, metadata: CocoMetadata | None, report: ImportReport
+) -> _NewImage | None:
+    """The image at ``path``, decoded once; None (and a line in ``report``) if it is refused."""
     file_name = path.relative_to(folder).as_posix()
     if len(str(path)) > _PATH_MAX:
         report.problems.append((file_name, f"path longer than {_PATH_MAX} characters"))
-        return
+        return None
     try:
         import_path_check(path=path, what="the file")
     except FolderImportError as exc:
         # A symlink inside the folder that points elsewhere: skipped, the rest goes on.
         report.problems.append((file_name, str(exc).removesuffix("; nothing imported")))
-        return
+        return None
     try:
         # A named pipe or a device named like an image is refused unopened: reading a pipe
         # would block the import forever.
         handle = file_open_regular(path)
     except UnsafeFileError as exc:
         report.problems.append((file_name, f"skipped: {exc}"))
-        return
+        return None
     except OSError as exc:
         report.problems.append((file_name, f"cannot be read: {exc}"))
-        return
+        return None
     try:
         with warnings.catch_warnings():
             # Refuse decompression bombs outright instead of only warning about them.
@@ -109,28 +208,35 @@ def _image_add(
                 img.load()
     except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning) as exc:
         report.problems.append((file_name, f"refused, could be a decompression bomb: {exc}"))
-        return
+        return None
     except Exception as exc:  # noqa: BLE001 - any decoder error means "unreadable"
         # Mostly OSError (UnidentifiedImageError, truncated data), but image plugins raise
         # assorted types (SyntaxError, struct.error, ValueError ...): one bad file must not
         # stop the rest of the folder.
         report.problems.append((file_name, f"not a readable image: {exc}"))
-        return
+        return None
     meta = metadata.by_file.get(file_name) if metadata is not None else None
-    Image.objects.create(
-        project=project,
+    return _NewImage(
         path=str(path),
         file_name=file_name,
         width=width,
         height=height,
-        seq_id=meta.seq_id if meta and meta.seq_id else "",
-        seq_source="metadata" if meta and meta.seq_id else "",
+        seq_id=meta.seq_id if meta else "",
         frame_num=meta.frame_num if meta else None,
-        camera=camera,
-        # Camera clocks have no time zone: the clock time is kept as it is, labelled UTC.
-        taken_at=taken_at.replace(tzinfo=UTC) if taken_at else None,
+        camera=_db_text(camera, max_length=_CAMERA_MAX),
+        taken_at=taken_at,
     )
-    report.added += 1
+
+
+def _db_text(text: str, *, max_length: int) -> str:
+    """``text`` as a CharField of ``max_length`` can hold it: control characters (EXIF strings
+    may carry NULs, which PostgreSQL refuses) dropped, and a longer text cut, ending in a hash
+    of the whole, so two long texts that differ only past the cut stay two."""
+    text = "".join(ch for ch in text if unicodedata.category(ch) not in ("Cc", "Cs"))
+    if len(text) <= max_length:
+        return text
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{text[: max_length - 9]}~{digest}"
 
 
 def images_sequences_infer(*, project: Project) -> int:
@@ -146,8 +252,10 @@ def images_sequences_infer(*, project: Project) -> int:
         (FrameInfo(key=str(i.pk), camera=i.camera, taken_at=i.taken_at) for i in images),
         gap_seconds=project.sequence_gap_seconds,
     )
-    changed = [i for i in images if i.seq_id != events[str(i.pk)]]
+    # "<camera>#<n>" outgrows seq_id's 200 characters when the camera (its folder) is long.
+    fitted = {key: _db_text(event, max_length=_SEQ_ID_MAX) for key, event in events.items()}
+    changed = [i for i in images if i.seq_id != fitted[str(i.pk)]]
     for image in changed:
-        image.seq_id, image.seq_source = events[str(image.pk)], "time"
+        image.seq_id, image.seq_source = fitted[str(image.pk)], "time"
     Image.objects.bulk_update(changed, ["seq_id", "seq_source"], batch_size=1000)
     return len(changed)

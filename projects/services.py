@@ -6,10 +6,12 @@ labels, in ``activelearn``.
 
 from __future__ import annotations
 
+import unicodedata
 from pathlib import Path
+from typing import Any
 
 from django.contrib.auth.models import User
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils.text import slugify
 
 from projects.locks import project_lock
@@ -22,6 +24,64 @@ from projects.models import (
     Role,
     Species,
 )
+
+
+class ProjectError(ValueError):
+    """A project was not created as asked; the message says why. Nothing was changed."""
+
+
+PROJECT_NAME_MAX = 200  # Project.name's max_length
+SLUG_MAX = 200  # Project.slug's max_length
+# A slug for a name with no ASCII letter or digit in it (Cyrillic, Chinese, Arabic ...): the
+# URLs take ASCII slugs only (<slug:slug>), so such projects are project, project-2, ...
+SLUG_FALLBACK = "project"
+# Creations lost to another one taking the same slug at the same moment, before giving up.
+_SLUG_ATTEMPTS = 10
+# A seed is a PositiveIntegerField: at most 2**31 - 1 on every database.
+SEED_MAX = 2**31 - 1
+
+
+def text_control_characters(text: str) -> list[str]:
+    """The control characters (and lone surrogates, which no database stores) in ``text``, as
+    ``repr`` would show them: a name with one would print wrong or break a CSV row."""
+    return sorted({repr(ch)[1:-1] for ch in text if unicodedata.category(ch) in ("Cc", "Cs")})
+
+
+def _project_name_clean(name: str) -> str:
+    """``name`` stripped; ProjectError when empty, too long, with control characters or taken."""
+    clean = name.strip()
+    if not clean:
+        raise ProjectError("a project needs a name")
+    if len(clean) > PROJECT_NAME_MAX:
+        raise ProjectError(
+            f"a project name has at most {PROJECT_NAME_MAX} characters, this one {len(clean)}"
+        )
+    bad = text_control_characters(clean)
+    if bad:
+        raise ProjectError(f"a project name cannot contain control characters ({', '.join(bad)})")
+    if Project.objects.filter(name=clean).exists():
+        raise ProjectError(f"there is a project called {clean!r} already")
+    return clean
+
+
+def project_slug_free(*, name: str) -> str:
+    """A slug for ``name`` that no project has: ``slugify(name)`` (ASCII, as the URLs want),
+    ``SLUG_FALLBACK`` when that is empty, then -2, -3 ... until one is free.
+
+    Only a proposal: another creation may take it before this one is saved, which
+    ``project_create`` detects by the unique constraint and retries.
+    """
+    base = slugify(name)[:SLUG_MAX].strip("-") or SLUG_FALLBACK
+    # Every candidate starts with this (a suffix of up to 10 digits cuts the base from
+    # SLUG_MAX - 11 on; slugify leaves no "--", so rstrip removes at most one more).
+    prefix = base[: SLUG_MAX - 12]
+    taken = set(Project.objects.filter(slug__startswith=prefix).values_list("slug", flat=True))
+    candidate, number = base, 1
+    while candidate in taken:
+        number += 1
+        suffix = f"-{number}"
+        candidate = base[: SLUG_MAX - len(suffix)].rstrip("-") + suffix
+    return candidate
 
 
 def project_create(
@@ -43,11 +103,23 @@ def project_create(
     ``embedding_checkpoint`` starts the project from a trained embedding (e.g. one made by
     ``pretrain_embedding`` on other camera-trap data, as the paper's did) instead of the
     backbone's ImageNet weights with a random head.
+
+    The name is stripped; the slug is the name's (``project_slug_free``): a name whose slug a
+    project has already gets -2, -3 ..., also when two projects are created at once.
+
+    Raises:
+        ProjectError: an empty or taken name, one longer than ``PROJECT_NAME_MAX`` or with
+        control characters, a seed outside 0..2**31-1 or a round size below 1. Nothing is
+        created.
     """
+    name = _project_name_clean(name)
+    if not 0 <= seed <= SEED_MAX:
+        raise ProjectError(f"the seed must be between 0 and {SEED_MAX}, got {seed}")
+    if round_size < 1:
+        raise ProjectError(f"the round size must be at least 1, got {round_size}")
     with transaction.atomic():
-        project = Project.objects.create(
+        project = _project_insert(
             name=name,
-            slug=slugify(name)[:200] or "project",
             seed=seed,
             backbone=backbone,
             backbone_weights=backbone_weights,
@@ -66,6 +138,20 @@ def project_create(
     return project
 
 
+def _project_insert(*, name: str, **fields: Any) -> Project:
+    """Insert the project under a free slug, retrying when a concurrent creation took it."""
+    for _ in range(_SLUG_ATTEMPTS):
+        slug = project_slug_free(name=name)
+        try:
+            with transaction.atomic():  # a savepoint: the IntegrityError leaves the rest usable
+                return Project.objects.create(name=name, slug=slug, **fields)
+        except IntegrityError:
+            if Project.objects.filter(name=name).exists():
+                raise ProjectError(f"there is a project called {name!r} already") from None
+            # Someone took the slug between the look-up and the insert: look again.
+    raise ProjectError(f"no free slug for {name!r} after {_SLUG_ATTEMPTS} attempts; try again")
+
+
 def membership_set(*, project: Project, user: User, role: str) -> Membership:
     """Give ``user`` the ``role`` in ``project`` (create or change)."""
     if role not in Role.values:
@@ -77,7 +163,13 @@ def membership_set(*, project: Project, user: User, role: str) -> Membership:
 
 
 def species_ensure(*, project: Project, names: list[str]) -> list[Species]:
-    """Add the species in ``names`` that the project lacks; return all of them in order."""
+    """Add the species in ``names`` that the project lacks (case-insensitively); return all of
+    them in order. Names are cleaned by ``species_name_check``.
+
+    Raises:
+        SpeciesError: a name that check refuses; nothing is added then.
+    """
+    names = [species_name_check(name) for name in names]
     existing = {s.name.lower(): s for s in project.species.all()}
     position = len(existing)
     for name in names:
@@ -183,13 +275,34 @@ class SpeciesError(ValueError):
 SPECIES_NAME_MAX = 200
 
 
-def _species_name_clean(*, project: Project, name: str, exclude_id: int | None = None) -> str:
-    """``name`` stripped; SpeciesError when empty, too long or (case-insensitively) taken."""
+def species_name_check(name: str) -> str:
+    """``name`` as a species is called: stripped, each run of spaces made one.
+
+    Raises:
+        SpeciesError: an empty name, one longer than ``SPECIES_NAME_MAX`` (Species.name's
+        max_length) or one with control characters (a tab or line break included: they
+        would break a CSV row, a label button or, for NUL, the database).
+    """
+    bad = text_control_characters(name.strip())
+    if bad:
+        raise SpeciesError(
+            f"a species name cannot contain control characters ({', '.join(bad)}): {name!r}"
+        )
     name = " ".join(name.split())
     if not name:
         raise SpeciesError("a species needs a name")
     if len(name) > SPECIES_NAME_MAX:
-        raise SpeciesError(f"a species name has at most {SPECIES_NAME_MAX} characters")
+        raise SpeciesError(
+            f"a species name has at most {SPECIES_NAME_MAX} characters, "
+            f"{name[:20]!r}... has {len(name)}"
+        )
+    return name
+
+
+def _species_name_clean(*, project: Project, name: str, exclude_id: int | None = None) -> str:
+    """``name`` checked (``species_name_check``); SpeciesError also when (case-insensitively)
+    taken."""
+    name = species_name_check(name)
     taken = Species.objects.filter(project=project, name__iexact=name)
     if exclude_id is not None:
         taken = taken.exclude(pk=exclude_id)

@@ -327,16 +327,32 @@ def test_download_refused_when_images_have_no_capture_time(
     assert "1 image(s) have no capture time" in response.content.decode()
 
 
-def test_species_names_cannot_run_formulas(scenario: Scenario, tmp_path: Path) -> None:
+def test_formula_like_text_is_verbatim_in_the_package_and_quoted_in_crops_csv(
+    scenario: Scenario, ecologist: User, tmp_path: Path
+) -> None:
+    """The package is machine-readable: paths and names must match their media and taxa, so the
+    spreadsheet quote (``annotator.csvsafe``) stays in the CSV tables people open."""
     scenario.fox.name = "=1+2"
     scenario.fox.save()
+    image = Image.objects.filter(project=scenario.project).order_by("id").first()
+    assert image is not None
+    image.file_name = "-cam/" + image.file_name
+    image.save(update_fields=["file_name"])
     out = io.BytesIO()
     camtrap_dp_write(
         project=scenario.project, options=PackageOptions(latitude=0.0, longitude=0.0), out=out
     )
     folder = unpack(out.getvalue(), tmp_path / "formula")
     names = {o["scientificName"] for o in read_csv(folder / "observations.csv")}
-    assert "'=1+2" in names and "=1+2" not in names
+    assert "=1+2" in names and "'=1+2" not in names
+    paths = {m["filePath"] for m in read_csv(folder / "media.csv")}
+    assert image.file_name in paths and "'" + image.file_name not in paths
+    assert camtrap_dp_errors(folder) == []
+    response = _client(ecologist).get(reverse("export_csv", args=[scenario.project.slug]))
+    crops = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))  # type: ignore[attr-defined]
+    labels = {row[column] for row in crops for column in ("human_label", "final_label")}
+    assert "'=1+2" in labels and "=1+2" not in labels
+    assert "'" + image.file_name in {row["image_file"] for row in crops}
 
 
 def test_attributes_become_behavior_and_the_package_stays_valid(

@@ -33,7 +33,13 @@ def test_demo_setup_twice(
     project = Project.objects.get(name=DEMO_PROJECT)
     assert project.images.count() == 69 and Crop.objects.count() == 68
     assert Membership.objects.filter(project=project).count() == 3
-    assert Round.objects.get().items.count() == 68
+    first_round = Round.objects.get()
+    assert first_round.items.count() == 68
+    # The strategy printed is the one stored (the rule's choice), with the rule's reason.
+    assert (
+        f"Round 1 opened, strategy {first_round.get_strategy_display()} "
+        f"({first_round.strategy}): {first_round.strategy_reason}." in first
+    )
     assert EmbeddingVersion.objects.get().backbone == "efficientnet_lite0"
 
     call_command("demo_setup")
@@ -61,3 +67,22 @@ def test_demo_project_has_a_new_projects_settings(monkeypatch: pytest.MonkeyPatc
     fields = [f.attname for f in Project._meta.concrete_fields if f.attname not in skip]
     assert made.backbone == "efficientnet_lite0"
     assert {f: getattr(made, f) for f in fields} == {f: getattr(plain, f) for f in fields}
+
+
+def test_demo_setup_prints_the_strategy_the_round_has(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], settings: object
+) -> None:
+    """Whatever the rule chose is printed; nothing names a strategy the round does not have."""
+    from annotator.demo import DemoReport
+    from annotator.management.commands import demo_setup
+
+    settings.VAR_DIR = "/nonexistent"  # type: ignore[attr-defined]
+    opened = Round(number=1, strategy="random", strategy_reason="no labels yet")
+    project = Project(name=DEMO_PROJECT)
+    monkeypatch.setattr(
+        demo_setup, "demo_ensure", lambda **kwargs: DemoReport(project=project, first_round=opened)
+    )
+    call_command("demo_setup")
+    out = capsys.readouterr().out
+    assert "Round 1 opened, strategy Random (random): no labels yet." in out
+    assert "k-Center" not in out

@@ -395,6 +395,7 @@ def test_coco_round_trip_through_the_importer(
         }
 
     assert images_of(copy) == images_of(project)
+    assert copy.images.count() == project.images.count() > 0
     names = set(copy.species.values_list("name", flat=True))
     assert names == set(project.species.values_list("name", flat=True)) | {"empty", "unknown"}
 
@@ -427,8 +428,24 @@ def test_coco_round_trip_through_the_importer(
     empty_images = Image.objects.filter(project=project, is_empty=True)
     for image in empty_images:
         assert by_id[f"image-{image.pk}"]["category_id"] == 0 and category[0] == "empty"
-    first = next(i for i in document["images"] if i["id"] == crops["A1"].image_id)
+    first = next(i for i in document["images"] if i["id"] == str(crops["A1"].image_id))
     assert (first["seq_num_frames"], first["location"]) == (10, crops["A1"].image.camera)
+
+
+def test_coco_image_ids_are_strings(scenario: Scenario) -> None:
+    """COCO Camera Traps ids are strings (MegaDetector's integrity checker refuses integers by
+    default); an image's id is its primary key, so it is the same in every export."""
+    document = json.loads("".join(export_coco_json(project=scenario.project)))
+    pks = set(Image.objects.filter(project=scenario.project).values_list("pk", flat=True))
+    assert {image["id"] for image in document["images"]} == {str(pk) for pk in pks}
+    assert document["annotations"]
+    assert all(
+        isinstance(a["id"], str) and isinstance(a["image_id"], str) for a in document["annotations"]
+    )
+    assert {a["image_id"] for a in document["annotations"]} <= {str(pk) for pk in pks}
+    crop = scenario.crops["F1"]
+    (f1,) = (a for a in document["annotations"] if a["id"] == f"crop-{crop.pk}")
+    assert f1["image_id"] == str(crop.image_id)
 
 
 # --- access, safety and cost ----------------------------------------------------------------

@@ -14,6 +14,8 @@ import pytest
 from detector.base import Box, DetectorError
 from detector.cct import CctError, cct_box, cct_parse, cct_read
 
+NAN, INF = float("nan"), float("inf")  # json.dumps writes them as the literals NaN, Infinity
+
 
 def _document() -> dict[str, Any]:
     return {
@@ -134,7 +136,7 @@ def _mutated(edit: Any) -> dict[str, Any]:
         ),
         (
             _mutated(lambda d: d["images"].append({"file_name": "x.jpg", "frame_num": "two"})),
-            r"images\[2\] has a bad frame_num 'two'",
+            r"images\[2\] \(x\.jpg\): frame_num must be a whole number >= 0 or null, got 'two'",
         ),
         (
             _mutated(lambda d: d["images"].append({"id": 3, "file_name": "cam/a.jpg"})),
@@ -227,6 +229,9 @@ def test_cct_box_normalises_and_clips() -> None:
         ({"width": 200, "height": 100}, [1, 1, 2], "here: bbox must be a list of 4 numbers"),
         ({"width": 200, "height": 100}, [1, 1, 0, 2], "here: box must have positive width"),
         ({"width": 200, "height": 100}, [500, 1, 2, 2], "here: box .* lies outside"),
+        ({"width": NAN, "height": 100}, [1, 1, 2, 2], "'width' must be a finite number, got nan"),
+        ({"width": 200, "height": INF}, [1, 1, 2, 2], "'height' must be a finite number, got inf"),
+        ({"width": 200, "height": 100}, [1, NAN, 2, 2], "here: .*finite"),
     ],
 )
 def test_cct_box_refusals_are_per_box(size: dict[str, Any], bbox: object, message: str) -> None:
@@ -235,3 +240,57 @@ def test_cct_box_refusals_are_per_box(size: dict[str, Any], bbox: object, messag
     with pytest.raises(DetectorError, match=message) as exc:
         cct_box(image, bbox, where="here")
     assert not isinstance(exc.value, CctError)  # a bad box fails its image, not the file
+
+
+def _image(**fields: Any) -> dict[str, Any]:
+    return {"images": [{"id": 1, "file_name": "x.jpg", **fields}], "categories": []}
+
+
+@pytest.mark.parametrize(
+    ("fields", "seq_id", "sequence", "frame_num"),
+    [
+        ({"seq_id": None, "frame_num": None}, "", "1", None),  # null: none, not "None"
+        ({"seq_id": "  ", "frame_num": 0}, "", "1", 0),  # blank: none
+        ({"seq_id": 12, "frame_num": 3.0}, "12", "12", 3),  # pandas' 3.0 is frame 3
+        ({"seq_id": "S1", "frame_num": "4"}, "S1", "S1", 4),
+        ({"seq_id": "None"}, "None", "None", None),  # a real id spelled None stays one
+    ],
+)
+def test_sequence_fields_are_read_as_meant(
+    tmp_path: Path, fields: dict[str, Any], seq_id: str, sequence: str, frame_num: int | None
+) -> None:
+    path = _write(tmp_path, _image(**fields))
+    (image,) = cct_read(path, optional=("annotations",)).images
+    assert (image.seq_id, image.sequence, image.frame_num) == (seq_id, sequence, frame_num)
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        (_image(frame_num=NAN), r"images\[0\] \(x\.jpg\): frame_num must be .*, got nan"),
+        (_image(frame_num=INF), "frame_num must be a whole number >= 0 or null, got inf"),
+        (_image(frame_num=-INF), "frame_num must be a whole number >= 0 or null, got -inf"),
+        (_image(frame_num=-1), "frame_num must be a whole number >= 0 or null, got -1"),
+        (_image(frame_num=2.5), "frame_num must be a whole number >= 0 or null, got 2.5"),
+        (_image(frame_num=True), "frame_num must be a whole number >= 0 or null, got True"),
+        (_image(frame_num="-3"), "frame_num must be a whole number >= 0 or null, got '-3'"),
+        (_image(seq_id=NAN), r"images\[0\] \(x\.jpg\): seq_id must be .*, got nan"),
+        (_image(seq_id=1.5), "seq_id must be a string, an integer or null, got 1.5"),
+        (_image(seq_id=False), "seq_id must be a string, an integer or null, got False"),
+        (_image(seq_id=["a"]), r"seq_id must be a string, an integer or null, got \['a'\]"),
+        (
+            {"images": [], "categories": [{"id": 3, "name": None}]},
+            r"categories\[0\] \(id 3\): name must be a string, got None",
+        ),
+        (
+            {"images": [], "categories": [{"id": 3, "name": NAN}]},
+            r"categories\[0\] \(id 3\): name must be a string, got nan",
+        ),
+    ],
+)
+def test_non_finite_and_null_values_are_refused_with_the_image_named(
+    tmp_path: Path, document: object, message: str
+) -> None:
+    path = _write(tmp_path, document)
+    with pytest.raises(CctError, match=message):
+        cct_read(path, optional=("annotations",))

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from detector.base import DetectorError
+from detector.coco import CocoError
 from detector.imports import images_import
 from detector.models import Detection
 from embeddings.pipeline import folder_ingest
@@ -297,3 +298,170 @@ def test_megadetector_file_listing_an_image_twice_changes_nothing(
     assert f"images[2]: image '{name}' appears more than once" in message
     assert "images[3]: image 'images/Red_Fox/x.JPG' appears more than once" in message
     assert _state(project) == (0, 0, 0)
+
+
+# --- COCO values: checked whole before anything is written -----------------------------------
+
+
+def _coco_folder(small_folder: Path, tmp_path: Path, images: list[dict[str, Any]]) -> Path:
+    """A folder holding a real picture at each images[].file_name; the COCO file beside it."""
+    picture = next((small_folder / "images").rglob("*.JPG"))
+    folder = tmp_path / "coco-folder"
+    for entry in images:
+        target = folder / entry["file_name"]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(picture, target)
+    return folder
+
+
+def _coco(tmp_path: Path, images: list[dict[str, Any]], names: list[Any]) -> Path:
+    """A COCO file listing ``images`` (640 x 640, ids 1, 2, ...) and one category per name.
+
+    Written with json.dumps, which writes float("nan") and float("inf") as the non-standard
+    literals NaN and Infinity that some tools emit.
+    """
+    document = {
+        "images": [
+            {"id": i + 1, "width": 640, "height": 640, **entry} for i, entry in enumerate(images)
+        ],
+        "annotations": [],
+        "categories": [{"id": i + 1, "name": name} for i, name in enumerate(names)],
+    }
+    path = tmp_path / "coco.json"
+    path.write_text(json.dumps(document))
+    return path
+
+
+def test_paths_starting_with_a_dot_keep_their_metadata(
+    project: Project, small_folder: Path, tmp_path: Path
+) -> None:
+    """ ".hidden/x.jpg" is a folder named .hidden, not "hidden/x.jpg"; "./y.jpg" is y.jpg."""
+    images = [
+        {"file_name": ".hidden/x.jpg", "seq_id": "S1", "frame_num": 2},
+        {"file_name": "..dots/z.jpg", "seq_id": "S2", "frame_num": 1},
+        {"file_name": "y.jpg", "seq_id": "S3", "frame_num": 0},
+    ]
+    folder = _coco_folder(small_folder, tmp_path, images)
+    images[2]["file_name"] = "./y.jpg"
+    images_import(project=project, folder=folder, coco=_coco(tmp_path, images, ["fox"]))
+    got = {i.file_name: (i.seq_id, i.seq_source, i.frame_num) for i in Image.objects.all()}
+    assert got == {
+        ".hidden/x.jpg": ("S1", "metadata", 2),
+        "..dots/z.jpg": ("S2", "metadata", 1),
+        "y.jpg": ("S3", "metadata", 0),
+    }
+
+
+def test_a_null_seq_id_is_no_sequence_not_one_called_none(
+    project: Project, small_folder: Path, tmp_path: Path
+) -> None:
+    images = [
+        {"file_name": "a.jpg", "seq_id": None, "frame_num": None},
+        {"file_name": "b.jpg", "seq_id": None},
+        {"file_name": "c.jpg", "seq_id": "  "},
+    ]
+    folder = _coco_folder(small_folder, tmp_path, images)
+    images_import(project=project, folder=folder, coco=_coco(tmp_path, images, ["fox"]))
+    rows = list(Image.objects.values_list("seq_id", "seq_source", "frame_num"))
+    # Each image gets an event from camera and time (here: untimed, so its own), as an image
+    # without a seq_id does.
+    assert len({seq for seq, _, _ in rows}) == 3
+    assert all(seq != "None" and source == "time" and frame is None for seq, source, frame in rows)
+
+
+def test_species_names_are_stripped(project: Project, small_folder: Path, tmp_path: Path) -> None:
+    images = [{"file_name": "a.jpg"}]
+    folder = _coco_folder(small_folder, tmp_path, images)
+    coco = _coco(tmp_path, images, ["  red   fox ", "Agouti", "", "agouti"])
+    images_import(project=project, folder=folder, coco=coco)
+    assert list(project.species.values_list("name", flat=True)) == ["red fox", "Agouti"]
+
+
+def _counts(project: Project) -> tuple[int, int]:
+    return Image.objects.filter(project=project).count(), project.species.count()
+
+
+@pytest.mark.parametrize(
+    ("image", "names", "message"),
+    [
+        ({"frame_num": float("nan")}, ["fox"], r"images\[1\] \(b\.jpg\): frame_num .* got nan"),
+        ({"frame_num": float("inf")}, ["fox"], r"\(b\.jpg\): frame_num .* got inf"),
+        ({"frame_num": -1}, ["fox"], r"\(b\.jpg\): frame_num must be a whole number >= 0"),
+        ({"frame_num": 2.5}, ["fox"], r"\(b\.jpg\): frame_num must be a whole number >= 0"),
+        ({"frame_num": 2**40}, ["fox"], r"b\.jpg: frame_num 1099511627776 over 2147483647"),
+        ({"frame_num": 2**63}, ["fox"], r"b\.jpg: frame_num 9223372036854775808 over"),
+        ({"seq_id": float("nan")}, ["fox"], r"\(b\.jpg\): seq_id must be a string, .* got nan"),
+        ({"seq_id": "s" * 201}, ["fox"], r"b\.jpg: seq_id longer than 200 characters"),
+        ({"seq_id": "S\x00"}, ["fox"], r"b\.jpg: seq_id has control characters \(\\x00\)"),
+        ({}, ["fox", None], r"categories\[1\] \(id 2\): name must be a string, got None"),
+        ({}, ["fox", "x" * 201], r"category 'x+': a species name has at most 200 characters"),
+        ({}, ["fox", "bell\x07"], r"category 'bell\\x07': .*control characters \(\\x07\)"),
+        ({}, ["fox", "red\nfox"], r"category 'red\\nfox': .*control characters \(\\n\)"),
+    ],
+)
+def test_a_bad_coco_value_is_refused_whole_and_changes_nothing(
+    project: Project,
+    small_folder: Path,
+    tmp_path: Path,
+    image: dict[str, Any],
+    names: list[Any],
+    message: str,
+) -> None:
+    """The first image is fine; the second (or a category) is not. Nothing is written, not
+    even the first image or the good species, and the error names the entry at fault."""
+    images = [{"file_name": "a.jpg", "seq_id": "S1"}, {"file_name": "b.jpg", **image}]
+    folder = _coco_folder(small_folder, tmp_path, images)
+    coco = _coco(tmp_path, images, names)
+    before = _counts(project)
+    with pytest.raises(CocoError, match=message):
+        folder_ingest(project=project, folder=folder, coco=coco)
+    assert _counts(project) == before == (0, 0)
+    assert not Detection.objects.exists()
+
+
+def test_the_command_reports_a_bad_coco_file_and_writes_nothing(
+    project: Project, small_folder: Path, tmp_path: Path
+) -> None:
+    from django.core.management import CommandError, call_command
+
+    images = [{"file_name": "a.jpg"}, {"file_name": "b.jpg", "frame_num": float("inf")}]
+    folder = _coco_folder(small_folder, tmp_path, images)
+    coco = _coco(tmp_path, images, ["fox"])
+    with pytest.raises(CommandError, match=r"\(b\.jpg\): frame_num must be a whole number"):
+        call_command("import_images", project.slug, str(folder), "--coco", str(coco))
+    assert _counts(project) == (0, 0)
+
+
+def test_an_import_that_fails_part_way_writes_nothing(
+    project: Project, small_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The species, the images and their events are written in one transaction."""
+    from detector import imports
+
+    def broken(*, project: Project) -> int:
+        assert Image.objects.filter(project=project).count() == 15  # written, not committed
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(imports, "images_sequences_infer", broken)
+    with pytest.raises(RuntimeError, match="database went away"):
+        images_import(project=project, folder=small_folder, coco=small_folder / "annotations.json")
+    assert _counts(project) == (0, 0)
+
+
+def test_deep_folders_fit_the_camera_and_sequence_fields(
+    project: Project, small_folder: Path, tmp_path: Path
+) -> None:
+    """The camera is the image's folder (300 characters at most in the database) and an
+    inferred event "<camera>#<n>" (200): deep folders are cut, ending in a hash, so two
+    folders that differ only past the cut stay two cameras; PostgreSQL refused them before."""
+    picture = next((small_folder / "images").rglob("*.JPG"))
+    folder = tmp_path / "deep"
+    deep = Path("a" * 200) / ("b" * 150)
+    for leaf in ("one", "two"):
+        (folder / deep / leaf).mkdir(parents=True)
+        shutil.copy(picture, folder / deep / leaf / "x.jpg")
+    report = images_import(project=project, folder=folder)
+    assert (report.added, report.problems) == (2, [])
+    rows = list(Image.objects.values_list("camera", "seq_id"))
+    assert all(len(camera) <= 300 and len(seq) <= 200 for camera, seq in rows)
+    assert len({camera for camera, _ in rows}) == 2 and len({seq for _, seq in rows}) == 2

@@ -57,3 +57,117 @@ def test_species_ensure_is_case_insensitive(project: Project) -> None:
     species_ensure(project=project, names=["Agouti", "ocelot"])
     species_ensure(project=project, names=["agouti", "Paca"])
     assert [s.name for s in project.species.all()] == ["Agouti", "ocelot", "Paca"]
+
+
+def test_project_create_slug_collision_gets_a_suffix_also_when_cut_to_the_limit(
+    admin_user: User,
+) -> None:
+    long = "a" * 250  # the slug is cut to 200, then cut again to make room for "-2"
+    first = project_create(name="Alpha " + long[:150], created_by=admin_user)
+    second = project_create(name="alpha " + long[:150], created_by=admin_user)
+    assert (first.slug, second.slug) == ("alpha-" + "a" * 150, "alpha-" + "a" * 150 + "-2")
+    cut = [project_create(name=f"{'b' * 199}{c}", created_by=None) for c in "xyz"]
+    assert [p.slug for p in cut] == ["b" * 199 + "x", "b" * 199 + "y", "b" * 199 + "z"]
+    same = [
+        project_create(name=n, created_by=None) for n in ("c" * 200, "C" * 200, "c" * 199 + "C")
+    ]
+    assert [len(p.slug) for p in same] == [200, 200, 200]
+    assert same[1].slug == "c" * 198 + "-2" and same[2].slug == "c" * 198 + "-3"
+
+
+def test_project_create_retries_when_another_creation_takes_the_slug_first(
+    admin_user: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The look-up and the insert are not one step: a creation between them takes the slug,
+    the unique constraint refuses the insert, and the next free slug is taken instead."""
+    from projects import services
+
+    real = services.project_slug_free
+    stale = iter(["otters"])  # what the look-up saw before the other project was saved
+
+    def racing(*, name: str) -> str:
+        return next(stale, None) or real(name=name)
+
+    project_create(name="Otters", created_by=admin_user)  # the other creation
+    monkeypatch.setattr(services, "project_slug_free", racing)
+    project = project_create(name="OTTERS", created_by=admin_user)
+    assert project.slug == "otters-2"
+    assert Project.objects.count() == 2
+
+
+def test_project_create_refuses_a_taken_name_without_a_trace(admin_user: User) -> None:
+    from projects.models import Attribute
+    from projects.services import ProjectError
+
+    project_create(name="Serengeti", created_by=admin_user)
+    counts = (Project.objects.count(), Membership.objects.count(), Attribute.objects.count())
+    with pytest.raises(ProjectError, match="there is a project called 'Serengeti' already"):
+        project_create(name=" Serengeti ", created_by=admin_user)
+    after = (Project.objects.count(), Membership.objects.count(), Attribute.objects.count())
+    assert after == counts
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_creations_at_once_on_postgresql_get_two_slugs(
+    admin_user: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Forced race: both creations look the slug up before either inserts (a barrier holds
+    them there); the database's unique constraint refuses the second insert, which retries."""
+    import threading
+
+    from django.db import connection
+
+    from projects import services
+
+    if connection.vendor != "postgresql":
+        pytest.skip("concurrent writers need PostgreSQL (SQLite serialises them)")
+    real = services.project_slug_free
+    barrier = threading.Barrier(2, timeout=30)
+    waited: set[int] = set()
+
+    def held(*, name: str) -> str:
+        slug = real(name=name)
+        if threading.get_ident() not in waited:  # only the first look-up of each thread
+            waited.add(threading.get_ident())
+            barrier.wait()
+        return slug
+
+    monkeypatch.setattr(services, "project_slug_free", held)
+    errors: list[BaseException] = []
+
+    def create(name: str) -> None:
+        try:
+            project_create(name=name, created_by=None)
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=create, args=(n,)) for n in ("Otters", "otters!")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    assert sorted(Project.objects.values_list("slug", flat=True)) == ["otters", "otters-2"]
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("fox\x00", r"control characters \(\\x00\)"),
+        ("red\tfox", r"control characters \(\\t\)"),
+        ("x" * 201, "at most 200 characters"),
+        ("   ", "a species needs a name"),
+    ],
+)
+def test_species_names_with_control_characters_or_too_long_are_refused(
+    project: Project, name: str, message: str
+) -> None:
+    from projects.services import SpeciesError, species_add
+
+    with pytest.raises(SpeciesError, match=message):
+        species_add(project=project, name=name)
+    with pytest.raises(SpeciesError, match=message):
+        species_ensure(project=project, names=["fine", name])
+    assert not project.species.exists()

@@ -47,5 +47,12 @@ class Command(BaseCommand):
                 f"({ingest.images.already_present} already there), {crops} new crops, "
                 f"embedding v{ingest.embedding_version}"
             )
-        if report.round_number is not None:
-            self.stdout.write(f"Round {report.round_number} opened (k-Center).")
+        first = report.first_round
+        if first is not None:
+            # What the selection rule chose for this project, not a fixed name: a new
+            # project's first round is usually random (activelearn.selection_rule).
+            reason = f": {first.strategy_reason}" if first.strategy_reason else ""
+            self.stdout.write(
+                f"Round {first.number} opened, strategy {first.get_strategy_display()} "
+                f"({first.strategy}){reason}."
+            )

@@ -7,11 +7,15 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from projects.models import DEFAULT_BACKBONE
-from projects.services import project_create
+from projects.services import ProjectError, project_create
 
 
 class Command(BaseCommand):
-    help = "Create a project; the --admin user becomes its admin."
+    help = (
+        "Create a project; the --admin user becomes its admin. Its slug (the name in URLs and "
+        "commands) is the name's, made unique with -2, -3 ...; a name without Latin letters or "
+        "digits gets project, project-2, ..."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("name")
@@ -40,12 +44,15 @@ class Command(BaseCommand):
         user = get_user_model().objects.filter(username=options["admin"]).first()
         if user is None:
             raise CommandError(f"no user {options['admin']!r}; create it with createsuperuser")
-        project = project_create(
-            name=options["name"],
-            created_by=user,
-            seed=options["seed"],
-            backbone=options["backbone"],
-            backbone_weights=options["weights"],
-            embedding_checkpoint=options["checkpoint"],
-        )
+        try:
+            project = project_create(
+                name=options["name"],
+                created_by=user,
+                seed=options["seed"],
+                backbone=options["backbone"],
+                backbone_weights=options["weights"],
+                embedding_checkpoint=options["checkpoint"],
+            )
+        except ProjectError as exc:
+            raise CommandError(f"project not created: {exc}") from exc
         self.stdout.write(f"created project {project.name!r} (slug {project.slug})")

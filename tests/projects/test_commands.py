@@ -1,0 +1,57 @@
+"""The projects app's commands: create_project."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import User
+from django.core.management import CommandError, call_command
+
+from projects.models import Project
+
+pytestmark = pytest.mark.django_db
+
+
+def test_create_project_gives_a_colliding_name_the_next_free_slug(
+    admin_user: User, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("Fox traps", "fox-traps", "Fox Traps!"):  # three names, one slugify result
+        call_command("create_project", name, "--admin", admin_user.username)
+    assert list(Project.objects.order_by("id").values_list("slug", flat=True)) == [
+        "fox-traps",
+        "fox-traps-2",
+        "fox-traps-3",
+    ]
+    assert "(slug fox-traps-3)" in capsys.readouterr().out
+
+
+def test_create_project_non_latin_names_get_distinct_usable_slugs(admin_user: User) -> None:
+    from django.urls import reverse
+
+    for name in ("Лисы", "狐狸", "ثعلب"):
+        call_command("create_project", name, "--admin", admin_user.username)
+    slugs = list(Project.objects.order_by("id").values_list("slug", flat=True))
+    assert slugs == ["project", "project-2", "project-3"]
+    for slug in slugs:  # every one works in the URLs (ASCII <slug:slug>)
+        assert reverse("project_detail", args=[slug]) == f"/p/{slug}/"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["   "], "a project needs a name"),
+        (["x" * 201], "a project name has at most 200 characters, this one 201"),
+        (["Bad\x00name"], r"a project name cannot contain control characters \(\\x00\)"),
+        (["Tab\tname"], r"a project name cannot contain control characters \(\\t\)"),
+        (["Dup"], "there is a project called 'Dup' already"),
+        (["Seeded", "--seed", "-1"], "the seed must be between 0 and"),
+        (["Seeded", "--seed", str(2**31)], "the seed must be between 0 and"),
+    ],
+)
+def test_create_project_bad_input_is_a_command_error_and_changes_nothing(
+    admin_user: User, args: list[str], message: str
+) -> None:
+    call_command("create_project", "Dup", "--admin", admin_user.username)
+    before = list(Project.objects.values_list("pk", flat=True))
+    with pytest.raises(CommandError, match=f"project not created: {message}"):
+        call_command("create_project", *args, "--admin", admin_user.username)
+    assert list(Project.objects.values_list("pk", flat=True)) == before
