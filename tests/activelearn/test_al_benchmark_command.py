@@ -15,7 +15,8 @@ from annotator.demo import SAMPLE_DIR
 from projects.models import Project
 
 MISSOURI_DEV = Path("/work/shared/data/missouri-dev")
-# Two whole sequences of the bundled sample form the test set; the other eight the pool.
+# Two whole sequences of the bundled sample form the test set (11 crops); the other 19 the pool
+# (192 crops).
 TEST_SEQUENCES = {"SEQ75179", "SEQ75520"}
 
 
@@ -78,10 +79,10 @@ def test_benchmark_with_finetuning_writes_json_plot_and_table(sets: dict[str, Pa
             assert len(curve[key]) == 3 and all(0.0 <= v <= 1.0 for v in curve[key])
     assert 0.0 <= record["full_pool_top1"] <= record["full_pool_top5"] <= 1.0
     assert record["params"]["finetune_every"] == 10 and record["params"]["seeds"] == [0, 1]
-    assert record["n_pool"] == 57 and record["n_test"] == 11
+    assert record["n_pool"] == 192 and record["n_test"] == 11
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = stdout.getvalue()
-    assert "test top-1 (crop)" in text and "full pool (57 labels" in text
+    assert "test top-1 (crop)" in text and "full pool (192 labels" in text
     assert "test F1 macro (crop)" in text and "per-species test accuracy" in text
     assert "variants" not in record  # one setting: the format as before
     assert record["params"]["class_balance"] == "none" and record["params"]["ensemble_size"] == 1
@@ -126,8 +127,8 @@ def test_benchmark_rejects_bad_arguments(
 
 
 def test_benchmark_rejects_a_budget_beyond_the_pool(sets: dict[str, Path]) -> None:
-    with pytest.raises(CommandError, match="exceeds the pool's 57 crops"):
-        call_command("al_benchmark", *_args(sets, budget=100), stdout=StringIO())
+    with pytest.raises(CommandError, match="exceeds the pool's 192 crops"):
+        call_command("al_benchmark", *_args(sets, budget=200), stdout=StringIO())
 
 
 def test_benchmark_rejects_shared_sequences(sets: dict[str, Path]) -> None:
@@ -182,7 +183,7 @@ def test_benchmark_compares_class_balance_and_ensembles_per_species(
     picks = {json.dumps(v["strategies"]["random"]["picks"]) for v in record["variants"]}
     assert len(picks) == 1
     n_species = len(record["species"])
-    assert sum(record["species_n_pool"]) == 57 and sum(record["species_n_test"]) == 11
+    assert sum(record["species_n_pool"]) == 192 and sum(record["species_n_test"]) == 11
     for variant in record["variants"]:
         assert len(variant["full_pool_per_species"]) == n_species
         curve = variant["strategies"]["random"]
@@ -224,7 +225,7 @@ def test_benchmark_defaults_to_the_product_loop(sets: dict[str, Path]) -> None:
         for key in ("stored_top1", "crop_top1", "stored_top5", "reference_top1"):
             assert len(entry[key]["mean"]) == 2 and entry[key]["mean"] == entry[key]["worst"]
         assert entry["audit"]["all"]["points"] == 2  # one split, one seed, two budgets
-    assert record["splits"] == [{"name": "pool/test", "n_pool": 57, "n_test": 11}]
+    assert record["splits"] == [{"name": "pool/test", "n_pool": 192, "n_test": 11}]
     text = stdout.getvalue()
     assert "crop-only top-1" in text and "reference top-1 (linear probe" in text
     assert "stored audit at 20" in text and "crop-only audit at 20" in text
@@ -233,7 +234,7 @@ def test_benchmark_defaults_to_the_product_loop(sets: dict[str, Path]) -> None:
 
 
 def _two_species(tmp_path: Path) -> Path:
-    """The sample relabelled as two species of five sequences each (alternating by seq_id)."""
+    """The sample relabelled as two species of 11 and 10 sequences (alternating by seq_id)."""
     document = json.loads((SAMPLE_DIR / "annotations.json").read_text())
     seqs = sorted({image["seq_id"] for image in document["images"]})
     species = {image["id"]: 1 + seqs.index(image["seq_id"]) % 2 for image in document["images"]}
@@ -259,17 +260,17 @@ def test_benchmark_rotates_sequence_folds(tmp_path: Path) -> None:
     record = json.loads(out.read_text())
     assert [s["name"] for s in record["splits"]] == ["fold 1", "fold 2"]
     # Each crop is a test crop exactly once; a fold's pool is the other fold.
-    assert sum(s["n_test"] for s in record["splits"]) == 68
-    assert all(s["n_pool"] + s["n_test"] == 68 for s in record["splits"])
+    assert sum(s["n_test"] for s in record["splits"]) == 203
+    assert all(s["n_pool"] + s["n_test"] == 203 for s in record["splits"])
     assert len(record["strategies"]["random"]["stored_top1"]["per_fold"]) == 2
 
 
 def test_benchmark_refuses_an_empty_fold(tmp_path: Path) -> None:
-    # One sequence per species in the sample: a second fold would get nothing.
-    with pytest.raises(CommandError, match=r"fold\(s\) \[2\] of 2 get no crop"):
+    # At most three sequences per species in the sample: a fourth fold would get nothing.
+    with pytest.raises(CommandError, match=r"fold\(s\) \[4\] of 4 get no crop"):
         call_command(
             "al_benchmark",
-            *["--data", str(SAMPLE_DIR / "annotations.json"), "--folds", "2"],
+            *["--data", str(SAMPLE_DIR / "annotations.json"), "--folds", "4"],
             *["--cache-dir", str(tmp_path / "cache")],
             stdout=StringIO(),
         )
