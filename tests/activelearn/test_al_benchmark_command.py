@@ -15,16 +15,27 @@ from annotator.demo import SAMPLE_DIR
 from projects.models import Project
 
 MISSOURI_DEV = Path("/work/shared/data/missouri-dev")
-# Two whole sequences of the bundled sample form the test set (11 crops); the other 19 the pool
-# (192 crops).
+# The commands' tests use ten sequences of the bundled sample, one per species (68 crops): they
+# need no more, and every crop costs embedding time. Two of them form the test set, the other
+# eight the pool.
+ONE_PER_SPECIES = {
+    *("SEQ75179", "SEQ75520", "SEQ75637", "SEQ85811", "SEQ75218"),
+    *("SEQ75458", "SEQ75294", "SEQ83577", "SEQ85787", "SEQ76323"),
+}
 TEST_SEQUENCES = {"SEQ75179", "SEQ75520"}
 
 
-def _write_part(document: dict[str, Any], keep: Any, path: Path) -> Path:
+def _part(keep: Any) -> dict[str, Any]:
+    """The sample's COCO document cut down to the sequences ``keep`` (seq_id -> bool) keeps."""
+    document = json.loads((SAMPLE_DIR / "annotations.json").read_text())
     images = [image for image in document["images"] if keep(image["seq_id"])]
     ids = {image["id"] for image in images}
     annotations = [a for a in document["annotations"] if a["image_id"] in ids]
-    path.write_text(json.dumps({**document, "images": images, "annotations": annotations}))
+    return {**document, "images": images, "annotations": annotations}
+
+
+def _write_part(keep: Any, path: Path) -> Path:
+    path.write_text(json.dumps(_part(keep)))
     return path
 
 
@@ -32,10 +43,11 @@ def _write_part(document: dict[str, Any], keep: Any, path: Path) -> Path:
 def sets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """pool.json / test.json over the sample's images, and a cache shared by the tests."""
     folder = tmp_path_factory.mktemp("al")
-    document = json.loads((SAMPLE_DIR / "annotations.json").read_text())
     return {
-        "pool": _write_part(document, lambda s: s not in TEST_SEQUENCES, folder / "pool.json"),
-        "test": _write_part(document, lambda s: s in TEST_SEQUENCES, folder / "test.json"),
+        "pool": _write_part(
+            ONE_PER_SPECIES.difference(TEST_SEQUENCES).__contains__, folder / "pool.json"
+        ),
+        "test": _write_part(TEST_SEQUENCES.__contains__, folder / "test.json"),
         "cache": folder / "cache",
         "out": folder,
     }
@@ -79,10 +91,10 @@ def test_benchmark_with_finetuning_writes_json_plot_and_table(sets: dict[str, Pa
             assert len(curve[key]) == 3 and all(0.0 <= v <= 1.0 for v in curve[key])
     assert 0.0 <= record["full_pool_top1"] <= record["full_pool_top5"] <= 1.0
     assert record["params"]["finetune_every"] == 10 and record["params"]["seeds"] == [0, 1]
-    assert record["n_pool"] == 192 and record["n_test"] == 11
+    assert record["n_pool"] == 57 and record["n_test"] == 11
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = stdout.getvalue()
-    assert "test top-1 (crop)" in text and "full pool (192 labels" in text
+    assert "test top-1 (crop)" in text and "full pool (57 labels" in text
     assert "test F1 macro (crop)" in text and "per-species test accuracy" in text
     assert "variants" not in record  # one setting: the format as before
     assert record["params"]["class_balance"] == "none" and record["params"]["ensemble_size"] == 1
@@ -127,8 +139,8 @@ def test_benchmark_rejects_bad_arguments(
 
 
 def test_benchmark_rejects_a_budget_beyond_the_pool(sets: dict[str, Path]) -> None:
-    with pytest.raises(CommandError, match="exceeds the pool's 192 crops"):
-        call_command("al_benchmark", *_args(sets, budget=200), stdout=StringIO())
+    with pytest.raises(CommandError, match="exceeds the pool's 57 crops"):
+        call_command("al_benchmark", *_args(sets, budget=100), stdout=StringIO())
 
 
 def test_benchmark_rejects_shared_sequences(sets: dict[str, Path]) -> None:
@@ -183,7 +195,7 @@ def test_benchmark_compares_class_balance_and_ensembles_per_species(
     picks = {json.dumps(v["strategies"]["random"]["picks"]) for v in record["variants"]}
     assert len(picks) == 1
     n_species = len(record["species"])
-    assert sum(record["species_n_pool"]) == 192 and sum(record["species_n_test"]) == 11
+    assert sum(record["species_n_pool"]) == 57 and sum(record["species_n_test"]) == 11
     for variant in record["variants"]:
         assert len(variant["full_pool_per_species"]) == n_species
         curve = variant["strategies"]["random"]
@@ -225,7 +237,7 @@ def test_benchmark_defaults_to_the_product_loop(sets: dict[str, Path]) -> None:
         for key in ("stored_top1", "crop_top1", "stored_top5", "reference_top1"):
             assert len(entry[key]["mean"]) == 2 and entry[key]["mean"] == entry[key]["worst"]
         assert entry["audit"]["all"]["points"] == 2  # one split, one seed, two budgets
-    assert record["splits"] == [{"name": "pool/test", "n_pool": 192, "n_test": 11}]
+    assert record["splits"] == [{"name": "pool/test", "n_pool": 57, "n_test": 11}]
     text = stdout.getvalue()
     assert "crop-only top-1" in text and "reference top-1 (linear probe" in text
     assert "stored audit at 20" in text and "crop-only audit at 20" in text
@@ -234,8 +246,9 @@ def test_benchmark_defaults_to_the_product_loop(sets: dict[str, Path]) -> None:
 
 
 def _two_species(tmp_path: Path) -> Path:
-    """The sample relabelled as two species of 11 and 10 sequences (alternating by seq_id)."""
-    document = json.loads((SAMPLE_DIR / "annotations.json").read_text())
+    """The sample's ten sequences relabelled as two species of five sequences each
+    (alternating by seq_id)."""
+    document = _part(ONE_PER_SPECIES.__contains__)
     seqs = sorted({image["seq_id"] for image in document["images"]})
     species = {image["id"]: 1 + seqs.index(image["seq_id"]) % 2 for image in document["images"]}
     for annotation in document["annotations"]:
@@ -260,17 +273,18 @@ def test_benchmark_rotates_sequence_folds(tmp_path: Path) -> None:
     record = json.loads(out.read_text())
     assert [s["name"] for s in record["splits"]] == ["fold 1", "fold 2"]
     # Each crop is a test crop exactly once; a fold's pool is the other fold.
-    assert sum(s["n_test"] for s in record["splits"]) == 203
-    assert all(s["n_pool"] + s["n_test"] == 203 for s in record["splits"])
+    assert sum(s["n_test"] for s in record["splits"]) == 68
+    assert all(s["n_pool"] + s["n_test"] == 68 for s in record["splits"])
     assert len(record["strategies"]["random"]["stored_top1"]["per_fold"]) == 2
 
 
 def test_benchmark_refuses_an_empty_fold(tmp_path: Path) -> None:
-    # At most three sequences per species in the sample: a fourth fold would get nothing.
-    with pytest.raises(CommandError, match=r"fold\(s\) \[4\] of 4 get no crop"):
+    # One sequence per species in these ten: a second fold would get nothing.
+    ten = _write_part(ONE_PER_SPECIES.__contains__, tmp_path / "ten.json")
+    with pytest.raises(CommandError, match=r"fold\(s\) \[2\] of 2 get no crop"):
         call_command(
             "al_benchmark",
-            *["--data", str(SAMPLE_DIR / "annotations.json"), "--folds", "4"],
+            *["--data", str(ten), "--folds", "2"],
             *["--cache-dir", str(tmp_path / "cache")],
             stdout=StringIO(),
         )
