@@ -7,7 +7,7 @@ this process, which sets the project up, then plays the volunteers and an admin.
 
 The project is built as ``make demo`` builds its own (EfficientNet-Lite0, imported COCO boxes,
 crops, embeddings), from ``../shared/data/missouri-dev`` (748 images, 637 crops) when it is
-there, else from the bundled sample (68 crops). Every crop takes ``--votes-per-crop`` votes
+there, else from the bundled sample (203 crops). Every crop takes ``--votes-per-crop`` votes
 (5 by default, a citizen-science setting; the crops must outlast the run), rounds keep the
 project's default size (100), and a simulated admin starts the next round (the product's
 default strategy, k-Center) as soon as one closes, so volunteers label, rounds close, the

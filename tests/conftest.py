@@ -52,7 +52,7 @@ def outsider(django_user_model: type[User]) -> User:
 
 @pytest.fixture
 def sample_dir() -> Path:
-    """The bundled demo sample: 69 real missouri-dev images in 10 sequences, 68 boxes."""
+    """The bundled demo sample: 209 real missouri-dev images in 21 sequences, 203 boxes."""
     return SAMPLE_DIR
 
 

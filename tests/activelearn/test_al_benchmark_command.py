@@ -15,15 +15,27 @@ from annotator.demo import SAMPLE_DIR
 from projects.models import Project
 
 MISSOURI_DEV = Path("/work/shared/data/missouri-dev")
-# Two whole sequences of the bundled sample form the test set; the other eight the pool.
+# The commands' tests use ten sequences of the bundled sample, one per species (68 crops): they
+# need no more, and every crop costs embedding time. Two of them form the test set, the other
+# eight the pool.
+ONE_PER_SPECIES = {
+    *("SEQ75179", "SEQ75520", "SEQ75637", "SEQ85811", "SEQ75218"),
+    *("SEQ75458", "SEQ75294", "SEQ83577", "SEQ85787", "SEQ76323"),
+}
 TEST_SEQUENCES = {"SEQ75179", "SEQ75520"}
 
 
-def _write_part(document: dict[str, Any], keep: Any, path: Path) -> Path:
+def _part(keep: Any) -> dict[str, Any]:
+    """The sample's COCO document cut down to the sequences ``keep`` (seq_id -> bool) keeps."""
+    document = json.loads((SAMPLE_DIR / "annotations.json").read_text())
     images = [image for image in document["images"] if keep(image["seq_id"])]
     ids = {image["id"] for image in images}
     annotations = [a for a in document["annotations"] if a["image_id"] in ids]
-    path.write_text(json.dumps({**document, "images": images, "annotations": annotations}))
+    return {**document, "images": images, "annotations": annotations}
+
+
+def _write_part(keep: Any, path: Path) -> Path:
+    path.write_text(json.dumps(_part(keep)))
     return path
 
 
@@ -31,10 +43,11 @@ def _write_part(document: dict[str, Any], keep: Any, path: Path) -> Path:
 def sets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """pool.json / test.json over the sample's images, and a cache shared by the tests."""
     folder = tmp_path_factory.mktemp("al")
-    document = json.loads((SAMPLE_DIR / "annotations.json").read_text())
     return {
-        "pool": _write_part(document, lambda s: s not in TEST_SEQUENCES, folder / "pool.json"),
-        "test": _write_part(document, lambda s: s in TEST_SEQUENCES, folder / "test.json"),
+        "pool": _write_part(
+            ONE_PER_SPECIES.difference(TEST_SEQUENCES).__contains__, folder / "pool.json"
+        ),
+        "test": _write_part(TEST_SEQUENCES.__contains__, folder / "test.json"),
         "cache": folder / "cache",
         "out": folder,
     }
@@ -233,8 +246,9 @@ def test_benchmark_defaults_to_the_product_loop(sets: dict[str, Path]) -> None:
 
 
 def _two_species(tmp_path: Path) -> Path:
-    """The sample relabelled as two species of five sequences each (alternating by seq_id)."""
-    document = json.loads((SAMPLE_DIR / "annotations.json").read_text())
+    """The sample's ten sequences relabelled as two species of five sequences each
+    (alternating by seq_id)."""
+    document = _part(ONE_PER_SPECIES.__contains__)
     seqs = sorted({image["seq_id"] for image in document["images"]})
     species = {image["id"]: 1 + seqs.index(image["seq_id"]) % 2 for image in document["images"]}
     for annotation in document["annotations"]:
@@ -265,11 +279,12 @@ def test_benchmark_rotates_sequence_folds(tmp_path: Path) -> None:
 
 
 def test_benchmark_refuses_an_empty_fold(tmp_path: Path) -> None:
-    # One sequence per species in the sample: a second fold would get nothing.
+    # One sequence per species in these ten: a second fold would get nothing.
+    ten = _write_part(ONE_PER_SPECIES.__contains__, tmp_path / "ten.json")
     with pytest.raises(CommandError, match=r"fold\(s\) \[2\] of 2 get no crop"):
         call_command(
             "al_benchmark",
-            *["--data", str(SAMPLE_DIR / "annotations.json"), "--folds", "2"],
+            *["--data", str(ten), "--folds", "2"],
             *["--cache-dir", str(tmp_path / "cache")],
             stdout=StringIO(),
         )

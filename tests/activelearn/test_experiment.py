@@ -86,8 +86,17 @@ def test_coco_split_rejects_a_non_coco_document() -> None:
 
 def test_coco_split_on_the_real_sample(sample_dir: Path) -> None:
     document = json.loads((sample_dir / "annotations.json").read_text())
-    split = coco_split(document, test_ranks={1})  # one sequence per species: all are rank 1
-    assert len(split.test_sequences) == 10 and split.pool["images"] == []
+    split = coco_split(document, test_ranks={1})  # each species' lowest seq_id is tested
+    assert len(split.test_sequences) == 10 and len(split.pool_sequences) == 11
+    assert {"SEQ75179", "SEQ75520", "SEQ75186"} <= set(split.test_sequences)
+    assert {"SEQ75183", "SEQ75585", "SEQ75187", "SEQ75458"} <= set(split.pool_sequences)
+    # Every species of the sample has a sequence on both sides, and no sequence is split.
+    for part in (split.pool, split.test):
+        assert {a["category_id"] for a in part["annotations"]} == {
+            c["id"] for c in document["categories"]
+        }
+    pool_seqs = {i["seq_id"] for i in split.pool["images"]}
+    assert pool_seqs.isdisjoint(i["seq_id"] for i in split.test["images"])
 
 
 # --- configuration and scoring -------------------------------------------------------------------

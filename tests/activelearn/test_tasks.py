@@ -52,9 +52,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 def labelled_project(
     project: Project, sample_dir: Path, admin_user: User, volunteer: User, worker_queue: str
 ) -> Project:
-    """The bundled sample (68 crops in 10 capture events, enough for 5-fold cross-validation)
-    with every crop labelled with its true species in one round, which closed and so queued a
-    retrain (on ``worker_queue``; no worker runs yet)."""
+    """The bundled sample (203 crops in 21 capture events, enough for 5-fold cross-validation)
+    with a first round of 100 random crops labelled with their true species; the round closed
+    and so queued a retrain (on ``worker_queue``; no worker runs yet)."""
     folder_ingest(project=project, folder=sample_dir, coco=sample_dir / "annotations.json")
     coco = json.loads((sample_dir / "annotations.json").read_text())
     names = {c["id"]: c["name"] for c in coco["categories"]}
@@ -118,6 +118,8 @@ def test_retrain_killed_mid_task_runs_again_and_only_then_becomes_current(
 ) -> None:
     project = labelled_project
     n_crops = Crop.objects.filter(project=project).count()
+    n_labels = project.rounds.get().items.count()
+    assert (n_crops, n_labels) == (203, 100)
     before = _labels_and_rounds(project)
     assert project.rounds.get().status == Round.Status.CLOSED
     queued = QueuedTask.objects.get()
@@ -148,14 +150,14 @@ def test_retrain_killed_mid_task_runs_again_and_only_then_becomes_current(
         what="the retrain to run again",
         process=workers[1],
     )
-    assert (classifier.number, classifier.n_labels) == (1, n_crops)
+    assert (classifier.number, classifier.n_labels) == (1, n_labels)
     assert Prediction.objects.filter(classifier=classifier).count() == n_crops
     assert classifier.cv_n_splits == 5 and classifier.cv_accuracy is not None
     assert model_file.exists()
     loaded = classifier_load(Path(settings.TRAPWISE_DATA_DIR) / classifier.path)
     assert loaded.classes.size == classifier.n_classes == 10
     with np.load(model_file.with_suffix(".cv.npz")) as cv:
-        assert cv["confidence"].shape == (n_crops,)
+        assert cv["confidence"].shape == (n_labels,)
     assert _labels_and_rounds(project) == before
     wait_for(lambda: not QueuedTask.objects.exists(), what="the task to be marked finished")
     assert ClassifierVersion.objects.filter(project=project).count() == 1

@@ -10,7 +10,7 @@ from detector.coco import CocoError, coco_metadata_read
 
 def test_reads_the_real_sample(sample_dir: Path) -> None:
     meta = coco_metadata_read(sample_dir / "annotations.json")
-    assert len(meta.by_file) == 69 and len(meta.species) == 10
+    assert len(meta.by_file) == 209 and len(meta.species) == 10
     entry = meta.by_file["images/Red_Fox/SEQ75179/SEQ75179_IMG_0002.JPG"]
     assert (entry.seq_id, entry.frame_num) == ("SEQ75179", 2)
 

@@ -214,5 +214,5 @@ def test_coco_truth_read_normalises_and_keeps_empty(tmp_path: Path) -> None:
 
 def test_coco_truth_read_sample() -> None:
     truth = coco_truth_read(SAMPLE / "annotations.json")
-    assert len(truth) == 69
-    assert sum(len(b) for b in truth.values()) == 68
+    assert len(truth) == 209
+    assert sum(len(b) for b in truth.values()) == 203

@@ -40,7 +40,8 @@ def test_reimport_adds_only_what_is_new(
     project: Project, small_folder: Path, sample_dir: Path
 ) -> None:
     images_import(project=project, folder=small_folder)
-    shutil.copytree(sample_dir / "images" / "Ocelot", small_folder / "images" / "Ocelot")
+    ocelot = "Ocelot/SEQ75294"  # one sequence: 10 images, 10 boxes
+    shutil.copytree(sample_dir / "images" / ocelot, small_folder / "images" / ocelot)
     report = images_import(project=project, folder=small_folder)
     assert (report.added, report.already_present) == (10, 15)
     assert Image.objects.filter(project=project).count() == 25

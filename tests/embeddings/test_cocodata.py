@@ -15,7 +15,7 @@ from PIL import Image
 from detector.cct import CctError
 from embeddings.cocodata import CocoCropsError, CropSet, coco_crops
 
-# The bundled demo sample (69 missouri-dev images); a plain path keeps Django out.
+# The bundled demo sample (209 missouri-dev images); a plain path keeps Django out.
 SAMPLE_DIR = Path(__file__).resolve().parents[2] / "annotator" / "fixtures" / "missouri-sample"
 
 
@@ -31,14 +31,14 @@ def sample(tmp_path_factory: pytest.TempPathFactory) -> CropSet:
     )
 
 
-def test_sample_gives_68_labelled_crops(sample: CropSet) -> None:
+def test_sample_gives_203_labelled_crops(sample: CropSet) -> None:
     document = _document()
     names = {c["id"]: c["name"] for c in document["categories"]}
     images = {i["id"]: i for i in document["images"]}
     boxed = {str(a["id"]): a for a in document["annotations"] if a.get("bbox") is not None}
-    assert len(sample) == len(boxed) == 68
+    assert len(sample) == len(boxed) == 203
     assert sample.skipped == []
-    assert sample.labels.dtype == np.int64 and sample.labels.shape == (68,)
+    assert sample.labels.dtype == np.int64 and sample.labels.shape == (203,)
     assert sample.label_names == [names[i] for i in sorted(names)]
     assert sorted(sample.annotation_ids.tolist()) == sorted(boxed)
     for i, ann_id in enumerate(sample.annotation_ids):
@@ -48,7 +48,7 @@ def test_sample_gives_68_labelled_crops(sample: CropSet) -> None:
         assert sample.seq_ids[i] == image["seq_id"]
         assert sample.image_files[i] == image["file_name"]
         assert sample.paths[i].is_file()
-    assert len(set(sample.seq_ids.tolist())) == 10
+    assert len(set(sample.seq_ids.tolist())) == 21
 
 
 def test_crop_covers_the_padded_box(sample: CropSet) -> None:

@@ -48,7 +48,7 @@ def test_pretrain_then_evaluate_a_held_out_fold(tmp_path: Path) -> None:
     assert sidecar["training"]["mode"] == "head" and sidecar["training"]["seed"] == 3
     assert len(sidecar["training"]["loss_curve"]) == 2
     assert sidecar["split"]["held_out_fold"] == 0 and sidecar["split"]["folds"] == 3
-    assert sidecar["n_crops_in_set"] == total == 68
+    assert sidecar["n_crops_in_set"] == total == 203
     assert sidecar["n_crops_trained"] == total - held_out
     assert sidecar["backbone_info"]["backbone"] == "efficientnet_lite0"
     assert "loss per epoch" in output

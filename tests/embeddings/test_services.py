@@ -46,7 +46,8 @@ def test_reimport_extends_the_current_version(
     version = embedding_version_current(project=ingested_project)
     assert version is not None
     before_ids, before = embedding_vectors_load(version=version)
-    shutil.copytree(sample_dir / "images" / "Ocelot", small_folder / "images" / "Ocelot")
+    ocelot = "Ocelot/SEQ75294"  # one sequence: 10 images, 10 boxes
+    shutil.copytree(sample_dir / "images" / ocelot, small_folder / "images" / ocelot)
     folder_ingest(
         project=ingested_project, folder=small_folder, coco=small_folder / "annotations.json"
     )
