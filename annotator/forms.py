@@ -7,9 +7,56 @@ from typing import Any
 from django import forms
 
 from activelearn.models import LabelKind, Strategy
+from annotator.numbers import MAX_ID, ascii_float_text, ascii_int_parse, id_parse
 from projects.models import ClassBalance, CropShape, Project, Role, Species
 
 SKIP = "skip"
+
+
+class IntegerField(forms.IntegerField):
+    """Django's IntegerField, but ASCII digits only ("١٢" and "1_0" are refused, not 12 and 10)
+    and never beyond ``MAX_ID`` (nothing this app stores is larger)."""
+
+    def __init__(self, *, max_value: int = MAX_ID, **kwargs: Any) -> None:
+        super().__init__(max_value=max_value, **kwargs)
+
+    def to_python(self, value: Any) -> int | None:
+        # "12.0" stays 12, as in Django.
+        text = self.re_decimal.sub("", value) if isinstance(value, str) else ""
+        if text.strip() and ascii_int_parse(text) is None:
+            raise forms.ValidationError(self.error_messages["invalid"], code="invalid")
+        return super().to_python(value)
+
+
+class IdField(IntegerField):
+    """A database id: 1 to ``MAX_ID``."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(min_value=1, **kwargs)
+
+
+class FloatField(forms.FloatField):
+    """Django's FloatField, but plain ASCII decimals only ("٩٠" is refused, not 90.0)."""
+
+    # django-stubs derives FloatField from IntegerField, hence the override ignore.
+    def to_python(self, value: Any) -> float | None:  # type: ignore[override]
+        if isinstance(value, str) and value.strip() and not ascii_float_text(value):
+            raise forms.ValidationError(self.error_messages["invalid"], code="invalid")
+        return super().to_python(value)
+
+
+class SpeciesChoiceField(forms.ModelChoiceField):
+    """One of the queryset's species by id; a value that is no id (non-ASCII digits, beyond
+    ``MAX_ID``) is an invalid choice without a query."""
+
+    def to_python(self, value: Any) -> Any:
+        if value in self.empty_values:
+            return None
+        if not isinstance(value, Species) and id_parse(value) is None:
+            raise forms.ValidationError(
+                self.error_messages["invalid_choice"], code="invalid_choice"
+            )
+        return super().to_python(value)
 
 
 # The round-start form's "let the project's rule choose" option (``round_strategy_choice``).
@@ -25,8 +72,8 @@ class RoundStartForm(forms.Form):
         choices=[(AUTO_STRATEGY, "Automatic (the default rule)"), *Strategy.choices],
         initial=AUTO_STRATEGY,
     )
-    size = forms.IntegerField(min_value=1, max_value=100_000, initial=100)
-    target_species = forms.ModelChoiceField(
+    size = IntegerField(min_value=1, max_value=100_000, initial=100)
+    target_species = SpeciesChoiceField(
         queryset=Species.objects.none(),
         required=False,
         empty_label="(species for a species round)",
@@ -54,7 +101,7 @@ class LearningSettingsForm(forms.Form):
     """The first round's strategy and the target accuracy, entered in percent."""
 
     first_round_strategy = forms.ChoiceField(choices=_FIRST_ROUND_CHOICES)
-    target_accuracy = forms.FloatField(
+    target_accuracy = FloatField(
         min_value=50.0,
         max_value=100.0,
         help_text="Machine labels at or above the confidence that reaches this accuracy in "
@@ -62,7 +109,7 @@ class LearningSettingsForm(forms.Form):
     )
 
     # Left out of a request: unchanged (the page always sends them).
-    seconds_per_image = forms.FloatField(
+    seconds_per_image = FloatField(
         required=False,
         max_value=3600.0,
         help_text="Volunteer time per image, for the effort-saved estimate (more than 0, at "
@@ -73,14 +120,14 @@ class LearningSettingsForm(forms.Form):
         required=False,
         help_text="How the next retrain treats rare species.",
     )
-    ensemble_size = forms.IntegerField(
+    ensemble_size = IntegerField(
         required=False,
         min_value=1,
         max_value=10,
         help_text="Average the probabilities of this many classifiers (1: a single model).",
     )
 
-    audit_share = forms.FloatField(
+    audit_share = FloatField(
         required=False,
         min_value=0.0,
         max_value=50.0,
@@ -118,11 +165,14 @@ class CropIdsField(forms.Field):
 
     def to_python(self, value: Any) -> list[int]:
         values = value if isinstance(value, list | tuple) else ([value] if value else [])
-        if not all(str(v).isdigit() and int(v) > 0 for v in values):
-            raise forms.ValidationError(f"{self.noun} ids must be positive integers")
         if len(values) > self.max_count:
             raise forms.ValidationError(f"at most {self.max_count} {self.noun}s at once")
-        return [int(v) for v in values]
+        ids = [id_parse(v) for v in values]
+        if None in ids:
+            raise forms.ValidationError(
+                f"{self.noun} ids must be whole numbers from 1 to {MAX_ID}, in ASCII digits"
+            )
+        return [i for i in ids if i is not None]
 
     def validate(self, value: Any) -> None:
         if self.required and not value:
@@ -132,7 +182,7 @@ class CropIdsField(forms.Field):
 class LabelForm(forms.Form):
     """``choice`` is ``species:<id>``, ``not_animal``, ``unknown`` or ``skip``."""
 
-    crop_id = forms.IntegerField(min_value=1, widget=forms.HiddenInput)
+    crop_id = IdField(widget=forms.HiddenInput)
     choice = forms.CharField(max_length=50)
     # One per rendered page: a double click or a resent form stores one label.
     idempotency_key = forms.CharField(max_length=200, required=False)
@@ -171,9 +221,9 @@ class DetectionStartForm(forms.Form):
 
 
 class ThresholdsForm(forms.Form):
-    detection_threshold = forms.FloatField(min_value=0.0, max_value=1.0)
-    min_box_pixels = forms.IntegerField(min_value=0, max_value=10_000)
-    crop_padding = forms.FloatField(min_value=0.0, max_value=1.0)
+    detection_threshold = FloatField(min_value=0.0, max_value=1.0)
+    min_box_pixels = IntegerField(min_value=0, max_value=10_000)
+    crop_padding = FloatField(min_value=0.0, max_value=1.0)
     # Optional so that a form without it (an older page, a script) keeps the project's shape.
     crop_shape = forms.ChoiceField(choices=CropShape.choices, required=False)
 
@@ -185,8 +235,9 @@ def _choice_parse(choice: str) -> tuple[str, int | None]:
     """``species:<id>``, ``not_animal`` or ``unknown`` as (kind, species id)."""
     if choice in (LabelKind.NOT_ANIMAL, LabelKind.UNKNOWN):
         return choice, None
-    if choice.startswith("species:") and choice.removeprefix("species:").isdigit():
-        return LabelKind.SPECIES, int(choice.removeprefix("species:"))
+    species_id = id_parse(choice.removeprefix("species:"))
+    if choice.startswith("species:") and species_id is not None:
+        return LabelKind.SPECIES, species_id
     raise forms.ValidationError(f"unknown choice {choice!r}")
 
 
@@ -210,7 +261,7 @@ class GridLabelForm(forms.Form):
 class ReviewForm(forms.Form):
     """An admin's decision on a disputed crop."""
 
-    crop_id = forms.IntegerField(min_value=1, widget=forms.HiddenInput)
+    crop_id = IdField(widget=forms.HiddenInput)
     choice = forms.CharField(max_length=50)
 
     def clean(self) -> dict[str, Any]:
@@ -248,15 +299,15 @@ class SpeciesMergeForm(forms.Form):
     """Merge ``source`` into ``target`` (species ids; the service checks they are the
     project's)."""
 
-    source = forms.IntegerField(min_value=1)
-    target = forms.IntegerField(min_value=1)
+    source = IdField()
+    target = IdField()
 
 
 class ConsensusSettingsForm(forms.Form):
     """Votes per crop and the agreement threshold, entered in percent."""
 
-    votes_per_crop = forms.IntegerField(min_value=1, max_value=10)
-    agreement_threshold = forms.FloatField(
+    votes_per_crop = IntegerField(min_value=1, max_value=10)
+    agreement_threshold = FloatField(
         min_value=0.0,
         max_value=100.0,
         help_text="A crop is done when the most common answer has at least this share of its "

@@ -1,9 +1,13 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import path, register_converter
 
 from annotator.api.api import api
+from annotator.numbers import IdConverter
 from annotator.views import exports, files, labelling, manage, project, tokens
+
+# Ids in URLs are <id:...>: bounded to what the database stores (a larger one is a 404).
+register_converter(IdConverter, "id")
 
 urlpatterns = [
     path("", project.project_list, name="project_list"),
@@ -13,7 +17,7 @@ urlpatterns = [
     path("api/v1/", api.urls),
     path("account/tokens/", tokens.api_tokens, name="api_tokens"),
     path(
-        "account/tokens/<int:token_id>/revoke/",
+        "account/tokens/<id:token_id>/revoke/",
         tokens.api_token_revoke_view,
         name="api_token_revoke",
     ),
@@ -22,31 +26,31 @@ urlpatterns = [
     path("p/<slug:slug>/members/", manage.members, name="members"),
     path("p/<slug:slug>/members/add/", manage.member_add_view, name="member_add"),
     path(
-        "p/<slug:slug>/members/<int:membership_id>/role/",
+        "p/<slug:slug>/members/<id:membership_id>/role/",
         manage.member_role_view,
         name="member_role",
     ),
     path(
-        "p/<slug:slug>/members/<int:membership_id>/remove/",
+        "p/<slug:slug>/members/<id:membership_id>/remove/",
         manage.member_remove_view,
         name="member_remove",
     ),
     path("p/<slug:slug>/species/", manage.species, name="species"),
     path("p/<slug:slug>/species/add/", manage.species_add_view, name="species_add"),
     path(
-        "p/<slug:slug>/species/<int:species_id>/rename/",
+        "p/<slug:slug>/species/<id:species_id>/rename/",
         manage.species_rename_view,
         name="species_rename",
     ),
     path("p/<slug:slug>/species/merge/", manage.species_merge_view, name="species_merge"),
     path("p/<slug:slug>/attributes/add/", manage.attribute_add_view, name="attribute_add"),
     path(
-        "p/<slug:slug>/attributes/<int:attribute_id>/update/",
+        "p/<slug:slug>/attributes/<id:attribute_id>/update/",
         manage.attribute_update_view,
         name="attribute_update",
     ),
     path(
-        "p/<slug:slug>/attributes/<int:attribute_id>/remove/",
+        "p/<slug:slug>/attributes/<id:attribute_id>/remove/",
         manage.attribute_remove_view,
         name="attribute_remove",
     ),
@@ -93,6 +97,6 @@ urlpatterns = [
     path(
         "p/<slug:slug>/export/camtrap-dp.zip", exports.export_camtrap_dp, name="export_camtrap_dp"
     ),
-    path("p/<slug:slug>/crops/<int:crop_id>.jpg", files.crop_file, name="crop_file"),
-    path("p/<slug:slug>/images/<int:image_id>", files.image_file, name="image_file"),
+    path("p/<slug:slug>/crops/<id:crop_id>.jpg", files.crop_file, name="crop_file"),
+    path("p/<slug:slug>/images/<id:image_id>", files.image_file, name="image_file"),
 ]

@@ -14,6 +14,7 @@ from dataclasses import asdict
 from typing import Any
 
 from django.contrib.auth.models import User
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
 from django.db import DatabaseError, InterfaceError, OperationalError
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
@@ -33,7 +34,6 @@ from activelearn.services import (
 )
 from annotator.api.auth import BrowserSessionAuth, TokenAuth
 from annotator.api.schemas import (
-    MAX_ID,
     AttributeOut,
     CropPageOut,
     ErrorOut,
@@ -51,6 +51,7 @@ from annotator.api.schemas import (
 from annotator.api.selectors import crop_cards, crop_rows_page, round_list
 from annotator.file_responses import crop_file_response, image_file_response
 from annotator.middleware import database_unavailable_response
+from annotator.numbers import MAX_ID
 from annotator.selectors import project_get_for_user, project_list_for_user, project_status
 from detector.models import Crop
 from projects.models import EXPORTERS, LABELLERS, Attribute, Image, Project, Role, Species
@@ -68,8 +69,16 @@ api = NinjaAPI(
 )
 
 # The error answers every project endpoint can give, for the OpenAPI description.
-_ERRORS: dict[int, Any] = {401: ErrorOut, 404: ErrorOut, 422: ValidationErrorOut}
+_ERRORS: dict[int, Any] = {
+    401: ErrorOut,
+    404: ErrorOut,
+    413: ErrorOut,
+    422: ValidationErrorOut,
+}
 NEXT_LIMIT_MAX = 50
+# Crop ids one GET .../next may skip (the query string holds at most
+# DATA_UPLOAD_MAX_NUMBER_FIELDS parameters in all).
+NEXT_SKIP_MAX = 500
 _SLUG = re.compile(r"[-a-zA-Z0-9_]{1,200}")
 CROPS_LIMIT_MAX = 500
 
@@ -84,6 +93,24 @@ def _not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
 def _database_unavailable(request: HttpRequest, exc: DatabaseError) -> HttpResponse:
     logger.warning("database unavailable for %s %s: %s", request.method, request.path, exc)
     return database_unavailable_response(request)
+
+
+@api.exception_handler(RequestDataTooBig)
+@api.exception_handler(TooManyFieldsSent)
+def _too_large(request: HttpRequest, exc: RequestDataTooBig | TooManyFieldsSent) -> HttpResponse:
+    # Django's limits (DATA_UPLOAD_MAX_MEMORY_SIZE, DATA_UPLOAD_MAX_NUMBER_FIELDS): JSON here,
+    # where Django itself would answer an HTML 400 page.
+    if isinstance(exc, RequestDataTooBig):
+        detail = (
+            "Request too large: the body may hold at most "
+            f"{settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes"
+        )
+    else:
+        detail = (
+            "Request too large: at most "
+            f"{settings.DATA_UPLOAD_MAX_NUMBER_FIELDS} parameters in the query string or body"
+        )
+    return api.create_response(request, {"detail": detail}, status=413)
 
 
 @api.exception_handler(AuthenticationError)
@@ -149,7 +176,9 @@ def _url(request: HttpRequest, name: str, **kwargs: Any) -> str:
     return request.build_absolute_uri(reverse(f"{NAMESPACE}:{name}", kwargs=kwargs))
 
 
-@api.get("/projects", response={200: list[ProjectOut], 401: ErrorOut}, tags=["projects"])
+@api.get(
+    "/projects", response={200: list[ProjectOut], 401: ErrorOut, 413: ErrorOut}, tags=["projects"]
+)
 def projects_list(request: HttpRequest) -> list[dict[str, str]]:
     """The projects you are a member of, with your role in each."""
     return [
@@ -208,11 +237,12 @@ def rounds_list(request: HttpRequest, slug: str) -> list[dict[str, Any]]:
 
 @api.post(
     "/projects/{slug}/rounds",
-    response={201: RoundOut, 409: ErrorOut, **_ERRORS},
+    response={201: RoundOut, 400: ErrorOut, 409: ErrorOut, **_ERRORS},
     tags=["rounds"],
 )
 def round_create(request: HttpRequest, slug: str, payload: RoundStartIn) -> Status[dict[str, Any]]:
-    """Start the next round (project admins only). 409 when it cannot start, e.g. one is open."""
+    """Start the next round (project admins only). 409 when it cannot start, e.g. one is open;
+    400 when the body is not JSON."""
     project, _ = _project(request, slug, roles=(Role.ADMIN,))
     target = None
     if payload.target_species_id is not None:
@@ -242,7 +272,7 @@ def next_crops(
     request: HttpRequest,
     slug: str,
     limit: int = Query(1, ge=1, le=NEXT_LIMIT_MAX),  # noqa: B008
-    skip: list[Id] = Query([]),  # noqa: B008
+    skip: list[Id] = Query([], max_length=NEXT_SKIP_MAX),  # noqa: B008
 ) -> dict[str, Any]:
     """The next crops of the open round for you to label (labellers: admins and volunteers).
 
@@ -275,8 +305,8 @@ def next_crops(
     tags=["labelling"],
 )
 def label_create(request: HttpRequest, slug: str, payload: LabelIn) -> Status[Label]:
-    """Store your label of a crop (labellers). 400 for a crop, species or attribute of another
-    project, or attributes on a label that is not a species.
+    """Store your label of a crop (labellers). 400 for a crop, species or attribute that is not
+    the project's, for a crop not to label now, and for a body that is not JSON.
 
     With an ``idempotency_key``, a retried request returns the label stored the first time
     (201 again) and stores nothing; reusing a key for a different label is a 400.
@@ -287,7 +317,7 @@ def label_create(request: HttpRequest, slug: str, payload: LabelIn) -> Status[La
             project=project,
             crop_id=payload.crop_id,
             user=_user(request),
-            kind=payload.kind.value,
+            kind=payload.kind,
             species_id=payload.species_id,
             idempotency_key=payload.idempotency_key or "",
             attributes=payload.attributes,
@@ -312,6 +342,21 @@ def label_undo_latest(request: HttpRequest, slug: str) -> Label:
         return label_undo(project=project, user=_user(request))
     except LabelError as exc:
         raise HttpError(400, f"Nothing undone: {exc}") from exc
+
+
+# A file endpoint answers the file itself (FileResponse), which ninja cannot describe: its 200 is
+# written out here.
+_FILE_200 = {
+    "responses": {
+        200: {
+            "description": "The file, as stored (crops are JPEG; images are JPEG or PNG).",
+            "content": {
+                media_type: {"schema": {"type": "string", "format": "binary"}}
+                for media_type in ("image/jpeg", "image/png")
+            },
+        }
+    }
+}
 
 
 @api.get("/projects/{slug}/crops", response={200: CropPageOut, **_ERRORS}, tags=["export"])
@@ -341,7 +386,8 @@ def crops_page(
 
 @api.get(
     "/projects/{slug}/crops/{crop_id}/file",
-    response={401: ErrorOut, 404: ErrorOut},
+    response=_ERRORS,
+    openapi_extra=_FILE_200,
     url_name="crop_file",
     tags=["files"],
 )
@@ -358,7 +404,8 @@ def crop_file(
 
 @api.get(
     "/projects/{slug}/images/{image_id}/file",
-    response={401: ErrorOut, 404: ErrorOut},
+    response=_ERRORS,
+    openapi_extra=_FILE_200,
     url_name="image_file",
     tags=["files"],
 )

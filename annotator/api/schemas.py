@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from ninja import Field, Schema
-from pydantic import model_validator
+from pydantic import field_validator
 
-from activelearn.models import Label, LabelKind, Strategy
+from activelearn.models import Label, Strategy
+from annotator.numbers import MAX_ID
 
-# The largest id the databases store (bigint): a larger one is refused before any query.
-MAX_ID = 2**63 - 1
+# An id the databases can store (bigint): a larger one is refused (422) before any query.
 Id = Annotated[int, Field(ge=1, le=MAX_ID)]
+# Most attribute ids on one label (a project has a handful).
+ATTRIBUTES_MAX = 50
 
 
 class ErrorOut(Schema):
@@ -78,9 +80,8 @@ class RoundStartIn(Schema):
     size: int | None = Field(
         None, ge=1, le=100_000, description="Crops to pick; the project's round size when left out."
     )
-    target_species_id: int | None = Field(
+    target_species_id: Id | None = Field(
         None,
-        ge=1,
         description="For the `species` strategy (and only for it): the project's species whose "
         "predicted crops the round picks among, for diversity.",
     )
@@ -122,30 +123,60 @@ class NextOut(Schema):
     )
 
 
-class LabelIn(Schema):
+_IDEMPOTENCY_KEY_DESCRIPTION = (
+    "A fresh random key per label (e.g. a UUID): a retried request with the same key returns "
+    "the label stored the first time and stores nothing."
+)
+
+
+class SpeciesLabelIn(Schema):
+    """A label naming the animal's species (kind=species)."""
+
     crop_id: Id
-    kind: LabelKind
-    species_id: Id | None = Field(None, description="Required for kind=species only.")
+    kind: Literal["species"]
+    species_id: Id = Field(description="One of the project's species (GET .../species).")
     idempotency_key: str | None = Field(
-        None,
-        max_length=200,
-        description="A fresh random key per label (e.g. a UUID): a retried request with the "
-        "same key returns the label stored the first time and stores nothing.",
+        None, max_length=200, description=_IDEMPOTENCY_KEY_DESCRIPTION
     )
     attributes: list[Id] | None = Field(
         None,
-        max_length=50,
+        max_length=ATTRIBUTES_MAX,
         description="Ids of the project's attributes (GET .../attributes) seen in the crop, "
         "for kind=species only: [] means none of them, left out means not recorded.",
     )
 
-    @model_validator(mode="after")
-    def _species_only_for_species(self) -> LabelIn:
-        if self.kind != LabelKind.SPECIES and self.species_id is not None:
-            raise ValueError(f"species_id is only for kind=species, not kind={self.kind.value}")
-        if self.kind == LabelKind.SPECIES and self.species_id is None:
-            raise ValueError("kind=species needs a species_id")
-        return self
+
+class OtherLabelIn(Schema):
+    """A label saying the crop is no animal (kind=not_animal) or cannot be told (kind=unknown):
+    no species, no attributes."""
+
+    crop_id: Id
+    kind: Literal["not_animal", "unknown"]
+    species_id: None = Field(None, description="Only for kind=species: leave it out.")
+    idempotency_key: str | None = Field(
+        None, max_length=200, description=_IDEMPOTENCY_KEY_DESCRIPTION
+    )
+    attributes: Annotated[list[Id], Field(max_length=0)] | None = Field(
+        None, description="Only for kind=species: leave it out (or send [])."
+    )
+
+    @field_validator("species_id", mode="before")
+    @classmethod
+    def _no_species(cls, value: Any) -> Any:
+        if value is not None:
+            raise ValueError("species_id is only for kind=species")
+        return value
+
+    @field_validator("attributes", mode="before")
+    @classmethod
+    def _no_attributes(cls, value: Any) -> Any:
+        if value:
+            raise ValueError("attributes are only for species labels")
+        return value
+
+
+# The body of POST .../labels: which fields it takes depends on its kind.
+LabelIn = Annotated[SpeciesLabelIn | OtherLabelIn, Field(discriminator="kind")]
 
 
 class LabelOut(Schema):

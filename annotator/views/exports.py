@@ -42,6 +42,7 @@ from annotator.exports import (
     export_event_rows,
     export_image_rows,
 )
+from annotator.forms import FloatField, IntegerField
 from annotator.selectors import project_get_for_user, project_metrics_report
 from projects.models import EXPORTERS, Project
 
@@ -89,14 +90,14 @@ def export_coco(request: HttpRequest, slug: str) -> StreamingHttpResponse:
 class CamtrapDpForm(forms.Form):
     """What a Camtrap DP package requires and Trapwise does not store."""
 
-    latitude = forms.FloatField(
+    latitude = FloatField(
         min_value=-90, max_value=90, help_text="Decimal degrees (WGS84) of the study area."
     )
-    longitude = forms.FloatField(
-        min_value=-180, max_value=180, help_text="Decimal degrees (WGS84)."
-    )
-    coordinate_uncertainty = forms.IntegerField(
+    longitude = FloatField(min_value=-180, max_value=180, help_text="Decimal degrees (WGS84).")
+    coordinate_uncertainty = IntegerField(
         min_value=1,
+        # Half the Earth's circumference: any larger radius says nothing.
+        max_value=20_000_000,
         required=False,
         label="Uncertainty (m)",
         help_text="Radius around that point holding every camera.",
