@@ -284,7 +284,7 @@ def test_benchmark_refuses_an_empty_fold(tmp_path: Path) -> None:
     with pytest.raises(CommandError, match=r"fold\(s\) \[2\] of 2 get no crop"):
         call_command(
             "al_benchmark",
-            *["--data", str(ten), "--folds", "2"],
+            *["--data", str(ten), "--data-images", str(SAMPLE_DIR), "--folds", "2"],
             *["--cache-dir", str(tmp_path / "cache")],
             stdout=StringIO(),
         )
