@@ -267,6 +267,9 @@ TRAPWISE_FAISS_FLAT_MAX = env_int("TRAPWISE_FAISS_FLAT_MAX", 200000, minimum=0)
 
 # A volunteer holds a crop served to them for this long; then others may be offered it.
 TRAPWISE_CLAIM_SECONDS = env_int("TRAPWISE_CLAIM_SECONDS", 600, minimum=0)
+# The most crops one user holds at once in a round: a grid page (GRID_SIZE in
+# annotator/views/labelling.py), so that no one can keep a round from the others.
+TRAPWISE_CLAIMS_PER_USER = env_int("TRAPWISE_CLAIMS_PER_USER", 25, minimum=1)
 
 # Celery. The default broker is a folder, so development needs no server.
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")

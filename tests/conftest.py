@@ -94,16 +94,28 @@ def ingested_project(project: Project, small_folder: Path) -> Project:
 
 
 def label_by_truth(project: Project, user: User, crops: Iterable[Crop]) -> None:
-    """Label ``crops`` of the small folder with their true species (fox or agouti)."""
-    from activelearn.services import label_submit
+    """Label ``crops`` of the small folder with their true species (fox or agouti), as
+    ``user``'s votes but not through the labelling queue (``labels_import``: no claims)."""
+    from activelearn.services import labels_import
 
     fox = project.species.get(name="red fox")
     agouti = project.species.get(name="agouti")
     for crop in crops:
         species = fox if "Red_Fox" in crop.image.file_name else agouti
-        label_submit(
-            project=project, crop_id=crop.pk, user=user, kind="species", species_id=species.pk
+        labels_import(
+            project=project, crop_ids=[crop.pk], user=user, kind="species", species_id=species.pk
         )
+
+
+def serve(project: Project, user: User, crop_ids: Iterable[int]) -> None:
+    """Claim ``crop_ids`` of the open round for ``user``, as if the queue had served them
+    (a vote through ``label_submit`` counts only on a crop its user holds)."""
+    from activelearn.selectors import round_open_get
+    from activelearn.services.claims import claims_create
+
+    open_round = round_open_get(project=project)
+    assert open_round is not None, "a vote needs an open round"
+    claims_create(round_=open_round, user=user, crop_ids=list(crop_ids))
 
 
 @pytest.fixture

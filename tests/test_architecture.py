@@ -8,6 +8,7 @@ copy of the tree on purpose, to show that the contracts catch what they promise 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -119,3 +120,15 @@ def test_no_product_file_is_over_800_lines() -> None:
         if "migrations" not in path.parts and (n := len(path.read_text().splitlines())) > 800
     }
     assert long == {}
+
+
+def test_the_web_and_the_api_never_store_a_label_without_a_claim() -> None:
+    """``labels_import`` (and the private ``_labels_store`` under it) skip the claim check that
+    keeps volunteers to the crops they were served: trusted code's only, never a request's."""
+    bypass = re.compile(r"\b(labels_import|_labels_store)\b")
+    named = sorted(
+        str(path.relative_to(ROOT))
+        for path in (ROOT / "annotator").rglob("*.py")
+        if bypass.search(path.read_text())
+    )
+    assert named == []

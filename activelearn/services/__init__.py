@@ -38,6 +38,7 @@ from activelearn.services.labels import (
     label_review,
     label_submit,
     label_undo,
+    labels_import,
     labels_submit,
 )
 from activelearn.services.predictions import predictions_prune, predictions_store
@@ -82,6 +83,7 @@ __all__ = [
     "label_review",
     "label_submit",
     "label_undo",
+    "labels_import",
     "labels_submit",
     "predictions_prune",
     "predictions_store",

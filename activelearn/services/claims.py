@@ -1,8 +1,10 @@
 """Crop claims: which volunteer is labelling which crop of the open round right now.
 
 A claim keeps a crop away from other volunteers until it expires
-(``TRAPWISE_CLAIM_SECONDS``), unless the project wants several votes per crop. Claims are
-hints, not locks: a vote on an unclaimed crop still counts.
+(``TRAPWISE_CLAIM_SECONDS``), unless the project wants several votes per crop. A volunteer
+holds at most ``TRAPWISE_CLAIMS_PER_USER`` live claims per round (a grid page's worth), so no
+one can hold a whole round. A claim is also the volunteer's right to vote: ``labels_submit``
+takes a vote only on a crop its user holds (``crop_claims_held``).
 """
 
 from __future__ import annotations
@@ -13,16 +15,17 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
-from django.db.models import Count, Exists, F, OuterRef, QuerySet, Subquery
+from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from activelearn.models import Consensus, CropClaim, Label, Round, RoundCrop
 from activelearn.services.audit import audit_predictions_record
+from activelearn.services.locks import claims_user_lock
 from activelearn.services.rounds import crop_settled
 from detector.models import Crop
 
-__all__ = ["claims_create", "crop_claim_next", "crop_claim_release"]
+__all__ = ["claims_create", "crop_claim_next", "crop_claim_release", "crop_claims_held"]
 
 
 def crop_claim_next(
@@ -37,29 +40,58 @@ def crop_claim_next(
     votes per crop. Claims expire after ``TRAPWISE_CLAIM_SECONDS``. Crops decided, sent to
     review, already voted on by ``user`` or in ``skipped`` are never offered. Audit crops
     newly claimed get the live classifier's prediction stored (``audit_predictions_record``).
+
+    ``user``'s claims on ``skipped`` crops are released first (they passed them over). New
+    claims stop at ``TRAPWISE_CLAIMS_PER_USER`` live claims of ``user`` in ``round_``, the ones
+    held counted: a request for more gets fewer crops. One user's requests are serialised
+    (``claims_user_lock``), so parallel requests cannot pass the cap either.
     """
     now = timezone.now()
     skip = [int(c) for c in skipped]
+    cap = settings.TRAPWISE_CLAIMS_PER_USER
     with transaction.atomic():
-        mine = list(
+        claims_user_lock(user_id=user.pk)
+        if skip:
+            CropClaim.objects.filter(round=round_, user=user, crop_id__in=skip).delete()
+        # Every crop user holds and may still label: what counts against the cap.
+        held = list(
             CropClaim.objects.filter(round=round_, user=user, expires_at__gt=now)
-            .exclude(crop_id__in=skip)
             .exclude(_crop_voted_by(user))
             .exclude(crop_settled())
             .order_by("-id")
-            .values_list("crop_id", flat=True)[:limit]
+            .values_list("crop_id", flat=True)
         )
+        mine = held[:limit]
+        room = min(limit - len(mine), cap - len(held))
         new: list[int] = []
-        if len(mine) < limit:
-            new = _claimable(
-                round_=round_, user=user, now=now, exclude=[*skip, *mine], limit=limit - len(mine)
-            )
+        if room > 0:
+            new = _claimable(round_=round_, user=user, now=now, exclude=[*skip, *held], limit=room)
         claims_create(round_=round_, user=user, crop_ids=[*mine, *new])
         # The machine label each audit crop's label will test: the live one, at first offer.
         audit_predictions_record(round_=round_, crop_ids=new)
     crops = Crop.objects.filter(pk__in=[*mine, *new]).select_related("image", "detection")
     by_id = {c.pk: c for c in crops}
     return [by_id[c] for c in [*mine, *new] if c in by_id]
+
+
+def crop_claims_held(*, round_: Round, user: User, crop_ids: Collection[int]) -> set[int]:
+    """The crops of ``crop_ids`` that ``user`` may vote on now (one query).
+
+    A crop of ``round_`` that ``user`` holds a claim on, not settled and not voted on by
+    them; the claim live, or expired but nobody took the crop meanwhile (``crop_claim_next``
+    would hand it to ``user`` again now): a volunteer slower than ``TRAPWISE_CLAIM_SECONDS``
+    keeps their vote unless the crop went to someone else.
+    """
+    now = timezone.now()
+    claim = CropClaim.objects.filter(round=round_, user=user, crop=OuterRef("crop_id"))
+    return set(
+        _items_counted(round_=round_, user=user, now=now, exclude=[])
+        .filter(crop_id__in=list(crop_ids))
+        .annotate(held=Exists(claim), live=Exists(claim.filter(expires_at__gt=now)))
+        .filter(held=True)
+        .filter(Q(live=True) | _room_left(round_))
+        .values_list("crop_id", flat=True)
+    )
 
 
 def crop_claim_release(*, round_: Round, user: User, crop_id: int) -> None:
@@ -113,6 +145,22 @@ def _open_items(
     *, round_: Round, user: User, now: datetime, exclude: list[int]
 ) -> QuerySet[RoundCrop]:
     """The round crops of ``round_`` that ``user`` may be offered at ``now`` (unordered)."""
+    return _items_counted(round_=round_, user=user, now=now, exclude=exclude).filter(
+        _room_left(round_)
+    )
+
+
+def _room_left(round_: Round) -> Q:
+    """For ``_items_counted``: the crop's votes and other volunteers' live claims are fewer
+    than the votes per crop, so it may be claimed."""
+    return Q(n_votes__lt=round_.project.votes_per_crop - F("n_claims"))
+
+
+def _items_counted(
+    *, round_: Round, user: User, now: datetime, exclude: list[int]
+) -> QuerySet[RoundCrop]:
+    """The round crops of ``round_`` neither settled nor voted on by ``user``, with their
+    votes (``n_votes``) and other volunteers' live claims at ``now`` (``n_claims``)."""
     others = (
         CropClaim.objects.filter(round=round_, crop=OuterRef("crop_id"), expires_at__gt=now)
         .exclude(user=user)
@@ -130,7 +178,6 @@ def _open_items(
             n_votes=Coalesce(Subquery(votes), 0),
             n_claims=Coalesce(Subquery(others), 0),
         )
-        .filter(n_votes__lt=round_.project.votes_per_crop - F("n_claims"))
     )
 
 

@@ -1,5 +1,8 @@
 """Labels: volunteers' votes and admins' reviews, and the consensus they make per crop.
 
+A vote is taken only on a crop its user was served and holds (``crop_claims_held``);
+``labels_import`` stores trusted labels (ground truth, imports) without that check.
+
 Every write of a label recomputes its crops' consensus (``consensus_update``) in the same
 transaction; when that settles the last crop of the open round, the round closes and a retrain
 is queued (``round_close_if_done``). Labels are never deleted: a changed vote adds a row (the
@@ -17,7 +20,7 @@ from django.utils import timezone
 from activelearn.consensus import attributes_decide, consensus_decide
 from activelearn.models import Consensus, CropClaim, Label, LabelKind, Round
 from activelearn.selectors import round_open_get
-from activelearn.services.claims import claims_create
+from activelearn.services.claims import claims_create, crop_claims_held
 from activelearn.services.errors import LabelError
 from activelearn.services.finetune import embedding_finetune_queue
 from activelearn.services.locks import crops_lock, label_latest_lock, round_lock
@@ -32,6 +35,7 @@ __all__ = [
     "label_review",
     "label_submit",
     "label_undo",
+    "labels_import",
     "labels_submit",
     "round_close_if_done",
 ]
@@ -52,12 +56,14 @@ def label_submit(
 ) -> Label:
     """Store a volunteer's vote on a crop and update the crop's consensus.
 
-    A volunteer's newer label on the same crop replaces their earlier vote (the row stays).
-    When the vote decides the last crop of the open round, the round closes and a retrain is
-    queued. Raises LabelError (and stores nothing) for a crop of another project, an unknown
-    kind or a species not in the project. With an ``idempotency_key``, a repeat of the same
-    submission returns the stored label and stores nothing (see ``labels_submit``).
-    ``attributes``: the ids of the project's attributes ticked yes (see ``labels_submit``).
+    Only a crop ``user`` was served and still holds is theirs to vote on (see
+    ``labels_submit``). A volunteer's newer label on the same crop replaces their earlier vote
+    (the row stays). When the vote decides the last crop of the open round, the round closes
+    and a retrain is queued. Raises LabelError (and stores nothing) for a crop of another
+    project or not held by ``user``, an unknown kind or a species not in the project. With an
+    ``idempotency_key``, a repeat of the same submission returns the stored label and stores
+    nothing (see ``labels_submit``). ``attributes``: the ids of the project's attributes ticked
+    yes (see ``labels_submit``).
     """
     return labels_submit(
         project=project,
@@ -77,33 +83,94 @@ def labels_submit(
     user: User,
     kind: str,
     species_id: int | None = None,
-    is_review: bool = False,
     idempotency_key: str = "",
     attributes: Sequence[int] | None = None,
 ) -> list[Label]:
-    """Store the same label on several crops at once (grid mode), all or nothing.
+    """Store the same vote on several crops at once (grid mode), all or nothing.
 
-    Same contract as ``label_submit``; ``is_review`` marks an admin's decision on a disputed
-    crop, which overrides the votes (the view checks the role).
+    Same contract as ``label_submit``. Votes are taken only on crops of the project's open
+    round that ``user`` holds a claim on (``crop_claims_held``: served to them by
+    ``crop_claim_next``, the grid page included, or given back by ``label_undo``; an expired
+    claim still counts while nobody else took the crop). Any other crop, decided ones and
+    those of closed rounds among them, is LabelError and nothing is stored: admins decide
+    crops through ``label_review``. A vote uses up the claim.
 
     ``idempotency_key`` (up to 200 characters, chosen by the client per submission): when this
-    user already submitted it, the labels stored then are returned and nothing is written, also
-    when two copies race (the database's unique constraint decides). Reusing a key for a
-    different label raises LabelError.
+    user already submitted it in this project, the labels stored then are returned and nothing
+    is written (the claim they used up is not needed), also when two copies race (the
+    database's unique constraint decides). Reusing a key for a different label raises
+    LabelError.
 
     ``attributes``: ids of the project's attributes ticked yes (behaviours), stored on every
     label; None when not recorded, [] for all no. Only species labels carry them (an empty
     crop has no behaviour): for other kinds, [] and None store None and any id is refused.
     LabelError (nothing stored) for an id that is not one of the project's attributes.
     """
+    return _labels_store(
+        project=project,
+        crop_ids=crop_ids,
+        user=user,
+        kind=kind,
+        species_id=species_id,
+        idempotency_key=idempotency_key,
+        attributes=attributes,
+        vote=True,
+    )
+
+
+def labels_import(
+    *,
+    project: Project,
+    crop_ids: Sequence[int],
+    user: User,
+    kind: str,
+    species_id: int | None = None,
+    attributes: Sequence[int] | None = None,
+) -> list[Label]:
+    """Store labels that did not come through the labelling queue, as ``user``'s votes.
+
+    For trusted code only: ground truth fed in by tests, benchmarks and simulations, labels
+    imported by an operator. No claim is needed, so any crop of the project can be labelled;
+    everything else is as ``labels_submit`` (validation, consensus, closing the round). Never
+    call it with a request's input: the web pages and the API go through ``labels_submit``
+    (tests/test_architecture.py checks that ``annotator`` never names this function).
+    """
+    return _labels_store(
+        project=project,
+        crop_ids=crop_ids,
+        user=user,
+        kind=kind,
+        species_id=species_id,
+        attributes=attributes,
+    )
+
+
+def _labels_store(
+    *,
+    project: Project,
+    crop_ids: Sequence[int],
+    user: User,
+    kind: str,
+    species_id: int | None = None,
+    is_review: bool = False,
+    idempotency_key: str = "",
+    attributes: Sequence[int] | None = None,
+    vote: bool = False,
+) -> list[Label]:
+    """``labels_submit`` (``vote``: only on crops ``user`` holds), ``labels_import`` and
+    ``label_review`` (``is_review``)."""
     unique_ids = list(dict.fromkeys(int(c) for c in crop_ids))
     if not unique_ids:
         raise LabelError("no crop given")
     if len(idempotency_key) > 200:
         raise LabelError("the idempotency key is longer than 200 characters")
     ticked = _label_attributes(project=project, kind=kind, attributes=attributes)
-    if idempotency_key:
-        replay = _labels_replayed(
+
+    def replayed() -> list[Label] | None:
+        if not idempotency_key:
+            return None
+        return _labels_replayed(
+            project=project,
             user=user,
             key=idempotency_key,
             crop_ids=unique_ids,
@@ -111,8 +178,10 @@ def labels_submit(
             species_id=species_id,
             attributes=ticked,
         )
-        if replay is not None:
-            return replay
+
+    replay = replayed()
+    if replay is not None:
+        return replay
     crops = {c.pk: c for c in Crop.objects.filter(project=project, pk__in=unique_ids)}
     missing = [c for c in unique_ids if c not in crops]
     if missing:
@@ -122,11 +191,34 @@ def labels_submit(
     species = _label_species(project=project, kind=kind, species_id=species_id)
     with transaction.atomic():
         open_round = round_open_get(project=project)
-        in_round = (
-            set(open_round.items.filter(crop_id__in=unique_ids).values_list("crop_id", flat=True))
-            if open_round is not None
-            else set()
-        )
+        if vote:
+            # A vote's crops are all held by its user, so all are in the open round.
+            in_round = (
+                crop_claims_held(round_=open_round, user=user, crop_ids=unique_ids)
+                if open_round is not None
+                else set()
+            )
+            refused = [c for c in unique_ids if c not in in_round]
+            if refused:
+                # A copy of this submission may have used up the claims since we looked.
+                replay = replayed()
+                if replay is not None:
+                    return replay
+                raise LabelError(
+                    f"crop {', '.join(map(str, refused))} is not yours to label now: ask for "
+                    "the next crop (you can label only the crops of the open round served to "
+                    "you and not yet decided)"
+                )
+        else:
+            in_round = (
+                set(
+                    open_round.items.filter(crop_id__in=unique_ids).values_list(
+                        "crop_id", flat=True
+                    )
+                )
+                if open_round is not None
+                else set()
+            )
         new = [
             Label(
                 project=project,
@@ -146,15 +238,8 @@ def labels_submit(
                 labels = Label.objects.bulk_create(new)
         except IntegrityError:
             # The same key was stored by a concurrent copy of this submission since we looked.
-            replay = _labels_replayed(
-                user=user,
-                key=idempotency_key,
-                crop_ids=unique_ids,
-                kind=kind,
-                species_id=species_id,
-                attributes=ticked,
-            )
-            if not idempotency_key or replay is None:
+            replay = replayed()
+            if replay is None:
                 raise
             return replay
         settled = consensus_update(project=project, crop_ids=unique_ids)
@@ -170,6 +255,7 @@ def labels_submit(
 
 def _labels_replayed(
     *,
+    project: Project,
     user: User,
     key: str,
     crop_ids: list[int],
@@ -177,10 +263,12 @@ def _labels_replayed(
     species_id: int | None,
     attributes: list[int] | None = None,
 ) -> list[Label] | None:
-    """The labels ``user`` stored under ``key`` for ``crop_ids``, or None if none exists."""
+    """The labels ``user`` stored under ``key`` in ``project`` for ``crop_ids``, or None if
+    none exists. Another project's labels are never replayed: a crop of theirs is refused."""
     keys = {f"{key}:{crop_id}": crop_id for crop_id in crop_ids}
     stored = {
-        label.crop_id: label for label in Label.objects.filter(user=user, client_key__in=list(keys))
+        label.crop_id: label
+        for label in Label.objects.filter(project=project, user=user, client_key__in=list(keys))
     }
     if not stored:
         return None
@@ -208,7 +296,7 @@ def label_review(
 
     With ``attributes`` recorded, the admin's attributes decide the crop's too.
     """
-    return labels_submit(
+    return _labels_store(
         project=project,
         crop_ids=[crop_id],
         user=user,

@@ -26,7 +26,9 @@ transaction, so no one holding a row lock waits for it.
 
 Not in the order: the claim queue (``claims._claimable``) reads claimable round crops with
 ``SELECT ... FOR UPDATE SKIP LOCKED``: it skips rows others hold instead of waiting for them,
-so it cannot take part in a deadlock.
+so it cannot take part in a deadlock. ``claims_user_lock``, a PostgreSQL transaction advisory
+lock per user, is taken first in ``crop_claim_next`` and by nothing else: whoever holds it
+waits at most for row locks of votes and undos, which never ask for it.
 
 One known exception, kept as it was: admin edits that write the project row first and then
 recompute consensus (``project_consensus_update`` updates the project row, and a plain UPDATE
@@ -56,7 +58,9 @@ from detector.models import Crop
 from projects.locks import project_lock
 
 __all__ = [
+    "CLAIMS_LOCK_KEY",
     "RETRAIN_LOCK_KEY",
+    "claims_user_lock",
     "crops_lock",
     "label_latest_lock",
     "project_lock",
@@ -67,6 +71,9 @@ __all__ = [
 # First key of the PostgreSQL advisory lock that lets one retrain per project run at a time
 # (the second key is the project id).
 RETRAIN_LOCK_KEY = 7201
+# First key of the advisory lock that serialises one user's claim requests (the second key is
+# the user id).
+CLAIMS_LOCK_KEY = 7202
 
 
 @contextmanager
@@ -87,6 +94,18 @@ def retrain_lock(*, project_id: int) -> Iterator[None]:
     finally:
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [RETRAIN_LOCK_KEY, project_id])
+
+
+def claims_user_lock(*, user_id: int) -> None:
+    """Hold the user's claim lock until the transaction ends (PostgreSQL; a no-op elsewhere).
+
+    The cap on a user's live claims is checked by counting them, then claiming more: two
+    requests of one user at the same moment would each count the claims before the other's
+    and together pass the cap. With it the second waits, then counts the first one's claims.
+    """
+    if connection.vendor == "postgresql" and transaction.get_connection().in_atomic_block:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [CLAIMS_LOCK_KEY, user_id])
 
 
 def label_latest_lock(*, project_id: int, user_id: int) -> Label | None:

@@ -278,8 +278,10 @@ def next_crops(
     """The next crops of the open round for you to label (labellers: admins and volunteers).
 
     The crops are held for you for a while (others are not offered them meanwhile); asking
-    again returns the ones you hold first. ``skip`` lists crop ids you passed over, so that they
-    are not served again.
+    again returns the ones you hold first. ``skip`` lists crop ids you passed over: they are
+    given back to the others and not served to you again. You hold at most
+    ``TRAPWISE_CLAIMS_PER_USER`` crops of a round at once (25 unless configured), those held
+    counted: a larger ``limit`` gets fewer crops. Only crops served to you can be labelled.
     """
     project, _ = _project(request, slug, roles=LABELLERS)
     open_round = round_open_get(project=project)
@@ -306,11 +308,13 @@ def next_crops(
     tags=["labelling"],
 )
 def label_create(request: HttpRequest, slug: str, payload: LabelIn) -> Status[Label]:
-    """Store your label of a crop (labellers). 400 for a crop, species or attribute that is not
-    the project's, for a crop not to label now, and for a body that is not JSON.
+    """Store your label of a crop (labellers). 400 for a crop ``next`` did not serve you (or
+    that went to someone else after your hold expired), a crop, species or attribute of
+    another project, and for a body that is not JSON.
 
-    With an ``idempotency_key``, a retried request returns the label stored the first time
-    (201 again) and stores nothing; reusing a key for a different label is a 400.
+    With an ``idempotency_key``, a retried request in the same project returns the label
+    stored the first time (201 again) and stores nothing; reusing a key for a different label
+    is a 400.
     """
     project, _ = _project(request, slug, roles=LABELLERS)
     try:

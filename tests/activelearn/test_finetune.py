@@ -15,7 +15,7 @@ from activelearn.services import (
     embedding_finetune_and_retrain,
     embedding_finetune_queue,
     finetune_interval,
-    label_submit,
+    labels_import,
     round_start,
 )
 from detector.models import Crop
@@ -36,8 +36,8 @@ def _label_by_sequence(project: Project, user: User, crops: list[Crop]) -> None:
     fox, agouti = project.species.get(name="red fox"), project.species.get(name="agouti")
     for crop in crops:
         species = fox if "Red_Fox" in crop.image.file_name else agouti
-        label_submit(
-            project=project, crop_id=crop.pk, user=user, kind="species", species_id=species.pk
+        labels_import(
+            project=project, crop_ids=[crop.pk], user=user, kind="species", species_id=species.pk
         )
 
 
@@ -93,7 +93,7 @@ def test_head_finetune_switches_and_index_agrees(
 def test_force_needs_two_species(ingested_project: Project, volunteer: User) -> None:
     crop = Crop.objects.first()
     assert crop is not None
-    label_submit(project=ingested_project, crop_id=crop.pk, user=volunteer, kind="unknown")
+    labels_import(project=ingested_project, crop_ids=[crop.pk], user=volunteer, kind="unknown")
     with pytest.raises(FinetuneError, match="two species"):
         embedding_finetune_queue(project=ingested_project, force=True)
     assert EmbeddingVersion.objects.count() == 1

@@ -14,7 +14,7 @@ from activelearn import selectors_audit
 from activelearn.audit import binomial_interval, ppi_interval
 from activelearn.models import AuditPrediction, ClassifierVersion, Prediction, Round
 from activelearn.selectors_audit import audit_estimate_get, audit_outcomes_get
-from activelearn.services import label_submit, round_start
+from activelearn.services import labels_import, round_start
 from projects.models import Project
 from tests.conftest import classifier_by_hand
 
@@ -61,9 +61,9 @@ def audited(ingested_project: Project, admin_user: User, volunteer: User) -> Cla
             auto_accepted=confidence >= 0.8,
         )
         kind = human if human in ("unknown", "not_animal") else "species"
-        label_submit(
+        labels_import(
             project=project,
-            crop_id=crop.pk,
+            crop_ids=[crop.pk],
             user=volunteer,
             kind=kind,
             species_id=species[human].pk if kind == "species" else None,
@@ -137,9 +137,9 @@ def test_estimate_is_of_the_newest_audited_version_and_the_curve_of_each(
         confidence=0.5,
         auto_accepted=False,
     )
-    label_submit(
+    labels_import(
         project=ingested_project,
-        crop_id=crop.pk,
+        crop_ids=[crop.pk],
         user=volunteer,
         kind="species",
         species_id=fox.pk,

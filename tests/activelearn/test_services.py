@@ -13,6 +13,7 @@ from activelearn.services import (
     RoundError,
     classifier_retrain,
     label_submit,
+    labels_import,
     round_start,
 )
 from projects.models import Project
@@ -118,8 +119,10 @@ def test_not_animal_and_unknown_count_as_covered(
     ingested_project: Project, admin_user: User, volunteer: User
 ) -> None:
     crops = list(ingested_project.crops.order_by("id"))
-    label_submit(project=ingested_project, crop_id=crops[0].pk, user=volunteer, kind="not_animal")
-    label_submit(project=ingested_project, crop_id=crops[1].pk, user=volunteer, kind="unknown")
+    labels_import(
+        project=ingested_project, crop_ids=[crops[0].pk], user=volunteer, kind="not_animal"
+    )
+    labels_import(project=ingested_project, crop_ids=[crops[1].pk], user=volunteer, kind="unknown")
     round_ = round_start(project=ingested_project, user=admin_user, strategy="random", size=100)
     picked = set(round_.items.values_list("crop_id", flat=True))
     assert picked == {c.pk for c in crops[2:]}
@@ -317,9 +320,9 @@ def test_old_predictions_are_pruned(
     crops = list(ingested_project.crops.order_by("id"))
     fox = ingested_project.species.get(name="red fox")
     for crop in crops[:4]:
-        label_submit(
+        labels_import(
             project=ingested_project,
-            crop_id=crop.pk,
+            crop_ids=[crop.pk],
             user=volunteer,
             kind="species",
             species_id=fox.pk,

@@ -19,9 +19,12 @@ from activelearn.services import (
     ATTRIBUTE_MIN_CROPS,
     LabelError,
     classifier_retrain,
+    crop_claim_next,
     label_review,
     label_submit,
+    labels_import,
     labels_submit,
+    round_start,
 )
 from detector.models import Crop
 from projects.models import Attribute, Project
@@ -59,14 +62,14 @@ def test_species_label_stores_its_attributes_sorted_and_once(
     eating, standing = attribute(project, "eating"), attribute(project, "standing")
     fox = project.species.get(name="red fox")
     crop = first_crop(project)
-    label = label_submit(
+    label = labels_import(
         project=project,
-        crop_id=crop.pk,
+        crop_ids=[crop.pk],
         user=volunteer,
         kind="species",
         species_id=fox.pk,
         attributes=[eating, standing, eating],
-    )
+    )[0]
     label.refresh_from_db()
     assert label.attributes == sorted([eating, standing])
     assert Consensus.objects.get(crop=crop).attributes == sorted([eating, standing])
@@ -112,9 +115,9 @@ def test_only_species_labels_carry_attributes(ingested_project: Project, volunte
         )
     assert not Label.objects.exists()
     # An empty list on an empty crop is "nothing to record": stored as null.
-    label = label_submit(
-        project=project, crop_id=crop.pk, user=volunteer, kind="unknown", attributes=[]
-    )
+    label = labels_import(
+        project=project, crop_ids=[crop.pk], user=volunteer, kind="unknown", attributes=[]
+    )[0]
     label.refresh_from_db()
     assert label.attributes is None
     assert Consensus.objects.get(crop=crop).attributes is None
@@ -135,9 +138,9 @@ def test_consensus_takes_the_majority_and_a_review_decides(
         (ecologist, [standing]),
         (admin_user, None),  # recorded nothing: does not count
     ):
-        label_submit(
+        labels_import(
             project=project,
-            crop_id=crop.pk,
+            crop_ids=[crop.pk],
             user=user,
             kind="species",
             species_id=fox.pk,
@@ -158,12 +161,13 @@ def test_consensus_takes_the_majority_and_a_review_decides(
 
 
 def test_idempotent_replay_compares_the_attributes(
-    ingested_project: Project, volunteer: User
+    ingested_project: Project, admin_user: User, volunteer: User
 ) -> None:
     project = ingested_project
     fox = project.species.get(name="red fox")
     moving = attribute(project, "moving")
-    crops = [c.pk for c in Crop.objects.filter(project=project).order_by("id")[:2]]
+    open_round = round_start(project=project, user=admin_user, strategy="random", size=2)
+    crops = [c.pk for c in crop_claim_next(round_=open_round, user=volunteer, limit=2)]
     first = labels_submit(
         project=project,
         crop_ids=crops,
@@ -207,9 +211,9 @@ def label_with_attributes(project: Project, user: User) -> dict[int, set[str]]:
     for i, crop in enumerate(crops):
         is_fox = "Red_Fox" in crop.image.file_name
         names = {"moving"} if is_fox else ({"standing", "eating"} if i == 0 else {"standing"})
-        label_submit(
+        labels_import(
             project=project,
-            crop_id=crop.pk,
+            crop_ids=[crop.pk],
             user=user,
             kind="species",
             species_id=(fox if is_fox else agouti).pk,
@@ -271,9 +275,9 @@ def test_without_enough_attribute_labels_there_is_no_head(
     crops = Crop.objects.filter(project=project).select_related("image").order_by("id")
     for crop in crops:
         is_fox = "Red_Fox" in crop.image.file_name
-        label_submit(
+        labels_import(
             project=project,
-            crop_id=crop.pk,
+            crop_ids=[crop.pk],
             user=volunteer,
             kind="species",
             species_id=(fox if is_fox else agouti).pk,
@@ -309,9 +313,9 @@ def test_a_changed_attribute_alone_triggers_a_retrain(
     crop = first_crop(project)
     # The same species as before: only the attributes change.
     same = project.species.get(name="red fox" if "Red_Fox" in crop.image.file_name else "agouti")
-    label_submit(
+    labels_import(
         project=project,
-        crop_id=crop.pk,
+        crop_ids=[crop.pk],
         user=volunteer,
         kind="species",
         species_id=same.pk,

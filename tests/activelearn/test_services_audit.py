@@ -15,7 +15,7 @@ from activelearn.final_labels import AUTO, MACHINE, AutoAccept, final_label
 from activelearn.models import AuditPrediction, ClassifierVersion, Prediction, RoundCrop
 from activelearn.services import (
     SettingsError,
-    label_submit,
+    labels_import,
     project_learning_update,
     round_start,
 )
@@ -141,8 +141,8 @@ def _audit_labelled(
             threshold=classifier.threshold,
             auto_accepted=False,
         )
-        label_submit(
-            project=project, crop_id=crop.pk, user=volunteer, kind="species", species_id=human.pk
+        labels_import(
+            project=project, crop_ids=[crop.pk], user=volunteer, kind="species", species_id=human.pk
         )
 
 

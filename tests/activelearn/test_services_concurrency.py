@@ -7,6 +7,7 @@ the row locks of ``activelearn.services.locks`` these tests fail every time.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -16,13 +17,15 @@ from django.contrib.auth.models import User
 from django.db import connection, transaction
 
 import activelearn.classifier as classifier_module
+import activelearn.services.claims as claim_services
 import activelearn.services.labels as label_services
 import activelearn.services.retrain as retrain_services
 import activelearn.services.settings as settings_services
-from activelearn.models import ClassifierVersion, Consensus, Label, Round
+from activelearn.models import ClassifierVersion, Consensus, CropClaim, Label, Round
 from activelearn.services import (
     RoundError,
     classifier_retrain,
+    crop_claim_next,
     embedding_finetune_and_retrain,
     embedding_finetune_queue,
     label_submit,
@@ -34,7 +37,7 @@ from embeddings.models import EmbeddingVersion
 from embeddings.selectors import embedding_version_current
 from projects.models import Project, Role
 from projects.services import membership_set
-from tests.conftest import label_by_truth
+from tests.conftest import label_by_truth, serve
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -110,8 +113,17 @@ def _species(project: Project, name: str) -> int:
     return int(project.species.get(name=name).pk)
 
 
+def _served_to_both(project: Project, admin: User, first: User, second: User) -> int:
+    """The first crop of a new round, served to both volunteers (votes per crop: 2)."""
+    round_ = round_start(project=project, user=admin, strategy="random", size=2)
+    (crop,) = crop_claim_next(round_=round_, user=first)
+    assert [c.pk for c in crop_claim_next(round_=round_, user=second)] == [crop.pk]
+    return int(crop.pk)
+
+
 def test_two_volunteers_voting_on_one_crop_both_count(
     ingested_project: Project,
+    admin_user: User,
     volunteer: User,
     second_volunteer: User,
     meet_before_consensus: Callable[[], None],
@@ -119,7 +131,7 @@ def test_two_volunteers_voting_on_one_crop_both_count(
 ) -> None:
     ingested_project.votes_per_crop = 2
     ingested_project.save(update_fields=["votes_per_crop"])
-    crop_id = Crop.objects.order_by("id").values_list("id", flat=True)[0]
+    crop_id = _served_to_both(ingested_project, admin_user, volunteer, second_volunteer)
     fox = _species(ingested_project, "red fox")
     meet_before_consensus()
 
@@ -139,6 +151,7 @@ def test_two_volunteers_voting_on_one_crop_both_count(
 
 def test_two_volunteers_disagreeing_at_once_send_the_crop_to_review(
     ingested_project: Project,
+    admin_user: User,
     volunteer: User,
     second_volunteer: User,
     meet_before_consensus: Callable[[], None],
@@ -146,7 +159,7 @@ def test_two_volunteers_disagreeing_at_once_send_the_crop_to_review(
 ) -> None:
     ingested_project.votes_per_crop = 2
     ingested_project.save(update_fields=["votes_per_crop"])
-    crop_id = Crop.objects.order_by("id").values_list("id", flat=True)[0]
+    crop_id = _served_to_both(ingested_project, admin_user, volunteer, second_volunteer)
     fox, agouti = _species(ingested_project, "red fox"), _species(ingested_project, "agouti")
     meet_before_consensus()
 
@@ -183,6 +196,8 @@ def test_settling_the_last_two_crops_at_once_closes_the_round_once(
     round_ = round_start(project=ingested_project, user=admin_user, strategy="random", size=4)
     crops = [item.crop for item in round_.items.select_related("crop__image").order_by("position")]
     label_by_truth(ingested_project, volunteer, crops[:2])
+    serve(ingested_project, volunteer, [crops[2].pk])
+    serve(ingested_project, second_volunteer, [crops[3].pk])
     meet_before_consensus()
     unknown = "unknown"
 
@@ -337,3 +352,39 @@ def test_two_retrains_of_one_project_at_once_make_one_version(
     assert [r.pk for r in results] == [version.pk, version.pk]  # type: ignore[attr-defined]
     # Trained once, not twice: one fit of the kept classifier, one per fold of each candidate.
     assert len(fits) == 1 + len(CANDIDATES) * version.cv_n_splits
+
+
+def test_one_user_asking_for_crops_many_times_at_once_holds_no_more_than_the_cap(
+    ingested_project: Project,
+    admin_user: User,
+    volunteer: User,
+    settings: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Parallel ``next`` requests of one user (issue 16): each counted the claims held before
+    the others committed theirs, and together they held the cap several times over. The hold
+    makes every request count first and claim after, as they would when racing; with the
+    user's claim lock only one request claims at a time (the hold gives up after 2 s)."""
+    settings.TRAPWISE_CLAIMS_PER_USER = 3
+    round_ = round_start(project=ingested_project, user=admin_user, strategy="random", size=10)
+    barrier = threading.Barrier(4)
+    real = claim_services._claimable
+
+    def counted_then_claiming(**kwargs: Any) -> list[int]:
+        # Broken when the requests are serialised: the others wait for the claim lock.
+        with contextlib.suppress(threading.BrokenBarrierError):
+            barrier.wait(timeout=2)
+        return real(**kwargs)
+
+    monkeypatch.setattr(claim_services, "_claimable", counted_then_claiming)
+
+    def ask() -> list[int]:
+        return [c.pk for c in crop_claim_next(round_=round_, user=volunteer, limit=3)]
+
+    results, errors = _in_threads(ask, ask, ask, ask)
+
+    assert errors == []
+    claims = CropClaim.objects.filter(round=round_, user=volunteer)
+    held = set(claims.values_list("crop_id", flat=True))
+    assert len(held) == 3
+    assert [set(r) for r in results] == [held] * 4  # type: ignore[call-overload]

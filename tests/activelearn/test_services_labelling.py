@@ -22,6 +22,7 @@ from activelearn.services import (
     label_review,
     label_submit,
     label_undo,
+    labels_import,
     labels_submit,
     round_start,
 )
@@ -111,6 +112,11 @@ def test_votes_decide_by_plurality_or_go_to_review(
     ingested_project.save()
     open_round = round_start(project=ingested_project, user=admin_user, strategy="random", size=2)
     agreed, disputed = open_round.items.order_by("position").values_list("crop_id", flat=True)
+    for user in (volunteer, second_volunteer):
+        assert {c.pk for c in crop_claim_next(round_=open_round, user=user, limit=2)} == {
+            agreed,
+            disputed,
+        }
     fox, agouti = _species(ingested_project, "red fox"), _species(ingested_project, "agouti")
     label_submit(
         project=ingested_project, crop_id=agreed, user=volunteer, kind="species", species_id=fox
@@ -154,13 +160,15 @@ def test_votes_decide_by_plurality_or_go_to_review(
 def test_a_volunteers_new_label_replaces_their_vote(
     ingested_project: Project, admin_user: User, volunteer: User
 ) -> None:
+    """Through ``labels_import``: the queue never serves a crop its volunteer voted on again,
+    so a vote is changed by undoing it (tests/activelearn/test_services_claims.py)."""
     open_round = round_start(project=ingested_project, user=admin_user, strategy="random", size=2)
     crop_id = open_round.items.order_by("position").values_list("crop_id", flat=True)[0]
     fox, agouti = _species(ingested_project, "red fox"), _species(ingested_project, "agouti")
     for species in (fox, agouti):
-        label_submit(
+        labels_import(
             project=ingested_project,
-            crop_id=crop_id,
+            crop_ids=[crop_id],
             user=volunteer,
             kind="species",
             species_id=species,
@@ -258,9 +266,13 @@ def test_concurrent_claims_skip_locked_rows(
 
 
 def test_idempotency_key_stores_a_submission_once(
-    ingested_project: Project, volunteer: User, second_volunteer: User
+    ingested_project: Project, admin_user: User, volunteer: User, second_volunteer: User
 ) -> None:
-    crops = list(ingested_project.crops.order_by("id").values_list("id", flat=True)[:3])
+    ingested_project.votes_per_crop = 2  # the second volunteer's vote below is a vote too
+    ingested_project.save()
+    open_round = round_start(project=ingested_project, user=admin_user, strategy="random", size=3)
+    crops = [c.pk for c in crop_claim_next(round_=open_round, user=volunteer, limit=3)]
+    crop_claim_next(round_=open_round, user=second_volunteer, limit=1)
     fox = _species(ingested_project, "red fox")
     first = labels_submit(
         project=ingested_project,
@@ -309,12 +321,14 @@ def test_idempotency_key_stores_a_submission_once(
 
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_copies_of_one_submission_store_one_label(
-    ingested_project: Project, volunteer: User
+    ingested_project: Project, admin_user: User, volunteer: User
 ) -> None:
     """Two requests with the same key at the same moment (a double click): one label."""
     if connection.vendor != "postgresql":
         pytest.skip("concurrent writers need PostgreSQL (SQLite serialises them)")
-    crop_id = ingested_project.crops.order_by("id").values_list("id", flat=True)[0]
+    open_round = round_start(project=ingested_project, user=admin_user, strategy="random", size=2)
+    (crop,) = crop_claim_next(round_=open_round, user=volunteer)
+    crop_id = crop.pk
     barrier = threading.Barrier(4)
     stored: list[int] = []
     errors: list[BaseException] = []
@@ -357,8 +371,8 @@ def test_refused_labels_store_nothing_and_leave_the_consensus(
     crop = ingested_project.crops.order_by("id").first()
     assert crop is not None
     fox = _species(ingested_project, "red fox")
-    label_submit(
-        project=ingested_project, crop_id=crop.pk, user=volunteer, kind="species", species_id=fox
+    labels_import(
+        project=ingested_project, crop_ids=[crop.pk], user=volunteer, kind="species", species_id=fox
     )
     before = (list(Label.objects.values()), list(Consensus.objects.values()))
     assert len(before[1]) == 1

@@ -10,7 +10,7 @@ from django.contrib.auth.models import User
 from django.db import connection, transaction
 
 from activelearn.models import Label
-from activelearn.services import finetune_interval, label_submit
+from activelearn.services import crop_claim_next, finetune_interval, label_submit, round_start
 from embeddings.selectors import embedding_version_current
 from projects.models import Project
 
@@ -24,7 +24,7 @@ def _postgresql_only() -> None:
 
 
 def test_a_label_does_not_wait_for_the_project_row_while_a_retrain_holds_it(
-    ingested_project: Project, volunteer: User
+    ingested_project: Project, admin_user: User, volunteer: User
 ) -> None:
     """A retrain's commit checks its rows' foreign keys (Django's are deferred to the commit):
     FOR KEY SHARE on the project row, then on every predicted crop. A label submission locks
@@ -32,8 +32,8 @@ def test_a_label_does_not_wait_for_the_project_row_while_a_retrain_holds_it(
     due): `make loadtest` saw the two deadlock, and the retrain was lost. With too few new
     labels for fine-tuning, a submission must not wait for the project row at all."""
     project = ingested_project
-    crop = project.crops.first()
-    assert crop is not None
+    open_round = round_start(project=project, user=admin_user, strategy="random", size=2)
+    (crop,) = crop_claim_next(round_=open_round, user=volunteer)
     species = project.species.first()
     current = embedding_version_current(project=project)
     assert current is not None and species is not None

@@ -17,7 +17,7 @@ from django.utils import timezone
 
 import activelearn.services
 from activelearn.models import Label, LabelKind, Round
-from activelearn.services import label_submit, round_start
+from activelearn.services import labels_import, round_start
 from activelearn.services.locks import (
     crops_lock,
     label_latest_lock,
@@ -50,13 +50,13 @@ def test_label_latest_lock_finds_the_users_newest_label_not_undone(
     fox = ingested_project.species.get(name="red fox").pk
     first_crop, second_crop = Crop.objects.order_by("id")[:2]
     labels = [
-        label_submit(
+        labels_import(
             project=ingested_project,
-            crop_id=crop.pk,
+            crop_ids=[crop.pk],
             user=volunteer,
             kind=LabelKind.SPECIES,
             species_id=fox,
-        )
+        )[0]
         for crop in (first_crop, second_crop)
     ]
     with transaction.atomic():

@@ -28,7 +28,7 @@ from activelearn.models import ClassifierVersion, Label, Prediction, Round
 from activelearn.services import (
     FinetuneError,
     embedding_finetune_queue,
-    label_submit,
+    labels_import,
     round_start,
 )
 from detector.models import Crop
@@ -63,9 +63,9 @@ def labelled_project(
     species = {s.name: s.pk for s in project.species.all()}
     round_ = round_start(project=project, user=admin_user, strategy="random", size=100)
     for item in round_.items.select_related("crop__image"):
-        label_submit(
+        labels_import(
             project=project,
-            crop_id=item.crop_id,
+            crop_ids=[item.crop_id],
             user=volunteer,
             kind="species",
             species_id=species[truth[item.crop.image.file_name]],

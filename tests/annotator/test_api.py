@@ -22,7 +22,7 @@ from annotator.api.services import api_token_create
 from detector.models import Crop
 from projects.models import Project, Species
 from projects.services import project_create
-from tests.conftest import label_by_truth
+from tests.conftest import label_by_truth, serve
 
 pytestmark = pytest.mark.django_db
 
@@ -341,6 +341,7 @@ def test_undo_latest_label(
     assert _post(clients["ecologist"], url, {}).status_code == 404
     crops = [item.crop for item in open_round.items.order_by("position")[:2]]
     for crop in crops:
+        serve(ingested_project, volunteer, [crop.pk])
         label_submit(project=ingested_project, crop_id=crop.pk, user=volunteer, kind="unknown")
     response = _post(clients["volunteer"], url, {})
     assert response.status_code == 200

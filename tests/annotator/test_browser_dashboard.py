@@ -9,7 +9,7 @@ import pytest
 from django.contrib.auth.models import User
 
 from activelearn.models import Label, Round
-from activelearn.services import label_submit
+from activelearn.services import labels_import
 from projects.models import Membership, Project
 from tests.conftest import browser_login
 
@@ -43,9 +43,9 @@ def test_admin_starts_a_round_and_sees_it_progress_live(
     first = started.items.order_by("position").first()
     assert first is not None
     species = ingested_project.species.get(name="agouti")
-    label_submit(
+    labels_import(
         project=ingested_project,
-        crop_id=first.crop_id,
+        crop_ids=[first.crop_id],
         user=volunteer,
         kind="species",
         species_id=species.pk,
@@ -86,8 +86,12 @@ def test_admin_adds_a_member_and_merges_species(
     red_fox = ingested_project.species.get(name="red fox")
     crop = ingested_project.crops.first()
     assert crop is not None
-    label_submit(
-        project=ingested_project, crop_id=crop.pk, user=volunteer, kind="species", species_id=fox.pk
+    labels_import(
+        project=ingested_project,
+        crop_ids=[crop.pk],
+        user=volunteer,
+        kind="species",
+        species_id=fox.pk,
     )
     page.reload()
     page.select_option("#species-merge select[name=source]", label="fox")

@@ -39,7 +39,7 @@ from django.urls import reverse
 
 from activelearn.final_labels import final_label
 from activelearn.models import ClassifierVersion, EventPrediction, Prediction
-from activelearn.services import label_review, label_submit, labels_submit, round_start
+from activelearn.services import label_review, labels_import, round_start
 from annotator import exports
 from annotator.exports import (
     EVENT_HEADER,
@@ -100,9 +100,9 @@ def build_scenario(project: Project, admin: User, volunteer: User) -> Scenario:
     crops["F2b"] = add_crop(crops["F2"].image)
 
     def vote(name: str, kind: str, species: Species | None = None) -> None:
-        label_submit(
+        labels_import(
             project=project,
-            crop_id=crops[name].pk,
+            crop_ids=[crops[name].pk],
             user=volunteer,
             kind=kind,
             species_id=species.pk if species else None,
@@ -542,7 +542,7 @@ def _synthetic_project(project: Project, volunteer: User, n_images: int) -> None
         for d in detections
     )
     half = len(crops) // 2
-    labels_submit(
+    labels_import(
         project=project,
         crop_ids=[c.pk for c in crops[:half]],
         user=volunteer,

@@ -10,7 +10,7 @@ from django.test import Client
 from django.urls import reverse
 
 from activelearn.models import Consensus, EventPrediction, Label, Prediction
-from activelearn.services import classifier_retrain, label_submit, species_merge
+from activelearn.services import classifier_retrain, labels_import, species_merge
 from projects.models import Membership, Project, Role, Species
 from projects.services import (
     MemberError,
@@ -98,7 +98,7 @@ def test_member_of_another_project_is_refused(project: Project, admin_user: User
 def test_removed_volunteer_keeps_their_labels(ingested_project: Project, volunteer: User) -> None:
     crop = ingested_project.crops.first()
     assert crop is not None
-    label_submit(project=ingested_project, crop_id=crop.pk, user=volunteer, kind="unknown")
+    labels_import(project=ingested_project, crop_ids=[crop.pk], user=volunteer, kind="unknown")
     vic = Membership.objects.get(project=ingested_project, user=volunteer)
     member_remove(project=ingested_project, membership_id=vic.pk)
     assert Label.objects.filter(user=volunteer).count() == 1
@@ -150,8 +150,12 @@ def test_merge_moves_labels_votes_and_predictions(
         first = fox if crop in fox_crops[:2] else truth
         second = fox if crop == fox_crops[0] else truth
         for user, species in ((volunteer, first), (second_volunteer, second)):
-            label_submit(
-                project=project, crop_id=crop.pk, user=user, kind="species", species_id=species.pk
+            labels_import(
+                project=project,
+                crop_ids=[crop.pk],
+                user=user,
+                kind="species",
+                species_id=species.pk,
             )
     disputed = Consensus.objects.get(crop=fox_crops[1])
     assert (disputed.status, disputed.agreement) == ("review", 0.5)
@@ -349,9 +353,9 @@ def test_an_attribute_a_label_ticked_is_kept(
     eating = project.attributes.get(name="eating")
     crop = project.crops.order_by("id").first()
     assert crop is not None
-    label_submit(
+    labels_import(
         project=project,
-        crop_id=crop.pk,
+        crop_ids=[crop.pk],
         user=volunteer,
         kind="species",
         species_id=project.species.get(name="agouti").pk,

@@ -385,7 +385,7 @@ def test_admin_retrains_on_demand(
     monkeypatch: Any,
 ) -> None:
     from activelearn import tasks
-    from activelearn.services import label_submit
+    from activelearn.services import labels_import
 
     queued: list[int] = []
     monkeypatch.setattr(tasks.classifier_retrain_task, "delay", queued.append)
@@ -395,9 +395,9 @@ def test_admin_retrains_on_demand(
     assert "nothing to train on yet" in refused.content.decode() and not queued
     crop = ingested_project.crops.first()
     assert crop is not None
-    label_submit(
+    labels_import(
         project=ingested_project,
-        crop_id=crop.pk,
+        crop_ids=[crop.pk],
         user=volunteer,
         kind="species",
         species_id=ingested_project.species.get(name="red fox").pk,

@@ -14,11 +14,11 @@ from django.urls import reverse
 from django.utils import timezone
 
 from activelearn.models import ClassifierVersion, Consensus, Label, Prediction, Round, RoundCrop
-from activelearn.services import classifier_retrain, label_submit, round_start
+from activelearn.services import classifier_retrain, label_submit, labels_import, round_start
 from detector.models import Crop, Detection
 from embeddings.models import EmbeddingVersion
 from projects.models import Image, Project, Species
-from tests.conftest import label_by_truth
+from tests.conftest import label_by_truth, serve
 
 pytestmark = pytest.mark.django_db
 
@@ -209,6 +209,7 @@ def test_admin_reviews_a_dispute(
         ingested_project.species.get(name="agouti"),
     )
     for user, species in ((volunteer, fox), (admin_user, agouti)):
+        serve(ingested_project, user, [crop_id])
         label_submit(
             project=ingested_project,
             crop_id=crop_id,
@@ -304,10 +305,10 @@ def _synthetic_project(name: str, admin_user: User, volunteer: User, n_crops: in
         for c, k in zip(crops, rng.integers(0, 6, size=n_crops), strict=True)
     )
     for user, sp in ((volunteer, species[0]), (admin_user, species[1])):
-        label_submit(
-            project=project, crop_id=crops[-1].pk, user=user, kind="species", species_id=sp.pk
+        labels_import(
+            project=project, crop_ids=[crops[-1].pk], user=user, kind="species", species_id=sp.pk
         )
-    label_submit(project=project, crop_id=crops[-2].pk, user=volunteer, kind="unknown")
+    labels_import(project=project, crop_ids=[crops[-2].pk], user=volunteer, kind="unknown")
     return project
 
 
@@ -335,7 +336,7 @@ def test_admin_raises_the_votes_and_decided_crops_wait_for_more(
     open_round: Round, ingested_project: Project, admin_user: User, volunteer: User
 ) -> None:
     first = _order(open_round)[0]
-    label_submit(project=ingested_project, crop_id=first, user=volunteer, kind="unknown")
+    labels_import(project=ingested_project, crop_ids=[first], user=volunteer, kind="unknown")
     assert Consensus.objects.get(crop_id=first).status == "done"
     client = _client(admin_user)
     url = reverse("consensus_settings", args=[ingested_project.slug])

@@ -23,7 +23,7 @@ from activelearn.models import (
     Round,
     RoundCrop,
 )
-from activelearn.services import label_submit
+from activelearn.services import labels_import
 from annotator.selectors import pipeline_counts
 from detector.models import Crop, Detection
 from embeddings.models import EmbeddingVersion
@@ -303,8 +303,8 @@ def test_status_json_follows_round_and_jobs(
     # A second vote that decides a pending crop: labelled and round progress move by one.
     pending = open_round.items.order_by("position")[PENDING[0]].crop_id
     alpha = project.species.get(name="alpha")
-    label_submit(
-        project=project, crop_id=pending, user=admin_user, kind="species", species_id=alpha.pk
+    labels_import(
+        project=project, crop_ids=[pending], user=admin_user, kind="species", species_id=alpha.pk
     )
     Job.objects.create(
         project=project,
