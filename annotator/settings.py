@@ -324,9 +324,10 @@ if PRODUCTION:
 
 # Content-Security-Policy (django-csp), in development too, so that the browser tests run under
 # the production policy. Scripts and styles only from this server's files: no inline <script>,
-# no on*= handlers, no style attributes or <style> elements (tests/annotator/test_csp.py scans
-# the templates; the plots' SVGs carry presentation attributes instead). data: images are the
-# confusion matrix's embedded PNG and the API docs' (Swagger UI's) icons.
+# no on*= handlers, no style attributes or <style> elements (tests/annotator/test_security.py
+# scans the templates; the plots' SVGs carry presentation attributes instead). data: images are
+# the confusion matrix's embedded PNG and the API docs' (Swagger UI's) icons. The Django admin
+# and the API docs (django-ninja serves Swagger UI from its own static files) need no exception.
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
         "default-src": [SELF],

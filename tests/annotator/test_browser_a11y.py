@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import User
 
-from activelearn.services import label_submit, round_start
+from activelearn.services import classifier_retrain, label_submit, round_start
 from annotator.api.services import api_token_create
 from projects.models import Project, Role
-from tests.conftest import PASSWORD, browser_login
+from tests.conftest import PASSWORD, browser_login, label_by_truth
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -84,9 +84,9 @@ def _a11y_and_csp_check(page: Any, url: str, console: list[str]) -> None:
     assert not events and not console, f"CSP violations on {url}: {events} {console}"
 
 
-def _with_data(project: Project, admin_user: User, volunteer: User) -> None:
-    """What the pages of an imported project show: an open round, a labelled crop (so an undo
-    and a plot) and a dispute to review (two votes that disagree)."""
+def _with_round(project: Project, admin_user: User, volunteer: User) -> None:
+    """What the labelling and review pages show: an open round, a labelled crop (so an undo)
+    and a dispute to review (two votes that disagree)."""
     project.votes_per_crop = 2
     project.save(update_fields=["votes_per_crop"])
     open_round = round_start(project=project, user=admin_user, strategy="random", size=6)
@@ -98,18 +98,25 @@ def _with_data(project: Project, admin_user: User, volunteer: User) -> None:
         )
 
 
-# page -> (who looks at it, its path, whether it needs imported crops); {slug} is the
-# project's. Importing takes a while, so only the pages that show crops get them.
-PAGES: dict[str, tuple[Role | None, str, bool]] = {
-    "login": (None, "/accounts/login/", False),
-    "project": (Role.ADMIN, "/p/{slug}/", True),
-    "label": (Role.VOLUNTEER, "/p/{slug}/label/", True),
-    "grid": (Role.VOLUNTEER, "/p/{slug}/label/grid/", True),
-    "review": (Role.ADMIN, "/p/{slug}/review/", True),
-    "members": (Role.ADMIN, "/p/{slug}/members/", False),
-    "species": (Role.ADMIN, "/p/{slug}/species/", False),
-    "tokens": (Role.ADMIN, "/account/tokens/", False),
-    "export": (Role.ECOLOGIST, "/p/{slug}/export/camtrap-dp/", False),
+def _with_classifier(project: Project, admin_user: User, volunteer: User) -> None:
+    """What the admin's project page shows at its fullest: every crop labelled and a trained
+    classifier, so its metrics, the learning curve, label counts and the confusion matrix."""
+    label_by_truth(project, volunteer, project.crops.select_related("image"))
+    assert classifier_retrain(project_id=project.pk) is not None
+
+
+# page -> (who looks at it, its path, the data it needs: none, "round" or "classifier");
+# {slug} is the project's. Importing takes a while, so only the pages that show crops get them.
+PAGES: dict[str, tuple[Role | None, str, str]] = {
+    "login": (None, "/accounts/login/", ""),
+    "project": (Role.ADMIN, "/p/{slug}/", "classifier"),
+    "label": (Role.VOLUNTEER, "/p/{slug}/label/", "round"),
+    "grid": (Role.VOLUNTEER, "/p/{slug}/label/grid/", "round"),
+    "review": (Role.ADMIN, "/p/{slug}/review/", "round"),
+    "members": (Role.ADMIN, "/p/{slug}/members/", ""),
+    "species": (Role.ADMIN, "/p/{slug}/species/", ""),
+    "tokens": (Role.ADMIN, "/account/tokens/", ""),
+    "export": (Role.ECOLOGIST, "/p/{slug}/export/camtrap-dp/", ""),
 }
 
 
@@ -124,10 +131,10 @@ def test_page_has_no_serious_axe_violation_nor_csp_violation(
     volunteer: User,
     ecologist: User,
 ) -> None:
-    role, path, imported = PAGES[name]
-    if imported:
+    role, path, data = PAGES[name]
+    if data:
         request.getfixturevalue("ingested_project")
-        _with_data(project, admin_user, volunteer)
+        {"round": _with_round, "classifier": _with_classifier}[data](project, admin_user, volunteer)
     api_token_create(user=admin_user, name="camera-sync")
     page = axe_page
     console = _csp_watch(page)
