@@ -38,7 +38,17 @@ serve: venv
 	  echo ""; \
 	  $(PY) manage.py runserver --noreload $(HOST):$(PORT)
 
-test: venv
+# axe-core (package-lock.json) for the browser accessibility tests, installed with npm when
+# the lock file changes; without npm those tests skip and say how to install it.
+AXE_STAMP := node_modules/.installed-stamp
+$(AXE_STAMP): package.json package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+	  npm ci --no-audit --no-fund --loglevel=error && touch $(AXE_STAMP); \
+	else \
+	  echo "npm not found: the accessibility tests (tests/annotator/test_browser_a11y.py) will skip"; \
+	fi
+
+test: venv $(AXE_STAMP)
 	$(PY) -m pytest
 
 bench: venv

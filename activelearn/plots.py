@@ -6,6 +6,7 @@ Arrays in, SVG text or PNG files out; no Django.
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -74,12 +75,53 @@ def learning_curve_svg(
     return _svg_text(figure)
 
 
+# matplotlib's SVG styles its elements with style="prop: value; ..." attributes and a <style>
+# rule; a page under a strict Content-Security-Policy (style-src 'self') refuses both. Every
+# property it writes is also an SVG presentation attribute, which no policy restricts.
+_STYLE_ATTRIBUTE = re.compile(r' style="([^"]*)"')
+_STYLE_ELEMENT = re.compile(r"\s*<style[^>]*>(.*?)</style>", re.DOTALL)
+_ROOT_RULE = re.compile(r"^\s*\*\s*\{(.*)\}\s*$", re.DOTALL)
+
+
+def _presentation_attributes(declarations: str) -> str:
+    """``"fill: #fff; stroke-width: 0.8"`` as ``' fill="#fff" stroke-width="0.8"'``."""
+    attributes = []
+    for declaration in declarations.split(";"):
+        name, _, value = declaration.partition(":")
+        if name.strip() and value.strip():
+            attributes.append(f' {name.strip()}="{value.strip()}"')
+    return "".join(attributes)
+
+
+def _without_inline_css(svg: str) -> str:
+    """The SVG with its style attributes and its ``* {...}`` <style> rule as presentation
+    attributes; it draws the same.
+
+    The ``*`` rule (matplotlib's default line joins and caps) goes onto the root element, from
+    which the elements inherit it; an element's own attribute (from its style) still wins, as
+    the style did over the rule.
+
+    Raises:
+        ValueError: for a <style> element with another rule than ``* {...}`` (a matplotlib
+        whose output this does not know).
+    """
+    root_attributes = ""
+    for rule in _STYLE_ELEMENT.findall(svg):
+        match = _ROOT_RULE.match(rule)
+        if match is None:
+            raise ValueError(f"unexpected <style> rule in matplotlib's SVG: {rule!r}")
+        root_attributes += _presentation_attributes(match.group(1))
+    svg = _STYLE_ELEMENT.sub("", svg)
+    svg = _STYLE_ATTRIBUTE.sub(lambda m: _presentation_attributes(m.group(1)), svg)
+    return svg.replace("<svg ", f"<svg{root_attributes} ", 1)
+
+
 def _svg_text(figure: Figure) -> str:
     buffer = io.StringIO()
     with matplotlib.rc_context(_TEXT_AS_TEXT):
         figure.savefig(buffer, format="svg")
     text = buffer.getvalue()
-    return text[text.index("<svg") :]
+    return _without_inline_css(text[text.index("<svg") :])
 
 
 def _plain(name: str) -> str:

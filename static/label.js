@@ -60,6 +60,10 @@
   }
 
   if (zoom) {
+    // The zoom's centre, the box's, from data attributes: a style attribute in the page would
+    // be refused by the Content-Security-Policy; setting the style from a script is allowed.
+    zoom.style.setProperty("--cx", zoom.getAttribute("data-cx") + "%");
+    zoom.style.setProperty("--cy", zoom.getAttribute("data-cy") + "%");
     zoom.addEventListener("click", function () { zoom.classList.toggle("zoomed"); });
   }
 

@@ -189,6 +189,26 @@ def browser_login(page: Any, live_server: Any, user: User) -> None:
         page.click("button[type=submit]")
 
 
+def session_login(base_url: str, user: User) -> Any:
+    """A ``requests`` session logged in as ``user`` through the login form of the server at
+    ``base_url`` (a live_server's url), as a browser would: for tests that attack over HTTP."""
+    import requests
+
+    session = requests.Session()
+    session.get(f"{base_url}/accounts/login/")
+    login = session.post(
+        f"{base_url}/accounts/login/",
+        data={
+            "username": user.username,
+            "password": PASSWORD,
+            "csrfmiddlewaretoken": session.cookies["csrftoken"],
+        },
+        allow_redirects=False,
+    )
+    assert login.status_code == 302, login.text
+    return session
+
+
 @pytest.fixture
 def foreign(admin_user: User, volunteer: User) -> tuple[Project, Any, Crop]:
     """A second project, run by the same admin with the same volunteer: (project, species, crop).

@@ -78,12 +78,15 @@ def member_add_view(request: HttpRequest, slug: str) -> HttpResponse:
         return _members_page(
             request, project, error=f"Member not added: {form.errors.as_text()}", add_form=form
         )
+    username, role = form.cleaned_data["username"], form.cleaned_data["role"]
     try:
-        membership = member_add(project=project, **form.cleaned_data)
+        member_add(project=project, username=username, role=role)
     except MemberError as exc:
         return _members_page(request, project, error=f"Member not added: {exc}", add_form=form)
+    # The same answer whether or not the account exists: an admin must not be able to probe
+    # the server's user names through this form.
     messages.success(
-        request, f"{membership.user.username} added as {membership.get_role_display()}."
+        request, f"If an account called {username} exists, it was added as {Role(role).label}."
     )
     return redirect("members", slug=slug)
 

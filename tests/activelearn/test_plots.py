@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import re
+import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
 
 from activelearn.evaluation import learning_curve_fit
-from activelearn.plots import confusion_matrix_svg, label_counts_svg, learning_curve_svg
+from activelearn.plots import (
+    _without_inline_css,
+    confusion_matrix_svg,
+    label_counts_svg,
+    learning_curve_svg,
+)
 
 
 def _texts(svg: str) -> list[str]:
@@ -88,3 +94,32 @@ def test_learning_curve_draws_top5_and_f1_macro_where_measured() -> None:
     assert "F1 macro" not in plain and "top-5" not in plain
     with pytest.raises(ValueError, match="one value per point"):
         learning_curve_svg(n, accuracy, fit=None, f1_macro=[0.5])
+
+
+def test_figures_carry_no_inline_css() -> None:
+    """The page's Content-Security-Policy (style-src 'self') refuses style attributes and
+    <style> elements: every figure styles itself with presentation attributes, as valid XML."""
+    n, accuracy = [50, 100, 200], [0.6, 0.7, 0.78]
+    figures = [
+        label_counts_svg(["red fox", "agouti"], [7, 3], [120, 41]),
+        confusion_matrix_svg(np.array([[5, 1], [2, 4]]), ["red fox", "agouti"]),
+        learning_curve_svg(n, accuracy, fit=None, target=0.9, top5=[0.9, 0.93, 0.95]),
+    ]
+    for svg in figures:
+        assert " style=" not in svg and "<style" not in svg
+        root = ET.fromstring(svg)  # well-formed: no attribute written twice
+        assert (root.get("stroke-linejoin"), root.get("stroke-linecap")) == ("round", "butt")
+        assert 'fill="#ffffff"' in svg
+
+
+def test_inline_css_becomes_presentation_attributes() -> None:
+    svg = (
+        '<svg width="1"><defs><style type="text/css">*{stroke-linejoin: round}</style></defs>'
+        '<path d="M 0 0" style="fill: none; stroke: #000; stroke-linejoin: miter"/></svg>'
+    )
+    assert _without_inline_css(svg) == (
+        '<svg stroke-linejoin="round" width="1"><defs></defs>'
+        '<path d="M 0 0" fill="none" stroke="#000" stroke-linejoin="miter"/></svg>'
+    )
+    with pytest.raises(ValueError, match="unexpected <style> rule"):
+        _without_inline_css("<svg ><style>text { fill: red }</style></svg>")

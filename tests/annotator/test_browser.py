@@ -9,10 +9,19 @@ from django.contrib.auth.models import User
 
 from activelearn.models import Label, Round
 from activelearn.services import round_start
+from detector.models import Crop
 from projects.models import Project
 from tests.conftest import PASSWORD, browser_login
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+# The zoom's transform origin on the full image, in percent of its size.
+ZOOM_ORIGIN_PERCENT = """() => {
+  const boxed = document.querySelector("#zoom-frame .boxed");
+  const size = boxed.getBoundingClientRect();
+  const [x, y] = getComputedStyle(boxed).transformOrigin.split(" ").map(parseFloat);
+  return [x / size.width * 100, y / size.height * 100];
+}"""
 
 
 def test_volunteer_labels_with_hotkey(
@@ -33,6 +42,19 @@ def test_volunteer_labels_with_hotkey(
     page.goto(f"{live_server.url}/p/{ingested_project.slug}/label/")
     page.wait_for_selector(f"text=Crop {first.crop_id}")
     assert page.locator("#crop-image").evaluate("img => img.naturalWidth") > 0
+    # The box is drawn where the detection is, and the zoom centres on it: both without a
+    # style attribute, which the Content-Security-Policy refuses (label.js sets the centre).
+    detection = Crop.objects.get(pk=first.crop_id).detection
+    line = page.locator("#zoom-frame svg.box rect.box-line")
+    assert [float(line.get_attribute(a) or "nan") for a in ("x", "y", "width", "height")] == (
+        pytest.approx(
+            [detection.x * 100, detection.y * 100, detection.w * 100, detection.h * 100], abs=0.001
+        )
+    )
+    page.evaluate("async () => await document.getElementById('full-image').decode()")
+    origin = page.evaluate(ZOOM_ORIGIN_PERCENT)
+    centre = [(detection.x + detection.w / 2) * 100, (detection.y + detection.h / 2) * 100]
+    assert origin == pytest.approx(centre, abs=0.5)
     species = ingested_project.species.order_by("position", "name").first()
     assert species is not None
     with page.expect_navigation():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -23,9 +24,11 @@ from projects.services import (
     species_add,
     species_rename,
 )
-from tests.conftest import PASSWORD
+from tests.conftest import PASSWORD, session_login
 
 pytestmark = pytest.mark.django_db
+
+MESSAGE = re.compile(r'<p class="message[^"]*"[^>]*>.*?</p>', re.DOTALL)
 
 
 def _client(user: User) -> Client:
@@ -43,14 +46,20 @@ def _roles(project: Project) -> dict[str, str]:
 
 def test_add_member_by_username(project: Project, outsider: User) -> None:
     membership = member_add(project=project, username=" oscar ", role=Role.ECOLOGIST)
+    assert membership is not None
     assert (membership.user, membership.role) == (outsider, "ecologist")
     assert _roles(project)["oscar"] == "ecologist"
+
+
+def test_add_member_without_such_account_adds_nobody(project: Project) -> None:
+    before = _roles(project)
+    assert member_add(project=project, username="nobody", role=Role.VOLUNTEER) is None
+    assert _roles(project) == before
 
 
 @pytest.mark.parametrize(
     "username,role,message",
     [
-        ("nobody", Role.VOLUNTEER, "there is no user 'nobody'"),
         ("vic", Role.ADMIN, "vic is a member already"),
         ("oscar", "owner", "unknown role 'owner'"),
     ],
@@ -251,12 +260,13 @@ def test_admin_manages_members_from_the_page(
     added = client.post(
         reverse("member_add", args=[slug]), {"username": "oscar", "role": "ecologist"}, follow=True
     )
-    assert "oscar added as Ecologist." in added.text
+    assert "If an account called oscar exists, it was added as Ecologist." in added.text
     assert _roles(project)["oscar"] == "ecologist"
     unknown = client.post(
-        reverse("member_add", args=[slug]), {"username": "zed", "role": "volunteer"}
+        reverse("member_add", args=[slug]), {"username": "zed", "role": "volunteer"}, follow=True
     )
-    assert unknown.status_code == 400 and "there is no user" in unknown.text
+    assert "If an account called zed exists, it was added as Volunteer." in unknown.text
+    assert "zed" not in _roles(project)
     twice = client.post(reverse("member_add", args=[slug]), {"username": "vic", "role": "admin"})
     assert twice.status_code == 400 and "vic is a member already" in twice.text
     ada = Membership.objects.get(project=project, user=admin_user)
@@ -389,3 +399,58 @@ def test_only_admins_manage_attributes(
             response = client.post(reverse(name, args=args), {"name": "x", "key": "v"})
             assert response.status_code == 404
     assert _attributes(project)[0] == ("standing", "q") and project.attributes.count() == 6
+
+
+@pytest.mark.django_db(transaction=True)
+def test_member_add_answers_alike_whether_the_account_exists(
+    live_server: Any, project: Project, admin_user: User, outsider: User
+) -> None:
+    """A project admin probing user names gets the same answer for an account that exists
+    (oscar, added) and one that does not, apart from the name; the message names no one else."""
+    base = live_server.url
+    session = session_login(base, admin_user)
+    url = f"{base}{reverse('member_add', args=[project.slug])}"
+    answers = []
+    for name in (outsider.username, "nobody-here"):
+        response = session.post(
+            url,
+            data={
+                "username": name,
+                "role": "volunteer",
+                "csrfmiddlewaretoken": session.cookies["csrftoken"],
+            },
+            allow_redirects=False,
+        )
+        # The message comes with the page the answer redirects to.
+        shown = session.get(f"{base}{response.headers.get('Location', '')}", allow_redirects=False)
+        messages = MESSAGE.findall(shown.text)
+        headers = {
+            key.lower(): value.replace(name, "NAME")
+            for key, value in response.headers.items()
+            if key.lower() not in ("date", "set-cookie")
+        }
+        cookies = sorted(cookie.name for cookie in response.cookies)
+        answers.append(
+            (
+                response.status_code,
+                headers,
+                cookies,
+                response.content.replace(name.encode(), b"NAME"),
+                shown.status_code,
+                [m.replace(name, "NAME") for m in messages],
+            )
+        )
+    assert answers[0] == answers[1], answers
+    status, headers, _, body, shown_status, messages = answers[0]
+    assert (status, headers["location"], body, shown_status) == (
+        302,
+        reverse("members", args=[project.slug]),
+        b"",
+        200,
+    )
+    assert messages == [
+        '<p class="message success" role="status">'
+        "If an account called NAME exists, it was added as Volunteer.</p>"
+    ]
+    assert _roles(project)[outsider.username] == "volunteer"
+    assert "nobody-here" not in _roles(project)

@@ -7,6 +7,8 @@
 * Every view that accepts a POST refuses one without a CSRF token (403) and changes nothing.
 * ``manage.py check --deploy`` finds nothing under the production settings.
 * No secret (private key, SECRET_KEY literal, AWS key, password) is committed.
+* Every page carries the Content-Security-Policy, in development and in production, and no
+  template holds what it refuses (inline scripts, on*= handlers, style attributes).
 """
 
 from __future__ import annotations
@@ -24,13 +26,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from annotator.models import ApiToken
 from projects.models import Membership, Project, Role, Species
-from tests.conftest import PASSWORD
+from tests.conftest import PASSWORD, session_login
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -518,3 +521,131 @@ def test_media_files_are_served_through_the_role_check_only(
         ).status_code
         == 404
     )
+
+
+# --- Content-Security-Policy ------------------------------------------------------------------
+
+CSP_DIRECTIVES = {
+    "default-src": "'self'",
+    "script-src": "'self'",
+    "style-src": "'self'",
+    "img-src": "'self' data:",
+    "object-src": "'none'",
+    "base-uri": "'self'",
+    "frame-ancestors": "'none'",
+    "form-action": "'self'",
+}
+
+
+def _csp(response: Any) -> dict[str, str]:
+    """The response's Content-Security-Policy header as {directive: sources}."""
+    header = response.headers.get("Content-Security-Policy", "")
+    parts = (d.strip().partition(" ") for d in header.split(";") if d.strip())
+    return {name: value.strip() for name, _, value in parts}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_every_page_carries_the_content_security_policy(
+    live_server: Any, project: Project, admin_user: User
+) -> None:
+    """Over HTTP from a real server: pages for anyone and for a project admin, the API's docs
+    and JSON, the Django admin's login and a 404 all carry the whole policy."""
+    base = live_server.url
+    anonymous = [
+        "/accounts/login/",
+        "/api/v1/docs",
+        "/api/v1/openapi.json",
+        "/admin/login/",
+        "/no-such-page/",
+    ]
+    for path in anonymous:
+        response = requests.get(f"{base}{path}", allow_redirects=False)
+        assert _csp(response) == CSP_DIRECTIVES, (path, response.headers)
+    session = session_login(base, admin_user)
+    for name in ("project_detail", "members", "species", "label", "label_grid", "review"):
+        path = reverse(name, args=[project.slug])
+        response = session.get(f"{base}{path}", allow_redirects=False)
+        assert response.status_code == 200, path
+        assert _csp(response) == CSP_DIRECTIVES, (path, response.headers)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_production_serves_the_content_security_policy(tmp_path: Path) -> None:
+    """A server started with TRAPWISE_ENV=production (behind a TLS proxy) sends the policy."""
+    from tests.processes import app_env, free_port, process_stop, web_server_start
+
+    port = free_port()
+    env = app_env(
+        TRAPWISE_ENV="production",
+        SECRET_KEY=secrets.token_urlsafe(60),
+        ALLOWED_HOSTS="127.0.0.1",
+        TRAPWISE_VAR_DIR=str(tmp_path),
+    )
+    env.pop("DEBUG", None)
+    server = web_server_start(port=port, log=tmp_path / "web.log", env=env)
+    try:
+        response = requests.get(
+            f"http://127.0.0.1:{port}/accounts/login/",
+            headers={"X-Forwarded-Proto": "https"},
+            allow_redirects=False,
+            timeout=30,
+        )
+    finally:
+        process_stop(server)
+    assert response.status_code == 200, (tmp_path / "web.log").read_text()[-2000:]
+    assert "Strict-Transport-Security" in response.headers  # production's settings indeed
+    assert _csp(response) == CSP_DIRECTIVES
+
+
+# What the policy refuses, as it would be written in a template or a script.
+INLINE_SCRIPT = re.compile(r"<script\b(?![^>]*\bsrc=)[^>]*>", re.IGNORECASE)
+SCRIPT_BODY = re.compile(r"<script\b[^>]*>(.*?)</script>", re.IGNORECASE | re.DOTALL)
+TAG = re.compile(r"<[a-zA-Z][^>]*>")
+HANDLER = re.compile(r"\son[a-z]+\s*=", re.IGNORECASE)
+STYLE_ATTRIBUTE = re.compile(r"\sstyle\s*=", re.IGNORECASE)
+REFUSED_IN_TEMPLATES = {
+    "an inline <script> (no src)": lambda text: INLINE_SCRIPT.findall(text),
+    "a <script> with a body": lambda text: [b for b in SCRIPT_BODY.findall(text) if b.strip()],
+    "an on*= event handler": lambda text: [t for t in TAG.findall(text) if HANDLER.search(t)],
+    "a style attribute": lambda text: [t for t in TAG.findall(text) if STYLE_ATTRIBUTE.search(t)],
+    "a <style> element": lambda text: re.findall(r"<style\b", text, re.IGNORECASE),
+    "a javascript: URL": lambda text: re.findall(r"javascript:", text, re.IGNORECASE),
+}
+REFUSED_IN_SCRIPTS = re.compile(
+    r"\beval\(|new Function\(|setAttribute\(\s*[\"'](style|on[a-z]+)[\"']|\.innerHTML\s*="
+)
+
+
+def _refusals(text: str) -> list[str]:
+    return [
+        f"{what}: {found[0][:120]!r}"
+        for what, find in REFUSED_IN_TEMPLATES.items()
+        if (found := find(text))
+    ]
+
+
+def test_no_template_holds_what_the_policy_refuses() -> None:
+    """Scripts come from static/ files only, and styles from stylesheets: the policy's
+    script-src 'self' and style-src 'self' would refuse the rest."""
+    found = {}
+    for path in sorted((REPO / "templates").rglob("*.html")):
+        if refusals := _refusals(path.read_text()):
+            found[str(path.relative_to(REPO))] = refusals
+    for path in sorted((REPO / "static").rglob("*.js")):
+        if match := REFUSED_IN_SCRIPTS.search(path.read_text()):
+            found[str(path.relative_to(REPO))] = [f"eval, a handler or inline HTML: {match[0]!r}"]
+    assert not found, found
+
+
+def test_the_template_scan_finds_each_refused_kind() -> None:
+    samples = {
+        "an inline <script> (no src)": '<script type="module">',
+        "a <script> with a body": '<script src="a.js">alert(1)</script>',
+        "an on*= event handler": '<button type="button" onclick="go()">',
+        "a style attribute": '<div class="a" style="color: red">',
+        "a <style> element": "<style>p { color: red }</style>",
+        "a javascript: URL": '<a href="javascript:go()">',
+    }
+    for kind, sample in samples.items():
+        assert any(r.startswith(kind) for r in _refusals(sample)), kind
+    assert _refusals('<script src="a.js" defer></script><p>one="two"</p>') == []
