@@ -18,7 +18,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from activelearn.consensus import attributes_decide, consensus_decide
-from activelearn.models import Consensus, CropClaim, Label, LabelKind, Round
+from activelearn.models import Consensus, CropClaim, Label, LabelKind, LabelOrigin, Round
 from activelearn.selectors import round_open_get
 from activelearn.services.claims import claims_create, crop_claims_held
 from activelearn.services.errors import LabelError
@@ -228,6 +228,7 @@ def _labels_store(
                 species=species,
                 round=open_round if crop_id in in_round else None,
                 is_review=is_review,
+                origin=LabelOrigin.REVIEW if is_review else LabelOrigin.VOTE,
                 client_key=f"{idempotency_key}:{crop_id}" if idempotency_key else "",
                 attributes=ticked,
             )

@@ -356,7 +356,7 @@ def test_paths_starting_with_a_dot_keep_their_metadata(
 def test_a_null_seq_id_is_no_sequence_not_one_called_none(
     project: Project, small_folder: Path, tmp_path: Path
 ) -> None:
-    images = [
+    images: list[dict[str, Any]] = [
         {"file_name": "a.jpg", "seq_id": None, "frame_num": None},
         {"file_name": "b.jpg", "seq_id": None},
         {"file_name": "c.jpg", "seq_id": "  "},
@@ -425,7 +425,10 @@ def test_the_command_reports_a_bad_coco_file_and_writes_nothing(
 ) -> None:
     from django.core.management import CommandError, call_command
 
-    images = [{"file_name": "a.jpg"}, {"file_name": "b.jpg", "frame_num": float("inf")}]
+    images: list[dict[str, Any]] = [
+        {"file_name": "a.jpg"},
+        {"file_name": "b.jpg", "frame_num": float("inf")},
+    ]
     folder = _coco_folder(small_folder, tmp_path, images)
     coco = _coco(tmp_path, images, ["fox"])
     with pytest.raises(CommandError, match=r"\(b\.jpg\): frame_num must be a whole number"):
