@@ -170,7 +170,7 @@ class CropIdsField(forms.Field):
         ids = [id_parse(v) for v in values]
         if None in ids:
             raise forms.ValidationError(
-                f"{self.noun} ids must be whole numbers from 1 to {MAX_ID}, in ASCII digits"
+                f"{self.noun} ids must be positive integers (ASCII digits, at most {MAX_ID})"
             )
         return [i for i in ids if i is not None]
 

@@ -11,7 +11,15 @@ from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
-from activelearn.models import ClassifierVersion, Consensus, CropClaim, Label, Prediction, Round
+from activelearn.models import (
+    ClassifierVersion,
+    Consensus,
+    CropClaim,
+    Label,
+    LabelKind,
+    Prediction,
+    Round,
+)
 from activelearn.services import (
     classifier_retrain,
     consensus_update,
@@ -693,3 +701,11 @@ def test_openapi_describes_the_attributes(client: Client) -> None:
     assert {"attributes_human", "attributes_machine", "attributes"} <= set(
         schema["CropRowOut"]["properties"]
     )
+
+
+def test_label_body_kinds_are_the_label_kinds(client: Client) -> None:
+    """The label body's discriminator names every LabelKind, each once."""
+    body = client.get(f"{API}/openapi.json").json()["paths"][f"{API}/projects/{{slug}}/labels"]
+    schema = body["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert schema["discriminator"]["propertyName"] == "kind"
+    assert set(schema["discriminator"]["mapping"]) == set(LabelKind.values)
