@@ -20,6 +20,7 @@ from activelearn.models import (
     Prediction,
     Round,
 )
+from activelearn.selectors import round_open_get
 from activelearn.services import (
     classifier_retrain,
     consensus_update,
@@ -40,6 +41,15 @@ API = "/api/v1"
 @pytest.fixture
 def open_round(ingested_project: Project, admin_user: User) -> Round:
     return round_start(project=ingested_project, user=admin_user, strategy="k_center", size=5)
+
+
+def _hold(project: Project, user: User, crops: list[Crop]) -> None:
+    """``user`` holds ``crops`` in an open round taking every crop (a vote needs a claim)."""
+    if round_open_get(project=project) is None:
+        round_start(
+            project=project, user=project.created_by, strategy="random", size=project.crops.count()
+        )
+    serve(project, user, [c.pk for c in crops])
 
 
 @pytest.fixture
@@ -259,6 +269,8 @@ def test_label_stores_exactly_what_was_sent(
     crop = open_round.items.order_by("position").first().crop  # type: ignore[union-attr]
     fox = ingested_project.species.get(name="red fox")
     body = {"crop_id": crop.pk, "kind": "species", "species_id": fox.pk, "idempotency_key": "k1"}
+    if status == 201:
+        serve(ingested_project, admin_user if role == "admin" else volunteer, [crop.pk])
     response = _post(clients[role], f"{API}/projects/{ingested_project.slug}/labels", body)
     assert response.status_code == status
     if status != 201:
@@ -279,17 +291,20 @@ def test_label_stores_exactly_what_was_sent(
     assert (data["round"], data["user"], data["undone_at"]) == (1, user.username, None)
 
 
-def test_label_without_species(ingested_project: Project, clients: dict[str, Client]) -> None:
-    crop = ingested_project.crops.order_by("id").first()
-    assert crop is not None
+def test_label_without_species(
+    ingested_project: Project, clients: dict[str, Client], volunteer: User
+) -> None:
+    crops = list(ingested_project.crops.order_by("id")[:2])
     url = f"{API}/projects/{ingested_project.slug}/labels"
-    for kind in ("not_animal", "unknown"):
+    _hold(ingested_project, volunteer, crops)
+    for crop, kind in zip(crops, ("not_animal", "unknown"), strict=True):
         response = _post(clients["volunteer"], url, {"crop_id": crop.pk, "kind": kind})
         assert response.status_code == 201 and response.json()["species_id"] is None
-    assert list(crop.labels.values_list("kind", "species_id", "round_id")) == [
-        ("not_animal", None, None),
-        ("unknown", None, None),
-    ]
+    open_round = round_open_get(project=ingested_project)
+    assert open_round is not None
+    assert list(
+        Label.objects.filter(crop__in=crops).values_list("kind", "species_id", "round_id")
+    ) == [("not_animal", None, open_round.pk), ("unknown", None, open_round.pk)]
 
 
 def test_bad_labels_are_refused_and_change_nothing(
@@ -591,6 +606,7 @@ def test_a_retried_label_with_the_same_idempotency_key_is_stored_once(
     assert crop is not None
     url = f"{API}/projects/{ingested_project.slug}/labels"
     body = {"crop_id": crop.pk, "kind": "unknown", "idempotency_key": "k-1"}
+    _hold(ingested_project, volunteer, [crop])
     first, again = _post(client, url, body), _post(client, url, body)
     assert first.status_code == again.status_code == 201
     assert first.json()["id"] == again.json()["id"]
@@ -606,6 +622,7 @@ def test_refused_labels_leave_the_votes_and_consensus_as_they_were(
     ingested_project: Project,
     clients: dict[str, Client],
     foreign: tuple[Project, Species, Crop],
+    volunteer: User,
 ) -> None:
     _, wolf, alien_crop = foreign
     crop = ingested_project.crops.order_by("id").first()
@@ -613,6 +630,7 @@ def test_refused_labels_leave_the_votes_and_consensus_as_they_were(
     fox = ingested_project.species.get(name="red fox")
     url = f"{API}/projects/{ingested_project.slug}/labels"
     body = {"crop_id": crop.pk, "kind": "species", "species_id": fox.pk}
+    _hold(ingested_project, volunteer, [crop])
     assert _post(clients["volunteer"], url, body).status_code == 201
     before = (list(Label.objects.values()), list(Consensus.objects.values()))
     cases = [
@@ -632,7 +650,7 @@ def test_refused_labels_leave_the_votes_and_consensus_as_they_were(
 
 
 def test_attributes_list_and_a_label_that_ticks_them(
-    ingested_project: Project, clients: dict[str, Client]
+    ingested_project: Project, clients: dict[str, Client], volunteer: User
 ) -> None:
     base = f"{API}/projects/{ingested_project.slug}"
     listed = clients["volunteer"].get(f"{base}/attributes").json()
@@ -647,12 +665,13 @@ def test_attributes_list_and_a_label_that_ticks_them(
         "species_id": fox.pk,
         "attributes": [ids["eating"], ids["standing"]],
     }
+    other = ingested_project.crops.order_by("id")[1]
+    _hold(ingested_project, volunteer, [crop, other])
     response = _post(clients["volunteer"], f"{base}/labels", body)
     assert response.status_code == 201
     assert response.json()["attributes"] == sorted([ids["eating"], ids["standing"]])
     assert Label.objects.get().attributes == sorted([ids["eating"], ids["standing"]])
     # Left out: not recorded.
-    other = ingested_project.crops.order_by("id")[1]
     body = {"crop_id": other.pk, "kind": "species", "species_id": fox.pk}
     assert _post(clients["volunteer"], f"{base}/labels", body).json()["attributes"] is None
     # The crop rows carry the consensus's attributes by name.
@@ -667,11 +686,13 @@ def test_labels_with_foreign_or_misplaced_attributes_are_4xx_and_store_nothing(
     ingested_project: Project,
     clients: dict[str, Client],
     foreign: tuple[Project, Any, Crop],
+    volunteer: User,
 ) -> None:
     base = f"{API}/projects/{ingested_project.slug}"
     crop = ingested_project.crops.order_by("id").first()
     fox = ingested_project.species.get(name="red fox")
     assert crop is not None
+    _hold(ingested_project, volunteer, [crop])
     alien = foreign[0].attributes.get(name="moving").pk
     mine = ingested_project.attributes.get(name="moving").pk
     # A foreign attribute is the project's refusal (400); attributes on another kind are not
