@@ -118,6 +118,19 @@ def serve(project: Project, user: User, crop_ids: Iterable[int]) -> None:
     claims_create(round_=open_round, user=user, crop_ids=list(crop_ids))
 
 
+def hold(project: Project, user: User, crop_ids: Iterable[int]) -> None:
+    """``user`` holds ``crop_ids``: an open round taking every crop of ``project`` is started if
+    none is open, then the crops are served to ``user`` (a vote needs a claim)."""
+    from activelearn.selectors import round_open_get
+    from activelearn.services import round_start
+
+    if round_open_get(project=project) is None:
+        round_start(
+            project=project, user=project.created_by, strategy="random", size=project.crops.count()
+        )
+    serve(project, user, crop_ids)
+
+
 @pytest.fixture
 def worker_queue() -> Iterator[str]:
     """A Celery queue of the test's own: what the test queues goes only to workers it starts."""

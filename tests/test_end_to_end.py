@@ -75,7 +75,7 @@ def test_whole_loop_with_real_worker(
     volunteer_client = _login(volunteer)
     label_url = reverse("label", args=[project.slug])
     files = dict(round_.items.values_list("crop_id", "crop__image__file_name"))
-    for _ in range(n_crops):  # the page serves a crop, the volunteer labels it
+    for _ in range(len(labelled)):  # the page serves a crop, the volunteer labels it
         served = re.search(r'name="crop_id" value="(\d+)"', volunteer_client.get(label_url).text)
         assert served is not None
         crop_id = int(served.group(1))

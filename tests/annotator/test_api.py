@@ -31,7 +31,7 @@ from annotator.api.services import api_token_create
 from detector.models import Crop
 from projects.models import Project, Species
 from projects.services import project_create
-from tests.conftest import label_by_truth, serve
+from tests.conftest import hold, label_by_truth, serve
 
 pytestmark = pytest.mark.django_db
 
@@ -41,15 +41,6 @@ API = "/api/v1"
 @pytest.fixture
 def open_round(ingested_project: Project, admin_user: User) -> Round:
     return round_start(project=ingested_project, user=admin_user, strategy="k_center", size=5)
-
-
-def _hold(project: Project, user: User, crops: list[Crop]) -> None:
-    """``user`` holds ``crops`` in an open round taking every crop (a vote needs a claim)."""
-    if round_open_get(project=project) is None:
-        round_start(
-            project=project, user=project.created_by, strategy="random", size=project.crops.count()
-        )
-    serve(project, user, [c.pk for c in crops])
 
 
 @pytest.fixture
@@ -296,7 +287,7 @@ def test_label_without_species(
 ) -> None:
     crops = list(ingested_project.crops.order_by("id")[:2])
     url = f"{API}/projects/{ingested_project.slug}/labels"
-    _hold(ingested_project, volunteer, crops)
+    hold(ingested_project, volunteer, [c.pk for c in crops])
     for crop, kind in zip(crops, ("not_animal", "unknown"), strict=True):
         response = _post(clients["volunteer"], url, {"crop_id": crop.pk, "kind": kind})
         assert response.status_code == 201 and response.json()["species_id"] is None
@@ -552,7 +543,8 @@ def test_query_counts_do_not_grow_with_crops(
     volunteer_client.get(f"{API}/projects")
     one = _queries(volunteer_client, next_url, {"limit": 1})
     five = _queries(volunteer_client, next_url, {"limit": 5})
-    assert one == five and five <= 16
+    # 17 on PostgreSQL: serving takes the round's advisory lock inside a savepoint there.
+    assert one == five and five <= 17
     assert len(volunteer_client.get(next_url, {"limit": 5}).json()["crops"]) == 5
 
 
@@ -606,7 +598,7 @@ def test_a_retried_label_with_the_same_idempotency_key_is_stored_once(
     assert crop is not None
     url = f"{API}/projects/{ingested_project.slug}/labels"
     body = {"crop_id": crop.pk, "kind": "unknown", "idempotency_key": "k-1"}
-    _hold(ingested_project, volunteer, [crop])
+    hold(ingested_project, volunteer, [crop.pk])
     first, again = _post(client, url, body), _post(client, url, body)
     assert first.status_code == again.status_code == 201
     assert first.json()["id"] == again.json()["id"]
@@ -630,7 +622,7 @@ def test_refused_labels_leave_the_votes_and_consensus_as_they_were(
     fox = ingested_project.species.get(name="red fox")
     url = f"{API}/projects/{ingested_project.slug}/labels"
     body = {"crop_id": crop.pk, "kind": "species", "species_id": fox.pk}
-    _hold(ingested_project, volunteer, [crop])
+    hold(ingested_project, volunteer, [crop.pk])
     assert _post(clients["volunteer"], url, body).status_code == 201
     before = (list(Label.objects.values()), list(Consensus.objects.values()))
     cases = [
@@ -666,7 +658,7 @@ def test_attributes_list_and_a_label_that_ticks_them(
         "attributes": [ids["eating"], ids["standing"]],
     }
     other = ingested_project.crops.order_by("id")[1]
-    _hold(ingested_project, volunteer, [crop, other])
+    hold(ingested_project, volunteer, [crop.pk, other.pk])
     response = _post(clients["volunteer"], f"{base}/labels", body)
     assert response.status_code == 201
     assert response.json()["attributes"] == sorted([ids["eating"], ids["standing"]])
@@ -692,7 +684,7 @@ def test_labels_with_foreign_or_misplaced_attributes_are_4xx_and_store_nothing(
     crop = ingested_project.crops.order_by("id").first()
     fox = ingested_project.species.get(name="red fox")
     assert crop is not None
-    _hold(ingested_project, volunteer, [crop])
+    hold(ingested_project, volunteer, [crop.pk])
     alien = foreign[0].attributes.get(name="moving").pk
     mine = ingested_project.attributes.get(name="moving").pk
     # A foreign attribute is the project's refusal (400); attributes on another kind are not

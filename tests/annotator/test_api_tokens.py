@@ -21,6 +21,7 @@ from annotator.api.services import (
 )
 from annotator.models import ApiToken
 from projects.models import Project
+from tests.conftest import hold
 
 pytestmark = pytest.mark.django_db
 
@@ -127,6 +128,7 @@ def test_session_auth_reads_and_writes_need_csrf(
     refused = client.post(url, body, content_type="application/json")
     assert refused.status_code == 403 and "CSRF" in refused.json()["detail"]
     assert not crop.labels.exists()
+    hold(ingested_project, volunteer, [crop.pk])
     # The page's JavaScript sends the CSRF cookie's value back in a header.
     client.get(reverse("api_tokens"))
     csrf = client.cookies["csrftoken"].value
@@ -140,6 +142,7 @@ def test_bearer_writes_need_no_csrf(ingested_project: Project, volunteer: User) 
     client = Client(enforce_csrf_checks=True, HTTP_AUTHORIZATION=f"Bearer {key}")
     crop = ingested_project.crops.order_by("id").first()
     assert crop is not None
+    hold(ingested_project, volunteer, [crop.pk])
     response = client.post(
         f"{PROJECTS}/{ingested_project.slug}/labels",
         {"crop_id": crop.pk, "kind": "not_animal"},

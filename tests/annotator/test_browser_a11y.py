@@ -17,7 +17,7 @@ from django.contrib.auth.models import User
 from activelearn.services import classifier_retrain, label_submit, round_start
 from annotator.api.services import api_token_create
 from projects.models import Project, Role
-from tests.conftest import PASSWORD, browser_login, label_by_truth
+from tests.conftest import PASSWORD, browser_login, label_by_truth, serve
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -93,6 +93,7 @@ def _with_round(project: Project, admin_user: User, volunteer: User) -> None:
     crop_id = open_round.items.order_by("position").values_list("crop_id", flat=True)[0]
     fox, agouti = project.species.get(name="red fox"), project.species.get(name="agouti")
     for user, species in ((volunteer, fox), (admin_user, agouti)):
+        serve(project, user, [crop_id])
         label_submit(
             project=project, crop_id=crop_id, user=user, kind="species", species_id=species.pk
         )

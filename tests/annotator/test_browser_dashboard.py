@@ -161,6 +161,7 @@ def test_a_jobs_problems_are_listed_and_redrawn_live(
     """A crops job that went on without an image lists it, on the page and after the
     dashboard's polling redraws the list from status.json (the same markup)."""
     from django.utils import timezone
+    from playwright.sync_api import expect  # here: the browser_page fixture skips without it
 
     from projects.models import Job
 
@@ -183,8 +184,7 @@ def test_a_jobs_problems_are_listed_and_redrawn_live(
     problems = page.locator("#recent-jobs .job-problems")
     assert problems.count() == 1 and problems.locator("summary").inner_text() == "1 problem"
     finished_job("cam2/b.jpg")
-    page.wait_for_function(
-        "document.querySelectorAll('#recent-jobs .job-problems').length === 2", timeout=15_000
-    )
+    # expect(), not wait_for_function(): the page's CSP refuses the eval() behind the latter.
+    expect(problems).to_have_count(2, timeout=15_000)
     page.locator("#recent-jobs .job-problems summary").first.click()
     assert "cam2/b.jpg: crops not cut" in page.locator("#recent-jobs").inner_text()

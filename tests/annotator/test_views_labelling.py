@@ -111,6 +111,7 @@ def test_undo_shows_the_crop_again(
 ) -> None:
     client = _client(volunteer)
     first = _order(open_round)[0]
+    serve(ingested_project, volunteer, [first])
     url = reverse("label", args=[ingested_project.slug])
     client.post(url, {"crop_id": first, "choice": "not_animal"})
     assert f'name="crop_id" value="{first}"' not in client.get(url).text
@@ -361,6 +362,7 @@ def test_undo_after_the_round_closed_says_where_the_crop_goes(
 ) -> None:
     open_round = round_start(project=ingested_project, user=admin_user, strategy="random", size=1)
     (crop_id,) = _order(open_round)
+    serve(ingested_project, volunteer, [crop_id])
     client = _client(volunteer)
     client.post(
         reverse("label", args=[ingested_project.slug]), {"crop_id": crop_id, "choice": "unknown"}
@@ -396,6 +398,7 @@ def test_label_page_refuses_bad_labels_with_400_and_changes_nothing(
     client = _client(volunteer)
     url = reverse("label", args=[ingested_project.slug])
     crop_id = _order(open_round)[0]
+    serve(ingested_project, volunteer, _order(open_round))
     fox = ingested_project.species.get(name="red fox")
     assert client.post(url, {"crop_id": crop_id, "choice": f"species:{fox.pk}"}).status_code == 302
     before = (list(Label.objects.values()), list(Consensus.objects.values()))
@@ -453,6 +456,7 @@ def test_ticked_attributes_are_stored_with_a_species_label_only(
     fox = ingested_project.species.get(name="red fox")
     ids = dict(ingested_project.attributes.values_list("name", "id"))
     first, second, third = _order(open_round)[:3]
+    serve(ingested_project, volunteer, _order(open_round)[:4])
     ticked = [ids["moving"], ids["young present"]]
     shown = {"attributes_shown": "1"}
     client.post(
