@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.core import signing
 
 from activelearn.models import LabelKind, Strategy
+from activelearn.services.labels import SECONDS_MAX, SUGGESTIONS_MAX
 from annotator.numbers import MAX_ID, ascii_float_text, ascii_int_parse, id_parse
 from projects.models import ClassBalance, CropShape, Project, Role, Species
 
@@ -179,8 +181,42 @@ class CropIdsField(forms.Field):
             raise forms.ValidationError(f"select at least one {self.noun}")
 
 
+# The label page's suggestion list is signed by the server that rendered it, so the anchoring
+# figures count only what the server offered (not what a page says it showed).
+_SUGGESTIONS_SALT = "trapwise.label.suggestions"
+
+
+def suggestions_sign(*, crop_id: int, species_ids: list[int]) -> str:
+    """The ``suggestions`` value of the label page showing ``species_ids`` on ``crop_id``."""
+    return signing.dumps([crop_id, species_ids], salt=_SUGGESTIONS_SALT)
+
+
+def _suggestions_unsign(value: str, *, crop_id: int) -> list[int]:
+    try:
+        signed_crop, ids = signing.loads(value, salt=_SUGGESTIONS_SALT)
+    except (signing.BadSignature, TypeError, ValueError) as exc:
+        raise forms.ValidationError("the suggestions are not the ones this server showed") from exc
+    if signed_crop != crop_id:
+        raise forms.ValidationError("the suggestions were shown with another crop")
+    return [int(i) for i in ids]
+
+
+def _seconds_field() -> FloatField:
+    return FloatField(
+        required=False,
+        min_value=0.0,
+        max_value=SECONDS_MAX,
+        help_text="Seconds from showing the crop to the answer (the page measures them).",
+    )
+
+
 class LabelForm(forms.Form):
-    """``choice`` is ``species:<id>``, ``not_animal``, ``unknown`` or ``skip``."""
+    """``choice`` is ``species:<id>``, ``not_animal``, ``unknown`` or ``skip``.
+
+    What the page showed (each optional): ``suggestions``, the signed list the page rendered
+    (``suggestions_sign``), ``suggestion_rank``, the 1-based place of the suggestion button
+    used, ``seconds``, measured by label.js.
+    """
 
     crop_id = IdField(widget=forms.HiddenInput)
     choice = forms.CharField(max_length=50)
@@ -190,9 +226,16 @@ class LabelForm(forms.Form):
     # none ticked means "all no" rather than "not recorded".
     attributes = CropIdsField(max_count=50, noun="attribute", required=False)
     attributes_shown = forms.BooleanField(required=False)
+    suggestions = forms.CharField(max_length=2000, required=False)
+    suggestion_rank = IntegerField(required=False, min_value=1, max_value=SUGGESTIONS_MAX)
+    seconds = _seconds_field()
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
+        signed = data.get("suggestions") or ""
+        data["suggestions"] = None
+        if signed and "crop_id" in data:
+            data["suggestions"] = _suggestions_unsign(signed, crop_id=data["crop_id"])
         choice = data.get("choice", "")
         if choice == SKIP:
             data["kind"], data["species_id"] = SKIP, None
@@ -249,6 +292,8 @@ class GridLabelForm(forms.Form):
     idempotency_key = forms.CharField(max_length=200, required=False)
     attributes = CropIdsField(max_count=50, noun="attribute", required=False)
     attributes_shown = forms.BooleanField(required=False)
+    # The page's time from showing the grid to this answer (grid.js), shared among the crops.
+    seconds = _seconds_field()
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
@@ -316,3 +361,17 @@ class ConsensusSettingsForm(forms.Form):
 
     def clean_agreement_threshold(self) -> float:
         return float(self.cleaned_data["agreement_threshold"]) / 100.0
+
+
+class FieldGuideForm(forms.Form):
+    """The field guide's species (one of ``project``'s; left out: none chosen yet)."""
+
+    species = SpeciesChoiceField(
+        queryset=Species.objects.none(), required=False, empty_label="(choose a species)"
+    )
+
+    def __init__(self, *args: Any, project: Project, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        field = self.fields["species"]
+        assert isinstance(field, forms.ModelChoiceField)
+        field.queryset = Species.objects.filter(project=project)

@@ -19,6 +19,7 @@ from activelearn.models import (
 )
 from activelearn.selectors import classifier_latest, round_open_get, round_progress
 from annotator.jobs import jobs_active_for_project, jobs_recent_for_project
+from annotator.selectors_labels import MEASURED_MIN, MeasuredSeconds, label_seconds_measured
 from detector.models import Crop
 from embeddings.models import EmbeddingVersion
 from embeddings.selectors import embedding_version_current
@@ -317,6 +318,10 @@ class EffortSaved:
     hours: float
     weeks: float
     years: float
+    # Where ``seconds_per_image`` came from: "measured" (the median of ``measured_labels``
+    # timed votes) or "setting" (the project's, while fewer votes were timed).
+    seconds_source: str = "setting"
+    measured_labels: int = 0
 
     @property
     def items(self) -> int:
@@ -332,7 +337,8 @@ class EffortSaved:
         text = (
             f"({self.auto_accepted} crops auto-accepted at {self.target_accuracy:.1%} target "
             f"accuracy + {self.empty_images} empty images filtered out) x "
-            f"{self.seconds_per_image:g} s per image / 3600 = {self.hours:.1f} hours"
+            f"{self.seconds_per_image:g} s per image ({self.seconds_text()}) / 3600 = "
+            f"{self.hours:.1f} hours"
         )
         if self.hours >= HOURS_PER_WEEK:
             text += f" = {self.weeks:.1f} weeks of 40 hours"
@@ -340,17 +346,42 @@ class EffortSaved:
             text += f" = {self.years:.1f} years of 40-hour weeks"
         return text
 
+    @property
+    def measured_min(self) -> int:
+        """Timed votes needed before the measured median replaces the setting."""
+        return MEASURED_MIN
+
+    def seconds_text(self) -> str:
+        """Which seconds per image the estimate used, in words."""
+        if self.seconds_source == "measured":
+            return f"the median time of {self.measured_labels} timed labels"
+        return "the project's setting"
+
     def as_json(self) -> dict[str, object]:
         return {**self.__dict__, "items": self.items, "formula": self.formula()}
 
 
-def effort_saved_estimate(*, project: Project, counts: PipelineCounts) -> EffortSaved:
-    """The effort estimate from counts already read (``pipeline_counts``): no query."""
-    hours = (counts.auto_acceptable + counts.images_empty) * project.seconds_per_image / 3600.0
+def effort_saved_estimate(
+    *, project: Project, counts: PipelineCounts, measured: MeasuredSeconds | None = None
+) -> EffortSaved:
+    """The effort estimate from counts already read (``pipeline_counts``): no query.
+
+    With ``measured`` seconds of enough votes (``MeasuredSeconds.enough``), their median
+    replaces the project's seconds-per-image setting; the estimate says which it used.
+    """
+    use_measured = measured is not None and measured.enough and measured.median is not None
+    seconds = (
+        float(measured.median)
+        if use_measured and measured is not None and measured.median is not None
+        else project.seconds_per_image
+    )
+    hours = (counts.auto_acceptable + counts.images_empty) * seconds / 3600.0
     return EffortSaved(
+        seconds_source="measured" if use_measured else "setting",
+        measured_labels=measured.n if measured is not None else 0,
         auto_accepted=counts.auto_acceptable,
         empty_images=counts.images_empty,
-        seconds_per_image=project.seconds_per_image,
+        seconds_per_image=seconds,
         target_accuracy=project.target_accuracy,
         threshold=counts.threshold,
         classifier_number=counts.classifier_number,
@@ -451,7 +482,9 @@ def project_metrics_report(*, project: Project) -> dict[str, object]:
         "cv_metrics": metrics.summary if metrics else None,
         "per_species": [s.__dict__ for s in metrics.per_species] if metrics else [],
         "attribute_metrics": classifier.attribute_metrics if classifier else None,
-        "effort_saved": effort_saved_estimate(project=project, counts=counts).as_json(),
+        "effort_saved": effort_saved_estimate(
+            project=project, counts=counts, measured=label_seconds_measured(project=project)
+        ).as_json(),
         # The unbiased measure: machine labels checked on crops drawn at random (None before
         # the first audit label).
         "audit": audit.as_json() if audit is not None else None,

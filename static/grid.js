@@ -23,6 +23,14 @@
     }
   });
   if (!form) { return; }
+  // The seconds from showing the grid to the answer (the server shares them among the crops).
+  var shownAt = performance.now();
+  var seconds = document.getElementById("grid-seconds");
+  form.addEventListener("submit", function () {
+    if (seconds) {
+      seconds.value = Math.min(3600, Math.max(0, (performance.now() - shownAt) / 1000)).toFixed(2);
+    }
+  });
   var boxes = Array.prototype.slice.call(form.querySelectorAll('input[name="crop_ids"]'));
   var count = document.getElementById("selected-count");
   var last = null;

@@ -8,6 +8,15 @@
   var list = document.getElementById("species-list");
   var zoom = document.getElementById("zoom-frame");
   var sent = false;  // one action per page, even when a key repeats
+  var rank = document.getElementById("suggestion-rank");
+  var seconds = document.getElementById("label-seconds");
+  var crop = document.getElementById("crop-image");
+  var SECONDS_MAX = 3600;  // the server's cap (activelearn.services.labels.SECONDS_MAX)
+  // The time the crop was shown: when its picture loaded (now, if it already has).
+  var shownAt = performance.now();
+  if (crop && !crop.complete) {
+    crop.addEventListener("load", function () { shownAt = performance.now(); }, { once: true });
+  }
 
   // Keys typed into a text field are text; a focused checkbox (a clicked toggle) is not.
   function typing(target) {
@@ -55,6 +64,19 @@
         search.value = "";
         filterSpecies();
         search.blur();
+      }
+    });
+  }
+
+  if (form) {
+    // What the page showed goes with the answer: the place of the suggestion used (none for
+    // the other buttons) and the seconds since the crop was shown.
+    form.addEventListener("submit", function (event) {
+      var button = event.submitter;
+      if (rank) { rank.value = (button && button.getAttribute("data-rank")) || ""; }
+      if (seconds) {
+        var spent = Math.max(0, (performance.now() - shownAt) / 1000);
+        seconds.value = Math.min(SECONDS_MAX, spent).toFixed(2);
       }
     });
   }

@@ -11,7 +11,9 @@ user's newest counts), an undo marks the row undone.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
@@ -31,6 +33,8 @@ from projects.models import Attribute, Project, Species
 
 __all__ = [
     "CONSENSUS_CHUNK",
+    "SECONDS_MAX",
+    "SUGGESTIONS_MAX",
     "consensus_update",
     "label_review",
     "label_submit",
@@ -53,6 +57,9 @@ def label_submit(
     species_id: int | None = None,
     idempotency_key: str = "",
     attributes: Sequence[int] | None = None,
+    suggestions: Sequence[int] | None = None,
+    suggestion_rank: int | None = None,
+    seconds: float | None = None,
 ) -> Label:
     """Store a volunteer's vote on a crop and update the crop's consensus.
 
@@ -63,7 +70,8 @@ def label_submit(
     project or not held by ``user``, an unknown kind or a species not in the project. With an
     ``idempotency_key``, a repeat of the same submission returns the stored label and stores
     nothing (see ``labels_submit``). ``attributes``: the ids of the project's attributes ticked
-    yes (see ``labels_submit``).
+    yes; ``suggestions``, ``suggestion_rank``, ``seconds``: what the page showed and how long
+    the volunteer looked (see ``labels_submit``).
     """
     return labels_submit(
         project=project,
@@ -73,6 +81,9 @@ def label_submit(
         species_id=species_id,
         idempotency_key=idempotency_key,
         attributes=attributes,
+        suggestions=suggestions,
+        suggestion_rank=suggestion_rank,
+        seconds=seconds,
     )[0]
 
 
@@ -85,6 +96,9 @@ def labels_submit(
     species_id: int | None = None,
     idempotency_key: str = "",
     attributes: Sequence[int] | None = None,
+    suggestions: Sequence[int] | None = None,
+    suggestion_rank: int | None = None,
+    seconds: float | None = None,
 ) -> list[Label]:
     """Store the same vote on several crops at once (grid mode), all or nothing.
 
@@ -105,6 +119,15 @@ def labels_submit(
     label; None when not recorded, [] for all no. Only species labels carry them (an empty
     crop has no behaviour): for other kinds, [] and None store None and any id is refused.
     LabelError (nothing stored) for an id that is not one of the project's attributes.
+
+    What the page showed, stored on every label (each None: not recorded): ``suggestions``,
+    the species ids suggested in order (at most ``SUGGESTIONS_MAX``, distinct, all the
+    project's); ``suggestion_rank``, the 1-based place in it of the button used (None: an
+    answer not taken from the list), which must name the answer's species; ``seconds``, the
+    time from showing the crop to the answer, a finite number from 0 to ``SECONDS_MAX`` (a
+    grid's page time shared out among its crops). Anything else is LabelError, nothing stored.
+    A replayed submission (same idempotency key) is not compared on these: a retry measures
+    a different time.
     """
     return _labels_store(
         project=project,
@@ -115,6 +138,14 @@ def labels_submit(
         idempotency_key=idempotency_key,
         attributes=attributes,
         vote=True,
+        shown=_label_shown(
+            project=project,
+            kind=kind,
+            species_id=species_id,
+            suggestions=suggestions,
+            suggestion_rank=suggestion_rank,
+            seconds=seconds,
+        ),
     )
 
 
@@ -156,6 +187,7 @@ def _labels_store(
     idempotency_key: str = "",
     attributes: Sequence[int] | None = None,
     vote: bool = False,
+    shown: _Shown | None = None,
 ) -> list[Label]:
     """``labels_submit`` (``vote``: only on crops ``user`` holds), ``labels_import`` and
     ``label_review`` (``is_review``)."""
@@ -231,6 +263,9 @@ def _labels_store(
                 origin=LabelOrigin.REVIEW if is_review else LabelOrigin.VOTE,
                 client_key=f"{idempotency_key}:{crop_id}" if idempotency_key else "",
                 attributes=ticked,
+                suggestions=shown.suggestions if shown else None,
+                suggestion_rank=shown.rank if shown else None,
+                seconds=shown.seconds if shown else None,
             )
             for crop_id in unique_ids
         ]
@@ -412,6 +447,62 @@ def _label_species(*, project: Project, kind: str, species_id: int | None) -> Sp
     if species is None:
         raise LabelError(f"species {species_id} is not in project {project.name!r}")
     return species
+
+
+# The longest suggestion list a label records (the pages show five).
+SUGGESTIONS_MAX = 20
+# The longest time a label records: a page left open over lunch is no measurement of effort
+# (the pages cap what they send at this).
+SECONDS_MAX = 3600.0
+
+
+@dataclass(frozen=True)
+class _Shown:
+    suggestions: list[int] | None
+    rank: int | None
+    seconds: float | None
+
+
+def _label_shown(
+    *,
+    project: Project,
+    kind: str,
+    species_id: int | None,
+    suggestions: Sequence[int] | None,
+    suggestion_rank: int | None,
+    seconds: float | None,
+) -> _Shown:
+    """What the page showed, checked (see ``labels_submit``); LabelError when inconsistent."""
+    ids = None if suggestions is None else [int(s) for s in suggestions]
+    if ids is not None:
+        if len(ids) > SUGGESTIONS_MAX:
+            raise LabelError(f"at most {SUGGESTIONS_MAX} suggestions, not {len(ids)}")
+        if len(set(ids)) != len(ids):
+            raise LabelError("a species is suggested twice")
+        # Ids beyond a bigint are no species (and must not reach the database).
+        queried = [s for s in ids if 0 < s < 2**63]
+        known = set(
+            Species.objects.filter(project=project, pk__in=queried).values_list("pk", flat=True)
+        )
+        unknown = [s for s in ids if s not in known]
+        if unknown:
+            raise LabelError(
+                f"suggested species {', '.join(map(str, unknown))} is not in project "
+                f"{project.name!r}"
+            )
+    if suggestion_rank is not None:
+        rank = int(suggestion_rank)
+        if ids is None or not 1 <= rank <= len(ids):
+            raise LabelError(
+                f"suggestion rank {rank} is not a place in the {len(ids or [])} suggestions shown"
+            )
+        if kind != LabelKind.SPECIES or ids[rank - 1] != species_id:
+            raise LabelError(f"suggestion {rank} is not the species of this label")
+    if seconds is not None:
+        seconds = float(seconds)
+        if not (math.isfinite(seconds) and 0.0 <= seconds <= SECONDS_MAX):
+            raise LabelError(f"seconds must be a number from 0 to {SECONDS_MAX:g}")
+    return _Shown(ids, suggestion_rank, seconds)
 
 
 def _label_attributes(

@@ -326,6 +326,9 @@ def label_create(request: HttpRequest, slug: str, payload: LabelIn) -> Status[La
             species_id=payload.species_id,
             idempotency_key=payload.idempotency_key or "",
             attributes=payload.attributes,
+            suggestions=payload.suggestions,
+            suggestion_rank=payload.suggestion_rank,
+            seconds=payload.seconds,
         )
     except LabelError as exc:
         raise HttpError(400, f"Label refused: {exc}") from exc

@@ -9,6 +9,7 @@ from ninja import Field, Schema
 from pydantic import field_validator
 
 from activelearn.models import Label, Strategy
+from activelearn.services.labels import SECONDS_MAX, SUGGESTIONS_MAX
 from annotator.numbers import MAX_ID
 
 # An id the databases can store (bigint): a larger one is refused (422) before any query.
@@ -129,7 +130,34 @@ _IDEMPOTENCY_KEY_DESCRIPTION = (
 )
 
 
-class SpeciesLabelIn(Schema):
+class _ShownIn(Schema):
+    """What the client showed with the crop, for the anchoring figures and the effort
+    estimate; each left out means not recorded."""
+
+    suggestions: list[Id] | None = Field(
+        None,
+        max_length=SUGGESTIONS_MAX,
+        description="The species ids your client suggested for this crop, in the order shown "
+        "(e.g. the card's suggestions). Reported by the client: the server checks they are the "
+        "project's species, not that it offered them.",
+    )
+    suggestion_rank: int | None = Field(
+        None,
+        ge=1,
+        le=SUGGESTIONS_MAX,
+        description="The 1-based place in suggestions of the one picked; null or left out "
+        "when the answer was not picked from them. Must name this label's species.",
+    )
+    seconds: float | None = Field(
+        None,
+        ge=0,
+        le=SECONDS_MAX,
+        allow_inf_nan=False,
+        description=f"Seconds from showing the crop to the answer (0 to {SECONDS_MAX:g}).",
+    )
+
+
+class SpeciesLabelIn(_ShownIn):
     """A label naming the animal's species (kind=species)."""
 
     crop_id: Id
@@ -146,7 +174,7 @@ class SpeciesLabelIn(Schema):
     )
 
 
-class OtherLabelIn(Schema):
+class OtherLabelIn(_ShownIn):
     """A label saying the crop is no animal (kind=not_animal) or cannot be told (kind=unknown):
     no species, no attributes."""
 
@@ -193,6 +221,13 @@ class LabelOut(Schema):
     attributes: list[int] | None = Field(
         description="Attribute ids ticked yes; null when not recorded."
     )
+    suggestions: list[int] | None = Field(
+        description="Species ids suggested with the crop, in order; null when not recorded."
+    )
+    suggestion_rank: int | None = Field(
+        description="1-based place of the suggestion picked; null when none was."
+    )
+    seconds: float | None = Field(description="Seconds spent on the crop; null when not recorded.")
 
     @staticmethod
     def resolve_species(obj: Label) -> str | None:

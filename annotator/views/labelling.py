@@ -33,7 +33,14 @@ from activelearn.services import (
     labels_submit,
     project_consensus_update,
 )
-from annotator.forms import SKIP, ConsensusSettingsForm, GridLabelForm, LabelForm, ReviewForm
+from annotator.forms import (
+    SKIP,
+    ConsensusSettingsForm,
+    GridLabelForm,
+    LabelForm,
+    ReviewForm,
+    suggestions_sign,
+)
 from annotator.selectors import project_get_for_user
 from annotator.views._common import request_user
 from detector.models import Crop
@@ -97,6 +104,9 @@ def _label_post(
             species_id=form.cleaned_data["species_id"],
             idempotency_key=form.cleaned_data["idempotency_key"],
             attributes=form.cleaned_data["attributes"],
+            suggestions=form.cleaned_data["suggestions"],
+            suggestion_rank=form.cleaned_data["suggestion_rank"],
+            seconds=form.cleaned_data["seconds"],
         )
     except LabelError as exc:
         return _refused(str(exc))
@@ -150,10 +160,14 @@ def _progress_context(
 
 def _crop_context(*, project: Project, crop: Crop, species: list[Species]) -> dict[str, Any]:
     det = crop.detection
+    suggestions = crop_suggestions(project=project, crops=[crop], species=species)[crop.pk]
     return {
         "crop": crop,
         "form": LabelForm(initial={"crop_id": crop.pk}),
-        "suggestions": crop_suggestions(project=project, crops=[crop], species=species)[crop.pk],
+        "suggestions": suggestions,
+        "suggestions_signed": suggestions_sign(
+            crop_id=crop.pk, species_ids=[s.species_id for s in suggestions]
+        ),
         "frames": sequence_frames(image=crop.image),
         "box": {
             "left": det.x * 100,
@@ -177,15 +191,23 @@ def label_grid(request: HttpRequest, slug: str) -> HttpResponse:
         if not form.is_valid():
             messages.error(request, f"Nothing labelled: {form.errors.as_text()}")
             return redirect("label_grid", slug=slug)
+        crop_ids = form.cleaned_data["crop_ids"]
+        shown = _grid_shown(project=project, crop_ids=crop_ids)
+        seconds = form.cleaned_data["seconds"]
         try:
             stored = labels_submit(
                 project=project,
-                crop_ids=form.cleaned_data["crop_ids"],
+                crop_ids=crop_ids,
                 user=request_user(request),
                 kind=form.cleaned_data["kind"],
                 species_id=form.cleaned_data["species_id"],
                 idempotency_key=form.cleaned_data["idempotency_key"],
                 attributes=form.cleaned_data["attributes"],
+                suggestions=shown,
+                suggestion_rank=1
+                if shown and form.cleaned_data["species_id"] == shown[0]
+                else None,
+                seconds=None if seconds is None or not crop_ids else seconds / len(crop_ids),
             )
         except LabelError as exc:
             messages.error(request, f"Nothing labelled: {exc}")
@@ -205,6 +227,20 @@ def label_grid(request: HttpRequest, slug: str) -> HttpResponse:
     context = _progress_context(request, project=project, open_round=open_round)
     context["groups"] = _grid_groups(crops=crops, project=project, species=context["species"])
     return render(request, "annotator/label_grid.html", context)
+
+
+def _grid_shown(*, project: Project, crop_ids: list[int]) -> list[int] | None:
+    """The grid's suggestion for the selected crops, as the server offers it (the heading of
+    their group: the machine's top species, or none), when they all share one; else None."""
+    crops = list(Crop.objects.filter(project=project, pk__in=crop_ids))
+    if not crops:
+        return None
+    species = list(project.species.all())
+    offered = {
+        tuple(s.species_id for s in top if s.source == "machine")
+        for top in crop_suggestions(project=project, crops=crops, species=species, k=1).values()
+    }
+    return list(offered.pop()) if len(offered) == 1 else None
 
 
 def _grid_groups(

@@ -45,6 +45,7 @@ from annotator.selectors import (
     project_status,
     species_rare_get,
 )
+from annotator.selectors_labels import anchoring_get, label_seconds_measured
 from annotator.views._common import request_user
 from detector.base import DetectorError
 from detector.jobs import detection_job_create
@@ -96,7 +97,12 @@ def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
         "rare_species": species_rare_get(project=project, classifier=classifier)
         if is_admin
         else None,
-        "effort": effort_saved_estimate(project=project, counts=status.pipeline),
+        "effort": effort_saved_estimate(
+            project=project,
+            counts=status.pipeline,
+            measured=label_seconds_measured(project=project),
+        ),
+        "anchoring": anchoring_get(project=project) if is_admin else None,
         "learning_curve": learning_curve_get(project=project) if is_admin else None,
         "audit": audit_estimate_get(project=project) if is_admin else None,
         "rejected": classifier_rejected_get(project=project) if is_admin else None,
