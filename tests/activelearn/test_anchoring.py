@@ -67,6 +67,7 @@ def test_counts_match_brute_force(seed: int) -> None:
             assert share.share is None and (share.low, share.high) == (0.0, 1.0)
         else:
             assert share.share == pytest.approx(share.hits / share.n)
+            assert share.share is not None
             assert share.low - 1e-12 <= share.share <= share.high + 1e-12
 
 
