@@ -107,7 +107,8 @@ def _with_classifier(project: Project, admin_user: User, volunteer: User) -> Non
 
 
 # page -> (who looks at it, its path, the data it needs: none, "round" or "classifier");
-# {slug} is the project's. Importing takes a while, so only the pages that show crops get them.
+# {slug} is the project's, {species} its first species. Importing takes a while, so only the pages
+# that show crops get them.
 PAGES: dict[str, tuple[Role | None, str, str]] = {
     "login": (None, "/accounts/login/", ""),
     "project": (Role.ADMIN, "/p/{slug}/", "classifier"),
@@ -118,6 +119,7 @@ PAGES: dict[str, tuple[Role | None, str, str]] = {
     "species": (Role.ADMIN, "/p/{slug}/species/", ""),
     "tokens": (Role.ADMIN, "/account/tokens/", ""),
     "export": (Role.ECOLOGIST, "/p/{slug}/export/camtrap-dp/", ""),
+    "field_guide": (Role.VOLUNTEER, "/p/{slug}/guide/?species={species}", "classifier"),
 }
 
 
@@ -142,7 +144,10 @@ def test_page_has_no_serious_axe_violation_nor_csp_violation(
     users = {Role.ADMIN: admin_user, Role.VOLUNTEER: volunteer, Role.ECOLOGIST: ecologist}
     if role is not None:
         browser_login(page, live_server, users[role])
-    _a11y_and_csp_check(page, live_server.url + path.format(slug=project.slug), console)
+    # {species}: the project's first species (the field guide shows its examples).
+    species = project.species.order_by("pk").values_list("pk", flat=True).first()
+    url = live_server.url + path.format(slug=project.slug, species=species)
+    _a11y_and_csp_check(page, url, console)
 
 
 def test_django_admin_and_api_docs_work_under_the_policy(

@@ -24,20 +24,12 @@ from annotator.selectors_labels import (
 )
 from projects.models import Project, Species
 from projects.services import project_create
+from tests.annotator.test_views_labelling import _client, open_round
 from tests.conftest import hold, label_by_truth, serve
 
+__all__ = ["open_round"]  # a fixture, shared with the labelling page's tests
+
 pytestmark = pytest.mark.django_db
-
-
-def _client(user: User) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
-
-
-@pytest.fixture
-def open_round(ingested_project: Project, admin_user: User) -> Round:
-    return round_start(project=ingested_project, user=admin_user, strategy="random", size=6)
 
 
 def _shown(page: str) -> tuple[int, str, list[int]]:
