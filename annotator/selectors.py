@@ -337,8 +337,7 @@ class EffortSaved:
         text = (
             f"({self.auto_accepted} crops auto-accepted at {self.target_accuracy:.1%} target "
             f"accuracy + {self.empty_images} empty images filtered out) x "
-            f"{self.seconds_per_image:g} s per image ({self.seconds_text()}) / 3600 = "
-            f"{self.hours:.1f} hours"
+            f"{self.seconds_per_image:g} s per image / 3600 = {self.hours:.1f} hours"
         )
         if self.hours >= HOURS_PER_WEEK:
             text += f" = {self.weeks:.1f} weeks of 40 hours"

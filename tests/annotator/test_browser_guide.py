@@ -19,6 +19,19 @@ from tests.conftest import browser_login
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
+def _label_page(page: Any, live_server: Any, project: Project, admin: User, volunteer: User) -> int:
+    """A round of 3 is opened and ``volunteer`` is on the label page; returns the crop shown."""
+    from playwright.sync_api import expect
+
+    open_round = round_start(project=project, user=admin, strategy="random", size=3)
+    first = open_round.items.order_by("position").first()
+    assert first is not None
+    browser_login(page, live_server, volunteer)
+    page.goto(f"{live_server.url}/p/{project.slug}/label/")
+    expect(page.get_by_text(f"Crop {first.crop_id} ·")).to_be_visible()
+    return first.crop_id
+
+
 def test_volunteer_labels_after_some_seconds_and_the_label_records_them(
     browser_page: Any,
     live_server: Any,
@@ -28,14 +41,9 @@ def test_volunteer_labels_after_some_seconds_and_the_label_records_them(
 ) -> None:
     from playwright.sync_api import expect
 
-    open_round = round_start(project=ingested_project, user=admin_user, strategy="random", size=3)
-    first = open_round.items.order_by("position").first()
-    assert first is not None
     page = browser_page
-    browser_login(page, live_server, volunteer)
-    page.goto(f"{live_server.url}/p/{ingested_project.slug}/label/")
-    expect(page.get_by_text(f"Crop {first.crop_id} ·")).to_be_visible()
-    crop = Crop.objects.get(pk=first.crop_id)
+    crop_id = _label_page(page, live_server, ingested_project, admin_user, volunteer)
+    crop = Crop.objects.get(pk=crop_id)
     species = list(ingested_project.species.all())
     offered = [
         s.species_id
@@ -47,7 +55,7 @@ def test_volunteer_labels_after_some_seconds_and_the_label_records_them(
         page.keyboard.press("2")
     expect(page.get_by_text("My labels today: 1")).to_be_visible()
     label = Label.objects.get()
-    assert (label.crop_id, label.species_id) == (first.crop_id, offered[1])
+    assert (label.crop_id, label.species_id) == (crop_id, offered[1])
     assert (label.suggestions, label.suggestion_rank) == (offered, 2)
     assert label.seconds is not None and 2.4 <= label.seconds < 120
 
@@ -61,10 +69,8 @@ def test_brightness_and_contrast_keys_change_the_picture(
 ) -> None:
     from playwright.sync_api import expect
 
-    round_start(project=ingested_project, user=admin_user, strategy="random", size=3)
     page = browser_page
-    browser_login(page, live_server, volunteer)
-    page.goto(f"{live_server.url}/p/{ingested_project.slug}/label/")
+    _label_page(page, live_server, ingested_project, admin_user, volunteer)
     image = page.locator("#crop-image")
     expect(image).to_have_css("filter", "none")
     page.keyboard.press("]")

@@ -230,7 +230,7 @@ def test_effort_uses_the_measured_median_once_enough_labels_are_timed(
         kind="unknown",
     )
     page = _client(admin_user).get(reverse("project_detail", args=[ingested_project.slug])).text
-    assert "the project&#x27;s setting" in page or "the project's setting" in page
+    assert "labels have been timed (0 so far)" in page
     # Timed votes: below the minimum the setting stays; from it on, the median is used.
     stored = list(Label.objects.order_by("id"))
     times = [float(i) for i in range(1, MEASURED_MIN + 2)]  # median of 1..31 is 16
@@ -411,7 +411,8 @@ def test_effort_estimate_says_which_seconds_it_used(ingested_project: Project) -
     )
     assert (enough.seconds_per_image, enough.seconds_source) == (5.0, "measured")
     assert enough.hours == pytest.approx(360 * 5.0 / 3600)
-    assert f"median time of {MEASURED_MIN} timed labels" in enough.formula()
+    assert enough.seconds_text() == f"the median time of {MEASURED_MIN} timed labels"
+    assert enough.as_json()["seconds_source"] == "measured"
     html = render_to_string("annotator/_effort.html", {"effort": enough, "role": "admin"})
     assert f"the median time of {MEASURED_MIN} timed labels" in html
     assert "measured by the label pages" in html
