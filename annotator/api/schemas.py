@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from ninja import Field, Schema
 from pydantic import field_validator
 
-from activelearn.models import Label, Strategy
+from activelearn.models import Label, RoundUnit, Strategy
 from annotator.numbers import MAX_ID
 
 # An id the databases can store (bigint): a larger one is refused (422) before any query.
@@ -45,6 +45,7 @@ class RoundOut(Schema):
     target_species_id: int | None = Field(
         None, description="The species a `species` round aims at; null for other strategies."
     )
+    unit: str = Field("crop", description="`crop` or `event`: what one answer labels.")
 
 
 class ProjectStatusOut(Schema):
@@ -84,6 +85,11 @@ class RoundStartIn(Schema):
         None,
         description="For the `species` strategy (and only for it): the project's species whose "
         "predicted crops the round picks among, for diversity.",
+    )
+    unit: RoundUnit = Field(
+        RoundUnit.CROP,
+        description="`crop`: crops one at a time; `event`: whole capture events, one answer "
+        "each (k-Center over event embeddings; `size` then counts events).",
     )
 
 
