@@ -41,17 +41,14 @@ def _split_key(round_: Round) -> str:
 @require_http_methods(["GET", "POST"])
 def label_event(request: HttpRequest, slug: str) -> HttpResponse:
     project, _ = project_get_for_user(slug=slug, user=request.user, roles=LABELLERS)
-    context = _progress_context(request, project=project, open_round=None)
-    open_round = context["round"] = _event_round(project)
-    if open_round is None:
-        if request.method == "POST":
-            return _refused("no event round is open: label crop by crop")
-        return render(request, "annotator/label_event.html", context)
-    context["progress"] = _progress_context(request, project=project, open_round=open_round)[
-        "progress"
-    ]
+    open_round = _event_round(project)
     if request.method == "POST":
+        if open_round is None:
+            return _refused("no event round is open: label crop by crop")
         return _event_post(request, project=project, open_round=open_round)
+    context = _progress_context(request, project=project, open_round=open_round)
+    if open_round is None:
+        return render(request, "annotator/label_event.html", context)
     crops = event_claim_next(
         round_=open_round,
         user=request_user(request),
