@@ -52,6 +52,10 @@ def crop_claim_next(
     claims stop at ``TRAPWISE_CLAIMS_PER_USER`` live claims of ``user`` in ``round_``, the ones
     held counted: a request for more gets fewer crops. One user's requests are serialised
     (``claims_user_lock``), so parallel requests cannot pass the cap either.
+
+    In an event round each newly claimed crop brings the other crops of its capture event that
+    ``user`` may be offered (``_events_expand``), claimed with it, so that one answer can label
+    the whole event; at most ``limit`` crops are returned, the rest are held and come next.
     """
     now = timezone.now()
     skip = [int(c) for c in skipped]
