@@ -98,9 +98,17 @@ def _events_expand(
         if crop.pk in out:
             continue
         event = round_event_crop_ids(round_=round_, crop=crop)
-        free = set(
+        # Locked and checked again as in ``_claimable``: a crop another volunteer is claiming
+        # now is skipped, and one they claimed since the lock's snapshot is dropped.
+        locked = list(
             _open_items(round_=round_, user=user, now=now, exclude=[*exclude, *out])
             .filter(crop_id__in=event)
+            .select_for_update(skip_locked=True, of=("self",))
+            .values_list("crop_id", flat=True)
+        )
+        free = set(
+            _open_items(round_=round_, user=user, now=now, exclude=[*exclude, *out])
+            .filter(crop_id__in=locked)
             .values_list("crop_id", flat=True)
         )
         out += [crop.pk] + [c for c in event if c in free and c != crop.pk]
