@@ -28,6 +28,14 @@ class Strategy(models.TextChoices):
 UNCERTAINTY_STRATEGIES = frozenset({"confidence", "margin", "entropy", "hybrid"})
 
 
+class RoundUnit(models.TextChoices):
+    """What a round offers for one decision: a crop, or a whole capture event (all its crops,
+    one answer; ``activelearn.selection_events``)."""
+
+    CROP = "crop", "Crops, one at a time"
+    EVENT = "event", "Capture events, one answer per event"
+
+
 class Round(models.Model):
     class Status(models.TextChoices):
         OPEN = "open"
@@ -54,6 +62,9 @@ class Round(models.Model):
     target_species = models.ForeignKey(
         Species, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # Event rounds pick whole capture events (k-Center over event embeddings) and serve each
+    # event's crops together; ``size`` then counts events.
+    unit = models.CharField(max_length=10, choices=RoundUnit.choices, default=RoundUnit.CROP)
 
     class Meta:
         ordering = ["project_id", "number"]

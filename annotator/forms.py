@@ -7,7 +7,7 @@ from typing import Any
 from django import forms
 from django.core import signing
 
-from activelearn.models import LabelKind, Strategy
+from activelearn.models import LabelKind, RoundUnit, Strategy
 from activelearn.services.labels import SECONDS_MAX, SUGGESTIONS_MAX
 from annotator.numbers import MAX_ID, ascii_float_text, ascii_int_parse, id_parse
 from projects.models import ClassBalance, CropShape, Project, Role, Species
@@ -81,6 +81,8 @@ class RoundStartForm(forms.Form):
         empty_label="(species for a species round)",
         help_text="For the species strategy: crops the classifier predicts as this species.",
     )
+    # Crops one at a time, or whole capture events (one answer each; k-Center over events).
+    unit = forms.ChoiceField(choices=RoundUnit.choices, initial=RoundUnit.CROP, required=False)
 
     def __init__(self, *args: Any, project: Project, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -91,6 +93,9 @@ class RoundStartForm(forms.Form):
     def clean_strategy(self) -> str | None:
         value: str = self.cleaned_data["strategy"]
         return None if value == AUTO_STRATEGY else value
+
+    def clean_unit(self) -> str:
+        return str(self.cleaned_data["unit"] or RoundUnit.CROP)
 
 
 # A first round has no classifier yet, so only the strategies that need none.

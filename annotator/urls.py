@@ -4,7 +4,16 @@ from django.urls import path, register_converter
 
 from annotator.api.api import api
 from annotator.numbers import IdConverter
-from annotator.views import exports, files, guide, labelling, manage, project, tokens
+from annotator.views import (
+    exports,
+    files,
+    guide,
+    label_event,
+    labelling,
+    manage,
+    project,
+    tokens,
+)
 
 # Ids in URLs are <id:...>: bounded to what the database stores (a larger one is a 404).
 register_converter(IdConverter, "id")
@@ -70,6 +79,7 @@ urlpatterns = [
     ),
     path("p/<slug:slug>/label/", labelling.label, name="label"),
     path("p/<slug:slug>/label/grid/", labelling.label_grid, name="label_grid"),
+    path("p/<slug:slug>/label/event/", label_event.label_event, name="label_event"),
     path("p/<slug:slug>/label/undo/", labelling.label_undo_view, name="label_undo"),
     path("p/<slug:slug>/guide/", guide.field_guide, name="field_guide"),
     path("p/<slug:slug>/review/", labelling.review, name="review"),

@@ -24,7 +24,7 @@ Celery tasks are queued by name (``RETRAIN_TASK``, ``FINETUNE_TASK``) through
 from __future__ import annotations
 
 from activelearn.services.audit import audit_predictions_record
-from activelearn.services.claims import crop_claim_next, crop_claim_release
+from activelearn.services.claims import crop_claim_next, crop_claim_release, event_claim_next
 from activelearn.services.errors import FinetuneError, LabelError, RoundError, SettingsError
 from activelearn.services.finetune import (
     FINETUNE_ABANDONED_AFTER,
@@ -38,6 +38,7 @@ from activelearn.services.labels import (
     label_review,
     label_submit,
     label_undo,
+    labels_event_submit,
     labels_import,
     labels_submit,
 )
@@ -78,11 +79,13 @@ __all__ = [
     "crop_claim_next",
     "crop_claim_release",
     "embedding_finetune_and_retrain",
+    "event_claim_next",
     "embedding_finetune_queue",
     "finetune_interval",
     "label_review",
     "label_submit",
     "label_undo",
+    "labels_event_submit",
     "labels_import",
     "labels_submit",
     "predictions_prune",

@@ -19,13 +19,20 @@ from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from activelearn.models import Consensus, CropClaim, Label, Round, RoundCrop
+from activelearn.models import Consensus, CropClaim, Label, Round, RoundCrop, RoundUnit
+from activelearn.selectors_events import round_event_crop_ids
 from activelearn.services.audit import audit_predictions_record
 from activelearn.services.locks import claims_user_lock
 from activelearn.services.rounds import crop_settled
 from detector.models import Crop
 
-__all__ = ["claims_create", "crop_claim_next", "crop_claim_release", "crop_claims_held"]
+__all__ = [
+    "claims_create",
+    "crop_claim_next",
+    "crop_claim_release",
+    "crop_claims_held",
+    "event_claim_next",
+]
 
 
 def crop_claim_next(
@@ -45,6 +52,10 @@ def crop_claim_next(
     claims stop at ``TRAPWISE_CLAIMS_PER_USER`` live claims of ``user`` in ``round_``, the ones
     held counted: a request for more gets fewer crops. One user's requests are serialised
     (``claims_user_lock``), so parallel requests cannot pass the cap either.
+
+    In an event round each newly claimed crop brings the other crops of its capture event that
+    ``user`` may be offered (``_events_expand``), claimed with it, so that one answer can label
+    the whole event; at most ``limit`` crops are returned, the rest are held and come next.
     """
     now = timezone.now()
     skip = [int(c) for c in skipped]
@@ -66,12 +77,59 @@ def crop_claim_next(
         new: list[int] = []
         if room > 0:
             new = _claimable(round_=round_, user=user, now=now, exclude=[*skip, *held], limit=room)
+        if round_.unit == RoundUnit.EVENT and new:
+            new = _events_expand(round_=round_, user=user, now=now, new=new, exclude=[*skip, *held])
         claims_create(round_=round_, user=user, crop_ids=[*mine, *new])
         # The machine label each audit crop's label will test: the live one, at first offer.
         audit_predictions_record(round_=round_, crop_ids=new)
     crops = Crop.objects.filter(pk__in=[*mine, *new]).select_related("image", "detection")
     by_id = {c.pk: c for c in crops}
-    return [by_id[c] for c in [*mine, *new] if c in by_id]
+    return [by_id[c] for c in [*mine, *new] if c in by_id][: max(limit, 1)]
+
+
+def _events_expand(
+    *, round_: Round, user: User, now: datetime, new: list[int], exclude: list[int]
+) -> list[int]:
+    """``new`` crops with the other crops of their capture events in ``round_`` that ``user``
+    may be offered, each event's crops together in pick order: an event round serves whole
+    events (the claims cap counts the first crop of each; an event may pass it)."""
+    out: list[int] = []
+    for crop in Crop.objects.filter(pk__in=new).select_related("image"):
+        if crop.pk in out:
+            continue
+        event = round_event_crop_ids(round_=round_, crop=crop)
+        # Locked and checked again as in ``_claimable``: a crop another volunteer is claiming
+        # now is skipped, and one they claimed since the lock's snapshot is dropped.
+        locked = list(
+            _open_items(round_=round_, user=user, now=now, exclude=[*exclude, *out])
+            .filter(crop_id__in=event)
+            .select_for_update(skip_locked=True, of=("self",))
+            .values_list("crop_id", flat=True)
+        )
+        free = set(
+            _open_items(round_=round_, user=user, now=now, exclude=[*exclude, *out])
+            .filter(crop_id__in=locked)
+            .values_list("crop_id", flat=True)
+        )
+        out += [crop.pk] + [c for c in event if c in free and c != crop.pk]
+    return out
+
+
+def event_claim_next(*, round_: Round, user: User, skipped: Collection[int] = ()) -> list[Crop]:
+    """The crops of the next capture event of ``round_`` for ``user``, all claimed together
+    (``crop_claim_next`` claims an event round's crops event by event): the event's crops
+    ``user`` holds now and may vote on, in pick order; [] when nothing is left.
+
+    ``skipped`` are crop ids passed over (their claims are released first)."""
+    first = crop_claim_next(round_=round_, user=user, skipped=skipped, limit=1)
+    if not first:
+        return []
+    event = round_event_crop_ids(round_=round_, crop=first[0])
+    held = crop_claims_held(round_=round_, user=user, crop_ids=event)
+    ids = [first[0].pk] + [c for c in event if c in held and c != first[0].pk]
+    crops = Crop.objects.filter(pk__in=ids).select_related("image", "detection")
+    by_id = {c.pk: c for c in crops}
+    return [by_id[c] for c in ids if c in by_id]
 
 
 def crop_claims_held(*, round_: Round, user: User, crop_ids: Collection[int]) -> set[int]:

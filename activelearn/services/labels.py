@@ -12,6 +12,7 @@ user's newest counts), an undo marks the row undone.
 from __future__ import annotations
 
 import math
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -22,6 +23,7 @@ from django.utils import timezone
 from activelearn.consensus import attributes_decide, consensus_decide
 from activelearn.models import Consensus, CropClaim, Label, LabelKind, LabelOrigin, Round
 from activelearn.selectors import round_open_get
+from activelearn.selectors_events import crop_events_get
 from activelearn.services.claims import claims_create, crop_claims_held
 from activelearn.services.errors import LabelError
 from activelearn.services.finetune import embedding_finetune_queue
@@ -39,6 +41,7 @@ __all__ = [
     "label_review",
     "label_submit",
     "label_undo",
+    "labels_event_submit",
     "labels_import",
     "labels_submit",
     "round_close_if_done",
@@ -188,9 +191,12 @@ def _labels_store(
     attributes: Sequence[int] | None = None,
     vote: bool = False,
     shown: _Shown | None = None,
+    origin: str | None = None,
+    decision: uuid.UUID | None = None,
 ) -> list[Label]:
     """``labels_submit`` (``vote``: only on crops ``user`` holds), ``labels_import`` and
-    ``label_review`` (``is_review``)."""
+    ``label_review`` (``is_review``); ``origin`` and ``decision`` as the labels record them
+    (default: a review or a vote, no decision)."""
     unique_ids = list(dict.fromkeys(int(c) for c in crop_ids))
     if not unique_ids:
         raise LabelError("no crop given")
@@ -260,7 +266,8 @@ def _labels_store(
                 species=species,
                 round=open_round if crop_id in in_round else None,
                 is_review=is_review,
-                origin=LabelOrigin.REVIEW if is_review else LabelOrigin.VOTE,
+                origin=origin or (LabelOrigin.REVIEW if is_review else LabelOrigin.VOTE),
+                decision=decision,
                 client_key=f"{idempotency_key}:{crop_id}" if idempotency_key else "",
                 attributes=ticked,
                 suggestions=shown.suggestions if shown else None,
@@ -346,20 +353,35 @@ def label_review(
 def label_undo(*, project: Project, user: User) -> Label:
     """Withdraw ``user``'s latest label in ``project``: the row stays, marked undone.
 
-    The crop's consensus is recomputed without it. While its round is open the crop goes back
-    to the queue, claimed by ``user`` so that the labelling page shows it next. Raises
-    LabelError when there is nothing to undo.
+    A label made by one decision on several crops (an event's answer) is undone with every
+    label of that decision. The crops' consensus is recomputed without them. While their round
+    is open the crops go back to the queue, claimed by ``user`` so that the labelling page
+    shows them next. Returns the latest label. Raises LabelError when there is nothing to undo.
     """
     with transaction.atomic():
         label = label_latest_lock(project_id=project.pk, user_id=user.pk)
         if label is None:
             raise LabelError("nothing to undo: you have no label in this project")
-        label.undone_at = timezone.now()
+        now = timezone.now()
+        crop_ids = [label.crop_id]
+        if label.decision is not None:
+            same = Label.objects.filter(
+                project=project, user=user, decision=label.decision, undone_at__isnull=True
+            )
+            crop_ids = sorted(set(same.values_list("crop_id", flat=True)) | {label.crop_id})
+            same.exclude(pk=label.pk).update(undone_at=now)
+        label.undone_at = now
         label.save(update_fields=["undone_at"])
-        consensus_update(project=project, crop_ids=[label.crop_id])
+        consensus_update(project=project, crop_ids=crop_ids)
         open_round = round_open_get(project=project)
-        if open_round is not None and open_round.items.filter(crop_id=label.crop_id).exists():
-            claims_create(round_=open_round, user=user, crop_ids=[label.crop_id])
+        if open_round is not None:
+            in_round = list(
+                open_round.items.filter(crop_id__in=crop_ids)
+                .order_by("-position")
+                .values_list("crop_id", flat=True)
+            )
+            # Last position first: the first crop gets the newest claim, offered first.
+            claims_create(round_=open_round, user=user, crop_ids=in_round[::-1])
     return label
 
 
@@ -533,6 +555,41 @@ def _attributes_same(stored: list[int] | None, sent: list[int] | None) -> bool:
     if stored is None or sent is None:
         return stored is None and sent is None
     return sorted(stored) == sorted(sent)
+
+
+def labels_event_submit(
+    *,
+    project: Project,
+    crop_ids: Sequence[int],
+    user: User,
+    kind: str,
+    species_id: int | None = None,
+    idempotency_key: str = "",
+    attributes: Sequence[int] | None = None,
+) -> list[Label]:
+    """One answer for a whole capture event: a vote on each of ``crop_ids`` (the event's crops
+    the page showed), all or nothing, as ``labels_submit``.
+
+    Every crop must belong to one capture event and be held by ``user`` (served together by
+    ``crop_claim_next`` in an event round); LabelError otherwise, and nothing is stored. The
+    labels record origin EVENT and share one decision id, so ``label_undo`` withdraws them
+    together.
+    """
+    events = set(crop_events_get(project=project, crop_ids=crop_ids).values())
+    if len(events) > 1:
+        raise LabelError("these crops belong to different capture events: answer each event")
+    return _labels_store(
+        project=project,
+        crop_ids=crop_ids,
+        user=user,
+        kind=kind,
+        species_id=species_id,
+        idempotency_key=idempotency_key,
+        attributes=attributes,
+        vote=True,
+        origin=LabelOrigin.EVENT,
+        decision=uuid.uuid4(),
+    )
 
 
 def round_close_if_done(*, round_: Round) -> None:

@@ -25,6 +25,7 @@ from activelearn.models import (
     Prediction,
     Round,
     RoundCrop,
+    RoundUnit,
     Strategy,
 )
 from activelearn.selection import min_sq_distances_update, select
@@ -32,6 +33,7 @@ from activelearn.selection_rule import StrategyChoice, strategy_for_round
 from activelearn.selectors import classifier_latest, round_open_get
 from activelearn.selectors_audit import audit_outcomes_get
 from activelearn.services.errors import RoundError
+from activelearn.services.round_events import event_round_picks
 from detector.models import Crop
 from embeddings.models import EmbeddingVersion
 from embeddings.selectors import (
@@ -131,8 +133,15 @@ def round_start(
     strategy: str | None = None,
     size: int,
     target_species: Species | None = None,
+    unit: str = RoundUnit.CROP,
 ) -> Round:
     """Open the next round: pick up to ``size`` crops by ``strategy`` among the unlabelled ones.
+
+    ``unit`` "event": pick up to ``size`` whole capture events instead, by k-Center greedy over
+    event embeddings (``selection_events``; the only strategy of an event round, the default
+    then), every active unlabelled crop of each; an event with a labelled crop is covered.
+    Volunteers are served an event's crops together and answer once for all of them. Event
+    rounds have no audit crops (an audit crop is a single crop drawn at random).
 
     ``strategy`` None means ``round_strategy_choice`` (its reason is kept on the round). Crops
     with any label (species, not an animal, unknown) count as covered and are never picked
@@ -145,6 +154,15 @@ def round_start(
     picks (``audit_interleave``): those round crops are marked ``is_audit``.
     """
     reason = ""
+    if unit not in RoundUnit.values:
+        raise RoundError(f"unknown unit {unit!r}; choose one of {', '.join(RoundUnit.values)}")
+    if unit == RoundUnit.EVENT:
+        if strategy is None:
+            strategy, reason = Strategy.K_CENTER, "event rounds pick by k-Center over events"
+        elif strategy != Strategy.K_CENTER:
+            raise RoundError(
+                f"an event round picks by {Strategy.K_CENTER.label}; not by {strategy!r}"
+            )
     if strategy is None:
         choice = round_strategy_choice(project=project)
         strategy, reason = choice.strategy, choice.reason
@@ -168,6 +186,7 @@ def round_start(
                 version=version,
                 target_species=target_species,
                 reason=reason,
+                unit=unit,
             )
     except IntegrityError as exc:
         # The partial unique index on open rounds decides races between two admins.
@@ -183,6 +202,7 @@ def _round_create(
     version: EmbeddingVersion,
     target_species: Species | None = None,
     reason: str = "",
+    unit: str = RoundUnit.CROP,
 ) -> Round:
     if round_open_get(project=project) is not None:
         raise RoundError("a round is already open for this project; finish it first")
@@ -207,6 +227,71 @@ def _round_create(
         raise RoundError("every crop is labelled already: nothing left to select")
     number = (project.rounds.aggregate(n=Max("number"))["n"] or 0) + 1
     seed = round_seed(project=project, number=number)
+    if unit == RoundUnit.EVENT:
+        picks = event_round_picks(
+            project=project,
+            ids=ids,
+            vectors=vectors,
+            labeled_mask=labeled_mask,
+            candidate_mask=candidate_mask,
+            size=size,
+            seed=seed,
+        )
+        if not picks:
+            raise RoundError("every capture event has a labelled crop: nothing left to select")
+    else:
+        picks = _crop_picks(
+            project=project,
+            strategy=strategy,
+            size=size,
+            version=version,
+            ids=ids,
+            vectors=vectors,
+            labeled_mask=labeled_mask,
+            unlabelled_mask=unlabelled_mask,
+            candidate_mask=candidate_mask,
+            seed=seed,
+        )
+    new_round = Round.objects.create(
+        project=project,
+        number=number,
+        strategy=strategy,
+        strategy_reason=reason[:300],
+        size=size,
+        seed=seed,
+        embedding_version=version,
+        created_by=user,
+        target_species=target_species,
+        unit=unit,
+    )
+    RoundCrop.objects.bulk_create(
+        RoundCrop(
+            round=new_round,
+            crop_id=int(ids[index]),
+            position=position,
+            distance=distance,
+            is_audit=is_audit,
+        )
+        for position, (index, distance, is_audit) in enumerate(picks)
+    )
+    return new_round
+
+
+def _crop_picks(
+    *,
+    project: Project,
+    strategy: str,
+    size: int,
+    version: EmbeddingVersion,
+    ids: np.ndarray,
+    vectors: np.ndarray,
+    labeled_mask: np.ndarray,
+    unlabelled_mask: np.ndarray,
+    candidate_mask: np.ndarray,
+    seed: int,
+) -> list[tuple[int, float | None, bool]]:
+    """A crop round's picks by ``strategy`` (row, distance, False) with its audit crops
+    interleaved (row, None, True)."""
     n_audit = audit_count(share=project.audit_share, size=size)
     selection = select(
         _SELECTION_OF.get(strategy, strategy),
@@ -226,31 +311,9 @@ def _round_create(
         (int(index), None if np.isnan(distance) else float(distance), False)
         for index, distance in zip(selection.indices, selection.distances, strict=True)
     ]
-    picks = audit_interleave(
+    return audit_interleave(
         picks=picks, unlabelled_mask=unlabelled_mask, n_audit=n_audit, seed=seed
     )
-    new_round = Round.objects.create(
-        project=project,
-        number=number,
-        strategy=strategy,
-        strategy_reason=reason[:300],
-        size=size,
-        seed=seed,
-        embedding_version=version,
-        created_by=user,
-        target_species=target_species,
-    )
-    RoundCrop.objects.bulk_create(
-        RoundCrop(
-            round=new_round,
-            crop_id=int(ids[index]),
-            position=position,
-            distance=distance,
-            is_audit=is_audit,
-        )
-        for position, (index, distance, is_audit) in enumerate(picks)
-    )
-    return new_round
 
 
 def audit_count(*, share: float, size: int) -> int:

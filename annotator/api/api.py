@@ -168,6 +168,7 @@ def _round_out(round_: Round, *, done: int, total: int) -> dict[str, Any]:
         "created_at": round_.created_at,
         "closed_at": round_.closed_at,
         "target_species_id": round_.target_species_id,
+        "unit": round_.unit,
         "done": done,
         "total": total,
     }
@@ -261,6 +262,7 @@ def round_create(request: HttpRequest, slug: str, payload: RoundStartIn) -> Stat
             strategy=payload.strategy.value if payload.strategy else None,
             size=payload.size or project.round_size,
             target_species=target,
+            unit=payload.unit.value,
         )
     except RoundError as exc:
         raise HttpError(409, f"Round not started: {exc}") from exc

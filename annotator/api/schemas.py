@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from ninja import Field, Schema
 from pydantic import field_validator
 
-from activelearn.models import Label, Strategy
+from activelearn.models import Label, RoundUnit, Strategy
 from activelearn.services.labels import SECONDS_MAX, SUGGESTIONS_MAX
 from annotator.numbers import MAX_ID
 
@@ -46,6 +46,7 @@ class RoundOut(Schema):
     target_species_id: int | None = Field(
         None, description="The species a `species` round aims at; null for other strategies."
     )
+    unit: str = Field("crop", description="`crop` or `event`: what one answer labels.")
 
 
 class ProjectStatusOut(Schema):
@@ -85,6 +86,11 @@ class RoundStartIn(Schema):
         None,
         description="For the `species` strategy (and only for it): the project's species whose "
         "predicted crops the round picks among, for diversity.",
+    )
+    unit: RoundUnit = Field(
+        RoundUnit.CROP,
+        description="`crop`: crops one at a time; `event`: whole capture events, one answer "
+        "each (k-Center over event embeddings; `size` then counts events).",
     )
 
 

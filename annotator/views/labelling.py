@@ -12,7 +12,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from activelearn.models import Round
+from activelearn.models import Round, RoundUnit
 from activelearn.selectors import (
     consensus_review_list,
     crop_suggestions,
@@ -61,6 +61,8 @@ def label(request: HttpRequest, slug: str) -> HttpResponse:
     open_round = round_open_get(project=project)
     if request.method == "POST":
         return _label_post(request, project=project, open_round=open_round)
+    if open_round is not None and open_round.unit == RoundUnit.EVENT:
+        return redirect("label_event", slug=project.slug)  # served event by event
     crops = (
         crop_claim_next(
             round_=open_round,

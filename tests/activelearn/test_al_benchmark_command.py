@@ -395,3 +395,28 @@ def test_coco_split_on_missouri_dev(tmp_path: Path) -> None:
     pool_seqs = {i["seq_id"] for i in json.loads(pool.read_text())["images"]}
     test_seqs = {i["seq_id"] for i in json.loads(test.read_text())["images"]}
     assert (len(pool_seqs), len(test_seqs)) == (40, 20) and not pool_seqs & test_seqs
+
+
+def test_benchmark_compares_crop_and_event_units(sets: dict[str, Path]) -> None:
+    out = sets["out"] / "units.json"
+    text = StringIO()
+    call_command(
+        "al_benchmark",
+        *_args(sets, research=False, unit="crop,event", budgets="2,4", json=out),
+        stdout=text,
+    )
+    record = json.loads(out.read_text())
+    assert record["format"] == "trapwise-al-benchmark-units/1"
+    assert record["budgets"] == [2, 4]
+    crop, event = record["units"]["crop"], record["units"]["event"]
+    assert crop["crops_labelled"] == [2.0, 4.0]  # one crop a decision
+    assert all(e >= c for e, c in zip(event["crops_labelled"], crop["crops_labelled"], strict=True))
+    assert all(0 <= w <= m <= 1 for w, m in zip(event["worst"], event["mean"], strict=True))
+    assert "decisions" in text.getvalue()
+
+
+def test_benchmark_refuses_an_unknown_unit(sets: dict[str, Path]) -> None:
+    with pytest.raises(CommandError, match="--unit takes"):
+        call_command(
+            "al_benchmark", *_args(sets, research=False, unit="crop,frame"), stdout=StringIO()
+        )

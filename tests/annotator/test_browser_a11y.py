@@ -106,14 +106,28 @@ def _with_classifier(project: Project, admin_user: User, volunteer: User) -> Non
     assert classifier_retrain(project_id=project.pk) is not None
 
 
-# page -> (who looks at it, its path, the data it needs: none, "round" or "classifier");
-# {slug} is the project's, {species} its first species. Importing takes a while, so only the pages
-# that show crops get them.
+def _with_event_round(project: Project, admin_user: User, volunteer: User) -> None:
+    """What the event label page shows: an open event round, one event answered (an undo)
+    and the next event's crops and frames."""
+    from activelearn.services import event_claim_next, labels_event_submit
+
+    open_round = round_start(project=project, user=admin_user, size=2, unit="event")
+    crop_ids = [c.pk for c in event_claim_next(round_=open_round, user=volunteer)]
+    fox = project.species.get(name="red fox")
+    labels_event_submit(
+        project=project, crop_ids=crop_ids, user=volunteer, kind="species", species_id=fox.pk
+    )
+
+
+# page -> (who looks at it, its path, the data it needs: none, "round", "event_round" or
+# "classifier"); {slug} is the project's, {species} its first species. Importing takes a while,
+# so only the pages that show crops get them.
 PAGES: dict[str, tuple[Role | None, str, str]] = {
     "login": (None, "/accounts/login/", ""),
     "project": (Role.ADMIN, "/p/{slug}/", "classifier"),
     "label": (Role.VOLUNTEER, "/p/{slug}/label/", "round"),
     "grid": (Role.VOLUNTEER, "/p/{slug}/label/grid/", "round"),
+    "label_event": (Role.VOLUNTEER, "/p/{slug}/label/event/", "event_round"),
     "review": (Role.ADMIN, "/p/{slug}/review/", "round"),
     "members": (Role.ADMIN, "/p/{slug}/members/", ""),
     "species": (Role.ADMIN, "/p/{slug}/species/", ""),
@@ -137,7 +151,12 @@ def test_page_has_no_serious_axe_violation_nor_csp_violation(
     role, path, data = PAGES[name]
     if data:
         request.getfixturevalue("ingested_project")
-        {"round": _with_round, "classifier": _with_classifier}[data](project, admin_user, volunteer)
+        setup = {
+            "round": _with_round,
+            "event_round": _with_event_round,
+            "classifier": _with_classifier,
+        }
+        setup[data](project, admin_user, volunteer)
     api_token_create(user=admin_user, name="camera-sync")
     page = axe_page
     console = _csp_watch(page)

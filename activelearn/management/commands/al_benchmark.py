@@ -26,7 +26,7 @@ from activelearn.experiment import (
     resolve_strategy,
     run_benchmark,
 )
-from activelearn.management.commands import _al_product
+from activelearn.management.commands import _al_product, _al_units
 from activelearn.management.commands._al_output import format_table, write_plot
 from detector.base import DetectorError
 from embeddings.backbones import backbone_parts
@@ -162,6 +162,11 @@ class Command(BaseCommand):
             help="comma-separated: seeds (K seeds on the same labels) and/or versions (the "
             "newest K rounds' classifiers)",
         )
+        parser.add_argument(
+            "--unit",
+            help="compare labelling units instead of the product loop: crop, event or "
+            "crop,event (k-Center, one event answer = one decision; --budgets in decisions)",
+        )
         parser.add_argument("--json", type=Path, help="write the results here")
         parser.add_argument("--plot", type=Path, help="write a PNG learning curve here")
 
@@ -169,6 +174,11 @@ class Command(BaseCommand):
         product = _al_product.product_settings()
         if options["padding"] is None:
             options["padding"] = product["padding"]
+        if options["unit"] is not None:
+            if options["research"]:
+                raise CommandError("--unit compares labelling units outside --research")
+            self._units(options, product)
+            return
         if not options["research"]:
             self._product(options, product)
             return
@@ -261,6 +271,30 @@ class Command(BaseCommand):
             species=list(splits[0].pool.label_names),
         )
         self.stdout.write(_al_product.product_table(record))
+        if options["json"]:
+            options["json"].write_text(json.dumps(record, indent=1) + "\n")
+            self.stdout.write(f"results: {options['json']}")
+
+    def _units(self, options: dict[str, Any], product: dict[str, Any]) -> None:
+        """``--unit``: crop against event labelling on the product's splits."""
+        units = _al_units.units_parse(options["unit"])
+        if options["seeds"] < 1:
+            raise CommandError("need --seeds >= 1")
+        if options["json"] is not None and not options["json"].parent.is_dir():
+            raise CommandError(f"--json: folder {options['json'].parent} does not exist")
+        splits, source, net_dim = self._product_splits(options, product)
+        self.stdout.write(f"{len(splits)} split(s) of {source}; units {', '.join(units)}")
+        record = _al_units.units_benchmark(
+            splits,
+            units,
+            budgets_raw=options["budgets"],
+            seeds=range(options["seeds"]),
+            embedding_dim=net_dim,
+            seed=product["seed"],
+            write=self.stdout.write,
+        )
+        record["source"] = source
+        self.stdout.write(_al_units.units_table(record))
         if options["json"]:
             options["json"].write_text(json.dumps(record, indent=1) + "\n")
             self.stdout.write(f"results: {options['json']}")
