@@ -106,6 +106,14 @@ def _with_classifier(project: Project, admin_user: User, volunteer: User) -> Non
     assert classifier_retrain(project_id=project.pk) is not None
 
 
+def _with_empty_sample(project: Project, admin_user: User, volunteer: User) -> None:
+    """What the empties page shows: a check sample with one answer (so a rate)."""
+    from activelearn.services.empties import empty_check_answer, empty_sample_draw
+
+    checks = empty_sample_draw(project=project, user=admin_user, size=3, seed=1)
+    empty_check_answer(project=project, check_id=checks[0].pk, user=volunteer, has_animal=False)
+
+
 # page -> (who looks at it, its path, the data it needs: none, "round" or "classifier");
 # {slug} is the project's. Importing takes a while, so only the pages that show crops get them.
 PAGES: dict[str, tuple[Role | None, str, str]] = {
@@ -118,6 +126,9 @@ PAGES: dict[str, tuple[Role | None, str, str]] = {
     "species": (Role.ADMIN, "/p/{slug}/species/", ""),
     "tokens": (Role.ADMIN, "/account/tokens/", ""),
     "export": (Role.ECOLOGIST, "/p/{slug}/export/camtrap-dp/", ""),
+    "empties": (Role.VOLUNTEER, "/p/{slug}/empties/", "empties"),
+    # {image}: the first image with a box; the admin also sees the count correction.
+    "boxes": (Role.ADMIN, "/p/{slug}/images/{image}/boxes/", "empties"),
 }
 
 
@@ -135,14 +146,18 @@ def test_page_has_no_serious_axe_violation_nor_csp_violation(
     role, path, data = PAGES[name]
     if data:
         request.getfixturevalue("ingested_project")
-        {"round": _with_round, "classifier": _with_classifier}[data](project, admin_user, volunteer)
+        {"round": _with_round, "classifier": _with_classifier, "empties": _with_empty_sample}[data](
+            project, admin_user, volunteer
+        )
     api_token_create(user=admin_user, name="camera-sync")
     page = axe_page
     console = _csp_watch(page)
     users = {Role.ADMIN: admin_user, Role.VOLUNTEER: volunteer, Role.ECOLOGIST: ecologist}
     if role is not None:
         browser_login(page, live_server, users[role])
-    _a11y_and_csp_check(page, live_server.url + path.format(slug=project.slug), console)
+    image = project.crops.values_list("image_id", flat=True).first()
+    url = live_server.url + path.format(slug=project.slug, image=image)
+    _a11y_and_csp_check(page, url, console)
 
 
 def test_django_admin_and_api_docs_work_under_the_policy(
