@@ -10,6 +10,9 @@ then auto-accepted, then unconfirmed machine labels; attributes follow the same 
 Counts: an image's count of a species is the number of its crops whose final label is that
 species. An event's count of a species is the maximum of that count over the event's images
 (animals are seen again in consecutive frames, so summing would count them twice).
+An admin's corrected count of a species in an event (``activelearn.models.CountCorrection``)
+replaces the derived one in the event exports, which name the species so corrected
+(``counts_corrected``).
 
 The crop CSV has ``attributes_human`` (the consensus's, ``;``-joined names, whatever its
 status), ``attributes_machine`` (``name:probability`` for p > 0.5, ``;``-joined) and the final
@@ -52,6 +55,7 @@ from activelearn.models import (
     RoundCrop,
 )
 from activelearn.selectors import classifier_latest
+from activelearn.selectors_empties import count_corrections
 from detector.models import Crop
 from projects.models import Attribute, Image, Project
 from projects.sequences import capture_event
@@ -138,6 +142,8 @@ EVENT_HEADER = [
     "event_machine_confidence",
     "event_machine_attributes",
     "classifier_version",
+    # The species whose count an admin corrected (";"-separated, as ``species``).
+    "counts_corrected",
 ]
 
 
@@ -396,8 +402,15 @@ def image_records(*, project: Project, by_event: bool = False) -> Iterator[list[
         crops = list(
             Crop.objects.filter(image_id__in=[i.pk for i in chunk])
             .filter(Q(active=True) | Q(consensus__status=Consensus.Status.DONE))
+            # A box a person dropped or redrew shows no (other) animal: its labels stay in the
+            # crop table, but it is no longer counted.
+            .filter(detection__dropped_at__isnull=True)
             .select_related(
-                "detection", "consensus", "consensus__species", "consensus__label__user"
+                "detection",
+                "detection__drawn_by",
+                "consensus",
+                "consensus__species",
+                "consensus__label__user",
             )
             .order_by("id")
         )
@@ -466,6 +479,14 @@ class EventSummary:
     prediction: EventPrediction | None = None
     # Per species: the crops behind its count, for who classified them and how sure.
     crops: dict[str, list[CropRecord]] = field(default_factory=dict)
+    # The species whose count an admin corrected (``corrections_apply``).
+    corrected: list[str] = field(default_factory=list)
+
+    def corrections_apply(self, corrections: dict[str, int]) -> None:
+        """Replace derived counts by an admin's ({species name: count}) and note which."""
+        for name, count in corrections.items():
+            self.tally.counts[name] = count
+            self.corrected.append(name)
 
     def add(self, record: ImageRecord) -> None:
         image = record.image
@@ -492,12 +513,14 @@ def event_summaries(*, project: Project) -> Iterator[tuple[EventSummary, Classif
     event. Three or four queries per chunk (images, crops, predictions, event predictions).
     """
     classifier = classifier_latest(project=project)
+    corrections = count_corrections(project=project)
     current: EventSummary | None = None
     for chunk in image_records(project=project, by_event=True):
         predictions = _event_predictions(classifier, {r.event for r in chunk})
         for record in chunk:
             if current is None or record.event != current.event:
                 if current is not None:
+                    current.corrections_apply(corrections.get(current.event, {}))
                     yield current, classifier
                 current = EventSummary(
                     event=record.event,
@@ -506,6 +529,7 @@ def event_summaries(*, project: Project) -> Iterator[tuple[EventSummary, Classif
                 )
             current.add(record)
     if current is not None:
+        current.corrections_apply(corrections.get(current.event, {}))
         yield current, classifier
 
 
@@ -526,6 +550,7 @@ def export_event_rows(*, project: Project) -> Iterator[list[object]]:
             round(prediction.confidence, 4) if prediction else "",
             _machine_text(prediction.attributes if prediction else None, names),
             f"classifier v{classifier.number}" if prediction and classifier else "",
+            ";".join(summary.corrected),
         ]
 
 
@@ -546,7 +571,9 @@ def export_coco_json(*, project: Project) -> Iterator[str]:
     machine labels; an image without any such crop gets one annotation of
     category 0 ("empty") without a box. Categories, written last because ids are only known
     once all crops are seen, are 0 "empty" (when used), the project's species in order from 1,
-    and "unknown" (crops that are animals of no known species) when used.
+    and "unknown" (crops that are animals of no known species) when used. The images of an
+    event whose counts an admin corrected carry ``event_counts_corrected`` {species: count};
+    an annotation whose box a person drew carries ``bbox_drawn_by`` (the username).
     """
     species = [s.name for s in project.species.all()]
     names = attribute_names(project=project)
@@ -561,10 +588,16 @@ def export_coco_json(*, project: Project) -> Iterator[str]:
     }
     yield '{"info": ' + json.dumps(info) + ', "images": ['
     first = True
+    corrections = count_corrections(project=project)
     for chunk in _keyset_chunks(Image.objects.filter(project=project).order_by("id")):
         frames = _frames_per_sequence(project, {i.seq_id for i in chunk if i.seq_id})
         for image in chunk:
-            yield ("" if first else ",\n") + json.dumps(_coco_image(image, frames))
+            entry = _coco_image(image, frames)
+            corrected = corrections.get(str(entry["seq_id"]))
+            if corrected:
+                # An admin's counts of the image's event, per species (COCO has no field).
+                entry["event_counts_corrected"] = corrected
+            yield ("" if first else ",\n") + json.dumps(entry)
             first = False
     yield '],\n"annotations": ['
     first = True
@@ -638,6 +671,8 @@ def _coco_annotations(
             annotation["classification_method"] = "machine"
             annotation["conf"] = round(final.confidence or 0.0, 4)
             annotation["auto_accepted"] = final.source == AUTO
+        if det.drawn_by_id is not None and det.drawn_by is not None:
+            annotation["bbox_drawn_by"] = det.drawn_by.get_username()
         annotation.update(_coco_attributes(item, names))
         yield category_id, annotation
     if not animals and image.is_empty is not None:
