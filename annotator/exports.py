@@ -486,6 +486,8 @@ class EventSummary:
         """Replace derived counts by an admin's ({species name: count}) and note which."""
         for name, count in corrections.items():
             self.tally.counts[name] = count
+            # A species only the admin saw has no crop behind it, hence no label source.
+            self.tally.sources.setdefault(name, set())
             self.corrected.append(name)
 
     def add(self, record: ImageRecord) -> None:
