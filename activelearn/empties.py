@@ -10,7 +10,7 @@ Wilson interval are computed on the pooled answers.
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,12 +61,12 @@ def allocation_proportional(sizes: Sequence[int], n: int) -> list[int]:
 
 
 def sample_stratified(
-    ids_by_stratum: Mapping[Hashable, Sequence[int]], n: int, *, seed: int
+    ids_by_stratum: Mapping[str, Sequence[int]], n: int, *, seed: int
 ) -> list[int]:
     """``n`` ids drawn without replacement, each stratum (e.g. camera) in proportion to its size
     (``allocation_proportional``); reproducible from ``seed``. Strata are taken in sorted order
-    of their keys' text, so the draw does not depend on the mapping's order. Returned sorted."""
-    keys = sorted(ids_by_stratum, key=str)
+    of their keys, so the draw does not depend on the mapping's order. Returned sorted."""
+    keys = sorted(ids_by_stratum)
     pools = [sorted(ids_by_stratum[k]) for k in keys]
     counts = allocation_proportional([len(p) for p in pools], n)
     rng = np.random.default_rng(seed)

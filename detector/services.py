@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.conf import settings
-from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 from PIL import Image as PILImage
@@ -344,7 +344,7 @@ def box_check(*, image: Image, x: float, y: float, w: float, h: float) -> None:
 def box_draw(
     *,
     image: Image,
-    user: AbstractBaseUser,
+    user: User,
     x: float,
     y: float,
     w: float,
@@ -389,7 +389,7 @@ def box_draw(
     return detection
 
 
-def box_drop(*, detection: Detection, user: AbstractBaseUser) -> None:
+def box_drop(*, detection: Detection, user: User) -> None:
     """Drop a box that shows no animal: its crop is deactivated (kept, with its labels) and the
     image's count and empty flag follow. Raises BoxError, writing nothing, for a box already
     dropped."""

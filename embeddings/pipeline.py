@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 
 from detector.crops import CROP_SHAPES
@@ -166,7 +166,7 @@ def project_crops_refresh(*, project_id: int) -> DeriveReport:
 def box_draw_and_embed(
     *,
     image: Image,
-    user: AbstractBaseUser,
+    user: User,
     x: float,
     y: float,
     w: float,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import secrets
 from collections import defaultdict
 
-from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
@@ -26,7 +26,7 @@ class CheckError(ValueError):
 
 
 def empty_sample_draw(
-    *, project: Project, user: AbstractBaseUser, size: int, seed: int | None = None
+    *, project: Project, user: User, size: int, seed: int | None = None
 ) -> list[EmptyCheck]:
     """Add ``size`` detector-empty images not yet in the sample, stratified by camera
     (``activelearn.empties.sample_stratified``), as unanswered checks; return them.
@@ -56,7 +56,7 @@ def empty_sample_draw(
 
 
 def empty_check_answer(
-    *, project: Project, check_id: int, user: AbstractBaseUser, has_animal: bool
+    *, project: Project, check_id: int, user: User, has_animal: bool
 ) -> EmptyCheck:
     """Record ``user``'s answer to a check of ``project``: is there an animal in the image?
 
@@ -79,7 +79,7 @@ def empty_check_answer(
 def count_correct(
     *,
     project: Project,
-    user: AbstractBaseUser,
+    user: User,
     event: str,
     species_id: int,
     count: int,

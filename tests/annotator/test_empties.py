@@ -27,6 +27,7 @@ from detector.models import Crop, Detection
 from embeddings.pipeline import CROPS_EMBED_TASK
 from projects.models import Image, Project, QueuedTask, Species
 from tests.annotator.test_camtrapdp import read_csv, unpack
+from tests.annotator.test_exports import _body
 
 pytestmark = pytest.mark.django_db
 
@@ -335,6 +336,6 @@ def test_admins_correct_event_counts_and_the_exports_say_so(
     ]
     assert "countCorrected:true" in fox_rows[0]["observationTags"]
     # The events CSV download carries the column.
-    text = b"".join(admin.get(reverse("export_events_csv", args=[project.slug])).streaming_content)
-    header = next(csv.reader(io.StringIO(text.decode("utf-8-sig"))))
+    text = _body(admin.get(reverse("export_events_csv", args=[project.slug])))
+    header = next(csv.reader(io.StringIO(text.lstrip("\ufeff"))))
     assert header[-1] == "counts_corrected"
