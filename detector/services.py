@@ -358,8 +358,8 @@ def box_draw(
     flag follow. The crop is not embedded here: the caller queues that (embeddings.pipeline).
 
     Raises:
-        BoxError: a bad box (``box_check``), an image not yet detected, or ``replaces`` not a
-            live box of this image; nothing is written.
+        BoxError: a bad box (``box_check``), an image not yet detected or whose file cannot be
+            cut, or ``replaces`` not a live box of this image; nothing is written.
     """
     box_check(image=image, x=x, y=y, w=w, h=h)
     if image.detected_at is None:
@@ -385,7 +385,11 @@ def box_draw(
             drawn_at=now,
             replaces=replaces,
         )
-        _image_crops_derive(project=image.project, image=image, report=DeriveReport())
+        try:
+            _image_crops_derive(project=image.project, image=image, report=DeriveReport())
+        except CUT_ERRORS as exc:
+            # The transaction is undone: no box without its crop.
+            raise BoxError(f"the image file cannot be cut: {exc}") from exc
     return detection
 
 

@@ -339,3 +339,24 @@ def test_admins_correct_event_counts_and_the_exports_say_so(
     text = _body(admin.get(reverse("export_events_csv", args=[project.slug])))
     header = next(csv.reader(io.StringIO(text.lstrip("\ufeff"))))
     assert header[-1] == "counts_corrected"
+
+
+def test_a_box_on_an_image_whose_file_is_gone_is_refused(
+    photos: list[Image], project: Project, volunteer: User, tmp_path: Path
+) -> None:
+    image = photos[3]
+    Image.objects.filter(pk=image.pk).update(path=str(tmp_path / "gone.jpg"))
+    before = _state(image)
+    response = _client(volunteer).post(reverse("box_add", args=[project.slug, image.pk]), _box())
+    assert response.status_code == 400 and b"cannot be cut" in response.content
+    assert _state(image) == before
+
+
+def test_an_undetected_image_takes_no_box(
+    photos: list[Image], project: Project, volunteer: User
+) -> None:
+    image = photos[4]
+    Image.objects.filter(pk=image.pk).update(detected_at=None, is_empty=None, count=None)
+    before = _state(image)
+    response = _client(volunteer).post(reverse("box_add", args=[project.slug, image.pk]), _box())
+    assert response.status_code == 400 and _state(image) == before
