@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TypeVar
 
+from django.contrib.auth.models import User
 from django.db.models import Count, Max, Model, Q, QuerySet
 
 from activelearn.final_labels import (
@@ -98,6 +99,9 @@ EXPORT_HEADER = [
     "attributes_human",
     "attributes_machine",
     "attributes",
+    # Who drew the box (a person's username) or dropped it; empty for a detector's live box.
+    "box_drawn_by",
+    "box_dropped_by",
 ]
 
 # The columns of ``Tally.columns``, shared by the image and the event CSV.
@@ -188,7 +192,13 @@ def export_crop_rows(*, project: Project) -> Iterator[list[object]]:
         Crop.objects.filter(project=project)
         .filter(Q(active=True) | Q(consensus__isnull=False))
         .select_related(
-            "image", "detection", "consensus", "consensus__species", "consensus__label__user"
+            "image",
+            "detection",
+            "detection__drawn_by",
+            "detection__dropped_by",
+            "consensus",
+            "consensus__species",
+            "consensus__label__user",
         )
         .order_by("id")
     )
@@ -226,7 +236,13 @@ def export_crop_rows(*, project: Project) -> Iterator[list[object]]:
                         final=final, consensus=consensus, prediction=prediction, names=names
                     )
                 ),
+                _username(crop.detection.drawn_by),
+                _username(crop.detection.dropped_by),
             ]
+
+
+def _username(user: User | None) -> str:
+    return user.get_username() if user is not None else ""
 
 
 def _crop_row(

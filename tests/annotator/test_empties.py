@@ -21,7 +21,13 @@ from activelearn.models import CountCorrection, EmptyCheck
 from activelearn.selectors_empties import empty_checks_summary
 from activelearn.services.empties import CheckError, empty_check_answer, empty_sample_draw
 from annotator.camtrapdp import PackageOptions, camtrap_dp_write
-from annotator.exports import EVENT_HEADER, export_coco_json, export_event_rows
+from annotator.exports import (
+    EVENT_HEADER,
+    EXPORT_HEADER,
+    export_coco_json,
+    export_crop_rows,
+    export_event_rows,
+)
 from annotator.selectors import effort_saved_estimate, pipeline_counts
 from detector.models import Crop, Detection
 from embeddings.pipeline import CROPS_EMBED_TASK
@@ -272,6 +278,14 @@ def test_redraw_replaces_and_drop_removes_a_box_keeping_the_rows(
     assert client.post(add, _box(x="0.5", y="0.5", w="0.2", h="0.2")).status_code == 302
     image.refresh_from_db()
     assert image.count == 2
+    # The crops CSV says who drew a box (the dropped one, unlabelled, is not exported).
+    rows = [dict(zip(EXPORT_HEADER, r, strict=True)) for r in export_crop_rows(project=project)]
+    by_crop = {r["crop_id"]: r for r in rows}
+    assert old_crop.pk not in by_crop
+    assert (by_crop[new.crop.pk]["box_drawn_by"], by_crop[new.crop.pk]["box_dropped_by"]) == (
+        "vic",
+        "",
+    )
     # Drop the new one (no animal there after all).
     drop = reverse("box_drop", args=[project.slug, image.pk, new.pk])
     assert client.post(drop).status_code == 302
