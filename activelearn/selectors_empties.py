@@ -37,3 +37,13 @@ def count_corrections(*, project: Project) -> dict[str, dict[str, int]]:
     for event, name, count in rows:
         out.setdefault(event, {})[name] = count
     return out
+
+
+def empty_checks_unboxed(*, project: Project, limit: int = 20) -> list[EmptyCheck]:
+    """Checks answered "an animal" whose image still has no box (the volunteer left before
+    drawing it): the empties page lists them so that someone draws the box."""
+    return list(
+        EmptyCheck.objects.filter(project=project, has_animal=True, image__is_empty=True)
+        .select_related("image")
+        .order_by("id")[:limit]
+    )

@@ -11,7 +11,12 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from activelearn.selectors_empties import count_corrections, empty_check_next, empty_checks_summary
+from activelearn.selectors_empties import (
+    count_corrections,
+    empty_check_next,
+    empty_checks_summary,
+    empty_checks_unboxed,
+)
 from activelearn.services.empties import (
     CheckError,
     count_correct,
@@ -58,6 +63,7 @@ def empties(request: HttpRequest, slug: str) -> HttpResponse:
             "check": check,
             "rate": rate,
             "waiting": waiting,
+            "unboxed": empty_checks_unboxed(project=project),
             "sample_form": SampleForm() if role == Role.ADMIN else None,
         },
     )

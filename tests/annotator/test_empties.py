@@ -165,6 +165,14 @@ def test_empties_page_answer_flow_and_refusals(
     assert client.post(answer, {"check_id": check.pk, "answer": "no"}).status_code == 400
     check.refresh_from_db()
     assert (check.has_animal, check.answered_by_id) == (True, volunteer.pk)
+    # Until its box is drawn, the empties page lists the image.
+    boxes = reverse("image_boxes", args=[project.slug, check.image_id])
+    assert f'href="{boxes}?from=empties"' in client.get(url).text.split('id="unboxed"')[1]
+    assert (
+        client.post(reverse("box_add", args=[project.slug, check.image_id]), _box()).status_code
+        == 302
+    )
+    assert 'id="unboxed"' not in client.get(url).text
     # The project page's block shows the rate with its interval.
     html = _client(admin_user).get(reverse("project_detail", args=[project.slug])).text
     assert 'id="missed-rate">1.000<' in html and 'id="missed-low">0.207<' in html
