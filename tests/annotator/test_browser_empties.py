@@ -99,3 +99,43 @@ def test_volunteer_answers_the_empties_and_draws_a_missed_animal(
     page.goto(f"{live_server.url}/p/{project.slug}/empties/")
     expect(page.locator("#missed-rate")).to_have_text("0.500")
     assert EmptyCheck.objects.filter(project=project, has_animal__isnull=True).count() == 0
+
+
+def test_box_is_wrong_from_the_label_page_redraws_by_drag_and_drop_removes(
+    browser_page: Any,
+    live_server: Any,
+    ingested_project: Project,
+    admin_user: User,
+    volunteer: User,
+) -> None:
+    from activelearn.services import round_start
+
+    project = ingested_project
+    round_start(project=project, user=admin_user, strategy="random", size=3)
+    page = browser_page
+    browser_login(page, live_server, volunteer)
+    page.goto(f"{live_server.url}/p/{project.slug}/label/")
+    crop_id = int(page.locator("#crop-image").get_attribute("alt").split()[-1])  # "Crop <id>"
+    crop = Crop.objects.select_related("detection").get(pk=crop_id)
+    with page.expect_navigation():
+        page.click("#box-wrong")
+    assert f"/images/{crop.image_id}/boxes/?crop={crop_id}" in page.url
+    n_boxes = page.locator("#box-list li").count()
+    page.click(f"#box-{crop.detection_id} .box-redraw")
+    expect(page.locator("#draw-title")).to_contain_text("Redraw")
+    _drag(page, "#box-image", (0.1, 0.1), (0.3, 0.4))
+    expect(page.locator("#box-replaces")).to_have_value(str(crop.detection_id))
+    with page.expect_navigation():
+        page.click("#box-save")
+    expect(page.locator("#box-list li")).to_have_count(n_boxes)  # one replaced by another
+    old = Detection.objects.get(pk=crop.detection_id)
+    assert old.dropped_by_id == volunteer.pk
+    new = Detection.objects.get(replaces=old)
+    assert new.drawn_by_id == volunteer.pk and new.crop.active
+    # Drop the new box: no animal there.
+    with page.expect_navigation():
+        page.click(f"#drop-{new.pk}")
+    expect(page.locator("#box-list li")).to_have_count(n_boxes - 1)
+    new.refresh_from_db()
+    assert new.dropped_by_id == volunteer.pk
+    assert Image.objects.get(pk=crop.image_id).count == n_boxes - 1
