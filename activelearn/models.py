@@ -8,7 +8,7 @@ from django.db.models import Q
 
 from detector.models import Crop
 from embeddings.models import EmbeddingVersion
-from projects.models import Project, Species
+from projects.models import Image, Project, Species
 
 
 class Strategy(models.TextChoices):
@@ -398,3 +398,61 @@ class AuditPrediction(models.Model):
 
     def __str__(self) -> str:
         return f"audit of crop {self.crop_id} by classifier {self.classifier_id}"
+
+
+class EmptyCheck(models.Model):
+    """One detector-empty image of a check sample, and a volunteer's answer: is there an animal?
+
+    A sample is drawn by an admin (stratified by camera, ``activelearn.empties``); each image
+    is checked once. ``has_animal`` is None until answered; True means the detector missed an
+    animal (the volunteer then draws its box, ``detector.services.box_draw``).
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="empty_checks")
+    image = models.OneToOneField(Image, on_delete=models.CASCADE, related_name="empty_check")
+    # The image's camera when drawn (its stratum) and the seed of the draw, for the record.
+    camera = models.CharField(max_length=300, blank=True)
+    seed = models.PositiveIntegerField()
+    drawn_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    drawn_at = models.DateTimeField(auto_now_add=True)
+    has_animal = models.BooleanField(null=True)
+    answered_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    answered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"empty check of image {self.image_id}: {self.has_animal}"
+
+
+class CountCorrection(models.Model):
+    """An admin's count of one species in one capture event, replacing the count derived from
+    the crops' labels in the exports (which say it was corrected). The latest one holds."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="count_corrections")
+    # The capture event as the exports name it (``annotator.exports.crop_event``).
+    event = models.CharField(max_length=300)
+    species = models.ForeignKey(Species, on_delete=models.CASCADE, related_name="+")
+    count = models.PositiveIntegerField()
+    # The derived count it replaced when it was made.
+    previous = models.PositiveIntegerField(null=True, blank=True)
+    corrected_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    corrected_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "event", "species"], name="count_correction_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.count} {self.species_id} in {self.event}"

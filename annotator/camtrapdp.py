@@ -400,6 +400,12 @@ class _PackageWriter:
                 "behavior": "|".join(summary.tally.species_attributes(name)),
             }
             values.update(self._event_classification(summary.crops.get(name, [])))
+            if name in summary.corrected:
+                # An admin's count replaced the one derived from the crops' labels.
+                values["observationTags"] = (
+                    f"{values.get('observationTags', '')}|countCorrected:true"
+                )
+                values["observationComments"] = "count corrected by a project admin"
             yield [values.get(field, "") for field in OBSERVATION_FIELDS]
         for kind, count in (
             ("unknown", summary.max_unknown),

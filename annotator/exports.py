@@ -10,6 +10,9 @@ then auto-accepted, then unconfirmed machine labels; attributes follow the same 
 Counts: an image's count of a species is the number of its crops whose final label is that
 species. An event's count of a species is the maximum of that count over the event's images
 (animals are seen again in consecutive frames, so summing would count them twice).
+An admin's corrected count of a species in an event (``activelearn.models.CountCorrection``)
+replaces the derived one in the event exports, which name the species so corrected
+(``counts_corrected``).
 
 The crop CSV has ``attributes_human`` (the consensus's, ``;``-joined names, whatever its
 status), ``attributes_machine`` (``name:probability`` for p > 0.5, ``;``-joined) and the final
@@ -29,6 +32,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TypeVar
 
+from django.contrib.auth.models import User
 from django.db.models import Count, Max, Model, Q, QuerySet
 
 from activelearn.final_labels import (
@@ -52,6 +56,7 @@ from activelearn.models import (
     RoundCrop,
 )
 from activelearn.selectors import classifier_latest
+from activelearn.selectors_empties import count_corrections
 from detector.models import Crop
 from projects.models import Attribute, Image, Project
 from projects.sequences import capture_event
@@ -94,6 +99,9 @@ EXPORT_HEADER = [
     "attributes_human",
     "attributes_machine",
     "attributes",
+    # Who drew the box (a person's username) or dropped it; empty for a detector's live box.
+    "box_drawn_by",
+    "box_dropped_by",
 ]
 
 # The columns of ``Tally.columns``, shared by the image and the event CSV.
@@ -138,6 +146,8 @@ EVENT_HEADER = [
     "event_machine_confidence",
     "event_machine_attributes",
     "classifier_version",
+    # The species whose count an admin corrected (";"-separated, as ``species``).
+    "counts_corrected",
 ]
 
 
@@ -182,7 +192,13 @@ def export_crop_rows(*, project: Project) -> Iterator[list[object]]:
         Crop.objects.filter(project=project)
         .filter(Q(active=True) | Q(consensus__isnull=False))
         .select_related(
-            "image", "detection", "consensus", "consensus__species", "consensus__label__user"
+            "image",
+            "detection",
+            "detection__drawn_by",
+            "detection__dropped_by",
+            "consensus",
+            "consensus__species",
+            "consensus__label__user",
         )
         .order_by("id")
     )
@@ -220,7 +236,13 @@ def export_crop_rows(*, project: Project) -> Iterator[list[object]]:
                         final=final, consensus=consensus, prediction=prediction, names=names
                     )
                 ),
+                _username(crop.detection.drawn_by),
+                _username(crop.detection.dropped_by),
             ]
+
+
+def _username(user: User | None) -> str:
+    return user.get_username() if user is not None else ""
 
 
 def _crop_row(
@@ -396,8 +418,15 @@ def image_records(*, project: Project, by_event: bool = False) -> Iterator[list[
         crops = list(
             Crop.objects.filter(image_id__in=[i.pk for i in chunk])
             .filter(Q(active=True) | Q(consensus__status=Consensus.Status.DONE))
+            # A box a person dropped or redrew shows no (other) animal: its labels stay in the
+            # crop table, but it is no longer counted.
+            .filter(detection__dropped_at__isnull=True)
             .select_related(
-                "detection", "consensus", "consensus__species", "consensus__label__user"
+                "detection",
+                "detection__drawn_by",
+                "consensus",
+                "consensus__species",
+                "consensus__label__user",
             )
             .order_by("id")
         )
@@ -466,6 +495,16 @@ class EventSummary:
     prediction: EventPrediction | None = None
     # Per species: the crops behind its count, for who classified them and how sure.
     crops: dict[str, list[CropRecord]] = field(default_factory=dict)
+    # The species whose count an admin corrected (``corrections_apply``).
+    corrected: list[str] = field(default_factory=list)
+
+    def corrections_apply(self, corrections: dict[str, int]) -> None:
+        """Replace derived counts by an admin's ({species name: count}) and note which."""
+        for name, count in corrections.items():
+            self.tally.counts[name] = count
+            # A species only the admin saw has no crop behind it, hence no label source.
+            self.tally.sources.setdefault(name, set())
+            self.corrected.append(name)
 
     def add(self, record: ImageRecord) -> None:
         image = record.image
@@ -492,12 +531,14 @@ def event_summaries(*, project: Project) -> Iterator[tuple[EventSummary, Classif
     event. Three or four queries per chunk (images, crops, predictions, event predictions).
     """
     classifier = classifier_latest(project=project)
+    corrections = count_corrections(project=project)
     current: EventSummary | None = None
     for chunk in image_records(project=project, by_event=True):
         predictions = _event_predictions(classifier, {r.event for r in chunk})
         for record in chunk:
             if current is None or record.event != current.event:
                 if current is not None:
+                    current.corrections_apply(corrections.get(current.event, {}))
                     yield current, classifier
                 current = EventSummary(
                     event=record.event,
@@ -506,6 +547,7 @@ def event_summaries(*, project: Project) -> Iterator[tuple[EventSummary, Classif
                 )
             current.add(record)
     if current is not None:
+        current.corrections_apply(corrections.get(current.event, {}))
         yield current, classifier
 
 
@@ -526,6 +568,7 @@ def export_event_rows(*, project: Project) -> Iterator[list[object]]:
             round(prediction.confidence, 4) if prediction else "",
             _machine_text(prediction.attributes if prediction else None, names),
             f"classifier v{classifier.number}" if prediction and classifier else "",
+            ";".join(summary.corrected),
         ]
 
 
@@ -546,7 +589,9 @@ def export_coco_json(*, project: Project) -> Iterator[str]:
     machine labels; an image without any such crop gets one annotation of
     category 0 ("empty") without a box. Categories, written last because ids are only known
     once all crops are seen, are 0 "empty" (when used), the project's species in order from 1,
-    and "unknown" (crops that are animals of no known species) when used.
+    and "unknown" (crops that are animals of no known species) when used. The images of an
+    event whose counts an admin corrected carry ``event_counts_corrected`` {species: count};
+    an annotation whose box a person drew carries ``bbox_drawn_by`` (the username).
     """
     species = [s.name for s in project.species.all()]
     names = attribute_names(project=project)
@@ -561,10 +606,16 @@ def export_coco_json(*, project: Project) -> Iterator[str]:
     }
     yield '{"info": ' + json.dumps(info) + ', "images": ['
     first = True
+    corrections = count_corrections(project=project)
     for chunk in _keyset_chunks(Image.objects.filter(project=project).order_by("id")):
         frames = _frames_per_sequence(project, {i.seq_id for i in chunk if i.seq_id})
         for image in chunk:
-            yield ("" if first else ",\n") + json.dumps(_coco_image(image, frames))
+            entry = _coco_image(image, frames)
+            corrected = corrections.get(str(entry["seq_id"]))
+            if corrected:
+                # An admin's counts of the image's event, per species (COCO has no field).
+                entry["event_counts_corrected"] = corrected
+            yield ("" if first else ",\n") + json.dumps(entry)
             first = False
     yield '],\n"annotations": ['
     first = True
@@ -638,6 +689,8 @@ def _coco_annotations(
             annotation["classification_method"] = "machine"
             annotation["conf"] = round(final.confidence or 0.0, 4)
             annotation["auto_accepted"] = final.source == AUTO
+        if det.drawn_by_id is not None and det.drawn_by is not None:
+            annotation["bbox_drawn_by"] = det.drawn_by.get_username()
         annotation.update(_coco_attributes(item, names))
         yield category_id, annotation
     if not animals and image.is_empty is not None:

@@ -8,6 +8,7 @@ from django.contrib.auth.models import AnonymousUser, User
 from django.db.models import Count, Q, QuerySet
 from django.http import Http404
 
+from activelearn.empties import MissedRate
 from activelearn.final_labels import AutoAccept
 from activelearn.models import (
     ClassifierVersion,
@@ -18,6 +19,7 @@ from activelearn.models import (
     Round,
 )
 from activelearn.selectors import classifier_latest, round_open_get, round_progress
+from activelearn.selectors_empties import empty_checks_summary
 from annotator.jobs import jobs_active_for_project, jobs_recent_for_project
 from annotator.selectors_labels import MEASURED_MIN, MeasuredSeconds, label_seconds_measured
 from detector.models import Crop
@@ -302,11 +304,14 @@ WEEKS_PER_YEAR = 52.0
 class EffortSaved:
     """Volunteer time the machine saved so far, and what it was computed from.
 
-    hours = (auto_accepted + empty_images) x seconds_per_image / 3600, where
+    hours = (auto_accepted + empty_credited) x seconds_per_image / 3600, where
     ``auto_accepted`` counts the active crops without any human vote whose latest prediction
-    reaches the classifier's threshold for ``target_accuracy``, and ``empty_images`` the images
-    the detector found empty. ``weeks`` and ``years`` restate the hours as 40-hour weeks and
-    years of them, as the preprint does for Snapshot Serengeti.
+    reaches the classifier's threshold for ``target_accuracy``, ``empty_images`` the images
+    the detector found empty and ``empty_credited`` those times the empty accuracy measured by
+    the volunteers' checks (``empty_accuracy``, of ``empty_checked`` images; before any check
+    it is None and the detector's word is taken, which the page says). ``weeks`` and ``years``
+    restate the hours as 40-hour weeks and years of them, as the preprint does for Snapshot
+    Serengeti.
     """
 
     auto_accepted: int
@@ -322,10 +327,19 @@ class EffortSaved:
     # timed votes) or "setting" (the project's, while fewer votes were timed).
     seconds_source: str = "setting"
     measured_labels: int = 0
+    empty_accuracy: float | None = None
+    empty_checked: int = 0
 
     @property
-    def items(self) -> int:
-        return self.auto_accepted + self.empty_images
+    def empty_credited(self) -> float:
+        """The empty images counted as saved: times the measured empty accuracy."""
+        if self.empty_accuracy is None:
+            return float(self.empty_images)
+        return self.empty_images * self.empty_accuracy
+
+    @property
+    def items(self) -> float:
+        return self.auto_accepted + self.empty_credited
 
     @property
     def minutes(self) -> float:
@@ -334,9 +348,16 @@ class EffortSaved:
 
     def formula(self) -> str:
         """The computation with its numbers, e.g. for the export and the page's title text."""
+        if self.empty_accuracy is None:
+            empties = f"{self.empty_images} empty images filtered out"
+        else:
+            empties = (
+                f"{self.empty_images} empty images x {self.empty_accuracy:.3f} measured empty "
+                f"accuracy = {self.empty_credited:.1f} filtered out"
+            )
         text = (
             f"({self.auto_accepted} crops auto-accepted at {self.target_accuracy:.1%} target "
-            f"accuracy + {self.empty_images} empty images filtered out) x "
+            f"accuracy + {empties}) x "
             f"{self.seconds_per_image:g} s per image / 3600 = {self.hours:.1f} hours"
         )
         if self.hours >= HOURS_PER_WEEK:
@@ -357,16 +378,28 @@ class EffortSaved:
         return "the project's setting"
 
     def as_json(self) -> dict[str, object]:
-        return {**self.__dict__, "items": self.items, "formula": self.formula()}
+        return {
+            **self.__dict__,
+            "items": self.items,
+            "empty_credited": self.empty_credited,
+            "formula": self.formula(),
+        }
 
 
 def effort_saved_estimate(
-    *, project: Project, counts: PipelineCounts, measured: MeasuredSeconds | None = None
+    *,
+    project: Project,
+    counts: PipelineCounts,
+    measured: MeasuredSeconds | None = None,
+    missed: MissedRate | None = None,
 ) -> EffortSaved:
-    """The effort estimate from counts already read (``pipeline_counts``): no query.
+    """The effort estimate from counts already read (``pipeline_counts``), the timed votes
+    (``measured``) and the empties check (``missed``,
+    ``activelearn.selectors_empties.empty_checks_summary``): no query.
 
     With ``measured`` seconds of enough votes (``MeasuredSeconds.enough``), their median
-    replaces the project's seconds-per-image setting; the estimate says which it used.
+    replaces the project's seconds-per-image setting; the estimate says which it used. The
+    detector's empties count times the measured empty accuracy once any was checked.
     """
     use_measured = measured is not None and measured.enough and measured.median is not None
     seconds = (
@@ -374,10 +407,14 @@ def effort_saved_estimate(
         if use_measured and measured is not None and measured.median is not None
         else project.seconds_per_image
     )
-    hours = (counts.auto_acceptable + counts.images_empty) * seconds / 3600.0
+    accuracy = missed.empty_accuracy if missed is not None else None
+    empties = counts.images_empty if accuracy is None else counts.images_empty * accuracy
+    hours = (counts.auto_acceptable + empties) * seconds / 3600.0
     return EffortSaved(
         seconds_source="measured" if use_measured else "setting",
         measured_labels=measured.n if measured is not None else 0,
+        empty_accuracy=accuracy,
+        empty_checked=missed.checked if missed is not None else 0,
         auto_accepted=counts.auto_acceptable,
         empty_images=counts.images_empty,
         seconds_per_image=seconds,
@@ -458,6 +495,7 @@ def project_metrics_report(*, project: Project) -> dict[str, object]:
     from activelearn.selectors_audit import audit_estimate_get
 
     counts = pipeline_counts(project=project)
+    missed, _ = empty_checks_summary(project=project)
     audit = audit_estimate_get(project=project)
     classifier = classifier_latest(project=project)
     metrics = classifier_metrics_get(project=project, classifier=classifier)
@@ -482,8 +520,13 @@ def project_metrics_report(*, project: Project) -> dict[str, object]:
         "per_species": [s.__dict__ for s in metrics.per_species] if metrics else [],
         "attribute_metrics": classifier.attribute_metrics if classifier else None,
         "effort_saved": effort_saved_estimate(
-            project=project, counts=counts, measured=label_seconds_measured(project=project)
+            project=project,
+            counts=counts,
+            measured=label_seconds_measured(project=project),
+            missed=missed,
         ).as_json(),
+        # The detector's empties checked by volunteers: missed-animal rate, 95% Wilson interval.
+        "empties_check": missed.__dict__,
         # The unbiased measure: machine labels checked on crops drawn at random (None before
         # the first audit label).
         "audit": audit.as_json() if audit is not None else None,

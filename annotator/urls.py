@@ -5,6 +5,7 @@ from django.urls import path, register_converter
 from annotator.api.api import api
 from annotator.numbers import IdConverter
 from annotator.views import (
+    empties,
     exports,
     files,
     guide,
@@ -107,6 +108,21 @@ urlpatterns = [
     path("p/<slug:slug>/export/camtrap-dp/", exports.camtrap_dp_form, name="camtrap_dp_form"),
     path(
         "p/<slug:slug>/export/camtrap-dp.zip", exports.export_camtrap_dp, name="export_camtrap_dp"
+    ),
+    path("p/<slug:slug>/empties/", empties.empties, name="empties"),
+    path("p/<slug:slug>/empties/answer/", empties.empty_answer, name="empty_answer"),
+    path("p/<slug:slug>/empties/sample/", empties.empty_sample_view, name="empty_sample"),
+    path("p/<slug:slug>/images/<id:image_id>/boxes/", empties.image_boxes, name="image_boxes"),
+    path("p/<slug:slug>/images/<id:image_id>/boxes/add/", empties.box_add_view, name="box_add"),
+    path(
+        "p/<slug:slug>/images/<id:image_id>/boxes/<id:detection_id>/drop/",
+        empties.box_drop_view,
+        name="box_drop",
+    ),
+    path(
+        "p/<slug:slug>/images/<id:image_id>/count/",
+        empties.count_correct_view,
+        name="count_correct",
     ),
     path("p/<slug:slug>/crops/<id:crop_id>.jpg", files.crop_file, name="crop_file"),
     path("p/<slug:slug>/images/<id:image_id>", files.image_file, name="image_file"),

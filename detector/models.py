@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
 
 from projects.models import Image, Project
 
 
 class Detection(models.Model):
-    """One box as the detector gave it, above or below the threshold.
+    """One box as the detector gave it, above or below the threshold, or as a person drew it.
 
     Kept raw so that a new threshold re-derives crops without running the detector again.
     Box coordinates are normalised to [0, 1]: top-left x, y and width, height.
+
+    Provenance: a machine box has ``detector_version`` (the detector and its version) and no
+    ``drawn_by``; a box a person drew (an animal the detector missed, or a redrawn box) has
+    ``drawn_by``/``drawn_at`` and ``detector_version`` HUMAN, and always becomes a crop,
+    whatever the thresholds. A box a person dropped (``dropped_by``/``dropped_at``) never does;
+    the row and its crop stay, so labels on it are never lost. A redrawn box is dropped and its
+    replacement points back at it (``replaces``).
     """
+
+    HUMAN = "human"
 
     image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="detections")
     x = models.FloatField()
@@ -22,6 +32,17 @@ class Detection(models.Model):
     confidence = models.FloatField()
     category = models.CharField(max_length=50, default="animal")
     detector_version = models.CharField(max_length=300)
+    drawn_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    drawn_at = models.DateTimeField(null=True, blank=True)
+    dropped_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    dropped_at = models.DateTimeField(null=True, blank=True)
+    replaces = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="replaced_by"
+    )
 
     class Meta:
         ordering = ["image_id", "-confidence", "id"]

@@ -7,11 +7,13 @@ with the project's thresholds, so changing a threshold never runs the detector a
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 from PIL import Image as PILImage
@@ -173,7 +175,12 @@ def _image_store(
 
 
 def detection_kept(detection: Detection, *, project: Project, image: Image) -> bool:
-    """Whether a stored box becomes a crop under the project's thresholds."""
+    """Whether a stored box becomes a crop under the project's thresholds. A box a person
+    dropped never does; one a person drew always does (a person's word beats a threshold)."""
+    if detection.dropped_at is not None:
+        return False
+    if detection.drawn_by_id is not None:
+        return True
     return (
         detection.category == "animal"
         and detection.confidence >= project.detection_threshold
@@ -308,6 +315,103 @@ def _crop_row_save(
         crop.padding, crop.shape = project.crop_padding, project.crop_shape
         crop.save(update_fields=["padding", "shape"])
         report.recut += 1
+
+
+class BoxError(ValueError):
+    """A box a person drew or changed was refused; nothing was written."""
+
+
+# Slack for a box drawn to the very edge: 0.1 + 0.9 is 1.0000000000000002 in floating point.
+_EDGE_EPS = 1e-9
+
+
+def box_check(*, image: Image, x: float, y: float, w: float, h: float) -> None:
+    """Refuse a drawn box (normalised top-left x, y, width, height) that is not a finite,
+    positive-size rectangle inside the image and at least one pixel each way."""
+    values = {"x": x, "y": y, "w": w, "h": h}
+    for name, value in values.items():
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not number or not math.isfinite(value):
+            raise BoxError(f"{name} must be a finite number, got {value!r}")
+    if w <= 0 or h <= 0:
+        raise BoxError("the box must have a positive width and height")
+    if x < 0 or y < 0 or x + w > 1 + _EDGE_EPS or y + h > 1 + _EDGE_EPS:
+        raise BoxError("the box must lie inside the image (coordinates between 0 and 1)")
+    if w * image.width < 1 or h * image.height < 1:
+        raise BoxError("the box must be at least one pixel wide and high")
+
+
+def box_draw(
+    *,
+    image: Image,
+    user: User,
+    x: float,
+    y: float,
+    w: float,
+    h: float,
+    replaces: Detection | None = None,
+) -> Detection:
+    """Store a box a person drew on a detected ``image`` (an animal the detector missed, or a
+    redraw of ``replaces``, which is then dropped) and cut its crop, in one transaction.
+
+    The box is kept whatever the thresholds (``detection_kept``); the image's count and empty
+    flag follow. The crop is not embedded here: the caller queues that (embeddings.pipeline).
+
+    Raises:
+        BoxError: a bad box (``box_check``), an image not yet detected or whose file cannot be
+            cut, or ``replaces`` not a live box of this image; nothing is written.
+    """
+    box_check(image=image, x=x, y=y, w=w, h=h)
+    if image.detected_at is None:
+        raise BoxError("the image has not been through the detector yet")
+    now = timezone.now()
+    with transaction.atomic():
+        # One box change of an image at a time: two people redrawing the same box must not both
+        # drop it and leave two replacements.
+        image = Image.objects.select_for_update().select_related("project").get(pk=image.pk)
+        if replaces is not None:
+            _box_live(replaces, image=image)
+            Detection.objects.filter(pk=replaces.pk).update(dropped_by=user, dropped_at=now)
+        detection = Detection.objects.create(
+            image=image,
+            x=x,
+            y=y,
+            w=w,
+            h=h,
+            confidence=1.0,
+            category="animal",
+            detector_version=Detection.HUMAN,
+            drawn_by=user,
+            drawn_at=now,
+            replaces=replaces,
+        )
+        try:
+            _image_crops_derive(project=image.project, image=image, report=DeriveReport())
+        except CUT_ERRORS as exc:
+            # The transaction is undone: no box without its crop.
+            raise BoxError(f"the image file cannot be cut: {exc}") from exc
+    return detection
+
+
+def box_drop(*, detection: Detection, user: User) -> None:
+    """Drop a box that shows no animal: its crop is deactivated (kept, with its labels) and the
+    image's count and empty flag follow. Raises BoxError, writing nothing, for a box already
+    dropped."""
+    with transaction.atomic():
+        image = (
+            Image.objects.select_for_update().select_related("project").get(pk=detection.image_id)
+        )
+        _box_live(detection, image=image)
+        Detection.objects.filter(pk=detection.pk).update(dropped_by=user, dropped_at=timezone.now())
+        _image_crops_derive(project=image.project, image=image, report=DeriveReport())
+
+
+def _box_live(detection: Detection, *, image: Image) -> None:
+    fresh = Detection.objects.filter(pk=detection.pk, image=image).first()
+    if fresh is None:
+        raise BoxError("that box is not on this image")
+    if fresh.dropped_at is not None:
+        raise BoxError("that box was already dropped or redrawn")
 
 
 DETECTORS = ("offline", "megadetector", "megadetector-json", "coco")

@@ -6,23 +6,34 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from django.contrib.auth.models import User
+from django.db import transaction
+
 from detector.crops import CROP_SHAPES
 from detector.imported import ImportedDetector
 from detector.imports import ImportReport, images_import
 from detector.jobs import detection_job_run
-from detector.models import DetectionJob
+from detector.models import Detection, DetectionJob
 from detector.selectors import images_detected
-from detector.services import DeriveReport, DetectionReport, crops_rederive, detections_run
+from detector.services import (
+    DeriveReport,
+    DetectionReport,
+    box_draw,
+    crops_rederive,
+    detections_run,
+)
 from embeddings.services import embedding_version_build, embeddings_sync
 from projects.import_roots import FolderImportError, import_path_check
 from projects.jobs import job_track
-from projects.models import Job, Project
+from projects.models import Image, Job, Project
 from projects.taskqueue import task_enqueue
 
 # The Celery task this module queues, by name (``embeddings.tasks`` defines it and imports
 # this module). The name is the one it had in ``annotator.tasks``, so that tasks already in the
 # outbox when a site upgrades still run.
 CROPS_REFRESH_TASK = "annotator.tasks.project_crops_refresh_task"
+# Embeds the crops the current embedding version lacks (a box a person drew).
+CROPS_EMBED_TASK = "embeddings.tasks.project_crops_embed_task"
 
 
 @dataclass
@@ -150,3 +161,32 @@ def project_crops_refresh(*, project_id: int) -> DeriveReport:
         elif report.created:
             embeddings_sync(project=project)
     return report
+
+
+def box_draw_and_embed(
+    *,
+    image: Image,
+    user: User,
+    x: float,
+    y: float,
+    w: float,
+    h: float,
+    replaces: Detection | None = None,
+) -> Detection:
+    """A box a person drew (``detector.services.box_draw``): its crop is cut now and its
+    embedding is queued for the worker (``CROPS_EMBED_TASK``, through the outbox, in the same
+    transaction), after which the crop enters the loop like any other. Raises BoxError,
+    writing nothing, for a bad box."""
+    with transaction.atomic():
+        detection = box_draw(image=image, user=user, x=x, y=y, w=w, h=h, replaces=replaces)
+        task_enqueue(name=CROPS_EMBED_TASK, args=[image.project_id])
+    return detection
+
+
+def project_crops_embed(*, project_id: int) -> int | None:
+    """Embed the project's crops that its current embedding version lacks (version 1 is built
+    when there is none); return the version's number, None without crops. Safe to run twice."""
+    project = Project.objects.get(pk=project_id)
+    if not project.crops.exists():
+        return None
+    return embeddings_sync(project=project).number

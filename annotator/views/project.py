@@ -17,6 +17,7 @@ from activelearn.selectors import (
     learning_curve_get,
 )
 from activelearn.selectors_audit import audit_estimate_get, classifier_rejected_get
+from activelearn.selectors_empties import empty_checks_summary
 from activelearn.services import (
     FinetuneError,
     LabelError,
@@ -70,6 +71,7 @@ def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
     is_admin = role == Role.ADMIN
     status = project_status(project=project)
     classifier = classifier_latest(project=project)
+    missed, _ = empty_checks_summary(project=project)
     context = {
         "project": project,
         "role": role,
@@ -101,8 +103,10 @@ def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
             project=project,
             counts=status.pipeline,
             measured=label_seconds_measured(project=project),
+            missed=missed,
         ),
         "anchoring": anchoring_get(project=project) if is_admin else None,
+        "rate": missed,
         "learning_curve": learning_curve_get(project=project) if is_admin else None,
         "audit": audit_estimate_get(project=project) if is_admin else None,
         "rejected": classifier_rejected_get(project=project) if is_admin else None,

@@ -119,9 +119,17 @@ def _with_event_round(project: Project, admin_user: User, volunteer: User) -> No
     )
 
 
-# page -> (who looks at it, its path, the data it needs: none, "round", "event_round" or
-# "classifier"); {slug} is the project's, {species} its first species. Importing takes a while,
-# so only the pages that show crops get them.
+def _with_empty_sample(project: Project, admin_user: User, volunteer: User) -> None:
+    """What the empties page shows: a check sample with one answer (so a rate)."""
+    from activelearn.services.empties import empty_check_answer, empty_sample_draw
+
+    checks = empty_sample_draw(project=project, user=admin_user, size=3, seed=1)
+    empty_check_answer(project=project, check_id=checks[0].pk, user=volunteer, has_animal=False)
+
+
+# page -> (who looks at it, its path, the data it needs: none, "round", "event_round",
+# "empties" or "classifier"); {slug} is the project's, {species} its first species, {image} the
+# first image with a box. Importing takes a while, so only the pages that show crops get them.
 PAGES: dict[str, tuple[Role | None, str, str]] = {
     "login": (None, "/accounts/login/", ""),
     "project": (Role.ADMIN, "/p/{slug}/", "classifier"),
@@ -134,6 +142,9 @@ PAGES: dict[str, tuple[Role | None, str, str]] = {
     "tokens": (Role.ADMIN, "/account/tokens/", ""),
     "export": (Role.ECOLOGIST, "/p/{slug}/export/camtrap-dp/", ""),
     "field_guide": (Role.VOLUNTEER, "/p/{slug}/guide/?species={species}", "classifier"),
+    "empties": (Role.VOLUNTEER, "/p/{slug}/empties/", "empties"),
+    # {image}: the first image with a box; the admin also sees the count correction.
+    "boxes": (Role.ADMIN, "/p/{slug}/images/{image}/boxes/", "empties"),
 }
 
 
@@ -155,6 +166,7 @@ def test_page_has_no_serious_axe_violation_nor_csp_violation(
             "round": _with_round,
             "event_round": _with_event_round,
             "classifier": _with_classifier,
+            "empties": _with_empty_sample,
         }
         setup[data](project, admin_user, volunteer)
     api_token_create(user=admin_user, name="camera-sync")
@@ -165,7 +177,8 @@ def test_page_has_no_serious_axe_violation_nor_csp_violation(
         browser_login(page, live_server, users[role])
     # {species}: the project's first species (the field guide shows its examples).
     species = project.species.order_by("pk").values_list("pk", flat=True).first()
-    url = live_server.url + path.format(slug=project.slug, species=species)
+    image = project.crops.values_list("image_id", flat=True).first()
+    url = live_server.url + path.format(slug=project.slug, species=species, image=image)
     _a11y_and_csp_check(page, url, console)
 
 

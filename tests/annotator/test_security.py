@@ -94,6 +94,13 @@ URL_TABLE: dict[str, Rule] = {
     "export_camtrap_dp": Rule(get=EXPORTERS, post=None),
     "crop_file": Rule(get=MEMBERS, post=None),
     "image_file": Rule(get=MEMBERS, post=None),
+    "empties": Rule(get=LABELLERS, post=None),
+    "empty_answer": Rule(get=None, post=LABELLERS),
+    "empty_sample": Rule(get=None, post=ADMIN),
+    "image_boxes": Rule(get=LABELLERS, post=None),
+    "box_add": Rule(get=None, post=LABELLERS),
+    "box_drop": Rule(get=None, post=LABELLERS),
+    "count_correct": Rule(get=None, post=ADMIN),
     # The JSON API. rounds_list and round_create share one path (GET and POST).
     "api-v1:projects_list": Rule(get=ANY_USER, post=None, api=True),
     "api-v1:project_detail": Rule(get=MEMBERS, post=None, api=True),
@@ -182,6 +189,7 @@ def world(
         "slug": project.slug,
         "crop_id": crop.pk,
         "image_id": crop.image_id,
+        "detection_id": crop.detection_id,
         "species_id": project.species.order_by("pk").first().pk,  # type: ignore[union-attr]
         "attribute_id": project.attributes.order_by("pk").first().pk,  # type: ignore[union-attr]
         "membership_id": Membership.objects.get(project=project, user=spare).pk,
