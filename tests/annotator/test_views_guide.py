@@ -413,8 +413,12 @@ def test_effort_estimate_says_which_seconds_it_used(ingested_project: Project) -
     assert enough.hours == pytest.approx(360 * 5.0 / 3600)
     assert enough.seconds_text() == f"the median time of {MEASURED_MIN} timed labels"
     assert enough.as_json()["seconds_source"] == "measured"
-    html = render_to_string("annotator/_effort.html", {"effort": enough, "role": "admin"})
+    html = render_to_string(
+        "annotator/_effort.html", {"effort": enough, "role": "admin", "project": ingested_project}
+    )
     assert f"the median time of {MEASURED_MIN} timed labels" in html
     assert "measured by the label pages" in html
-    html = render_to_string("annotator/_effort.html", {"effort": few, "role": "admin"})
+    html = render_to_string(
+        "annotator/_effort.html", {"effort": few, "role": "admin", "project": ingested_project}
+    )
     assert f"until {MEASURED_MIN} labels have been timed ({MEASURED_MIN - 1} so far)" in html
