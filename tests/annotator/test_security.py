@@ -83,6 +83,8 @@ URL_TABLE: dict[str, Rule] = {
     "label": Rule(get=LABELLERS, post=LABELLERS),
     "label_grid": Rule(get=LABELLERS, post=LABELLERS),
     "label_undo": Rule(get=None, post=LABELLERS),
+    "label_event": Rule(get=LABELLERS, post=LABELLERS),
+    "field_guide": Rule(get=LABELLERS, post=None),
     "review": Rule(get=ADMIN, post=ADMIN),
     "consensus_settings": Rule(get=None, post=ADMIN),
     "export_csv": Rule(get=EXPORTERS, post=None),
