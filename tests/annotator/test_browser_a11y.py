@@ -111,6 +111,12 @@ def _with_classifier(project: Project, admin_user: User, volunteer: User) -> Non
 PAGES: dict[str, tuple[Role | None, str, str]] = {
     "login": (None, "/accounts/login/", ""),
     "project": (Role.ADMIN, "/p/{slug}/", "classifier"),
+    "rounds": (Role.ADMIN, "/p/{slug}/rounds/", "round"),
+    "model": (Role.ADMIN, "/p/{slug}/model/", "classifier"),
+    "model-ecologist": (Role.ECOLOGIST, "/p/{slug}/model/", "classifier"),
+    "data": (Role.ADMIN, "/p/{slug}/data/", ""),
+    "settings": (Role.ADMIN, "/p/{slug}/settings/", ""),
+    "exports": (Role.ECOLOGIST, "/p/{slug}/exports/", ""),
     "label": (Role.VOLUNTEER, "/p/{slug}/label/", "round"),
     "grid": (Role.VOLUNTEER, "/p/{slug}/label/grid/", "round"),
     "review": (Role.ADMIN, "/p/{slug}/review/", "round"),
