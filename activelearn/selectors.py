@@ -474,19 +474,22 @@ def attribute_metrics_get(
     if classifier is None or not metrics:
         return None
     current = dict(project.attributes.values_list("id", "name"))
+    stored = metrics.get("per_attribute", [])
+    # No recorded yes at all: nothing was measured, whatever numbers were stored.
+    evidence = any(int(row["support"]) > 0 for row in stored)
     rows = []
-    for row in metrics.get("per_attribute", []):
-        seen = int(row["support"]) > 0
+    for row in stored:
+        seen = evidence and int(row["support"]) > 0
         rows.append(
             AttributeScore(
                 name=current.get(row["id"], row["name"]),
                 accuracy=_score(row["accuracy"], evidence=seen),
-                precision=_score(row["precision"], evidence=row["precision"] is not None),
+                # Precision needs a predicted yes, not a recorded one (None when there was none).
+                precision=_score(row["precision"], evidence=evidence),
                 recall=_score(row["recall"], evidence=seen),
                 support=int(row["support"]),
             )
         )
-    evidence = any(r.support > 0 for r in rows)
     return AttributeMetricsView(
         classifier=classifier.number,
         n=int(metrics["n"]),

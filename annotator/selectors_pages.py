@@ -125,13 +125,19 @@ class RoundsPage:
     status: ProjectStatus
     # What the automatic strategy would pick now, and why (``round_strategy_choice``).
     strategy_auto: StrategyChoice
+    # Where labels help most: fewest labels, lowest estimated accuracy.
+    rare_species: RareSpeciesView | None
 
 
 def project_rounds_get(*, project: Project) -> RoundsPage:
-    """Rounds and labelling: the open round, the vote counts and the recent rounds."""
+    """Rounds and labelling: the open round, the vote counts, the rare species (where a
+    species round helps) and the recent rounds."""
     return RoundsPage(
         status=project_status(project=project),
         strategy_auto=round_strategy_choice(project=project),
+        rare_species=species_rare_get(
+            project=project, classifier=classifier_latest(project=project)
+        ),
     )
 
 
@@ -147,7 +153,6 @@ class ModelPage:
     learning_curve: LearningCurveView | None
     label_counts: LabelCountsView | None
     confusion: ConfusionView | None
-    rare_species: RareSpeciesView | None
 
 
 def project_model_get(*, project: Project) -> ModelPage:
@@ -163,7 +168,6 @@ def project_model_get(*, project: Project) -> ModelPage:
         learning_curve=learning_curve_get(project=project),
         label_counts=label_counts_chart(project=project),
         confusion=confusion_matrix_get(project=project),
-        rare_species=species_rare_get(project=project, classifier=classifier),
     )
 
 

@@ -423,6 +423,8 @@ def test_admin_sees_metrics_rare_species_and_effort(
     assert "<tr><td>alpha</td><td>0.500</td><td>2</td></tr>" in per_species
     assert "<tr><td>beta</td><td>1.000</td><td>1</td></tr>" in per_species
     # Decided human labels: alpha 2, beta 1 (pending and disputed crops do not count).
+    # The rare species are on the rounds page, where a round aimed at one is started.
+    html = _client(admin_user).get(reverse("project_rounds", args=[project.slug])).text
     fewest = html.split('id="rare-fewest-labels"')[1].split("</table>")[0]
     assert fewest.index("<td>beta</td><td>1</td>") < fewest.index("<td>alpha</td><td>2</td>")
     lowest = html.split('id="rare-lowest-accuracy"')[1].split("</table>")[0]
@@ -439,10 +441,61 @@ def test_admin_sees_metrics_rare_species_and_effort(
     assert 'href="/p/test-traps/export/metrics.json"' in exports
     eco = _client(ecologist).get(reverse("project_detail", args=[project.slug])).text
     assert 'id="effort-hours">3.0<' in eco  # the estimate is for every member
-    # The ecologist reads the metrics (the model page), not the admin's round advice.
+    # The ecologist reads the metrics (the model page) and the rare species, not the admin's
+    # round advice.
     eco = _client(ecologist).get(reverse("project_model", args=[project.slug])).text
-    assert 'id="metrics"' in eco and 'id="rare-species"' in eco
-    assert "One species, for diversity" not in eco
+    assert 'id="metrics"' in eco and 'id="per-species-accuracy"' in eco
+    eco = _client(ecologist).get(reverse("project_rounds", args=[project.slug])).text
+    assert 'id="rare-species"' in eco and "One species, for diversity" not in eco
+
+
+def _attribute_scores(
+    accuracy: float | None,
+    precision: float | None,
+    recall: float | None,
+    *,
+    support: int,
+    exact_match: float | None,
+) -> dict[str, object]:
+    """A stored ``attribute_metrics`` of one (since removed) attribute, "eating": the same
+    scores micro and per attribute."""
+    scores = {"accuracy": accuracy, "precision": precision, "recall": recall}
+    return {
+        "n": 4,
+        "n_splits": 2,
+        "threshold": 0.5,
+        "exact_match": exact_match,
+        **scores,
+        "per_attribute": [{"id": 999_999, "name": "eating", **scores, "support": support}],
+    }
+
+
+def test_attributes_without_evidence_say_so(
+    project: Project, admin_user: User, synthetic: Any
+) -> None:
+    """Issue 17: a head scored where no attribute was ever recorded as yes showed accuracy
+    1.000 with precision and recall 0. Stored that way (before the fix) or as None (after),
+    the page says "no evidence yet" and shows none of those numbers."""
+    classifier, _ = synthetic
+    stored_before = _attribute_scores(1.0, 0.0, 0.0, support=0, exact_match=1.0)
+    stored_after = _attribute_scores(None, None, None, support=0, exact_match=None)
+    for stored in (stored_before, stored_after):
+        ClassifierVersion.objects.filter(pk=classifier.pk).update(attribute_metrics=stored)
+        html = _client(admin_user).get(reverse("project_model", args=[project.slug])).text
+        part = html.split('id="attribute-metrics"')[1].split("</table>")[0]
+        assert 'id="attribute-no-evidence"' in part
+        assert "1.000" not in part and "0.000" not in part
+        row = part.split("<td>eating</td>")[1].split("</tr>")[0]
+        assert row.count("no evidence yet") == 3 and row.endswith("<td>0</td>")
+    # With evidence the numbers show; a precision without any predicted yes does not.
+    ClassifierVersion.objects.filter(pk=classifier.pk).update(
+        attribute_metrics=_attribute_scores(0.75, None, 0.0, support=1, exact_match=0.5)
+    )
+    html = _client(admin_user).get(reverse("project_model", args=[project.slug])).text
+    part = html.split('id="attribute-metrics"')[1].split("</table>")[0]
+    assert 'id="attribute-no-evidence"' not in part and "Accuracy <b>0.750</b>" in part
+    row = part.split("<td>eating</td>")[1].split("</tr>")[0]
+    assert row.count("no evidence yet") == 1 and "<td>0.750</td>" in row
 
 
 def test_effort_shows_weeks_and_years_when_large(
