@@ -30,7 +30,7 @@ from sklearn.model_selection import GroupKFold
 from activelearn._checks import check_int
 from activelearn.classifier import joblib_dump_atomic, joblib_load_checked
 from activelearn.evaluation import event_probabilities
-from activelearn.metrics import multilabel_metrics
+from activelearn.metrics import multilabel_metrics, score_or_none
 from embeddings.inference import torch_threads
 
 __all__ = [
@@ -307,8 +307,9 @@ def attributes_metrics(
 ) -> dict[str, object] | None:
     """Cross-validated multi-label scores (``attributes_cross_validate``, probability > 0.5
     is yes) as JSON: the ``multilabel_metrics`` summary, the folds used, the threshold and per
-    attribute its id, name, accuracy, precision, recall and support. None (logged) with fewer
-    than 2 capture events in ``groups``."""
+    attribute its id, name, accuracy, precision, recall and support; a score without evidence
+    (no recorded yes, nothing predicted yes) is null. None (logged) with fewer than 2 capture
+    events in ``groups``."""
     try:
         cv = attributes_cross_validate(
             x, y, groups=groups, n_splits=n_splits, random_state=random_state
@@ -325,9 +326,10 @@ def attributes_metrics(
             {
                 "id": attribute_id,
                 "name": name,
-                "accuracy": float(scores.per_attribute_accuracy[i]),
-                "precision": float(scores.per_attribute_precision[i]),
-                "recall": float(scores.per_attribute_recall[i]),
+                # None (JSON null) where the attribute has no evidence (``multilabel_metrics``).
+                "accuracy": score_or_none(scores.per_attribute_accuracy[i]),
+                "precision": score_or_none(scores.per_attribute_precision[i]),
+                "recall": score_or_none(scores.per_attribute_recall[i]),
                 "support": int(scores.per_attribute_support[i]),
             }
             for i, (attribute_id, name) in enumerate(zip(ids, names, strict=True))

@@ -22,8 +22,6 @@ from sklearn.metrics import (
     confusion_matrix,
     f1_score,
     log_loss,
-    precision_score,
-    recall_score,
     top_k_accuracy_score,
 )
 
@@ -195,30 +193,42 @@ def _event_accuracy(
 class MultilabelMetrics:
     """Scores of yes/no attributes (a probability above ``threshold`` is yes).
 
+    A score without evidence is None (NaN in the per-attribute arrays), never a number: with
+    no recorded yes the all-no answer scores accuracy 1.0 and precision and recall have no
+    defined value, so showing 1.000 and 0.000 would claim a skill nobody measured.
+
     Attributes:
         names: (A,) attribute names, the order of every per-attribute array.
         n: number of scored crops.
         exact_match: share of crops whose every attribute is right (scikit-learn's subset
-            accuracy).
-        accuracy, precision, recall: micro-averaged over all (crop, attribute) pairs.
-        per_attribute_accuracy, per_attribute_precision, per_attribute_recall: (A,) each;
-            precision and recall are 0 where undefined (no predicted / no true yes).
+            accuracy); None when no crop has any attribute recorded as yes.
+        accuracy: micro-averaged over all (crop, attribute) pairs; None as ``exact_match``.
+        precision: micro-averaged; None when nothing was predicted yes.
+        recall: micro-averaged; None when no attribute was recorded as yes.
+        per_attribute_accuracy, per_attribute_recall: (A,) each; NaN where the attribute has
+            no recorded yes.
+        per_attribute_precision: (A,); NaN where the attribute was never predicted yes.
         per_attribute_support: (A,) number of true yes per attribute.
     """
 
     names: tuple[str, ...]
     n: int
     threshold: float
-    exact_match: float
-    accuracy: float
-    precision: float
-    recall: float
+    exact_match: float | None
+    accuracy: float | None
+    precision: float | None
+    recall: float | None
     per_attribute_accuracy: np.ndarray
     per_attribute_precision: np.ndarray
     per_attribute_recall: np.ndarray
     per_attribute_support: np.ndarray
 
-    def summary(self) -> dict[str, float | int]:
+    @property
+    def evidence(self) -> bool:
+        """Whether any attribute was recorded as yes (else nothing here was measured)."""
+        return bool(self.per_attribute_support.sum() > 0)
+
+    def summary(self) -> dict[str, float | int | None]:
         return {
             "n": self.n,
             "exact_match": self.exact_match,
@@ -226,6 +236,21 @@ class MultilabelMetrics:
             "precision": self.precision,
             "recall": self.recall,
         }
+
+
+def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """numerator / denominator elementwise, NaN where the denominator is 0 (no evidence)."""
+    num = np.asarray(numerator, dtype=np.float64)
+    den = np.asarray(denominator, dtype=np.float64)
+    out = np.full(num.shape, np.nan)
+    np.divide(num, den, out=out, where=den > 0)
+    return out
+
+
+def score_or_none(value: np.ndarray | float) -> float | None:
+    """A score as a float, or None where it is NaN (no evidence)."""
+    number = float(value)
+    return None if np.isnan(number) else number
 
 
 def multilabel_metrics(
@@ -246,20 +271,21 @@ def multilabel_metrics(
     if probs.shape[0] == 0:
         raise MetricsError("nothing to score: no crops")
     predicted = probs > threshold
+    hits = true & predicted
+    support = true.sum(axis=0).astype(np.int64)
+    evidence = bool(support.sum() > 0)
     return MultilabelMetrics(
         names=tuple(names),
         n=int(probs.shape[0]),
         threshold=threshold,
-        exact_match=float(accuracy_score(true, predicted)),
-        accuracy=float(np.mean(true == predicted)),
-        precision=float(precision_score(true, predicted, average="micro", zero_division=0)),
-        recall=float(recall_score(true, predicted, average="micro", zero_division=0)),
-        per_attribute_accuracy=np.mean(true == predicted, axis=0).astype(np.float64),
-        per_attribute_precision=np.asarray(
-            precision_score(true, predicted, average=None, zero_division=0), dtype=np.float64
-        ),
-        per_attribute_recall=np.asarray(
-            recall_score(true, predicted, average=None, zero_division=0), dtype=np.float64
-        ),
-        per_attribute_support=true.sum(axis=0).astype(np.int64),
+        exact_match=float(np.mean(np.all(true == predicted, axis=1))) if evidence else None,
+        accuracy=float(np.mean(true == predicted)) if evidence else None,
+        precision=score_or_none(_ratio(hits.sum(), predicted.sum())),
+        recall=score_or_none(_ratio(hits.sum(), true.sum())),
+        per_attribute_accuracy=np.where(
+            support > 0, np.mean(true == predicted, axis=0), np.nan
+        ).astype(np.float64),
+        per_attribute_precision=_ratio(hits.sum(axis=0), predicted.sum(axis=0)),
+        per_attribute_recall=_ratio(hits.sum(axis=0), support),
+        per_attribute_support=support,
     )

@@ -420,26 +420,45 @@ def classifier_metrics_get(
 
 @dataclass(frozen=True)
 class AttributeScore:
+    """One attribute's scores; None where there is no evidence (no recorded yes: accuracy and
+    recall; never predicted yes: precision)."""
+
     name: str
-    accuracy: float
-    precision: float
-    recall: float
+    accuracy: float | None
+    precision: float | None
+    recall: float | None
     support: int
+
+    @property
+    def scores(self) -> tuple[float | None, float | None, float | None]:
+        """Accuracy, precision and recall, in the page's column order."""
+        return (self.accuracy, self.precision, self.recall)
 
 
 @dataclass(frozen=True)
 class AttributeMetricsView:
     """The latest classifier's attribute head, cross-validated (folds grouped by capture
-    event; probability > 0.5 is yes): micro-averaged scores and one row per attribute."""
+    event; probability > 0.5 is yes): micro-averaged scores and one row per attribute.
+
+    ``evidence`` is False when no crop had any attribute recorded as yes: then every score is
+    None and the page says "no evidence yet" (the all-no answer would score 1.000).
+    """
 
     classifier: int
     n: int
     n_splits: int
-    exact_match: float
-    accuracy: float
-    precision: float
-    recall: float
+    evidence: bool
+    exact_match: float | None
+    accuracy: float | None
+    precision: float | None
+    recall: float | None
     rows: list[AttributeScore]
+
+
+def _score(value: object, *, evidence: bool) -> float | None:
+    """A stored score, None without evidence (scores stored before ``multilabel_metrics``
+    returned None for them hold 1.0 and 0.0 there)."""
+    return float(value) if evidence and isinstance(value, int | float) else None
 
 
 def attribute_metrics_get(
@@ -455,23 +474,30 @@ def attribute_metrics_get(
     if classifier is None or not metrics:
         return None
     current = dict(project.attributes.values_list("id", "name"))
-    rows = [
-        AttributeScore(
-            name=current.get(row["id"], row["name"]),
-            accuracy=row["accuracy"],
-            precision=row["precision"],
-            recall=row["recall"],
-            support=row["support"],
+    stored = metrics.get("per_attribute", [])
+    # No recorded yes at all: nothing was measured, whatever numbers were stored.
+    evidence = any(int(row["support"]) > 0 for row in stored)
+    rows = []
+    for row in stored:
+        seen = evidence and int(row["support"]) > 0
+        rows.append(
+            AttributeScore(
+                name=current.get(row["id"], row["name"]),
+                accuracy=_score(row["accuracy"], evidence=seen),
+                # Precision needs a predicted yes, not a recorded one (None when there was none).
+                precision=_score(row["precision"], evidence=evidence),
+                recall=_score(row["recall"], evidence=seen),
+                support=int(row["support"]),
+            )
         )
-        for row in metrics.get("per_attribute", [])
-    ]
     return AttributeMetricsView(
         classifier=classifier.number,
         n=int(metrics["n"]),
         n_splits=int(metrics["n_splits"]),
-        exact_match=float(metrics["exact_match"]),
-        accuracy=float(metrics["accuracy"]),
-        precision=float(metrics["precision"]),
-        recall=float(metrics["recall"]),
+        evidence=evidence,
+        exact_match=_score(metrics["exact_match"], evidence=evidence),
+        accuracy=_score(metrics["accuracy"], evidence=evidence),
+        precision=_score(metrics["precision"], evidence=evidence),
+        recall=_score(metrics["recall"], evidence=evidence),
         rows=rows,
     )

@@ -1,12 +1,13 @@
-// The admin's project page, live: every 3 s it asks status.json for the pipeline counts, the
+// The admin's project pages (overview, rounds), live: every 3 s it asks status.json for the pipeline counts, the
 // open round's progress and the background jobs, and updates the page in place. The page is
 // complete without it (progressive enhancement); no framework.
 (function () {
   "use strict";
 
   var POLL_MS = 3000;
-  var pipeline = document.getElementById("pipeline");
-  var url = pipeline && pipeline.getAttribute("data-status-url");
+  // The overview and the rounds page carry the address (the admin's only).
+  var source = document.querySelector("[data-status-url]");
+  var url = source && source.getAttribute("data-status-url");
   if (!url || !window.fetch) {
     return;
   }

@@ -302,11 +302,11 @@ def consensus_settings(request: HttpRequest, slug: str) -> HttpResponse:
     form = ConsensusSettingsForm(request.POST)
     if not form.is_valid():
         messages.error(request, f"Consensus settings not saved: {form.errors.as_text()}")
-        return redirect("project_detail", slug=slug)
+        return redirect("project_settings", slug=slug)
     try:
         n = project_consensus_update(project=project, **form.cleaned_data)
     except SettingsError as exc:
         messages.error(request, f"Consensus settings not saved: {exc}")
     else:
         messages.success(request, f"Consensus settings saved; {n} labelled crops re-decided.")
-    return redirect("project_detail", slug=slug)
+    return redirect("project_settings", slug=slug)

@@ -9,15 +9,6 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from activelearn.selectors import (
-    attribute_metrics_get,
-    classifier_latest,
-    classifier_metrics_get,
-    confusion_matrix_get,
-    learning_curve_get,
-)
-from activelearn.selectors_audit import audit_estimate_get, classifier_rejected_get
-from activelearn.selectors_empties import empty_checks_summary
 from activelearn.services import (
     FinetuneError,
     LabelError,
@@ -25,10 +16,8 @@ from activelearn.services import (
     SettingsError,
     classifier_retrain_request,
     embedding_finetune_queue,
-    finetune_interval,
     project_learning_update,
     round_start,
-    round_strategy_choice,
 )
 from annotator.forms import (
     DetectionStartForm,
@@ -36,24 +25,18 @@ from annotator.forms import (
     RoundStartForm,
     ThresholdsForm,
 )
-from annotator.jobs import jobs_active_for_project, jobs_recent_for_project
-from annotator.selectors import (
-    effort_saved_estimate,
-    label_counts_chart,
-    project_get_for_user,
-    project_list_for_user,
-    project_live_status,
-    project_status,
-    species_rare_get,
+from annotator.selectors import project_get_for_user, project_list_for_user, project_live_status
+from annotator.selectors_pages import (
+    project_data_get,
+    project_model_get,
+    project_overview_get,
+    project_rounds_get,
 )
-from annotator.selectors_labels import anchoring_get, label_seconds_measured
 from annotator.views._common import request_user
 from detector.base import DetectorError
 from detector.jobs import detection_job_create
-from detector.selectors import detection_job_latest
 from embeddings.pipeline import project_thresholds_update
-from embeddings.selectors import embedding_versions_list
-from projects.models import EXPORTERS, LABELLERS, Role
+from projects.models import EXPORTERS, LABELLERS, Project, Role
 
 
 @login_required
@@ -63,26 +46,101 @@ def project_list(request: HttpRequest) -> HttpResponse:
     return render(request, "annotator/project_list.html", {"memberships": memberships})
 
 
+# Who reads which page (the navigation shows each role its own): the overview and the rounds
+# are every member's, the model and metrics also the ecologists', the rest the admins'.
+METRICS_READERS = (Role.ADMIN, Role.ECOLOGIST)
+ADMIN_ONLY = (Role.ADMIN,)
+
+
+def _project_page(
+    request: HttpRequest, *, project: Project, role: str, page: str, **context: object
+) -> HttpResponse:
+    """Render ``annotator/project_<page>.html`` with what every project page needs: the
+    project, the user's role and the current page (for the shared navigation)."""
+    return render(
+        request,
+        f"annotator/project_{page}.html",
+        {
+            "project": project,
+            "role": role,
+            "page": page,
+            "can_label": role in LABELLERS,
+            "can_export": role in EXPORTERS,
+            "can_read_metrics": role in METRICS_READERS,
+            **context,
+        },
+    )
+
+
 @login_required
 @require_GET
 def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
-    """The project page; admins also get jobs, plots and the controls of the pipeline."""
+    """The overview: counts, the open round, the three numbers that matter, effort saved;
+    admins also get the background jobs."""
     project, role = project_get_for_user(slug=slug, user=request.user)
-    is_admin = role == Role.ADMIN
-    status = project_status(project=project)
-    classifier = classifier_latest(project=project)
-    missed, _ = empty_checks_summary(project=project)
-    context = {
-        "project": project,
-        "role": role,
-        "status": status,
-        "round_form": RoundStartForm(project=project, initial={"size": project.round_size}),
-        "strategy_auto": round_strategy_choice(project=project),
-        "finetune_every": finetune_interval(
-            finetune_every=project.finetune_every,
-            n_crops=status.embedding.n_crops if status.embedding else 0,
+    overview = project_overview_get(project=project, with_jobs=role == Role.ADMIN)
+    return _project_page(request, project=project, role=role, page="overview", view=overview)
+
+
+@login_required
+@require_GET
+def project_rounds(request: HttpRequest, slug: str) -> HttpResponse:
+    """Rounds and labelling: the open round, the vote counts, the rounds; admins start one."""
+    project, role = project_get_for_user(slug=slug, user=request.user)
+    return _project_page(
+        request,
+        project=project,
+        role=role,
+        page="rounds",
+        view=project_rounds_get(project=project),
+        round_form=RoundStartForm(project=project, initial={"size": project.round_size}),
+    )
+
+
+@login_required
+@require_GET
+def project_model(request: HttpRequest, slug: str) -> HttpResponse:
+    """Model and metrics, for admins and ecologists."""
+    project, role = project_get_for_user(slug=slug, user=request.user, roles=METRICS_READERS)
+    return _project_page(
+        request, project=project, role=role, page="model", view=project_model_get(project=project)
+    )
+
+
+@login_required
+@require_GET
+def project_data(request: HttpRequest, slug: str) -> HttpResponse:
+    """Data and detection (the admin's): images, detection, thresholds, embedding."""
+    project, role = project_get_for_user(slug=slug, user=request.user, roles=ADMIN_ONLY)
+    return _project_page(
+        request,
+        project=project,
+        role=role,
+        page="data",
+        view=project_data_get(project=project),
+        detection_form=DetectionStartForm(),
+        thresholds_form=ThresholdsForm(
+            initial={
+                "detection_threshold": project.detection_threshold,
+                "min_box_pixels": project.min_box_pixels,
+                "crop_padding": project.crop_padding,
+                "crop_shape": project.crop_shape,
+            }
         ),
-        "learning_form": LearningSettingsForm(
+    )
+
+
+@login_required
+@require_GET
+def project_settings(request: HttpRequest, slug: str) -> HttpResponse:
+    """Settings (the admin's): active learning, votes and consensus, members and species."""
+    project, role = project_get_for_user(slug=slug, user=request.user, roles=ADMIN_ONLY)
+    return _project_page(
+        request,
+        project=project,
+        role=role,
+        page="settings",
+        learning_form=LearningSettingsForm(
             initial={
                 "first_round_strategy": project.first_round_strategy,
                 "target_accuracy": round(project.target_accuracy * 100, 2),
@@ -92,46 +150,15 @@ def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
                 "audit_share": round(project.audit_share * 100, 2),
             }
         ),
-        "classifier": classifier,
-        "metrics": classifier_metrics_get(project=project, classifier=classifier)
-        if is_admin
-        else None,
-        "rare_species": species_rare_get(project=project, classifier=classifier)
-        if is_admin
-        else None,
-        "effort": effort_saved_estimate(
-            project=project,
-            counts=status.pipeline,
-            measured=label_seconds_measured(project=project),
-            missed=missed,
-        ),
-        "anchoring": anchoring_get(project=project) if is_admin else None,
-        "rate": missed,
-        "learning_curve": learning_curve_get(project=project) if is_admin else None,
-        "audit": audit_estimate_get(project=project) if is_admin else None,
-        "rejected": classifier_rejected_get(project=project) if is_admin else None,
-        "label_counts": label_counts_chart(project=project) if is_admin else None,
-        "confusion": confusion_matrix_get(project=project) if is_admin else None,
-        "attribute_metrics": attribute_metrics_get(project=project, classifier=classifier)
-        if is_admin
-        else None,
-        "jobs": jobs_active_for_project(project=project) if is_admin else [],
-        "recent_jobs": jobs_recent_for_project(project=project) if is_admin else [],
-        "detection": detection_job_latest(project=project),
-        "embedding_versions": embedding_versions_list(project=project),
-        "detection_form": DetectionStartForm(),
-        "thresholds_form": ThresholdsForm(
-            initial={
-                "detection_threshold": project.detection_threshold,
-                "min_box_pixels": project.min_box_pixels,
-                "crop_padding": project.crop_padding,
-                "crop_shape": project.crop_shape,
-            }
-        ),
-        "can_label": role in LABELLERS,
-        "can_export": role in EXPORTERS,
-    }
-    return render(request, "annotator/project_detail.html", context)
+    )
+
+
+@login_required
+@require_GET
+def project_exports(request: HttpRequest, slug: str) -> HttpResponse:
+    """The exports, for admins and ecologists."""
+    project, role = project_get_for_user(slug=slug, user=request.user, roles=EXPORTERS)
+    return _project_page(request, project=project, role=role, page="exports")
 
 
 @login_required
@@ -151,14 +178,14 @@ def learning_settings_view(request: HttpRequest, slug: str) -> HttpResponse:
     form = LearningSettingsForm(request.POST)
     if not form.is_valid():
         messages.error(request, f"Settings not saved: {form.errors.as_text()}")
-        return redirect("project_detail", slug=slug)
+        return redirect("project_settings", slug=slug)
     try:
         project_learning_update(project=project, **form.cleaned_data)
     except SettingsError as exc:
         messages.error(request, f"Settings not saved: {exc}")
     else:
         messages.success(request, "Active-learning settings saved.")
-    return redirect("project_detail", slug=slug)
+    return redirect("project_settings", slug=slug)
 
 
 @login_required
@@ -168,14 +195,14 @@ def round_start_view(request: HttpRequest, slug: str) -> HttpResponse:
     form = RoundStartForm(request.POST, project=project)
     if not form.is_valid():
         messages.error(request, f"Round not started: {form.errors.as_text()}")
-        return redirect("project_detail", slug=slug)
+        return redirect("project_rounds", slug=slug)
     try:
         new_round = round_start(project=project, user=request_user(request), **form.cleaned_data)
     except RoundError as exc:
         messages.error(request, f"Round not started: {exc}")
     else:
         messages.success(request, f"Round {new_round.number} started.")
-    return redirect("project_detail", slug=slug)
+    return redirect("project_rounds", slug=slug)
 
 
 @login_required
@@ -185,14 +212,14 @@ def detection_start(request: HttpRequest, slug: str) -> HttpResponse:
     form = DetectionStartForm(request.POST)
     if not form.is_valid():
         messages.error(request, f"Detection not started: {form.errors.as_text()}")
-        return redirect("project_detail", slug=slug)
+        return redirect("project_data", slug=slug)
     try:
         job = detection_job_create(project=project, detector=form.cleaned_data["detector"])
     except DetectorError as exc:
         messages.error(request, f"Detection not started: {exc}")
     else:
         messages.success(request, f"Detection queued for {job.total} images.")
-    return redirect("project_detail", slug=slug)
+    return redirect("project_data", slug=slug)
 
 
 @login_required
@@ -209,7 +236,7 @@ def embedding_finetune_start(request: HttpRequest, slug: str) -> HttpResponse:
             messages.error(request, "Fine-tuning not started: the project has no embedding yet")
         else:
             messages.success(request, f"Fine-tuning embedding v{version.number} ({version.mode}).")
-    return redirect("project_detail", slug=slug)
+    return redirect("project_data", slug=slug)
 
 
 @login_required
@@ -223,7 +250,7 @@ def classifier_retrain_start(request: HttpRequest, slug: str) -> HttpResponse:
         messages.error(request, f"Retraining not started: {exc}")
     else:
         messages.success(request, "Retraining queued: the page shows the new version when done.")
-    return redirect("project_detail", slug=slug)
+    return redirect("project_model", slug=slug)
 
 
 @login_required
@@ -233,7 +260,7 @@ def thresholds_update(request: HttpRequest, slug: str) -> HttpResponse:
     form = ThresholdsForm(request.POST)
     if not form.is_valid():
         messages.error(request, f"Thresholds not changed: {form.errors.as_text()}")
-        return redirect("project_detail", slug=slug)
+        return redirect("project_data", slug=slug)
     project_thresholds_update(project=project, **form.cleaned_data)
     messages.success(request, "Thresholds saved; crops are being re-derived from the stored boxes.")
-    return redirect("project_detail", slug=slug)
+    return redirect("project_data", slug=slug)

@@ -134,6 +134,7 @@ def test_multilabel_metrics_match_scikit_learn(seed: int) -> None:
         recall_score(truth, predicted, average="micro", zero_division=0)
     )
     for a in range(6):
+        assert truth[:, a].any() and predicted[:, a].any()  # every score has evidence here
         assert m.per_attribute_accuracy[a] == pytest.approx(np.mean(truth[:, a] == predicted[:, a]))
         assert m.per_attribute_precision[a] == pytest.approx(
             precision_score(truth[:, a], predicted[:, a], zero_division=0)
@@ -142,6 +143,39 @@ def test_multilabel_metrics_match_scikit_learn(seed: int) -> None:
             recall_score(truth[:, a], predicted[:, a], zero_division=0)
         )
     assert m.per_attribute_support.tolist() == truth.sum(axis=0).tolist()
+
+
+def test_no_recorded_attribute_is_no_evidence_not_a_perfect_score() -> None:
+    """Issue 17: with no attribute ever recorded as yes the all-no answer used to show
+    accuracy 1.000 with precision and recall 0; each is now None (no evidence)."""
+    probs = np.full((4, 2), 0.1)  # the head says no everywhere
+    m = multilabel_metrics(probs, np.zeros((4, 2), dtype=bool), names=["eating", "young"])
+    assert not m.evidence
+    assert (m.exact_match, m.accuracy, m.precision, m.recall) == (None, None, None, None)
+    assert np.isnan(m.per_attribute_accuracy).all() and np.isnan(m.per_attribute_recall).all()
+    assert np.isnan(m.per_attribute_precision).all()
+    assert m.summary() == {
+        "n": 4, "exact_match": None, "accuracy": None, "precision": None, "recall": None
+    }  # fmt: skip
+
+
+def test_each_score_is_none_exactly_where_it_has_no_evidence() -> None:
+    """Brute force on a tiny case: attribute 0 recorded and predicted, attribute 1 recorded
+    never but predicted once, attribute 2 never either way."""
+    truth = np.array([[True, False, False], [False, False, False], [True, False, False]])
+    probs = np.array([[0.9, 0.2, 0.1], [0.8, 0.7, 0.1], [0.3, 0.1, 0.1]])
+    m = multilabel_metrics(probs, truth, names=["a", "b", "c"])
+    assert m.evidence
+    # Pairs: 9, right 6 (a: row 0; b: rows 0 and 2; c: all three).
+    assert m.accuracy == pytest.approx(6 / 9) and m.exact_match == pytest.approx(1 / 3)
+    assert m.precision == pytest.approx(1 / 3) and m.recall == pytest.approx(1 / 2)
+    assert m.per_attribute_accuracy[0] == pytest.approx(1 / 3)
+    assert np.isnan(m.per_attribute_accuracy[1:]).all()  # no yes recorded: no accuracy claim
+    assert m.per_attribute_precision[:2] == pytest.approx([1 / 2, 0.0])
+    assert np.isnan(m.per_attribute_precision[2])  # never predicted yes
+    assert m.per_attribute_recall[0] == pytest.approx(1 / 2)
+    assert np.isnan(m.per_attribute_recall[1:]).all()
+    assert m.per_attribute_support.tolist() == [2, 0, 0]
 
 
 def test_exactly_one_half_is_no() -> None:

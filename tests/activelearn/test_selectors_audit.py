@@ -162,7 +162,7 @@ def test_dashboard_and_metrics_json_show_the_audit(
     client = Client()
     client.force_login(admin_user)
     slug = ingested_project.slug
-    page = client.get(reverse("project_detail", args=[slug])).text
+    page = client.get(reverse("project_model", args=[slug])).text
     assert 'id="audit"' in page and "On 5 audit crops" in page
     data = client.get(reverse("export_metrics", args=[slug])).json()
     audit = data["audit"]

@@ -269,7 +269,7 @@ def test_a_rejected_retrain_leaves_its_parent_live(
     assert selectors.classifier_latest(project=ingested_project) == parent
     client = Client()
     client.force_login(admin_user)
-    page = client.get(reverse("project_detail", args=[ingested_project.slug])).text
+    page = client.get(reverse("project_model", args=[ingested_project.slug])).text
     assert 'id="classifier-rejected"' in page and "worse on 30 audit crops" in page
     # Nothing new: the rejected child is not trained again.
     assert classifier_retrain(project_id=ingested_project.pk) == child

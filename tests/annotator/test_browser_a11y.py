@@ -133,6 +133,12 @@ def _with_empty_sample(project: Project, admin_user: User, volunteer: User) -> N
 PAGES: dict[str, tuple[Role | None, str, str]] = {
     "login": (None, "/accounts/login/", ""),
     "project": (Role.ADMIN, "/p/{slug}/", "classifier"),
+    "rounds": (Role.ADMIN, "/p/{slug}/rounds/", "round"),
+    "model": (Role.ADMIN, "/p/{slug}/model/", "classifier"),
+    "model-ecologist": (Role.ECOLOGIST, "/p/{slug}/model/", "classifier"),
+    "data": (Role.ADMIN, "/p/{slug}/data/", ""),
+    "settings": (Role.ADMIN, "/p/{slug}/settings/", ""),
+    "exports": (Role.ECOLOGIST, "/p/{slug}/exports/", ""),
     "label": (Role.VOLUNTEER, "/p/{slug}/label/", "round"),
     "grid": (Role.VOLUNTEER, "/p/{slug}/label/grid/", "round"),
     "label_event": (Role.VOLUNTEER, "/p/{slug}/label/event/", "event_round"),

@@ -27,6 +27,11 @@ def test_admin_starts_a_round_and_sees_it_progress_live(
     browser_login(page, live_server, admin_user)
     page.goto(f"{live_server.url}/p/{ingested_project.slug}/")
     page.wait_for_selector("text=No round is open")
+    with page.expect_navigation():
+        page.get_by_role("navigation", name="Project pages").get_by_role(
+            "link", name="Rounds and labelling"
+        ).click()
+    assert page.locator(".project-nav [aria-current=page]").inner_text() == "Rounds and labelling"
     page.select_option("select[name=strategy]", "k_center")
     page.fill("input[name=size]", "3")
     with page.expect_navigation():
@@ -69,7 +74,7 @@ def test_admin_adds_a_member_and_merges_species(
 ) -> None:
     page = browser_page
     browser_login(page, live_server, admin_user)
-    page.goto(f"{live_server.url}/p/{ingested_project.slug}/")
+    page.goto(f"{live_server.url}/p/{ingested_project.slug}/settings/")
     with page.expect_navigation():
         page.click("text=Members and roles")
     page.fill("#member-add input[name=username]", outsider.username)
@@ -131,15 +136,17 @@ def test_admin_sees_metrics_rare_species_effort_and_starts_a_species_round(
     )
     page = browser_page
     browser_login(page, live_server, admin_user)
-    page.goto(f"{live_server.url}/p/{ingested_project.slug}/")
+    page.goto(f"{live_server.url}/p/{ingested_project.slug}/model/")
     for metric in ("top1", "f1_macro", "log_loss"):
         shown = page.locator(f"#metrics [data-metric={metric}]").inner_text()
         assert shown == f"{classifier.cv_metrics[metric]:.3f}", metric
+    page.goto(f"{live_server.url}/p/{ingested_project.slug}/")
+    assert page.locator("#effort-formula").is_visible()
+    assert "empty images filtered out" in page.locator("#effort-formula").inner_text()
+    page.goto(f"{live_server.url}/p/{ingested_project.slug}/rounds/")
     n_species = ingested_project.species.count()
     assert page.locator("#rare-fewest-labels tbody tr").count() == min(5, n_species)
     assert page.locator("#rare-lowest-accuracy tbody tr").count() == 2  # the species labelled
-    assert page.locator("#effort-formula").is_visible()
-    assert "empty images filtered out" in page.locator("#effort-formula").inner_text()
     # The species list shows up only for the species strategy.
     assert not page.locator("#round-target-species").is_visible()
     page.select_option("#round-start select[name=strategy]", "species")

@@ -55,7 +55,7 @@ def test_ecologist_downloads_every_export(
     page.fill("input[name=username]", ecologist.username)
     page.fill("input[name=password]", PASSWORD)
     page.click("button[type=submit]")
-    page.goto(f"{live_server.url}/p/{slug}/")
+    page.goto(f"{live_server.url}/p/{slug}/exports/")
     exports = page.locator("#exports")
     assert exports.locator("a").count() == 6
 

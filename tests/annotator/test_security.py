@@ -62,6 +62,11 @@ URL_TABLE: dict[str, Rule] = {
     "api_tokens": Rule(get=ANY_USER, post=ANY_USER),
     "api_token_revoke": Rule(get=None, post=ANY_USER),
     "project_detail": Rule(get=MEMBERS, post=None),
+    "project_rounds": Rule(get=MEMBERS, post=None),
+    "project_model": Rule(get=EXPORTERS, post=None),
+    "project_data": Rule(get=ADMIN, post=None),
+    "project_settings": Rule(get=ADMIN, post=None),
+    "project_exports": Rule(get=EXPORTERS, post=None),
     "project_status_json": Rule(get=ADMIN, post=None),
     "members": Rule(get=ADMIN, post=None),
     "member_add": Rule(get=None, post=ADMIN),
@@ -572,7 +577,8 @@ def test_every_page_carries_the_content_security_policy(
         response = requests.get(f"{base}{path}", allow_redirects=False)
         assert _csp(response) == CSP_DIRECTIVES, (path, response.headers)
     session = session_login(base, admin_user)
-    for name in ("project_detail", "members", "species", "label", "label_grid", "review"):
+    pages = ("project_detail", "project_rounds", "project_model", "project_data")
+    for name in (*pages, "project_settings", "members", "species", "label", "label_grid", "review"):
         path = reverse(name, args=[project.slug])
         response = session.get(f"{base}{path}", allow_redirects=False)
         assert response.status_code == 200, path

@@ -36,6 +36,11 @@ def _urls(project: Project) -> dict[str, str]:
     slug = project.slug
     return {
         "detail": reverse("project_detail", args=[slug]),
+        "rounds": reverse("project_rounds", args=[slug]),
+        "model": reverse("project_model", args=[slug]),
+        "data": reverse("project_data", args=[slug]),
+        "settings": reverse("project_settings", args=[slug]),
+        "exports": reverse("project_exports", args=[slug]),
         "label": reverse("label", args=[slug]),
         "export": reverse("export_csv", args=[slug]),
         "crop": reverse("crop_file", args=[slug, crop.pk]),
@@ -45,10 +50,54 @@ def _urls(project: Project) -> dict[str, str]:
 
 # Expected GET status per role; 404 (not 403) hides a project from people outside it.
 EXPECTED_GET = {
-    "admin": {"detail": 200, "label": 200, "export": 200, "crop": 200, "image": 200},
-    "volunteer": {"detail": 200, "label": 200, "export": 404, "crop": 200, "image": 200},
-    "ecologist": {"detail": 200, "label": 404, "export": 200, "crop": 200, "image": 200},
-    "outsider": {"detail": 404, "label": 404, "export": 404, "crop": 404, "image": 404},
+    "admin": {
+        "detail": 200,
+        "rounds": 200,
+        "model": 200,
+        "data": 200,
+        "settings": 200,
+        "exports": 200,
+        "label": 200,
+        "export": 200,
+        "crop": 200,
+        "image": 200,
+    },
+    "volunteer": {
+        "detail": 200,
+        "rounds": 200,
+        "model": 404,
+        "data": 404,
+        "settings": 404,
+        "exports": 404,
+        "label": 200,
+        "export": 404,
+        "crop": 200,
+        "image": 200,
+    },
+    "ecologist": {
+        "detail": 200,
+        "rounds": 200,
+        "model": 200,
+        "data": 404,
+        "settings": 404,
+        "exports": 200,
+        "label": 404,
+        "export": 200,
+        "crop": 200,
+        "image": 200,
+    },
+    "outsider": {
+        "detail": 404,
+        "rounds": 404,
+        "model": 404,
+        "data": 404,
+        "settings": 404,
+        "exports": 404,
+        "label": 404,
+        "export": 404,
+        "crop": 404,
+        "image": 404,
+    },
 }
 
 
@@ -122,11 +171,12 @@ def test_automatic_strategy_applies_the_rule_and_says_why(
     ingested_project: Project, admin_user: User
 ) -> None:
     client = _client(admin_user)
-    page = client.get(reverse("project_detail", args=[ingested_project.slug]))
+    page = client.get(reverse("project_rounds", args=[ingested_project.slug]))
     assert 'value="auto" selected' in page.text  # the form's default: the rule
     assert "Automatic now picks <b>random</b>" in page.text  # no round yet: first-round setting
     # A small project's automatic fine-tune interval is the floor, 200 labels.
-    assert "Fine-tuned every 200 new labels (auto: scales with the crops)" in page.text
+    data = client.get(reverse("project_data", args=[ingested_project.slug]))
+    assert "Fine-tuned every 200 new labels (auto: scales with the crops)" in data.text
     url = reverse("round_start", args=[ingested_project.slug])
     client.post(url, {"strategy": "auto", "size": 2}, follow=True)
     created = Round.objects.get(project=ingested_project)
@@ -328,20 +378,21 @@ def test_project_page_shows_classifier_and_learning_curve(
 ) -> None:
     from activelearn.services import classifier_retrain
 
-    page = _client(admin_user).get(reverse("project_detail", args=[ingested_project.slug]))
-    html = page.content.decode()
+    slug = ingested_project.slug
+    html = _client(admin_user).get(reverse("project_model", args=[slug])).text
     assert "No classifier yet" in html
-    assert 'value="random" selected' in html  # first round: the project's setting
+    settings_page = _client(admin_user).get(reverse("project_settings", args=[slug])).text
+    assert 'value="random" selected' in settings_page  # first round: the project's setting
     label_by_truth(ingested_project, volunteer, ingested_project.crops.select_related("image"))
     classifier = classifier_retrain(project_id=ingested_project.pk)
     assert classifier is not None
-    page = _client(admin_user).get(reverse("project_detail", args=[ingested_project.slug]))
-    text = page.content.decode()
+    text = _client(admin_user).get(reverse("project_model", args=[slug])).text
     assert 'id="cv-accuracy"' in text and "<svg" in text and 'id="learning-curve"' in text
     assert f"<td>{classifier.n_labels}</td>" in text
-    # The learning curve is the admin's: an ecologist sees the classifier, not the plot.
-    eco = _client(ecologist).get(reverse("project_detail", args=[ingested_project.slug]))
-    assert 'id="cv-accuracy"' in eco.content.decode() and "<svg" not in eco.content.decode()
+    # Ecologists read the model page too, learning curve included; volunteers do not.
+    eco = _client(ecologist).get(reverse("project_model", args=[slug])).text
+    assert 'id="cv-accuracy"' in eco and 'id="learning-curve"' in eco
+    assert _client(volunteer).get(reverse("project_model", args=[slug])).status_code == 404
 
 
 def _csv_rows(response: Any) -> list[dict[str, str]]:

@@ -102,7 +102,7 @@ def test_grid_and_api_show_audit_crops_without_prediction(
 def test_admin_sets_the_audit_share_in_percent(project: Project, admin_user: User) -> None:
     url = reverse("learning_settings", args=[project.slug])
     client = _client(admin_user)
-    page = client.get(reverse("project_detail", args=[project.slug])).text
+    page = client.get(reverse("project_settings", args=[project.slug])).text
     assert 'name="audit_share" value="10.0"' in page
     base = {"first_round_strategy": "random", "target_accuracy": 95}
     client.post(url, {**base, "audit_share": 25})

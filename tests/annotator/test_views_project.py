@@ -236,17 +236,25 @@ def test_project_page_shows_the_pipeline(
         assert f'data-count="{key}">{value}<' in html, key
     # Decided and disputed crops count as done in the round; waiting ones do not.
     assert 'id="round-count">4 / 10<' in html
-    # Human labels per species (decided ones) and machine labels of the unlabelled crops.
-    assert "<tr><td>alpha</td><td>2</td><td>2</td></tr>" in html
-    assert "<tr><td>beta</td><td>1</td><td>2</td></tr>" in html
     assert 'src="/static/dashboard.js"' in html
+    # Human labels per species (decided ones) and machine labels of the unlabelled crops.
+    model = _client(admin_user).get(reverse("project_model", args=[project.slug])).text
+    assert "<tr><td>alpha</td><td>2</td><td>2</td></tr>" in model
+    assert "<tr><td>beta</td><td>1</td><td>2</td></tr>" in model
 
 
-def _page_queries(client: Client, project: Project) -> int:
-    with CaptureQueriesContext(connection) as queries:
-        response = client.get(reverse("project_detail", args=[project.slug]))
-    assert response.status_code == 200
-    return len(queries)
+PAGES = ("project_detail", "project_rounds", "project_model", "project_data", "project_settings")
+
+
+def _page_queries(client: Client, project: Project) -> dict[str, int]:
+    """Queries per project page."""
+    counts = {}
+    for name in PAGES:
+        with CaptureQueriesContext(connection) as queries:
+            response = client.get(reverse(name, args=[project.slug]))
+        assert response.status_code == 200, name
+        counts[name] = len(queries)
+    return counts
 
 
 def test_page_queries_do_not_grow_with_the_crops(
@@ -257,7 +265,7 @@ def test_page_queries_do_not_grow_with_the_crops(
     Job.objects.create(project=project, kind=Job.Kind.EMBEDDING, status="running", total=5)
     client = _client(admin_user)
     small = _page_queries(client, project)
-    print(f"project page: {small} queries at 10 crops")
+    print(f"project pages: {small} queries at 10 crops")
     _add_crops(project, volunteer, classifier, open_round, 990)
     assert Crop.objects.filter(project=project).count() == 1000
     assert _page_queries(client, project) == small
@@ -378,7 +386,7 @@ def test_admin_sees_label_counts_and_confusion_matrix(
         saved["true"], saved["predicted"], labels=[by_name[n] for n in view.names]
     )
     assert (view.counts == expected).all() and view.counts.sum() == len(crops)
-    html = _client(admin_user).get(reverse("project_detail", args=[ingested_project.slug])).text
+    html = _client(admin_user).get(reverse("project_model", args=[ingested_project.slug])).text
     assert 'id="confusion-plot"' in html and 'id="label-counts-plot"' in html
     n_fox = sum("Red_Fox" in c.image.file_name for c in crops)
     assert f"<tr><td>red fox</td><td>{n_fox}</td><td>0</td></tr>" in html
@@ -386,9 +394,13 @@ def test_admin_sees_label_counts_and_confusion_matrix(
     assert "<tr><td>ocelot</td><td>0</td><td>0</td></tr>" in html
     chart = html.split('id="label-counts-plot">')[1].split("</figure>")[0]
     assert ">red fox<" in chart and ">agouti<" in chart and ">ocelot<" not in chart
-    eco = _client(ecologist).get(reverse("project_detail", args=[ingested_project.slug])).text
-    assert 'id="confusion-plot"' not in eco and 'id="jobs"' not in eco
-    assert "dashboard.js" not in eco
+    # Ecologists read the model page too (not the jobs nor the live dashboard).
+    slug = ingested_project.slug
+    eco = _client(ecologist).get(reverse("project_model", args=[slug])).text
+    assert 'id="confusion-plot"' in eco and 'id="label-counts-plot"' in eco
+    assert 'action="/p/test-traps/classifier/retrain/"' not in eco
+    eco = _client(ecologist).get(reverse("project_detail", args=[slug])).text
+    assert 'id="jobs"' not in eco and "dashboard.js" not in eco
 
 
 def test_admin_sees_metrics_rare_species_and_effort(
@@ -396,7 +408,7 @@ def test_admin_sees_metrics_rare_species_and_effort(
 ) -> None:
     project.seconds_per_image = 3600.0  # an hour an image: 2 auto-accepted + 1 empty = 3 h
     project.save(update_fields=["seconds_per_image"])
-    html = _client(admin_user).get(reverse("project_detail", args=[project.slug])).text
+    html = _client(admin_user).get(reverse("project_model", args=[project.slug])).text
     for metric, shown in (
         ("top1", "0.800"),
         ("top5", "1.000"),
@@ -411,21 +423,79 @@ def test_admin_sees_metrics_rare_species_and_effort(
     assert "<tr><td>alpha</td><td>0.500</td><td>2</td></tr>" in per_species
     assert "<tr><td>beta</td><td>1.000</td><td>1</td></tr>" in per_species
     # Decided human labels: alpha 2, beta 1 (pending and disputed crops do not count).
+    # The rare species are on the rounds page, where a round aimed at one is started.
+    html = _client(admin_user).get(reverse("project_rounds", args=[project.slug])).text
     fewest = html.split('id="rare-fewest-labels"')[1].split("</table>")[0]
     assert fewest.index("<td>beta</td><td>1</td>") < fewest.index("<td>alpha</td><td>2</td>")
     lowest = html.split('id="rare-lowest-accuracy"')[1].split("</table>")[0]
     assert lowest.index("<td>alpha</td><td>0.500</td>") < lowest.index(
         "<td>beta</td><td>1.000</td>"
     )
+    html = _client(admin_user).get(reverse("project_detail", args=[project.slug])).text
     assert 'id="effort-hours">3.0<' in html
     formula = html.split('id="effort-formula">')[1].split("</p>")[0]
     assert "(2 crops auto-accepted at the 0.966 target accuracy, confidence ≥ 0.900" in formula
     assert "+ 1 empty images filtered out by the detector)" in formula
     assert "× 3600 s per image ÷ 3600 = 3.0 hours" in formula
-    assert 'href="/p/test-traps/export/metrics.json"' in html
+    exports = _client(admin_user).get(reverse("project_exports", args=[project.slug])).text
+    assert 'href="/p/test-traps/export/metrics.json"' in exports
     eco = _client(ecologist).get(reverse("project_detail", args=[project.slug])).text
     assert 'id="effort-hours">3.0<' in eco  # the estimate is for every member
-    assert 'id="metrics"' not in eco and 'id="rare-species"' not in eco
+    # The ecologist reads the metrics (the model page) and the rare species, not the admin's
+    # round advice.
+    eco = _client(ecologist).get(reverse("project_model", args=[project.slug])).text
+    assert 'id="metrics"' in eco and 'id="per-species-accuracy"' in eco
+    eco = _client(ecologist).get(reverse("project_rounds", args=[project.slug])).text
+    assert 'id="rare-species"' in eco and "One species, for diversity" not in eco
+
+
+def _attribute_scores(
+    accuracy: float | None,
+    precision: float | None,
+    recall: float | None,
+    *,
+    support: int,
+    exact_match: float | None,
+) -> dict[str, object]:
+    """A stored ``attribute_metrics`` of one (since removed) attribute, "eating": the same
+    scores micro and per attribute."""
+    scores = {"accuracy": accuracy, "precision": precision, "recall": recall}
+    return {
+        "n": 4,
+        "n_splits": 2,
+        "threshold": 0.5,
+        "exact_match": exact_match,
+        **scores,
+        "per_attribute": [{"id": 999_999, "name": "eating", **scores, "support": support}],
+    }
+
+
+def test_attributes_without_evidence_say_so(
+    project: Project, admin_user: User, synthetic: Any
+) -> None:
+    """Issue 17: a head scored where no attribute was ever recorded as yes showed accuracy
+    1.000 with precision and recall 0. Stored that way (before the fix) or as None (after),
+    the page says "no evidence yet" and shows none of those numbers."""
+    classifier, _ = synthetic
+    stored_before = _attribute_scores(1.0, 0.0, 0.0, support=0, exact_match=1.0)
+    stored_after = _attribute_scores(None, None, None, support=0, exact_match=None)
+    for stored in (stored_before, stored_after):
+        ClassifierVersion.objects.filter(pk=classifier.pk).update(attribute_metrics=stored)
+        html = _client(admin_user).get(reverse("project_model", args=[project.slug])).text
+        part = html.split('id="attribute-metrics"')[1].split("</table>")[0]
+        assert 'id="attribute-no-evidence"' in part
+        assert "1.000" not in part and "0.000" not in part
+        row = part.split("<td>eating</td>")[1].split("</tr>")[0]
+        assert row.count("no evidence yet") == 3 and row.endswith("<td>0</td>")
+    # With evidence the numbers show; a precision without any predicted yes does not.
+    ClassifierVersion.objects.filter(pk=classifier.pk).update(
+        attribute_metrics=_attribute_scores(0.75, None, 0.0, support=1, exact_match=0.5)
+    )
+    html = _client(admin_user).get(reverse("project_model", args=[project.slug])).text
+    part = html.split('id="attribute-metrics"')[1].split("</table>")[0]
+    assert 'id="attribute-no-evidence"' not in part and "Accuracy <b>0.750</b>" in part
+    row = part.split("<td>eating</td>")[1].split("</tr>")[0]
+    assert row.count("no evidence yet") == 1 and "<td>0.750</td>" in row
 
 
 def test_effort_shows_weeks_and_years_when_large(
@@ -552,7 +622,7 @@ def test_learning_settings_form_sets_effort_balance_and_ensemble(
         "oversample",
         4,
     )
-    html = client.get(reverse("project_detail", args=[project.slug])).text
+    html = client.get(reverse("project_settings", args=[project.slug])).text
     assert 'name="seconds_per_image" value="12.5"' in html
     assert '<option value="oversample" selected>' in html
     for bad in ({"seconds_per_image": "0"}, {"seconds_per_image": "3601"},
