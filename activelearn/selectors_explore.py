@@ -42,7 +42,7 @@ from activelearn.models import (
     RoundCrop,
 )
 from detector.models import Crop
-from projects.models import Project
+from projects.models import Project, Species
 
 # Label sources a filter can name: "none" is the empty source (no label at all).
 SOURCES = {"human": HUMAN, "auto": AUTO, "machine": MACHINE, "none": NO_LABEL}
@@ -250,7 +250,7 @@ def cursor_decode(*, sort: str, cursor: str) -> tuple[Any, int]:
 
 @dataclass(frozen=True)
 class ExplorePage:
-    """One page of crops (annotated, image and consensus loaded) and the next page's cursor
+    """One page of crops (annotated by ``final_label_annotate``) and the next page's cursor
     (None on the last page)."""
 
     crops: list[Crop]
@@ -265,15 +265,15 @@ def explore_page(
     sort: str = "id",
     cursor: str = "",
     limit: int = 60,
+    related: tuple[str, ...] = (),
 ) -> ExplorePage:
     """Up to ``limit`` crops matching ``filters`` after ``cursor``, in ``sort`` order, with
     ties broken by crop id: one query, whatever the page's depth. Walking ``next_cursor``
-    visits each crop once. CursorError for a bad sort or cursor."""
+    visits each crop once. ``related``: relations to load with them (``select_related``).
+    CursorError for a bad sort or cursor."""
     expression, descending = _sort_key(sort)
     crops = explore_queryset(project=project, filters=filters, classifier=classifier)
-    crops = crops.annotate(sort_key=expression).select_related(
-        "image", "detection", "consensus", "consensus__species"
-    )
+    crops = crops.annotate(sort_key=expression).select_related(*related)
     if cursor:
         key, crop_id = cursor_decode(sort=sort, cursor=cursor)
         if sort == "id":
@@ -311,7 +311,6 @@ def explore_page_offset(
     """The same crops as ``explore_page`` in id order, by OFFSET: the benchmark's baseline
     (the database reads and drops ``offset`` rows first)."""
     crops = explore_queryset(project=project, filters=filters, classifier=classifier)
-    crops = crops.select_related("image", "detection", "consensus", "consensus__species")
     return list(crops.order_by("id")[offset : offset + limit])
 
 
@@ -364,3 +363,53 @@ def verify_decisions_recent(*, project: Project, limit: int = 5) -> list[VerifyD
             )
         )
     return out
+
+
+@dataclass(frozen=True)
+class ImageBox:
+    """One detection box of an image, in image pixels, with its crop's final label (a box
+    below the project's thresholds has no active crop: ``crop_id`` None or ``active`` False).
+    """
+
+    detection_id: int
+    crop_id: int | None
+    active: bool
+    x: float
+    y: float
+    w: float
+    h: float
+    confidence: float
+    final_kind: str
+    final_species: str
+    final_source: str
+
+
+def image_boxes(*, crop: Crop, classifier: ClassifierVersion | None) -> list[ImageBox]:
+    """Every detection box of ``crop``'s image (image loaded), best first; three queries."""
+    image = crop.image
+    crops = {
+        c["detection_id"]: c
+        for c in final_label_annotate(
+            Crop.objects.filter(image=image), classifier=classifier
+        ).values("id", "detection_id", "active", "final_kind", "final_species_id", "final_source")  # type: ignore[misc]
+    }
+    names = {s.pk: s.name for s in Species.objects.filter(project_id=crop.project_id)}
+    boxes = []
+    for det in image.detections.order_by("-confidence", "id"):
+        row = crops.get(det.pk)
+        boxes.append(
+            ImageBox(
+                detection_id=det.pk,
+                crop_id=row["id"] if row else None,
+                active=bool(row and row["active"]),
+                x=det.x * image.width,
+                y=det.y * image.height,
+                w=det.w * image.width,
+                h=det.h * image.height,
+                confidence=det.confidence,
+                final_kind=row["final_kind"] if row else "",
+                final_species=names.get(row["final_species_id"], "") if row else "",
+                final_source=row["final_source"] if row else "",
+            )
+        )
+    return boxes

@@ -4,7 +4,7 @@ from django.urls import path, register_converter
 
 from annotator.api.api import api
 from annotator.numbers import IdConverter
-from annotator.views import exports, files, labelling, manage, project, tokens
+from annotator.views import explore, exports, files, labelling, manage, project, tokens
 
 # Ids in URLs are <id:...>: bounded to what the database stores (a larger one is a 404).
 register_converter(IdConverter, "id")
@@ -97,6 +97,11 @@ urlpatterns = [
     path(
         "p/<slug:slug>/export/camtrap-dp.zip", exports.export_camtrap_dp, name="export_camtrap_dp"
     ),
+    path("p/<slug:slug>/explore/", explore.explore, name="explore"),
+    path("p/<slug:slug>/explore/verify/", explore.explore_verify, name="explore_verify"),
+    path("p/<slug:slug>/explore/undo/", explore.explore_undo, name="explore_undo"),
+    path("p/<slug:slug>/explore/settings/", explore.explore_settings, name="explore_settings"),
+    path("p/<slug:slug>/explore/crops/<id:crop_id>/", explore.explore_crop, name="explore_crop"),
     path("p/<slug:slug>/crops/<id:crop_id>.jpg", files.crop_file, name="crop_file"),
     path("p/<slug:slug>/images/<id:image_id>", files.image_file, name="image_file"),
 ]

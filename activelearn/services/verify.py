@@ -148,3 +148,9 @@ def verification_undo(*, project: Project, decision: uuid.UUID) -> int:
         n = labels.update(undone_at=timezone.now())
         consensus_update(project=project, crop_ids=crop_ids)
     return n
+
+
+def explore_volunteers_set(*, project: Project, allowed: bool) -> None:
+    """Let volunteers look at the explore page (read-only), or stop them."""
+    project.explore_volunteers = allowed
+    project.save(update_fields=["explore_volunteers"])
