@@ -273,21 +273,33 @@ def explore_page(
     CursorError for a bad sort or cursor."""
     expression, descending = _sort_key(sort)
     crops = explore_queryset(project=project, filters=filters, classifier=classifier)
-    crops = crops.annotate(sort_key=expression).select_related(*related)
+    tie: Any = F("id")
+    if classifier is not None and filters.sources and set(filters.sources) <= {"auto", "machine"}:
+        # Only machine labels: the final label is the latest prediction's. The same conditions
+        # on the prediction's own columns let the database read the prediction index
+        # (classifier, species, confidence, crop) in order instead of sorting every match.
+        if filters.species_id is not None:
+            crops = crops.filter(Q(machine_species_id=filters.species_id))
+        if sort in ("confidence", "-confidence"):
+            expression, tie = F("machine_confidence"), F("latest__crop_id")
+    crops = crops.annotate(sort_key=expression, tie=tie)
+    if related:  # select_related() with no names would follow every foreign key
+        crops = crops.select_related(*related)
     if cursor:
         key, crop_id = cursor_decode(sort=sort, cursor=cursor)
         if sort == "id":
             crops = crops.filter(id__gt=crop_id)
         elif descending:
-            crops = crops.filter(Q(sort_key__lt=key) | Q(sort_key=key, id__lt=crop_id))
+            # The first condition repeats the second's bound, as a range an index can seek to.
+            crops = crops.filter(Q(sort_key__lte=key), Q(sort_key__lt=key) | Q(tie__lt=crop_id))
         else:
-            crops = crops.filter(Q(sort_key__gt=key) | Q(sort_key=key, id__gt=crop_id))
+            crops = crops.filter(Q(sort_key__gte=key), Q(sort_key__gt=key) | Q(tie__gt=crop_id))
     if sort == "id":
         order = ["id"]
     elif descending:
-        order = ["-sort_key", "-id"]
+        order = ["-sort_key", "-tie"]
     else:
-        order = ["sort_key", "id"]
+        order = ["sort_key", "tie"]
     rows: list[Crop] = list(crops.order_by(*order)[: limit + 1])
     more = len(rows) > limit
     rows = rows[:limit]

@@ -195,6 +195,9 @@ def test_filters_and_keyset_pages_match_brute_force(project: Project, seed: int)
         empty=rng.choice([None, True, False]),
         in_review=rng.choice([None, True, False]),
     )
+    if seed % 3 == 0:
+        # The "verify species X" view: its machine-only fast path (the prediction index).
+        filters = ExploreFilters(species_id=sp.pk, sources=["auto", "machine"])
     crops = {c.pk: c for c in Crop.objects.filter(pk__in=finals).select_related("image")}
     statuses = dict(Consensus.objects.values_list("crop_id", "status"))
 

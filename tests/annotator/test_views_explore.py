@@ -32,6 +32,10 @@ def _url(project: Project, name: str = "explore") -> str:
     return reverse(name, args=[project.slug])
 
 
+# A query string's parameters (mixed ints, strings and lists, as Client.get takes them).
+Params = dict[str, Any]
+
+
 def _shown(response: Any) -> list[int]:
     """Crop ids on an explore page, in order."""
     return [int(m) for m in re.findall(r'data-crop="(\d+)"', response.content.decode())]
@@ -41,13 +45,13 @@ def test_ecologist_filters_and_pages_the_crops(project: Project, ecologist: User
     _, crops = explore_world(project, n=12)
     fox = Species.objects.get(project=project, name="red fox")
     client = _client(ecologist)
-    response = client.get(_url(project), {"species": fox.pk, "source": "auto"})
+    response = client.get(_url(project), {"species": str(fox.pk), "source": "auto"})
     assert response.status_code == 200
     # Even crops are foxes; confidence >= 0.8 from the 8th crop on (0.5 + 0.49 i / 11).
     expected = [c.pk for i, c in enumerate(crops) if i % 2 == 0 and 0.5 + 0.49 * i / 11 >= 0.8]
     assert _shown(response) == expected
     low_first = client.get(
-        _url(project), {"species": fox.pk, "source": ["auto", "machine"], "sort": "confidence"}
+        _url(project), {"species": str(fox.pk), "source": ["auto", "machine"], "sort": "confidence"}
     )
     assert _shown(low_first) == [c.pk for i, c in enumerate(crops) if i % 2 == 0]
     assert b"Confirm machine label" in response.content
@@ -201,8 +205,8 @@ def test_api_crop_list_takes_the_same_filters(project: Project, ecologist: User)
     fox = Species.objects.get(project=project, name="red fox")
     client = _client(ecologist)
     url = reverse("api-v1:crops_page", args=[project.slug])
-    body = client.get(url, {"species": fox.pk, "source": "auto"}).json()
-    page = client.get(_url(project), {"species": fox.pk, "source": "auto"})
+    body = client.get(url, {"species": str(fox.pk), "source": "auto"}).json()
+    page = client.get(_url(project), {"species": str(fox.pk), "source": "auto"})
     assert [row["crop_id"] for row in body["items"]] == _shown(page)
     assert {row["final_label"]["source"] for row in body["items"]} == {"auto"}
     ranged = client.get(url, {"confidence_min": "0.6", "confidence_max": "0.7"}).json()
@@ -237,7 +241,7 @@ def test_api_bad_filters_are_a_400_that_says_which(
 def _query_counts(client: Client, slug: str, species_id: int) -> tuple[int, int, int]:
     """Queries of the explore page (unfiltered and 'verify species'), and of the API list."""
     out = []
-    for url, query in (
+    cases: tuple[tuple[str, Params], ...] = (
         (reverse("explore", args=[slug]), {}),
         (
             reverse("explore", args=[slug]),
@@ -247,7 +251,8 @@ def _query_counts(client: Client, slug: str, species_id: int) -> tuple[int, int,
             reverse("api-v1:crops_page", args=[slug]),
             {"species": species_id, "source": ["auto", "machine"], "confidence_min": "0.1"},
         ),
-    ):
+    )
+    for url, query in cases:
         with CaptureQueriesContext(connection) as queries:
             response = client.get(url, query)
         assert response.status_code == 200, response.content[:300]
