@@ -14,7 +14,9 @@ them):
   before the page, so its cost grows with the depth; spread samples give its distribution over
   the walk);
 - ``verify``: the "verify species X" view (one species' auto and machine labels, lowest
-  confidence first), its first VERIFY_PAGES pages by keyset.
+  confidence first), its first VERIFY_PAGES pages by keyset;
+- ``keyset_small``: the same keyset pages of a project of SMALL crops built the same way in
+  the same database, walked REPEATS times: "a million crops page as fast as a hundred".
 
 ``value`` is the keyset p95 (ms per page), ``baseline`` OFFSET's p95 over the sampled depths.
 N is 100,000 by default (about a minute in all on 2 cores);
@@ -37,6 +39,7 @@ N_CROPS = int(os.environ.get("TRAPWISE_BENCH_EXPLORE_CROPS", "100000"))
 PAGE = 60  # the explore page's size (annotator.views.explore.PAGE_SIZE)
 SAMPLES = 100
 VERIFY_PAGES = 20
+SMALL, REPEATS = 100, 50
 SEED = 0
 WORK = BENCH_DIR / "explore_paging"
 
@@ -90,6 +93,7 @@ def main(n_crops: int | None = None) -> None:
     start = time.perf_counter()
     admin = User.objects.create_user(username="bench-admin", password="unused")
     _project(slug="explore", n_crops=n_crops, admin=admin, rng=np.random.default_rng(SEED))
+    _project(slug="small", n_crops=SMALL, admin=admin, rng=np.random.default_rng(SEED))
     setup_s = time.perf_counter() - start
     project = Project.objects.get(slug="explore")
     classifier = classifier_latest(project=project)
@@ -124,7 +128,26 @@ def main(n_crops: int | None = None) -> None:
         limit_pages=VERIFY_PAGES,
     )
 
-    figures = {"keyset": _ms(keyset), "offset": _ms(offset), "verify": _ms(verify)}
+    small = Project.objects.get(slug="small")
+    small_classifier = classifier_latest(project=small)
+    keyset_small: list[float] = []
+    for _ in range(REPEATS):
+        seconds, seen = _walk(
+            project=small,
+            filters=everything,
+            classifier=small_classifier,
+            sort="id",
+            limit_pages=None,
+        )
+        assert seen == SMALL, seen
+        keyset_small += seconds
+
+    figures = {
+        "keyset": _ms(keyset),
+        "offset": _ms(offset),
+        "verify": _ms(verify),
+        "keyset_small": _ms(keyset_small),
+    }
     for name, row in figures.items():
         print(f"{name:8s} " + "  ".join(f"{k} {v:.2f}" for k, v in row.items()))
     path = result_write(
@@ -138,6 +161,7 @@ def main(n_crops: int | None = None) -> None:
             "page": PAGE,
             "offset_samples": len(depths),
             "verify_pages": VERIFY_PAGES,
+            "small_crops": SMALL,
             "database": "sqlite",
             "setup_s": round(setup_s, 1),
         },
