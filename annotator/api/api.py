@@ -38,6 +38,7 @@ from annotator.api.schemas import (
     AttributeOut,
     CropPageOut,
     ErrorOut,
+    FinalSource,
     Id,
     LabelIn,
     LabelOut,
@@ -380,17 +381,21 @@ def crops_page(
     slug: str,
     cursor: int = Query(0, ge=0, le=MAX_ID),  # noqa: B008
     limit: int = Query(100, ge=1, le=CROPS_LIMIT_MAX),  # noqa: B008
-    source: list[str] = Query(  # noqa: B008
-        [], description="Final label source: human, auto, machine or none (repeat for several)."
+    source: list[FinalSource] = Query(  # noqa: B008
+        [], description="Final label source (repeat for several): human, auto, machine, none."
     ),
-    species: str | None = Query(None, description="Final species: a species id."),  # noqa: B008
-    confidence_min: str | None = Query(  # noqa: B008
-        None, description="Lowest final confidence (0 to 1; the humans' agreement for human)."
+    species: Id | None = Query(None, description="Final species: one of the project's."),  # noqa: B008
+    confidence_min: float | None = Query(  # noqa: B008
+        None, ge=0, le=1, description="Lowest final confidence (the humans' agreement for human)."
     ),
-    confidence_max: str | None = Query(None, description="Highest final confidence (0 to 1)."),  # noqa: B008
-    round: str | None = Query(None, description="Crops picked in this round (its number)."),  # noqa: B008
+    confidence_max: float | None = Query(  # noqa: B008
+        None, ge=0, le=1, description="Highest final confidence."
+    ),
+    round: Id | None = Query(None, description="Crops picked in this round (its number)."),  # noqa: B008
     event: str | None = Query(  # noqa: B008
-        None, description="Capture event: a sequence id, or image-<id> for an image without one."
+        None,
+        max_length=220,
+        description="Capture event: a sequence id, or image-<id> for an image without one.",
     ),
 ) -> dict[str, Any]:
     """Every crop with its human and machine labels, as the CSV export (admins, ecologists),

@@ -218,24 +218,41 @@ def test_api_crop_list_takes_the_same_filters(project: Project, ecologist: User)
 
 
 @pytest.mark.parametrize(
-    ("query", "says"),
+    ("query", "status", "says"),
     [
-        ({"source": "robot"}, "source"),
-        ({"species": "abc"}, "species"),
-        ({"confidence_min": "1.5"}, "confidence_min"),
-        ({"confidence_max": "nan"}, "confidence_max"),
-        ({"round": "-3"}, "round"),
-        ({"event": "x" * 300}, "event"),
+        # What the description says (types, ranges): 422, naming the parameter.
+        ({"source": "robot"}, 422, "source"),
+        ({"species": "abc"}, 422, "species"),
+        ({"confidence_min": "1.5"}, 422, "confidence_min"),
+        ({"confidence_max": "nan"}, 422, "confidence_max"),
+        ({"round": "-3"}, 422, "round"),
+        ({"event": "x" * 300}, 422, "event"),
+        # What only the project knows, or needs two filters: 400.
+        ({"species": "999999"}, 400, "species"),
+        ({"confidence_min": "0.9", "confidence_max": "0.1"}, 400, "Confidence from"),
+        ({"event": "a\x00b"}, 400, "event"),
     ],
 )
-def test_api_bad_filters_are_a_400_that_says_which(
-    project: Project, ecologist: User, query: dict[str, str], says: str
+def test_api_bad_filters_are_refused_saying_which(
+    project: Project, ecologist: User, query: dict[str, str], status: int, says: str
 ) -> None:
     explore_world(project, n=2)
     response = _client(ecologist).get(reverse("api-v1:crops_page", args=[project.slug]), query)
-    assert response.status_code == 400
+    assert response.status_code == status
     detail = response.json()["detail"]
-    assert detail.startswith("Invalid filter:") and says in detail
+    assert says in detail
+    if status == 400:
+        assert detail.startswith("Invalid filter:")
+
+
+def test_api_refuses_a_species_of_another_project(
+    project: Project, ecologist: User, foreign: tuple[Project, Species, Crop]
+) -> None:
+    explore_world(project, n=2)
+    _, wolf, _ = foreign
+    url = reverse("api-v1:crops_page", args=[project.slug])
+    response = _client(ecologist).get(url, {"species": str(wolf.pk)})
+    assert response.status_code == 400 and "species" in response.json()["detail"]
 
 
 def _query_counts(client: Client, slug: str, species_id: int) -> tuple[int, int, int]:
