@@ -339,6 +339,14 @@ class Prediction(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["classifier", "crop"], name="prediction_unique"),
         ]
+        # The explore page's "verify species X": one species' machine labels in confidence
+        # order, read from the index a page at a time (activelearn.selectors_explore).
+        indexes = [
+            models.Index(
+                fields=["classifier", "species", "confidence", "crop"],
+                name="prediction_species_conf",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"crop {self.crop_id}: species {self.species_id} ({self.confidence:.2f})"

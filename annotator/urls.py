@@ -6,6 +6,7 @@ from annotator.api.api import api
 from annotator.numbers import IdConverter
 from annotator.views import (
     empties,
+    explore,
     exports,
     files,
     guide,
@@ -129,6 +130,11 @@ urlpatterns = [
         empties.count_correct_view,
         name="count_correct",
     ),
+    path("p/<slug:slug>/explore/", explore.explore, name="explore"),
+    path("p/<slug:slug>/explore/verify/", explore.explore_verify, name="explore_verify"),
+    path("p/<slug:slug>/explore/undo/", explore.explore_undo, name="explore_undo"),
+    path("p/<slug:slug>/explore/settings/", explore.explore_settings, name="explore_settings"),
+    path("p/<slug:slug>/explore/crops/<id:crop_id>/", explore.explore_crop, name="explore_crop"),
     path("p/<slug:slug>/crops/<id:crop_id>.jpg", files.crop_file, name="crop_file"),
     path("p/<slug:slug>/images/<id:image_id>", files.image_file, name="image_file"),
 ]

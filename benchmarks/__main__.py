@@ -1,8 +1,10 @@
 """Run every benchmark (`python -m benchmarks`, what `make bench` does), or the ones named
-(`python -m benchmarks learning_core kcenter`)."""
+(`python -m benchmarks learning_core kcenter`). ``--crops N`` sets explore_paging's crop count
+(`python -m benchmarks explore_paging --crops 1000000`)."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable
 
@@ -11,6 +13,7 @@ from benchmarks import (
     classifier_loop,
     crop_geometry,
     embedding_speed,
+    explore_paging,
     export_stream,
     kcenter,
     learning_core,
@@ -23,6 +26,7 @@ BENCHMARKS: dict[str, Callable[[], None]] = {
     "kcenter": kcenter.main,
     "classifier_loop": classifier_loop.main,
     "export_stream": export_stream.main,
+    "explore_paging": explore_paging.main,
     "offline_detector": offline_detector.main,
     "embedding_speed": embedding_speed.main,
     "reembed": reembed.main,
@@ -34,7 +38,13 @@ BENCHMARKS: dict[str, Callable[[], None]] = {
 
 
 def main() -> None:
-    names = sys.argv[1:] or list(BENCHMARKS)
+    parser = argparse.ArgumentParser(description="Run Trapwise's benchmarks.")
+    parser.add_argument("names", nargs="*", help="benchmarks to run (all when none)")
+    parser.add_argument("--crops", type=int, help="explore_paging's crop count")
+    args = parser.parse_args(sys.argv[1:])
+    if args.crops is not None:
+        explore_paging.N_CROPS = args.crops
+    names = args.names or list(BENCHMARKS)
     unknown = [name for name in names if name not in BENCHMARKS]
     if unknown:
         sys.exit(f"unknown benchmark {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")

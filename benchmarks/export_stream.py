@@ -42,6 +42,7 @@ import tracemalloc
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -67,18 +68,18 @@ EXPORTS = {
 MEASURED = os.environ.get("TRAPWISE_BENCH_EXPORTS", ",".join(EXPORTS)).split(",")
 
 
-def _django() -> None:
-    """Point Django at a fresh SQLite database under WORK, then migrate; DEBUG off.
+def _django(work: Path = WORK) -> None:
+    """Point Django at a fresh SQLite database under ``work``, then migrate; DEBUG off.
 
     Under ``python -m benchmarks`` an earlier benchmark of the same process may have set Django
     up on its own SQLite database: the default connection is then pointed here instead.
     """
-    shutil.rmtree(WORK, ignore_errors=True)
-    WORK.mkdir(parents=True)
-    database = str((WORK / "db.sqlite3").resolve())
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    database = str((work / "db.sqlite3").resolve())
     os.environ["DATABASE_URL"] = f"sqlite:///{database}"
-    os.environ["TRAPWISE_DATA_DIR"] = str((WORK / "data").resolve())
-    os.environ["MEDIA_ROOT"] = str((WORK / "media").resolve())
+    os.environ["TRAPWISE_DATA_DIR"] = str((work / "data").resolve())
+    os.environ["MEDIA_ROOT"] = str((work / "media").resolve())
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "annotator.settings")
     import django
     from django.apps import apps
@@ -207,10 +208,10 @@ def _project(*, slug: str, n_crops: int, admin: Any, rng: np.random.Generator) -
         _insert(
             Crop,
             ("id", "project_id", "image_id", "detection_id", "file", "padding", "active")
-            + ("created_at",),
+            + ("created_at", "shape"),
             (
                 (crop0 + i, project.pk, image0 + i // CROPS_PER_IMAGE, detection0 + i)
-                + (f"crops/{slug}/{i}.jpg", 0.1, True, now)
+                + (f"crops/{slug}/{i}.jpg", 0.1, True, now, "box")
                 for i in range(n_crops)
             ),
         )

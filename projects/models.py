@@ -106,6 +106,9 @@ class Project(models.Model):
     )
     # Average the probabilities of the newest K classifiers (the preprint's S.2); 1 = one model.
     ensemble_size = models.PositiveSmallIntegerField(default=1)
+    # Whether volunteers may look at the explore page (read-only); admins and ecologists always
+    # may, and only they verify.
+    explore_volunteers = models.BooleanField(default=False)
     # Volunteer time per image, for the "effort saved" estimate on the project page.
     seconds_per_image = models.FloatField(default=10.0)
     created_by = models.ForeignKey(

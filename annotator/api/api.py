@@ -38,6 +38,7 @@ from annotator.api.schemas import (
     AttributeOut,
     CropPageOut,
     ErrorOut,
+    FinalSource,
     Id,
     LabelIn,
     LabelOut,
@@ -51,6 +52,7 @@ from annotator.api.schemas import (
 )
 from annotator.api.selectors import crop_cards, crop_rows_page, round_list
 from annotator.file_responses import crop_file_response, image_file_response
+from annotator.forms_explore import ExploreFilterError, explore_filters_parse
 from annotator.middleware import database_unavailable_response
 from annotator.numbers import MAX_ID
 from annotator.selectors import project_get_for_user, project_list_for_user, project_status
@@ -369,19 +371,47 @@ _FILE_200 = {
 }
 
 
-@api.get("/projects/{slug}/crops", response={200: CropPageOut, **_ERRORS}, tags=["export"])
+@api.exception_handler(ExploreFilterError)
+def _bad_filter(request: HttpRequest, exc: ExploreFilterError) -> HttpResponse:
+    return api.create_response(request, {"detail": f"Invalid filter: {exc}"}, status=400)
+
+
+@api.get(
+    "/projects/{slug}/crops",
+    response={200: CropPageOut, 400: ErrorOut, **_ERRORS},
+    tags=["export"],
+)
 def crops_page(
     request: HttpRequest,
     slug: str,
     cursor: int = Query(0, ge=0, le=MAX_ID),  # noqa: B008
     limit: int = Query(100, ge=1, le=CROPS_LIMIT_MAX),  # noqa: B008
+    source: list[FinalSource] = Query(  # noqa: B008
+        [], description="Final label source (repeat for several): human, auto, machine, none."
+    ),
+    species: Id | None = Query(None, description="Final species: one of the project's."),  # noqa: B008
+    confidence_min: float | None = Query(  # noqa: B008
+        None, ge=0, le=1, description="Lowest final confidence (the humans' agreement for human)."
+    ),
+    confidence_max: float | None = Query(  # noqa: B008
+        None, ge=0, le=1, description="Highest final confidence."
+    ),
+    round: Id | None = Query(None, description="Crops picked in this round (its number)."),  # noqa: B008
+    event: str | None = Query(  # noqa: B008
+        None,
+        max_length=220,
+        description="Capture event: a sequence id, or image-<id> for an image without one.",
+    ),
 ) -> dict[str, Any]:
-    """Every crop with its human and machine labels, as the CSV export (admins, ecologists).
+    """Every crop with its human and machine labels, as the CSV export (admins, ecologists),
+    filtered as on the explore page.
 
-    Pages are in crop-id order; pass ``next_cursor`` back as ``cursor`` until it is null.
+    Pages are in crop-id order; pass ``next_cursor`` back as ``cursor`` (with the same
+    filters) until it is null. A bad filter value is a 400 that says which and why.
     """
     project, _ = _project(request, slug, roles=EXPORTERS)
-    page = crop_rows_page(project=project, after=cursor, limit=limit)
+    filters = explore_filters_parse(project=project, query=request.GET)
+    page = crop_rows_page(project=project, after=cursor, limit=limit, filters=filters)
     return {
         "items": [
             {

@@ -14,6 +14,8 @@ from annotator.numbers import MAX_ID
 
 # An id the databases can store (bigint): a larger one is refused (422) before any query.
 Id = Annotated[int, Field(ge=1, le=MAX_ID)]
+# A crop list filter: the final label's source (activelearn.selectors_explore.SOURCES).
+FinalSource = Literal["human", "auto", "machine", "none"]
 # Most attribute ids on one label (a project has a handful).
 ATTRIBUTES_MAX = 50
 

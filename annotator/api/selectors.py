@@ -22,6 +22,7 @@ from activelearn.final_labels import (
 )
 from activelearn.models import Consensus, Prediction, Round, RoundCrop
 from activelearn.selectors import audit_crop_ids, classifier_latest
+from activelearn.selectors_explore import ExploreFilters, explore_page
 from annotator.api.services import api_key_hash
 from annotator.exports import attribute_names, consensus_of
 from annotator.models import ApiToken
@@ -192,24 +193,30 @@ class CropPage:
     next_cursor: int | None
 
 
-def crop_rows_page(*, project: Project, after: int, limit: int) -> CropPage:
-    """Up to ``limit`` crop rows with ids above ``after``, in id order (keyset pagination).
+def crop_rows_page(
+    *, project: Project, after: int, limit: int, filters: ExploreFilters | None = None
+) -> CropPage:
+    """Up to ``limit`` crop rows with ids above ``after`` matching ``filters``, in id order
+    (keyset pagination).
 
     The crops and the final label are the crop CSV export's (``annotator.exports``): active
-    crops, and inactive ones with a human vote (labels are never dropped). Walking
+    crops, and inactive ones with a human vote (labels are never dropped). The crops and the
+    filters are the explore page's (``activelearn.selectors_explore.explore_page``). Walking
     ``next_cursor`` from 0 visits each exactly once, even while crops are added. Five queries,
     whatever ``limit``.
     """
-    crops = list(
-        Crop.objects.filter(project=project, id__gt=after)
-        .filter(Q(active=True) | Q(consensus__isnull=False))
-        .select_related("image", "detection", "consensus", "consensus__species")
-        .order_by("id")[: limit + 1]
-    )
-    more = len(crops) > limit
-    crops = crops[:limit]
-    ids = [crop.pk for crop in crops]
     classifier = classifier_latest(project=project)
+    page = explore_page(
+        project=project,
+        filters=filters or ExploreFilters(),
+        classifier=classifier,
+        sort="id",
+        cursor=str(after) if after else "",
+        limit=limit,
+        related=("image", "detection", "consensus", "consensus__species"),
+    )
+    crops = page.crops
+    ids = [crop.pk for crop in crops]
     predictions = (
         {
             p.crop_id: p
@@ -280,4 +287,6 @@ def crop_rows_page(*, project: Project, after: int, limit: int) -> CropPage:
                 ),
             )
         )
-    return CropPage(items=rows, next_cursor=ids[-1] if more else None)
+    return CropPage(
+        items=rows, next_cursor=int(page.next_cursor) if page.next_cursor is not None else None
+    )

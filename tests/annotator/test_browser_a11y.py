@@ -151,6 +151,8 @@ PAGES: dict[str, tuple[Role | None, str, str]] = {
     "empties": (Role.VOLUNTEER, "/p/{slug}/empties/", "empties"),
     # {image}: the first image with a box; the admin also sees the count correction.
     "boxes": (Role.ADMIN, "/p/{slug}/images/{image}/boxes/", "empties"),
+    "explore": (Role.ECOLOGIST, "/p/{slug}/explore/", "classifier"),
+    "explore_crop": (Role.ECOLOGIST, "/p/{slug}/explore/crops/{crop}/", "classifier"),
 }
 
 
@@ -181,10 +183,12 @@ def test_page_has_no_serious_axe_violation_nor_csp_violation(
     users = {Role.ADMIN: admin_user, Role.VOLUNTEER: volunteer, Role.ECOLOGIST: ecologist}
     if role is not None:
         browser_login(page, live_server, users[role])
-    # {species}: the project's first species (the field guide shows its examples).
+    # {species}: the project's first species (the field guide shows its examples); {image}: the
+    # first image with a box; {crop}: the project's first crop (the explore page's crop view).
     species = project.species.order_by("pk").values_list("pk", flat=True).first()
     image = project.crops.values_list("image_id", flat=True).first()
-    url = live_server.url + path.format(slug=project.slug, species=species, image=image)
+    crop = project.crops.order_by("id").values_list("id", flat=True).first() or 1
+    url = live_server.url + path.format(slug=project.slug, species=species, image=image, crop=crop)
     _a11y_and_csp_check(page, url, console)
 
 
