@@ -173,8 +173,8 @@ def test_empties_page_answer_flow_and_refusals(
         == 302
     )
     assert 'id="unboxed"' not in client.get(url).text
-    # The project page's block shows the rate with its interval.
-    html = _client(admin_user).get(reverse("project_detail", args=[project.slug])).text
+    # The data page's block shows the rate with its interval.
+    html = _client(admin_user).get(reverse("project_data", args=[project.slug])).text
     assert 'id="missed-rate">1.000<' in html and 'id="missed-low">0.207<' in html
 
 

@@ -89,6 +89,12 @@ URL_TABLE: dict[str, Rule] = {
     "label_grid": Rule(get=LABELLERS, post=LABELLERS),
     "label_undo": Rule(get=None, post=LABELLERS),
     "label_event": Rule(get=LABELLERS, post=LABELLERS),
+    # Volunteers explore only when the admin allows it (off here, the default).
+    "explore": Rule(get=EXPORTERS, post=None),
+    "explore_crop": Rule(get=EXPORTERS, post=None),
+    "explore_verify": Rule(get=None, post=EXPORTERS),
+    "explore_undo": Rule(get=None, post=EXPORTERS),
+    "explore_settings": Rule(get=None, post=ADMIN),
     "field_guide": Rule(get=LABELLERS, post=None),
     "review": Rule(get=ADMIN, post=ADMIN),
     "consensus_settings": Rule(get=None, post=ADMIN),

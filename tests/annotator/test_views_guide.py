@@ -307,10 +307,11 @@ def test_anchoring_counts_votes_with_machine_suggestions(
     # Only crop 1 is decided (by two votes): both its labels took the first, both right.
     assert (got.first_right.hits, got.first_right.n) == (2, 2)
     assert (got.machine_right.hits, got.machine_right.n) == (2, 2)
-    page = _client(admin_user).get(reverse("project_detail", args=[ingested_project.slug])).text
+    # On the model page, which volunteers do not read.
+    page = _client(admin_user).get(reverse("project_model", args=[ingested_project.slug])).text
     assert 'id="anchoring"' in page and "3 / 4" in page
-    volunteer_page = _client(volunteer).get(reverse("project_detail", args=[ingested_project.slug]))
-    assert 'id="anchoring"' not in volunteer_page.text
+    volunteer_page = _client(volunteer).get(reverse("project_model", args=[ingested_project.slug]))
+    assert volunteer_page.status_code == 404 and 'id="anchoring"' not in volunteer_page.text
 
 
 @pytest.mark.parametrize(
