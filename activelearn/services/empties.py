@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from activelearn.empties import sample_stratified
 from activelearn.models import CountCorrection, EmptyCheck
+from activelearn.services.locks import empty_check_lock, project_lock
 from projects.models import Image, Project, Species
 from projects.sequences import capture_event
 
@@ -39,7 +40,7 @@ def empty_sample_draw(
     seed = secrets.randbelow(2**31) if seed is None else seed
     with transaction.atomic():
         # One draw at a time per project, or two could pick the same image.
-        Project.objects.select_for_update().filter(pk=project.pk).first()
+        project_lock(project_id=project.pk)
         by_camera: dict[str, list[int]] = defaultdict(list)
         rows = Image.objects.filter(
             project=project, is_empty=True, empty_check__isnull=True
@@ -64,7 +65,7 @@ def empty_check_answer(
     answered (the first answer holds: the rate counts each image once).
     """
     with transaction.atomic():
-        check = EmptyCheck.objects.select_for_update().filter(project=project, pk=check_id).first()
+        check = empty_check_lock(project_id=project.pk, check_id=check_id)
         if check is None:
             raise CheckError("no such check in this project")
         if check.has_animal is not None:

@@ -18,6 +18,10 @@ Locks, outermost first:
    merging species and removing attributes in ``activelearn.services.species``). Defined in
    ``projects.locks``, the ground app, so that ``projects.services`` can take it.
 
+6. ``empty_check_lock``: one check of a detector-empty image, taken alone by
+   ``empty_check_answer`` (the first answer holds). Drawing a sample of empties takes
+   ``project_lock`` alone (one draw at a time per project).
+
 Why this order cannot deadlock: two transactions deadlock only when each holds a lock the other
 waits for. Each transaction here takes its locks in the order above, so whoever holds a later
 lock never waits for an earlier one; among crops, the one holding the higher id never waits for
@@ -50,7 +54,7 @@ from contextlib import contextmanager
 
 from django.db import connection, transaction
 
-from activelearn.models import Label, Round
+from activelearn.models import EmptyCheck, Label, Round
 from detector.models import Crop
 
 # The project row lock lives on the ground floor, where the project edits take it too; it is
@@ -62,6 +66,7 @@ __all__ = [
     "RETRAIN_LOCK_KEY",
     "claims_user_lock",
     "crops_lock",
+    "empty_check_lock",
     "label_latest_lock",
     "project_lock",
     "retrain_lock",
@@ -141,3 +146,10 @@ def round_lock(*, round_id: int) -> bool:
     """
     locked = Round.objects.select_for_update().filter(pk=round_id, status=Round.Status.OPEN)
     return bool(list(locked.values_list("pk", flat=True)))
+
+
+def empty_check_lock(*, project_id: int, check_id: int) -> EmptyCheck | None:
+    """Lock one empty-image check of the project until the transaction ends and return it
+    (None: no such check in this project). Two answers to one check queue here, so the second
+    one sees the first and is refused."""
+    return EmptyCheck.objects.select_for_update().filter(project_id=project_id, pk=check_id).first()
