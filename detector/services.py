@@ -21,6 +21,7 @@ from PIL import Image as PILImage
 from detector.base import Box, Detector, DetectorError, ImageDetections
 from detector.crops import crop_box, image_upright
 from detector.models import Crop, Detection
+from projects.locks import image_lock
 from projects.models import Image, Project
 from projects.safe_files import file_open_regular
 from projects.sequences import capture_event
@@ -366,9 +367,7 @@ def box_draw(
         raise BoxError("the image has not been through the detector yet")
     now = timezone.now()
     with transaction.atomic():
-        # One box change of an image at a time: two people redrawing the same box must not both
-        # drop it and leave two replacements.
-        image = Image.objects.select_for_update().select_related("project").get(pk=image.pk)
+        image = image_lock(image_id=image.pk)
         if replaces is not None:
             _box_live(replaces, image=image)
             Detection.objects.filter(pk=replaces.pk).update(dropped_by=user, dropped_at=now)
@@ -398,9 +397,7 @@ def box_drop(*, detection: Detection, user: User) -> None:
     image's count and empty flag follow. Raises BoxError, writing nothing, for a box already
     dropped."""
     with transaction.atomic():
-        image = (
-            Image.objects.select_for_update().select_related("project").get(pk=detection.image_id)
-        )
+        image = image_lock(image_id=detection.image_id)
         _box_live(detection, image=image)
         Detection.objects.filter(pk=detection.pk).update(dropped_by=user, dropped_at=timezone.now())
         _image_crops_derive(project=image.project, image=image, report=DeriveReport())

@@ -22,6 +22,10 @@ Locks, outermost first:
    ``empty_check_answer`` (the first answer holds). Drawing a sample of empties takes
    ``project_lock`` alone (one draw at a time per project).
 
+7. ``image_lock`` (``projects.locks``): an image row, taken first by the box edits
+   (``detector.services.box_draw``/``box_drop``), which then write that image's detections and
+   crops. No vote or review locks an image, so a vote holding crops never waits for one.
+
 Why this order cannot deadlock: two transactions deadlock only when each holds a lock the other
 waits for. Each transaction here takes its locks in the order above, so whoever holds a later
 lock never waits for an earlier one; among crops, the one holding the higher id never waits for

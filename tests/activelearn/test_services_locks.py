@@ -91,6 +91,17 @@ def test_only_the_locks_module_takes_row_locks() -> None:
                 assert path.name == "claims.py" and "skip_locked=True" in line, (path.name, line)
 
 
+def test_detector_and_embeddings_take_row_locks_only_through_named_locks() -> None:
+    """The box edits lock their image through ``projects.locks.image_lock``, whose place in the
+    order ``activelearn.services.locks`` documents; no other module below takes a row lock."""
+    root = PACKAGE.parent.parent
+    for package in ("detector", "embeddings"):
+        for path in sorted((root / package).rglob("*.py")):
+            if "migrations" in path.parts:
+                continue
+            assert "select_for_update(" not in path.read_text(), path
+
+
 def _imported(node: ast.Import | ast.ImportFrom) -> list[str]:
     if isinstance(node, ast.Import):
         return [alias.name for alias in node.names]
