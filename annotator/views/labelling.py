@@ -50,6 +50,10 @@ from projects.models import LABELLERS, Project, Role, Species
 GRID_SIZE = 25
 
 
+# The most crops the labelling page remembers as skipped in a round, per browser session.
+SKIPPED_MAX = 500
+
+
 def _skipped_key(round_: Round | None) -> str:
     return f"skipped-{round_.pk}" if round_ else "skipped"
 
@@ -93,7 +97,10 @@ def _label_post(
     crop_id = form.cleaned_data["crop_id"]
     if form.cleaned_data["kind"] == SKIP:
         key = _skipped_key(open_round)
-        request.session[key] = [*request.session.get(key, []), crop_id]
+        # The newest SKIPPED_MAX distinct ids, so that posting skips cannot grow the session
+        # without bound (the API's `skip` has the same bound).
+        kept = [c for c in request.session.get(key, []) if c != crop_id]
+        request.session[key] = [*kept, crop_id][-SKIPPED_MAX:]
         if open_round is not None:
             crop_claim_release(round_=open_round, user=request_user(request), crop_id=crop_id)
         return redirect("label", slug=project.slug)

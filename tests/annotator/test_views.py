@@ -225,6 +225,25 @@ def test_volunteer_labels_and_skips(
     )
 
 
+def test_skipped_crops_are_remembered_once_each_and_boundedly(
+    open_round: Round, ingested_project: Project, volunteer: User
+) -> None:
+    from annotator.views.labelling import SKIPPED_MAX
+
+    client = _client(volunteer)
+    url = reverse("label", args=[ingested_project.slug])
+    first = open_round.items.order_by("position")[0].crop_id
+    for _ in range(3):
+        client.post(url, {"crop_id": first, "choice": "skip"})
+    key = f"skipped-{open_round.pk}"
+    assert client.session[key] == [first]
+    for crop_id in range(1, SKIPPED_MAX + 50):
+        client.post(url, {"crop_id": crop_id, "choice": "skip"})
+    skipped = client.session[key]
+    assert len(skipped) == SKIPPED_MAX and skipped[-1] == SKIPPED_MAX + 49
+    assert not Label.objects.exists()
+
+
 def test_label_for_crop_of_other_project_is_refused(
     open_round: Round, ingested_project: Project, admin_user: User, volunteer: User
 ) -> None:
