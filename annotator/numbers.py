@@ -14,6 +14,10 @@ from django.urls.converters import IntConverter
 
 # The largest id the databases store (a signed 64-bit bigint).
 MAX_ID = 2**63 - 1
+# The most crop ids a volunteer's skip list holds: one GET .../next of the API (its query string
+# holds at most DATA_UPLOAD_MAX_NUMBER_FIELDS parameters in all) and the labelling page's
+# session list of a round both keep at most this many.
+SKIP_MAX = 500
 
 _INT = re.compile(r"[+-]?[0-9]+")
 _ID = re.compile(r"[0-9]{1,19}")

@@ -54,7 +54,7 @@ from annotator.api.selectors import crop_cards, crop_rows_page, round_list
 from annotator.file_responses import crop_file_response, image_file_response
 from annotator.forms_explore import ExploreFilterError, explore_filters_parse
 from annotator.middleware import database_unavailable_response
-from annotator.numbers import MAX_ID
+from annotator.numbers import MAX_ID, SKIP_MAX
 from annotator.selectors import project_get_for_user, project_list_for_user, project_status
 from detector.models import Crop
 from projects.models import EXPORTERS, LABELLERS, Attribute, Image, Project, Role, Species
@@ -79,9 +79,8 @@ _ERRORS: dict[int, Any] = {
     422: ValidationErrorOut,
 }
 NEXT_LIMIT_MAX = 50
-# Crop ids one GET .../next may skip (the query string holds at most
-# DATA_UPLOAD_MAX_NUMBER_FIELDS parameters in all).
-NEXT_SKIP_MAX = 500
+# Crop ids one GET .../next may skip.
+NEXT_SKIP_MAX = SKIP_MAX
 _SLUG = re.compile(r"[-a-zA-Z0-9_]{1,200}")
 CROPS_LIMIT_MAX = 500
 

@@ -41,6 +41,7 @@ from annotator.forms import (
     ReviewForm,
     suggestions_sign,
 )
+from annotator.numbers import SKIP_MAX
 from annotator.selectors import project_get_for_user
 from annotator.views._common import request_user
 from detector.models import Crop
@@ -51,7 +52,7 @@ GRID_SIZE = 25
 
 
 # The most crops the labelling page remembers as skipped in a round, per browser session.
-SKIPPED_MAX = 500
+SKIPPED_MAX = SKIP_MAX
 
 
 def _skipped_key(round_: Round | None) -> str:
@@ -98,7 +99,7 @@ def _label_post(
     if form.cleaned_data["kind"] == SKIP:
         key = _skipped_key(open_round)
         # The newest SKIPPED_MAX distinct ids, so that posting skips cannot grow the session
-        # without bound (the API's `skip` has the same bound).
+        # without bound.
         kept = [c for c in request.session.get(key, []) if c != crop_id]
         request.session[key] = [*kept, crop_id][-SKIPPED_MAX:]
         if open_round is not None:
