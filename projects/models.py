@@ -141,10 +141,36 @@ class Membership(models.Model):
         return f"{self.user} is {self.role} of {self.project}"
 
 
+class TaxonRank(models.TextChoices):
+    """The ranks a project's taxa may have, from the most to the least specific."""
+
+    SPECIES = "species", "Species"
+    GENUS = "genus", "Genus"
+    FAMILY = "family", "Family"
+    ORDER = "order", "Order"
+    CLASS = "class", "Class"
+
+
 class Species(models.Model):
+    """A taxon volunteers may answer with: a species, or a higher taxon ("rodent", "bird").
+
+    ``name`` is the label the pages show (usually the common name); ``scientific_name`` is
+    what Camtrap DP publishes. Higher taxa (``rank`` above species) are answers for the unsure:
+    see the README on how they train.
+    """
+
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="species")
     name = models.CharField(max_length=200)
     position = models.PositiveIntegerField(default=0)
+    scientific_name = models.CharField(max_length=200, blank=True)
+    # Further common names (synonyms, other languages), searched by the species pickers.
+    common_names = models.JSONField(default=list, blank=True)
+    rank = models.CharField(max_length=10, choices=TaxonRank.choices, default=TaxonRank.SPECIES)
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
+    )
+    # A stable identifier in a published taxonomy (GBIF, ITIS, ...), as Camtrap DP's taxonID.
+    taxon_id = models.CharField(max_length=300, blank=True)
 
     class Meta:
         db_table = "annotator_species"
@@ -181,6 +207,52 @@ class Attribute(models.Model):
         return self.name
 
 
+class Deployment(models.Model):
+    """One camera at one place for a time span (Camtrap DP's deployment).
+
+    Images are assigned to a deployment by ``folder`` (relative to the import folder) and
+    capture time; ``clock_offset_seconds`` is how far the camera's clock ran ahead of true
+    time (true time = camera time - offset).
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="deployments")
+    deployment_id = models.CharField(max_length=200)
+    location_name = models.CharField(max_length=300, blank=True)
+    location_id = models.CharField(max_length=200, blank=True)
+    latitude = models.FloatField(null=True, blank=True)
+    longitude = models.FloatField(null=True, blank=True)
+    # Metres, as Camtrap DP's coordinateUncertainty.
+    coordinate_uncertainty = models.PositiveIntegerField(null=True, blank=True)
+    start = models.DateTimeField(null=True, blank=True)
+    end = models.DateTimeField(null=True, blank=True)
+    camera_id = models.CharField(max_length=200, blank=True)
+    folder = models.CharField(max_length=1000, blank=True)
+    clock_offset_seconds = models.IntegerField(default=0)
+    setup_notes = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["deployment_id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "deployment_id"], name="deployment_unique_id"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.deployment_id
+
+
+class TimeSource(models.TextChoices):
+    """Where an image's capture time came from ('' : it has none)."""
+
+    NONE = "", "No time"
+    EXIF = "exif", "EXIF DateTimeOriginal"
+    EXIF_OFFSET = "exif_offset", "EXIF DateTimeOriginal with OffsetTimeOriginal"
+    COCO = "coco", "COCO datetime"
+    CAMTRAP_DP = "camtrap_dp", "Camtrap DP media timestamp"
+
+
 class Image(models.Model):
     """One camera-trap image, read in place from the folder it was imported from."""
 
@@ -194,7 +266,16 @@ class Image(models.Model):
     # Where the sequence id came from: the imported metadata, or camera + time gaps.
     seq_source = models.CharField(max_length=20, blank=True)
     camera = models.CharField(max_length=300, blank=True)
+    # True capture time: the camera's time corrected by its deployment's clock offset.
     taken_at = models.DateTimeField(null=True, blank=True)
+    # The time as the file or the metadata gave it, before any clock correction.
+    camera_taken_at = models.DateTimeField(null=True, blank=True)
+    time_source = models.CharField(
+        max_length=20, choices=TimeSource.choices, default=TimeSource.NONE, blank=True
+    )
+    deployment = models.ForeignKey(
+        Deployment, null=True, blank=True, on_delete=models.SET_NULL, related_name="images"
+    )
     imported_at = models.DateTimeField(auto_now_add=True)
     # Set by the detector stage; null until the image has been through a detector.
     detected_at = models.DateTimeField(null=True, blank=True)
