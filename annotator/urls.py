@@ -13,6 +13,7 @@ from annotator.views import (
     label_event,
     labelling,
     manage,
+    onboard,
     project,
     tokens,
 )
@@ -32,6 +33,10 @@ urlpatterns = [
         tokens.api_token_revoke_view,
         name="api_token_revoke",
     ),
+    path("projects/new/", onboard.project_new, name="project_new"),
+    path("p/<slug:slug>/import/", onboard.project_import, name="project_import"),
+    path("p/<slug:slug>/import/folder/", onboard.import_folder_start, name="import_folder_start"),
+    path("p/<slug:slug>/import/upload/", onboard.import_upload, name="import_upload"),
     path("p/<slug:slug>/", project.project_detail, name="project_detail"),
     path("p/<slug:slug>/rounds/", project.project_rounds, name="project_rounds"),
     path("p/<slug:slug>/model/", project.project_model, name="project_model"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import unicodedata
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,7 +16,7 @@ from PIL import Image as PILImage
 
 from detector.coco import CocoError, CocoMetadata, coco_metadata_read
 from detector.crops import upright_size
-from projects.import_roots import FolderImportError, import_path_check
+from projects.import_roots import IMAGE_SUFFIXES, FolderImportError, import_path_check
 from projects.locks import project_lock
 from projects.models import Image, Project
 from projects.safe_files import UnsafeFileError, file_open_regular
@@ -27,7 +28,8 @@ from projects.services import (
     text_control_characters,
 )
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
+# Called as progress(done, total) with the files looked at so far and the files to look at.
+ImportProgress = Callable[[int, int], None]
 
 
 @dataclass
@@ -37,7 +39,13 @@ class ImportReport:
     problems: list[tuple[str, str]] = field(default_factory=list)
 
 
-def images_import(*, project: Project, folder: Path, coco: Path | None = None) -> ImportReport:
+def images_import(
+    *,
+    project: Project,
+    folder: Path,
+    coco: Path | None = None,
+    progress: ImportProgress | None = None,
+) -> ImportReport:
     """Add each image under ``folder`` (recursive; jpg, jpeg, png) not yet in ``project``.
 
     With ``coco``, a COCO Camera Traps file supplies sequence ids, frame numbers and species
@@ -54,6 +62,10 @@ def images_import(*, project: Project, folder: Path, coco: Path | None = None) -
 
     The images are decoded first and written after, all in one transaction with the species
     and the capture events: an import that fails part-way writes nothing.
+
+    ``progress(done, total)`` is called before each file (files looked at so far, of the
+    image files found) and once at the end with ``done == total``; the images are written
+    after that last call.
     """
     folder = import_path_check(path=folder, what="the image folder")
     if not folder.is_dir():
@@ -67,7 +79,10 @@ def images_import(*, project: Project, folder: Path, coco: Path | None = None) -
     report = ImportReport()
     known = set(Image.objects.filter(project=project).values_list("path", flat=True))
     new: list[_NewImage] = []
-    for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
+    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    for number, path in enumerate(paths):
+        if progress is not None:
+            progress(number, len(paths))
         if path.is_dir():
             continue  # a folder named like an image: rglob walks into it
         if str(path) in known:
@@ -76,6 +91,8 @@ def images_import(*, project: Project, folder: Path, coco: Path | None = None) -
         image = _image_read(folder=folder, path=path, metadata=metadata, report=report)
         if image is not None:
             new.append(image)
+    if progress is not None:
+        progress(len(paths), len(paths))
     with transaction.atomic():
         project_lock(project_id=project.pk)  # one import into a project at a time
         if metadata is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
-from projects.models import Image, Project
+from projects.models import Image, Job, Project
 
 
 class Detection(models.Model):
@@ -104,3 +104,29 @@ class Crop(models.Model):
 
     def __str__(self) -> str:
         return f"crop {self.pk} of {self.image}"
+
+
+class ImageImport(models.Model):
+    """An import asked for in the browser: a folder under the import roots, or an uploaded batch
+    stored under the data folder. Its progress and problems are on ``job`` (``Job.Kind.IMPORT``).
+
+    ``problems`` are those found before the job ran (an upload's files that were not images,
+    duplicates); the job adds those of the import itself.
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="image_imports")
+    job = models.OneToOneField(Job, on_delete=models.CASCADE, related_name="image_import")
+    folder = models.CharField(max_length=1000)
+    coco = models.CharField(max_length=1000, blank=True)
+    uploaded = models.BooleanField(default=False)
+    problems = models.JSONField(default=list, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"import of {self.folder} into {self.project}"

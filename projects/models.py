@@ -33,6 +33,15 @@ class ClassBalance(models.TextChoices):
 DEFAULT_BACKBONE = "efficientnet_lite0"
 
 
+class ProjectDetector(models.TextChoices):
+    """The detector a project's imports are handed to (the data page's detection start offers
+    the same; detector.services.DETECTORS names them)."""
+
+    OFFLINE = "offline", "Offline (background model, no weights)"
+    MEGADETECTOR = "megadetector", "MegaDetector (needs weights on the server)"
+    IMPORTED = "imported", "Imported file (boxes from the COCO file given with each import)"
+
+
 class CropShape(models.TextChoices):
     # The values of detector.crops.CROP_SHAPES (tests/projects/test_models.py checks they agree).
     BOX = "box", "Box (padded on each side)"
@@ -60,6 +69,10 @@ class Project(models.Model):
     # Crops are derived from the stored detections with these; changing them re-derives crops,
     # empty flags and counts without running the detector again.
     detection_threshold = models.FloatField(default=0.2)
+    # What detects the images a browser import adds (queued once the import is done).
+    detector = models.CharField(
+        max_length=20, choices=ProjectDetector.choices, default=ProjectDetector.OFFLINE
+    )
     min_box_pixels = models.PositiveIntegerField(
         default=8, help_text="Boxes narrower or lower than this (in image pixels) are ignored."
     )
@@ -310,6 +323,7 @@ class Job(models.Model):
         RETRAIN = "retrain", "Retraining the classifier"
         FINETUNE = "finetune", "Fine-tuning the embedding"
         CROPS = "crops", "Re-deriving crops"
+        IMPORT = "import", "Importing images"
 
     class Status(models.TextChoices):
         QUEUED = "queued"

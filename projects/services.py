@@ -21,6 +21,7 @@ from projects.models import (
     Attribute,
     Membership,
     Project,
+    ProjectDetector,
     Role,
     Species,
 )
@@ -93,6 +94,9 @@ def project_create(
     backbone_weights: str = "imagenet",
     embedding_checkpoint: str = "",
     round_size: int = 100,
+    detector: str = ProjectDetector.OFFLINE,
+    detection_threshold: float = 0.2,
+    min_box_pixels: int = 8,
 ) -> Project:
     """Create a project; its creator becomes its admin.
 
@@ -109,10 +113,18 @@ def project_create(
 
     Raises:
         ProjectError: an empty or taken name, one longer than ``PROJECT_NAME_MAX`` or with
-        control characters, a seed outside 0..2**31-1 or a round size below 1. Nothing is
-        created.
+        control characters, a seed outside 0..2**31-1, a round size below 1, an unknown
+        detector (``ProjectDetector``), a detection threshold outside 0..1 or a negative
+        minimum box size. Nothing is created.
     """
     name = _project_name_clean(name)
+    if detector not in ProjectDetector.values:
+        choices = ", ".join(ProjectDetector.values)
+        raise ProjectError(f"unknown detector {detector!r}; choose one of {choices}")
+    if not 0.0 <= detection_threshold <= 1.0:
+        raise ProjectError(f"the detection threshold lies in 0..1, got {detection_threshold}")
+    if min_box_pixels < 0:
+        raise ProjectError(f"the minimum box size cannot be negative, got {min_box_pixels}")
     if not 0 <= seed <= SEED_MAX:
         raise ProjectError(f"the seed must be between 0 and {SEED_MAX}, got {seed}")
     if round_size < 1:
@@ -128,6 +140,9 @@ def project_create(
             else "",
             round_size=round_size,
             created_by=created_by,
+            detector=detector,
+            detection_threshold=detection_threshold,
+            min_box_pixels=min_box_pixels,
         )
         Attribute.objects.bulk_create(
             Attribute(project=project, name=name, key=key, position=position)
