@@ -146,13 +146,24 @@ def import_root_path(*, root: int, path: str) -> tuple[Path, Path]:
 
 
 def _images_below(folder: Path) -> tuple[int, bool]:
-    """Images in ``folder`` and below (links not followed), counting up to FOLDER_COUNT_CAP."""
-    count = 0
-    for _, dirs, files in os.walk(folder, followlinks=False, onerror=lambda _: None):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        count += sum(1 for f in files if Path(f).suffix.lower() in IMAGE_SUFFIXES)
-        if count >= FOLDER_COUNT_CAP:
-            return FOLDER_COUNT_CAP, True
+    """Images in ``folder`` and below, counting up to FOLDER_COUNT_CAP. Links (to files or
+    folders) are neither counted nor followed, nor are hidden folders; unreadable ones are
+    skipped."""
+    count, pending = 0, [folder]
+    while pending:
+        try:
+            entries = list(os.scandir(pending.pop()))
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.is_symlink() or entry.name.startswith("."):
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                pending.append(Path(entry.path))
+            elif Path(entry.name).suffix.lower() in IMAGE_SUFFIXES:
+                count += 1
+                if count >= FOLDER_COUNT_CAP:
+                    return FOLDER_COUNT_CAP, True
     return count, False
 
 
