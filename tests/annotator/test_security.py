@@ -43,6 +43,9 @@ EXPORTERS = frozenset({Role.ADMIN, Role.ECOLOGIST})
 MEMBERS = frozenset(Role)
 # Not a project page: every logged-in user may use it (it acts on the user's own data only).
 ANY_USER = "any logged-in user"
+# Not a project page: only users with the site permission projects.add_project (none of the
+# role users has it); everyone else is refused with 403.
+SITE_CREATORS = "users with the site permission projects.add_project"
 
 Access = frozenset[str] | str | None
 
@@ -61,6 +64,10 @@ URL_TABLE: dict[str, Rule] = {
     "project_list": Rule(get=ANY_USER, post=None),
     "api_tokens": Rule(get=ANY_USER, post=ANY_USER),
     "api_token_revoke": Rule(get=None, post=ANY_USER),
+    "project_new": Rule(get=SITE_CREATORS, post=SITE_CREATORS),
+    "project_import": Rule(get=ADMIN, post=None),
+    "import_folder_start": Rule(get=None, post=ADMIN),
+    "import_upload": Rule(get=None, post=ADMIN),
     "project_detail": Rule(get=MEMBERS, post=None),
     "project_rounds": Rule(get=MEMBERS, post=None),
     "project_model": Rule(get=EXPORTERS, post=None),
@@ -285,6 +292,8 @@ def _check(rule: Rule, method: str, role: str, status: int, location: str) -> st
         # The method check runs before the membership check and answers 405 for any project
         # slug, so it tells an outsider nothing.
         return None if status == 405 else f"expected 405 (method not allowed), got {status}"
+    if access == SITE_CREATORS:
+        return None if status == 403 else f"expected 403 (no site permission), got {status}"
     allowed = access == ANY_USER or (role != "outsider" and role in access)
     if allowed:
         if status in (401, 403, 404, 405):
