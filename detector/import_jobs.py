@@ -24,7 +24,12 @@ from detector.imports import images_import
 from detector.jobs import detection_job_create
 from detector.models import ImageImport
 from detector.uploads import UploadLimits, upload_store
-from projects.import_roots import FolderImportError, import_path_check, upload_root
+from projects.import_roots import (
+    IMAGE_SUFFIXES,
+    FolderImportError,
+    import_path_check,
+    upload_root,
+)
 from projects.jobs import JobTracker, job_finish, job_problems_record
 from projects.models import Job, Project, ProjectDetector
 from projects.taskqueue import task_enqueue
@@ -59,11 +64,14 @@ def image_import_create(
         coco = import_path_check(path=coco, what="the COCO file")
         if not coco.is_file():
             raise FolderImportError(f"{coco} is not a file; nothing imported")
+    # The queued job shows what it will look at (the run counts again: the folder may change).
+    total = sum(1 for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     with transaction.atomic():
         job = Job.objects.create(
             project=project,
             kind=Job.Kind.IMPORT,
             status=Job.Status.QUEUED,
+            total=total,
             detail=f"{'upload' if uploaded else 'folder'} {folder.name}"[:300],
         )
         record = ImageImport.objects.create(

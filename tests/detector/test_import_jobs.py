@@ -70,7 +70,12 @@ def test_import_job_runs_with_progress_and_queues_detection(
     monkeypatch.setattr(jobs_module, "job_advance", watch)
     record = image_import_create(project=project, folder=traps, created_by=admin_user)
     job = record.job
-    assert (job.kind, job.status, job.total) == (Job.Kind.IMPORT, Job.Status.QUEUED, 0)
+    assert (job.kind, job.status, job.done, job.total) == (
+        Job.Kind.IMPORT,
+        Job.Status.QUEUED,
+        0,
+        15,
+    )
     assert QueuedTask.objects.filter(name=IMPORT_TASK, args=[record.pk]).exists()
 
     image_import_run(import_id=record.pk)
