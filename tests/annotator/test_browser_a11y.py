@@ -153,7 +153,35 @@ PAGES: dict[str, tuple[Role | None, str, str]] = {
     "boxes": (Role.ADMIN, "/p/{slug}/images/{image}/boxes/", "empties"),
     "explore": (Role.ECOLOGIST, "/p/{slug}/explore/", "classifier"),
     "explore_crop": (Role.ECOLOGIST, "/p/{slug}/explore/crops/{crop}/", "classifier"),
+    "project_new": (Role.ADMIN, "/projects/new/", ""),
+    "import": (Role.ADMIN, "/p/{slug}/import/?path=cams", ""),
 }
+
+
+def _with_create_permission(project: Project, admin_user: User, request: Any) -> None:
+    """The new-project page is for users with the site permission."""
+    from django.contrib.auth.models import Permission
+
+    admin_user.user_permissions.add(Permission.objects.get(codename="add_project"))
+
+
+def _with_import_jobs(project: Project, admin_user: User, request: Any) -> None:
+    """What the import page shows at its fullest: a root with folders and a COCO file, a
+    queued import and a finished one with problems."""
+    from detector.import_jobs import image_import_create, image_import_run
+
+    root = request.getfixturevalue("tmp_path") / "roots"
+    for rel in ("cams/fox/a.jpg", "cams/owl/b.jpg", "cams/coco.json"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"not an image")
+    request.getfixturevalue("settings").TRAPWISE_IMPORT_ROOTS = [root]
+    done = image_import_create(project=project, folder=root / "cams", queue=False)
+    image_import_run(import_id=done.pk)
+    image_import_create(project=project, folder=root / "cams" / "fox", queue=False)
+
+
+# Pages whose data needs no imported images: page -> setup(project, admin user, request).
+LIGHT_SETUPS = {"project_new": _with_create_permission, "import": _with_import_jobs}
 
 
 @pytest.mark.parametrize("name", list(PAGES))
@@ -168,6 +196,8 @@ def test_page_has_no_serious_axe_violation_nor_csp_violation(
     ecologist: User,
 ) -> None:
     role, path, data = PAGES[name]
+    if name in LIGHT_SETUPS:
+        LIGHT_SETUPS[name](project, admin_user, request)
     if data:
         request.getfixturevalue("ingested_project")
         setup = {
