@@ -6,20 +6,17 @@ with a clear error, and nothing is recorded, imported or written outside."""
 from __future__ import annotations
 
 import html
-import io
-import stat
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
-from PIL import Image as PILImage
 
 from detector.models import ImageImport
 from projects.import_roots import upload_root
 from projects.models import Image, Job, Project
 from tests.conftest import session_login
+from tests.detector.test_uploads import jpeg_bytes, zip_bytes
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -94,24 +91,6 @@ def test_the_folder_browser_does_not_step_out_nor_list_links(
         assert "annotations.json" not in text and "SEQ75179" not in text
 
 
-def _jpeg() -> bytes:
-    out = io.BytesIO()
-    PILImage.new("RGB", (16, 16), (10, 120, 30)).save(out, "JPEG")
-    return out.getvalue()
-
-
-def _zip(members: dict[str, bytes], links: dict[str, str] | None = None) -> bytes:
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w") as archive:
-        for name, data in members.items():
-            archive.writestr(name, data)
-        for name, target in (links or {}).items():
-            info = zipfile.ZipInfo(name)
-            info.external_attr = (stat.S_IFLNK | 0o777) << 16
-            archive.writestr(info, target)
-    return out.getvalue()
-
-
 def _upload(session: Any, base: str, slug: str, files: list[tuple[str, bytes]]) -> Any:
     return session.post(
         f"{base}/p/{slug}/import/upload/",
@@ -128,9 +107,18 @@ def _uploads_empty() -> None:
 @pytest.mark.parametrize(
     ("archive", "reason"),
     [
-        (_zip({"ok.jpg": _jpeg(), "../../escape.jpg": _jpeg()}), "leads outside the upload folder"),
-        (_zip({"ok.jpg": _jpeg(), "/tmp/escape.jpg": _jpeg()}), "leads outside the upload folder"),
-        (_zip({"ok.jpg": _jpeg()}, {"cam/link.jpg": "/etc/passwd"}), "is a symbolic link"),
+        (
+            zip_bytes({"ok.jpg": jpeg_bytes(), "../../escape.jpg": jpeg_bytes()}),
+            "leads outside the upload folder",
+        ),
+        (
+            zip_bytes({"ok.jpg": jpeg_bytes(), "/tmp/escape.jpg": jpeg_bytes()}),
+            "leads outside the upload folder",
+        ),
+        (
+            zip_bytes({"ok.jpg": jpeg_bytes()}, links={"cam/link.jpg": "/etc/passwd"}),
+            "is a symbolic link",
+        ),
     ],
 )
 def test_zips_with_members_leading_out_or_links_are_refused(
@@ -171,7 +159,10 @@ def test_a_good_upload_is_accepted_for_contrast(
     """The same requests with harmless content are accepted: the refusals above are real."""
     session = session_login(live_server.url, admin_user)
     response = _upload(
-        session, live_server.url, project.slug, [("cams.zip", _zip({"cam/ok.jpg": _jpeg()}))]
+        session,
+        live_server.url,
+        project.slug,
+        [("cams.zip", zip_bytes({"cam/ok.jpg": jpeg_bytes()}))],
     )
     assert response.status_code == 200 and "its import is queued" in response.text
     record = ImageImport.objects.get(project=project)

@@ -3,7 +3,6 @@ admins (a folder of the roots, or an upload), refused to everyone else."""
 
 from __future__ import annotations
 
-import io
 import shutil
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from annotator.upload_handlers import LimitedTemporaryFileUploadHandler
 from detector.import_jobs import IMPORT_TASK
 from detector.models import ImageImport
 from projects.models import Job, Membership, Project, ProjectDetector, QueuedTask, Role
+from tests.detector.test_uploads import jpeg_bytes
 
 pytestmark = pytest.mark.django_db
 
@@ -164,17 +164,9 @@ def test_folder_import_outside_the_roots_is_refused(
     assert not ImageImport.objects.exists() and not Job.objects.exists()
 
 
-def _jpeg() -> bytes:
-    from PIL import Image as PILImage
-
-    out = io.BytesIO()
-    PILImage.new("RGB", (16, 16), (120, 30, 30)).save(out, "JPEG")
-    return out.getvalue()
-
-
 def test_admin_uploads_image_files(project: Project, admin_user: User) -> None:
     files = [
-        SimpleUploadedFile("a.jpg", _jpeg(), "image/jpeg"),
+        SimpleUploadedFile("a.jpg", jpeg_bytes(), "image/jpeg"),
         SimpleUploadedFile("b.txt", b"notes", "text/plain"),
     ]
     response = _client(admin_user).post(
@@ -201,7 +193,7 @@ def test_uploads_are_streamed_to_disk_by_the_limited_handler(
     monkeypatch.setattr(LimitedTemporaryFileUploadHandler, "new_file", record)
     _client(admin_user).post(
         reverse("import_upload", args=[project.slug]),
-        {"files": [SimpleUploadedFile("a.jpg", _jpeg(), "image/jpeg")]},
+        {"files": [SimpleUploadedFile("a.jpg", jpeg_bytes(), "image/jpeg")]},
     )
     assert used and ImageImport.objects.exists()
 
@@ -227,7 +219,7 @@ def test_imports_are_refused_to_everyone_but_admins(
     assert client.get(reverse("project_import", args=[project.slug])).status_code == 404
     post = {"root": "0", "path": "traps"}
     assert client.post(reverse("import_folder_start", args=[project.slug]), post).status_code == 404
-    upload = {"files": [SimpleUploadedFile("a.jpg", _jpeg(), "image/jpeg")]}
+    upload = {"files": [SimpleUploadedFile("a.jpg", jpeg_bytes(), "image/jpeg")]}
     assert client.post(reverse("import_upload", args=[project.slug]), upload).status_code == 404
     assert not ImageImport.objects.exists()
 
@@ -235,6 +227,6 @@ def test_imports_are_refused_to_everyone_but_admins(
 def test_an_upload_without_csrf_token_is_refused(project: Project, admin_user: User) -> None:
     client = Client(enforce_csrf_checks=True)
     client.force_login(admin_user)
-    upload = {"files": [SimpleUploadedFile("a.jpg", _jpeg(), "image/jpeg")]}
+    upload = {"files": [SimpleUploadedFile("a.jpg", jpeg_bytes(), "image/jpeg")]}
     assert client.post(reverse("import_upload", args=[project.slug]), upload).status_code == 403
     assert not ImageImport.objects.exists()

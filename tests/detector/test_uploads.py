@@ -16,13 +16,15 @@ from detector.uploads import UploadLimits, UploadRefused, upload_store
 LIMITS = UploadLimits(max_bytes=10_000_000, max_members=50)
 
 
-def _jpeg(colour: int) -> bytes:
+def jpeg_bytes(colour: int = 120) -> bytes:
+    """A small real JPEG of one colour (also for the web tests)."""
     out = io.BytesIO()
     PILImage.new("RGB", (32, 24), (colour, 90, 40)).save(out, "JPEG")
     return out.getvalue()
 
 
-def _zip(members: dict[str, bytes], *, links: dict[str, str] | None = None) -> bytes:
+def zip_bytes(members: dict[str, bytes], *, links: dict[str, str] | None = None) -> bytes:
+    """A zip of ``members`` (name: bytes) and symbolic-link members (name: target)."""
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w") as archive:
         for name, data in members.items():
@@ -43,19 +45,19 @@ def _received(tmp_path: Path, data: bytes) -> Path:
 
 
 def test_images_and_a_zip_are_stored_the_rest_listed(tmp_path: Path) -> None:
-    zipped = _zip(
+    zipped = zip_bytes(
         {
-            "cam1/IMG_0001.JPG": _jpeg(10),
-            "cam1/IMG_0002.jpg": _jpeg(20),
+            "cam1/IMG_0001.JPG": jpeg_bytes(10),
+            "cam1/IMG_0002.jpg": jpeg_bytes(20),
             "cam1/notes.txt": b"field notes",
             "cam2/": b"",
-            "cam2/IMG_0001.png": _jpeg(30),
+            "cam2/IMG_0001.png": jpeg_bytes(30),
         }
     )
     files = [
-        ("C:\\Users\\me\\single.jpg", _received(tmp_path, _jpeg(40))),
+        ("C:\\Users\\me\\single.jpg", _received(tmp_path, jpeg_bytes(40))),
         ("cams.zip", _received(tmp_path, zipped)),
-        ("again.jpg", _received(tmp_path, _jpeg(10))),  # the same bytes as cam1/IMG_0001.JPG
+        ("again.jpg", _received(tmp_path, jpeg_bytes(10))),  # the same bytes as cam1/IMG_0001.JPG
         ("table.csv", _received(tmp_path, b"a,b")),
     ]
     folder = tmp_path / "batch"
@@ -80,8 +82,8 @@ def test_images_and_a_zip_are_stored_the_rest_listed(tmp_path: Path) -> None:
     "name",
     ["../escape.jpg", "cam/../../escape.jpg", "/etc/escape.jpg", "..\\escape.jpg", "C:x.jpg"],
 )
-def test_a_member_leading_out_refuses_the_zip(tmp_path: Path, name: str) -> None:
-    zipped = _zip({"ok.jpg": _jpeg(1), name: _jpeg(2)})
+def test_a_member_leading_out_refuses_thezip_bytes(tmp_path: Path, name: str) -> None:
+    zipped = zip_bytes({"ok.jpg": jpeg_bytes(1), name: jpeg_bytes(2)})
     folder = tmp_path / "batch"
     with pytest.raises(UploadRefused, match="leads outside the upload folder"):
         upload_store(folder=folder, files=[("a.zip", _received(tmp_path, zipped))], limits=LIMITS)
@@ -89,8 +91,8 @@ def test_a_member_leading_out_refuses_the_zip(tmp_path: Path, name: str) -> None
     assert not (tmp_path / "escape.jpg").exists()
 
 
-def test_a_link_member_refuses_the_zip(tmp_path: Path) -> None:
-    zipped = _zip({"ok.jpg": _jpeg(1)}, links={"secret.jpg": "/etc/passwd"})
+def test_a_link_member_refuses_thezip_bytes(tmp_path: Path) -> None:
+    zipped = zip_bytes({"ok.jpg": jpeg_bytes(1)}, links={"secret.jpg": "/etc/passwd"})
     folder = tmp_path / "batch"
     with pytest.raises(UploadRefused, match="is a symbolic link"):
         upload_store(folder=folder, files=[("a.zip", _received(tmp_path, zipped))], limits=LIMITS)
@@ -98,7 +100,7 @@ def test_a_link_member_refuses_the_zip(tmp_path: Path) -> None:
 
 
 def test_bombs_are_refused_by_members_and_by_bytes(tmp_path: Path) -> None:
-    many = _zip({f"{i}.jpg": b"x" for i in range(LIMITS.max_members + 1)})
+    many = zip_bytes({f"{i}.jpg": b"x" for i in range(LIMITS.max_members + 1)})
     with pytest.raises(UploadRefused, match="more than 50"):
         upload_store(
             folder=tmp_path / "a", files=[("m.zip", _received(tmp_path, many))], limits=LIMITS
