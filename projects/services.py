@@ -10,7 +10,7 @@ import unicodedata
 from pathlib import Path
 from typing import Any
 
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Permission, User
 from django.db import IntegrityError, transaction
 from django.utils.text import slugify
 
@@ -427,3 +427,19 @@ def attribute_get(*, project: Project, attribute_id: int) -> Attribute:
     if attribute is None:
         raise AttributeChangeError(f"attribute {attribute_id} is not in project {project.name!r}")
     return attribute
+
+
+# The site permission that lets a user create projects in the browser.
+PROJECT_CREATE_PERMISSION = ("projects", "add_project")
+
+
+def project_creator_set(*, user: User, allowed: bool) -> None:
+    """Grant (or take back) ``user``'s site permission to create projects in the browser
+    (``projects.add_project``). Superusers have it whatever this says; a permission a user has
+    through a group is not taken back here."""
+    app_label, codename = PROJECT_CREATE_PERMISSION
+    permission = Permission.objects.get(content_type__app_label=app_label, codename=codename)
+    if allowed:
+        user.user_permissions.add(permission)
+    else:
+        user.user_permissions.remove(permission)

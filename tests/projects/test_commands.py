@@ -1,6 +1,8 @@
-"""The projects app's commands: create_project."""
+"""The projects app's commands: create_project, allow_project_creation."""
 
 from __future__ import annotations
+
+import io
 
 import pytest
 from django.contrib.auth.models import User
@@ -55,3 +57,14 @@ def test_create_project_bad_input_is_a_command_error_and_changes_nothing(
     with pytest.raises(CommandError, match=f"project not created: {message}"):
         call_command("create_project", *args, "--admin", admin_user.username)
     assert list(Project.objects.values_list("pk", flat=True)) == before
+
+
+def test_allow_project_creation_grants_and_revokes_the_site_permission(outsider: User) -> None:
+    out = io.StringIO()
+    call_command("allow_project_creation", outsider.username, stdout=out)
+    assert "oscar may now create projects" in out.getvalue()
+    assert User.objects.get(pk=outsider.pk).has_perm("projects.add_project")
+    call_command("allow_project_creation", outsider.username, "--revoke", stdout=out)
+    assert not User.objects.get(pk=outsider.pk).has_perm("projects.add_project")
+    with pytest.raises(CommandError, match="no user 'nobody'"):
+        call_command("allow_project_creation", "nobody")

@@ -171,3 +171,47 @@ def test_species_names_with_control_characters_or_too_long_are_refused(
     with pytest.raises(SpeciesError, match=message):
         species_ensure(project=project, names=["fine", name])
     assert not project.species.exists()
+
+
+def test_project_create_takes_the_detector_and_thresholds(admin_user: User) -> None:
+    project = project_create(
+        name="Wetland",
+        created_by=admin_user,
+        detector="megadetector",
+        detection_threshold=0.5,
+        min_box_pixels=20,
+    )
+    assert (project.detector, project.detection_threshold, project.min_box_pixels) == (
+        "megadetector",
+        0.5,
+        20,
+    )
+    assert project_create(name="Plain", created_by=admin_user).detector == "offline"
+
+
+@pytest.mark.parametrize(
+    ("options", "reason"),
+    [
+        ({"detector": "yolo"}, "unknown detector 'yolo'"),
+        ({"detection_threshold": 1.01}, "detection threshold lies in 0..1"),
+        ({"detection_threshold": -0.1}, "detection threshold lies in 0..1"),
+        ({"min_box_pixels": -1}, "minimum box size cannot be negative"),
+    ],
+)
+def test_project_create_refuses_bad_detector_options(
+    admin_user: User, options: dict[str, object], reason: str
+) -> None:
+    from projects.services import ProjectError
+
+    with pytest.raises(ProjectError, match=reason):
+        project_create(name="Bad", created_by=admin_user, **options)  # type: ignore[arg-type]
+    assert not Project.objects.exists()
+
+
+def test_project_creator_set_grants_and_takes_back(outsider: User) -> None:
+    from projects.services import project_creator_set
+
+    project_creator_set(user=outsider, allowed=True)
+    assert User.objects.get(pk=outsider.pk).has_perm("projects.add_project")
+    project_creator_set(user=outsider, allowed=False)
+    assert not User.objects.get(pk=outsider.pk).has_perm("projects.add_project")
