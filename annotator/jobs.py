@@ -36,6 +36,8 @@ class JobProgress:
     stalled: bool
     # What the job went on without: (file name, reason) pairs, the first ones only.
     problems: tuple[tuple[str, str], ...] = ()
+    # Units done per second so far, while it runs (images per second for imports).
+    rate: float | None = None
 
     @property
     def time_left(self) -> str:
@@ -53,6 +55,7 @@ class JobProgress:
             "percent": None if self.percent is None else round(self.percent, 1),
             "seconds_left": None if self.seconds_left is None else round(self.seconds_left),
             "time_left": self.time_left,
+            "rate": None if self.rate is None else round(self.rate, 2),
             "started_at": self.started_at.isoformat() if self.started_at else None,
             "finished_at": self.finished_at.isoformat() if self.finished_at else None,
             "detail": self.detail,
@@ -121,7 +124,18 @@ def _progress(
         and updated_at is not None
         and now - updated_at > STALLED_AFTER,
         problems=tuple((str(p[0]), str(p[1])) for p in problems if len(p) == 2),
+        rate=rate_estimate(started_at=started_at, done=done, now=now)
+        if status == "running"
+        else None,
     )
+
+
+def rate_estimate(*, started_at: datetime | None, done: int, now: datetime) -> float | None:
+    """Units done per second since the start; None before any unit or a measurable time."""
+    if started_at is None or done <= 0:
+        return None
+    elapsed = (now - started_at).total_seconds()
+    return done / elapsed if elapsed > 0 else None
 
 
 def _job_progress(job: Job, now: datetime) -> JobProgress:

@@ -78,6 +78,10 @@
       count += " (" + Math.round(job.percent) + "%)";
     }
     item.appendChild(element("span", "job-count", count));
+    if (!finished && job.rate) {
+      item.appendChild(document.createTextNode(" "));
+      item.appendChild(element("span", "job-rate", job.rate.toFixed(1) + " per s"));
+    }
     if (!finished && job.time_left) {
       item.appendChild(document.createTextNode(" "));
       item.appendChild(element("span", "job-left", job.time_left));

@@ -10,6 +10,7 @@ from django.utils import timezone
 from annotator.jobs import (
     duration_text,
     jobs_active_for_project,
+    rate_estimate,
     seconds_left_estimate,
 )
 from detector.models import DetectionJob
@@ -27,6 +28,15 @@ def test_seconds_left_is_elapsed_per_unit_times_units_left() -> None:
     assert seconds_left_estimate(started_at=started, done=100, total=100, now=now) == 0.0
     assert seconds_left_estimate(started_at=started, done=0, total=100, now=now) is None
     assert seconds_left_estimate(started_at=None, done=5, total=100, now=now) is None
+
+
+def test_rate_is_units_per_second_since_the_start() -> None:
+    now = timezone.now()
+    started = now - timedelta(seconds=8)
+    assert rate_estimate(started_at=started, done=20, now=now) == 2.5
+    assert rate_estimate(started_at=started, done=0, now=now) is None
+    assert rate_estimate(started_at=None, done=3, now=now) is None
+    assert rate_estimate(started_at=now, done=3, now=now) is None
 
 
 def test_duration_text() -> None:
@@ -64,6 +74,8 @@ def test_active_jobs_include_running_detection_with_time_left(project: Project) 
     assert active[0].detail == "offline detector, 40 crops, 5 problems"
     payload = active[1].as_json()
     assert payload["percent"] == 25.0 and payload["time_left"] == "about 30 s left"
+    assert active[0].rate == pytest.approx(0.5, rel=0.05)
+    assert payload["rate"] == pytest.approx(5.0, rel=0.05)
 
 
 def test_stalled_job_is_flagged(project: Project) -> None:
