@@ -13,6 +13,7 @@ from annotator.views import (
     label_event,
     labelling,
     manage,
+    predictions,
     project,
     tokens,
 )
@@ -36,6 +37,7 @@ urlpatterns = [
     path("p/<slug:slug>/rounds/", project.project_rounds, name="project_rounds"),
     path("p/<slug:slug>/model/", project.project_model, name="project_model"),
     path("p/<slug:slug>/data/", project.project_data, name="project_data"),
+    path("p/<slug:slug>/predictions/", predictions.predictions, name="predictions"),
     path("p/<slug:slug>/settings/", project.project_settings, name="project_settings"),
     path("p/<slug:slug>/exports/", project.project_exports, name="project_exports"),
     path("p/<slug:slug>/status.json", project.project_status_json, name="project_status_json"),
