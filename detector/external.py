@@ -228,6 +228,21 @@ def _text(mapping: Mapping[str, Any], key: str, *, where: str) -> str:
     return value
 
 
+def _entry_file(
+    entry: object, key: str, *, seen: set[str], where: str
+) -> tuple[dict[str, Any], str, str]:
+    """(entry, its file path with forward slashes, ``where`` naming the file); the path is
+    added to ``seen``. ExternalFormatError for a non-object, a missing path, a repeated one."""
+    if not isinstance(entry, dict):
+        raise ExternalFormatError(f"{where}: each entry must be an object")
+    file = _text(entry, key, where=where).replace("\\", "/")
+    where = f"{where} ({file})"
+    if file in seen:
+        raise ExternalFormatError(f"{where}: the image appears more than once")
+    seen.add(file)
+    return entry, file, where
+
+
 def _raise_all(errors: list[str]) -> None:
     if errors:
         more = f"; and {len(errors) - _LISTED} more" if len(errors) > _LISTED else ""
@@ -337,13 +352,7 @@ def _megadetector(document: object, *, sha256: str) -> ExternalFile:
     for i, entry in enumerate(document["images"]):
         where = f"images[{i}]"
         try:
-            if not isinstance(entry, dict):
-                raise ExternalFormatError(f"{where}: an image entry must be an object")
-            file = _text(entry, "file", where=where).replace("\\", "/")
-            where = f"{where} ({file})"
-            if file in seen:
-                raise ExternalFormatError(f"{where}: the image appears more than once")
-            seen.add(file)
+            entry, file, where = _entry_file(entry, "file", seen=seen, where=where)
             if entry.get("failure"):
                 skipped.append((file, str(entry["failure"])))
                 continue
@@ -427,13 +436,7 @@ def _speciesnet(document: object, *, sha256: str) -> ExternalFile:
     for i, entry in enumerate(document["predictions"]):
         where = f"predictions[{i}]"
         try:
-            if not isinstance(entry, dict):
-                raise ExternalFormatError(f"{where}: a prediction must be an object")
-            file = _text(entry, "filepath", where=where).replace("\\", "/")
-            where = f"{where} ({file})"
-            if file in seen:
-                raise ExternalFormatError(f"{where}: the image appears more than once")
-            seen.add(file)
+            entry, file, where = _entry_file(entry, "filepath", seen=seen, where=where)
             version = entry.get("model_version")
             if isinstance(version, str) and version:
                 versions.add(version)

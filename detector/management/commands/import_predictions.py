@@ -18,6 +18,11 @@ class Command(BaseCommand):
         "suggestions beside Trapwise's own. Importing the same name and version replaces it."
     )
 
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
+        # --version names the model's version here, as the other tools say it; Django's own
+        # --version (its release) gives way.
+        return super().create_parser(prog_name, subcommand, conflict_handler="resolve", **kwargs)
+
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("project", help="project slug or name")
         parser.add_argument("file", type=Path, help="the tool's JSON file")
