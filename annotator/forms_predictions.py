@@ -17,13 +17,18 @@ class PredictionsImportForm(forms.Form):
         "SpeciesNet's predictions JSON."
     )
     format = forms.ChoiceField(
-        choices=[("auto", "Recognise it"), *((f, f) for f in FORMATS)], initial="auto"
+        choices=[("auto", "Recognise it"), *((f, f) for f in FORMATS)],
+        initial="auto",
+        required=False,
     )
     name = forms.CharField(max_length=200, required=False, help_text="Default: as the file says.")
     version = forms.CharField(max_length=200, required=False)
     create_species = forms.BooleanField(
         required=False, label="Add the tool's unmatched taxa as species"
     )
+
+    def clean_format(self) -> str:
+        return str(self.cleaned_data.get("format") or "auto")
 
     def clean_file(self) -> object:
         upload = self.cleaned_data["file"]
