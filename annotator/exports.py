@@ -58,6 +58,7 @@ from activelearn.models import (
 from activelearn.selectors import classifier_latest
 from activelearn.selectors_empties import count_corrections
 from detector.models import Crop
+from detector.selectors_external import ExternalSuggestion, external_suggestions
 from projects.models import Attribute, Image, Project
 from projects.sequences import capture_event
 
@@ -102,6 +103,11 @@ EXPORT_HEADER = [
     # Who drew the box (a person's username) or dropped it; empty for a detector's live box.
     "box_drawn_by",
     "box_dropped_by",
+    # Another tool's top prediction for the crop (README "Existing AI output"): the newest
+    # imported model's, per box where it classified boxes, else for the crop's image.
+    "external_model",
+    "external_label",
+    "external_score",
 ]
 
 # The columns of ``Tally.columns``, shared by the image and the event CSV.
@@ -183,7 +189,7 @@ def export_crop_rows(*, project: Project) -> Iterator[list[object]]:
     """One row per crop (EXPORT_HEADER order), read in chunks so memory stays constant.
 
     Crops are exported when active, or inactive but with a human vote: labels are never
-    dropped from an export. Five queries per chunk of crops.
+    dropped from an export. Six queries per chunk of crops.
     """
     classifier = classifier_latest(project=project)
     threshold = AutoAccept.of(classifier)
@@ -207,6 +213,7 @@ def export_crop_rows(*, project: Project) -> Iterator[list[object]]:
         predictions = _predictions(classifier, ids)
         events = _event_predictions(classifier, {crop_event(c.image) for c in chunk})
         counts = _event_counts(project, {c.image.seq_id for c in chunk if c.image.seq_id})
+        external = external_suggestions(crops=chunk, k=1)
         rounds = {
             item.crop_id: item.round
             for item in RoundCrop.objects.filter(crop_id__in=ids)
@@ -238,7 +245,16 @@ def export_crop_rows(*, project: Project) -> Iterator[list[object]]:
                 ),
                 _username(crop.detection.drawn_by),
                 _username(crop.detection.dropped_by),
+                *_external_columns(external.get(crop.pk, [])),
             ]
+
+
+def _external_columns(suggestions: list[ExternalSuggestion]) -> list[object]:
+    """external_model ("name version"), external_label, external_score of the first."""
+    if not suggestions:
+        return ["", "", ""]
+    top = suggestions[0]
+    return [f"{top.model} {top.version}", top.name, round(top.score, 4)]
 
 
 def _username(user: User | None) -> str:

@@ -13,6 +13,7 @@ from django.urls import reverse
 
 from activelearn.models import Label, Round, RoundCrop
 from activelearn.services import round_start
+from annotator.exports import EXPORT_HEADER, export_crop_rows
 from detector.models import Crop, ExternalModel, ExternalPrediction
 from projects.models import Project
 from tests.annotator.external_world import (
@@ -133,6 +134,13 @@ def test_admin_imports_on_the_page_and_sees_problems(
     assert model.imported_by == admin_user and model.source_file == "out.json"
     count = ExternalPrediction.objects.count()
     assert count == 2 * project.images.count()
+    # Exported with their source: every crop's row names the model, its label and score.
+    rows = [dict(zip(EXPORT_HEADER, r, strict=True)) for r in export_crop_rows(project=project)]
+    assert rows and all(r["external_model"] == "SpeciesNet 4.0.1a" for r in rows)
+    fox_rows = [r for r in rows if "Red_Fox" in str(r["image_file"])]
+    assert fox_rows and {(r["external_label"], r["external_score"]) for r in fox_rows} == {
+        ("red fox", 0.91)
+    }
     # Again, now with the unmatched taxon added as a species: replaced, not doubled.
     client.post(url, {"file": _upload(speciesnet_file(project)), "create_species": "on"})
     assert "Replaced SpeciesNet 4.0.1a" in client.get(url).text
