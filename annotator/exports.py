@@ -607,7 +607,8 @@ def export_coco_json(*, project: Project) -> Iterator[str]:
     once all crops are seen, are 0 "empty" (when used), the project's species in order from 1,
     and "unknown" (crops that are animals of no known species) when used. The images of an
     event whose counts an admin corrected carry ``event_counts_corrected`` {species: count};
-    an annotation whose box a person drew carries ``bbox_drawn_by`` (the username).
+    an annotation whose box a person drew carries ``bbox_drawn_by`` (the username), one with an
+    imported model's prediction ``external_prediction`` {model, label, score} (the newest's top).
     """
     species = [s.name for s in project.species.all()]
     names = attribute_names(project=project)
@@ -636,8 +637,10 @@ def export_coco_json(*, project: Project) -> Iterator[str]:
     yield '],\n"annotations": ['
     first = True
     for records in image_records(project=project):
+        crops = [item.crop for record in records for item in record.crops]
+        external = external_suggestions(crops=crops, k=1) if crops else {}
         for record in records:
-            annotations = _coco_annotations(record, category_ids, unknown_id, names)
+            annotations = _coco_annotations(record, category_ids, unknown_id, names, external)
             for category_id, annotation in annotations:
                 used.add(category_id)
                 yield ("" if first else ",\n") + json.dumps(annotation)
@@ -676,7 +679,11 @@ def _coco_image(image: Image, frames: dict[str, int]) -> dict[str, object]:
 
 
 def _coco_annotations(
-    record: ImageRecord, category_ids: dict[str, int], unknown_id: int, names: dict[int, str]
+    record: ImageRecord,
+    category_ids: dict[str, int],
+    unknown_id: int,
+    names: dict[int, str],
+    external: dict[int, list[ExternalSuggestion]] | None = None,
 ) -> Iterator[tuple[int, dict[str, object]]]:
     """(category id, annotation) of each animal crop of the image, or its "empty" annotation."""
     image = record.image
@@ -708,6 +715,11 @@ def _coco_annotations(
         if det.drawn_by_id is not None and det.drawn_by is not None:
             annotation["bbox_drawn_by"] = det.drawn_by.get_username()
         annotation.update(_coco_attributes(item, names))
+        top = (external or {}).get(item.crop.pk)
+        if top:
+            # Another tool's top prediction, with its source (README "Existing AI output").
+            model, label, score = _external_columns(top)
+            annotation["external_prediction"] = {"model": model, "label": label, "score": score}
         yield category_id, annotation
     if not animals and image.is_empty is not None:
         yield 0, {"id": f"image-{image.pk}", "image_id": coco_image_id(image.pk), "category_id": 0}

@@ -13,7 +13,7 @@ from django.urls import reverse
 
 from activelearn.models import Label, Round, RoundCrop
 from activelearn.services import round_start
-from annotator.exports import EXPORT_HEADER, export_crop_rows
+from annotator.exports import EXPORT_HEADER, export_coco_json, export_crop_rows
 from detector.models import Crop, ExternalModel, ExternalPrediction
 from projects.models import Project
 from tests.annotator.external_world import (
@@ -141,6 +141,9 @@ def test_admin_imports_on_the_page_and_sees_problems(
     assert fox_rows and {(r["external_label"], r["external_score"]) for r in fox_rows} == {
         ("red fox", 0.91)
     }
+    coco = json.loads("".join(export_coco_json(project=project)))
+    carried = [a["external_prediction"] for a in coco["annotations"] if "bbox" in a]
+    assert carried and {c["model"] for c in carried} == {"SpeciesNet 4.0.1a"}
     # Again, now with the unmatched taxon added as a species: replaced, not doubled.
     client.post(url, {"file": _upload(speciesnet_file(project)), "create_species": "on"})
     assert "Replaced SpeciesNet 4.0.1a" in client.get(url).text
@@ -204,3 +207,15 @@ def test_outsider_and_volunteer_cannot_import_on_a_real_server(
         )
         assert response.status_code == 404, user.username
     assert not ExternalModel.objects.exists()
+
+
+def test_event_page_shows_them_for_the_event(
+    ingested_project: Project, admin_user: User, volunteer: User
+) -> None:
+    project = ingested_project
+    round_start(project=project, user=admin_user, size=2, unit="event")
+    with_external(project)
+    page = _client(volunteer).get(reverse("label_event", args=[project.slug])).text
+    block = _external_block(page)
+    assert MD_NAME in block and f"SpeciesNet {SN_VERSION}" in block
+    assert "data-rank" not in block  # the event's answer records no suggestions
