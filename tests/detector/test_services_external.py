@@ -209,3 +209,15 @@ def test_command_imports_and_reports(traps: tuple[Project, list[Crop]], tmp_path
         call_command("import_predictions", project.slug, str(path))
     with pytest.raises(CommandError, match="cannot read"):
         call_command("import_predictions", project.slug, str(tmp_path / "missing.json"))
+
+
+def test_a_merged_species_keeps_its_external_predictions(
+    traps: tuple[Project, list[Crop]],
+) -> None:
+    from activelearn.services import species_merge
+
+    project, crops = traps
+    _import(project, sn_document(), create_species=True)
+    rodent, fox = Species.objects.get(name="rodent"), Species.objects.get(name="fox")
+    species_merge(project=project, source_id=rodent.pk, target_id=fox.pk)
+    assert ExternalPrediction.objects.get(label=RODENT).species_id == fox.pk
