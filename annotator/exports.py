@@ -57,8 +57,8 @@ from activelearn.models import (
 )
 from activelearn.selectors import classifier_latest
 from activelearn.selectors_empties import count_corrections
+from annotator.exports_external import EXTERNAL_HEADER, coco_external, csv_external
 from detector.models import Crop
-from detector.selectors_external import ExternalSuggestion, external_suggestions
 from projects.models import Attribute, Image, Project
 from projects.sequences import capture_event
 
@@ -103,11 +103,7 @@ EXPORT_HEADER = [
     # Who drew the box (a person's username) or dropped it; empty for a detector's live box.
     "box_drawn_by",
     "box_dropped_by",
-    # Another tool's top prediction for the crop (README "Existing AI output"): the newest
-    # imported model's, per box where it classified boxes, else for the crop's image.
-    "external_model",
-    "external_label",
-    "external_score",
+    *EXTERNAL_HEADER,
 ]
 
 # The columns of ``Tally.columns``, shared by the image and the event CSV.
@@ -213,7 +209,7 @@ def export_crop_rows(*, project: Project) -> Iterator[list[object]]:
         predictions = _predictions(classifier, ids)
         events = _event_predictions(classifier, {crop_event(c.image) for c in chunk})
         counts = _event_counts(project, {c.image.seq_id for c in chunk if c.image.seq_id})
-        external = external_suggestions(crops=chunk, k=1)
+        external = csv_external(chunk)
         rounds = {
             item.crop_id: item.round
             for item in RoundCrop.objects.filter(crop_id__in=ids)
@@ -245,16 +241,8 @@ def export_crop_rows(*, project: Project) -> Iterator[list[object]]:
                 ),
                 _username(crop.detection.drawn_by),
                 _username(crop.detection.dropped_by),
-                *_external_columns(external.get(crop.pk, [])),
+                *external[crop.pk],
             ]
-
-
-def _external_columns(suggestions: list[ExternalSuggestion]) -> list[object]:
-    """external_model ("name version"), external_label, external_score of the first."""
-    if not suggestions:
-        return ["", "", ""]
-    top = suggestions[0]
-    return [f"{top.model} {top.version}", top.name, round(top.score, 4)]
 
 
 def _username(user: User | None) -> str:
@@ -607,8 +595,7 @@ def export_coco_json(*, project: Project) -> Iterator[str]:
     once all crops are seen, are 0 "empty" (when used), the project's species in order from 1,
     and "unknown" (crops that are animals of no known species) when used. The images of an
     event whose counts an admin corrected carry ``event_counts_corrected`` {species: count};
-    an annotation whose box a person drew carries ``bbox_drawn_by`` (the username), one with an
-    imported model's prediction ``external_prediction`` {model, label, score} (the newest's top).
+    annotations carry ``bbox_drawn_by`` (who drew the box) and ``external_prediction``, if any.
     """
     species = [s.name for s in project.species.all()]
     names = attribute_names(project=project)
@@ -637,11 +624,11 @@ def export_coco_json(*, project: Project) -> Iterator[str]:
     yield '],\n"annotations": ['
     first = True
     for records in image_records(project=project):
-        crops = [item.crop for record in records for item in record.crops]
-        external = external_suggestions(crops=crops, k=1) if crops else {}
+        external = coco_external([item.crop for record in records for item in record.crops])
         for record in records:
-            annotations = _coco_annotations(record, category_ids, unknown_id, names, external)
+            annotations = _coco_annotations(record, category_ids, unknown_id, names)
             for category_id, annotation in annotations:
+                annotation.update(external.get(str(annotation["id"]), {}))
                 used.add(category_id)
                 yield ("" if first else ",\n") + json.dumps(annotation)
                 first = False
@@ -679,11 +666,7 @@ def _coco_image(image: Image, frames: dict[str, int]) -> dict[str, object]:
 
 
 def _coco_annotations(
-    record: ImageRecord,
-    category_ids: dict[str, int],
-    unknown_id: int,
-    names: dict[int, str],
-    external: dict[int, list[ExternalSuggestion]] | None = None,
+    record: ImageRecord, category_ids: dict[str, int], unknown_id: int, names: dict[int, str]
 ) -> Iterator[tuple[int, dict[str, object]]]:
     """(category id, annotation) of each animal crop of the image, or its "empty" annotation."""
     image = record.image
@@ -715,11 +698,6 @@ def _coco_annotations(
         if det.drawn_by_id is not None and det.drawn_by is not None:
             annotation["bbox_drawn_by"] = det.drawn_by.get_username()
         annotation.update(_coco_attributes(item, names))
-        top = (external or {}).get(item.crop.pk)
-        if top:
-            # Another tool's top prediction, with its source (README "Existing AI output").
-            model, label, score = _external_columns(top)
-            annotation["external_prediction"] = {"model": model, "label": label, "score": score}
         yield category_id, annotation
     if not animals and image.is_empty is not None:
         yield 0, {"id": f"image-{image.pk}", "image_id": coco_image_id(image.pk), "category_id": 0}
