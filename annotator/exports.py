@@ -57,6 +57,7 @@ from activelearn.models import (
 )
 from activelearn.selectors import classifier_latest
 from activelearn.selectors_empties import count_corrections
+from annotator.exports_external import EXTERNAL_HEADER, coco_external, csv_external
 from detector.models import Crop
 from projects.models import Attribute, Image, Project
 from projects.sequences import capture_event
@@ -102,6 +103,7 @@ EXPORT_HEADER = [
     # Who drew the box (a person's username) or dropped it; empty for a detector's live box.
     "box_drawn_by",
     "box_dropped_by",
+    *EXTERNAL_HEADER,
 ]
 
 # The columns of ``Tally.columns``, shared by the image and the event CSV.
@@ -183,7 +185,7 @@ def export_crop_rows(*, project: Project) -> Iterator[list[object]]:
     """One row per crop (EXPORT_HEADER order), read in chunks so memory stays constant.
 
     Crops are exported when active, or inactive but with a human vote: labels are never
-    dropped from an export. Five queries per chunk of crops.
+    dropped from an export. Six queries per chunk of crops.
     """
     classifier = classifier_latest(project=project)
     threshold = AutoAccept.of(classifier)
@@ -207,6 +209,7 @@ def export_crop_rows(*, project: Project) -> Iterator[list[object]]:
         predictions = _predictions(classifier, ids)
         events = _event_predictions(classifier, {crop_event(c.image) for c in chunk})
         counts = _event_counts(project, {c.image.seq_id for c in chunk if c.image.seq_id})
+        external = csv_external(chunk)
         rounds = {
             item.crop_id: item.round
             for item in RoundCrop.objects.filter(crop_id__in=ids)
@@ -238,6 +241,7 @@ def export_crop_rows(*, project: Project) -> Iterator[list[object]]:
                 ),
                 _username(crop.detection.drawn_by),
                 _username(crop.detection.dropped_by),
+                *external[crop.pk],
             ]
 
 
@@ -591,7 +595,7 @@ def export_coco_json(*, project: Project) -> Iterator[str]:
     once all crops are seen, are 0 "empty" (when used), the project's species in order from 1,
     and "unknown" (crops that are animals of no known species) when used. The images of an
     event whose counts an admin corrected carry ``event_counts_corrected`` {species: count};
-    an annotation whose box a person drew carries ``bbox_drawn_by`` (the username).
+    annotations carry ``bbox_drawn_by`` (who drew the box) and ``external_prediction``, if any.
     """
     species = [s.name for s in project.species.all()]
     names = attribute_names(project=project)
@@ -620,9 +624,11 @@ def export_coco_json(*, project: Project) -> Iterator[str]:
     yield '],\n"annotations": ['
     first = True
     for records in image_records(project=project):
+        external = coco_external([item.crop for record in records for item in record.crops])
         for record in records:
             annotations = _coco_annotations(record, category_ids, unknown_id, names)
             for category_id, annotation in annotations:
+                annotation.update(external.get(str(annotation["id"]), {}))
                 used.add(category_id)
                 yield ("" if first else ",\n") + json.dumps(annotation)
                 first = False

@@ -14,6 +14,7 @@ from annotator.views import (
     labelling,
     manage,
     onboard,
+    predictions,
     project,
     tokens,
 )
@@ -41,6 +42,7 @@ urlpatterns = [
     path("p/<slug:slug>/rounds/", project.project_rounds, name="project_rounds"),
     path("p/<slug:slug>/model/", project.project_model, name="project_model"),
     path("p/<slug:slug>/data/", project.project_data, name="project_data"),
+    path("p/<slug:slug>/predictions/", predictions.predictions, name="predictions"),
     path("p/<slug:slug>/settings/", project.project_settings, name="project_settings"),
     path("p/<slug:slug>/exports/", project.project_exports, name="project_exports"),
     path("p/<slug:slug>/status.json", project.project_status_json, name="project_status_json"),

@@ -130,3 +130,68 @@ class ImageImport(models.Model):
 
     def __str__(self) -> str:
         return f"import of {self.folder} into {self.project}"
+
+
+class ExternalModel(models.Model):
+    """Another tool's species classifier whose output was imported (SpeciesNet, a MegaDetector
+    classifier, AddaxAI): one per project, name and version; importing the same again replaces
+    its predictions.
+
+    ``mapping`` is {the tool's label: project species id or None}, as matched on import
+    (``detector.services_external``); ``problems`` lists what could not be used.
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="external_models")
+    name = models.CharField(max_length=200)
+    version = models.CharField(max_length=200)
+    format = models.CharField(max_length=20)
+    source_file = models.CharField(max_length=500)
+    sha256 = models.CharField(max_length=64)
+    mapping = models.JSONField(default=dict, blank=True)
+    problems = models.JSONField(default=list, blank=True)
+    imported_at = models.DateTimeField()
+    imported_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-imported_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "name", "version"], name="external_model_unique_version"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.version}"
+
+
+class ExternalPrediction(models.Model):
+    """One of an external model's ranked predictions, for an image (SpeciesNet predicts per
+    image: ``crop`` is null) or for one crop (MegaDetector classifiers predict per box).
+
+    ``species`` is null when the tool's ``label`` maps to none of the project's species; the
+    raw label is always kept.
+    """
+
+    model = models.ForeignKey(ExternalModel, on_delete=models.CASCADE, related_name="predictions")
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="+")
+    crop = models.ForeignKey(
+        Crop, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    species = models.ForeignKey(
+        "projects.Species", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    label = models.CharField(max_length=500)
+    score = models.FloatField()
+    rank = models.PositiveSmallIntegerField()
+
+    class Meta:
+        ordering = ["model_id", "image_id", "crop_id", "rank"]
+        indexes = [
+            models.Index(fields=["crop", "rank"]),
+            models.Index(fields=["image", "rank"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.label} {self.score:.2f} ({self.model_id})"

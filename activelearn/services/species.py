@@ -13,6 +13,7 @@ from activelearn.models import AuditPrediction, Consensus, EventPrediction, Labe
 from activelearn.services.labels import consensus_update
 from activelearn.services.locks import project_lock
 from activelearn.services.retrain import classifier_retrain_queue
+from detector.models import ExternalPrediction
 from projects.models import Project, Species
 from projects.services import AttributeChangeError, SpeciesError, attribute_get, species_get
 
@@ -56,6 +57,8 @@ def species_merge(*, project: Project, source_id: int, target_id: int) -> Specie
         events = EventPrediction.objects.filter(species=source).update(species=target)
         # Audit labels stay evidence: their machine label follows the merge too.
         AuditPrediction.objects.filter(species=source).update(species=target)
+        # Other tools' predictions mapped to it too (README "Existing AI output").
+        ExternalPrediction.objects.filter(species=source).update(species=target)
         consensus_update(project=project, crop_ids=crop_ids)
         name = source.name
         source.delete()

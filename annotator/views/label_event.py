@@ -15,7 +15,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
 from activelearn.models import Round, RoundUnit
-from activelearn.selectors import crop_suggestions
+from activelearn.selectors import audit_crop_ids, crop_suggestions
 from activelearn.selectors_events import event_frames
 from activelearn.services import (
     LabelError,
@@ -29,6 +29,7 @@ from annotator.selectors import project_get_for_user
 from annotator.views._common import request_user
 from annotator.views.labelling import _progress_context, _refused, _skipped_key
 from detector.models import Crop
+from detector.selectors_external import external_suggestions
 from projects.models import LABELLERS, Project
 
 
@@ -107,7 +108,12 @@ def _event_context(*, project: Project, crops: list[Crop], species: list[Any]) -
     # Stored crop probabilities are already pooled over the event (activelearn.events), so
     # the first crop's suggestions are the event's.
     suggestions = crop_suggestions(project=project, crops=crops[:1], species=species)
+    # Other tools' predictions for the first crop, as a help: the event's answer does not
+    # record the suggestions shown. None when an audit crop is among them.
+    audited = audit_crop_ids(project=project, crop_ids=[c.pk for c in crops])
+    external = [] if audited else external_suggestions(crops=crops[:1])[crops[0].pk]
     return {
+        "external": [(s, None) for s in external],
         "crops": crops,
         "crop_ids": [c.pk for c in crops],
         "frames": event_frames(image=crops[0].image),

@@ -14,6 +14,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from activelearn.models import Round, RoundUnit
 from activelearn.selectors import (
+    audit_crop_ids,
     consensus_review_list,
     crop_suggestions,
     label_last_get,
@@ -33,6 +34,7 @@ from activelearn.services import (
     labels_submit,
     project_consensus_update,
 )
+from activelearn.services.labels import SUGGESTIONS_MAX
 from annotator.forms import (
     SKIP,
     ConsensusSettingsForm,
@@ -45,6 +47,7 @@ from annotator.numbers import SKIP_MAX
 from annotator.selectors import project_get_for_user
 from annotator.views._common import request_user
 from detector.models import Crop
+from detector.selectors_external import ExternalSuggestion, external_suggestions
 from projects.models import LABELLERS, Project, Role, Species
 
 # Crops on one grid page: the paper's interface showed a screenful for batch labelling.
@@ -171,13 +174,14 @@ def _progress_context(
 def _crop_context(*, project: Project, crop: Crop, species: list[Species]) -> dict[str, Any]:
     det = crop.detection
     suggestions = crop_suggestions(project=project, crops=[crop], species=species)[crop.pk]
+    shown = [s.species_id for s in suggestions]
+    external = _external_shown(project=project, crop=crop, shown=shown)
     return {
         "crop": crop,
         "form": LabelForm(initial={"crop_id": crop.pk}),
         "suggestions": suggestions,
-        "suggestions_signed": suggestions_sign(
-            crop_id=crop.pk, species_ids=[s.species_id for s in suggestions]
-        ),
+        "external": external,
+        "suggestions_signed": suggestions_sign(crop_id=crop.pk, species_ids=shown),
         "frames": sequence_frames(image=crop.image),
         "box": {
             "left": det.x * 100,
@@ -189,6 +193,23 @@ def _crop_context(*, project: Project, crop: Crop, species: list[Species]) -> di
             "cy": (det.y + det.h / 2) * 100,
         },
     }
+
+
+def _external_shown(
+    *, project: Project, crop: Crop, shown: list[int]
+) -> list[tuple[ExternalSuggestion, int | None]]:
+    """Other tools' suggestions for ``crop`` with the place of their species in the signed
+    list, which they extend (``shown``, changed in place): a label taken from one records it
+    like Trapwise's own. None on audit crops, shown without any machine's suggestion."""
+    if audit_crop_ids(project=project, crop_ids=[crop.pk]):
+        return []
+    out: list[tuple[ExternalSuggestion, int | None]] = []
+    for suggestion in external_suggestions(crops=[crop])[crop.pk]:
+        sid = suggestion.species_id
+        if sid is not None and sid not in shown and len(shown) < SUGGESTIONS_MAX:
+            shown.append(sid)
+        out.append((suggestion, shown.index(sid) + 1 if sid in shown else None))
+    return out
 
 
 @login_required

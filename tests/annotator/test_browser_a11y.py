@@ -17,6 +17,7 @@ from django.contrib.auth.models import User
 from activelearn.services import classifier_retrain, label_submit, round_start
 from annotator.api.services import api_token_create
 from projects.models import Project, Role
+from tests.annotator.external_world import with_external
 from tests.conftest import PASSWORD, browser_login, label_by_truth, serve
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -127,6 +128,12 @@ def _with_empty_sample(project: Project, admin_user: User, volunteer: User) -> N
     empty_check_answer(project=project, check_id=checks[0].pk, user=volunteer, has_animal=False)
 
 
+def _with_external_round(project: Project, admin_user: User, volunteer: User) -> None:
+    """The label page with other tools' predictions (README "Existing AI output")."""
+    round_start(project=project, user=admin_user, strategy="random", size=3)
+    with_external(project)
+
+
 # page -> (who looks at it, its path, the data it needs: none, "round", "event_round",
 # "empties" or "classifier"); {slug} is the project's, {species} its first species, {image} the
 # first image with a box. Importing takes a while, so only the pages that show crops get them.
@@ -155,6 +162,8 @@ PAGES: dict[str, tuple[Role | None, str, str]] = {
     "explore_crop": (Role.ECOLOGIST, "/p/{slug}/explore/crops/{crop}/", "classifier"),
     "project_new": (Role.ADMIN, "/projects/new/", ""),
     "import": (Role.ADMIN, "/p/{slug}/import/?path=cams", ""),
+    "predictions": (Role.ADMIN, "/p/{slug}/predictions/", "external"),
+    "label_external": (Role.VOLUNTEER, "/p/{slug}/label/", "external_round"),
 }
 
 
@@ -205,6 +214,8 @@ def test_page_has_no_serious_axe_violation_nor_csp_violation(
             "event_round": _with_event_round,
             "classifier": _with_classifier,
             "empties": _with_empty_sample,
+            "external": lambda project, *_: with_external(project),
+            "external_round": _with_external_round,
         }
         setup[data](project, admin_user, volunteer)
     api_token_create(user=admin_user, name="camera-sync")

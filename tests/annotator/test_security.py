@@ -72,6 +72,7 @@ URL_TABLE: dict[str, Rule] = {
     "project_rounds": Rule(get=MEMBERS, post=None),
     "project_model": Rule(get=EXPORTERS, post=None),
     "project_data": Rule(get=ADMIN, post=None),
+    "predictions": Rule(get=ADMIN, post=ADMIN),
     "project_settings": Rule(get=ADMIN, post=None),
     "project_exports": Rule(get=EXPORTERS, post=None),
     "project_status_json": Rule(get=ADMIN, post=None),
