@@ -103,26 +103,27 @@ def images_import(*, project: Project, folder: Path, coco: Path | None = None) -
 # Untimed frames of one camera join a burst while their counters follow on and they look
 # alike (projects.sequences.similarity); a burst stops at BURST_MAX_FRAMES, as camera bursts
 # rarely exceed 10 shots. Measured on missouri-dev (benchmarks/README.md, Offline detector).
-BURST_MIN_SIMILARITY = 0.8
+BURST_MIN_SIMILARITY = 0.9
 BURST_MAX_FRAMES = 10
 
 
 def _bursts_set(*, project: Project, new: list[_NewImage]) -> None:
     """Give the new images that have neither a time nor a sequence id the burst that file
     counters and similar frames suggest (``projects.sequences.bursts_infer``)."""
-    untimed = [n for n in new if n.thumb is not None]
-    if not untimed:
-        return
-    bursts = bursts_infer(
-        (BurstFrame(key=n.path, camera=n.camera, name=n.file_name, thumb=n.thumb) for n in untimed),
-        min_similarity=BURST_MIN_SIMILARITY,
-        max_frames=BURST_MAX_FRAMES,
-    )
-    images = list(Image.objects.filter(project=project, path__in=list(bursts)))
-    for image in images:
-        image.seq_id = _db_text(bursts[image.path], max_length=_SEQ_ID_MAX)
-        image.seq_source = "burst"
-    Image.objects.bulk_update(images, ["seq_id", "seq_source"], batch_size=_WRITE_BATCH)
+    untimed = [
+        BurstFrame(key=n.path, camera=n.camera, name=n.file_name, thumb=n.thumb)
+        for n in new
+        if n.thumb is not None
+    ]
+    bursts = bursts_infer(untimed, min_similarity=BURST_MIN_SIMILARITY, max_frames=BURST_MAX_FRAMES)
+    paths = sorted(bursts)
+    for start in range(0, len(paths), _WRITE_BATCH):  # SQLite caps a query's parameters
+        batch = paths[start : start + _WRITE_BATCH]
+        images = list(Image.objects.filter(project=project, path__in=batch))
+        for image in images:
+            image.seq_id = _db_text(bursts[image.path], max_length=_SEQ_ID_MAX)
+            image.seq_source = "burst"
+        Image.objects.bulk_update(images, ["seq_id", "seq_source"])
 
 
 # Image.path and Image.file_name are CharField(max_length=1000).

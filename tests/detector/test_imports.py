@@ -476,6 +476,12 @@ def test_deep_folders_fit_the_camera_and_sequence_fields(
 # --- capture times (issue 18, item 6) -----------------------------------------------------------
 
 
+def _times() -> dict[str, tuple[Any, ...]]:
+    """file name -> (taken_at, camera_taken_at, time_source) of every image."""
+    fields = ("file_name", "taken_at", "camera_taken_at", "time_source")
+    return {r[0]: r[1:] for r in Image.objects.values_list(*fields)}
+
+
 def test_coco_datetime_is_the_capture_time(
     project: Project, small_folder: Path, tmp_path: Path
 ) -> None:
@@ -486,12 +492,7 @@ def test_coco_datetime_is_the_capture_time(
     ]
     folder = _coco_folder(small_folder, tmp_path, images)
     images_import(project=project, folder=folder, coco=_coco(tmp_path, images, ["fox"]))
-    rows = {
-        r[0]: r[1:]
-        for r in Image.objects.values_list(
-            "file_name", "taken_at", "camera_taken_at", "time_source"
-        )
-    }
+    rows = _times()
     a = datetime(2021, 6, 1, 10, 0, tzinfo=UTC)
     assert rows["a.jpg"] == (a, a, "coco")
     b = datetime(2021, 6, 1, 8, 0, 5, tzinfo=UTC)
@@ -510,12 +511,7 @@ def test_exif_times_with_and_without_offset(project: Project, tmp_path: Path) ->
             exif.get_ifd(0x8769)[36881] = offset
         image.save(folder / name, exif=exif)
     images_import(project=project, folder=tmp_path)
-    rows = {
-        r[0]: r[1:]
-        for r in Image.objects.values_list(
-            "file_name", "taken_at", "camera_taken_at", "time_source"
-        )
-    }
+    rows = _times()
     utc = datetime(2021, 6, 1, 15, 0, tzinfo=UTC)
     assert rows["cam/IMG_0001.JPG"] == (utc, utc, "exif_offset")
     naive = datetime(2021, 6, 1, 10, 0, tzinfo=UTC)  # the camera's clock, labelled UTC
