@@ -51,9 +51,10 @@ count on 78 % of animal images. The same frames in one folder without times or i
 (``IMG_0001.JPG``... in sequence order, bursts inferred by the import): image accuracy 0.900
 (precision 0.957, recall 0.908), box precision 0.475 and recall 0.502; 1 image failed
 (``python -m benchmarks offline_untimed``; before, every such image failed). On the bundled
-209-image sample the gap is larger (0.847 against 0.904): see benchmarks/README.md. Roughly 190 images/s on 2 CPU cores including full
-decode and crop writing when sequences are given; frames modelled by their neighbours cost
-about one background per frame (tens of images/s).
+209-image sample the gap is larger (0.847 against 0.904): see benchmarks/README.md.
+Roughly 190 images/s on 2 CPU cores including full decode and crop writing when sequences
+are given; frames modelled by their neighbours cost about one background per frame (tens of
+images/s).
 
 Deterministic: the same files and parameters give the same boxes.
 """

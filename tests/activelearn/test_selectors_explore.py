@@ -26,8 +26,8 @@ from activelearn.selectors_explore import (
     CursorError,
     ExploreFilters,
     explore_page,
-    images_untimed_count,
     explore_queryset,
+    images_untimed_count,
     verify_decisions_recent,
 )
 from activelearn.services import LabelError
