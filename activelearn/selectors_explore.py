@@ -42,7 +42,7 @@ from activelearn.models import (
     RoundCrop,
 )
 from detector.models import Crop
-from projects.models import Project, Species
+from projects.models import Image, Project, Species
 
 # Label sources a filter can name: "none" is the empty source (no label at all).
 SOURCES = {"human": HUMAN, "auto": AUTO, "machine": MACHINE, "none": NO_LABEL}
@@ -135,7 +135,8 @@ class ExploreFilters:
     humans' agreement); ``event`` is a capture event (a sequence id, or ``image-<id>``);
     ``folder`` a prefix of the image's file name; ``date_from``/``date_to`` the days (UTC) the
     images were taken, both included; ``empty`` whether the detector called the image empty;
-    ``in_review`` crops whose votes wait for an admin's decision.
+    ``in_review`` crops whose votes wait for an admin's decision; ``no_time`` crops of images
+    without a capture time (no EXIF or COCO time).
     """
 
     species_id: int | None = None
@@ -150,6 +151,12 @@ class ExploreFilters:
     event: str = ""
     empty: bool | None = None
     in_review: bool | None = None
+    no_time: bool = False
+
+
+def images_untimed_count(*, project: Project) -> int:
+    """How many of the project's images have no capture time."""
+    return Image.objects.filter(project=project, taken_at__isnull=True).count()
 
 
 def explore_queryset(
@@ -182,6 +189,8 @@ def explore_queryset(
     if f.date_to is not None:
         after = datetime.combine(f.date_to + timedelta(days=1), time(), UTC)
         crops = crops.filter(image__taken_at__lt=after)
+    if f.no_time:
+        crops = crops.filter(image__taken_at__isnull=True)
     if f.event:
         crops = crops.filter(_event_q(f.event))
     if f.empty is not None:

@@ -129,6 +129,8 @@ IMAGE_HEADER = [
     "frame_num",
     "camera",
     "taken_at",
+    # Where taken_at came from (exif, exif_offset, coco, camtrap_dp); "none": no capture time.
+    "time_source",
     "width",
     "height",
     "is_empty",
@@ -468,6 +470,7 @@ def export_image_rows(*, project: Project) -> Iterator[list[object]]:
                 image.frame_num,
                 image.camera,
                 _iso(image.taken_at),
+                "none" if image.taken_at is None else (image.time_source or "unknown"),
                 image.width,
                 image.height,
                 "" if image.is_empty is None else int(image.is_empty),

@@ -53,6 +53,7 @@ class ExploreFilterForm(forms.Form):
     folder = forms.CharField(max_length=1000, required=False)
     date_from = forms.DateField(required=False, label="Taken from (YYYY-MM-DD)")
     date_to = forms.DateField(required=False, label="Taken until (YYYY-MM-DD)")
+    no_time = forms.BooleanField(required=False, label="No capture time")
     event = forms.CharField(max_length=220, required=False, label="Capture event")
     empty = forms.ChoiceField(choices=YES_NO, required=False, label="Image called empty")
     in_review = forms.ChoiceField(choices=YES_NO, required=False, label="In review")
@@ -92,6 +93,7 @@ class ExploreFilterForm(forms.Form):
             date_from=data.get("date_from"),
             date_to=data.get("date_to"),
             event=data.get("event") or "",
+            no_time=bool(data.get("no_time")),
             empty=_yes_no(data.get("empty") or ""),
             in_review=_yes_no(data.get("in_review") or ""),
         )

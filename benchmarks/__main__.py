@@ -18,6 +18,7 @@ from benchmarks import (
     kcenter,
     learning_core,
     offline_detector,
+    offline_untimed,
     reembed,
     selection_rule,
 )
@@ -28,6 +29,7 @@ BENCHMARKS: dict[str, Callable[[], None]] = {
     "export_stream": export_stream.main,
     "explore_paging": explore_paging.main,
     "offline_detector": offline_detector.main,
+    "offline_untimed": offline_untimed.main,
     "embedding_speed": embedding_speed.main,
     "reembed": reembed.main,
     "learning_core": learning_core.main,

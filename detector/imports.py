@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 from django.db import transaction
 from PIL import Image as PILImage
 
@@ -18,9 +19,16 @@ from detector.coco import CocoError, CocoMetadata, coco_metadata_read
 from detector.crops import upright_size
 from projects.import_roots import IMAGE_SUFFIXES, FolderImportError, import_path_check
 from projects.locks import project_lock
-from projects.models import Image, Project
+from projects.models import Image, Project, TimeSource
 from projects.safe_files import UnsafeFileError, file_open_regular
-from projects.sequences import FrameInfo, exif_camera_and_time, sequences_infer
+from projects.sequences import (
+    BurstFrame,
+    FrameInfo,
+    bursts_infer,
+    exif_camera_and_time,
+    grey_thumbnail,
+    sequences_infer,
+)
 from projects.services import (
     SpeciesError,
     species_ensure,
@@ -104,8 +112,35 @@ def images_import(
         Image.objects.bulk_create((n.image(project=project) for n in new), batch_size=_WRITE_BATCH)
         report.added = len(new)
         if report.added:
+            _bursts_set(project=project, new=new)
             images_sequences_infer(project=project)
     return report
+
+
+# Untimed frames of one camera join a burst while their counters follow on and they look
+# alike (projects.sequences.similarity); a burst stops at BURST_MAX_FRAMES, as camera bursts
+# rarely exceed 10 shots. Measured on missouri-dev (benchmarks/README.md, Offline detector).
+BURST_MIN_SIMILARITY = 0.9
+BURST_MAX_FRAMES = 10
+
+
+def _bursts_set(*, project: Project, new: list[_NewImage]) -> None:
+    """Give the new images that have neither a time nor a sequence id the burst that file
+    counters and similar frames suggest (``projects.sequences.bursts_infer``)."""
+    untimed = [
+        BurstFrame(key=n.path, camera=n.camera, name=n.file_name, thumb=n.thumb)
+        for n in new
+        if n.thumb is not None
+    ]
+    bursts = bursts_infer(untimed, min_similarity=BURST_MIN_SIMILARITY, max_frames=BURST_MAX_FRAMES)
+    paths = sorted(bursts)
+    for start in range(0, len(paths), _WRITE_BATCH):  # SQLite caps a query's parameters
+        batch = paths[start : start + _WRITE_BATCH]
+        images = list(Image.objects.filter(project=project, path__in=batch))
+        for image in images:
+            image.seq_id = _db_text(bursts[image.path], max_length=_SEQ_ID_MAX)
+            image.seq_source = "burst"
+        Image.objects.bulk_update(images, ["seq_id", "seq_source"])
 
 
 # Image.path and Image.file_name are CharField(max_length=1000).
@@ -171,8 +206,16 @@ class _NewImage:
     frame_num: int | None
     camera: str
     taken_at: datetime | None
+    time_source: str
+    # projects.sequences.grey_thumbnail, kept only for frames without time and sequence id.
+    thumb: np.ndarray | None
 
     def image(self, *, project: Project) -> Image:
+        # Camera clocks have no time zone: a naive clock time is kept as it is, labelled UTC;
+        # an aware one (EXIF offset, COCO with offset) is already UTC.
+        taken = self.taken_at
+        if taken is not None and taken.tzinfo is None:
+            taken = taken.replace(tzinfo=UTC)
         return Image(
             project=project,
             path=self.path,
@@ -183,8 +226,9 @@ class _NewImage:
             seq_source="metadata" if self.seq_id else "",
             frame_num=self.frame_num,
             camera=self.camera,
-            # Camera clocks have no time zone: the clock time is kept as it is, labelled UTC.
-            taken_at=self.taken_at.replace(tzinfo=UTC) if self.taken_at else None,
+            taken_at=taken,
+            camera_taken_at=taken,
+            time_source=self.time_source,
         )
 
 
@@ -223,6 +267,13 @@ def _image_read(
                 # when its crops are cut; a JPEG decodes at 1/8 scale (still every byte).
                 img.draft(None, (max(1, img.width // 8), max(1, img.height // 8)))
                 img.load()
+                meta = metadata.by_file.get(file_name) if metadata is not None else None
+                untimed = taken_at is None and (meta is None or meta.taken_at is None)
+                thumb = (
+                    grey_thumbnail(np.asarray(img.convert("L"), dtype=np.float32))
+                    if untimed and not (meta and meta.seq_id)
+                    else None
+                )
     except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning) as exc:
         report.problems.append((file_name, f"refused, could be a decompression bomb: {exc}"))
         return None
@@ -232,7 +283,12 @@ def _image_read(
         # stop the rest of the folder.
         report.problems.append((file_name, f"not a readable image: {exc}"))
         return None
-    meta = metadata.by_file.get(file_name) if metadata is not None else None
+    if meta is not None and meta.taken_at is not None:
+        taken_at, source = meta.taken_at, TimeSource.COCO
+    elif taken_at is not None:
+        source = TimeSource.EXIF_OFFSET if taken_at.tzinfo is not None else TimeSource.EXIF
+    else:
+        source = TimeSource.NONE
     return _NewImage(
         path=str(path),
         file_name=file_name,
@@ -242,6 +298,8 @@ def _image_read(
         frame_num=meta.frame_num if meta else None,
         camera=_db_text(camera, max_length=_CAMERA_MAX),
         taken_at=taken_at,
+        time_source=str(source),
+        thumb=thumb,
     )
 
 
@@ -257,13 +315,16 @@ def _db_text(text: str, *, max_length: int) -> str:
 
 
 def images_sequences_infer(*, project: Project) -> int:
-    """Give every image without imported sequence id a capture event from camera + time gaps.
+    """Give every image without imported sequence id or inferred burst (``_bursts_set``) a
+    capture event from camera + time gaps.
 
     Recomputed over all such images of the project, so events that span two imports join up.
     Returns the number of images whose sequence id changed.
     """
     images = list(
-        Image.objects.filter(project=project).exclude(seq_source="metadata").order_by("id")
+        Image.objects.filter(project=project)
+        .exclude(seq_source__in=("metadata", "burst"))
+        .order_by("id")
     )
     events = sequences_infer(
         (FrameInfo(key=str(i.pk), camera=i.camera, taken_at=i.taken_at) for i in images),

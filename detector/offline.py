@@ -1,11 +1,18 @@
-"""An offline animal detector that needs no model weights: background subtraction per burst.
+"""An offline animal detector that needs no model weights: background subtraction over a
+frame's capture sequence or, failing that, its neighbouring frames.
 
 Camera traps shoot bursts (capture sequences) from a fixed camera, so whatever changes
-between the frames of one burst is probably the animal. For each sequence this detector
+between the frames of one burst is probably the animal. A frame's background frames are its
+sequence when that has at least ``min_frames`` readable frames; otherwise (an untimed folder,
+where every image is its own event, or a single-frame trigger) they are the ``window`` nearest
+frames on each side from the same camera (folder or deployment), ordered by capture time or
+else by file name (camera counters: ``IMG_0042``), among those that look alike
+(``projects.sequences.similarity`` >= ``min_similarity``: another view, or day against night,
+is no background). Over those frames this detector
 
 1. decodes every frame as greyscale at reduced resolution (JPEG DCT scaling via
    ``Image.draft``, then a ``work_size`` grid), and smooths it slightly;
-2. models the background as the per-pixel median over the sequence's frames, after
+2. models the background as the per-pixel median over the background frames, after
    matching each frame's brightness and contrast to it (a robust linear fit, because
    infrared exposure flickers from frame to frame);
 3. scores each pixel by ``z = |frame - background| / sigma``, where ``sigma`` is the
@@ -17,15 +24,19 @@ between the frames of one burst is probably the animal. For each sequence this d
    drops those smaller than ``min_area``;
 5. gives each box a confidence from its foreground strength and size (``_confidence``).
 
-Good at: animals that move across a burst of 3+ frames from a fixed camera, day or night.
+Good at: animals that move across a burst of 3+ frames from a fixed camera, day or night, and
+(nearly as well) across the neighbouring frames of an untimed folder.
 
 Bad at (know this before trusting it):
 
 * animals that stay still for most of the burst, or are present in more than half of the
   frames at the same place: they become background (missed), and the frames where they
   are absent then show a "ghost" box where they stood;
-* single frames and 2-frame bursts: there is no background to compare with. Such
-  sequences get ``failure`` set (result unknown, not "empty"); see ``OfflineParams.min_frames``;
+* a camera with fewer than ``min_frames`` alike frames around an image (a lone picture, a
+  view seen once): there is no background to compare with. Such images get ``failure`` set
+  (result unknown, not "empty"), saying what would help (times, a COCO file, MegaDetector);
+* untimed neighbours far apart in time (a sparse trigger rate): lighting and vegetation
+  change between them, so expect more false boxes than within a burst;
 * wind-blown vegetation, moving shadows and sun flecks, rain, insects near the lens:
   false boxes (the per-pixel noise estimate only damps regular motion);
 * strong infrared flicker or auto-exposure changes beyond a global gain and offset;
@@ -34,9 +45,16 @@ Bad at (know this before trusting it):
 
 Measured on missouri-dev (748 images, 60 sequences; the same data the defaults were tuned
 on, so expect somewhat less elsewhere), keeping boxes with confidence >= 0.1 (recommended):
-image accuracy 0.917 (precision 0.963, recall 0.926; always saying "animal" scores 0.759),
-box precision 0.564 and recall 0.592 at IoU 0.5, exact count on 78 % of animal images.
-Roughly 190 images/s on 2 CPU cores including full decode and crop writing.
+with the COCO file's sequence ids, image accuracy 0.917 (precision 0.963, recall 0.926;
+always saying "animal" scores 0.759), box precision 0.564 and recall 0.592 at IoU 0.5, exact
+count on 78 % of animal images. The same frames in one folder without times or ids
+(``IMG_0001.JPG``... in sequence order, bursts inferred by the import): image accuracy 0.900
+(precision 0.957, recall 0.908), box precision 0.475 and recall 0.502; 1 image failed
+(``python -m benchmarks offline_untimed``; before, every such image failed). On the bundled
+209-image sample the gap is larger (0.847 against 0.904): see benchmarks/README.md.
+Roughly 190 images/s on 2 CPU cores including full decode and crop writing when sequences
+are given; frames modelled by their neighbours cost about one background per frame (tens of
+images/s).
 
 Deterministic: the same files and parameters give the same boxes.
 """
@@ -44,12 +62,14 @@ Deterministic: the same files and parameters give the same boxes.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import warnings
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 from PIL import Image
@@ -64,16 +84,28 @@ from detector.base import (
 )
 from detector.crops import exif_orientation, image_rgb, image_upright
 from detector.imported import normalise_relpath
+from projects.sequences import grey_thumbnail, natural_key, similarity
 
-__all__ = ["OfflineDetector", "OfflineParams", "sequence_boxes"]
+__all__ = [
+    "OfflineDetector",
+    "OfflineParams",
+    "frames_order",
+    "sequence_boxes",
+    "window_boxes",
+    "window_bounds",
+]
 
 # Pixel rectangle on the working grid: (row0, col0, row1, col1), exclusive ends.
 _Rect = tuple[int, int, int, int]
 
-# Failure message for sequences too short to model the background (format: n, key, min).
+# Failure message for frames with too few like frames nearby (format: min, file, camera, n).
 _TOO_FEW_FRAMES = (
-    "offline-background needs at least {min} readable frames of a capture sequence to "
-    "model the background; sequence {key!r} has {n}, so no detection was attempted"
+    "offline-background needs at least {min} readable frames of the same camera view to "
+    "model the background; image {file!r} (camera {camera!r}) has {n} among its neighbours "
+    "in time or file order, so no detection was attempted. More frames from this camera, "
+    "capture times or sequence ids (a COCO Camera Traps file with seq_id: import_images "
+    "--coco), or boxes from MegaDetector (detect --detector megadetector, or "
+    "megadetector-json --file results.json) would make detection possible"
 )
 
 
@@ -98,6 +130,12 @@ class OfflineParams:
         max_area: largest kept box area (fraction); bigger ones are global changes.
         score_z: z excess over z_low at which the strength term reaches 1 - 1/e.
         score_area: box area fraction at which the size term reaches 1 - 1/e.
+        window: frames taken on each side of a frame that is modelled by its neighbours.
+        min_similarity: ``projects.sequences.similarity`` below which two neighbouring
+            frames are different views (a moved camera, day and night) and not each
+            other's background.
+        mode: "burst": a sequence of ``min_frames`` or more is its own background, other
+            frames use their neighbours; "window": every frame uses its neighbours.
     """
 
     work_size: int = 160
@@ -116,6 +154,9 @@ class OfflineParams:
     max_area: float = 0.95
     score_z: float = 4.0
     score_area: float = 0.01
+    window: int = 8
+    min_similarity: float = 0.8
+    mode: str = "burst"
 
     def __post_init__(self) -> None:
         """Reject values that would make the pipeline meaningless."""
@@ -131,6 +172,10 @@ class OfflineParams:
             raise DetectorError(f"need 0 < z_low <= z_high, got {self.z_low}, {self.z_high}")
         if self.score_z <= 0 or self.score_area <= 0 or self.noise_floor <= 0:
             raise DetectorError("score_z, score_area and noise_floor must be > 0")
+        if self.window < 1 or not -1 <= self.min_similarity <= 1:
+            raise DetectorError("window must be >= 1 and min_similarity in [-1, 1]")
+        if self.mode not in ("burst", "window"):
+            raise DetectorError(f"mode must be 'burst' or 'window', got {self.mode!r}")
 
     def digest(self) -> str:
         """Short stable hash of the parameter values (for the detector version)."""
@@ -139,11 +184,19 @@ class OfflineParams:
 
 
 class OfflineDetector:
-    """Detector protocol implementation by per-sequence background subtraction.
+    """Detector protocol implementation by background subtraction over neighbouring frames.
+
+    Each camera's frames are put in order (by capture time when every frame of the camera
+    has one, else by file name with counters compared as numbers: ``IMG_9`` before
+    ``IMG_10``). A frame whose capture sequence has at least ``min_frames`` readable frames
+    is compared with the median of its sequence, as before; any other frame (an untimed
+    folder, a single-frame trigger) with the median of its ``window`` nearest frames on each
+    side in that order, within the run of frames that look alike (``min_similarity``: a
+    change of view or day to night starts a new run).
 
     Attributes:
         name: "offline-background".
-        version: "1.0 <8 hex digits of the parameter hash>".
+        version: "2.0 <8 hex digits of the parameter hash>".
         params: the OfflineParams in use.
     """
 
@@ -154,14 +207,20 @@ class OfflineDetector:
         *,
         root: Path,
         sequences: Mapping[str, str],
+        cameras: Mapping[str, str] | None = None,
+        times: Mapping[str, datetime | None] | None = None,
         params: OfflineParams = OfflineParams(),  # noqa: B008 - frozen, so sharing is safe
     ) -> None:
-        """Index the frames of each sequence.
+        """Index the frames of each sequence and each camera.
 
         Args:
             root: folder the file paths are relative to.
             sequences: file (relative to ``root``) -> sequence key; files sharing a key
-                are frames of one burst from one fixed camera.
+                are frames of one burst from one fixed camera. Every file to detect is here.
+            cameras: file -> camera key (a camera, folder or deployment); a file not in it
+                is its folder's.
+            times: file -> capture time or None; a camera with an untimed frame is ordered
+                by file name.
             params: tunables.
 
         Raises:
@@ -169,23 +228,36 @@ class OfflineDetector:
         """
         self.root = Path(root)
         self.params = params
-        self.version = f"1.0 {params.digest()}"
+        self.version = f"2.0 {params.digest()}"
+        clean_cameras = {normalise_relpath(f): str(c) for f, c in (cameras or {}).items()}
+        clean_times = {normalise_relpath(f): t for f, t in (times or {}).items()}
         self._sequence_of: dict[str, str] = {}
         self._frames: dict[str, list[str]] = defaultdict(list)
+        by_camera: dict[str, list[str]] = defaultdict(list)
+        self._camera_of: dict[str, str] = {}
         for file, key in sequences.items():
             clean = normalise_relpath(file)
             if clean in self._sequence_of:
                 raise DetectorError(f"file {clean!r} is listed twice in sequences")
             self._sequence_of[clean] = str(key)
             self._frames[str(key)].append(clean)
+            camera = clean_cameras.get(clean, str(PurePosixPath(clean).parent))
+            self._camera_of[clean] = camera
+            by_camera[camera].append(clean)
         for frames in self._frames.values():
             frames.sort()  # frame order doesn't change a median, but keeps runs identical
+        self._order: dict[str, list[str]] = {}
+        self._position: dict[str, int] = {}
+        for camera, files in by_camera.items():
+            self._order[camera] = frames_order(files, times=clean_times)
+            self._position.update({f: i for i, f in enumerate(self._order[camera])})
 
     def detect(self, files: Sequence[str]) -> list[ImageDetections]:
         """Return one ImageDetections per file, same order.
 
-        Each sequence touched is processed once per call (all its frames decoded once,
-        requested or not); results are not kept between calls.
+        A frame's result depends only on its sequence or its ``2 * window`` neighbours on
+        each side, never on which other files are asked for. Frames are decoded once per
+        call; results are not kept between calls.
 
         Raises:
             UnknownFileError: a file not in ``sequences`` (checked before any work).
@@ -199,23 +271,26 @@ class OfflineDetector:
                 raise UnknownFileError(
                     f"{self.name}: image {key!r} is not in any known capture sequence"
                 )
+        cache = _FrameCache(root=self.root, work_size=self.params.work_size)
         done: dict[str, dict[str, ImageDetections]] = {}
         out: list[ImageDetections] = []
         for key in keys:
             seq = self._sequence_of[key]
-            if seq not in done:
-                done[seq] = self._detect_sequence(seq)
-            out.append(done[seq][key])
+            if self.params.mode == "burst" and seq not in done:
+                done[seq] = self._detect_sequence(seq, cache=cache)
+            if key in done.get(seq, {}):
+                out.append(done[seq][key])
+            else:
+                out.append(self._detect_window(key, cache=cache))
         return out
 
-    def _detect_sequence(self, seq: str) -> dict[str, ImageDetections]:
-        """Detections for every frame of sequence ``seq`` (file -> result)."""
+    def _detect_sequence(self, seq: str, *, cache: _FrameCache) -> dict[str, ImageDetections]:
+        """Detections for the frames of sequence ``seq`` (file -> result), or {} when it has
+        fewer than ``min_frames`` readable frames (its frames then go by their neighbours)."""
         files = self._frames[seq]
-        frames, failures = _frames_load(self.root, files, work_size=self.params.work_size)
+        frames, failures = cache.load(files)
         results = {f: ImageDetections(file=f, boxes=(), failure=msg) for f, msg in failures.items()}
         if len(frames) < self.params.min_frames:
-            msg = _TOO_FEW_FRAMES.format(min=self.params.min_frames, key=seq, n=len(frames))
-            results.update({f: ImageDetections(file=f, boxes=(), failure=msg) for f in frames})
             return results
         names = list(frames)
         boxes = sequence_boxes(np.stack([frames[f] for f in names]), params=self.params)
@@ -223,6 +298,109 @@ class OfflineDetector:
             {f: ImageDetections(file=f, boxes=b) for f, b in zip(names, boxes, strict=True)}
         )
         return results
+
+    def _detect_window(self, file: str, *, cache: _FrameCache) -> ImageDetections:
+        """Detections for ``file`` against the median of its nearest similar frames."""
+        camera = self._camera_of[file]
+        order = self._order[camera]
+        position = self._position[file]
+        reach = 2 * self.params.window
+        nearby = order[max(0, position - reach) : position + reach + 1]
+        frames, failures = cache.load(nearby)
+        if file in failures:
+            return ImageDetections(file=file, boxes=(), failure=failures[file])
+        names = [f for f in nearby if f in frames]
+        index = names.index(file)
+        alike = [
+            similarity(cache.thumb(a), cache.thumb(b)) >= self.params.min_similarity
+            for a, b in itertools.pairwise(names)
+        ]
+        start, stop = window_bounds(alike, index=index, k=self.params.window)
+        if stop - start < self.params.min_frames:
+            msg = _TOO_FEW_FRAMES.format(
+                min=self.params.min_frames, file=file, camera=camera, n=stop - start
+            )
+            return ImageDetections(file=file, boxes=(), failure=msg)
+        window = np.stack([frames[f] for f in names[start:stop]])
+        boxes = window_boxes(window, index=index - start, params=self.params)
+        return ImageDetections(file=file, boxes=boxes)
+
+
+def frames_order(files: Sequence[str], *, times: Mapping[str, datetime | None]) -> list[str]:
+    """One camera's ``files`` in capture order: by (time, file) when every file has a time in
+    ``times``, else by file name with digit runs compared as numbers (camera counters)."""
+    stamps = [times.get(f) for f in files]
+    if files and all(t is not None for t in stamps):
+        return sorted(files, key=lambda f: (_utc_naive(times[f]), natural_key(f), f))
+    return sorted(files, key=lambda f: (natural_key(f), f))
+
+
+def _utc_naive(moment: datetime | None) -> datetime:
+    """``moment`` as a naive UTC time, so aware and naive times sort together."""
+    assert moment is not None
+    if moment.tzinfo is None:
+        return moment
+    return moment.astimezone(UTC).replace(tzinfo=None)
+
+
+def window_bounds(alike: Sequence[bool], *, index: int, k: int) -> tuple[int, int]:
+    """The background window of frame ``index`` among n = len(alike) + 1 ordered frames.
+
+    ``alike[i]`` says frames i and i + 1 look alike; the frame's run is the longest stretch
+    around ``index`` joined by alike pairs. The window is the ``2k + 1`` frames of the run
+    nearest ``index`` (k before and k after, more on one side where the run ends on the
+    other), or the whole run when it is shorter. Returns (start, stop), stop exclusive.
+    """
+    start = index
+    while start > 0 and alike[start - 1]:
+        start -= 1
+    stop = index + 1
+    while stop <= len(alike) and alike[stop - 1]:
+        stop += 1
+    size = min(2 * k + 1, stop - start)
+    first = min(max(start, index - k), stop - size)
+    return first, first + size
+
+
+class _FrameCache:
+    """Working frames and their thumbnails, decoded at most once per ``detect`` call."""
+
+    def __init__(self, *, root: Path, work_size: int) -> None:
+        self.root, self.work_size = root, work_size
+        self.frames: dict[str, np.ndarray] = {}
+        self.failures: dict[str, str] = {}
+        self.thumbs: dict[str, np.ndarray] = {}
+
+    def load(self, files: Sequence[str]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+        """(file -> frame, file -> failure) for ``files``, in their order."""
+        todo = [f for f in files if f not in self.frames and f not in self.failures]
+        for file in todo:
+            try:
+                self.frames[file] = np.asarray(
+                    _grey_load(self.root / file, work_size=self.work_size), dtype=np.float32
+                )
+            except DetectorError as exc:
+                self.failures[file] = str(exc)
+        frames = {f: self.frames[f] for f in files if f in self.frames}
+        if frames:
+            # Frames of one window share a grid: the first frame's (boxes are normalised).
+            grid = next(iter(frames.values())).shape
+            frames = {f: _grid_fit(a, grid) for f, a in frames.items()}
+        return frames, {f: self.failures[f] for f in files if f in self.failures}
+
+    def thumb(self, file: str) -> np.ndarray:
+        """``grey_thumbnail`` of a loaded frame."""
+        if file not in self.thumbs:
+            self.thumbs[file] = grey_thumbnail(self.frames[file])
+        return self.thumbs[file]
+
+
+def _grid_fit(frame: np.ndarray, grid: tuple[int, ...]) -> np.ndarray:
+    """``frame`` resized onto ``grid`` (rows, cols) when its shape differs."""
+    if frame.shape == grid:
+        return frame
+    image = Image.fromarray(frame, mode="F").resize((grid[1], grid[0]), Image.Resampling.BILINEAR)
+    return np.asarray(image, dtype=np.float32)
 
 
 def _frames_load(
@@ -303,6 +481,19 @@ def sequence_boxes(frames: np.ndarray, *, params: OfflineParams) -> list[tuple[B
     Returns:
         One tuple of validated "animal" boxes per frame, largest confidence first.
     """
+    return [_frame_boxes(z_frame, params=params) for z_frame in _z_maps(frames, params=params)]
+
+
+def window_boxes(frames: np.ndarray, *, index: int, params: OfflineParams) -> tuple[Box, ...]:
+    """Boxes of frame ``index`` of ``frames`` (n >= 3, rows, cols), the rest its background:
+    the same as ``sequence_boxes(frames)[index]``."""
+    if not 0 <= index < frames.shape[0]:
+        raise DetectorError(f"index {index} outside {frames.shape[0]} frames")
+    return _frame_boxes(_z_maps(frames, params=params)[index], params=params)
+
+
+def _z_maps(frames: np.ndarray, *, params: OfflineParams) -> np.ndarray:
+    """Per-frame z-maps (n, rows, cols) of a stack against its median background."""
     if frames.ndim != 3 or frames.shape[0] < 3:
         raise DetectorError(f"need an array (n >= 3, rows, cols), got shape {frames.shape}")
     if params.blur_sigma > 0:
@@ -317,7 +508,7 @@ def sequence_boxes(frames: np.ndarray, *, params: OfflineParams) -> list[tuple[B
     floor = max(params.noise_floor, params.noise_global_weight * float(np.median(sigma[valid])))
     z = np.abs(diff) / np.maximum(sigma, floor)
     z[:, ~valid] = 0.0
-    return [_frame_boxes(z_frame, params=params) for z_frame in z]
+    return z
 
 
 def _valid_mask(shape: tuple[int, ...], *, params: OfflineParams) -> np.ndarray:

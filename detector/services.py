@@ -10,6 +10,7 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from django.conf import settings
@@ -426,7 +427,8 @@ def detector_for_root(
     if name == "offline":
         from detector.offline import OfflineDetector
 
-        return OfflineDetector(root=root, sequences=_sequences_under(project=project, root=root))
+        sequences, cameras, times = _frames_under(project=project, root=root)
+        return OfflineDetector(root=root, sequences=sequences, cameras=cameras, times=times)
     if name == "megadetector":
         from detector.megadetector import MegaDetector
 
@@ -449,14 +451,27 @@ def detector_for_root(
     raise DetectorError(f"unknown detector {name!r}; choose one of {', '.join(DETECTORS)}")
 
 
-def _sequences_under(*, project: Project, root: Path) -> dict[str, str]:
-    """{file name: capture event} for every image under ``root``, detected or not.
+def _frames_under(
+    *, project: Project, root: Path
+) -> tuple[dict[str, str], dict[str, str], dict[str, datetime | None]]:
+    """({file: capture event}, {file: camera}, {file: capture time}) for every image under
+    ``root``, detected or not.
 
-    The background of an event is modelled from all its frames; an image without an event is
-    a sequence of its own.
+    The background of an event is modelled from all its frames, that of an image in a
+    shorter event from its neighbours in its camera (the deployment where known, else the
+    camera and folder of the import) ordered by time, else by file name.
     """
     rows = Image.objects.filter(project=project, path__startswith=f"{root}/")
-    return {
-        file_name: capture_event(seq_id=seq_id, image_id=pk)
-        for pk, file_name, seq_id in rows.values_list("pk", "file_name", "seq_id")
-    }
+    sequences: dict[str, str] = {}
+    cameras: dict[str, str] = {}
+    times: dict[str, datetime | None] = {}
+    for pk, file_name, seq_id, camera, deployment, taken_at in rows.values_list(
+        "pk", "file_name", "seq_id", "camera", "deployment_id", "taken_at"
+    ):
+        sequences[file_name] = capture_event(seq_id=seq_id, image_id=pk)
+        if deployment is not None:
+            cameras[file_name] = f"deployment:{deployment}"
+        elif camera:
+            cameras[file_name] = f"camera:{camera}"
+        times[file_name] = taken_at
+    return sequences, cameras, times

@@ -17,6 +17,7 @@ from activelearn.selectors_explore import (
     CursorError,
     explore_page,
     image_boxes,
+    images_untimed_count,
     verify_decisions_recent,
 )
 from activelearn.services import LabelError
@@ -112,6 +113,7 @@ def explore(request: HttpRequest, slug: str) -> HttpResponse:
             "is_admin": role == Role.ADMIN,
             "classifier": classifier,
             "decisions": verify_decisions_recent(project=project) if can_verify else [],
+            "untimed_count": images_untimed_count(project=project),
         },
     )
 

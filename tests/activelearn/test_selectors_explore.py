@@ -27,6 +27,7 @@ from activelearn.selectors_explore import (
     ExploreFilters,
     explore_page,
     explore_queryset,
+    images_untimed_count,
     verify_decisions_recent,
 )
 from activelearn.services import LabelError
@@ -194,6 +195,7 @@ def test_filters_and_keyset_pages_match_brute_force(project: Project, seed: int)
         event=rng.choice(["", "seq1", f"image-{Image.objects.filter(project=project).first().pk}"]),  # type: ignore[union-attr]
         empty=rng.choice([None, True, False]),
         in_review=rng.choice([None, True, False]),
+        no_time=rng.random() < 0.3,
     )
     if seed % 3 == 0:
         # The "verify species X" view: its machine-only fast path (the prediction index).
@@ -223,6 +225,7 @@ def test_filters_and_keyset_pages_match_brute_force(project: Project, seed: int)
             )
             and (filters.empty is None or img.is_empty is filters.empty)
             and (filters.in_review is None or (statuses.get(pk) == "review") == filters.in_review)
+            and (not filters.no_time or img.taken_at is None)
         )
 
     wanted = [pk for pk in sorted(finals) if keep(pk)]
@@ -353,3 +356,16 @@ def test_verify_refuses_bad_input_and_stores_nothing(
                 classifier=classifier,
             )
     assert Label.objects.count() == before
+
+
+def test_untimed_images_are_counted(project: Project) -> None:
+    for i, taken in enumerate([None, None, datetime(2024, 1, 1, tzinfo=UTC)]):
+        Image.objects.create(
+            project=project,
+            path=f"/w/{i}.jpg",
+            file_name=f"{i}.jpg",
+            width=1,
+            height=1,
+            taken_at=taken,
+        )
+    assert images_untimed_count(project=project) == 2

@@ -723,3 +723,15 @@ def test_coco_annotations_carry_attributes(scenario: Scenario, admin_user: User)
     # Nothing recorded or predicted: no attributes claimed either way.
     assert "attributes" not in annotations[f"crop-{crops['F3'].pk}"]
     assert "attributes" not in annotations[f"crop-{crops['A3'].pk}"]  # unknown
+
+
+def test_images_without_capture_time_say_so(scenario: Scenario) -> None:
+    project = scenario.project
+    timed = Image.objects.filter(project=project, seq_id="SEQ75179")
+    timed.update(taken_at="2021-06-01T10:00:00Z", time_source="exif_offset")
+    rows = table(IMAGE_HEADER, export_image_rows(project=project))
+    by_seq = {(r["seq_id"], r["taken_at"] != "", r["time_source"]) for r in rows}
+    assert by_seq == {("SEQ75179", True, "exif_offset"), ("SEQ75520", False, "none")}
+    coco = json.loads("".join(export_coco_json(project=project)))
+    dated = {i["seq_id"]: "datetime" in i for i in coco["images"]}
+    assert dated == {"SEQ75179": True, "SEQ75520": False}

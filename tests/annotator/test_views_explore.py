@@ -16,7 +16,7 @@ from django.urls import reverse
 from activelearn.models import Consensus, Label, LabelOrigin, Prediction
 from benchmarks.export_stream import _project as bench_project
 from detector.models import Crop
-from projects.models import Membership, Project, Role, Species
+from projects.models import Image, Membership, Project, Role, Species
 from tests.annotator.explore_world import explore_world
 
 pytestmark = pytest.mark.django_db
@@ -301,3 +301,18 @@ def test_queries_do_not_grow_with_the_crops(admin_user: User, ecologist: User) -
         counts.append(_query_counts(client, slug, species_id))
         assert project.crops.count() == n
     assert counts[0] == counts[1], counts
+
+
+def test_images_without_capture_time_are_counted_and_filtered(
+    project: Project, ecologist: User
+) -> None:
+    _, crops = explore_world(project, n=6)
+    timed = [c.image_id for c in crops[:2]]
+    Image.objects.filter(project=project).update(taken_at=None)
+    Image.objects.filter(pk__in=timed).update(taken_at="2024-01-01T00:00:00Z")
+    client = _client(ecologist)
+    untimed = Image.objects.filter(project=project, taken_at__isnull=True).count()
+    response = client.get(_url(project))
+    assert f"({untimed} images without time)" in response.content.decode()
+    only = client.get(_url(project), {"no_time": "on"})
+    assert _shown(only) == [c.pk for c in crops if c.image_id not in timed]

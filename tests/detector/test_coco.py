@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from detector.cct import CctError
-from detector.coco import CocoError, coco_metadata_read
+from detector.coco import CocoError, coco_datetime, coco_metadata_read
 
 
 def test_reads_the_real_sample(sample_dir: Path) -> None:
@@ -45,3 +47,28 @@ def test_bad_files_get_clear_errors(tmp_path: Path, text: str, message: str) -> 
 
 def test_coco_error_is_the_readers_error() -> None:
     assert CocoError is CctError  # import_images' ``except CocoError`` catches the reader's
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, None),
+        ("  ", None),
+        ("2019-05-01 22:15:03", datetime(2019, 5, 1, 22, 15, 3)),
+        ("2019-05-01T22:15:03", datetime(2019, 5, 1, 22, 15, 3)),
+        ("2019:05:01 22:15:03", datetime(2019, 5, 1, 22, 15, 3)),
+        ("2019-05-01T22:15:03+02:00", datetime(2019, 5, 1, 20, 15, 3, tzinfo=UTC)),
+        ("2019-05-01T22:15:03Z", datetime(2019, 5, 1, 22, 15, 3, tzinfo=UTC)),
+    ],
+)
+def test_coco_datetime(value: object, expected: datetime | None) -> None:
+    assert coco_datetime(value, where="x") == expected
+
+
+@pytest.mark.parametrize("value", ["yesterday", "2019-13-01 00:00:00", 20190501, ["2019"]])
+def test_a_bad_coco_datetime_names_the_image(value: object, tmp_path: Path) -> None:
+    path = tmp_path / "c.json"
+    doc = {"images": [{"id": 1, "file_name": "a.jpg", "datetime": value}], "categories": []}
+    path.write_text(json.dumps(doc))
+    with pytest.raises(CocoError, match=r"a\.jpg: datetime must be"):
+        coco_metadata_read(path)

@@ -9,10 +9,12 @@ import shutil
 import signal
 import struct
 import zlib
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image as PILImage
 
 from detector.base import DetectorError
 from detector.coco import CocoError
@@ -364,10 +366,10 @@ def test_a_null_seq_id_is_no_sequence_not_one_called_none(
     folder = _coco_folder(small_folder, tmp_path, images)
     images_import(project=project, folder=folder, coco=_coco(tmp_path, images, ["fox"]))
     rows = list(Image.objects.values_list("seq_id", "seq_source", "frame_num"))
-    # Each image gets an event from camera and time (here: untimed, so its own), as an image
-    # without a seq_id does.
+    # Each image gets an event, as an image without a seq_id does: here untimed and without
+    # file counters, so a burst of its own.
     assert len({seq for seq, _, _ in rows}) == 3
-    assert all(seq != "None" and source == "time" and frame is None for seq, source, frame in rows)
+    assert all(seq != "None" and source == "burst" and frame is None for seq, source, frame in rows)
 
 
 def test_species_names_are_stripped(project: Project, small_folder: Path, tmp_path: Path) -> None:
@@ -469,3 +471,48 @@ def test_deep_folders_fit_the_camera_and_sequence_fields(
     rows = list(Image.objects.values_list("camera", "seq_id"))
     assert all(len(camera) <= 300 and len(seq) <= 200 for camera, seq in rows)
     assert len({camera for camera, _ in rows}) == 2 and len({seq for _, seq in rows}) == 2
+
+
+# --- capture times (issue 18, item 6) -----------------------------------------------------------
+
+
+def _times() -> dict[str, tuple[Any, ...]]:
+    """file name -> (taken_at, camera_taken_at, time_source) of every image."""
+    fields = ("file_name", "taken_at", "camera_taken_at", "time_source")
+    return {r[0]: r[1:] for r in Image.objects.values_list(*fields)}
+
+
+def test_coco_datetime_is_the_capture_time(
+    project: Project, small_folder: Path, tmp_path: Path
+) -> None:
+    images: list[dict[str, Any]] = [
+        {"file_name": "a.jpg", "datetime": "2021-06-01 10:00:00"},
+        {"file_name": "b.jpg", "datetime": "2021-06-01T10:00:05+02:00"},
+        {"file_name": "c.jpg"},
+    ]
+    folder = _coco_folder(small_folder, tmp_path, images)
+    images_import(project=project, folder=folder, coco=_coco(tmp_path, images, ["fox"]))
+    rows = _times()
+    a = datetime(2021, 6, 1, 10, 0, tzinfo=UTC)
+    assert rows["a.jpg"] == (a, a, "coco")
+    b = datetime(2021, 6, 1, 8, 0, 5, tzinfo=UTC)
+    assert rows["b.jpg"] == (b, b, "coco")
+    assert rows["c.jpg"] == (None, None, "")  # the picture copied has no EXIF either
+
+
+def test_exif_times_with_and_without_offset(project: Project, tmp_path: Path) -> None:
+    folder = tmp_path / "cam"
+    folder.mkdir()
+    for name, offset in [("IMG_0001.JPG", "-05:00"), ("IMG_0002.JPG", None)]:
+        image = PILImage.new("RGB", (64, 48), (90, 120, 60))
+        exif = image.getexif()
+        exif.get_ifd(0x8769)[36867] = "2021:06:01 10:00:00"
+        if offset:
+            exif.get_ifd(0x8769)[36881] = offset
+        image.save(folder / name, exif=exif)
+    images_import(project=project, folder=tmp_path)
+    rows = _times()
+    utc = datetime(2021, 6, 1, 15, 0, tzinfo=UTC)
+    assert rows["cam/IMG_0001.JPG"] == (utc, utc, "exif_offset")
+    naive = datetime(2021, 6, 1, 10, 0, tzinfo=UTC)  # the camera's clock, labelled UTC
+    assert rows["cam/IMG_0002.JPG"] == (naive, naive, "exif")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,14 @@ from PIL import Image
 
 from detector.base import Box, Detector, DetectorError, UnknownFileError
 from detector.evaluation import iou
-from detector.offline import OfflineDetector, OfflineParams
+from detector.offline import (
+    OfflineDetector,
+    OfflineParams,
+    frames_order,
+    sequence_boxes,
+    window_bounds,
+    window_boxes,
+)
 
 SAMPLE = Path(__file__).resolve().parents[2] / "annotator" / "fixtures" / "missouri-sample"
 
@@ -93,7 +101,7 @@ def test_is_a_detector_with_versioned_params(tmp_path: Path) -> None:
     det = OfflineDetector(root=tmp_path, sequences={})
     assert isinstance(det, Detector)
     assert det.name == "offline-background"
-    assert det.version.startswith("1.0 ")
+    assert det.version.startswith("2.0 ")
     other = OfflineDetector(root=tmp_path, sequences={}, params=OfflineParams(z_high=9.0))
     assert other.version != det.version
     assert OfflineDetector(root=tmp_path, sequences={}).version == det.version
@@ -297,3 +305,93 @@ def test_turned_and_16_bit_frames_give_upright_boxes(tmp_path: Path, kind: str) 
         assert b.failure is None and len(a.boxes) == len(b.boxes)
         for box_a, box_b in zip(a.boxes, b.boxes, strict=True):
             assert iou(box_a, box_b) > 0.8
+
+
+# --- neighbouring frames: untimed folders and single-frame triggers -------------------------
+
+
+def _window_brute(alike: list[bool], *, index: int, k: int) -> tuple[int, int]:
+    """The block of min(2k + 1, run length) frames of index's run (frames joined through
+    alike pairs) containing index whose farthest frame from index is nearest."""
+    run = {index}
+    for step in (-1, 1):
+        j = index
+        while 0 <= j + step <= len(alike) and alike[min(j, j + step)]:
+            j += step
+            run.add(j)
+    lo, hi = min(run), max(run) + 1
+    size = min(2 * k + 1, hi - lo)
+    blocks = [(a, a + size) for a in range(lo, hi - size + 1) if a <= index < a + size]
+    return min(blocks, key=lambda b: max(index - b[0], b[1] - 1 - index))
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_window_bounds_match_brute_force(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 12))
+    alike = [bool(v) for v in rng.random(n - 1) < 0.75]
+    k = int(rng.integers(1, 4))
+    for index in range(n):
+        assert window_bounds(alike, index=index, k=k) == _window_brute(alike, index=index, k=k)
+
+
+def test_frames_order_by_time_else_by_counter() -> None:
+    t = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+    files = ["c/IMG_10.JPG", "c/IMG_9.JPG", "c/IMG_0011.JPG"]
+    assert frames_order(files, times={}) == ["c/IMG_9.JPG", "c/IMG_10.JPG", "c/IMG_0011.JPG"]
+    times: dict[str, datetime | None] = {
+        "c/IMG_10.JPG": t,
+        "c/IMG_9.JPG": t + timedelta(seconds=5),
+        "c/IMG_0011.JPG": (t - timedelta(hours=1)).replace(tzinfo=None),  # naive, as UTC
+    }
+    assert frames_order(files, times=times) == ["c/IMG_0011.JPG", "c/IMG_10.JPG", "c/IMG_9.JPG"]
+    times["c/IMG_9.JPG"] = None  # one untimed frame: the camera goes by file order
+    assert frames_order(files, times=times)[0] == "c/IMG_9.JPG"
+
+
+def test_window_boxes_is_the_sequence_result_of_that_frame(tmp_path: Path) -> None:
+    files = synthetic_sequence(tmp_path / "seq", n=5, with_blob=2)
+    stack = np.stack(
+        [np.asarray(Image.open(tmp_path / f).convert("L"), dtype=np.float32) for f in files]
+    )
+    whole = sequence_boxes(stack, params=OfflineParams())
+    assert [window_boxes(stack, index=i, params=OfflineParams()) for i in range(5)] == whole
+    with pytest.raises(DetectorError):
+        window_boxes(stack, index=5, params=OfflineParams())
+
+
+def test_untimed_single_frames_are_detected_like_their_burst(tmp_path: Path) -> None:
+    files = synthetic_sequence(tmp_path / "cam", n=8, with_blob=5)
+    as_burst = OfflineDetector(root=tmp_path, sequences=files).detect(list(files))
+    alone = OfflineDetector(root=tmp_path, sequences={f: f for f in files})
+    results = alone.detect(list(files))
+    # Within the window (8 frames on each side) the neighbours are the whole burst.
+    assert results == as_burst
+    assert all(len(r.boxes) == 1 and r.failure is None for r in results[:5])
+    assert all(r.boxes == () for r in results[5:])
+    one = list(files)[3]
+    assert alone.detect([one]) == [results[3]]  # independent of what else is asked
+
+
+def test_neighbours_of_another_view_are_not_background(tmp_path: Path) -> None:
+    a = synthetic_sequence(tmp_path / "a", n=5, with_blob=5, seed=1)
+    b = synthetic_sequence(tmp_path / "b", n=5, with_blob=0, seed=2)
+    files = [*a, *b]
+    # One camera, untimed, each frame alone: a's frames come first in file order, then b's.
+    det = OfflineDetector(
+        root=tmp_path, sequences={f: f for f in files}, cameras=dict.fromkeys(files, "cam")
+    )
+    results = det.detect(files)
+    alone_a = OfflineDetector(root=tmp_path, sequences=dict.fromkeys(a, "a")).detect(list(a))
+    assert results[:5] == alone_a
+    assert all(r.boxes == () and r.failure is None for r in results[5:])
+
+
+def test_too_few_frames_of_a_camera_say_what_would_help(tmp_path: Path) -> None:
+    files = synthetic_sequence(tmp_path / "cam", n=2, with_blob=1)
+    results = OfflineDetector(root=tmp_path, sequences={f: f for f in files}).detect(list(files))
+    for r in results:
+        assert r.boxes == () and r.failure is not None
+        assert "'cam'" in r.failure and "has 2" in r.failure
+        for hint in ("capture times", "COCO", "seq_id", "MegaDetector"):
+            assert hint in r.failure
