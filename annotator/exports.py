@@ -58,7 +58,7 @@ from activelearn.models import (
 from activelearn.selectors import classifier_latest
 from activelearn.selectors_empties import count_corrections
 from detector.models import Crop
-from projects.models import Attribute, Image, Project
+from projects.models import Attribute, Image, Project, Species
 from projects.sequences import capture_event
 
 EXPORT_CHUNK = 2000
@@ -593,7 +593,8 @@ def export_coco_json(*, project: Project) -> Iterator[str]:
     event whose counts an admin corrected carry ``event_counts_corrected`` {species: count};
     an annotation whose box a person drew carries ``bbox_drawn_by`` (the username).
     """
-    species = [s.name for s in project.species.all()]
+    taxa = list(project.species.all())
+    species = [s.name for s in taxa]
     names = attribute_names(project=project)
     category_ids = {name: i + 1 for i, name in enumerate(species)}
     unknown_id = len(species) + 1
@@ -627,10 +628,21 @@ def export_coco_json(*, project: Project) -> Iterator[str]:
                 yield ("" if first else ",\n") + json.dumps(annotation)
                 first = False
     categories = [{"id": 0, "name": "empty"}] if 0 in used else []
-    categories += [{"id": category_ids[name], "name": name} for name in species]
+    categories += [_coco_category(category_ids[s.name], s) for s in taxa]
     if unknown_id in used:
         categories.append({"id": unknown_id, "name": "unknown"})
     yield '],\n"categories": ' + json.dumps(categories) + "}\n"
+
+
+def _coco_category(category_id: int, species: Species) -> dict[str, object]:
+    """A species' COCO category: ``name`` the name the pages show, plus ``scientific_name``
+    (when known) and ``rank`` (extra keys COCO readers ignore; a higher taxon such as a
+    volunteer's "rodent" keeps its own category)."""
+    category: dict[str, object] = {"id": category_id, "name": species.name}
+    if species.scientific_name:
+        category["scientific_name"] = species.scientific_name
+    category["rank"] = species.rank
+    return category
 
 
 def coco_image_id(pk: int) -> str:
