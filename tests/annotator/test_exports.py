@@ -723,3 +723,33 @@ def test_coco_annotations_carry_attributes(scenario: Scenario, admin_user: User)
     # Nothing recorded or predicted: no attributes claimed either way.
     assert "attributes" not in annotations[f"crop-{crops['F3'].pk}"]
     assert "attributes" not in annotations[f"crop-{crops['A3'].pk}"]  # unknown
+
+
+def test_higher_taxa_and_scientific_names_are_kept_in_the_exports(scenario: Scenario) -> None:
+    """A crop people decided as a higher taxon is exported under its name (COCO: its own
+    category, with the rank); categories carry the scientific name where one is known."""
+    project, crops = scenario.project, scenario.crops
+    mammal = Species.objects.create(project=project, name="mammal", rank="class", position=9)
+    Species.objects.filter(pk=scenario.fox.pk).update(
+        scientific_name="Vulpes vulpes", parent=mammal
+    )
+    Project.objects.filter(pk=project.pk).update(votes_per_crop=1)
+    project.refresh_from_db()
+    labels_import(
+        project=project,
+        crop_ids=[crops["F3"].pk],
+        user=project.created_by,
+        kind="species",
+        species_id=mammal.pk,
+    )
+    document = json.loads("".join(export_coco_json(project=project)))
+    categories = {c["name"]: c for c in document["categories"]}
+    assert categories["red fox"]["scientific_name"] == "Vulpes vulpes"
+    assert categories["red fox"]["rank"] == "species"
+    assert categories["mammal"]["rank"] == "class" and "scientific_name" not in categories["mammal"]
+    by_id = {a["id"]: a for a in document["annotations"]}
+    f3 = by_id[f"crop-{crops['F3'].pk}"]
+    assert (f3["category_id"], f3["classification_method"]) == (categories["mammal"]["id"], "human")
+    rows = table(EXPORT_HEADER, export_crop_rows(project=project))
+    f3_row = next(r for r in rows if r["crop_id"] == str(crops["F3"].pk))
+    assert f3_row["final_label"] == "mammal"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
@@ -55,3 +57,39 @@ def test_create_project_bad_input_is_a_command_error_and_changes_nothing(
     with pytest.raises(CommandError, match=f"project not created: {message}"):
         call_command("create_project", *args, "--admin", admin_user.username)
     assert list(Project.objects.values_list("pk", flat=True)) == before
+
+
+def test_import_species_creates_and_reports(
+    project: Project, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from projects.models import Species
+
+    path = tmp_path / "species.csv"
+    path.write_text(
+        "scientific_name,common_name,rank,parent\nRodentia,rodent,order,\n"
+        "Mus musculus,house mouse;mouse,species,Rodentia\n",
+        encoding="utf-8",
+    )
+    call_command("import_species", project.slug, str(path))
+    assert "2 species created, 0 updated in project test-traps" in capsys.readouterr().out
+    mouse = Species.objects.get(project=project, name="house mouse")
+    assert mouse.parent is not None and mouse.parent.name == "rodent"
+
+
+def test_import_species_refuses_a_bad_file_and_changes_nothing(
+    project: Project, tmp_path: Any
+) -> None:
+    from projects.models import Species
+
+    path = tmp_path / "species.csv"
+    path.write_text(
+        "scientific_name,common_name,rank,parent\nRodentia,rodent,order,\nMus,mouse,tribe,\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(CommandError, match="nothing imported: line 3: unknown rank 'tribe'"):
+        call_command("import_species", project.slug, str(path))
+    assert not Species.objects.filter(project=project).exists()
+    with pytest.raises(CommandError, match="no file at"):
+        call_command("import_species", project.slug, str(tmp_path / "missing.csv"))
+    with pytest.raises(CommandError, match="no project 'nope'"):
+        call_command("import_species", "nope", str(path))
