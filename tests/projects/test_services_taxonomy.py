@@ -101,7 +101,7 @@ def test_csv_decode_refuses_large_and_non_utf8_files() -> None:
         species_csv_decode(data=b"x" * (SPECIES_CSV_MAX_BYTES + 1))
     with pytest.raises(TaxonomyError, match="not UTF-8"):
         species_csv_decode(data=b"scientific_name\n\xff\n")
-    assert species_csv_decode(data="Vulpes,renard\n".encode()) == "Vulpes,renard\n"
+    assert species_csv_decode(data="Vulpes,renard é\n".encode()) == "Vulpes,renard é\n"
 
 
 def _taxonomy_set(project: Project, **change: Any) -> Species:
