@@ -725,7 +725,9 @@ def test_coco_annotations_carry_attributes(scenario: Scenario, admin_user: User)
     assert "attributes" not in annotations[f"crop-{crops['A3'].pk}"]  # unknown
 
 
-def test_higher_taxa_and_scientific_names_are_kept_in_the_exports(scenario: Scenario) -> None:
+def test_higher_taxa_and_scientific_names_are_kept_in_the_exports(
+    scenario: Scenario, admin_user: User
+) -> None:
     """A crop people decided as a higher taxon is exported under its name (COCO: its own
     category, with the rank); categories carry the scientific name where one is known."""
     project, crops = scenario.project, scenario.crops
@@ -738,7 +740,7 @@ def test_higher_taxa_and_scientific_names_are_kept_in_the_exports(scenario: Scen
     labels_import(
         project=project,
         crop_ids=[crops["F3"].pk],
-        user=project.created_by,
+        user=admin_user,
         kind="species",
         species_id=mammal.pk,
     )

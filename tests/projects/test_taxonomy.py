@@ -160,7 +160,8 @@ def test_plan_checks_existing_children_against_a_new_rank() -> None:
 
 def _has_cycle(parents: dict[int, int | None]) -> bool:
     for start in parents:
-        seen, node = set(), start
+        seen: set[int] = set()
+        node: int | None = start
         while node is not None:
             if node in seen:
                 return True
