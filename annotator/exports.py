@@ -58,8 +58,9 @@ from activelearn.models import (
 from activelearn.selectors import classifier_latest
 from activelearn.selectors_empties import count_corrections
 from detector.models import Crop
-from projects.models import Attribute, Image, Project, Species
+from projects.models import Attribute, Image, Project
 from projects.sequences import capture_event
+from projects.taxonomy import coco_category
 
 EXPORT_CHUNK = 2000
 
@@ -588,16 +589,15 @@ def export_coco_json(*, project: Project) -> Iterator[str]:
     the project}, by ``final_attributes``, with ``attributes_conf`` {name: probability} for
     machine labels; an image without any such crop gets one annotation of
     category 0 ("empty") without a box. Categories, written last because ids are only known
-    once all crops are seen, are 0 "empty" (when used), the project's species in order from 1,
+    once all crops are seen, are 0 "empty" (when used), the species from 1 (``coco_category``),
     and "unknown" (crops that are animals of no known species) when used. The images of an
     event whose counts an admin corrected carry ``event_counts_corrected`` {species: count};
     an annotation whose box a person drew carries ``bbox_drawn_by`` (the username).
     """
     taxa = list(project.species.all())
-    species = [s.name for s in taxa]
     names = attribute_names(project=project)
-    category_ids = {name: i + 1 for i, name in enumerate(species)}
-    unknown_id = len(species) + 1
+    category_ids = {s.name: i + 1 for i, s in enumerate(taxa)}
+    unknown_id = len(taxa) + 1
     used: set[int] = set()
     info = {
         "version": "1.0",
@@ -628,21 +628,10 @@ def export_coco_json(*, project: Project) -> Iterator[str]:
                 yield ("" if first else ",\n") + json.dumps(annotation)
                 first = False
     categories = [{"id": 0, "name": "empty"}] if 0 in used else []
-    categories += [_coco_category(category_ids[s.name], s) for s in taxa]
+    categories += [coco_category(category_ids[s.name], s) for s in taxa]
     if unknown_id in used:
         categories.append({"id": unknown_id, "name": "unknown"})
     yield '],\n"categories": ' + json.dumps(categories) + "}\n"
-
-
-def _coco_category(category_id: int, species: Species) -> dict[str, object]:
-    """A species' COCO category: ``name`` the name the pages show, plus ``scientific_name``
-    (when known) and ``rank`` (extra keys COCO readers ignore; a higher taxon such as a
-    volunteer's "rodent" keeps its own category)."""
-    category: dict[str, object] = {"id": category_id, "name": species.name}
-    if species.scientific_name:
-        category["scientific_name"] = species.scientific_name
-    category["rank"] = species.rank
-    return category
 
 
 def coco_image_id(pk: int) -> str:

@@ -20,7 +20,7 @@ import re
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 # From the most to the least specific; the values of projects.models.TaxonRank (a test checks).
 RANKS: tuple[str, ...] = ("species", "genus", "family", "order", "class")
@@ -379,3 +379,21 @@ def taxonomy_ancestors(parents: Mapping[int, int | None]) -> dict[int, tuple[int
             current = parents.get(current)
         ancestors[taxon] = tuple(chain)
     return ancestors
+
+
+class NamedTaxon(Protocol):
+    """What ``coco_category`` reads of a species (``projects.models.Species`` has it)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def scientific_name(self) -> str: ...
+    @property
+    def rank(self) -> str: ...
+
+
+def coco_category(category_id: int, taxon: NamedTaxon) -> dict[str, object]:
+    """A taxon's COCO Camera Traps category: ``name`` (the name pages show), then the extra
+    keys ``scientific_name`` (when known) and ``rank``, which COCO readers ignore."""
+    extra = {"scientific_name": taxon.scientific_name} if taxon.scientific_name else {}
+    return {"id": category_id, "name": taxon.name, **extra, "rank": taxon.rank}

@@ -13,6 +13,7 @@ from projects.taxonomy import (
     ROWS_MAX,
     Taxon,
     TaxonomyError,
+    coco_category,
     common_names_split,
     hierarchy_problems,
     taxonomy_ancestors,
@@ -193,3 +194,15 @@ def test_hierarchy_problems_against_brute_force_on_every_tiny_taxonomy() -> None
 def test_taxonomy_ancestors_nearest_first() -> None:
     parents: dict[int, int | None] = {1: 2, 2: 3, 3: None, 4: None, 5: 5}
     assert taxonomy_ancestors(parents) == {1: (2, 3), 2: (3,), 3: (), 4: (), 5: ()}
+
+
+def test_coco_category_adds_the_scientific_name_when_known() -> None:
+    fox = Taxon(1, "red fox", "Vulpes vulpes", "species", None)
+    rodent = Taxon(2, "rodent", "", "order", None)
+    assert coco_category(3, fox) == {
+        "id": 3,
+        "name": "red fox",
+        "scientific_name": "Vulpes vulpes",
+        "rank": "species",
+    }
+    assert coco_category(4, rodent) == {"id": 4, "name": "rodent", "rank": "order"}
