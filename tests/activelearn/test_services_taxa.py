@@ -85,3 +85,23 @@ def test_a_higher_taxon_vote_agrees_with_a_species_below_it(
     assert decided[first.pk] == ("done", fox.pk)  # "mammal" agrees with a red fox
     # The agouti has no parent given: "mammal" is another answer, the crop goes to review.
     assert decided[second.pk] == ("review", mammal.pk)
+
+
+def test_a_merged_taxons_children_follow_the_target_where_it_ranks_above_them(
+    project: Project,
+) -> None:
+    from activelearn.services import species_merge
+
+    rodents = Species.objects.create(project=project, name="rodents", rank=TaxonRank.ORDER)
+    rodentia = Species.objects.create(project=project, name="Rodentia", rank=TaxonRank.ORDER)
+    mus = Species.objects.create(project=project, name="Mus", rank="genus", parent=rodents)
+    mouse = Species.objects.create(project=project, name="mouse", parent=rodents)
+    species_merge(project=project, source_id=rodents.pk, target_id=rodentia.pk)
+    assert set(rodentia.children.values_list("name", flat=True)) == {"Mus", "mouse"}
+    # Merged into a genus, an order's genus child cannot follow: it is left at the top.
+    rat = Species.objects.create(project=project, name="rat", parent=rodentia)
+    species_merge(project=project, source_id=rodentia.pk, target_id=mus.pk)
+    mus.refresh_from_db()
+    mouse.refresh_from_db()
+    rat.refresh_from_db()
+    assert (mus.parent, mouse.parent, rat.parent) == (None, mus, mus)
