@@ -93,8 +93,15 @@ class TaxonChange:
     taxon_id: str | None
 
 
+# Unicode's Cc (control) and Cs (surrogate) categories, as one character class: a search is
+# several times faster than asking unicodedata about every character of a clean cell.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
 def control_characters(text: str) -> list[str]:
     """The control characters (and lone surrogates) in ``text``, as ``repr`` shows them."""
+    if _CONTROL.search(text) is None:
+        return []
     return sorted({repr(ch)[1:-1] for ch in text if unicodedata.category(ch) in ("Cc", "Cs")})
 
 
@@ -187,10 +194,9 @@ def _row_clean(
         problems.append("no scientific_name")
     names: list[str] = []
     raw_names = cell("common_name")
-    if control_characters(raw_names):
-        problems.append(
-            f"common_name has control characters ({', '.join(control_characters(raw_names))})"
-        )
+    bad = control_characters(raw_names)
+    if bad:
+        problems.append(f"common_name has control characters ({', '.join(bad)})")
     else:
         names = common_names_split(raw_names)
         problems += [f"common name {n[:20]!r}... is too long" for n in names if len(n) > NAME_MAX]

@@ -206,3 +206,14 @@ def test_coco_category_adds_the_scientific_name_when_known() -> None:
         "rank": "species",
     }
     assert coco_category(4, rodent) == {"id": 4, "name": "rodent", "rank": "order"}
+
+
+def test_control_characters_agrees_with_unicodedata_on_every_code_point() -> None:
+    import unicodedata
+
+    from projects.taxonomy import control_characters
+
+    for code in range(0x110000):
+        ch = chr(code)
+        expected = unicodedata.category(ch) in ("Cc", "Cs")
+        assert bool(control_characters(f"a{ch}b")) == expected, hex(code)
