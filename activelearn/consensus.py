@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 # A vote: (label kind, species id or None), e.g. ("species", 7) or ("not_animal", None).
@@ -28,13 +28,23 @@ class ConsensusResult:
 
 
 def consensus_decide(
-    votes: Sequence[Vote], *, votes_needed: int, threshold: float, review: Vote | None = None
+    votes: Sequence[Vote],
+    *,
+    votes_needed: int,
+    threshold: float,
+    review: Vote | None = None,
+    ancestors: Mapping[int, Sequence[int]] | None = None,
 ) -> ConsensusResult:
     """Decide a crop from its votes (oldest first, one per volunteer).
 
     Done when at least ``votes_needed`` votes are in, one answer has strictly more votes than
     any other, and its share is at least ``threshold``. With the votes in but no such answer
     the crop goes to review. An admin's ``review`` vote decides regardless.
+
+    ``ancestors`` ({species id: the ids of the higher taxa it belongs to}) lets a vote for a
+    higher taxon agree with every answer below it: an answer's votes are its own plus those of
+    its ancestors. "rodent" and "house mouse" decide "house mouse" (2 of 2); "house mouse",
+    "brown rat" and "rodent" tie (2 and 2) and go to review; "rodent" twice decides "rodent".
     """
     if not votes and review is None:
         raise ValueError("a consensus needs at least one vote")
@@ -43,7 +53,14 @@ def consensus_decide(
     if review is not None:
         return ConsensusResult(DONE, review[0], review[1], len(votes), 1.0)
     counts = Counter(votes)
-    # Counter keeps first-seen order, so ties resolve to the earliest vote.
+    if ancestors:
+        own = dict(counts)
+        for answer in counts:
+            kind, species = answer
+            for above in ancestors.get(species, ()) if species is not None else ():
+                counts[answer] += own.get((kind, above), 0)
+    # Counter keeps first-seen order (most_common sorts stably), so ties resolve to the
+    # earliest vote.
     (top, top_n), *rest = counts.most_common()
     agreement = top_n / len(votes)
     if len(votes) < votes_needed:

@@ -22,8 +22,10 @@ from activelearn.models import (
     Round,
     RoundCrop,
 )
+from activelearn.taxa import training_labels
 from detector.models import Crop
 from projects.models import Image, Project, Species
+from projects.selectors_taxonomy import species_higher_taxa
 
 
 def round_open_get(*, project: Project) -> Round | None:
@@ -57,6 +59,16 @@ def labels_latest_by_crop(*, project: Project) -> dict[int, tuple[str, int | Non
         crop_id: (kind, species_id, label_id)
         for crop_id, kind, species_id, label_id in rows.iterator(chunk_size=5000)
     }
+
+
+def labels_for_training(*, project: Project) -> dict[int, tuple[str, int | None, int]]:
+    """``labels_latest_by_crop`` as the classifier and the fine-tuning see it: crops decided
+    as a higher taxon (genus and above) carry the kind ``activelearn.taxa.HIGHER_TAXON``, so
+    they train nothing but stay labelled (``activelearn.taxa.training_labels``)."""
+    return training_labels(
+        labels_latest_by_crop(project=project),
+        higher_taxa=species_higher_taxa(project_id=project.pk),
+    )
 
 
 def labels_today_count(*, project: Project, user: User) -> int:

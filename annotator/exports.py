@@ -61,6 +61,7 @@ from annotator.exports_external import EXTERNAL_HEADER, coco_external, csv_exter
 from detector.models import Crop
 from projects.models import Attribute, Image, Project
 from projects.sequences import capture_event
+from projects.taxonomy import coco_category
 
 EXPORT_CHUNK = 2000
 
@@ -595,15 +596,15 @@ def export_coco_json(*, project: Project) -> Iterator[str]:
     the project}, by ``final_attributes``, with ``attributes_conf`` {name: probability} for
     machine labels; an image without any such crop gets one annotation of
     category 0 ("empty") without a box. Categories, written last because ids are only known
-    once all crops are seen, are 0 "empty" (when used), the project's species in order from 1,
+    once all crops are seen, are 0 "empty" (when used), the species from 1 (``coco_category``),
     and "unknown" (crops that are animals of no known species) when used. The images of an
     event whose counts an admin corrected carry ``event_counts_corrected`` {species: count};
     annotations carry ``bbox_drawn_by`` (who drew the box) and ``external_prediction``, if any.
     """
-    species = [s.name for s in project.species.all()]
+    taxa = list(project.species.all())
     names = attribute_names(project=project)
-    category_ids = {name: i + 1 for i, name in enumerate(species)}
-    unknown_id = len(species) + 1
+    category_ids = {s.name: i + 1 for i, s in enumerate(taxa)}
+    unknown_id = len(taxa) + 1
     used: set[int] = set()
     info = {
         "version": "1.0",
@@ -636,7 +637,7 @@ def export_coco_json(*, project: Project) -> Iterator[str]:
                 yield ("" if first else ",\n") + json.dumps(annotation)
                 first = False
     categories = [{"id": 0, "name": "empty"}] if 0 in used else []
-    categories += [{"id": category_ids[name], "name": name} for name in species]
+    categories += [coco_category(category_ids[s.name], s) for s in taxa]
     if unknown_id in used:
         categories.append({"id": unknown_id, "name": "unknown"})
     yield '],\n"categories": ' + json.dumps(categories) + "}\n"

@@ -10,7 +10,7 @@ from django.core import signing
 from activelearn.models import LabelKind, RoundUnit, Strategy
 from activelearn.services.labels import SECONDS_MAX, SUGGESTIONS_MAX
 from annotator.numbers import MAX_ID, ascii_float_text, ascii_int_parse, id_parse
-from projects.models import ClassBalance, CropShape, Project, Role, Species
+from projects.models import ClassBalance, CropShape, Project, Role, Species, TaxonRank
 
 SKIP = "skip"
 
@@ -336,6 +336,23 @@ class SpeciesNameForm(forms.Form):
     """A species' (new) name; uniqueness within the project is the service's to check."""
 
     name = forms.CharField(max_length=200)
+
+
+class SpeciesTaxonomyForm(forms.Form):
+    """A species' scientific name, further common names (``;`` between them), rank and
+    parent (a species id; the service checks it is the project's and ranks above)."""
+
+    scientific_name = forms.CharField(max_length=200, required=False)
+    common_names = forms.CharField(max_length=2000, required=False)
+    rank = forms.ChoiceField(choices=TaxonRank.choices)
+    parent = IdField(required=False)
+
+
+class SpeciesCsvForm(forms.Form):
+    """A species CSV upload (``projects.taxonomy``); its size and text are the service's to
+    check."""
+
+    file = forms.FileField()
 
 
 class AttributeForm(forms.Form):

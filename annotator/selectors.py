@@ -247,7 +247,7 @@ def species_list_with_counts(*, project: Project) -> list[SpeciesRow]:
     )
     return [
         SpeciesRow(species=s, labels=labels.get(s.pk, 0), decided=decided.get(s.pk, 0))
-        for s in Species.objects.filter(project=project)
+        for s in Species.objects.filter(project=project).select_related("parent")
     ]
 
 

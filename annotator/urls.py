@@ -66,6 +66,12 @@ urlpatterns = [
         name="species_rename",
     ),
     path("p/<slug:slug>/species/merge/", manage.species_merge_view, name="species_merge"),
+    path(
+        "p/<slug:slug>/species/<id:species_id>/taxonomy/",
+        manage.species_taxonomy_view,
+        name="species_taxonomy",
+    ),
+    path("p/<slug:slug>/species/import/", manage.species_import_view, name="species_import"),
     path("p/<slug:slug>/attributes/add/", manage.attribute_add_view, name="attribute_add"),
     path(
         "p/<slug:slug>/attributes/<id:attribute_id>/update/",

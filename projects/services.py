@@ -178,15 +178,20 @@ def membership_set(*, project: Project, user: User, role: str) -> Membership:
 
 
 def species_ensure(*, project: Project, names: list[str]) -> list[Species]:
-    """Add the species in ``names`` that the project lacks (case-insensitively); return all of
-    them in order. Names are cleaned by ``species_name_check``.
+    """Add the species in ``names`` that the project lacks; return all of them in order.
+    Names are cleaned by ``species_name_check``.
+
+    A name the project has as a species' name, scientific name or one of its common names
+    (case-insensitively) is that species (an importer's "Vulpes vulpes" or "renard" is the
+    project's "red fox"), not a new one: ``species_by_any_name``.
 
     Raises:
         SpeciesError: a name that check refuses; nothing is added then.
     """
     names = [species_name_check(name) for name in names]
-    existing = {s.name.lower(): s for s in project.species.all()}
-    position = len(existing)
+    species = list(project.species.all())
+    existing = species_by_any_name(species)
+    position = max((s.position for s in species), default=-1) + 1
     for name in names:
         if name.lower() not in existing:
             existing[name.lower()] = Species.objects.create(
@@ -194,6 +199,21 @@ def species_ensure(*, project: Project, names: list[str]) -> list[Species]:
             )
             position += 1
     return list(project.species.all())
+
+
+def species_by_any_name(species: list[Species]) -> dict[str, Species]:
+    """{lower-cased name: species} by name, scientific name and common names; a name wins
+    over another species' scientific or common name, a scientific name over a common one."""
+    found: dict[str, Species] = {}
+    for s in species:
+        for common in s.common_names or ():
+            if isinstance(common, str) and common.strip():
+                found[common.strip().lower()] = s
+    for s in species:
+        if s.scientific_name:
+            found[s.scientific_name.lower()] = s
+    found.update({s.name.lower(): s for s in species})
+    return found
 
 
 class MemberError(ValueError):

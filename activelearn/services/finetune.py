@@ -19,7 +19,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from activelearn.models import ClassifierVersion, Label, LabelKind
-from activelearn.selectors import labels_latest_by_crop
+from activelearn.selectors import labels_for_training
 from activelearn.services.errors import FinetuneError
 from activelearn.services.locks import project_lock
 from activelearn.services.retrain import classifier_retrain
@@ -136,7 +136,7 @@ def embedding_finetune_and_retrain(*, version_id: int) -> ClassifierVersion | No
     parent is activated again.
     """
     version = EmbeddingVersion.objects.select_related("project").get(pk=version_id)
-    latest = labels_latest_by_crop(project=version.project)
+    latest = labels_for_training(project=version.project)
     pairs = sorted(
         (crop, species)
         for crop, (kind, species, _) in latest.items()

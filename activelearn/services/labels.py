@@ -32,6 +32,7 @@ from activelearn.services.retrain import classifier_retrain_queue
 from activelearn.services.rounds import SETTLED, crop_settled
 from detector.models import Crop
 from projects.models import Attribute, Project, Species
+from projects.selectors_taxonomy import species_ancestors
 
 __all__ = [
     "CONSENSUS_CHUNK",
@@ -396,14 +397,18 @@ def consensus_update(*, project: Project, crop_ids: Iterable[int]) -> set[int]:
     """
     ids = sorted({int(c) for c in crop_ids})
     settled: set[int] = set()
+    # A vote for a higher taxon agrees with the species below it (``consensus_decide``).
+    ancestors = species_ancestors(project_id=project.pk) if ids else {}
     for start in range(0, len(ids), CONSENSUS_CHUNK):
         chunk = ids[start : start + CONSENSUS_CHUNK]
         crops_lock(crop_ids=chunk)
-        settled |= _consensus_chunk(project=project, crop_ids=chunk)
+        settled |= _consensus_chunk(project=project, crop_ids=chunk, ancestors=ancestors)
     return settled
 
 
-def _consensus_chunk(*, project: Project, crop_ids: list[int]) -> set[int]:
+def _consensus_chunk(
+    *, project: Project, crop_ids: list[int], ancestors: dict[int, tuple[int, ...]]
+) -> set[int]:
     votes: dict[int, dict[int, Label]] = {c: {} for c in crop_ids}
     reviews: dict[int, Label] = {}
     newest: dict[int, Label] = {}
@@ -429,6 +434,7 @@ def _consensus_chunk(*, project: Project, crop_ids: list[int]) -> set[int]:
             votes_needed=project.votes_per_crop,
             threshold=project.agreement_threshold,
             review=(review.kind, review.species_id) if review else None,
+            ancestors=ancestors,
         )
         row = existing.get(crop_id) or Consensus(project=project, crop_id=crop_id)
         row.status, row.kind, row.species_id = result.status, result.kind, result.species_id

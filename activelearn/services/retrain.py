@@ -44,7 +44,7 @@ from activelearn.evaluation import (
 from activelearn.events import DEFAULT_EVENT_WEIGHT, event_probabilities_combine
 from activelearn.metrics import ClassificationMetrics, MetricsError, classification_metrics
 from activelearn.models import ClassifierVersion, Consensus, Label, LabelKind, Round
-from activelearn.selectors import classifier_latest, labels_latest_by_crop
+from activelearn.selectors import classifier_latest, labels_for_training
 from activelearn.services.audit import classifier_gate, thresholds_per_species_compute
 from activelearn.services.errors import LabelError
 from activelearn.services.locks import retrain_lock
@@ -129,7 +129,8 @@ def _classifier_retrain(*, project_id: int) -> ClassifierVersion | None:
     version = embedding_version_current(project=project)
     if version is None:
         return None
-    latest = labels_latest_by_crop(project=project)
+    # Higher taxa ("rodent") are not species: they train nothing (``activelearn.taxa``).
+    latest = labels_for_training(project=project)
     if not any(kind == LabelKind.SPECIES for kind, _, _ in latest.values()):
         return None
     last_label_id = max(label_id for _, _, label_id in latest.values())

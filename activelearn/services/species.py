@@ -16,6 +16,7 @@ from activelearn.services.retrain import classifier_retrain_queue
 from detector.models import ExternalPrediction
 from projects.models import Project, Species
 from projects.services import AttributeChangeError, SpeciesError, attribute_get, species_get
+from projects.taxonomy import RANK_LEVEL, RANKS
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,10 @@ def species_merge(*, project: Project, source_id: int, target_id: int) -> Specie
         # Other tools' predictions mapped to it too (README "Existing AI output").
         ExternalPrediction.objects.filter(species=source).update(species=target)
         consensus_update(project=project, crop_ids=crop_ids)
+        # The source's children follow the target where it ranks above them; the others are
+        # left at the top (the parent's on_delete), never under a taxon of their rank or below.
+        below = [r for r in RANKS if RANK_LEVEL[r] < RANK_LEVEL[target.rank]]
+        Species.objects.filter(parent=source, rank__in=below).update(parent=target)
         name = source.name
         source.delete()
         if labels:

@@ -21,12 +21,14 @@ from annotator.forms import (
     AttributeForm,
     MemberAddForm,
     MemberRoleForm,
+    SpeciesCsvForm,
     SpeciesMergeForm,
     SpeciesNameForm,
+    SpeciesTaxonomyForm,
 )
 from annotator.selectors import members_list, project_get_for_user, species_list_with_counts
 from annotator.views._common import request_user
-from projects.models import Project, Role
+from projects.models import Project, Role, TaxonRank
 from projects.services import (
     AttributeChangeError,
     MemberError,
@@ -39,6 +41,13 @@ from projects.services import (
     species_add,
     species_rename,
 )
+from projects.services_taxonomy import (
+    SPECIES_CSV_MAX_BYTES,
+    species_csv_decode,
+    species_import,
+    species_taxonomy_set,
+)
+from projects.taxonomy import TaxonomyError
 
 ADMIN_ONLY = (Role.ADMIN,)
 
@@ -128,13 +137,18 @@ def member_remove_view(request: HttpRequest, slug: str, membership_id: int) -> H
 def _species_page(request: HttpRequest, project: Project, *, error: str = "") -> HttpResponse:
     if error:
         messages.error(request, error)
+    rows = species_list_with_counts(project=project)
     context = {
         "project": project,
         "role": Role.ADMIN,
-        "species": species_list_with_counts(project=project),
+        "species": rows,
+        # Only a higher taxon can be a parent: a parent ranks above its child.
+        "parents": [r.species for r in rows if r.species.rank != TaxonRank.SPECIES],
         "add_form": SpeciesNameForm(),
         "attributes": list(project.attributes.all()),
         "attribute_form": AttributeForm(),
+        "ranks": TaxonRank.choices,
+        "csv_form": SpeciesCsvForm(),
     }
     return render(request, "annotator/species.html", context, status=400 if error else 200)
 
@@ -162,7 +176,7 @@ def _species_page_change(
         return _species_page(request, project, error=f"{refused}: {form.errors.as_text()}")
     try:
         message = change(project, form.cleaned_data if form is not None else {})
-    except (SpeciesError, AttributeChangeError) as exc:
+    except (SpeciesError, AttributeChangeError, TaxonomyError) as exc:
         return _species_page(request, project, error=f"{refused}: {exc}")
     messages.success(request, message)
     return redirect("species", slug=slug)
@@ -214,6 +228,45 @@ def species_merge_view(request: HttpRequest, slug: str) -> HttpResponse:
         slug,
         form=SpeciesMergeForm(request.POST),
         refused="Species not merged",
+        change=change,
+    )
+
+
+@login_required
+@require_POST
+def species_taxonomy_view(request: HttpRequest, slug: str, species_id: int) -> HttpResponse:
+    def change(project: Project, data: dict[str, Any]) -> str:
+        # The form's fields are the service's arguments, the parent's id by another name.
+        changed = species_taxonomy_set(
+            project=project, species_id=species_id, parent_id=data.pop("parent"), **data
+        )
+        return f"Taxonomy of {changed.name!r} saved."
+
+    return _species_page_change(
+        request,
+        slug,
+        form=SpeciesTaxonomyForm(request.POST),
+        refused="Taxonomy not changed",
+        change=change,
+    )
+
+
+@login_required
+@require_POST
+def species_import_view(request: HttpRequest, slug: str) -> HttpResponse:
+    def change(project: Project, data: dict[str, Any]) -> str:
+        # One byte over the limit is enough to refuse it; the rest is never read.
+        text = species_csv_decode(data=data["file"].read(SPECIES_CSV_MAX_BYTES + 1))
+        report = species_import(project=project, text=text)
+        return (
+            f"Species CSV imported: {len(report.created)} created, {len(report.updated)} updated."
+        )
+
+    return _species_page_change(
+        request,
+        slug,
+        form=SpeciesCsvForm(request.POST, request.FILES),
+        refused="Species CSV not imported",
         change=change,
     )
 

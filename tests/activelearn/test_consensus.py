@@ -113,3 +113,46 @@ def test_attributes_match_brute_force_over_every_small_vote_list() -> None:
                 a for a in (STANDING, EATING) if sum(a in v for v in recorded) > len(recorded) / 2
             ]
             assert result == expected, votes
+
+
+# Taxa: 1 house mouse, 2 brown rat (species) in 7 rodent (order) in 9 mammal (class); 3 a bird.
+ANCESTORS = {1: (7, 9), 2: (7, 9), 7: (9,), 9: (), 3: ()}
+
+
+def _decide(*species: int, needed: int = 2, threshold: float = 0.66) -> tuple[object, ...]:
+    votes = [("species", s) for s in species]
+    result = consensus_decide(votes, votes_needed=needed, threshold=threshold, ancestors=ANCESTORS)
+    return result.status, result.species_id, round(result.agreement, 2)
+
+
+def test_a_higher_taxon_vote_agrees_with_the_species_below_it() -> None:
+    assert _decide(7, 1) == ("done", 1, 1.0)
+    assert _decide(1, 7) == ("done", 1, 1.0)
+    assert _decide(9, 7, 1, needed=3) == ("done", 1, 1.0)
+    assert _decide(7, 7) == ("done", 7, 1.0)  # decided as the higher taxon: kept, not trained
+
+
+def test_higher_taxon_votes_do_not_hide_a_species_conflict() -> None:
+    assert _decide(1, 2, 7, needed=3) == ("review", 1, 0.67)  # mouse 2 and rat 2: a tie
+    assert _decide(7, 3) == ("review", 7, 0.5)  # a rodent is no bird
+    assert _decide(1, 3) == ("review", 1, 0.5)
+
+
+def test_without_ancestors_higher_taxa_are_answers_of_their_own() -> None:
+    votes = [("species", 7), ("species", 1)]
+    assert consensus_decide(votes, votes_needed=2, threshold=0.66).status == "review"
+
+
+def test_taxon_agreement_against_brute_force() -> None:
+    """Every three votes over the taxa: an answer's support is the votes for it or for a
+    taxon above it, and the decision is the earliest answer of the largest support."""
+
+    for species in itertools.product((1, 2, 7, 9, 3), repeat=3):
+        support = {
+            s: sum(v == s or v in ANCESTORS[s] for v in species) for s in dict.fromkeys(species)
+        }
+        best = max(support.values())
+        top = next(s for s in support if support[s] == best)
+        unique = sum(n == best for n in support.values()) == 1
+        status = "done" if unique and best / 3 >= 0.66 else "review"
+        assert _decide(*species, needed=3) == (status, top, round(best / 3, 2)), species

@@ -735,3 +735,35 @@ def test_images_without_capture_time_say_so(scenario: Scenario) -> None:
     coco = json.loads("".join(export_coco_json(project=project)))
     dated = {i["seq_id"]: "datetime" in i for i in coco["images"]}
     assert dated == {"SEQ75179": True, "SEQ75520": False}
+
+
+def test_higher_taxa_and_scientific_names_are_kept_in_the_exports(
+    scenario: Scenario, admin_user: User
+) -> None:
+    """A crop people decided as a higher taxon is exported under its name (COCO: its own
+    category, with the rank); categories carry the scientific name where one is known."""
+    project, crops = scenario.project, scenario.crops
+    mammal = Species.objects.create(project=project, name="mammal", rank="class", position=9)
+    Species.objects.filter(pk=scenario.fox.pk).update(
+        scientific_name="Vulpes vulpes", parent=mammal
+    )
+    Project.objects.filter(pk=project.pk).update(votes_per_crop=1)
+    project.refresh_from_db()
+    labels_import(
+        project=project,
+        crop_ids=[crops["F3"].pk],
+        user=admin_user,
+        kind="species",
+        species_id=mammal.pk,
+    )
+    document = json.loads("".join(export_coco_json(project=project)))
+    categories = {c["name"]: c for c in document["categories"]}
+    assert categories["red fox"]["scientific_name"] == "Vulpes vulpes"
+    assert categories["red fox"]["rank"] == "species"
+    assert categories["mammal"]["rank"] == "class" and "scientific_name" not in categories["mammal"]
+    by_id = {a["id"]: a for a in document["annotations"]}
+    f3 = by_id[f"crop-{crops['F3'].pk}"]
+    assert (f3["category_id"], f3["classification_method"]) == (categories["mammal"]["id"], "human")
+    rows = table(EXPORT_HEADER, export_crop_rows(project=project))
+    f3_row = next(r for r in rows if r["crop_id"] == str(crops["F3"].pk))
+    assert f3_row["final_label"] == "mammal"

@@ -84,6 +84,8 @@ URL_TABLE: dict[str, Rule] = {
     "species_add": Rule(get=None, post=ADMIN),
     "species_rename": Rule(get=None, post=ADMIN),
     "species_merge": Rule(get=None, post=ADMIN),
+    "species_taxonomy": Rule(get=None, post=ADMIN),
+    "species_import": Rule(get=None, post=ADMIN),
     "attribute_add": Rule(get=None, post=ADMIN),
     "attribute_update": Rule(get=None, post=ADMIN),
     "attribute_remove": Rule(get=None, post=ADMIN),

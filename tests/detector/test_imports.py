@@ -372,6 +372,25 @@ def test_a_null_seq_id_is_no_sequence_not_one_called_none(
     assert all(seq != "None" and source == "burst" and frame is None for seq, source, frame in rows)
 
 
+def test_coco_categories_map_to_species_by_scientific_or_common_name(
+    project: Project, small_folder: Path, tmp_path: Path
+) -> None:
+    """A category naming a species by its scientific name or one of its common names
+    (case-insensitively) is that species, not a duplicate."""
+    from projects.services_taxonomy import species_import
+
+    species_import(
+        project=project,
+        text="scientific_name,common_name,rank,parent\n"
+        "Vulpes vulpes,red fox;renard,species,\nDasyprocta punctata,agouti,species,\n",
+    )
+    images = [{"file_name": "a.jpg"}]
+    folder = _coco_folder(small_folder, tmp_path, images)
+    coco = _coco(tmp_path, images, ["VULPES VULPES", "Renard", "Agouti", "paca"])
+    images_import(project=project, folder=folder, coco=coco)
+    assert list(project.species.values_list("name", flat=True)) == ["red fox", "agouti", "paca"]
+
+
 def test_species_names_are_stripped(project: Project, small_folder: Path, tmp_path: Path) -> None:
     images = [{"file_name": "a.jpg"}]
     folder = _coco_folder(small_folder, tmp_path, images)

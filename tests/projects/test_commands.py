@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
@@ -68,3 +69,39 @@ def test_allow_project_creation_grants_and_revokes_the_site_permission(outsider:
     assert not User.objects.get(pk=outsider.pk).has_perm("projects.add_project")
     with pytest.raises(CommandError, match="no user 'nobody'"):
         call_command("allow_project_creation", "nobody")
+
+
+def test_import_species_creates_and_reports(
+    project: Project, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from projects.models import Species
+
+    path = tmp_path / "species.csv"
+    path.write_text(
+        "scientific_name,common_name,rank,parent\nRodentia,rodent,order,\n"
+        "Mus musculus,house mouse;mouse,species,Rodentia\n",
+        encoding="utf-8",
+    )
+    call_command("import_species", project.slug, str(path))
+    assert "2 species created, 0 updated in project test-traps" in capsys.readouterr().out
+    mouse = Species.objects.get(project=project, name="house mouse")
+    assert mouse.parent is not None and mouse.parent.name == "rodent"
+
+
+def test_import_species_refuses_a_bad_file_and_changes_nothing(
+    project: Project, tmp_path: Any
+) -> None:
+    from projects.models import Species
+
+    path = tmp_path / "species.csv"
+    path.write_text(
+        "scientific_name,common_name,rank,parent\nRodentia,rodent,order,\nMus,mouse,tribe,\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(CommandError, match="nothing imported: line 3: unknown rank 'tribe'"):
+        call_command("import_species", project.slug, str(path))
+    assert not Species.objects.filter(project=project).exists()
+    with pytest.raises(CommandError, match="no file at"):
+        call_command("import_species", project.slug, str(tmp_path / "missing.csv"))
+    with pytest.raises(CommandError, match="no project 'nope'"):
+        call_command("import_species", "nope", str(path))
