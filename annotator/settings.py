@@ -251,6 +251,11 @@ ACCOUNT_SIGNUP_FIELDS = ["username*", "email*", "password1*", "password2*"]
 ACCOUNT_UNIQUE_EMAIL = True
 # A confirmation mail is sent, but an invited volunteer may label before confirming it.
 ACCOUNT_EMAIL_VERIFICATION = env_str("TRAPWISE_EMAIL_VERIFICATION", "optional")
+if ACCOUNT_EMAIL_VERIFICATION not in ("none", "optional", "mandatory"):
+    raise ImproperlyConfigured(
+        "TRAPWISE_EMAIL_VERIFICATION must be one of none, optional, mandatory, got "
+        f"{ACCOUNT_EMAIL_VERIFICATION!r}"
+    )
 ACCOUNT_LOGOUT_REDIRECT_URL = LOGOUT_REDIRECT_URL
 ACCOUNT_EMAIL_SUBJECT_PREFIX = "[Trapwise] "
 # Sessions last as they did with Django's login (no "remember me" box).
