@@ -1,5 +1,5 @@
-"""The project and image row locks, named once. The order they are taken in with the other
-locks is documented in ``activelearn.services.locks``, which re-exports the project lock."""
+"""The project, image and invitation row locks, named once. The order they are taken in with the
+other locks is documented in ``activelearn.services.locks``, which re-exports the project lock."""
 
 from __future__ import annotations
 
