@@ -10,6 +10,7 @@ from django.core import signing
 from activelearn.models import LabelKind, RoundUnit, Strategy
 from activelearn.services.labels import SECONDS_MAX, SUGGESTIONS_MAX
 from annotator.numbers import MAX_ID, ascii_float_text, ascii_int_parse, id_parse
+from projects.invitations import INVITATION_DAYS_MAX, INVITATION_USES_MAX
 from projects.models import ClassBalance, CropShape, Project, Role, Species, TaxonRank
 
 SKIP = "skip"
@@ -321,11 +322,20 @@ class ReviewForm(forms.Form):
         return data
 
 
-class MemberAddForm(forms.Form):
-    """An existing user, by username, and the role to give them."""
+class InvitationForm(forms.Form):
+    """An invitation's role, lifetime and number of uses (the service checks the bounds too)."""
 
-    username = forms.CharField(max_length=150)
     role = forms.ChoiceField(choices=Role.choices, initial=Role.VOLUNTEER)
+    days = forms.IntegerField(
+        min_value=1, max_value=INVITATION_DAYS_MAX, initial=7, label="Expires after (days)"
+    )
+    max_uses = forms.IntegerField(
+        min_value=1,
+        max_value=INVITATION_USES_MAX,
+        initial=1,
+        label="Uses",
+        help_text="1: one person; more for a volunteer drive.",
+    )
 
 
 class MemberRoleForm(forms.Form):

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from django.contrib.auth.models import AnonymousUser, User
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, F, Q, QuerySet
 from django.http import Http404
+from django.utils import timezone
 
 from activelearn.empties import MissedRate
 from activelearn.final_labels import AutoAccept
@@ -25,7 +26,7 @@ from annotator.selectors_labels import MEASURED_MIN, MeasuredSeconds, label_seco
 from detector.models import Crop
 from embeddings.models import EmbeddingVersion
 from embeddings.selectors import embedding_version_current
-from projects.models import Image, Membership, Project, Role, Species
+from projects.models import Image, Invitation, Membership, Project, Role, Species
 
 
 def project_list_for_user(*, user: User | AnonymousUser) -> QuerySet[Membership]:
@@ -257,6 +258,21 @@ def members_list(*, project: Project) -> QuerySet[Membership]:
         Membership.objects.filter(project=project)
         .select_related("user")
         .order_by("role", "user__username")
+    )
+
+
+def invitations_open(*, project: Project) -> QuerySet[Invitation]:
+    """The project's invitations that can still be accepted (not revoked, not expired, not
+    used up), newest first, with their makers."""
+    return (
+        Invitation.objects.filter(
+            project=project,
+            revoked_at__isnull=True,
+            expires_at__gt=timezone.now(),
+            uses__lt=F("max_uses"),
+        )
+        .select_related("created_by")
+        .order_by("-created_at", "-id")
     )
 
 

@@ -150,6 +150,9 @@ INSTALLED_APPS = [
     "embeddings",
     "activelearn",
     "annotator",
+    # Accounts: sign-up (by invitation), login, logout, password reset by e-mail.
+    "allauth",
+    "allauth.account",
     # Login throttling: failed logins per user name and address, locked out for a while.
     "axes",
     # Only for the API docs' Swagger files, served locally instead of from a CDN.
@@ -167,6 +170,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # django-allauth's request state (its login and sign-up flows need it).
+    "allauth.account.middleware.AccountMiddleware",
     # Turns a locked-out login into the lockout page (429).
     "axes.middleware.AxesMiddleware",
     # Innermost, so that a database outage in a view becomes a 503 before anything else sees it.
@@ -221,6 +226,7 @@ LOGOUT_REDIRECT_URL = "login"
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
+    "allauth.account.auth_backends.AuthenticationBackend",
 ]
 AXES_FAILURE_LIMIT = env_int("TRAPWISE_LOGIN_FAILURES", 5, minimum=1)
 AXES_COOLOFF_TIME = timedelta(minutes=env_float("TRAPWISE_LOGIN_LOCKOUT_MINUTES", 15.0, minimum=0))
@@ -232,6 +238,48 @@ AXES_HTTP_RESPONSE_CODE = 429
 AXES_IPWARE_PROXY_COUNT = env_int("TRAPWISE_PROXY_COUNT", 0, minimum=0) or None
 # Successful logins are not logged (failures are): one row per volunteer session is noise.
 AXES_DISABLE_ACCESS_LOG = True
+
+# Accounts (django-allauth). People log in with their user name (the login form posts it as
+# `username`, as Django's did, so axes keys its lockouts on it: annotator/accounts.py). Sign-up
+# is open only to holders of a project invitation (/invite/<token>/) unless TRAPWISE_OPEN_SIGNUP
+# is on. A sign-up asks for a user name, an e-mail address (for password resets) and a password.
+TRAPWISE_OPEN_SIGNUP = env_bool("TRAPWISE_OPEN_SIGNUP", False)
+ACCOUNT_ADAPTER = "annotator.accounts.AccountAdapter"
+ACCOUNT_FORMS = {"login": "annotator.accounts.LoginForm"}
+ACCOUNT_LOGIN_METHODS = {"username"}
+ACCOUNT_SIGNUP_FIELDS = ["username*", "email*", "password1*", "password2*"]
+ACCOUNT_UNIQUE_EMAIL = True
+# A confirmation mail is sent, but an invited volunteer may label before confirming it.
+ACCOUNT_EMAIL_VERIFICATION = env_str("TRAPWISE_EMAIL_VERIFICATION", "optional")
+if ACCOUNT_EMAIL_VERIFICATION not in ("none", "optional", "mandatory"):
+    raise ImproperlyConfigured(
+        "TRAPWISE_EMAIL_VERIFICATION must be one of none, optional, mandatory, got "
+        f"{ACCOUNT_EMAIL_VERIFICATION!r}"
+    )
+ACCOUNT_LOGOUT_REDIRECT_URL = LOGOUT_REDIRECT_URL
+ACCOUNT_EMAIL_SUBJECT_PREFIX = "[Trapwise] "
+# Sessions last as they did with Django's login (no "remember me" box).
+ACCOUNT_SESSION_REMEMBER = True
+# Failed logins are throttled by django-axes above (per user name and address, HTTP 429);
+# allauth's own limits would answer first and differently, and its per-address login limit
+# would lock out a room of volunteers behind one address. Its other limits (password-reset
+# mails, sign-ups) stay.
+ACCOUNT_RATE_LIMITS = {"login_failed": False, "login": False}
+
+# E-mail (password resets, address confirmations). Printed to the console unless EMAIL_HOST is
+# set, then sent over SMTP.
+EMAIL_HOST = env_str("EMAIL_HOST", "")
+EMAIL_BACKEND = (
+    "django.core.mail.backends.smtp.EmailBackend"
+    if EMAIL_HOST
+    else "django.core.mail.backends.console.EmailBackend"
+)
+EMAIL_PORT = env_int("EMAIL_PORT", 587, minimum=1)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", True)
+EMAIL_TIMEOUT = 10
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "trapwise@localhost")
 
 LANGUAGE_CODE = "en"
 TIME_ZONE = "UTC"

@@ -1,6 +1,6 @@
+from allauth.account import views as account_views
 from django.contrib import admin
-from django.contrib.auth import views as auth_views
-from django.urls import path, register_converter
+from django.urls import include, path, register_converter
 
 from annotator.api.api import api
 from annotator.numbers import IdConverter
@@ -10,6 +10,7 @@ from annotator.views import (
     exports,
     files,
     guide,
+    invitations,
     label_event,
     labelling,
     manage,
@@ -24,8 +25,12 @@ register_converter(IdConverter, "id")
 
 urlpatterns = [
     path("", project.project_list, name="project_list"),
-    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
-    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    # django-allauth's login and logout under the names the templates and tests use; the rest
+    # of its account pages (sign-up, password reset by e-mail, ...) under accounts/ too.
+    path("accounts/login/", account_views.login, name="login"),
+    path("accounts/logout/", account_views.logout, name="logout"),
+    path("accounts/", include("allauth.account.urls")),
+    path("invite/<str:token>/", invitations.invitation, name="invitation"),
     path("admin/", admin.site.urls),
     path("api/v1/", api.urls),
     path("account/tokens/", tokens.api_tokens, name="api_tokens"),
@@ -47,7 +52,12 @@ urlpatterns = [
     path("p/<slug:slug>/exports/", project.project_exports, name="project_exports"),
     path("p/<slug:slug>/status.json", project.project_status_json, name="project_status_json"),
     path("p/<slug:slug>/members/", manage.members, name="members"),
-    path("p/<slug:slug>/members/add/", manage.member_add_view, name="member_add"),
+    path("p/<slug:slug>/invitations/", manage.invitation_create_view, name="invitation_create"),
+    path(
+        "p/<slug:slug>/invitations/<id:invitation_id>/revoke/",
+        manage.invitation_revoke_view,
+        name="invitation_revoke",
+    ),
     path(
         "p/<slug:slug>/members/<id:membership_id>/role/",
         manage.member_role_view,

@@ -1,9 +1,9 @@
-"""The project and image row locks, named once. The order they are taken in with the other
-locks is documented in ``activelearn.services.locks``, which re-exports the project lock."""
+"""The project, image and invitation row locks, named once. The order they are taken in with the
+other locks is documented in ``activelearn.services.locks``, which re-exports the project lock."""
 
 from __future__ import annotations
 
-from projects.models import Image, Project
+from projects.models import Image, Invitation, Project
 
 
 def project_lock(*, project_id: int) -> None:
@@ -17,3 +17,27 @@ def image_lock(*, image_id: int) -> Image:
     change of an image at a time, so two people redrawing the same box cannot both drop it and
     leave two replacements."""
     return Image.objects.select_for_update().select_related("project").get(pk=image_id)
+
+
+def invitation_lock(*, token_hash: str) -> Invitation | None:
+    """Lock the invitation with ``token_hash`` until the transaction ends and return it (with
+    its project), or None when there is none: one acceptance of an invitation at a time, so
+    that a single-use link cannot make two members. Taken first and alone by
+    ``projects.invitations.invitation_accept``, which then writes only the membership and the
+    invitation's use; no other service locks an invitation, so it takes part in no cycle."""
+    return (
+        Invitation.objects.select_for_update()
+        .select_related("project")
+        .filter(token_hash=token_hash)
+        .first()
+    )
+
+
+def invitation_lock_by_id(*, project_id: int, invitation_id: int) -> Invitation | None:
+    """Lock the invitation ``invitation_id`` of project ``project_id`` (None when it has no
+    such invitation), for revoking it: taken alone, like ``invitation_lock``."""
+    return (
+        Invitation.objects.select_for_update()
+        .filter(project_id=project_id, pk=invitation_id)
+        .first()
+    )

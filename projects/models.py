@@ -154,6 +154,62 @@ class Membership(models.Model):
         return f"{self.user} is {self.role} of {self.project}"
 
 
+class Invitation(models.Model):
+    """A link that makes whoever opens it (after signing up or logging in) a member with ``role``.
+
+    The link carries a random token; only its SHA-256 (``token_hash``) is stored, so the link
+    is shown once, when it is made, and a copy of the database lets no one join. Usable while
+    not revoked, not expired and ``uses < max_uses`` (1: single-use; more for volunteer drives).
+    ``projects.invitations`` holds the services that make, accept and revoke one.
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="invitations")
+    role = models.CharField(max_length=20, choices=Role.choices)
+    token_hash = models.CharField(max_length=64, unique=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    max_uses = models.PositiveIntegerField(default=1)
+    uses = models.PositiveIntegerField(default=0)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(uses__lte=models.F("max_uses")),
+                name="invitation_uses_within_limit",
+            ),
+            models.CheckConstraint(condition=models.Q(max_uses__gte=1), name="invitation_uses_min"),
+        ]
+
+    def __str__(self) -> str:
+        return f"invitation to {self.project} as {self.role} ({self.uses}/{self.max_uses})"
+
+
+class InvitationUse(models.Model):
+    """Who accepted an invitation, and when: one row per user and invitation (accepting twice
+    changes nothing). ``joined`` is False for someone who was a member already (their role
+    stayed, and the invitation's use was not spent)."""
+
+    invitation = models.ForeignKey(Invitation, on_delete=models.CASCADE, related_name="acceptances")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="invitation_uses"
+    )
+    accepted_at = models.DateTimeField(auto_now_add=True)
+    joined = models.BooleanField(default=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["invitation", "user"], name="invitation_use_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} accepted {self.invitation}"
+
+
 class TaxonRank(models.TextChoices):
     """The ranks a project's taxa may have, from the most to the least specific."""
 

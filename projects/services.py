@@ -234,27 +234,6 @@ def _admins_left(*, project: Project, without: Membership) -> bool:
     return any(pk != without.pk for pk in admins)
 
 
-def member_add(*, project: Project, username: str, role: str) -> Membership | None:
-    """Make the user ``username``, if there is one, a member of ``project`` with ``role``.
-
-    Returns the new membership, or None when there is no such account. Callers answer both
-    alike (annotator.views.manage.member_add_view), so that a project admin cannot find out
-    through this which accounts exist on the server.
-
-    Raises MemberError for someone already a member (change their role instead; the admin
-    sees the members, so saying so tells nothing new) or an unknown role.
-    """
-    if role not in Role.values:
-        raise MemberError(f"unknown role {role!r}; choose one of {', '.join(Role.values)}")
-    user = User.objects.filter(username=username.strip()).first()
-    if user is None:
-        return None
-    with transaction.atomic():
-        if Membership.objects.filter(project=project, user=user).exists():
-            raise MemberError(f"{user.username} is a member already; change their role instead")
-        return Membership.objects.create(project=project, user=user, role=role)
-
-
 def member_role_change(*, project: Project, membership_id: int, role: str) -> Membership:
     """Give the member ``membership_id`` of ``project`` the ``role``.
 

@@ -26,6 +26,10 @@ Locks, outermost first:
    (``detector.services.box_draw``/``box_drop``), which then write that image's detections and
    crops. No vote or review locks an image, so a vote holding crops never waits for one.
 
+8. ``invitation_lock`` (``projects.locks``): an invitation row, taken first and alone by
+   ``projects.invitations.invitation_accept`` (which then writes only the new membership and the
+   invitation's use) and by ``invitation_revoke``. Nothing else locks an invitation.
+
 Why this order cannot deadlock: two transactions deadlock only when each holds a lock the other
 waits for. Each transaction here takes its locks in the order above, so whoever holds a later
 lock never waits for an earlier one; among crops, the one holding the higher id never waits for

@@ -1,7 +1,9 @@
-"""The admin's pages for a project's members (and their roles), its species and attributes.
+"""The admin's pages for a project's members (their roles and invitations), its species and
+attributes.
 
 Every view is admin-only (others get 404). A refused change re-renders the page with HTTP 400
-and the reason, and changes nothing; a change redirects back to the page (post/redirect/get).
+and the reason, and changes nothing; a change redirects back to the page (post/redirect/get),
+except a new invitation, whose link is shown on the response itself.
 """
 
 from __future__ import annotations
@@ -14,20 +16,28 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
 from activelearn.services import attribute_remove, species_merge
 from annotator.forms import (
     AttributeForm,
-    MemberAddForm,
+    InvitationForm,
     MemberRoleForm,
     SpeciesCsvForm,
     SpeciesMergeForm,
     SpeciesNameForm,
     SpeciesTaxonomyForm,
 )
-from annotator.selectors import members_list, project_get_for_user, species_list_with_counts
+from annotator.selectors import (
+    invitations_open,
+    members_list,
+    project_get_for_user,
+    species_list_with_counts,
+)
 from annotator.views._common import request_user
+from projects.invitations import InvitationError, invitation_create, invitation_revoke
 from projects.models import Project, Role, TaxonRank
 from projects.services import (
     AttributeChangeError,
@@ -35,7 +45,6 @@ from projects.services import (
     SpeciesError,
     attribute_add,
     attribute_update,
-    member_add,
     member_remove,
     member_role_change,
     species_add,
@@ -57,7 +66,8 @@ def _members_page(
     project: Project,
     *,
     error: str = "",
-    add_form: MemberAddForm | None = None,
+    invitation_form: InvitationForm | None = None,
+    new_link: str = "",
 ) -> HttpResponse:
     if error:
         messages.error(request, error)
@@ -65,7 +75,9 @@ def _members_page(
         "project": project,
         "role": Role.ADMIN,
         "members": members_list(project=project),
-        "add_form": add_form or MemberAddForm(),
+        "invitations": invitations_open(project=project),
+        "invitation_form": invitation_form or InvitationForm(),
+        "new_link": new_link,
         "roles": Role.choices,
     }
     return render(request, "annotator/members.html", context, status=400 if error else 200)
@@ -78,25 +90,51 @@ def members(request: HttpRequest, slug: str) -> HttpResponse:
     return _members_page(request, project)
 
 
+@never_cache
 @login_required
 @require_POST
-def member_add_view(request: HttpRequest, slug: str) -> HttpResponse:
+def invitation_create_view(request: HttpRequest, slug: str) -> HttpResponse:
+    """Make an invitation and show its link on this response only: the token is not stored
+    (nor put in a message, which lives in the session), so it cannot be shown again."""
     project, _ = project_get_for_user(slug=slug, user=request.user, roles=ADMIN_ONLY)
-    form = MemberAddForm(request.POST)
+    form = InvitationForm(request.POST)
     if not form.is_valid():
         return _members_page(
-            request, project, error=f"Member not added: {form.errors.as_text()}", add_form=form
+            request,
+            project,
+            error=f"Invitation not made: {form.errors.as_text()}",
+            invitation_form=form,
         )
-    username, role = form.cleaned_data["username"], form.cleaned_data["role"]
     try:
-        member_add(project=project, username=username, role=role)
-    except MemberError as exc:
-        return _members_page(request, project, error=f"Member not added: {exc}", add_form=form)
-    # The same answer whether or not the account exists: an admin must not be able to probe
-    # the server's user names through this form.
+        invitation, token = invitation_create(
+            project=project,
+            created_by=request_user(request),
+            role=form.cleaned_data["role"],
+            days=form.cleaned_data["days"],
+            max_uses=form.cleaned_data["max_uses"],
+        )
+    except InvitationError as exc:
+        return _members_page(
+            request, project, error=f"Invitation not made: {exc}", invitation_form=form
+        )
+    link = request.build_absolute_uri(reverse("invitation", kwargs={"token": token}))
     messages.success(
-        request, f"If an account called {username} exists, it was added as {Role(role).label}."
+        request,
+        f"Invitation made: {invitation.get_role_display()}, {invitation.max_uses} use(s). "
+        "Copy its link now; it is shown only once.",
     )
+    return _members_page(request, project, new_link=link)
+
+
+@login_required
+@require_POST
+def invitation_revoke_view(request: HttpRequest, slug: str, invitation_id: int) -> HttpResponse:
+    project, _ = project_get_for_user(slug=slug, user=request.user, roles=ADMIN_ONLY)
+    try:
+        invitation_revoke(project=project, invitation_id=invitation_id)
+    except InvitationError as exc:
+        return _members_page(request, project, error=f"Invitation not revoked: {exc}")
+    messages.success(request, "Invitation revoked; its link no longer works.")
     return redirect("members", slug=slug)
 
 

@@ -134,11 +134,41 @@ def _with_external_round(project: Project, admin_user: User, volunteer: User) ->
     with_external(project)
 
 
+# The token of the invitation that _with_invitation makes (a test's own, so the path is known).
+A11Y_INVITATION = "a11y-invitation-token-000000000000000000000"
+
+
+def _with_invitation(project: Project, admin_user: User, volunteer: User) -> None:
+    """What the invitation page and the members page's open invitations show."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from projects.invitations import invitation_token_hash
+    from projects.models import Invitation
+
+    Invitation.objects.create(
+        project=project,
+        role=Role.VOLUNTEER,
+        token_hash=invitation_token_hash(A11Y_INVITATION),
+        created_by=admin_user,
+        expires_at=timezone.now() + timedelta(days=7),
+        max_uses=20,
+    )
+
+
 # page -> (who looks at it, its path, the data it needs: none, "round", "event_round",
 # "empties" or "classifier"); {slug} is the project's, {species} its first species, {image} the
 # first image with a box. Importing takes a while, so only the pages that show crops get them.
 PAGES: dict[str, tuple[Role | None, str, str]] = {
     "login": (None, "/accounts/login/", ""),
+    "signup_closed": (None, "/accounts/signup/", ""),
+    "password_reset": (None, "/accounts/password/reset/", ""),
+    "invitation": (None, f"/invite/{A11Y_INVITATION}/", "invitation"),
+    "password_change": (Role.VOLUNTEER, "/accounts/password/change/", ""),
+    "email": (Role.VOLUNTEER, "/accounts/email/", ""),
+    "logout": (Role.VOLUNTEER, "/accounts/logout/", ""),
+    "members-invitations": (Role.ADMIN, "/p/{slug}/members/", "invitation"),
     "project": (Role.ADMIN, "/p/{slug}/", "classifier"),
     "rounds": (Role.ADMIN, "/p/{slug}/rounds/", "round"),
     "model": (Role.ADMIN, "/p/{slug}/model/", "classifier"),
@@ -207,7 +237,9 @@ def test_page_has_no_serious_axe_violation_nor_csp_violation(
     role, path, data = PAGES[name]
     if name in LIGHT_SETUPS:
         LIGHT_SETUPS[name](project, admin_user, request)
-    if data:
+    if data == "invitation":
+        _with_invitation(project, admin_user, volunteer)
+    elif data:
         request.getfixturevalue("ingested_project")
         setup = {
             "round": _with_round,

@@ -10,7 +10,7 @@ from django.contrib.auth.models import User
 
 from activelearn.models import Label, Round
 from activelearn.services import labels_import
-from projects.models import Membership, Project
+from projects.models import Project
 from tests.conftest import browser_login
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -64,7 +64,7 @@ def test_admin_starts_a_round_and_sees_it_progress_live(
     assert page.locator("[data-count=labelled]").inner_text() == "1"
 
 
-def test_admin_adds_a_member_and_merges_species(
+def test_admin_invites_and_merges_species(
     browser_page: Any,
     live_server: Any,
     ingested_project: Project,
@@ -77,14 +77,12 @@ def test_admin_adds_a_member_and_merges_species(
     page.goto(f"{live_server.url}/p/{ingested_project.slug}/settings/")
     with page.expect_navigation():
         page.click("text=Members and roles")
-    page.fill("#member-add input[name=username]", outsider.username)
-    page.select_option("#member-add select[name=role]", "volunteer")
+    page.select_option("#invitation-create select[name=role]", "volunteer")
     with page.expect_navigation():
-        page.click("#member-add button[type=submit]")
-    page.wait_for_selector(
-        f"text=If an account called {outsider.username} exists, it was added as Volunteer."
-    )
-    assert Membership.objects.get(project=ingested_project, user=outsider).role == "volunteer"
+        page.click("#invitation-create button[type=submit]")
+    link = page.input_value("#invitation-link")
+    assert "/invite/" in link
+    assert ingested_project.invitations.get().role == "volunteer"  # type: ignore[attr-defined]
 
     page.goto(f"{live_server.url}/p/{ingested_project.slug}/species/")
     page.fill("#species-add input[name=name]", "fox")

@@ -16,7 +16,6 @@ from projects.models import Membership, Project, Role, Species
 from projects.services import (
     MemberError,
     SpeciesError,
-    member_add,
     member_remove,
     member_role_change,
     membership_set,
@@ -24,7 +23,7 @@ from projects.services import (
     species_add,
     species_rename,
 )
-from tests.conftest import PASSWORD, session_login
+from tests.conftest import PASSWORD
 
 pytestmark = pytest.mark.django_db
 
@@ -42,35 +41,6 @@ def _roles(project: Project) -> dict[str, str]:
 
 
 # --- Members ------------------------------------------------------------------------------
-
-
-def test_add_member_by_username(project: Project, outsider: User) -> None:
-    membership = member_add(project=project, username=" oscar ", role=Role.ECOLOGIST)
-    assert membership is not None
-    assert (membership.user, membership.role) == (outsider, "ecologist")
-    assert _roles(project)["oscar"] == "ecologist"
-
-
-def test_add_member_without_such_account_adds_nobody(project: Project) -> None:
-    before = _roles(project)
-    assert member_add(project=project, username="nobody", role=Role.VOLUNTEER) is None
-    assert _roles(project) == before
-
-
-@pytest.mark.parametrize(
-    "username,role,message",
-    [
-        ("vic", Role.ADMIN, "vic is a member already"),
-        ("oscar", "owner", "unknown role 'owner'"),
-    ],
-)
-def test_add_member_refusals_change_nothing(
-    project: Project, outsider: User, username: str, role: str, message: str
-) -> None:
-    before = _roles(project)
-    with pytest.raises(MemberError, match=message):
-        member_add(project=project, username=username, role=role)
-    assert _roles(project) == before
 
 
 def test_role_change_and_removal(project: Project, volunteer: User, admin_user: User) -> None:
@@ -238,7 +208,7 @@ def test_only_admins_manage_members_and_species(
     assert client.get(reverse("members", args=[slug])).status_code == 404
     assert client.get(reverse("species", args=[slug])).status_code == 404
     posts = [
-        (reverse("member_add", args=[slug]), {"username": "oscar", "role": "admin"}),
+        (reverse("invitation_create", args=[slug]), {"role": "admin", "days": 7, "max_uses": 1}),
         (reverse("member_role", args=[slug, ada.pk]), {"role": "volunteer"}),
         (reverse("member_remove", args=[slug, ada.pk]), {}),
         (reverse("species_add", args=[slug]), {"name": "ocelot"}),
@@ -248,6 +218,7 @@ def test_only_admins_manage_members_and_species(
     for url, data in posts:
         assert client.post(url, data).status_code == 404, url
     assert (_roles(project), sorted(project.species.values_list("name", flat=True))) == before
+    assert not project.invitations.exists()  # type: ignore[attr-defined]
 
 
 def test_admin_manages_members_from_the_page(
@@ -257,18 +228,7 @@ def test_admin_manages_members_from_the_page(
     slug = project.slug
     page = client.get(reverse("members", args=[slug]))
     assert page.status_code == 200 and 'data-username="vic"' in page.text
-    added = client.post(
-        reverse("member_add", args=[slug]), {"username": "oscar", "role": "ecologist"}, follow=True
-    )
-    assert "If an account called oscar exists, it was added as Ecologist." in added.text
-    assert _roles(project)["oscar"] == "ecologist"
-    unknown = client.post(
-        reverse("member_add", args=[slug]), {"username": "zed", "role": "volunteer"}, follow=True
-    )
-    assert "If an account called zed exists, it was added as Volunteer." in unknown.text
-    assert "zed" not in _roles(project)
-    twice = client.post(reverse("member_add", args=[slug]), {"username": "vic", "role": "admin"})
-    assert twice.status_code == 400 and "vic is a member already" in twice.text
+    membership_set(project=project, user=outsider, role=Role.ECOLOGIST)
     ada = Membership.objects.get(project=project, user=admin_user)
     demote = client.post(reverse("member_role", args=[slug, ada.pk]), {"role": "volunteer"})
     assert demote.status_code == 400 and "last admin" in demote.text
@@ -399,58 +359,3 @@ def test_only_admins_manage_attributes(
             response = client.post(reverse(name, args=args), {"name": "x", "key": "v"})
             assert response.status_code == 404
     assert _attributes(project)[0] == ("standing", "q") and project.attributes.count() == 6
-
-
-@pytest.mark.django_db(transaction=True)
-def test_member_add_answers_alike_whether_the_account_exists(
-    live_server: Any, project: Project, admin_user: User, outsider: User
-) -> None:
-    """A project admin probing user names gets the same answer for an account that exists
-    (oscar, added) and one that does not, apart from the name; the message names no one else."""
-    base = live_server.url
-    session = session_login(base, admin_user)
-    url = f"{base}{reverse('member_add', args=[project.slug])}"
-    answers = []
-    for name in (outsider.username, "nobody-here"):
-        response = session.post(
-            url,
-            data={
-                "username": name,
-                "role": "volunteer",
-                "csrfmiddlewaretoken": session.cookies["csrftoken"],
-            },
-            allow_redirects=False,
-        )
-        # The message comes with the page the answer redirects to.
-        shown = session.get(f"{base}{response.headers.get('Location', '')}", allow_redirects=False)
-        messages = MESSAGE.findall(shown.text)
-        headers = {
-            key.lower(): value.replace(name, "NAME")
-            for key, value in response.headers.items()
-            if key.lower() not in ("date", "set-cookie")
-        }
-        cookies = sorted(cookie.name for cookie in response.cookies)
-        answers.append(
-            (
-                response.status_code,
-                headers,
-                cookies,
-                response.content.replace(name.encode(), b"NAME"),
-                shown.status_code,
-                [m.replace(name, "NAME") for m in messages],
-            )
-        )
-    assert answers[0] == answers[1], answers
-    status, headers, _, body, shown_status, messages = answers[0]
-    assert (status, headers["location"], body, shown_status) == (
-        302,
-        reverse("members", args=[project.slug]),
-        b"",
-        200,
-    )
-    assert messages == [
-        '<p class="message success" role="status">'
-        "If an account called NAME exists, it was added as Volunteer.</p>"
-    ]
-    assert _roles(project)[outsider.username] == "volunteer"
-    assert "nobody-here" not in _roles(project)

@@ -77,7 +77,8 @@ URL_TABLE: dict[str, Rule] = {
     "project_exports": Rule(get=EXPORTERS, post=None),
     "project_status_json": Rule(get=ADMIN, post=None),
     "members": Rule(get=ADMIN, post=None),
-    "member_add": Rule(get=None, post=ADMIN),
+    "invitation_create": Rule(get=None, post=ADMIN),
+    "invitation_revoke": Rule(get=None, post=ADMIN),
     "member_role": Rule(get=None, post=ADMIN),
     "member_remove": Rule(get=None, post=ADMIN),
     "species": Rule(get=ADMIN, post=None),
@@ -123,6 +124,11 @@ URL_TABLE: dict[str, Rule] = {
     "image_boxes": Rule(get=LABELLERS, post=None),
     "box_add": Rule(get=None, post=LABELLERS),
     "box_drop": Rule(get=None, post=LABELLERS),
+    # django-allauth's pages for a logged-in user's own account (its password and addresses).
+    "account_email": Rule(get=ANY_USER, post=ANY_USER),
+    "account_change_password": Rule(get=ANY_USER, post=ANY_USER),
+    "account_set_password": Rule(get=ANY_USER, post=ANY_USER),
+    "account_reauthenticate": Rule(get=ANY_USER, post=ANY_USER),
     "count_correct": Rule(get=None, post=ADMIN),
     # The JSON API. rounds_list and round_create share one path (GET and POST).
     "api-v1:projects_list": Rule(get=ANY_USER, post=None, api=True),
@@ -141,8 +147,22 @@ URL_TABLE: dict[str, Rule] = {
 
 # URLs left out of the walk, each public or protected by design by Django or django-ninja.
 SKIPPED: dict[str, str] = {
-    "login": "Django's login page: public by design",
-    "logout": "Django's logout view: POST-only, acts on the caller's own session",
+    "login": "django-allauth's login page: public by design (throttled by django-axes)",
+    "logout": "django-allauth's logout: a confirmation page, POST acts on the caller's session",
+    "account_login": "the same view as login (allauth's own name for it)",
+    "account_logout": "the same view as logout (allauth's own name for it)",
+    "account_inactive": "django-allauth's static 'account inactive' page: public",
+    "account_signup": "public by design, open only by invitation (test_invitations_security.py)",
+    "account_reset_password": "password reset by e-mail: public by design, rate-limited",
+    "account_reset_password_done": "a static 'check your e-mail' page: public",
+    "account_reset_password_from_key": "the reset mail's link: needs its key (tested)",
+    "account_reset_password_from_key_done": "a static 'password changed' page: public",
+    "account_email_verification_sent": "a static 'check your e-mail' page: public",
+    "account_confirm_email": "the confirmation mail's link: needs its key",
+    "account_confirm_login_code": "login by code is off: redirects to the login page",
+    "account_request_reauthentication_code": "login by code is off",
+    "account_confirm_reauthentication_code": "login by code is off",
+    "invitation": "the invitation link: public by design, 404 for a wrong token (tested)",
     "api-v1:openapi-json": "the API's OpenAPI description: public documentation by design",
     "api-v1:openapi-view": "the API's Swagger page: public documentation by design",
     "api-v1:api-root": "django-ninja's API root: redirects to the public docs",
@@ -206,6 +226,11 @@ def world(
     spare = django_user_model.objects.create_user("spare", password=PASSWORD)
     membership_set(project=project, user=spare, role=Role.VOLUNTEER)
     token, _ = api_token_create(user=admin_user, name="security walk")
+    from projects.invitations import invitation_create
+
+    invitation, _ = invitation_create(
+        project=project, created_by=admin_user, role=Role.VOLUNTEER, days=7, max_uses=1
+    )
     crop = project.crops.order_by("pk").first()  # type: ignore[attr-defined]
     assert crop is not None
     kwargs = {
@@ -217,6 +242,7 @@ def world(
         "attribute_id": project.attributes.order_by("pk").first().pk,  # type: ignore[union-attr]
         "membership_id": Membership.objects.get(project=project, user=spare).pk,
         "token_id": token.pk,
+        "invitation_id": invitation.pk,
     }
     users = {
         "outsider": outsider,

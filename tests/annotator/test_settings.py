@@ -35,6 +35,7 @@ def _import_settings(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[
         ("TRAPWISE_LOGIN_FAILURES", "0", "TRAPWISE_LOGIN_FAILURES must be at least 1, got '0'"),
         ("TRAPWISE_TASK_REQUEUE_SECONDS", "soon", "TRAPWISE_TASK_REQUEUE_SECONDS must be a number"),
         ("DEBUG", "maybe", "DEBUG must be one of 1/0, true/false, yes/no, on/off, got 'maybe'"),
+        ("TRAPWISE_EMAIL_VERIFICATION", "always", "must be one of none, optional, mandatory"),
     ],
 )
 def test_a_bad_value_stops_the_import_naming_the_variable(
@@ -122,3 +123,53 @@ def test_env_str_and_env_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     assert env_str(NAME, "dflt") == ""  # set but empty stays empty, as os.environ.get gave
     monkeypatch.setenv(NAME, str(tmp_path / "z"))
     assert env_path(NAME, Path("/nowhere")) == tmp_path.resolve() / "z"
+
+
+def _settings_values(tmp_path: Path, names: list[str], **env: str) -> list[str]:
+    """The repr of each setting in ``names``, read in a fresh process with ``env`` set."""
+    code = "import annotator.settings as s; " + "; ".join(f"print(repr(s.{n}))" for n in names)
+    clean = {
+        k: v for k, v in os.environ.items() if not k.startswith(("EMAIL_", "TRAPWISE_OPEN_SIGNUP"))
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        env={**clean, "TRAPWISE_VAR_DIR": str(tmp_path), **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.splitlines()
+
+
+def test_mail_goes_to_the_console_unless_an_smtp_host_is_set(tmp_path: Path) -> None:
+    names = ["EMAIL_BACKEND", "EMAIL_HOST", "EMAIL_PORT", "EMAIL_USE_TLS", "DEFAULT_FROM_EMAIL"]
+    assert (
+        _settings_values(tmp_path, names)[0] == "'django.core.mail.backends.console.EmailBackend'"
+    )
+    smtp = _settings_values(
+        tmp_path,
+        [*names, "EMAIL_HOST_USER", "EMAIL_HOST_PASSWORD", "TRAPWISE_OPEN_SIGNUP"],
+        EMAIL_HOST="mail.example.org",
+        EMAIL_PORT="465",
+        EMAIL_USE_TLS="false",
+        EMAIL_HOST_USER="trapwise",
+        EMAIL_HOST_PASSWORD="from-the-environment",
+        DEFAULT_FROM_EMAIL="traps@example.org",
+        TRAPWISE_OPEN_SIGNUP="true",
+    )
+    assert smtp == [
+        "'django.core.mail.backends.smtp.EmailBackend'",
+        "'mail.example.org'",
+        "465",
+        "False",
+        "'traps@example.org'",
+        "'trapwise'",
+        "'from-the-environment'",
+        "True",
+    ]
+
+
+def test_sign_up_is_closed_by_default(tmp_path: Path) -> None:
+    assert _settings_values(tmp_path, ["TRAPWISE_OPEN_SIGNUP"]) == ["False"]
