@@ -26,6 +26,7 @@ from projects.services import (
     species_name_check,
     text_control_characters,
 )
+from projects.services_deployments import images_deployments_assign
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
 
@@ -87,6 +88,8 @@ def images_import(*, project: Project, folder: Path, coco: Path | None = None) -
         Image.objects.bulk_create((n.image(project=project) for n in new), batch_size=_WRITE_BATCH)
         report.added = len(new)
         if report.added:
+            # New images join their deployment and get its clock correction.
+            images_deployments_assign(project=project)
             images_sequences_infer(project=project)
     return report
 
