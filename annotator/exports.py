@@ -102,6 +102,8 @@ EXPORT_HEADER = [
     # Who drew the box (a person's username) or dropped it; empty for a detector's live box.
     "box_drawn_by",
     "box_dropped_by",
+    # The image's deployment (projects.models.Deployment.deployment_id); empty for none.
+    "deployment_id",
 ]
 
 # The columns of ``Tally.columns``, shared by the image and the event CSV.
@@ -126,6 +128,7 @@ IMAGE_HEADER = [
     "event_id",
     "frame_num",
     "camera",
+    "deployment_id",
     "taken_at",
     "width",
     "height",
@@ -193,6 +196,7 @@ def export_crop_rows(*, project: Project) -> Iterator[list[object]]:
         .filter(Q(active=True) | Q(consensus__isnull=False))
         .select_related(
             "image",
+            "image__deployment",
             "detection",
             "detection__drawn_by",
             "detection__dropped_by",
@@ -238,7 +242,13 @@ def export_crop_rows(*, project: Project) -> Iterator[list[object]]:
                 ),
                 _username(crop.detection.drawn_by),
                 _username(crop.detection.dropped_by),
+                deployment_name(crop.image),
             ]
+
+
+def deployment_name(image: Image) -> str:
+    """The image's deployment id, '' without one (``deployment`` select_related by callers)."""
+    return image.deployment.deployment_id if image.deployment is not None else ""
 
 
 def _username(user: User | None) -> str:
@@ -412,7 +422,7 @@ def image_records(*, project: Project, by_event: bool = False) -> Iterator[list[
     threshold = AutoAccept.of(classifier)
     names = attribute_names(project=project)
     order = tuple(names.values())
-    images = Image.objects.filter(project=project)
+    images = Image.objects.filter(project=project).select_related("deployment")
     chunks = _event_ordered_chunks(images) if by_event else _keyset_chunks(images.order_by("id"))
     for chunk in chunks:
         crops = list(
@@ -463,6 +473,7 @@ def export_image_rows(*, project: Project) -> Iterator[list[object]]:
                 record.event,
                 image.frame_num,
                 image.camera,
+                deployment_name(image),
                 _iso(image.taken_at),
                 image.width,
                 image.height,
@@ -482,6 +493,8 @@ class EventSummary:
     event: str
     seq_id: str
     cameras: list[str] = field(default_factory=list)
+    # The deployment ids of its images ('' for images without one), in order of appearance.
+    deployments: list[str] = field(default_factory=list)
     n_images: int = 0
     start: datetime | None = None
     end: datetime | None = None
@@ -511,6 +524,8 @@ class EventSummary:
         self.n_images += 1
         if image.camera not in self.cameras:
             self.cameras.append(image.camera)
+        if deployment_name(image) not in self.deployments:
+            self.deployments.append(deployment_name(image))
         if image.taken_at is not None:
             self.start = min(self.start or image.taken_at, image.taken_at)
             self.end = max(self.end or image.taken_at, image.taken_at)
@@ -607,7 +622,9 @@ def export_coco_json(*, project: Project) -> Iterator[str]:
     yield '{"info": ' + json.dumps(info) + ', "images": ['
     first = True
     corrections = count_corrections(project=project)
-    for chunk in _keyset_chunks(Image.objects.filter(project=project).order_by("id")):
+    for chunk in _keyset_chunks(
+        Image.objects.filter(project=project).select_related("deployment").order_by("id")
+    ):
         frames = _frames_per_sequence(project, {i.seq_id for i in chunk if i.seq_id})
         for image in chunk:
             entry = _coco_image(image, frames)
@@ -650,7 +667,9 @@ def _coco_image(image: Image, frames: dict[str, int]) -> dict[str, object]:
         "height": image.height,
         "seq_id": capture_event(seq_id=image.seq_id, image_id=image.pk),
         "seq_num_frames": frames.get(image.seq_id, 1),
-        "location": image.camera,
+        # The deployment where the image has one (COCO Camera Traps' location is the camera
+        # trap's place), else the camera.
+        "location": deployment_name(image) or image.camera,
     }
     if image.frame_num is not None:
         entry["frame_num"] = image.frame_num

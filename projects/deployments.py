@@ -113,16 +113,17 @@ def clock_offset_format(seconds: int) -> str:
     return f"{sign}{minutes // 60:02d}:{minutes % 60:02d}"
 
 
-def time_parse(text: str, *, column: str) -> datetime:
+def time_parse(text: str, *, column: str, offset_required: bool = True) -> datetime:
     """An ISO 8601 time with a UTC offset, as its wall-clock reading labelled UTC (see the
-    module docstring); DeploymentCsvError when it is not one or has no offset."""
+    module docstring); DeploymentCsvError when it is not one or (``offset_required``) has no
+    offset. Without the requirement, a time without offset is read as that wall clock."""
     try:
         value = datetime.fromisoformat(text.strip())
     except ValueError:
         raise DeploymentCsvError(
             f"{column} {text!r} is not an ISO 8601 time (e.g. 2021-05-01T06:30:00+02:00)"
         ) from None
-    if value.tzinfo is None:
+    if value.tzinfo is None and offset_required:
         raise DeploymentCsvError(f"{column} {text!r} has no UTC offset (add e.g. Z or +02:00)")
     return value.replace(tzinfo=UTC)
 

@@ -145,6 +145,7 @@ PAGES: dict[str, tuple[Role | None, str, str]] = {
     "review": (Role.ADMIN, "/p/{slug}/review/", "round"),
     "members": (Role.ADMIN, "/p/{slug}/members/", ""),
     "species": (Role.ADMIN, "/p/{slug}/species/", ""),
+    "deployments": (Role.ADMIN, "/p/{slug}/deployments/", ""),
     "tokens": (Role.ADMIN, "/account/tokens/", ""),
     "export": (Role.ECOLOGIST, "/p/{slug}/export/camtrap-dp/", ""),
     "field_guide": (Role.VOLUNTEER, "/p/{slug}/guide/?species={species}", "classifier"),
