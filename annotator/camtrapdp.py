@@ -577,7 +577,8 @@ class _PackageWriter:
         return descriptor
 
     def taxon(self, name: str) -> dict[str, str]:
-        """A species' scientificName (its scientific name, else its name) and taxonID."""
+        """A species' scientificName (its scientific name, else its name) and taxonID (the
+        observations table has no taxonID column: rows drop it, the taxonomic list keeps it)."""
         species = self.species.get(name)
         if species is None:
             return {"scientificName": name}
