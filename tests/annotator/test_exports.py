@@ -723,3 +723,26 @@ def test_coco_annotations_carry_attributes(scenario: Scenario, admin_user: User)
     # Nothing recorded or predicted: no attributes claimed either way.
     assert "attributes" not in annotations[f"crop-{crops['F3'].pk}"]
     assert "attributes" not in annotations[f"crop-{crops['A3'].pk}"]  # unknown
+
+
+def test_exports_name_each_images_deployment(ingested_project: Project) -> None:
+    """The crops and images CSV gain deployment_id; COCO's location is the deployment."""
+    from projects.services_deployments import deployments_import
+
+    deployments_import(
+        project=ingested_project,
+        text="deploymentID,latitude,longitude,deploymentStart,deploymentEnd,folder\n"
+        "fox-ridge,1,2,2000-01-01T00:00:00Z,2030-01-01T00:00:00Z,images/Red_Fox\n",
+    )
+    images = table(IMAGE_HEADER, export_image_rows(project=ingested_project))
+    expected = {
+        r["image_file"]: "fox-ridge" if "Red_Fox" in r["image_file"] else "" for r in images
+    }
+    assert {r["image_file"]: r["deployment_id"] for r in images} == expected
+    assert "fox-ridge" in expected.values() and "" in expected.values()
+    crops = table(EXPORT_HEADER, export_crop_rows(project=ingested_project))
+    assert crops and all(r["deployment_id"] == expected[r["image_file"]] for r in crops)
+    document = json.loads("".join(export_coco_json(project=ingested_project)))
+    for entry in document["images"]:
+        image = Image.objects.get(pk=int(entry["id"]))
+        assert entry["location"] == (expected[image.file_name] or image.camera)
