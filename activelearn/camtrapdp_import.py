@@ -45,7 +45,13 @@ from detector.crops import upright_size
 from detector.imported import ImportedDetector
 from detector.models import Crop
 from detector.services import detections_run
-from projects.deployments import DeploymentCsvError, deployments_csv_parse, time_parse
+from projects.deployments import (
+    CAMTRAP_DP_DEPLOYMENT_FIELDS,
+    KNOWN_COLUMNS,
+    DeploymentCsvError,
+    deployments_csv_parse,
+    time_parse,
+)
 from projects.import_roots import FolderImportError, import_path_check
 from projects.models import Deployment, Image, Project, Species, TaxonRank, TimeSource
 from projects.services import ProjectError, project_create, species_ensure
@@ -53,20 +59,8 @@ from projects.services_deployments import deployments_import, images_deployments
 
 TABLES = ("deployments", "media", "observations")
 # The Camtrap DP deployment columns Trapwise does not keep (passed over, not refused).
-IGNORED_DEPLOYMENT_COLUMNS = (
-    "cameraModel",
-    "cameraDelay",
-    "cameraHeight",
-    "cameraDepth",
-    "cameraTilt",
-    "cameraHeading",
-    "detectionDistance",
-    "timestampIssues",
-    "baitUse",
-    "featureType",
-    "habitat",
-    "deploymentGroups",
-    "deploymentTags",
+IGNORED_DEPLOYMENT_COLUMNS = tuple(
+    c for c in CAMTRAP_DP_DEPLOYMENT_FIELDS if c not in KNOWN_COLUMNS
 )
 PROBLEMS_SHOWN = 10
 DETECTOR_NAME = "camtrap-dp"

@@ -50,6 +50,7 @@ from annotator.exports import (
     event_summaries,
     image_records,
 )
+from projects.deployments import CAMTRAP_DP_DEPLOYMENT_FIELDS
 from projects.models import Deployment, Image, Membership, Project, Role, Species
 
 CAMTRAP_DP_VERSION = "1.0"
@@ -73,32 +74,8 @@ LICENSES = {
     "CC-BY-NC-4.0": "Creative Commons Attribution Non Commercial 4.0",
 }
 
-DEPLOYMENT_FIELDS = [
-    "deploymentID",
-    "locationID",
-    "locationName",
-    "latitude",
-    "longitude",
-    "coordinateUncertainty",
-    "deploymentStart",
-    "deploymentEnd",
-    "setupBy",
-    "cameraID",
-    "cameraModel",
-    "cameraDelay",
-    "cameraHeight",
-    "cameraDepth",
-    "cameraTilt",
-    "cameraHeading",
-    "detectionDistance",
-    "timestampIssues",
-    "baitUse",
-    "featureType",
-    "habitat",
-    "deploymentGroups",
-    "deploymentTags",
-    "deploymentComments",
-]
+# Camtrap DP 1.0's deployment columns, named once (the package import reads them too).
+DEPLOYMENT_FIELDS = list(CAMTRAP_DP_DEPLOYMENT_FIELDS)
 MEDIA_FIELDS = [
     "mediaID",
     "deploymentID",

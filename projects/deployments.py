@@ -39,6 +39,33 @@ OPTIONAL_COLUMNS = (
     "deploymentComments",
 )
 KNOWN_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
+# Every deployment column of Camtrap DP 1.0, in its order.
+CAMTRAP_DP_DEPLOYMENT_FIELDS = (
+    "deploymentID",
+    "locationID",
+    "locationName",
+    "latitude",
+    "longitude",
+    "coordinateUncertainty",
+    "deploymentStart",
+    "deploymentEnd",
+    "setupBy",
+    "cameraID",
+    "cameraModel",
+    "cameraDelay",
+    "cameraHeight",
+    "cameraDepth",
+    "cameraTilt",
+    "cameraHeading",
+    "detectionDistance",
+    "timestampIssues",
+    "baitUse",
+    "featureType",
+    "habitat",
+    "deploymentGroups",
+    "deploymentTags",
+    "deploymentComments",
+)
 # The database's limits (projects.models.Deployment).
 ID_MAX = 200
 LOCATION_NAME_MAX = 300
