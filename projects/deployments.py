@@ -360,11 +360,6 @@ class ImageClock:
     camera_taken_at: datetime | None
 
 
-def _in_folder(file_name: str, folder: str) -> bool:
-    """Whether ``file_name`` lies in ``folder`` or below it ('' holds everything)."""
-    return not folder or file_name.startswith(folder + "/")
-
-
 def _covers(span: DeploymentSpan, camera_time: datetime) -> bool:
     true_time = camera_time - timedelta(seconds=span.clock_offset_seconds)
     return (span.start is None or span.start <= true_time) and (
@@ -382,9 +377,19 @@ def deployments_assign(
     one with the most specific (longest) folder wins, then the latest start. An image without
     a time goes to the deployment of its most specific folder when that folder has only one.
     """
+    by_folder: dict[str, list[DeploymentSpan]] = {}
+    for span in deployments:
+        by_folder.setdefault(span.folder, []).append(span)
     result: dict[int, DeploymentSpan | None] = {}
     for image in images:
-        candidates = [d for d in deployments if _in_folder(image.file_name, d.folder)]
+        # The deployments of the image's folder and of every folder above it (one look-up
+        # per level, not a scan of every deployment).
+        parts = image.file_name.split("/")[:-1]
+        candidates = [
+            span
+            for depth in range(len(parts) + 1)
+            for span in by_folder.get("/".join(parts[:depth]), ())
+        ]
         chosen: DeploymentSpan | None = None
         if image.camera_taken_at is not None:
             camera_time = image.camera_taken_at
