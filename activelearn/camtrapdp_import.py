@@ -54,7 +54,13 @@ from projects.deployments import (
 )
 from projects.import_roots import FolderImportError, import_path_check
 from projects.models import Deployment, Image, Project, Species, TaxonRank, TimeSource
-from projects.services import ProjectError, project_create, species_ensure
+from projects.services import (
+    ProjectError,
+    SpeciesError,
+    project_create,
+    species_ensure,
+    species_name_check,
+)
 from projects.services_deployments import deployments_import, images_deployments_assign
 
 TABLES = ("deployments", "media", "observations")
@@ -183,6 +189,7 @@ def _media_check(
 ) -> list[_Media]:
     media: list[_Media] = []
     seen: set[str] = set()
+    paths: set[Path] = set()
     for number, row in enumerate(rows, start=2):
         where = f"media.csv row {number}"
         media_id, file_path = row.get("mediaID", ""), row.get("filePath", "")
@@ -212,6 +219,10 @@ def _media_check(
         except (FolderImportError, OSError, ValueError, SyntaxError) as exc:
             problems.append(f"{where}: {file_path}: {exc}")
             continue
+        if path in paths:
+            problems.append(f"{where}: {file_path} is also another media's file")
+            continue
+        paths.add(path)
         file_name = (
             PurePosixPath(file_path).as_posix()
             if not given.is_absolute()
@@ -290,8 +301,15 @@ def camtrap_dp_import(*, name: str, source: Path, admin: User) -> CamtrapImportR
             problems.append(
                 f"observations.csv row {number}: mediaID {row.get('mediaID')!r} is not in media.csv"
             )
-    _problems_raise(problems)
     taxa = _species_from(package.descriptor, observations)
+    for scientific, taxon in taxa.items():
+        try:
+            taxon["name"] = species_name_check(taxon["name"])
+        except SpeciesError as exc:
+            problems.append(f"taxon {scientific[:40]!r}: {exc}")
+        if len(scientific) > 200 or len(taxon["taxon_id"]) > 300:
+            problems.append(f"taxon {scientific[:40]!r}: scientificName or taxonID too long")
+    _problems_raise(problems)
     events = _events(observations)
     try:
         with transaction.atomic():
@@ -338,8 +356,8 @@ def _species_write(*, project: Project, taxa: dict[str, dict[str, str]]) -> dict
     out: dict[str, Species] = {}
     for scientific, taxon in taxa.items():
         species = by_name[taxon["name"]]
-        species.scientific_name = scientific[:200]
-        species.taxon_id = taxon["taxon_id"][:300]
+        species.scientific_name = scientific
+        species.taxon_id = taxon["taxon_id"]
         species.rank = taxon["rank"]
         species.save(update_fields=["scientific_name", "taxon_id", "rank"])
         out[scientific] = species
@@ -394,19 +412,18 @@ def _images_write(
         )
     Image.objects.bulk_create(images, batch_size=1000)
     images_deployments_assign(project=project)
-    wanted = {str(item.path): deployments[item.deployment_id].pk for item in media}
+    # The package's word wins over folder and time (its timestamps are true times already).
+    wanted = {
+        str(item.path): (deployments[item.deployment_id].pk, item.timestamp) for item in media
+    }
     mismatched = [
-        pk
+        Image(pk=pk, deployment_id=wanted[path][0], taken_at=wanted[path][1])
         for pk, path, deployment_pk in Image.objects.filter(project=project).values_list(
             "pk", "path", "deployment_id"
         )
-        if deployment_pk != wanted[path]
+        if deployment_pk != wanted[path][0]
     ]
-    for item in media:
-        if str(item.path) in wanted:
-            Image.objects.filter(project=project, pk__in=mismatched, path=str(item.path)).update(
-                deployment_id=wanted[str(item.path)], taken_at=item.timestamp
-            )
+    Image.objects.bulk_update(mismatched, ["deployment", "taken_at"], batch_size=1000)
     return len(images), len(mismatched)
 
 

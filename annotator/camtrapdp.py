@@ -399,10 +399,9 @@ class _PackageWriter:
 
     def event_observations(self, summary: EventSummary) -> Iterator[list[object]]:
         """One event-based observation per species of the event (count: the event count)."""
-        if summary.deployments and summary.deployments[0]:
-            event_deployment = summary.deployments[0]
-        else:
-            event_deployment = self.camera_deployment(summary.cameras[0] if summary.cameras else "")
+        event_deployment = summary.deployment or self.camera_deployment(
+            summary.cameras[0] if summary.cameras else ""
+        )
         base = {
             "deploymentID": event_deployment,
             "eventID": summary.event,

@@ -102,7 +102,6 @@ EXPORT_HEADER = [
     # Who drew the box (a person's username) or dropped it; empty for a detector's live box.
     "box_drawn_by",
     "box_dropped_by",
-    # The image's deployment (projects.models.Deployment.deployment_id); empty for none.
     "deployment_id",
 ]
 
@@ -195,7 +194,6 @@ def export_crop_rows(*, project: Project) -> Iterator[list[object]]:
         Crop.objects.filter(project=project)
         .filter(Q(active=True) | Q(consensus__isnull=False))
         .select_related(
-            "image",
             "image__deployment",
             "detection",
             "detection__drawn_by",
@@ -242,13 +240,8 @@ def export_crop_rows(*, project: Project) -> Iterator[list[object]]:
                 ),
                 _username(crop.detection.drawn_by),
                 _username(crop.detection.dropped_by),
-                deployment_name(crop.image),
+                getattr(crop.image.deployment, "deployment_id", ""),
             ]
-
-
-def deployment_name(image: Image) -> str:
-    """The image's deployment id, '' without one (``deployment`` select_related by callers)."""
-    return image.deployment.deployment_id if image.deployment is not None else ""
 
 
 def _username(user: User | None) -> str:
@@ -473,7 +466,7 @@ def export_image_rows(*, project: Project) -> Iterator[list[object]]:
                 record.event,
                 image.frame_num,
                 image.camera,
-                deployment_name(image),
+                getattr(image.deployment, "deployment_id", ""),
                 _iso(image.taken_at),
                 image.width,
                 image.height,
@@ -493,8 +486,7 @@ class EventSummary:
     event: str
     seq_id: str
     cameras: list[str] = field(default_factory=list)
-    # The deployment ids of its images ('' for images without one), in order of appearance.
-    deployments: list[str] = field(default_factory=list)
+    deployment: str = ""  # its first image's deployment id ('' for none)
     n_images: int = 0
     start: datetime | None = None
     end: datetime | None = None
@@ -524,8 +516,7 @@ class EventSummary:
         self.n_images += 1
         if image.camera not in self.cameras:
             self.cameras.append(image.camera)
-        if deployment_name(image) not in self.deployments:
-            self.deployments.append(deployment_name(image))
+        self.deployment = self.deployment or getattr(image.deployment, "deployment_id", "")
         if image.taken_at is not None:
             self.start = min(self.start or image.taken_at, image.taken_at)
             self.end = max(self.end or image.taken_at, image.taken_at)
@@ -594,8 +585,8 @@ def export_coco_json(*, project: Project) -> Iterator[str]:
     """The project as COCO Camera Traps JSON, written piece by piece.
 
     ``images`` carry id (``coco_image_id``: the primary key as a string; annotations name
-    it in ``image_id``), file_name, width, height, seq_id, seq_num_frames, frame_num,
-    location (the camera) and datetime (the camera's clock). ``annotations`` are one per
+    it in ``image_id``), file_name, width, height, seq_id, seq_num_frames, frame_num, location
+    (the deployment, else the camera) and datetime (the camera's clock). ``annotations`` are one per
     counted crop that is an animal by its final label, with its box in absolute pixels
     ``[x, y, w, h]``, ``classification_method`` (human or machine) and, for machine labels,
     ``conf`` and ``auto_accepted``, and for species with attributes recorded (by people) or
@@ -622,9 +613,7 @@ def export_coco_json(*, project: Project) -> Iterator[str]:
     yield '{"info": ' + json.dumps(info) + ', "images": ['
     first = True
     corrections = count_corrections(project=project)
-    for chunk in _keyset_chunks(
-        Image.objects.filter(project=project).select_related("deployment").order_by("id")
-    ):
+    for chunk in _keyset_chunks(project.images.select_related("deployment").order_by("id")):
         frames = _frames_per_sequence(project, {i.seq_id for i in chunk if i.seq_id})
         for image in chunk:
             entry = _coco_image(image, frames)
@@ -667,9 +656,7 @@ def _coco_image(image: Image, frames: dict[str, int]) -> dict[str, object]:
         "height": image.height,
         "seq_id": capture_event(seq_id=image.seq_id, image_id=image.pk),
         "seq_num_frames": frames.get(image.seq_id, 1),
-        # The deployment where the image has one (COCO Camera Traps' location is the camera
-        # trap's place), else the camera.
-        "location": deployment_name(image) or image.camera,
+        "location": getattr(image.deployment, "deployment_id", "") or image.camera,
     }
     if image.frame_num is not None:
         entry["frame_num"] = image.frame_num
