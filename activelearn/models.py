@@ -117,6 +117,7 @@ class LabelOrigin(models.TextChoices):
     VERIFIED = "verified", "Checked on the explore page (confirmed or corrected)"
     EVENT = "event", "One answer for a whole capture event"
     EMPTY_CHECK = "empty_check", "Box drawn on an image the detector called empty"
+    IMPORTED = "imported", "Imported with the images (a Camtrap DP package)"
 
 
 class Label(models.Model):

@@ -133,7 +133,8 @@ class ExploreFilters:
 
     ``confidence_min``/``max`` bound the final label's confidence (the machine's, or the
     humans' agreement); ``event`` is a capture event (a sequence id, or ``image-<id>``);
-    ``folder`` a prefix of the image's file name; ``date_from``/``date_to`` the days (UTC) the
+    ``folder`` a prefix of the image's file name; ``deployment`` the id of the image's
+    deployment; ``date_from``/``date_to`` the days (UTC) the
     images were taken, both included; ``empty`` whether the detector called the image empty;
     ``in_review`` crops whose votes wait for an admin's decision; ``no_time`` crops of images
     without a capture time (no EXIF or COCO time).
@@ -146,6 +147,7 @@ class ExploreFilters:
     round_number: int | None = None
     camera: str = ""
     folder: str = ""
+    deployment: str = ""
     date_from: date | None = None
     date_to: date | None = None
     event: str = ""
@@ -184,6 +186,8 @@ def explore_queryset(
         crops = crops.filter(image__camera=f.camera)
     if f.folder:
         crops = crops.filter(image__file_name__startswith=f.folder.rstrip("/") + "/")
+    if f.deployment:
+        crops = crops.filter(image__deployment__deployment_id=f.deployment)
     if f.date_from is not None:
         crops = crops.filter(image__taken_at__gte=datetime.combine(f.date_from, time(), UTC))
     if f.date_to is not None:

@@ -4,15 +4,19 @@ The package is a zip of ``datapackage.json``, ``deployments.csv``, ``media.csv``
 ``observations.csv`` (https://camtrap-dp.tdwg.org). The media files themselves are not
 included: ``media.filePath`` is the image's path relative to the folder it was imported from.
 
-What Trapwise cannot know comes from the person exporting (``PackageOptions``): Camtrap DP
-requires a latitude and longitude for every deployment and has no "unknown" value for them,
-and Trapwise stores no coordinates, so the export takes one location for the whole project
-(with an optional uncertainty radius) and refuses without it; every deployment gets that
-location and says so in ``deploymentComments``. Camera clocks carry no time zone, so the
-clock times are written with the UTC offset the person gives.
+Deployments are the project's deployments (``projects.models.Deployment``: one camera at one
+place for a time span, with its own coordinates, times, camera id and location name); media
+and observations point to their image's deployment. Images without a deployment fall back to
+the old form: one deployment per camera (``Image.camera``; images without one form the
+deployment "unknown camera"), running from its first to its last image, at the one location
+the person exporting gives (``PackageOptions``; Camtrap DP requires coordinates and has no
+"unknown" value for them), which its ``deploymentComments`` says. Camera clocks carry no
+time zone, so clock times (capture times and deployment spans) are written with the UTC
+offset the person gives.
 
-Deployments are cameras (``Image.camera``; images without one form the deployment
-"unknown camera"), running from their first to their last image. Observations are both
+Species are published by their scientific name (``Species.scientific_name``, else the name)
+with their ``taxonID`` where given; the package's ``taxonomic`` list carries both and the
+common name as ``vernacularNames.eng``. Observations are both
 media-based (one per crop, with its bounding box, or one per image without animals) and
 event-based (one per species per capture event, counted as in the event CSV); the rule that
 combines human and machine labels is ``activelearn.final_labels.final_label``.
@@ -46,7 +50,8 @@ from annotator.exports import (
     event_summaries,
     image_records,
 )
-from projects.models import Image, Membership, Project, Role
+from projects.deployments import CAMTRAP_DP_DEPLOYMENT_FIELDS
+from projects.models import Deployment, Image, Membership, Project, Role, Species
 
 CAMTRAP_DP_VERSION = "1.0"
 PROFILE_URL = f"https://raw.githubusercontent.com/tdwg/camtrap-dp/{CAMTRAP_DP_VERSION}/camtrap-dp-profile.json"
@@ -69,32 +74,8 @@ LICENSES = {
     "CC-BY-NC-4.0": "Creative Commons Attribution Non Commercial 4.0",
 }
 
-DEPLOYMENT_FIELDS = [
-    "deploymentID",
-    "locationID",
-    "locationName",
-    "latitude",
-    "longitude",
-    "coordinateUncertainty",
-    "deploymentStart",
-    "deploymentEnd",
-    "setupBy",
-    "cameraID",
-    "cameraModel",
-    "cameraDelay",
-    "cameraHeight",
-    "cameraDepth",
-    "cameraTilt",
-    "cameraHeading",
-    "detectionDistance",
-    "timestampIssues",
-    "baitUse",
-    "featureType",
-    "habitat",
-    "deploymentGroups",
-    "deploymentTags",
-    "deploymentComments",
-]
+# Camtrap DP 1.0's deployment columns, named once (the package import reads them too).
+DEPLOYMENT_FIELDS = list(CAMTRAP_DP_DEPLOYMENT_FIELDS)
 MEDIA_FIELDS = [
     "mediaID",
     "deploymentID",
@@ -153,10 +134,11 @@ class CamtrapDpError(ValueError):
 
 @dataclass(frozen=True)
 class PackageOptions:
-    """What the person exporting supplies: the project's location and the study's metadata."""
+    """What the person exporting supplies: the study's metadata, and a location for the
+    images without a deployment (None: there are none)."""
 
-    latitude: float
-    longitude: float
+    latitude: float | None = None
+    longitude: float | None = None
     coordinate_uncertainty: int | None = None
     utc_offset: str = "+00:00"
     sampling_design: str = "opportunistic"
@@ -173,13 +155,21 @@ def schema_url(resource: str) -> str:
     )
 
 
-def camtrap_dp_check(*, project: Project) -> None:
-    """Raise CamtrapDpError when the project cannot make a valid package (two queries).
+def camtrap_dp_check(*, project: Project, options: PackageOptions | None = None) -> None:
+    """Raise CamtrapDpError when the project cannot make a valid package (three queries).
 
     Camtrap DP requires a timestamp for every media file: images without a capture time
-    (no EXIF date) would have to be dropped, and an export never drops data silently.
+    (no EXIF date) would have to be dropped, and an export never drops data silently. With
+    ``options``, images without a deployment need its location.
     """
     images = Image.objects.filter(project=project)
+    if options is not None and (options.latitude is None or options.longitude is None):
+        loose = images.filter(deployment__isnull=True).count()
+        if loose:
+            raise CamtrapDpError(
+                f"{loose} image(s) have no deployment: give the latitude and longitude to "
+                "publish them with, or add deployments that hold them (the deployments page)."
+            )
     if not images.exists():
         raise CamtrapDpError("the project has no images yet: there is nothing to export")
     untimed = images.filter(taken_at__isnull=True).count()
@@ -255,13 +245,34 @@ class _PackageWriter:
         self.options = options
         self.classifier = classifier
         self.names_seen: set[str] = set()
+        self.species = {s.name: s for s in Species.objects.filter(project=project)}
+        self.deployments = list(
+            Deployment.objects.filter(project=project).order_by("deployment_id")
+        )
+        # A camera's fallback deployment id must not be a real deployment's id.
+        self.taken_ids = {d.deployment_id for d in self.deployments}
 
     # deployments
 
     def deployment_rows(self) -> Iterator[list[object]]:
+        """The project's deployments, then one per camera of the images without one."""
+        for deployment in self.deployments:
+            row_values = {
+                "deploymentID": deployment.deployment_id,
+                "locationID": deployment.location_id,
+                "locationName": deployment.location_name,
+                "latitude": deployment.latitude,
+                "longitude": deployment.longitude,
+                "coordinateUncertainty": deployment.coordinate_uncertainty or "",
+                "deploymentStart": self.timestamp(deployment.start),
+                "deploymentEnd": self.timestamp(deployment.end),
+                "cameraID": deployment.camera_id,
+                "deploymentComments": deployment.setup_notes,
+            }
+            yield [row_values.get(name, "") for name in DEPLOYMENT_FIELDS]
         options = self.options
         cameras = (
-            Image.objects.filter(project=self.project)
+            Image.objects.filter(project=self.project, deployment__isnull=True)
             .values("camera")
             .annotate(start=Min("taken_at"), end=Max("taken_at"), n=Count("id"))
             .order_by("camera")
@@ -269,7 +280,7 @@ class _PackageWriter:
         for row in cameras.iterator():
             camera = row["camera"]
             row_values = {
-                "deploymentID": deployment_id(camera),
+                "deploymentID": self.camera_deployment(camera),
                 "locationName": camera or UNKNOWN_CAMERA,
                 "latitude": options.latitude,
                 "longitude": options.longitude,
@@ -277,12 +288,23 @@ class _PackageWriter:
                 "deploymentStart": self.timestamp(row["start"]),
                 "deploymentEnd": self.timestamp(row["end"]),
                 "deploymentComments": (
-                    f"Trapwise camera {camera or UNKNOWN_CAMERA!r}, {row['n']} images. "
-                    "Latitude and longitude are the project's location given at export, not "
-                    "measured for this camera."
+                    f"Trapwise camera {camera or UNKNOWN_CAMERA!r}, {row['n']} images without a "
+                    "deployment. Latitude and longitude are the project's location given at "
+                    "export, not measured for this camera."
                 ),
             }
             yield [row_values.get(name, "") for name in DEPLOYMENT_FIELDS]
+
+    def camera_deployment(self, camera: str) -> str:
+        """The fallback deployment id of a camera's images without a deployment."""
+        name = deployment_id(camera)
+        return name if name not in self.taken_ids else f"{name} (camera)"
+
+    def image_deployment(self, image: Image) -> str:
+        """The deploymentID of an image: its deployment's, else its camera's fallback."""
+        if image.deployment is not None:
+            return image.deployment.deployment_id
+        return self.camera_deployment(image.camera)
 
     # media
 
@@ -291,7 +313,7 @@ class _PackageWriter:
         media_type = mimetypes.guess_type(image.file_name)[0] or "image/jpeg"
         values = {
             "mediaID": str(image.pk),
-            "deploymentID": deployment_id(image.camera),
+            "deploymentID": self.image_deployment(image),
             "captureMethod": self.options.capture_method,
             "timestamp": self.timestamp(image.taken_at),
             "filePath": image.file_name,
@@ -306,7 +328,7 @@ class _PackageWriter:
         """One media-based observation per crop that may be an animal, else one per image."""
         image = record.image
         base = {
-            "deploymentID": deployment_id(image.camera),
+            "deploymentID": self.image_deployment(image),
             "mediaID": str(image.pk),
             "eventID": record.event,
             "eventStart": self.timestamp(image.taken_at),
@@ -348,10 +370,7 @@ class _PackageWriter:
     def _crop_classification(self, item: CropRecord) -> dict[str, object]:
         final = item.final
         if final.kind == LabelKind.SPECIES:
-            values: dict[str, object] = {
-                "observationType": "animal",
-                "scientificName": final.species,
-            }
+            values: dict[str, object] = {"observationType": "animal", **self.taxon(final.species)}
             self.names_seen.add(final.species)
         elif final.kind == LabelKind.UNKNOWN:
             values = {"observationType": "unknown"}
@@ -380,8 +399,11 @@ class _PackageWriter:
 
     def event_observations(self, summary: EventSummary) -> Iterator[list[object]]:
         """One event-based observation per species of the event (count: the event count)."""
+        event_deployment = summary.deployment or self.camera_deployment(
+            summary.cameras[0] if summary.cameras else ""
+        )
         base = {
-            "deploymentID": deployment_id(summary.cameras[0] if summary.cameras else ""),
+            "deploymentID": event_deployment,
             "eventID": summary.event,
             "eventStart": self.timestamp(summary.start),
             "eventEnd": self.timestamp(summary.end),
@@ -395,7 +417,7 @@ class _PackageWriter:
                 **base,
                 "observationID": f"event-{summary.event}-{n}",
                 "observationType": "animal",
-                "scientificName": name,
+                **self.taxon(name),
                 "count": count,
                 "behavior": "|".join(summary.tally.species_attributes(name)),
             }
@@ -479,7 +501,16 @@ class _PackageWriter:
             {"title": m.user.get_full_name() or m.user.get_username(), "role": "contributor"}
             for m in admins
         ] or [{"title": "Trapwise", "role": "publisher"}]
-        species = [s.name for s in project.species.all() if s.name in self.names_seen]
+        taxonomic: dict[str, dict[str, object]] = {}
+        for name in sorted(self.names_seen, key=lambda n: self._position(n)):
+            taxon = self.taxon(name)
+            entry: dict[str, object] = dict(taxon)
+            species = self.species.get(name)
+            if species is not None and species.rank:
+                entry["taxonRank"] = species.rank
+            entry["vernacularNames"] = {"eng": name}
+            # Two species with one scientific name are one taxon to Camtrap DP.
+            taxonomic.setdefault(str(taxon["scientificName"]), entry)
         descriptor: dict[str, object] = {
             "profile": PROFILE_URL,
             "name": project.slug.lower(),
@@ -500,12 +531,12 @@ class _PackageWriter:
                 "individualAnimals": False,
                 "observationLevel": ["media", "event"],
             },
-            "spatial": {"type": "Point", "coordinates": [options.longitude, options.latitude]},
+            "spatial": self._spatial(),
             "temporal": {
                 "start": self._date(span["start"]),
                 "end": self._date(span["end"]),
             },
-            "taxonomic": [{"scientificName": name} for name in species],
+            "taxonomic": list(taxonomic.values()),
             "resources": [
                 {
                     "name": name,
@@ -520,6 +551,46 @@ class _PackageWriter:
             ],
         }
         return descriptor
+
+    def taxon(self, name: str) -> dict[str, str]:
+        """A species' scientificName (its scientific name, else its name) and taxonID (the
+        observations table has no taxonID column: rows drop it, the taxonomic list keeps it)."""
+        species = self.species.get(name)
+        if species is None:
+            return {"scientificName": name}
+        values = {"scientificName": species.scientific_name or name}
+        if species.taxon_id:
+            values["taxonID"] = species.taxon_id
+        return values
+
+    def _position(self, name: str) -> tuple[int, str]:
+        species = self.species.get(name)
+        return (species.position if species is not None else 2**31, name)
+
+    def _spatial(self) -> dict[str, object]:
+        """GeoJSON of the deployments' coordinates (and the fallback location): a point, or
+        the bounding box of them all."""
+        points = {
+            (d.longitude, d.latitude)
+            for d in self.deployments
+            if d.longitude is not None and d.latitude is not None
+        }
+        loose = Image.objects.filter(project=self.project, deployment__isnull=True).exists()
+        if (
+            self.options.longitude is not None
+            and self.options.latitude is not None
+            and (loose or not points)
+        ):
+            points.add((self.options.longitude, self.options.latitude))
+        if not points:
+            return {"type": "Point", "coordinates": [0.0, 0.0]}
+        if len(points) == 1:
+            ((x, y),) = points
+            return {"type": "Point", "coordinates": [x, y]}
+        xs, ys = [p[0] for p in points], [p[1] for p in points]
+        west, east, south, north = min(xs), max(xs), min(ys), max(ys)
+        ring = [[west, south], [east, south], [east, north], [west, north], [west, south]]
+        return {"type": "Polygon", "coordinates": [ring]}
 
     # formatting
 

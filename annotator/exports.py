@@ -105,6 +105,7 @@ EXPORT_HEADER = [
     "box_drawn_by",
     "box_dropped_by",
     *EXTERNAL_HEADER,
+    "deployment_id",
 ]
 
 # The columns of ``Tally.columns``, shared by the image and the event CSV.
@@ -129,6 +130,7 @@ IMAGE_HEADER = [
     "event_id",
     "frame_num",
     "camera",
+    "deployment_id",
     "taken_at",
     # Where taken_at came from (exif, exif_offset, coco, camtrap_dp); "none": no capture time.
     "time_source",
@@ -197,7 +199,7 @@ def export_crop_rows(*, project: Project) -> Iterator[list[object]]:
         Crop.objects.filter(project=project)
         .filter(Q(active=True) | Q(consensus__isnull=False))
         .select_related(
-            "image",
+            "image__deployment",
             "detection",
             "detection__drawn_by",
             "detection__dropped_by",
@@ -245,6 +247,7 @@ def export_crop_rows(*, project: Project) -> Iterator[list[object]]:
                 _username(crop.detection.drawn_by),
                 _username(crop.detection.dropped_by),
                 *external[crop.pk],
+                getattr(crop.image.deployment, "deployment_id", ""),
             ]
 
 
@@ -419,7 +422,7 @@ def image_records(*, project: Project, by_event: bool = False) -> Iterator[list[
     threshold = AutoAccept.of(classifier)
     names = attribute_names(project=project)
     order = tuple(names.values())
-    images = Image.objects.filter(project=project)
+    images = Image.objects.filter(project=project).select_related("deployment")
     chunks = _event_ordered_chunks(images) if by_event else _keyset_chunks(images.order_by("id"))
     for chunk in chunks:
         crops = list(
@@ -470,6 +473,7 @@ def export_image_rows(*, project: Project) -> Iterator[list[object]]:
                 record.event,
                 image.frame_num,
                 image.camera,
+                getattr(image.deployment, "deployment_id", ""),
                 _iso(image.taken_at),
                 "none" if image.taken_at is None else (image.time_source or "unknown"),
                 image.width,
@@ -490,6 +494,7 @@ class EventSummary:
     event: str
     seq_id: str
     cameras: list[str] = field(default_factory=list)
+    deployment: str = ""  # its first image's deployment id ('' for none)
     n_images: int = 0
     start: datetime | None = None
     end: datetime | None = None
@@ -519,6 +524,7 @@ class EventSummary:
         self.n_images += 1
         if image.camera not in self.cameras:
             self.cameras.append(image.camera)
+        self.deployment = self.deployment or getattr(image.deployment, "deployment_id", "")
         if image.taken_at is not None:
             self.start = min(self.start or image.taken_at, image.taken_at)
             self.end = max(self.end or image.taken_at, image.taken_at)
@@ -587,8 +593,8 @@ def export_coco_json(*, project: Project) -> Iterator[str]:
     """The project as COCO Camera Traps JSON, written piece by piece.
 
     ``images`` carry id (``coco_image_id``: the primary key as a string; annotations name
-    it in ``image_id``), file_name, width, height, seq_id, seq_num_frames, frame_num,
-    location (the camera) and datetime (the camera's clock). ``annotations`` are one per
+    it in ``image_id``), file_name, width, height, seq_id, seq_num_frames, frame_num, location
+    (the deployment, else the camera) and datetime (the camera's clock). ``annotations`` are one per
     counted crop that is an animal by its final label, with its box in absolute pixels
     ``[x, y, w, h]``, ``classification_method`` (human or machine) and, for machine labels,
     ``conf`` and ``auto_accepted``, and for species with attributes recorded (by people) or
@@ -615,7 +621,7 @@ def export_coco_json(*, project: Project) -> Iterator[str]:
     yield '{"info": ' + json.dumps(info) + ', "images": ['
     first = True
     corrections = count_corrections(project=project)
-    for chunk in _keyset_chunks(Image.objects.filter(project=project).order_by("id")):
+    for chunk in _keyset_chunks(project.images.select_related("deployment").order_by("id")):
         frames = _frames_per_sequence(project, {i.seq_id for i in chunk if i.seq_id})
         for image in chunk:
             entry = _coco_image(image, frames)
@@ -660,7 +666,7 @@ def _coco_image(image: Image, frames: dict[str, int]) -> dict[str, object]:
         "height": image.height,
         "seq_id": capture_event(seq_id=image.seq_id, image_id=image.pk),
         "seq_num_frames": frames.get(image.seq_id, 1),
-        "location": image.camera,
+        "location": getattr(image.deployment, "deployment_id", "") or image.camera,
     }
     if image.frame_num is not None:
         entry["frame_num"] = image.frame_num

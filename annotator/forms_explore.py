@@ -12,6 +12,7 @@ from activelearn.services.verify import ACTIONS, VERIFY_MAX
 from annotator.forms import FloatField, IdField, IntegerField, SpeciesChoiceField
 from annotator.numbers import id_parse
 from projects.models import Project, Species
+from projects.selectors_deployments import deployment_choices
 
 YES_NO = [("", "Either"), ("yes", "Yes"), ("no", "No")]
 SORT_LABELS = {
@@ -51,6 +52,7 @@ class ExploreFilterForm(forms.Form):
     round = IntegerField(min_value=1, required=False, label="Round")
     camera = forms.CharField(max_length=300, required=False)
     folder = forms.CharField(max_length=1000, required=False)
+    deployment = forms.ChoiceField(choices=[], required=False)
     date_from = forms.DateField(required=False, label="Taken from (YYYY-MM-DD)")
     date_to = forms.DateField(required=False, label="Taken until (YYYY-MM-DD)")
     no_time = forms.BooleanField(required=False, label="No capture time")
@@ -67,6 +69,9 @@ class ExploreFilterForm(forms.Form):
         species_field = self.fields["species"]
         assert isinstance(species_field, SpeciesChoiceField)
         species_field.queryset = Species.objects.filter(project=project)
+        deployment_field = self.fields["deployment"]
+        assert isinstance(deployment_field, forms.ChoiceField)
+        deployment_field.choices = [("", "Any deployment"), *deployment_choices(project=project)]
         assert set(SOURCE_LABELS) == set(SOURCES)
 
     def clean(self) -> dict[str, Any]:
@@ -90,6 +95,7 @@ class ExploreFilterForm(forms.Form):
             round_number=data.get("round"),
             camera=data.get("camera") or "",
             folder=data.get("folder") or "",
+            deployment=data.get("deployment") or "",
             date_from=data.get("date_from"),
             date_to=data.get("date_to"),
             event=data.get("event") or "",

@@ -5,6 +5,7 @@ from django.urls import include, path, register_converter
 from annotator.api.api import api
 from annotator.numbers import IdConverter
 from annotator.views import (
+    deployments,
     empties,
     explore,
     exports,
@@ -152,6 +153,23 @@ urlpatterns = [
         "p/<slug:slug>/images/<id:image_id>/count/",
         empties.count_correct_view,
         name="count_correct",
+    ),
+    path("p/<slug:slug>/deployments/", deployments.deployments, name="deployments"),
+    path("p/<slug:slug>/deployments/add/", deployments.deployment_add_view, name="deployment_add"),
+    path(
+        "p/<slug:slug>/deployments/upload/",
+        deployments.deployments_upload_view,
+        name="deployments_upload",
+    ),
+    path(
+        "p/<slug:slug>/deployments/<id:deployment_pk>/edit/",
+        deployments.deployment_edit_view,
+        name="deployment_edit",
+    ),
+    path(
+        "p/<slug:slug>/deployments/<id:deployment_pk>/delete/",
+        deployments.deployment_delete_view,
+        name="deployment_delete",
     ),
     path("p/<slug:slug>/explore/", explore.explore, name="explore"),
     path("p/<slug:slug>/explore/verify/", explore.explore_verify, name="explore_verify"),

@@ -35,6 +35,7 @@ from projects.services import (
     species_name_check,
     text_control_characters,
 )
+from projects.services_deployments import images_deployments_assign
 
 # Called as progress(done, total) with the files looked at so far and the files to look at.
 ImportProgress = Callable[[int, int], None]
@@ -113,6 +114,8 @@ def images_import(
         report.added = len(new)
         if report.added:
             _bursts_set(project=project, new=new)
+            # New images join their deployment and get its clock correction.
+            images_deployments_assign(project=project)
             images_sequences_infer(project=project)
     return report
 

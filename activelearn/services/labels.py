@@ -161,8 +161,10 @@ def labels_import(
     kind: str,
     species_id: int | None = None,
     attributes: Sequence[int] | None = None,
+    origin: str | None = None,
 ) -> list[Label]:
-    """Store labels that did not come through the labelling queue, as ``user``'s votes.
+    """Store labels that did not come through the labelling queue, as ``user``'s votes
+    (``origin``: how they came, e.g. ``LabelOrigin.IMPORTED``; a vote by default).
 
     For trusted code only: ground truth fed in by tests, benchmarks and simulations, labels
     imported by an operator. No claim is needed, so any crop of the project can be labelled;
@@ -177,6 +179,7 @@ def labels_import(
         kind=kind,
         species_id=species_id,
         attributes=attributes,
+        origin=origin,
     )
 
 

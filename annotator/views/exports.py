@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from django import forms
 from django.contrib.auth.decorators import login_required
@@ -88,12 +89,21 @@ def export_coco(request: HttpRequest, slug: str) -> StreamingHttpResponse:
 
 
 class CamtrapDpForm(forms.Form):
-    """What a Camtrap DP package requires and Trapwise does not store."""
+    """What a Camtrap DP package requires and Trapwise does not store: the study's metadata,
+    and a location for the images without a deployment (deployments have their own)."""
 
     latitude = FloatField(
-        min_value=-90, max_value=90, help_text="Decimal degrees (WGS84) of the study area."
+        min_value=-90,
+        max_value=90,
+        required=False,
+        help_text="Decimal degrees (WGS84), for the images without a deployment only.",
     )
-    longitude = FloatField(min_value=-180, max_value=180, help_text="Decimal degrees (WGS84).")
+    longitude = FloatField(
+        min_value=-180,
+        max_value=180,
+        required=False,
+        help_text="Decimal degrees (WGS84), for the images without a deployment only.",
+    )
     coordinate_uncertainty = IntegerField(
         min_value=1,
         # Half the Earth's circumference: any larger radius says nothing.
@@ -121,6 +131,12 @@ class CamtrapDpForm(forms.Form):
     media_license = forms.ChoiceField(
         choices=[(k, v) for k, v in LICENSES.items()], initial="CC-BY-4.0"
     )
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if (data.get("latitude") is None) != (data.get("longitude") is None):
+            raise forms.ValidationError("Give both the latitude and the longitude, or neither.")
+        return data
 
     def options(self) -> PackageOptions:
         data = self.cleaned_data
@@ -153,7 +169,7 @@ def export_camtrap_dp(request: HttpRequest, slug: str) -> HttpResponseBase:
     if not form.is_valid():
         return _camtrap_page(request, project, form, status=400)
     try:
-        camtrap_dp_check(project=project)
+        camtrap_dp_check(project=project, options=form.options())
     except CamtrapDpError as exc:
         return _camtrap_page(request, project, form, status=400, error=str(exc))
     # A temporary file, not memory: the zip needs a seekable target, and it is deleted when

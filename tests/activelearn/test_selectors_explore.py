@@ -34,7 +34,7 @@ from activelearn.services import LabelError
 from activelearn.services.verify import crops_verify, verification_undo
 from detector.models import Crop, Detection
 from embeddings.models import EmbeddingVersion
-from projects.models import Image, Project, Species
+from projects.models import Deployment, Image, Project, Species
 from projects.sequences import capture_event
 
 pytestmark = pytest.mark.django_db
@@ -179,6 +179,11 @@ def test_filters_and_keyset_pages_match_brute_force(project: Project, seed: int)
         embedding_version=EmbeddingVersion.objects.get(project=project),
     )
     picked = rng.sample(sorted(finals), 3)
+    deployment = Deployment.objects.create(project=project, deployment_id="d1")
+    images = list(Image.objects.filter(project=project).order_by("pk"))
+    Image.objects.filter(pk__in=[i.pk for i in rng.sample(images, len(images) // 2)]).update(
+        deployment=deployment
+    )
     RoundCrop.objects.bulk_create(
         RoundCrop(round=round_, crop_id=c, position=p) for p, c in enumerate(picked)
     )
@@ -190,6 +195,7 @@ def test_filters_and_keyset_pages_match_brute_force(project: Project, seed: int)
         round_number=rng.choice([None, 1]),
         camera=rng.choice(["", "cam1"]),
         folder=rng.choice(["", "a"]),
+        deployment=rng.choice(["", "d1"]),
         date_from=rng.choice([None, date(2024, 1, 2)]),
         date_to=rng.choice([None, date(2024, 1, 3)]),
         event=rng.choice(["", "seq1", f"image-{Image.objects.filter(project=project).first().pk}"]),  # type: ignore[union-attr]
@@ -217,6 +223,7 @@ def test_filters_and_keyset_pages_match_brute_force(project: Project, seed: int)
             and (filters.round_number is None or pk in picked)
             and (not filters.camera or img.camera == filters.camera)
             and (not filters.folder or img.file_name.startswith(filters.folder + "/"))
+            and (not filters.deployment or img.deployment_id == deployment.pk)
             and (filters.date_from is None or (day is not None and day >= filters.date_from))
             and (filters.date_to is None or (day is not None and day <= filters.date_to))
             and (

@@ -100,6 +100,18 @@ def _with_round(project: Project, admin_user: User, volunteer: User) -> None:
         )
 
 
+def _with_deployments(project: Project, admin: User, volunteer: User) -> None:
+    """Two deployments holding the small project's images (the list shows counts)."""
+    from projects.services_deployments import deployments_import
+
+    deployments_import(
+        project=project,
+        text="deploymentID,latitude,longitude,deploymentStart,deploymentEnd,folder\n"
+        "fox,1,2,2000-01-01T00:00:00Z,2030-01-01T00:00:00Z,images/Red_Fox\n"
+        "agouti,1,2,2000-01-01T00:00:00Z,2030-01-01T00:00:00Z,images/Agouti\n",
+    )
+
+
 def _with_classifier(project: Project, admin_user: User, volunteer: User) -> None:
     """What the admin's project page shows at its fullest: every crop labelled and a trained
     classifier, so its metrics, the learning curve, label counts and the confusion matrix."""
@@ -182,6 +194,8 @@ PAGES: dict[str, tuple[Role | None, str, str]] = {
     "review": (Role.ADMIN, "/p/{slug}/review/", "round"),
     "members": (Role.ADMIN, "/p/{slug}/members/", ""),
     "species": (Role.ADMIN, "/p/{slug}/species/", ""),
+    "deployments": (Role.ADMIN, "/p/{slug}/deployments/", "deployments"),
+    "deployment_edit": (Role.ADMIN, "/p/{slug}/deployments/{deployment}/edit/", "deployments"),
     "tokens": (Role.ADMIN, "/account/tokens/", ""),
     "export": (Role.ECOLOGIST, "/p/{slug}/export/camtrap-dp/", ""),
     "field_guide": (Role.VOLUNTEER, "/p/{slug}/guide/?species={species}", "classifier"),
@@ -248,6 +262,7 @@ def test_page_has_no_serious_axe_violation_nor_csp_violation(
             "empties": _with_empty_sample,
             "external": lambda project, *_: with_external(project),
             "external_round": _with_external_round,
+            "deployments": _with_deployments,
         }
         setup[data](project, admin_user, volunteer)
     api_token_create(user=admin_user, name="camera-sync")
@@ -261,7 +276,10 @@ def test_page_has_no_serious_axe_violation_nor_csp_violation(
     species = project.species.order_by("pk").values_list("pk", flat=True).first()
     image = project.crops.values_list("image_id", flat=True).first()
     crop = project.crops.order_by("id").values_list("id", flat=True).first() or 1
-    url = live_server.url + path.format(slug=project.slug, species=species, image=image, crop=crop)
+    deployment = project.deployments.values_list("pk", flat=True).first() or 1
+    url = live_server.url + path.format(
+        slug=project.slug, species=species, image=image, crop=crop, deployment=deployment
+    )
     _a11y_and_csp_check(page, url, console)
 
 

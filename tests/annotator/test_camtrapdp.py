@@ -306,9 +306,12 @@ def test_download_is_a_valid_package(scenario: Scenario, ecologist: User, tmp_pa
 
 def test_download_without_a_location_is_refused(scenario: Scenario, ecologist: User) -> None:
     url = reverse("export_camtrap_dp", args=[scenario.project.slug])
-    response = _client(ecologist).get(url)
+    response = _client(ecologist).get(url, {**FORM, "latitude": "", "longitude": ""})
     assert response.status_code == 400
-    assert "This field is required." in response.content.decode()
+    # Images without a deployment need the form's location.
+    assert "15 image(s) have no deployment" in response.content.decode()
+    response = _client(ecologist).get(url, {**FORM, "longitude": ""})
+    assert "Give both the latitude and the longitude, or neither." in response.content.decode()
     response = _client(ecologist).get(url, {**FORM, "latitude": "91"})
     assert response.status_code == 400
     assert "less than or equal to 90" in response.content.decode()
@@ -379,3 +382,116 @@ def test_attributes_become_behavior_and_the_package_stays_valid(
     }
     assert events[("SEQ75520", "agouti")] == "standing|eating"
     assert events[("SEQ75179", "red fox")] == "moving"
+
+
+# --- deployments and scientific names ---------------------------------------------------------
+
+DEPLOYMENTS_CSV = (
+    "deploymentID,locationName,latitude,longitude,coordinateUncertainty,deploymentStart,"
+    "deploymentEnd,cameraID,folder,clockOffset,deploymentComments\n"
+    "fox-ridge,Fox ridge,51.5,-0.12,25,2021-05-01T00:00:00-05:00,2021-05-31T00:00:00-05:00,"
+    "CAM-F,images/Red_Fox,+00:10,Strapped to an oak\n"
+    "agouti-creek,Agouti creek,51.25,-0.5,,2021-04-01T00:00:00-05:00,2021-06-01T00:00:00-05:00,"
+    "CAM-A,images/Agouti,,\n"
+)
+
+
+def with_deployments(scenario: Scenario) -> None:
+    from projects.services_deployments import deployments_import
+
+    deployments_import(project=scenario.project, text=DEPLOYMENTS_CSV)
+    scenario.fox.scientific_name = "Vulpes vulpes"
+    scenario.fox.taxon_id = "https://www.checklistbank.org/dataset/COL2023/taxon/53VMF"
+    scenario.fox.save()
+    scenario.agouti.scientific_name = "Dasyprocta"
+    scenario.agouti.rank = "genus"
+    scenario.agouti.save()
+
+
+def test_two_deployments_and_scientific_names_make_a_valid_package(
+    scenario: Scenario, tmp_path: Path
+) -> None:
+    with_deployments(scenario)
+    out = io.BytesIO()
+    # No location: every image has a deployment with its own.
+    camtrap_dp_write(project=scenario.project, options=PackageOptions(utc_offset="-05:00"), out=out)
+    package = unpack(out.getvalue(), tmp_path / "package")
+    assert camtrap_dp_errors(package) == []  # foreign keys included (frictionless)
+
+    deployments = {d["deploymentID"]: d for d in read_csv(package / "deployments.csv")}
+    assert set(deployments) == {"fox-ridge", "agouti-creek"}
+    fox = deployments["fox-ridge"]
+    assert (fox["latitude"], fox["longitude"], fox["coordinateUncertainty"]) == (
+        "51.5",
+        "-0.12",
+        "25",
+    )
+    assert (fox["locationName"], fox["cameraID"]) == ("Fox ridge", "CAM-F")
+    assert (fox["deploymentStart"], fox["deploymentEnd"]) == (
+        "2021-05-01T00:00:00-05:00",
+        "2021-05-31T00:00:00-05:00",
+    )
+    assert fox["deploymentComments"] == "Strapped to an oak"
+
+    images = {str(i.pk): i for i in Image.objects.filter(project=scenario.project)}
+    media = read_csv(package / "media.csv")
+    for row in media:
+        expected = "fox-ridge" if "Red_Fox" in images[row["mediaID"]].file_name else "agouti-creek"
+        assert row["deploymentID"] == expected
+    # The fox camera ran 10 minutes fast: its media times are corrected.
+    fox_first = min(r["timestamp"] for r in media if r["deploymentID"] == "fox-ridge")
+    first_fox_image = min(
+        (i for i in images.values() if "Red_Fox" in i.file_name), key=lambda i: i.file_name
+    )
+    assert first_fox_image.camera_taken_at is not None
+    corrected = first_fox_image.camera_taken_at - timedelta(minutes=10)
+    assert fox_first == corrected.strftime("%Y-%m-%dT%H:%M:%S") + "-05:00"
+
+    observations = read_csv(package / "observations.csv")
+    # Observations name the taxon; its taxonID is in the descriptor's taxonomic list.
+    names = {o["scientificName"] for o in observations if o["scientificName"]}
+    assert names == {"Vulpes vulpes", "Dasyprocta"}
+    by_event = {o["eventID"]: o["deploymentID"] for o in observations}
+    assert by_event["SEQ75179"] == "fox-ridge" and by_event["SEQ75520"] == "agouti-creek"
+    descriptor = json.loads((package / "datapackage.json").read_text())
+    assert descriptor["taxonomic"] == [
+        {
+            "scientificName": "Dasyprocta",
+            "taxonRank": "genus",
+            "vernacularNames": {"eng": "agouti"},
+        },
+        {
+            "scientificName": "Vulpes vulpes",
+            "taxonID": scenario.fox.taxon_id,
+            "taxonRank": "species",
+            "vernacularNames": {"eng": "red fox"},
+        },
+    ]
+    assert descriptor["spatial"]["type"] == "Polygon"
+
+
+def test_images_without_a_deployment_fall_back_to_the_form_location(
+    scenario: Scenario, tmp_path: Path
+) -> None:
+    from projects.services_deployments import deployment_delete
+
+    with_deployments(scenario)
+    fox = scenario.project.deployments.get(deployment_id="fox-ridge")
+    deployment_delete(project=scenario.project, deployment_pk=fox.pk)
+    from annotator.camtrapdp import CamtrapDpError, camtrap_dp_check
+
+    with pytest.raises(CamtrapDpError, match="have no deployment"):
+        camtrap_dp_check(project=scenario.project, options=PackageOptions())
+    out = io.BytesIO()
+    options = PackageOptions(latitude=38.6, longitude=-92.1, utc_offset="-05:00")
+    camtrap_dp_write(project=scenario.project, options=options, out=out)
+    package = unpack(out.getvalue(), tmp_path / "package")
+    assert camtrap_dp_errors(package) == []
+    rows = {d["deploymentID"]: d for d in read_csv(package / "deployments.csv")}
+    cameras = set(
+        Image.objects.filter(project=scenario.project, deployment__isnull=True).values_list(
+            "camera", flat=True
+        )
+    )
+    assert set(rows) == {"agouti-creek", *cameras}
+    assert all((rows[c]["latitude"], rows[c]["longitude"]) == ("38.6", "-92.1") for c in cameras)

@@ -767,3 +767,26 @@ def test_higher_taxa_and_scientific_names_are_kept_in_the_exports(
     rows = table(EXPORT_HEADER, export_crop_rows(project=project))
     f3_row = next(r for r in rows if r["crop_id"] == str(crops["F3"].pk))
     assert f3_row["final_label"] == "mammal"
+
+
+def test_exports_name_each_images_deployment(ingested_project: Project) -> None:
+    """The crops and images CSV gain deployment_id; COCO's location is the deployment."""
+    from projects.services_deployments import deployments_import
+
+    deployments_import(
+        project=ingested_project,
+        text="deploymentID,latitude,longitude,deploymentStart,deploymentEnd,folder\n"
+        "fox-ridge,1,2,2000-01-01T00:00:00Z,2030-01-01T00:00:00Z,images/Red_Fox\n",
+    )
+    images = table(IMAGE_HEADER, export_image_rows(project=ingested_project))
+    expected = {
+        r["image_file"]: "fox-ridge" if "Red_Fox" in r["image_file"] else "" for r in images
+    }
+    assert {r["image_file"]: r["deployment_id"] for r in images} == expected
+    assert "fox-ridge" in expected.values() and "" in expected.values()
+    crops = table(EXPORT_HEADER, export_crop_rows(project=ingested_project))
+    assert crops and all(r["deployment_id"] == expected[r["image_file"]] for r in crops)
+    document = json.loads("".join(export_coco_json(project=ingested_project)))
+    for entry in document["images"]:
+        image = Image.objects.get(pk=int(entry["id"]))
+        assert entry["location"] == (expected[image.file_name] or image.camera)

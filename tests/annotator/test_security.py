@@ -87,6 +87,11 @@ URL_TABLE: dict[str, Rule] = {
     "species_merge": Rule(get=None, post=ADMIN),
     "species_taxonomy": Rule(get=None, post=ADMIN),
     "species_import": Rule(get=None, post=ADMIN),
+    "deployments": Rule(get=EXPORTERS, post=None),
+    "deployment_add": Rule(get=None, post=ADMIN),
+    "deployments_upload": Rule(get=None, post=ADMIN),
+    "deployment_edit": Rule(get=ADMIN, post=ADMIN),
+    "deployment_delete": Rule(get=None, post=ADMIN),
     "attribute_add": Rule(get=None, post=ADMIN),
     "attribute_update": Rule(get=None, post=ADMIN),
     "attribute_remove": Rule(get=None, post=ADMIN),
@@ -243,6 +248,7 @@ def world(
         "membership_id": Membership.objects.get(project=project, user=spare).pk,
         "token_id": token.pk,
         "invitation_id": invitation.pk,
+        "deployment_pk": _spare_deployment(project).pk,
     }
     users = {
         "outsider": outsider,
@@ -251,6 +257,18 @@ def world(
         Role.ADMIN: admin_user,
     }
     return World(project=project, users=users, kwargs=kwargs, token=token)
+
+
+def _spare_deployment(project: Project) -> Any:
+    """A deployment whose id fills the deployment URLs (the admin's POST deletes it)."""
+    from datetime import UTC, datetime
+
+    from projects.models import Deployment
+
+    start = datetime(2021, 1, 1, tzinfo=UTC)
+    return Deployment.objects.create(
+        project=project, deployment_id="spare", latitude=1, longitude=1, start=start, end=start
+    )
 
 
 def _reverse(name: str, world: World) -> str:

@@ -316,3 +316,22 @@ def test_images_without_capture_time_are_counted_and_filtered(
     assert f"({untimed} images without time)" in response.content.decode()
     only = client.get(_url(project), {"no_time": "on"})
     assert _shown(only) == [c.pk for c in crops if c.image_id not in timed]
+
+
+def test_the_deployment_filter_shows_that_deployments_crops(
+    ingested_project: Project, admin_user: User
+) -> None:
+    from projects.services_deployments import deployments_import
+
+    deployments_import(
+        project=ingested_project,
+        text="deploymentID,latitude,longitude,deploymentStart,deploymentEnd,folder\n"
+        "fox-ridge,1,2,2000-01-01T00:00:00Z,2030-01-01T00:00:00Z,images/Red_Fox\n",
+    )
+    response = _client(admin_user).get(_url(ingested_project), {"deployment": "fox-ridge"})
+    assert response.status_code == 200
+    fox = Crop.objects.filter(project=ingested_project, image__deployment__isnull=False)
+    assert fox.exists()
+    assert sorted(_shown(response)) == sorted(fox.values_list("pk", flat=True))
+    refused = _client(admin_user).get(_url(ingested_project), {"deployment": "nowhere"})
+    assert _shown(refused) == []
