@@ -80,8 +80,8 @@ def _project(vectors: np.ndarray, truth: np.ndarray, rng: np.random.Generator) -
     with transaction.atomic(), connection.cursor() as cur:
         cur.executemany(
             "INSERT INTO annotator_image (id, project_id, path, file_name, width, height, seq_id,"
-            " seq_source, camera, imported_at, detector_version, detection_failure)"
-            " VALUES (%s, %s, %s, %s, 640, 480, %s, 'import', '', %s, '', '')",
+            " seq_source, camera, imported_at, detector_version, detection_failure, time_source)"
+            " VALUES (%s, %s, %s, %s, 640, 480, %s, 'import', '', %s, '', '', '')",
             [
                 (i + 1, project.pk, f"/b/{i}.jpg", f"{i}.jpg", f"s{i // IMAGES_PER_EVENT}", now)
                 for i in range(n_images)

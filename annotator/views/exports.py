@@ -38,11 +38,11 @@ from annotator.exports import (
     EVENT_HEADER,
     EXPORT_HEADER,
     IMAGE_HEADER,
-    export_coco_json,
     export_crop_rows,
     export_event_rows,
     export_image_rows,
 )
+from annotator.exports_coco import export_coco_json
 from annotator.forms import FloatField, IntegerField
 from annotator.selectors import project_get_for_user, project_metrics_report
 from projects.models import EXPORTERS, Project

@@ -24,10 +24,10 @@ from annotator.camtrapdp import PackageOptions, camtrap_dp_write
 from annotator.exports import (
     EVENT_HEADER,
     EXPORT_HEADER,
-    export_coco_json,
     export_crop_rows,
     export_event_rows,
 )
+from annotator.exports_coco import export_coco_json
 from annotator.selectors import effort_saved_estimate, pipeline_counts
 from detector.models import Crop, Detection
 from embeddings.pipeline import CROPS_EMBED_TASK

@@ -45,11 +45,11 @@ from annotator.exports import (
     EVENT_HEADER,
     EXPORT_HEADER,
     IMAGE_HEADER,
-    export_coco_json,
     export_crop_rows,
     export_event_rows,
     export_image_rows,
 )
+from annotator.exports_coco import export_coco_json
 from detector.models import Crop, Detection
 from projects.models import Image, Project, Species
 from tests.conftest import classifier_by_hand

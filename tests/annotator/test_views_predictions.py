@@ -13,7 +13,8 @@ from django.urls import reverse
 
 from activelearn.models import Label, Round, RoundCrop
 from activelearn.services import round_start
-from annotator.exports import EXPORT_HEADER, export_coco_json, export_crop_rows
+from annotator.exports import EXPORT_HEADER, export_crop_rows
+from annotator.exports_coco import export_coco_json
 from detector.models import Crop, ExternalModel, ExternalPrediction
 from projects.models import Project
 from tests.annotator.external_world import (
