@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
-from kombu.simple import SimpleQueue
 
 from activelearn.services import FINETUNE_TASK, RETRAIN_TASK
 from annotator.celery import app
@@ -94,7 +93,7 @@ def _message_task(queue: str) -> str | None:
     """The task name of the next message on ``queue`` of the configured broker (taken off it),
     or None when the queue stays empty for a second."""
     with app.connection_for_read() as connection:
-        simple = SimpleQueue(connection, queue, no_ack=True)
+        simple = connection.SimpleQueue(queue, no_ack=True)
         try:
             message = simple.get(timeout=1)
         except simple.Empty:
