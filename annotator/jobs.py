@@ -38,6 +38,9 @@ class JobProgress:
     problems: tuple[tuple[str, str], ...] = ()
     # Units done per second so far, while it runs (images per second for imports).
     rate: float | None = None
+    # The Celery node name of the worker that ran it (e.g. "gpu@host"); "" before it starts or
+    # when it ran in the foreground.
+    worker: str = ""
 
     @property
     def time_left(self) -> str:
@@ -62,6 +65,7 @@ class JobProgress:
             "error": self.error,
             "stalled": self.stalled,
             "problems": [list(problem) for problem in self.problems],
+            "worker": self.worker,
         }
 
 
@@ -102,6 +106,7 @@ def _progress(
     error: str,
     now: datetime,
     problems: list[list[str]],
+    worker: str,
 ) -> JobProgress:
     running = status in ("queued", "running")
     return JobProgress(
@@ -127,6 +132,7 @@ def _progress(
         rate=rate_estimate(started_at=started_at, done=done, now=now)
         if status == "running"
         else None,
+        worker=worker,
     )
 
 
@@ -153,6 +159,7 @@ def _job_progress(job: Job, now: datetime) -> JobProgress:
         error=job.error,
         now=now,
         problems=job.problems,
+        worker=job.worker,
     )
 
 
@@ -173,6 +180,7 @@ def _detection_progress(job: DetectionJob, now: datetime) -> JobProgress:
         error=job.error,
         now=now,
         problems=job.problems,
+        worker=job.worker,
     )
 
 

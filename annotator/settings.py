@@ -355,7 +355,30 @@ elif CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
         # Fail fast when Redis is down: a web request that queues a task must not hang.
         "socket_connect_timeout": 3,
     }
-CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_TASK_DEFAULT_QUEUE", "trapwise")
+# Two queues by kind of work, so that GPU machines take only the work that needs a GPU:
+# `make worker QUEUES=gpu` on those, `make worker QUEUES=cpu` elsewhere; `make demo`'s one worker
+# reads both. The queues' names (a site running two Trapwise installations on one broker names
+# them apart).
+TRAPWISE_GPU_QUEUE = env_str("TRAPWISE_GPU_QUEUE", "gpu")
+TRAPWISE_CPU_QUEUE = env_str("TRAPWISE_CPU_QUEUE", "cpu")
+# Every task's kind, by task name: "gpu" for detection, embedding, re-embedding and fine-tuning;
+# "cpu" for the rest. A task missing here fails tests/annotator/test_queues.py, so that no new
+# task lands on a queue by accident. The names are the tasks' registered names (the ``*_TASK``
+# constants next to their services); settings import no app code.
+TRAPWISE_TASK_KINDS: dict[str, str] = {
+    "annotator.tasks.detection_job_task": "gpu",  # detection, then embedding its crops
+    "embeddings.tasks.project_crops_embed_task": "gpu",  # embedding a person's new boxes
+    "activelearn.tasks.embedding_finetune_task": "gpu",  # fine-tuning and re-embedding
+    "activelearn.tasks.classifier_retrain_task": "cpu",  # retraining and predicting
+    "annotator.tasks.project_crops_refresh_task": "cpu",  # re-deriving crops
+    "detector.tasks.image_import_task": "cpu",  # imports
+}
+_QUEUE_OF_KIND = {"gpu": TRAPWISE_GPU_QUEUE, "cpu": TRAPWISE_CPU_QUEUE}
+CELERY_TASK_ROUTES = {
+    name: {"queue": _QUEUE_OF_KIND[kind]} for name, kind in TRAPWISE_TASK_KINDS.items()
+}
+# Celery's own tasks, if any ever runs, go with the CPU work.
+CELERY_TASK_DEFAULT_QUEUE = TRAPWISE_CPU_QUEUE
 # Queueing a task with the broker down gives up after about a second; the task stays recorded
 # in the database and is queued again when the broker is back (projects/taskqueue.py).
 CELERY_BROKER_CONNECTION_TIMEOUT = 3

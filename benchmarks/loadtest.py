@@ -2,8 +2,9 @@
 
 Everything runs on loopback: gunicorn (sync workers, ``2 x cores + 1``, the app preloaded) on
 a fresh PostgreSQL database (``trapwise_load_<pid>``, dropped at the end), a Celery worker on
-Redis (db 14, a queue of its own) that retrains the classifier whenever a round closes, and
-this process, which sets the project up, then plays the volunteers and an admin.
+Redis (db 14, a gpu and a cpu queue of its own, both read by that one worker) that retrains
+the classifier whenever a round closes, and this process, which sets the project up, then
+plays the volunteers and an admin.
 
 The project is built as ``make demo`` builds its own (EfficientNet-Lite0, imported COCO boxes,
 crops, embeddings), from ``../shared/data/missouri-dev`` (748 images, 637 crops) when it is
@@ -230,7 +231,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         **os.environ,
         "DATABASE_URL": f"{args.postgres}/{database}",
         "CELERY_BROKER_URL": args.redis,
-        "CELERY_TASK_DEFAULT_QUEUE": queue,
+        # Both kinds of work on this run's own queues; its one worker reads them both.
+        "TRAPWISE_GPU_QUEUE": f"{queue}-gpu",
+        "TRAPWISE_CPU_QUEUE": f"{queue}-cpu",
         "MEDIA_ROOT": str((WORK / "media").resolve()),
         "TRAPWISE_DATA_DIR": str((WORK / "data").resolve()),
         "DEBUG": "0",  # as in production: DEBUG keeps every query of a request in memory
@@ -249,7 +252,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         with suppress(Exception):
             import redis
 
-            redis.Redis.from_url(args.redis).delete(queue)
+            redis.Redis.from_url(args.redis).delete(f"{queue}-gpu", f"{queue}-cpu")
 
 
 def _run_on(
@@ -292,7 +295,7 @@ def _run_on(
         "annotator",
         "worker",
         "--pool=solo",
-        f"--queues={queue}",
+        f"--queues={queue}-gpu,{queue}-cpu",
         "--loglevel=INFO",
         "--without-gossip",
         "--without-mingle",

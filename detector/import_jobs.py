@@ -30,7 +30,7 @@ from projects.import_roots import (
     import_path_check,
     upload_root,
 )
-from projects.jobs import JobTracker, job_finish, job_problems_record
+from projects.jobs import JobTracker, job_finish, job_problems_record, worker_current
 from projects.models import Job, Project, ProjectDetector
 from projects.taskqueue import task_enqueue
 
@@ -136,7 +136,10 @@ def image_import_run(*, import_id: int) -> ImageImport:
     if job.status == Job.Status.DONE:
         return record
     Job.objects.filter(pk=job.pk).update(
-        status=Job.Status.RUNNING, started_at=job.started_at or timezone.now(), error=""
+        status=Job.Status.RUNNING,
+        started_at=job.started_at or timezone.now(),
+        worker=worker_current(),
+        error="",
     )
     tracker = JobTracker(job)
     coco = Path(record.coco) if record.coco else None

@@ -19,6 +19,7 @@ from detector.services import (
     detector_for_root,
 )
 from projects.import_roots import FolderImportError, import_path_check
+from projects.jobs import worker_current
 from projects.models import Project
 from projects.taskqueue import task_enqueue
 
@@ -71,8 +72,9 @@ def detection_job_run(
         return job
     project = job.project
     job.status, job.started_at = DetectionJob.Status.RUNNING, job.started_at or timezone.now()
+    job.worker = worker_current()
     job.total = job.done + job.failed + images_pending(project=project)
-    job.save(update_fields=["status", "started_at", "total"])
+    job.save(update_fields=["status", "started_at", "worker", "total"])
     try:
         for root in image_roots_pending(project=project):
             detector = detector_for_root(

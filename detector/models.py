@@ -73,6 +73,8 @@ class DetectionJob(models.Model):
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
+    # The Celery node name of the worker that last started it (``projects.jobs.worker_current``).
+    worker = models.CharField(max_length=200, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 

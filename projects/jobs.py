@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
+from celery import current_task
 from django.utils import timezone
 
 from projects.models import Job, Project
@@ -41,8 +42,18 @@ _written: dict[int, _Written] = {}
 _written_lock = threading.Lock()
 
 
+def worker_current() -> str:
+    """The Celery node name (e.g. ``gpu@host``) of the worker whose task runs this code; "" outside
+    a worker (a command in the foreground, a test, a task applied eagerly)."""
+    task = current_task  # a proxy: false when no task runs in this thread
+    if not task or task.request.is_eager or task.request.called_directly:
+        return ""
+    return str(task.request.hostname or "")
+
+
 def job_start(*, project: Project, kind: str, total: int, detail: str = "") -> Job:
-    """Record a job of ``kind`` (a ``Job.Kind``) that starts now with ``total`` work units.
+    """Record a job of ``kind`` (a ``Job.Kind``) that starts now with ``total`` work units, run
+    by ``worker_current()``.
 
     Call it outside any long transaction: the dashboard reads the row from other connections.
     """
@@ -55,6 +66,7 @@ def job_start(*, project: Project, kind: str, total: int, detail: str = "") -> J
         total=max(int(total), 0),
         detail=detail[:300],
         started_at=timezone.now(),
+        worker=worker_current(),
     )
     with _written_lock:
         _written[job.pk] = _Written(at=_clock(), done=0, total=job.total)

@@ -400,6 +400,9 @@ class Job(models.Model):
     problems = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
+    # The Celery node name (e.g. "gpu@host") of the worker that last started it; empty for a
+    # job run in the foreground or not started yet.
+    worker = models.CharField(max_length=200, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 

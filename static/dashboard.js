@@ -86,6 +86,10 @@
       item.appendChild(document.createTextNode(" "));
       item.appendChild(element("span", "job-left", job.time_left));
     }
+    if (job.worker) {
+      item.appendChild(document.createTextNode(" "));
+      item.appendChild(element("span", "muted job-worker", "on " + job.worker));
+    }
     if (!finished && job.stalled) {
       item.appendChild(document.createTextNode(" "));
       item.appendChild(

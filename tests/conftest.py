@@ -133,16 +133,27 @@ def hold(project: Project, user: User, crop_ids: Iterable[int]) -> None:
 
 @pytest.fixture
 def worker_queue() -> Iterator[str]:
-    """A Celery queue of the test's own: what the test queues goes only to workers it starts."""
+    """Celery queues of the test's own, named after the name this yields (one per kind of work,
+    ``tests.processes.worker_queues``): what the test queues goes only to workers it starts."""
+    from django.conf import settings
+
     from annotator.celery import app
+    from tests.processes import worker_queues
 
     queue = f"trapwise-test-{uuid.uuid4().hex[:8]}"
-    previous = app.conf.task_default_queue
-    app.conf.task_default_queue = queue
+    queues = worker_queues(queue)
+    routes, default = app.conf.task_routes, app.conf.task_default_queue
+    # Through update(), which makes the app rebuild its router (an assignment would not).
+    app.conf.update(
+        task_routes={
+            name: {"queue": queues[kind]} for name, kind in settings.TRAPWISE_TASK_KINDS.items()
+        },
+        task_default_queue=queues["cpu"],
+    )
     try:
         yield queue
     finally:
-        app.conf.task_default_queue = previous
+        app.conf.update(task_routes=routes, task_default_queue=default)
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
@@ -75,11 +75,30 @@ def wait_for(
         time.sleep(interval)
 
 
+def worker_queues(base: str) -> dict[str, str]:
+    """The test's own queue for each kind of work (``gpu``, ``cpu``), named after ``base``."""
+    return {kind: f"{base}-{kind}" for kind in ("gpu", "cpu")}
+
+
+def worker_queues_env(base: str) -> dict[str, str]:
+    """The environment that routes a Trapwise process's tasks to ``worker_queues(base)``."""
+    queues = worker_queues(base)
+    return {"TRAPWISE_GPU_QUEUE": queues["gpu"], "TRAPWISE_CPU_QUEUE": queues["cpu"]}
+
+
 def celery_worker_start(
-    *, queue: str, log: Path, env: dict[str, str] | None = None
+    *,
+    queue: str,
+    log: Path,
+    env: dict[str, str] | None = None,
+    kinds: Sequence[str] = ("gpu", "cpu"),
 ) -> subprocess.Popen[bytes]:
-    """A real ``--pool=solo`` worker reading only ``queue``, named after it, so that a worker
-    started again on the same queue is the same node (it takes over what the first left)."""
+    """A real ``--pool=solo`` worker reading the test's queues ``worker_queues(queue)`` of
+    ``kinds`` (both by default, as ``make demo``'s worker does), named after them, so that a
+    worker started again on the same queues is the same node (it takes over what the first
+    left). It routes what it queues itself (an import queues detection) to the same queues."""
+    queues = worker_queues(queue)
+    name = queue if set(kinds) == set(queues) else "-".join([queue, *kinds])
     with log.open("ab") as out:
         return subprocess.Popen(
             [
@@ -91,16 +110,16 @@ def celery_worker_start(
                 "worker",
                 "--pool=solo",
                 "-Q",
-                queue,
+                ",".join(queues[kind] for kind in kinds),
                 "-n",
-                f"{queue}@%h",
+                f"{name}@%h",
                 "--loglevel=INFO",
                 "--without-gossip",
                 "--without-mingle",
                 "--without-heartbeat",
             ],
             cwd=settings.BASE_DIR,
-            env={**(env or app_env()), "CELERY_TASK_DEFAULT_QUEUE": queue},
+            env={**(env or app_env()), **worker_queues_env(queue)},
             stdout=out,
             stderr=subprocess.STDOUT,
         )

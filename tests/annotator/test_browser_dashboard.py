@@ -163,14 +163,15 @@ def test_admin_sees_metrics_rare_species_effort_and_starts_a_species_round(
 def test_a_jobs_problems_are_listed_and_redrawn_live(
     browser_page: Any, live_server: Any, project: Project, admin_user: User
 ) -> None:
-    """A crops job that went on without an image lists it, on the page and after the
-    dashboard's polling redraws the list from status.json (the same markup)."""
+    """A crops job that went on without an image lists it, with the worker that ran it, on the
+    page and after the dashboard's polling redraws the list from status.json (the same
+    markup)."""
     from django.utils import timezone
     from playwright.sync_api import expect  # here: the browser_page fixture skips without it
 
     from projects.models import Job
 
-    def finished_job(name: str) -> None:
+    def finished_job(name: str, worker: str) -> None:
         Job.objects.create(
             project=project,
             kind=Job.Kind.CROPS,
@@ -180,16 +181,20 @@ def test_a_jobs_problems_are_listed_and_redrawn_live(
             started_at=timezone.now(),
             finished_at=timezone.now(),
             problems=[[name, "crops not cut: No such file or directory"]],
+            worker=worker,
         )
 
-    finished_job("cam1/a.jpg")
+    finished_job("cam1/a.jpg", "cpu@box-1")
     page = browser_page
     browser_login(page, live_server, admin_user)
     page.goto(f"{live_server.url}/p/{project.slug}/")
     problems = page.locator("#recent-jobs .job-problems")
     assert problems.count() == 1 and problems.locator("summary").inner_text() == "1 problem"
-    finished_job("cam2/b.jpg")
+    assert "on cpu@box-1" in page.locator("#recent-jobs").inner_text()
+    finished_job("cam2/b.jpg", "cpu@box-2")
     # expect(), not wait_for_function(): the page's CSP refuses the eval() behind the latter.
     expect(problems).to_have_count(2, timeout=15_000)
     page.locator("#recent-jobs .job-problems summary").first.click()
-    assert "cam2/b.jpg: crops not cut" in page.locator("#recent-jobs").inner_text()
+    redrawn = page.locator("#recent-jobs").inner_text()
+    assert "cam2/b.jpg: crops not cut" in redrawn
+    assert "on cpu@box-2" in redrawn and "on cpu@box-1" in redrawn  # which worker ran each

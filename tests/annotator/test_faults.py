@@ -36,6 +36,7 @@ from tests.processes import (
     redis_server_start,
     wait_for,
     web_server_start,
+    worker_queues_env,
 )
 
 pytestmark = pytest.mark.integration
@@ -121,7 +122,7 @@ def test_postgres_restart_during_labelling_fails_cleanly_and_resumes(
         "MEDIA_ROOT": str(tmp_path / "media"),
         "TRAPWISE_DATA_DIR": str(tmp_path / "data"),
         "CELERY_BROKER_URL": "filesystem://",
-        "CELERY_TASK_DEFAULT_QUEUE": f"trapwise-test-{uuid.uuid4().hex[:8]}",
+        **worker_queues_env(f"trapwise-test-{uuid.uuid4().hex[:8]}"),
     }
     manage = [sys.executable, "manage.py"]
     subprocess.run([*manage, "migrate", "--noinput"], cwd=settings.BASE_DIR, env=env, check=True)
@@ -222,7 +223,7 @@ def test_broker_down_labelling_goes_on_and_the_retrain_runs_when_it_is_back(
     _, token = api_token_create(user=volunteer, name="faults")
     env = app_env(
         CELERY_BROKER_URL=f"redis://127.0.0.1:{private_redis['port']}/0",
-        CELERY_TASK_DEFAULT_QUEUE=worker_queue,
+        **worker_queues_env(worker_queue),
         TRAPWISE_TASK_REQUEUE_SECONDS="1",
         TRAPWISE_VAR_DIR=str(tmp_path / "var"),
     )

@@ -59,6 +59,7 @@ def test_active_jobs_include_running_detection_with_time_left(project: Project) 
         failed=5,
         crops=40,
         started_at=now - timedelta(seconds=50),
+        worker="gpu@box-1",
     )
     job = job_start(project=project, kind=Job.Kind.EMBEDDING, total=200)
     Job.objects.filter(pk=job.pk).update(started_at=now - timedelta(seconds=10), done=50)
@@ -76,6 +77,8 @@ def test_active_jobs_include_running_detection_with_time_left(project: Project) 
     assert payload["percent"] == 25.0 and payload["time_left"] == "about 30 s left"
     assert active[0].rate == pytest.approx(0.5, rel=0.05)
     assert payload["rate"] == pytest.approx(5.0, rel=0.05)
+    # Which worker runs it: detection's, and none for a job started outside a worker.
+    assert active[0].as_json()["worker"] == "gpu@box-1" and payload["worker"] == ""
 
 
 def test_stalled_job_is_flagged(project: Project) -> None:

@@ -322,6 +322,7 @@ def test_status_json_follows_round_and_jobs(
         done=30,
         detail="embedding new crops with v1",
         started_at=timezone.now() - timedelta(seconds=60),
+        worker="gpu@box-1",
     )
     data = client.get(url).json()
     assert data["round"]["done"] == 5
@@ -336,6 +337,7 @@ def test_status_json_follows_round_and_jobs(
     )
     assert job["seconds_left"] == pytest.approx(120, abs=2)
     assert job["time_left"] == "about 2 min left"
+    assert job["worker"] == "gpu@box-1"
 
 
 def test_page_shows_running_and_failed_jobs(project: Project, admin_user: User) -> None:
@@ -348,6 +350,7 @@ def test_page_shows_running_and_failed_jobs(project: Project, admin_user: User) 
         done=4,
         detail="v2 from v1, head mode",
         started_at=now - timedelta(seconds=400),
+        worker="gpu@box-1",
     )
     Job.objects.create(
         project=project,
@@ -358,11 +361,13 @@ def test_page_shows_running_and_failed_jobs(project: Project, admin_user: User) 
         error="MemoryError: out of memory while training",
         started_at=now - timedelta(seconds=30),
         finished_at=now,
+        worker="cpu@box-2",
     )
     html = _client(admin_user).get(reverse("project_detail", args=[project.slug])).text
     assert "Fine-tuning the embedding" in html and "4 / 10 (40%)" in html
     assert "about 10 min left" in html and "v2 from v1, head mode" in html
     assert "MemoryError: out of memory while training" in html
+    assert "on gpu@box-1" in html and "on cpu@box-2" in html  # which worker runs or ran each
 
 
 def test_admin_sees_label_counts_and_confusion_matrix(

@@ -180,3 +180,25 @@ def test_finetune_reports_epochs_then_reembedding(
         project=ingested_project, detail__startswith="backbone features"
     ).exists()
     assert Job.objects.filter(project=ingested_project, kind=Job.Kind.RETRAIN, status="done")
+
+
+def test_a_job_started_in_a_workers_task_records_the_worker(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from activelearn.tasks import classifier_retrain_task
+
+    task: Any = classifier_retrain_task
+    assert jobs.worker_current() == ""  # no task runs: a command in the foreground
+    assert job_start(project=project, kind=Job.Kind.RETRAIN, total=1).worker == ""
+    monkeypatch.setattr(jobs, "current_task", task)
+    task.push_request(hostname="gpu@box-1", called_directly=False)  # as a worker runs it
+    try:
+        job = job_start(project=project, kind=Job.Kind.RETRAIN, total=1)
+    finally:
+        task.pop_request()
+    assert Job.objects.get(pk=job.pk).worker == "gpu@box-1"
+    task.push_request(hostname="box-1", is_eager=True, called_directly=False)  # task.apply()
+    try:
+        assert jobs.worker_current() == ""
+    finally:
+        task.pop_request()
