@@ -6,12 +6,12 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('projects', '0009_import_job_detector_onb'),
+        ('detector', '0006_external_predictions'),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='job',
+            model_name='detectionjob',
             name='worker',
             field=models.CharField(blank=True, max_length=200),
         ),

@@ -6,12 +6,12 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('detector', '0005_imageimport_onb'),
+        ('projects', '0010_invitations'),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='detectionjob',
+            model_name='job',
             name='worker',
             field=models.CharField(blank=True, max_length=200),
         ),
