@@ -29,18 +29,24 @@ from benchmarks.offline_detector import _data_dir
 from detector.base import Box
 from detector.evaluation import coco_truth_read, detector_evaluate
 from detector.offline import OfflineDetector, OfflineParams, _grey_load
-from projects.sequences import BurstFrame, bursts_infer, grey_thumbnail
+from projects.sequences import JUMP_RATIO, BurstFrame, bursts_infer, grey_thumbnail
 
 THRESHOLD = 0.1
 MIN_BOX_PIXELS = 8
 # Burst inference at import (detector.imports): the same numbers.
-BURST_SIMILARITY, BURST_MAX = 0.9, 10
+BURST_SIMILARITY, BURST_MAX = 0.9, 20
 
-CHOSEN = "burst k=8 s=0.8"  # the defaults
-# label -> (detector parameters, longest inferred burst)
-VARIANTS: dict[str, tuple[OfflineParams, int]] = {
-    "burst k=8 s=0.8": (OfflineParams(), BURST_MAX),
-    "burst k=20 s=0.9": (OfflineParams(window=20, min_similarity=0.9), BURST_MAX),
+CHOSEN = "burst max 20 jump 50"  # the defaults
+NO_JUMP = 1e9  # a jump ratio that never splits
+# label -> (detector parameters, longest inferred burst, jump ratio of bursts_infer)
+VARIANTS: dict[str, tuple[OfflineParams, int, float]] = {
+    "burst max 20 jump 50": (OfflineParams(), BURST_MAX, JUMP_RATIO),
+    "burst max 10 no jump": (OfflineParams(), 10, NO_JUMP),
+    "burst max 20 no jump": (OfflineParams(), 20, NO_JUMP),
+    "burst max 10 jump 50": (OfflineParams(), 10, JUMP_RATIO),
+    "burst max 15 jump 50": (OfflineParams(), 15, JUMP_RATIO),
+    "burst max 30 jump 50": (OfflineParams(), 30, JUMP_RATIO),
+    "burst max 20 jump 20": (OfflineParams(), BURST_MAX, 20.0),
 }
 
 
@@ -104,11 +110,9 @@ def main() -> None:
             "neighbour_pairs_of_two_sequences_joined": wrong_pairs,
         }
         print(out["bursts"])
-        for label, (params, longest) in VARIANTS.items():
-            used = (
-                bursts
-                if longest == BURST_MAX
-                else bursts_infer(thumbs, min_similarity=BURST_SIMILARITY, max_frames=longest)
+        for label, (params, longest, jump) in VARIANTS.items():
+            used = bursts_infer(
+                thumbs, min_similarity=BURST_SIMILARITY, max_frames=longest, jump_ratio=jump
             )
             with_ids = OfflineDetector(root=root, sequences=given, params=params)
             without = OfflineDetector(root=Path(tmp), sequences=used, params=params)

@@ -120,11 +120,13 @@ def images_import(
     return report
 
 
-# Untimed frames of one camera join a burst while their counters follow on and they look
-# alike (projects.sequences.similarity); a burst stops at BURST_MAX_FRAMES, as camera bursts
-# rarely exceed 10 shots. Measured on missouri-dev (benchmarks/README.md, Offline detector).
+# Untimed frames of one camera join a burst while their counters follow on, they look alike
+# (projects.sequences.similarity) and the pair does not jump against the pairs around it (two
+# triggers of one view: projects.sequences.burst_jumps); a burst stops at BURST_MAX_FRAMES.
+# Measured on missouri-dev and the bundled sample (benchmarks/README.md, Offline detector):
+# 15 to 30 frames do as well, 10 joins parts of two triggers more often.
 BURST_MIN_SIMILARITY = 0.9
-BURST_MAX_FRAMES = 10
+BURST_MAX_FRAMES = 20
 
 
 def _bursts_set(*, project: Project, new: list[_NewImage]) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path, PurePosixPath
@@ -189,15 +189,45 @@ class BurstFrame:
     thumb: np.ndarray
 
 
+# A pair of frames more unlike each other than JUMP_RATIO times the pairs around it (JUMP_HALF
+# on each side) is a new trigger of the same view: within a burst the scene barely changes,
+# between two triggers light and shadows move. Pairs nearly identical in absolute terms
+# (dissimilarity under JUMP_FLOOR) never split. Measured on missouri-dev and the bundled
+# sample (benchmarks/README.md, "Without times or sequence ids").
+JUMP_RATIO, JUMP_FLOOR, JUMP_HALF = 50.0, 2e-4, 4
+
+
+def burst_jumps(
+    dissimilarity: Sequence[float], *, ratio: float = JUMP_RATIO, floor: float = JUMP_FLOOR
+) -> list[bool]:
+    """For each pair i of consecutive frames (``dissimilarity[i]`` = 1 - ``similarity``):
+    True when it jumps, i.e. exceeds ``floor`` and ``ratio`` times the median of the up to
+    ``JUMP_HALF`` pairs on each side of it (never when it has no neighbouring pairs)."""
+    out = []
+    for i, value in enumerate(dissimilarity):
+        around = [
+            *dissimilarity[max(0, i - JUMP_HALF) : i],
+            *dissimilarity[i + 1 : i + 1 + JUMP_HALF],
+        ]
+        out.append(bool(around) and value > floor and value > ratio * float(np.median(around)))
+    return out
+
+
 def bursts_infer(
-    frames: Iterable[BurstFrame], *, min_similarity: float, max_frames: int
+    frames: Iterable[BurstFrame],
+    *,
+    min_similarity: float,
+    max_frames: int,
+    jump_ratio: float = JUMP_RATIO,
 ) -> dict[str, str]:
     """Group untimed frames into bursts: {frame key: burst id}.
 
     Frames of one camera in file order (``natural_key``) stay in one burst while the file
     counter goes up by one, the frame looks like the one before (``similarity`` at least
-    ``min_similarity``) and the burst has fewer than ``max_frames`` frames. Ids are
-    ``"<camera>#burst:<first file's name>"``, stable for a given set.
+    ``min_similarity``), the pair does not jump against the pairs around it
+    (``burst_jumps`` with ``jump_ratio``: two triggers of one view) and the burst has fewer
+    than ``max_frames`` frames. Ids are ``"<camera>#burst:<first file's name>"``, stable
+    for a given set.
     """
     by_camera: dict[str, list[BurstFrame]] = defaultdict(list)
     for frame in frames:
@@ -205,13 +235,16 @@ def bursts_infer(
     result: dict[str, str] = {}
     for camera, group in by_camera.items():
         group.sort(key=lambda f: (natural_key(f.name), f.key))
+        alike = [similarity(a.thumb, b.thumb) for a, b in zip(group, group[1:], strict=False)]
+        jumps = burst_jumps([1.0 - s for s in alike], ratio=jump_ratio)
         first, size = group[0], 0
-        for previous, frame in zip([None, *group], group, strict=False):
+        for i, frame in enumerate(group):
             joins = (
-                previous is not None
+                i > 0
                 and size < max_frames
-                and counters_consecutive(previous.name, frame.name)
-                and similarity(previous.thumb, frame.thumb) >= min_similarity
+                and counters_consecutive(group[i - 1].name, frame.name)
+                and alike[i - 1] >= min_similarity
+                and not jumps[i - 1]
             )
             if not joins:
                 first, size = frame, 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import statistics
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -12,9 +14,12 @@ from PIL import Image as PILImage
 from detector.imports import images_import
 from projects.models import Image, Project
 from projects.sequences import (
+    JUMP_FLOOR,
+    JUMP_HALF,
     THUMB_SIDE,
     BurstFrame,
     FrameInfo,
+    burst_jumps,
     bursts_infer,
     counters_consecutive,
     exif_camera_and_time,
@@ -154,19 +159,36 @@ def _thumb(value: float) -> np.ndarray:
     return grey_thumbnail(mix)
 
 
-def _bursts_brute(frames: list[BurstFrame], *, min_similarity: float, max_frames: int) -> set:
+def _jumps_brute(dissimilarity: list[float], *, ratio: float) -> list[bool]:
+    """Pair i jumps when above JUMP_FLOOR and above ``ratio`` times the median of the pairs
+    j != i with |i - j| <= JUMP_HALF."""
+    out = []
+    for i, value in enumerate(dissimilarity):
+        around = [d for j, d in enumerate(dissimilarity) if j != i and abs(i - j) <= JUMP_HALF]
+        out.append(
+            len(around) > 0 and value > JUMP_FLOOR and value > ratio * statistics.median(around)
+        )
+    return out
+
+
+def _bursts_brute(
+    frames: list[BurstFrame], *, min_similarity: float, max_frames: int, jump_ratio: float
+) -> set:
     """Bursts by the rule's words: sort each camera's frames by name; a frame starts a new
-    burst unless its counter follows the previous one's, they look alike and the burst is
-    not full. Returns the set of bursts as frozensets of keys."""
+    burst unless its counter follows the previous one's, they look alike, the pair does not
+    jump and the burst is not full. Returns the set of bursts as frozensets of keys."""
     found: list[list[str]] = []
     for camera in sorted({f.camera for f in frames}):
         mine = sorted((f for f in frames if f.camera == camera), key=lambda f: natural_key(f.name))
+        gaps = [1 - similarity(a.thumb, b.thumb) for a, b in zip(mine, mine[1:], strict=False)]
+        jumps = _jumps_brute(gaps, ratio=jump_ratio)
         for i, frame in enumerate(mine):
             prev = mine[i - 1] if i else None
             if (
                 prev is not None
                 and counters_consecutive(prev.name, frame.name)
                 and similarity(prev.thumb, frame.thumb) >= min_similarity
+                and not jumps[i - 1]
                 and len(found[-1]) < max_frames
             ):
                 found[-1].append(frame.key)
@@ -185,17 +207,40 @@ def test_bursts_match_brute_force(seed: int) -> None:
             key=f"k{i}",
             camera=str(rng.choice(["A", "B"])),
             name=f"IMG_{c:04d}.JPG",
-            thumb=_thumb(float(rng.choice([0.0, 0.3, 1.4]))),
+            thumb=_thumb(float(rng.choice([0.0, 0.02, 0.05, 0.3, 1.4]))),
         )
         for i, c in enumerate(rng.permutation(counters))
     ]
     max_frames = int(rng.integers(1, 5))
-    got = bursts_infer(frames, min_similarity=0.8, max_frames=max_frames)
+    ratio = float(rng.choice([2.0, 50.0, 1e9]))
+    got = bursts_infer(frames, min_similarity=0.8, max_frames=max_frames, jump_ratio=ratio)
     groups: dict[str, set[str]] = {}
     for key, burst in got.items():
         groups.setdefault(burst, set()).add(key)
-    brute = _bursts_brute(frames, min_similarity=0.8, max_frames=max_frames)
+    brute = _bursts_brute(frames, min_similarity=0.8, max_frames=max_frames, jump_ratio=ratio)
     assert {frozenset(g) for g in groups.values()} == brute
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_burst_jumps_match_brute_force(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    gaps = [float(g) for g in rng.choice([0.0, 1e-4, 1e-3, 0.05, 0.3], size=rng.integers(0, 12))]
+    for ratio in (1.0, 10.0, 50.0):
+        assert burst_jumps(gaps, ratio=ratio) == _jumps_brute(gaps, ratio=ratio)
+
+
+def test_two_triggers_of_one_view_are_two_bursts() -> None:
+    """Frames of one trigger nearly identical, the next trigger of the same view a little
+    different (light moved): still alike (similarity >= 0.8), yet split at the jump."""
+    angles = [0.0, 0.002, 0.0, 0.002, 0.0, 0.2, 0.202, 0.2, 0.202, 0.2]
+    frames = [
+        BurstFrame(str(i), "cam", f"IMG_{i + 1:04d}.JPG", _thumb(a)) for i, a in enumerate(angles)
+    ]
+    assert min(similarity(a.thumb, b.thumb) for a, b in itertools.pairwise(frames)) >= 0.8
+    bursts = bursts_infer(frames, min_similarity=0.8, max_frames=20)
+    assert set(bursts.values()) == {"cam#burst:IMG_0001.JPG", "cam#burst:IMG_0006.JPG"}
+    joined = bursts_infer(frames, min_similarity=0.8, max_frames=20, jump_ratio=1e9)
+    assert set(joined.values()) == {"cam#burst:IMG_0001.JPG"}
 
 
 def test_burst_ids_name_the_camera_and_first_file() -> None:
