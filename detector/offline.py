@@ -48,10 +48,10 @@ on, so expect somewhat less elsewhere), keeping boxes with confidence >= 0.1 (re
 with the COCO file's sequence ids, image accuracy 0.917 (precision 0.963, recall 0.926;
 always saying "animal" scores 0.759), box precision 0.564 and recall 0.592 at IoU 0.5, exact
 count on 78 % of animal images. The same frames in one folder without times or ids
-(``IMG_0001.JPG``... in sequence order, bursts inferred by the import): image accuracy 0.910
-(precision 0.945, recall 0.937), box precision 0.521 and recall 0.586; 1 image failed
+(``IMG_0001.JPG``... in sequence order, bursts inferred by the import): image accuracy 0.917
+(precision 0.952, recall 0.938), box precision 0.518 and recall 0.575; 1 image failed
 (``python -m benchmarks offline_untimed``; before, every such image failed). On the bundled
-209-image sample 0.904 both ways (the "Done when" test): see benchmarks/README.md.
+209-image sample 0.919 untimed against 0.909 with ids (the "Done when" test bounds the gap): see benchmarks/README.md.
 Roughly 190 images/s on 2 CPU cores including full decode and crop writing when sequences
 are given; frames modelled by their neighbours cost about one background per frame (tens of
 images/s).
