@@ -51,7 +51,8 @@ count on 78 % of animal images. The same frames in one folder without times or i
 (``IMG_0001.JPG``... in sequence order, bursts inferred by the import): image accuracy 0.917
 (precision 0.952, recall 0.938), box precision 0.518 and recall 0.575; 1 image failed
 (``python -m benchmarks offline_untimed``; before, every such image failed). On the bundled
-209-image sample 0.919 untimed against 0.909 with ids (the "Done when" test bounds the gap): see benchmarks/README.md.
+209-image sample 0.919 untimed against 0.909 with ids (the "Done when" test bounds the
+gap): see benchmarks/README.md.
 Roughly 190 images/s on 2 CPU cores including full decode and crop writing when sequences
 are given; frames modelled by their neighbours cost about one background per frame (tens of
 images/s).
