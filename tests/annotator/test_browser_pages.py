@@ -29,6 +29,7 @@ ADMIN_PAGES = {
     "Model and metrics": "model/",
     "Data and detection": "data/",
     "Settings": "settings/",
+    "Deployments": "deployments/",
     "Exports": "exports/",
 }
 # What each page must show (so a page that fits because it is empty fails).
@@ -38,6 +39,7 @@ SHOWS = {
     "Model and metrics": ("#cv-accuracy", "#metrics", "#learning-curve", "#confusion-plot"),
     "Data and detection": ("#detection", "#embedding"),
     "Settings": ("#learning-settings", "#consensus"),
+    "Deployments": ("#deployments", "#deployment-add", "#deployments-upload"),
     "Exports": ("#exports",),
 }
 
@@ -115,6 +117,7 @@ def test_ecologist_reads_the_metrics_not_the_admin_pages(
         "Overview",
         "Rounds and labelling",
         "Model and metrics",
+        "Deployments",
         "Exports",
         "Explore and verify",
     ]
