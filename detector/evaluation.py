@@ -89,10 +89,18 @@ def iou(a: Box, b: Box) -> float:
 
     Boxes with non-positive area have IoU 0 with everything (no division by zero).
     """
-    ix = max(0.0, min(a.x + a.w, b.x + b.w) - max(a.x, b.x))
-    iy = max(0.0, min(a.y + a.h, b.y + b.h) - max(a.y, b.y))
+    return box_iou((a.x, a.y, a.w, a.h), (b.x, b.y, b.w, b.h))
+
+
+def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """``iou`` of two ``[x, y, w, h]`` boxes given as numbers (stored detections, a tool's
+    boxes); 0 when either has no area."""
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    ix = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
+    iy = max(0.0, min(ay + ah, by + bh) - max(ay, by))
     inter = ix * iy
-    union = max(0.0, a.w) * max(0.0, a.h) + max(0.0, b.w) * max(0.0, b.h) - inter
+    union = max(0.0, aw) * max(0.0, ah) + max(0.0, bw) * max(0.0, bh) - inter
     return inter / union if union > 0 else 0.0
 
 

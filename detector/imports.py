@@ -110,10 +110,13 @@ def images_import(
         taken = _paths_present(project=project, paths=[n.path for n in new])
         report.already_present += len(taken)
         new = [n for n in new if n.path not in taken]
-        Image.objects.bulk_create((n.image(project=project) for n in new), batch_size=_WRITE_BATCH)
+        bursts = _bursts_infer(new)
+        Image.objects.bulk_create(
+            (n.image(project=project, burst=bursts.get(n.path, "")) for n in new),
+            batch_size=_WRITE_BATCH,
+        )
         report.added = len(new)
         if report.added:
-            _bursts_set(project=project, new=new)
             # New images join their deployment and get its clock correction.
             images_deployments_assign(project=project)
             images_sequences_infer(project=project)
@@ -130,23 +133,15 @@ BURST_MIN_SIMILARITY = 0.9
 BURST_MAX_FRAMES = 15
 
 
-def _bursts_set(*, project: Project, new: list[_NewImage]) -> None:
-    """Give the new images that have neither a time nor a sequence id the burst that file
-    counters and similar frames suggest (``projects.sequences.bursts_infer``)."""
+def _bursts_infer(new: list[_NewImage]) -> dict[str, str]:
+    """{path: burst id} for the new images that have neither a time nor a sequence id: the
+    bursts that file counters and similar frames suggest (``projects.sequences.bursts_infer``)."""
     untimed = [
         BurstFrame(key=n.path, camera=n.camera, name=n.file_name, thumb=n.thumb)
         for n in new
         if n.thumb is not None
     ]
-    bursts = bursts_infer(untimed, min_similarity=BURST_MIN_SIMILARITY, max_frames=BURST_MAX_FRAMES)
-    paths = sorted(bursts)
-    for start in range(0, len(paths), _WRITE_BATCH):  # SQLite caps a query's parameters
-        batch = paths[start : start + _WRITE_BATCH]
-        images = list(Image.objects.filter(project=project, path__in=batch))
-        for image in images:
-            image.seq_id = _db_text(bursts[image.path], max_length=_SEQ_ID_MAX)
-            image.seq_source = "burst"
-        Image.objects.bulk_update(images, ["seq_id", "seq_source"])
+    return bursts_infer(untimed, min_similarity=BURST_MIN_SIMILARITY, max_frames=BURST_MAX_FRAMES)
 
 
 # Image.path and Image.file_name are CharField(max_length=1000).
@@ -216,7 +211,9 @@ class _NewImage:
     # projects.sequences.grey_thumbnail, kept only for frames without time and sequence id.
     thumb: np.ndarray | None
 
-    def image(self, *, project: Project) -> Image:
+    def image(self, *, project: Project, burst: str = "") -> Image:
+        """The row to insert; ``burst`` is the inferred burst of an image with neither a time
+        nor a sequence id (``_bursts_infer``), else empty."""
         # Camera clocks have no time zone: a naive clock time is kept as it is, labelled UTC;
         # an aware one (EXIF offset, COCO with offset) is already UTC.
         taken = self.taken_at
@@ -228,8 +225,8 @@ class _NewImage:
             file_name=self.file_name,
             width=self.width,
             height=self.height,
-            seq_id=self.seq_id,
-            seq_source="metadata" if self.seq_id else "",
+            seq_id=self.seq_id or _db_text(burst, max_length=_SEQ_ID_MAX),
+            seq_source="metadata" if self.seq_id else ("burst" if burst else ""),
             frame_num=self.frame_num,
             camera=self.camera,
             taken_at=taken,
@@ -321,7 +318,7 @@ def _db_text(text: str, *, max_length: int) -> str:
 
 
 def images_sequences_infer(*, project: Project) -> int:
-    """Give every image without imported sequence id or inferred burst (``_bursts_set``) a
+    """Give every image without imported sequence id or inferred burst (``_bursts_infer``) a
     capture event from camera + time gaps.
 
     Recomputed over all such images of the project, so events that span two imports join up.

@@ -17,6 +17,7 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
+from detector.evaluation import box_iou
 from detector.external import (
     SPECIESNET,
     ExternalCategory,
@@ -37,7 +38,6 @@ __all__ = [
     "NOT_TAXA",
     "ExternalImportError",
     "ExternalImportResult",
-    "box_iou",
     "external_predictions_import",
     "species_match",
 ]
@@ -77,17 +77,6 @@ class ExternalImportResult:
     mapped: dict[str, str]
     created: list[str]
     problems: list[str]
-
-
-def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
-    """Intersection over union of two [x, y, w, h] boxes (0 when either has no area)."""
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    iw = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
-    ih = max(0.0, min(ay + ah, by + bh) - max(ay, by))
-    inter = iw * ih
-    union = aw * ah + bw * bh - inter
-    return inter / union if union > 0 else 0.0
 
 
 def species_match(

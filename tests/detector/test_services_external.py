@@ -11,13 +11,10 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 
+from detector.evaluation import box_iou
 from detector.models import Crop, Detection, ExternalModel, ExternalPrediction
 from detector.selectors_external import external_suggestions
-from detector.services_external import (
-    ExternalImportError,
-    box_iou,
-    external_predictions_import,
-)
+from detector.services_external import ExternalImportError, external_predictions_import
 from projects.models import Image, Project, Species
 from tests.detector.test_external import BLANK, FOX, RODENT, md_document, sn_document
 
