@@ -296,6 +296,48 @@ MEDIA_ROOT = env_path("MEDIA_ROOT", VAR_DIR / "media")
 # Embeddings, FAISS indexes and classifier files, per project and version.
 TRAPWISE_DATA_DIR = env_path("TRAPWISE_DATA_DIR", VAR_DIR / "data")
 
+# Where crops, data files (vectors, indexes, models) and exports live (projects/storage.py):
+# "local" (the embedded default: MEDIA_ROOT, TRAPWISE_DATA_DIR and TRAPWISE_DATA_DIR/exports on
+# this machine) or "s3" (one S3-compatible bucket, prefixes media/, data/ and exports/, through
+# django-storages; web and workers then share no disk). Credentials come from boto3's usual
+# sources (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, an instance role...), never from code.
+TRAPWISE_STORAGE = env_str("TRAPWISE_STORAGE", "local")
+if TRAPWISE_STORAGE not in ("local", "s3"):
+    raise ImproperlyConfigured(f"TRAPWISE_STORAGE must be local or s3, got {TRAPWISE_STORAGE!r}")
+# Workers' local copies of stored data files (names are immutable, so copies never go stale).
+TRAPWISE_CACHE_DIR = env_path("TRAPWISE_CACHE_DIR", VAR_DIR / "cache")
+# Lifetime of the signed URLs that crop, image and export downloads are redirected to (s3).
+TRAPWISE_STORAGE_URL_EXPIRY = env_int("TRAPWISE_STORAGE_URL_EXPIRY", 300, minimum=10)
+# An S3-compatible endpoint (MinIO, moto, Ceph...); empty: AWS itself. Also used to read images
+# imported from s3:// prefixes.
+AWS_S3_ENDPOINT_URL = env_str("AWS_S3_ENDPOINT_URL", "") or env_str("AWS_ENDPOINT_URL", "") or None
+AWS_S3_REGION_NAME = env_str("AWS_S3_REGION_NAME", "") or env_str("AWS_DEFAULT_REGION", "") or None
+if TRAPWISE_STORAGE == "s3":
+    _bucket = env_str("TRAPWISE_S3_BUCKET", "")
+    if not _bucket:
+        raise ImproperlyConfigured("TRAPWISE_STORAGE=s3 needs TRAPWISE_S3_BUCKET (the bucket name)")
+    _s3_options = {
+        "bucket_name": _bucket,
+        "endpoint_url": AWS_S3_ENDPOINT_URL,
+        "region_name": AWS_S3_REGION_NAME,
+        # Names are chosen by Trapwise and immutable: never renamed on save.
+        "file_overwrite": True,
+        "default_acl": None,
+        "querystring_auth": True,
+        "querystring_expire": TRAPWISE_STORAGE_URL_EXPIRY,
+    }
+    STORAGES = {
+        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+        **{
+            kind: {
+                "BACKEND": "storages.backends.s3.S3Storage",
+                "OPTIONS": {**_s3_options, "location": prefix},
+            }
+            for kind, prefix in (("crops", "media"), ("data", "data"), ("exports", "exports"))
+        },
+    }
+
 # Folders that image imports (`import_images`: the folder, its files after following symlinks,
 # and the --coco/--megadetector JSON) must lie inside; os.pathsep-separated. Unset or empty:
 # no restriction, since only server operators run the import command.

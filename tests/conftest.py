@@ -18,6 +18,7 @@ from annotator.demo import SAMPLE_DIR
 from detector.models import Crop
 from embeddings.models import EmbeddingVersion
 from projects.models import Project, Role
+from tests.s3 import s3_server, s3_storage  # noqa: F401 - fixtures for every test module
 
 PASSWORD = "correct-horse-battery"
 
