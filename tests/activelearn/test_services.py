@@ -224,7 +224,8 @@ def test_k_center_cache_folds_in_only_new_labels(
     folder = embedding_vectors_dir(version=version)
     # One cache file, named after the newest label folded in (and no undone label).
     last = Consensus.objects.aggregate(n=Max("label_id"))["n"]
-    assert sorted(p.name for p in folder.glob("kcenter_min_sq*")) == [f"kcenter_min_sq-{last}-0.npy"]
+    names = sorted(p.name for p in folder.glob("kcenter_min_sq*"))
+    assert names == [f"kcenter_min_sq-{last}-0.npy"]
     # The cached round picks exactly what a from-scratch k-Center picks.
     ids, vectors = embedding_vectors_load(version=version)
     labelled = np.isin(ids, list(Label.objects.values_list("crop_id", flat=True)))
