@@ -37,6 +37,7 @@ from activelearn.services.round_events import event_round_picks
 from detector.models import Crop
 from embeddings.models import EmbeddingVersion
 from embeddings.selectors import (
+    embedding_vectors_dir,
     embedding_vectors_load,
     embedding_version_current,
 )
@@ -408,8 +409,9 @@ def kcenter_cache_update(
     O(N x new labels), never O(N x all labels). ``ids`` (N,) and ``vectors`` (N, d) are the
     version's, as ``embedding_vectors_load``.
     """
-    if not version.vectors_dir:
-        raise ValueError(f"{version} has no vectors yet")
+    # The vectors folder is cached whole before any single file of it is: a worker's cache
+    # takes a folder that exists as complete (``stored_folder_local``).
+    embedding_vectors_dir(version=version)
     folder = version.vectors_dir
     listed = stored_list(kind="data", prefix=folder)
     saved = {

@@ -45,12 +45,14 @@ def store(request: pytest.FixtureRequest) -> Any:
 def _label(project: Project, crops: list[Crop]) -> None:
     """Species labels by the admin, with the "standing" attribute ticked on foxes only."""
     standing = project.attributes.get(name="standing").pk
+    user = project.created_by
+    assert user is not None
     for crop in crops:
         species = species_of(crop)
         labels_import(
             project=project,
             crop_ids=[crop.pk],
-            user=project.created_by,
+            user=user,
             kind="species",
             species_id=species.pk,
             attributes=[standing] if species.name == "red fox" else [],
@@ -163,3 +165,9 @@ def test_the_k_center_cache_is_a_new_file_per_state(
     assert all(re.fullmatch(r"kcenter_min_sq-\d+-\d+\.npy", f) for f in cache_files())
     if store is not None:
         assert local_data_files() == []
+        # A worker whose cache is empty reads the cache file, then the whole vectors folder.
+        shutil.rmtree(store.cache)
+        again = kcenter_cache_update(version=version, ids=ids, vectors=vectors)
+        np.testing.assert_array_equal(again, cache)
+        again_ids, again_vectors = embedding_vectors_load(version=version)
+        np.testing.assert_array_equal(again_vectors, vectors)

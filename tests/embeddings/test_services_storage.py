@@ -141,11 +141,13 @@ def test_new_crops_publish_new_folders_and_delete_the_old_ones(
         CHECKPOINT,
     ]
     old_features = next(f for f in files if f.startswith("features-10-")).split("/")[0]
+    user = project.created_by
+    assert user is not None
     for crop in crops:
         labels_import(
             project=project,
             crop_ids=[crop.pk],
-            user=project.created_by,
+            user=user,
             kind="species",
             species_id=species_of(crop).pk,
         )
