@@ -42,6 +42,7 @@ from projects.jobs import JobTracker, job_track
 from projects.models import Job, Project
 from projects.storage import (
     stored_delete,
+    stored_exists,
     stored_folder_local,
     stored_folder_write,
     stored_list,
@@ -214,8 +215,8 @@ def _vectors_write(*, version: EmbeddingVersion, ids: np.ndarray, vectors: np.nd
 def _checkpoint_save(*, version: EmbeddingVersion, net: EmbeddingNet, info: BackboneInfo) -> None:
     """Publish ``net`` as ``version``'s checkpoint (``<directory>/model.pt`` in the data store).
 
-    Written once per version; only a building version retried after a killed worker writes it
-    again, and no other process reads a building version's checkpoint.
+    Written once per directory: fine-tuning retried after a killed worker moves the version to
+    a fresh directory first (``_directory_renew_if_retried``).
     """
     with stored_write(kind="data", name=f"{version.directory}/{CHECKPOINT}") as local:
         save_embedding_checkpoint(net, info, local)
@@ -276,6 +277,7 @@ def embedding_finetune_run(
     if version.status != EmbeddingVersion.Status.BUILDING:
         return version
     assert version.parent is not None, "a fine-tuned version needs a parent"
+    _directory_renew_if_retried(version=version)
     try:
         net, info = _checkpoint_load(version=version.parent)
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -313,6 +315,21 @@ def embedding_finetune_run(
         version.save(update_fields=["status", "error"])
         raise
     return version
+
+
+def _directory_renew_if_retried(*, version: EmbeddingVersion) -> None:
+    """Give a building version a fresh directory when a killed run already published its
+    checkpoint there, and delete what that run left: stored names are immutable, and a worker
+    may hold the killed run's checkpoint in its cache under the old name."""
+    if not stored_exists(kind="data", name=f"{version.directory}/{CHECKPOINT}"):
+        return
+    stale = version.directory
+    version.directory = (
+        f"projects/{version.project_id}/embeddings/v{version.number}-{uuid.uuid4().hex[:8]}"
+    )
+    version.vectors_dir, version.n_crops = "", 0
+    version.save(update_fields=["directory", "vectors_dir", "n_crops"])
+    stored_delete(kind="data", name=stale)
 
 
 def _finetune_head(

@@ -180,3 +180,30 @@ def test_new_crops_publish_new_folders_and_delete_the_old_ones(
     assert sorted(child_ids.tolist()) == sorted(ids.tolist()) and child_vectors.shape[1] == 256
     if store is not None:
         assert local_data_files() == []
+
+
+def test_finetuning_retried_after_a_killed_worker_writes_a_fresh_directory(
+    project: Project, store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A killed run left a checkpoint (maybe cached by its worker): the retry never writes over
+    it, but trains into a new directory and deletes the stale one."""
+    from embeddings.model import load_embedding_checkpoint
+    from projects.storage import stored_local, stored_put
+
+    synthetic_features(monkeypatch)
+    crops = synthetic_crops(project, n=10)
+    parent = embedding_version_build(project=project)
+    child = embedding_finetune_create(project=project, parent=parent, last_label_id=0, mode="head")
+    child.epochs = 1
+    child.save(update_fields=["epochs"])
+    stale = child.directory
+    stored_put(kind="data", name=f"{stale}/{CHECKPOINT}", content=b"killed run")
+    ids = np.asarray([c.pk for c in crops], dtype=np.int64)
+    labels = np.asarray([species_of(c).pk for c in crops], dtype=np.int64)
+    embedding_finetune_run(version_id=child.pk, crop_ids=ids, labels=labels)
+    child.refresh_from_db()
+    assert child.status == EmbeddingVersion.Status.READY, child.error
+    assert child.directory.startswith(f"{stale}-") and child.vectors_dir.startswith(child.directory)
+    assert not any(f.startswith(f"{stale}/") for f in data_files(store))
+    load_embedding_checkpoint(stored_local(kind="data", name=f"{child.directory}/{CHECKPOINT}"))
+    assert embedding_vectors_load(version=child)[0].size == 10
