@@ -308,6 +308,17 @@ if TRAPWISE_STORAGE not in ("local", "s3"):
 TRAPWISE_CACHE_DIR = env_path("TRAPWISE_CACHE_DIR", VAR_DIR / "cache")
 # Lifetime of the signed URLs that crop, image and export downloads are redirected to (s3).
 TRAPWISE_STORAGE_URL_EXPIRY = env_int("TRAPWISE_STORAGE_URL_EXPIRY", 300, minimum=10)
+# Local crops only: a URL prefix (e.g. "/_protected/") of the front server's internal location
+# aliased to MEDIA_ROOT. When set, a crop request that passed the role and file checks is
+# answered with an empty body and "X-Accel-Redirect: <prefix><name>", and nginx sends the file
+# (README: "Serving crops through nginx"). Empty: Django streams the file itself.
+TRAPWISE_INTERNAL_REDIRECT = env_str("TRAPWISE_INTERNAL_REDIRECT", "")
+if TRAPWISE_INTERNAL_REDIRECT and not (
+    TRAPWISE_INTERNAL_REDIRECT.startswith("/") and TRAPWISE_INTERNAL_REDIRECT.endswith("/")
+):
+    raise ImproperlyConfigured(
+        f"TRAPWISE_INTERNAL_REDIRECT must start and end with /, got {TRAPWISE_INTERNAL_REDIRECT!r}"
+    )
 # An S3-compatible endpoint (MinIO, moto, Ceph...); empty: AWS itself. Also used to read images
 # imported from s3:// prefixes.
 AWS_S3_ENDPOINT_URL = env_str("AWS_S3_ENDPOINT_URL", "") or env_str("AWS_ENDPOINT_URL", "") or None
