@@ -4,8 +4,9 @@ Called after the role check; the bytes are then handed to whatever serves them c
 
 - a crop in a remote store (``TRAPWISE_STORAGE=s3``) or an image imported from ``s3://``: a
   302 redirect to a signed URL of the object, valid ``TRAPWISE_STORAGE_URL_EXPIRY`` seconds
-  (the redirect itself may be cached privately for half that, so a cached redirect never
-  leads to an expired URL); the web app never carries the bytes;
+  (the redirect itself may be cached privately until half that has passed, so a cached
+  redirect never leads to an expired URL; a crop's URL is reused meanwhile,
+  ``_crop_url_signed``); the web app never carries the bytes;
 - a local crop with ``TRAPWISE_INTERNAL_REDIRECT`` set: an empty answer whose
   ``X-Accel-Redirect`` header names the file below that prefix, which the front web server
   (nginx, an ``internal`` location aliased to MEDIA_ROOT; see the README) serves itself;
@@ -25,6 +26,9 @@ from __future__ import annotations
 import logging
 import mimetypes
 import os
+import threading
+import time
+from collections import OrderedDict
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 from urllib.parse import quote
@@ -38,18 +42,26 @@ from projects.image_source import image_source_url
 from projects.import_roots import image_read_roots
 from projects.models import Image
 from projects.safe_files import file_open_confined
-from projects.storage import stored_is_local, stored_url
+from projects.storage import storage_get, stored_is_local, stored_url
 
 logger = logging.getLogger(__name__)
 
 NOT_FOUND = "File missing on the server"
+# Signed crop URLs this process remembers (``_crop_url_signed``): a few grids' worth per user
+# of a busy server, about 300 bytes each.
+SIGNED_URLS_KEPT = 20_000
+_SIGNED: OrderedDict[tuple[str | None, str | None, str, str], tuple[str, float, int]] = (
+    OrderedDict()
+)
+_SIGNED_LOCK = threading.Lock()
 
 
 def crop_file_response(*, crop: Crop) -> HttpResponseBase:
     """The crop's JPEG (a redirect to it where something else serves it); Http404 when it is
     missing or refused."""
     if not stored_is_local():
-        return _redirect(stored_url(kind="crops", name=_crop_name(crop)))
+        url, max_age = _crop_url_signed(name=_crop_name(crop))
+        return _redirect(url, max_age=max_age)
     media = Path(settings.MEDIA_ROOT)
     path = media / crop.file
     prefix = settings.TRAPWISE_INTERNAL_REDIRECT
@@ -73,7 +85,7 @@ def image_file_response(*, image: Image) -> HttpResponseBase:
         logger.warning("image %s not served: malformed location %r", image.pk, image.path)
         raise Http404(NOT_FOUND) from None
     if url is not None:
-        return _redirect(url)
+        return _redirect(url, max_age=settings.TRAPWISE_STORAGE_URL_EXPIRY // 2)
     roots = image_read_roots(path=image.path, file_name=image.file_name)
     path = Path(image.path)
     return _stream(handle=_open(path=path, roots=roots), path=path)
@@ -89,13 +101,46 @@ def _crop_name(crop: Crop) -> str:
     return pure.as_posix()
 
 
-def _redirect(url: str | None) -> HttpResponseRedirect:
+def _crop_url_signed(*, name: str) -> tuple[str | None, int]:
+    """A signed URL of the stored crop ``name`` and how long a redirect to it may be cached.
+
+    A URL signed at ``s`` is valid until ``s + expiry``; this process hands out the same URL
+    until ``s + expiry/2`` (crop names are immutable, so its bytes cannot change), and a
+    redirect answered at ``t`` may be cached until then (``max-age = s + expiry/2 - t``): a
+    browser following a cached redirect still has half the lifetime left. The same URL for
+    the same crop lets browsers cache the crop itself, and signing (about a millisecond of
+    botocore per URL) is skipped for crops shown again.
+    """
+    storage = storage_get("crops")
+    key = (
+        getattr(storage, "endpoint_url", None),
+        getattr(storage, "bucket_name", None),
+        getattr(storage, "location", ""),
+        name,
+    )
+    window = settings.TRAPWISE_STORAGE_URL_EXPIRY // 2
+    now = time.time()
+    with _SIGNED_LOCK:
+        hit = _SIGNED.get(key)
+    if hit is not None and hit[1] <= now < hit[1] + window and hit[2] == window:
+        return hit[0], int(hit[1] + window - now)
+    url = stored_url(kind="crops", name=name)
+    if url is None:
+        return None, 0
+    with _SIGNED_LOCK:
+        _SIGNED[key] = (url, now, window)
+        _SIGNED.move_to_end(key)
+        while len(_SIGNED) > SIGNED_URLS_KEPT:
+            _SIGNED.popitem(last=False)
+    return url, window
+
+
+def _redirect(url: str | None, *, max_age: int) -> HttpResponseRedirect:
     if url is None:  # a remote store always signs; None would mean a local one
         raise Http404(NOT_FOUND)
     response = HttpResponseRedirect(url)
-    # Private: the URL is signed for whoever passed the role check. Half the URL's lifetime:
-    # a browser following a cached redirect still gets a valid signature.
-    response["Cache-Control"] = f"private, max-age={settings.TRAPWISE_STORAGE_URL_EXPIRY // 2}"
+    # Private: the URL is signed for whoever passed the role check.
+    response["Cache-Control"] = f"private, max-age={max_age}"
     return response
 
 

@@ -12,6 +12,7 @@ import os
 import secrets
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 from csp.constants import NONE, SELF
@@ -464,12 +465,22 @@ if PRODUCTION:
 # scans the templates; the plots' SVGs carry presentation attributes instead). data: images are
 # the confusion matrix's embedded PNG and the API docs' (Swagger UI's) icons. The Django admin
 # and the API docs (django-ninja serves Swagger UI from its own static files) need no exception.
+# Crops in a bucket (TRAPWISE_STORAGE=s3) and images imported from s3:// are answered with a
+# redirect to a signed URL of the object store (annotator/file_responses.py); a redirected <img>
+# is checked against img-src, so the store's origin is allowed where one is configured: the
+# endpoint's, else AWS S3's.
+_STORE_IMG_SRC: list[str] = []
+if AWS_S3_ENDPOINT_URL:
+    _endpoint = urlsplit(AWS_S3_ENDPOINT_URL)
+    _STORE_IMG_SRC = [f"{_endpoint.scheme}://{_endpoint.netloc}"]
+elif TRAPWISE_STORAGE == "s3":
+    _STORE_IMG_SRC = ["https://*.amazonaws.com"]
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
         "default-src": [SELF],
         "script-src": [SELF],
         "style-src": [SELF],
-        "img-src": [SELF, "data:"],
+        "img-src": [SELF, "data:", *_STORE_IMG_SRC],
         "object-src": [NONE],
         "base-uri": [SELF],
         "frame-ancestors": [NONE],
