@@ -54,6 +54,7 @@ _SIGNED: OrderedDict[tuple[str | None, str | None, str, str], tuple[str, float, 
     OrderedDict()
 )
 _SIGNED_LOCK = threading.Lock()
+_clock = time.time  # wall-clock seconds, as the signatures' expiry (tests move it)
 
 
 def crop_file_response(*, crop: Crop) -> HttpResponseBase:
@@ -119,7 +120,7 @@ def _crop_url_signed(*, name: str) -> tuple[str | None, int]:
         name,
     )
     window = settings.TRAPWISE_STORAGE_URL_EXPIRY // 2
-    now = time.time()
+    now = _clock()
     with _SIGNED_LOCK:
         hit = _SIGNED.get(key)
     if hit is not None and hit[1] <= now < hit[1] + window and hit[2] == window:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,37 @@ def test_member_is_redirected_to_a_signed_url_that_serves_the_crop(
         query = parse_qs(urlsplit(location).query)
         expires = query.get("X-Amz-Expires") or query.get("Expires")
         assert expires is not None
+
+
+def test_a_crops_url_is_reused_for_half_its_lifetime(
+    s3_storage: S3Storage,
+    project: Project,
+    small_folder: Path,
+    volunteer: User,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from annotator import file_responses
+
+    crop = _cut(project, small_folder)[0]
+    web = _urls(project, crop)[0]
+    client = _client(volunteer)
+    start = time.time()
+    expiry = settings.TRAPWISE_STORAGE_URL_EXPIRY
+    monkeypatch.setattr(file_responses, "_clock", lambda: start)
+    first = client.get(web)
+    assert _max_age(first) == expiry // 2
+    # Later in the window: the same URL (browsers cache the crop), cacheable only until the
+    # window ends, so a cached redirect never outlives the signature.
+    monkeypatch.setattr(file_responses, "_clock", lambda: start + expiry // 2 - 10)
+    again = client.get(web)
+    assert again["Location"] == first["Location"] and _max_age(again) == 10
+    assert _download(again["Location"])[:2] == b"\xff\xd8"  # a JPEG
+    # After the window: signed anew (botocore's own clock dates the signature), cacheable for
+    # the whole window again.
+    monkeypatch.setattr(file_responses, "_clock", lambda: start + expiry // 2 + 1)
+    later = client.get(web)
+    assert _max_age(later) == expiry // 2
+    assert _download(later["Location"])[:2] == b"\xff\xd8"
 
 
 def test_outsider_gets_404_and_no_url(
