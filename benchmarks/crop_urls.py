@@ -121,11 +121,11 @@ def main() -> None:
     baseline = _median_ms(streamed)
     with override_settings(TRAPWISE_INTERNAL_REDIRECT="/_protected/"):
         x_accel = _median_ms(answered)
-    for name, value in (
+    for variable, fake in (
         ("AWS_ACCESS_KEY_ID", "bench-not-a-key"),
         ("AWS_SECRET_ACCESS_KEY", "bench-not-a-secret"),
     ):
-        os.environ.setdefault(name, value)
+        os.environ.setdefault(variable, fake)
 
     def answered_cold() -> None:
         file_responses._SIGNED.clear()  # every URL signed anew: crops not shown before

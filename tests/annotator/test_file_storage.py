@@ -246,9 +246,7 @@ def test_without_internal_redirect_crops_are_streamed(
     crop = _cut(project, small_folder)[0]
     response = _client(volunteer).get(_urls(project, crop)[0])
     assert response.status_code == 200 and "X-Accel-Redirect" not in response
-    assert (
-        b"".join(response.streaming_content) == (Path(settings.MEDIA_ROOT) / crop.file).read_bytes()
-    )
+    assert response.getvalue() == (Path(settings.MEDIA_ROOT) / crop.file).read_bytes()
 
 
 def _s3_image(project: Project, s3_storage: S3Storage, sample: Path) -> tuple[Image, bytes]:
