@@ -6,11 +6,14 @@ with the project's thresholds, so changing a threshold never runs the detector a
 
 from __future__ import annotations
 
+import io
 import logging
 import math
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 from django.conf import settings
@@ -26,6 +29,7 @@ from projects.locks import image_lock
 from projects.models import Image, Project
 from projects.safe_files import file_open_regular
 from projects.sequences import capture_event
+from projects.storage import stored_delete, stored_put
 
 logger = logging.getLogger(__name__)
 
@@ -262,12 +266,28 @@ def _needs_cut(detection: Detection, *, project: Project) -> bool:
     return crop is None or (crop.padding, crop.shape) != (project.crop_padding, project.crop_shape)
 
 
+def crop_name_new(*, project_id: int, detection_id: int) -> str:
+    """A fresh name in the crops storage for a cut of ``detection_id``'s crop.
+
+    Names are immutable (``projects.storage``): a recut is a new file under a new name, never
+    new bytes under an old one, so no cache (a worker's, a browser's, a CDN's) can serve a
+    stale cut. The random part makes every cut's name new, even when a rolled-back
+    detection's primary key is given out again.
+    """
+    return f"crops/{project_id}/{detection_id}-{secrets.token_hex(4)}.jpg"
+
+
 def _crops_write(
     *, project: Project, image: Image, detections: list[Detection], report: DeriveReport
 ) -> None:
-    out_dir = Path(settings.MEDIA_ROOT) / "crops" / str(project.pk)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    new_files: list[Path] = []
+    """Cut ``detections``' crops of ``image`` and publish each under a new name.
+
+    The files replaced by recuts are deleted once the caller's transaction commits (a rolled
+    back recut leaves the row pointing at its old file, which must stay); on an error the
+    files already published here are deleted before it propagates.
+    """
+    written: list[str] = []
+    replaced: list[str] = []
     try:
         # file_open_regular: an image replaced by a named pipe must not block the worker.
         with file_open_regular(image.path) as handle, PILImage.open(handle) as opened:
@@ -275,9 +295,7 @@ def _crops_write(
             # Boxes are relative to the upright image (EXIF orientation applied), as stored.
             source = image_upright(opened)
             for det in detections:
-                relative = Path("crops") / str(project.pk) / f"{det.pk}.jpg"
-                if getattr(det, "crop", None) is None:
-                    new_files.append(Path(settings.MEDIA_ROOT) / relative)
+                name = crop_name_new(project_id=project.pk, detection_id=det.pk)
                 box = Box(
                     x=det.x,
                     y=det.y,
@@ -286,37 +304,58 @@ def _crops_write(
                     confidence=det.confidence,
                     category=det.category,
                 )
+                encoded = io.BytesIO()
                 crop_box(source, box, padding=project.crop_padding, shape=project.crop_shape).save(
-                    Path(settings.MEDIA_ROOT) / relative, format="JPEG", quality=90
+                    encoded, format="JPEG", quality=90
                 )
-                _crop_row_save(
-                    project=project, image=image, det=det, relative=relative, report=report
+                stored_put(kind="crops", name=name, content=encoded.getvalue())
+                written.append(name)
+                old = _crop_row_save(
+                    project=project, image=image, det=det, name=name, report=report
                 )
+                if old is not None:
+                    replaced.append(old)
     except BaseException:
         # The caller's transaction rolls the new rows back; take their files with them.
-        for path in new_files:
-            path.unlink(missing_ok=True)
+        for name in written:
+            stored_delete(kind="crops", name=name)
         raise
+    if replaced:
+        transaction.on_commit(partial(_crop_files_delete, names=replaced))
+
+
+def _crop_files_delete(*, names: list[str]) -> None:
+    """Delete crop files no row points to any more; a failure is logged, never raised (the
+    transaction that replaced them has committed, and an orphan file harms nobody)."""
+    for name in names:
+        try:
+            stored_delete(kind="crops", name=name)
+        except Exception:
+            logger.exception("replaced crop file %s not deleted", name)
 
 
 def _crop_row_save(
-    *, project: Project, image: Image, det: Detection, relative: Path, report: DeriveReport
-) -> None:
+    *, project: Project, image: Image, det: Detection, name: str, report: DeriveReport
+) -> str | None:
+    """Point ``det``'s crop row (created if need be) at the new file ``name``; return the
+    name of the file it pointed to before (None for a new row)."""
     crop = getattr(det, "crop", None)
     if crop is None:
         det.crop = Crop.objects.create(
             project=project,
             image=image,
             detection=det,
-            file=relative.as_posix(),
+            file=name,
             padding=project.crop_padding,
             shape=project.crop_shape,
         )
         report.created += 1
-    else:
-        crop.padding, crop.shape = project.crop_padding, project.crop_shape
-        crop.save(update_fields=["padding", "shape"])
-        report.recut += 1
+        return None
+    old = str(crop.file)
+    crop.padding, crop.shape, crop.file = project.crop_padding, project.crop_shape, name
+    crop.save(update_fields=["padding", "shape", "file"])
+    report.recut += 1
+    return old if old and old != name else None
 
 
 class BoxError(ValueError):

@@ -6,6 +6,7 @@ import logging
 import re
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,7 @@ from projects.storage import (
     stored_exists,
     stored_folder_local,
     stored_folder_write,
+    stored_is_local,
     stored_list,
     stored_local,
     stored_write,
@@ -53,6 +55,8 @@ from projects.storage import (
 logger = logging.getLogger(__name__)
 
 CHECKPOINT = "model.pt"
+# Crops fetched at once from a remote store (each a small GET, bound by latency).
+CROP_FETCH_THREADS = 16
 INDEX = "index.faiss"
 # One immutable folder per growth of a backbone-features cache: features-<crops>-<hex>.
 FEATURES_FOLDER = re.compile(r"features-(\d+)-[0-9a-f]+")
@@ -184,8 +188,7 @@ def _embed(*, version: EmbeddingVersion, ids: np.ndarray, detail: str) -> np.nda
         return np.zeros((0, version.embedding_dim), dtype=np.float32)
     with _job(version=version, kind=Job.Kind.EMBEDDING, total=int(ids.size), detail=detail) as job:
         net, info = _checkpoint_load(version=version)
-        files = dict(Crop.objects.filter(id__in=ids.tolist()).values_list("id", "file"))
-        paths = [Path(settings.MEDIA_ROOT) / files[int(i)] for i in ids]
+        paths = _crop_paths(ids)
         logger.info("embedding %d crops with %s", len(paths), version)
         return embed_images(net, paths, info=info, progress=job.advance)
 
@@ -470,5 +473,24 @@ def _features_folders(*, directory: str) -> list[str]:
 
 
 def _crop_paths(crop_ids: np.ndarray) -> list[Path]:
+    """Local paths of the crops' JPEGs, in the order of ``crop_ids``.
+
+    Locally the files in MEDIA_ROOT themselves. With a remote store, the worker's cached
+    copies (``stored_local``; crop names are immutable, so a copy never goes stale), fetched
+    by a few threads at once: one crop at a time, the round trips would cost more than the
+    network embedding them. ValueError names the crop whose file is missing, as the reader
+    of a missing local file does.
+    """
     files = dict(Crop.objects.filter(id__in=crop_ids.tolist()).values_list("id", "file"))
-    return [Path(settings.MEDIA_ROOT) / files[int(i)] for i in crop_ids]
+    names = [files[int(i)] for i in crop_ids]
+    if stored_is_local():
+        return [Path(settings.MEDIA_ROOT) / name for name in names]
+
+    def fetch(name: str) -> Path:
+        try:
+            return stored_local(kind="crops", name=name)
+        except FileNotFoundError as exc:
+            raise ValueError(f"cannot read image {name}: the stored crop is missing") from exc
+
+    with ThreadPoolExecutor(max_workers=CROP_FETCH_THREADS) as pool:
+        return list(pool.map(fetch, names))

@@ -17,7 +17,8 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
 from django.db import DatabaseError, InterfaceError, OperationalError
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from ninja import NinjaAPI, Path, Query, Status
@@ -355,8 +356,8 @@ def label_undo_latest(request: HttpRequest, slug: str) -> Label:
         raise HttpError(400, f"Nothing undone: {exc}") from exc
 
 
-# A file endpoint answers the file itself (FileResponse), which ninja cannot describe: its 200 is
-# written out here.
+# A file endpoint answers the file itself (FileResponse), or a redirect to it where a store or
+# bucket serves it (annotator.file_responses), which ninja cannot describe: written out here.
 _FILE_200 = {
     "responses": {
         200: {
@@ -365,7 +366,8 @@ _FILE_200 = {
                 media_type: {"schema": {"type": "string", "format": "binary"}}
                 for media_type in ("image/jpeg", "image/png")
             },
-        }
+        },
+        302: {"description": "A short-lived signed URL of the file in the object store."},
     }
 }
 
@@ -434,7 +436,7 @@ def crop_file(
     request: HttpRequest,
     slug: str,
     crop_id: int = Path(..., ge=1, le=MAX_ID),  # noqa: B008
-) -> FileResponse:
+) -> HttpResponseBase:
     """The crop as a JPEG (any member)."""
     project, _ = _project(request, slug)
     crop = get_object_or_404(Crop, project=project, pk=crop_id)
@@ -452,7 +454,7 @@ def image_file(
     request: HttpRequest,
     slug: str,
     image_id: int = Path(..., ge=1, le=MAX_ID),  # noqa: B008
-) -> FileResponse:
+) -> HttpResponseBase:
     """The whole camera-trap image (any member)."""
     project, _ = _project(request, slug)
     image = get_object_or_404(Image, project=project, pk=image_id)
