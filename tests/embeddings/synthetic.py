@@ -1,6 +1,7 @@
-"""A project whose crops have no image files: their backbone features are made up, in two
+"""A project whose crops' files hold no picture: their backbone features are made up, in two
 well separated clusters (one per species), so the embedding stage and the classifier run end to
-end without reading a pixel (crops on a remote store are another test's business).
+end without decoding a pixel. The files exist in the crop store (a few placeholder bytes), since
+the embedding service fetches them before handing their paths to the patched functions.
 
 ``synthetic_features`` patches the two places the embedding services read images
 (``backbone_features`` and ``embed_images``); every other step is the real one: the PCA head,
@@ -20,6 +21,7 @@ from django.conf import settings
 
 from detector.models import Crop, Detection
 from projects.models import Image, Project, Species
+from projects.storage import stored_put
 
 SPECIES = ("red fox", "agouti")
 FEATURE_DIM = 1280  # efficientnet_lite0's pooled features
@@ -60,7 +62,8 @@ def synthetic_features(monkeypatch: pytest.MonkeyPatch) -> Callable[[Sequence[Pa
 
 def synthetic_crops(project: Project, *, n: int, start: int = 0) -> list[Crop]:
     """``n`` crops (half foxes, half agoutis, alternating), each on its own image (so its own
-    capture event), with no file behind them. Creates the two species when missing."""
+    capture event), each with a placeholder file in the crop store. Creates the two species
+    when missing."""
     for position, name in enumerate(SPECIES):
         Species.objects.get_or_create(project=project, name=name, defaults={"position": position})
     crops = []
@@ -72,15 +75,15 @@ def synthetic_crops(project: Project, *, n: int, start: int = 0) -> list[Crop]:
         detection = Detection.objects.create(
             image=image, x=0.1, y=0.1, w=0.5, h=0.5, confidence=0.9, detector_version="test"
         )
-        crops.append(
-            Crop.objects.create(
-                project=project,
-                image=image,
-                detection=detection,
-                file=f"crops/{kind}-{i}.jpg",
-                padding=0.1,
-            )
+        crop = Crop.objects.create(
+            project=project,
+            image=image,
+            detection=detection,
+            file=f"crops/{kind}-{i}.jpg",
+            padding=0.1,
         )
+        stored_put(kind="crops", name=crop.file, content=b"placeholder")
+        crops.append(crop)
     return crops
 
 
