@@ -21,9 +21,9 @@ class ImportPage:
     error: str
     upload_max_bytes: int
     jobs: list[JobProgress]
+    recent_jobs: list[JobProgress]
     # TRAPWISE_IMPORT_BUCKETS: the buckets an s3://bucket/prefix import may read ((): none).
     buckets: tuple[str, ...] = ()
-    recent_jobs: list[JobProgress]
 
 
 def import_page_get(*, project: Project, root: int, path: str) -> ImportPage:

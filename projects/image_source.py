@@ -68,7 +68,9 @@ def s3_client() -> Any:
     key = (endpoint, region, os.environ.get("AWS_ACCESS_KEY_ID"))
     with _clients_lock:
         if key not in _clients:
-            _clients[key] = boto3.client(
+            # A session of its own: boto3's default session keeps the credentials it found
+            # first, so a changed environment would go unseen.
+            _clients[key] = boto3.session.Session().client(
                 "s3",
                 endpoint_url=endpoint,
                 region_name=region,

@@ -31,6 +31,7 @@ from projects.image_source import (
 )
 from projects.import_roots import FolderImportError
 from projects.models import Image, Job, Project
+from projects.services import project_create
 from tests.conftest import SMALL_SEQUENCES
 from tests.s3 import S3Storage
 
@@ -72,7 +73,11 @@ def test_locations_are_split_with_clear_errors() -> None:
 
 
 def test_import_from_a_prefix_records_s3_paths_and_sizes(
-    project: Project, bucket: tuple[str, dict[str, Path]], tmp_path: Path
+    project: Project,
+    admin_user: User,
+    bucket: tuple[str, dict[str, Path]],
+    small_folder: Path,
+    tmp_path: Path,
 ) -> None:
     name, uploaded = bucket
     before = set(tmp_path.rglob("*"))
@@ -85,8 +90,14 @@ def test_import_from_a_prefix_records_s3_paths_and_sizes(
         assert image.path == f"s3://{name}/cams/{relative}"
         with PILImage.open(original) as img:
             assert (image.width, image.height) == upright_size(img)
-    # The sample's frames carry EXIF times: read from the streamed bytes.
-    assert all(i.taken_at is not None for i in rows.values())
+    # What the import reads from a file (sizes, camera, time, inferred events) is the same for
+    # the same frames imported from a local folder.
+    local = project_create(name="Local twin", created_by=admin_user, seed=7)
+    images_import(project=local, folder=small_folder / "images")
+    fields = ("file_name", "width", "height", "camera", "taken_at", "time_source")
+    assert sorted(Image.objects.filter(project=local).values_list(*fields)) == sorted(
+        Image.objects.filter(project=project).values_list(*fields)
+    )
     # Nothing of the bucket was written to disk (no image file appeared anywhere under tmp).
     appeared = {p for p in set(tmp_path.rglob("*")) - before if p.is_file()}
     assert not [p for p in appeared if p.suffix.lower() in (".jpg", ".jpeg", ".png")]
@@ -123,8 +134,6 @@ def test_offline_detection_reads_the_bucket_and_cuts_the_same_crops(
     crops = Crop.objects.filter(project=project)
     assert crops.count() > 0
     # The same frames imported from a local folder give the same boxes, image by image.
-    from projects.services import project_create
-
     local = project_create(name="Local twin", created_by=admin_user, seed=7)
     images_import(project=local, folder=small_folder / "images")
     local_job = detection_job_create(project=local, detector="offline", queue=False)
@@ -215,8 +224,10 @@ def test_import_job_from_a_bucket_hands_on_to_detection(
     s3_storage: S3Storage,
 ) -> None:
     name, uploaded = bucket
-    # A COCO file in the bucket gives the sequences.
+    # A COCO file in the bucket gives the sequences (its names relative to the prefix).
     coco = json.loads((sample_dir / "annotations.json").read_text())
+    for entry in coco["images"]:
+        entry["file_name"] = entry["file_name"].removeprefix("images/")
     s3_storage.client().put_object(
         Bucket=name, Key="meta/annotations.json", Body=json.dumps(coco).encode()
     )
