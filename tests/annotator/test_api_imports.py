@@ -17,6 +17,7 @@ from annotator.api.services import api_token_create
 from detector.import_jobs import image_import_run
 from detector.models import ImageImport
 from projects.models import Image, Job, Project
+from projects.services import project_create
 from tests.conftest import SMALL_SEQUENCES
 from tests.s3 import S3Storage
 
@@ -79,6 +80,11 @@ def test_only_admins_import_and_see_jobs(
     assert _bearer(volunteer).get(job_url).status_code == 404
     assert _bearer(outsider).get(job_url).status_code == 404
     assert admin.get(f"/api/v1/projects/{project.slug}/jobs/{job_id + 1000}").status_code == 404
+    # Another project's job is not this project's, even to an admin of both.
+    other = project_create(name="Other traps", created_by=admin_user, seed=1)
+    other_job = Job.objects.create(project=other, kind=Job.Kind.IMPORT)
+    assert admin.get(f"/api/v1/projects/{project.slug}/jobs/{other_job.pk}").status_code == 404
+    assert admin.get(f"/api/v1/projects/{other.slug}/jobs/{other_job.pk}").status_code == 200
 
 
 def test_bad_sources_are_400_and_record_nothing(
