@@ -25,7 +25,7 @@ from detector.imports import images_import, remote_images_list
 from detector.jobs import detection_job_create
 from detector.models import ImageImport
 from detector.uploads import UploadLimits, upload_store
-from projects.image_source import import_bucket_check, is_remote
+from projects.image_source import import_bucket_check, is_remote, s3_object_check
 from projects.import_roots import (
     IMAGE_SUFFIXES,
     FolderImportError,
@@ -78,6 +78,10 @@ def image_import_create(
         name = folder.name
     if coco is not None and is_remote(coco):
         coco = import_bucket_check(location=str(coco), what="the COCO file")
+        try:
+            s3_object_check(coco)
+        except OSError as exc:
+            raise FolderImportError(f"the COCO file: {exc}; nothing imported") from exc
     elif coco is not None:
         coco = import_path_check(path=Path(coco), what="the COCO file")
         if not coco.is_file():

@@ -137,6 +137,27 @@ def image_source_open(location: str | os.PathLike[str]) -> BinaryIO:
     return io.BytesIO(_s3_read(str(location), max_bytes=IMAGE_MAX_BYTES))
 
 
+def s3_object_check(location: str) -> None:
+    """Nothing when the object ``s3://bucket/key`` exists and can be read (asked without
+    fetching its bytes: HEAD).
+
+    Raises:
+        OSError: as ``image_source_open``: FileNotFoundError for a missing object or bucket.
+    """
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        bucket, key = s3_location_split(location)
+    except ValueError as exc:
+        raise FileNotFoundError(str(exc)) from exc
+    if not key or key.endswith("/"):
+        raise IsADirectoryError(f"{location} names a prefix, not an object")
+    try:
+        s3_client().head_object(Bucket=bucket, Key=key)
+    except (ClientError, BotoCoreError) as exc:
+        raise _s3_error(exc, location=location) from exc
+
+
 def json_source_read(location: str) -> bytes:
     """The bytes of a JSON file (a COCO Camera Traps file) at an ``s3://`` location.
 

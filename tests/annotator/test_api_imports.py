@@ -99,6 +99,7 @@ def test_bad_sources_are_400_and_record_nothing(
         ({"source": "relative/folder"}, "not an absolute path"),
         ({"source": ""}, "give the folder"),
         ({"source": f"s3://{bucket}/cams", "coco": "s3://other/x.json"}, "not one imports"),
+        ({"source": f"s3://{bucket}/cams", "coco": f"s3://{bucket}/x.json"}, "no such object"),
     ]
     for body, message in cases:
         response = _post(client, url, body)
