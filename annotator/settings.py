@@ -357,6 +357,10 @@ TRAPWISE_IMPORT_ROOTS: list[Path] = [
     Path(root).resolve() for root in env_list("TRAPWISE_IMPORT_ROOTS", [], sep=os.pathsep)
 ]
 
+# Buckets that imports asked for in the browser or the API may read (s3://bucket/prefix),
+# comma-separated. Empty: none from the browser or the API (the import command reads any).
+TRAPWISE_IMPORT_BUCKETS: list[str] = env_list("TRAPWISE_IMPORT_BUCKETS", [], sep=",")
+
 # Browser uploads (zips or image files, into TRAPWISE_DATA_DIR/uploads/): the most bytes one
 # upload may send and store (its zips unpacked included), and the most members of one zip.
 # Uploads are streamed to temporary files on disk (FILE_UPLOAD_TEMP_DIR), never held in memory.

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 from pathlib import Path
+from typing import BinaryIO
 
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -25,9 +26,14 @@ from PIL import Image as PILImage
 from detector.base import Box, Detector, DetectorError, ImageDetections
 from detector.crops import crop_box, image_upright
 from detector.models import Crop, Detection
+from projects.image_source import (
+    image_source_open,
+    is_remote,
+    json_source_read,
+    s3_location_join,
+)
 from projects.locks import image_lock
 from projects.models import Image, Project
-from projects.safe_files import file_open_regular
 from projects.sequences import capture_event
 from projects.storage import stored_delete, stored_put
 
@@ -67,14 +73,15 @@ def detections_run(
     *,
     project: Project,
     detector: Detector,
-    root: Path | None = None,
+    root: Path | str | None = None,
     progress: ProgressCallback | None = None,
 ) -> DetectionReport:
     """Run ``detector`` on every image of ``project`` not yet detected; store boxes and crops.
 
     Images go to the detector in batches; each image is committed on its own, so a killed run
     resumes where it stopped and never processes an image twice. ``progress(report, pending)``
-    is called after every batch. With ``root``, only images under that folder are run.
+    is called after every batch. With ``root``, only images under that folder (or
+    ``s3://bucket/prefix``) are run.
     """
     report = DetectionReport()
     pending = Image.objects.filter(project=project, detected_at__isnull=True).order_by("id")
@@ -289,8 +296,9 @@ def _crops_write(
     written: list[str] = []
     replaced: list[str] = []
     try:
-        # file_open_regular: an image replaced by a named pipe must not block the worker.
-        with file_open_regular(image.path) as handle, PILImage.open(handle) as opened:
+        # A local image through file_open_regular (one replaced by a named pipe must not block
+        # the worker); an s3:// one streamed into memory.
+        with image_source_open(image.path) as handle, PILImage.open(handle) as opened:
             opened.load()
             # Boxes are relative to the upright image (EXIF orientation applied), as stored.
             source = image_upright(opened)
@@ -455,9 +463,11 @@ DETECTORS = ("offline", "megadetector", "megadetector-json", "coco")
 
 
 def detector_for_root(
-    *, project: Project, name: str, root: Path, options: dict[str, str]
+    *, project: Project, name: str, root: Path | str, options: dict[str, str]
 ) -> Detector:
-    """Build the detector ``name`` for the images of ``project`` under ``root``.
+    """Build the detector ``name`` for the images of ``project`` under ``root`` (a folder, or
+    an ``s3://bucket/prefix`` whose images the detector then reads through
+    ``projects.image_source.image_source_open``).
 
     offline: background model per capture sequence (no weights). megadetector: model weights
     from ``options["weights"]`` (a path or a model name) or TRAPWISE_MEGADETECTOR_WEIGHTS.
@@ -467,7 +477,13 @@ def detector_for_root(
         from detector.offline import OfflineDetector
 
         sequences, cameras, times = _frames_under(project=project, root=root)
-        return OfflineDetector(root=root, sequences=sequences, cameras=cameras, times=times)
+        return OfflineDetector(
+            root=Path(root),
+            sequences=sequences,
+            cameras=cameras,
+            times=times,
+            opener=_opener(root),
+        )
     if name == "megadetector":
         from detector.megadetector import MegaDetector
 
@@ -477,12 +493,25 @@ def detector_for_root(
                 "MegaDetector needs weights: pass --weights PATH (an MDv5a/MDv5b .pt file) or "
                 "set TRAPWISE_MEGADETECTOR_WEIGHTS"
             )
-        return MegaDetector(root=root, weights=weights, device=options.get("device") or None)
+        return MegaDetector(
+            root=Path(root),
+            weights=weights,
+            device=options.get("device") or None,
+            opener=_opener(root),
+        )
     if name in ("megadetector-json", "coco"):
         from detector.imported import ImportedDetector
 
         if not options.get("file"):
             raise DetectorError(f"detector {name!r} needs the JSON file (--file)")
+        if is_remote(options["file"]):
+            if name != "coco":
+                raise DetectorError(f"detector {name!r} reads its JSON file from this machine")
+            try:
+                raw = json_source_read(options["file"])
+            except OSError as exc:
+                raise DetectorError(f"cannot read the COCO file: {exc}") from exc
+            return ImportedDetector.from_coco_camera_traps(Path(options["file"]), raw=raw)
         path = Path(options["file"])
         if name == "coco":
             return ImportedDetector.from_coco_camera_traps(path)
@@ -490,8 +519,16 @@ def detector_for_root(
     raise DetectorError(f"unknown detector {name!r}; choose one of {', '.join(DETECTORS)}")
 
 
+def _opener(root: Path | str) -> Callable[[str], BinaryIO] | None:
+    """For images in a bucket: the detector's reader of ``root``'s images by relative name."""
+    if not is_remote(root):
+        return None  # a local folder: the detector opens root / name itself, as it always has
+    prefix = str(root)
+    return lambda name: image_source_open(s3_location_join(prefix, name))
+
+
 def _frames_under(
-    *, project: Project, root: Path
+    *, project: Project, root: Path | str
 ) -> tuple[dict[str, str], dict[str, str], dict[str, datetime | None]]:
     """({file: capture event}, {file: camera}, {file: capture time}) for every image under
     ``root``, detected or not.
