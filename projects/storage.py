@@ -97,7 +97,14 @@ def _clean(name: str) -> str:
 
 
 def _cache_path(kind: StorageKind, name: str) -> Path:
+    """Where a worker caches the single file ``name``."""
     return Path(settings.TRAPWISE_CACHE_DIR) / kind / _clean(name)
+
+
+def _cache_folder_path(kind: StorageKind, name: str) -> Path:
+    """Where a worker caches the whole folder ``name``: a namespace of its own, so that a file
+    of the folder cached alone (``stored_local``) never passes for the complete folder."""
+    return Path(settings.TRAPWISE_CACHE_DIR) / f"{kind}-folders" / _clean(name)
 
 
 def stored_exists(*, kind: StorageKind, name: str) -> bool:
@@ -183,7 +190,7 @@ def stored_folder_local(*, kind: StorageKind, name: str) -> Path:
         if not path.is_dir():
             raise FileNotFoundError(str(path))
         return path
-    target = _cache_path(kind, name)
+    target = _cache_folder_path(kind, name)
     if target.is_dir():
         return target
     files = stored_list(kind=kind, prefix=name)
@@ -283,7 +290,7 @@ def stored_folder_write(*, kind: StorageKind, name: str) -> Iterator[Path]:
                 relative = path.relative_to(local).as_posix()
                 with open(path, "rb") as handle:
                     storage.save(f"{name}/{relative}", File(handle, name=path.name))
-            cached = _cache_path(kind, name)
+            cached = _cache_folder_path(kind, name)
             if not cached.exists():
                 cached.parent.mkdir(parents=True, exist_ok=True)
                 os.rename(local, cached)
@@ -308,6 +315,7 @@ def stored_delete(*, kind: StorageKind, name: str) -> None:
         storage.delete(f"{name}/{file}")
     if not files:
         storage.delete(name)
+    shutil.rmtree(_cache_folder_path(kind, name), ignore_errors=True)
     cached = _cache_path(kind, name)
     if cached.is_dir():
         shutil.rmtree(cached, ignore_errors=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -110,3 +111,15 @@ def test_local_backend_writes_under_the_configured_folders(settings: Any) -> Non
     stored_put(kind="exports", name="7/e.csv", content=b"c")
     assert (Path(settings.MEDIA_ROOT) / "crops/7/x.jpg").read_bytes() == b"j"
     assert (Path(settings.TRAPWISE_DATA_DIR) / "exports/7/e.csv").read_bytes() == b"c"
+
+
+def test_a_file_cached_alone_does_not_pass_for_its_whole_folder(s3_storage: S3Storage) -> None:
+    with stored_folder_write(kind="data", name="v2/crops-2") as folder:
+        (folder / "ids.npy").write_bytes(b"i")
+        (folder / "vectors.npy").write_bytes(b"v")
+    # A new worker caches one file of the folder first, then asks for the folder.
+    for path in s3_storage.cache.iterdir():
+        shutil.rmtree(path)
+    assert stored_local(kind="data", name="v2/crops-2/ids.npy").read_bytes() == b"i"
+    local = stored_folder_local(kind="data", name="v2/crops-2")
+    assert sorted(p.name for p in local.iterdir()) == ["ids.npy", "vectors.npy"]
