@@ -346,7 +346,7 @@ def _nothing_local(cluster: Cluster) -> None:
 
 
 def test_the_loop_on_a_cluster_with_a_worker_killed_mid_task(tmp_path: Path) -> None:
-    cluster = Cluster(root=tmp_path)
+    cluster = Cluster(root=tmp_path, shared_disk=DEV)
     try:
         with cluster.logs_on_failure():
             cluster.database_create()
