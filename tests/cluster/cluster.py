@@ -341,6 +341,12 @@ class Cluster:
             client = redis.Redis.from_url(REDIS_URL)
             for queue in self.queues.values():
                 client.delete(queue)
+            # The killed worker's unacknowledged message, which Redis would otherwise restore
+            # to a queue no one reads after the visibility timeout.
+            for tag, payload in client.hgetall("unacked").items():
+                if json.loads(payload)[-1] in self.queues.values():
+                    client.hdel("unacked", tag)
+                    client.zrem("unacked_index", tag)
 
     def logs(self) -> str:
         return (
