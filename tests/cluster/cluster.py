@@ -188,6 +188,8 @@ class Cluster:
                 "TRAPWISE_DATA_DIR": str(home / "data"),
                 "TRAPWISE_STORAGE": "s3",
                 "TRAPWISE_S3_BUCKET": self.bucket,
+                # The bucket that API imports may read (s3://bucket/prefix).
+                "TRAPWISE_IMPORT_BUCKETS": self.bucket,
                 "AWS_S3_ENDPOINT_URL": self.s3_url,
                 "AWS_ACCESS_KEY_ID": ACCESS_KEY,
                 "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
