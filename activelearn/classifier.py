@@ -17,8 +17,8 @@ import logging
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePath
+from typing import Any, TypeVar
 
 import joblib
 import numpy as np
@@ -45,6 +45,7 @@ __all__ = [
     "classifier_save",
     "classifier_train",
     "class_weights",
+    "ensemble_member_path",
     "ensemble_predict_proba",
     "ensemble_save",
     "ensemble_train",
@@ -54,6 +55,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+PathT = TypeVar("PathT", bound=PurePath)
 
 # Tag and version of the saved payload, so a wrong or future file fails clearly.
 _FILE_FORMAT = "trapwise-classifier"
@@ -678,9 +681,16 @@ def ensemble_save(members: Sequence[TrainedClassifier], path: Path) -> None:
     """The first member at ``path`` (``classifier_save``), member k >= 1 beside it as
     ``<stem>.m<k><suffix>``; each file is written atomically. The parent folder must exist."""
     path = Path(path)
-    classifier_save(members[0], path)
-    for k, member in enumerate(members[1:], start=1):
-        classifier_save(member, path.with_name(f"{path.stem}.m{k}{path.suffix}"))
+    for k, member in enumerate(members):
+        classifier_save(member, ensemble_member_path(path, k))
+
+
+def ensemble_member_path(path: PathT, k: int) -> PathT:
+    """Where ``ensemble_save`` puts member ``k`` of the ensemble saved at ``path``: ``path``
+    itself for k = 0, ``<stem>.m<k><suffix>`` beside it for k >= 1 (any ``PurePath``)."""
+    if k < 0:
+        raise ValueError(f"ensemble member index must be >= 0, got {k}")
+    return path if k == 0 else path.with_name(f"{path.stem}.m{k}{path.suffix}")
 
 
 def classifier_save(clf: TrainedClassifier, path: Path) -> None:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
-from django.conf import settings
 from django.contrib.auth.models import User
 from django.db.models import Count, Prefetch, Q
 from django.utils import timezone
@@ -26,6 +25,7 @@ from activelearn.taxa import training_labels
 from detector.models import Crop
 from projects.models import Image, Project, Species
 from projects.selectors_taxonomy import species_higher_taxa
+from projects.storage import stored_local
 
 
 def round_open_get(*, project: Project) -> Round | None:
@@ -337,8 +337,8 @@ def _cv_confusion_load(*, classifier: ClassifierVersion) -> tuple[np.ndarray, np
     None without a usable ``.cv.npz``."""
     from activelearn.metrics import classification_metrics
 
-    path = _cv_file(classifier)
-    if not path.exists():
+    path = classifier_cv_local(classifier=classifier)
+    if path is None:
         return None
     with np.load(path) as cv:
         if "confusion" in cv.files and "confusion_classes" in cv.files:
@@ -368,8 +368,14 @@ def _species_name(species_id: int, species: dict[int, Species]) -> str:
     return species[species_id].name if species_id in species else f"removed species #{species_id}"
 
 
-def _cv_file(classifier: ClassifierVersion) -> Path:
-    return (Path(settings.TRAPWISE_DATA_DIR) / classifier.path).with_suffix(".cv.npz")
+def classifier_cv_local(*, classifier: ClassifierVersion) -> Path | None:
+    """A path on this machine to ``classifier``'s cross-validation file (``<path>.cv.npz`` in
+    the data store; on a remote store a cached copy), or None when it has none."""
+    name = PurePosixPath(classifier.path).with_suffix(".cv.npz")
+    try:
+        return stored_local(kind="data", name=str(name))
+    except FileNotFoundError:
+        return None
 
 
 @dataclass(frozen=True)

@@ -65,3 +65,25 @@ class FolderImportForm(FolderBrowseForm):
         except FolderImportError as exc:
             raise forms.ValidationError(str(exc)) from exc
         return data
+
+
+class BucketImportForm(forms.Form):
+    """An ``s3://bucket/prefix`` to import, with an optional COCO file in a bucket; whether the
+    bucket is allowed (TRAPWISE_IMPORT_BUCKETS) is the import service's check."""
+
+    source = forms.CharField(max_length=_PATH_MAX)
+    coco = forms.CharField(max_length=_PATH_MAX, required=False)
+
+    def clean_source(self) -> str:
+        return _s3_location(self.cleaned_data["source"], what="the images")
+
+    def clean_coco(self) -> str:
+        coco = self.cleaned_data.get("coco") or ""
+        return _s3_location(coco, what="the COCO file") if coco else ""
+
+
+def _s3_location(text: str, *, what: str) -> str:
+    text = text.strip()
+    if not text.startswith("s3://"):
+        raise forms.ValidationError(f"{what}: write an s3://bucket/prefix location")
+    return text

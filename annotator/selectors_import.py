@@ -22,6 +22,8 @@ class ImportPage:
     upload_max_bytes: int
     jobs: list[JobProgress]
     recent_jobs: list[JobProgress]
+    # TRAPWISE_IMPORT_BUCKETS: the buckets an s3://bucket/prefix import may read ((): none).
+    buckets: tuple[str, ...] = ()
 
 
 def import_page_get(*, project: Project, root: int, path: str) -> ImportPage:
@@ -41,4 +43,5 @@ def import_page_get(*, project: Project, root: int, path: str) -> ImportPage:
         upload_max_bytes=settings.TRAPWISE_UPLOAD_MAX_BYTES,
         jobs=jobs_active_for_project(project=project),
         recent_jobs=jobs_recent_for_project(project=project),
+        buckets=tuple(sorted(settings.TRAPWISE_IMPORT_BUCKETS)),
     )

@@ -12,6 +12,7 @@ import os
 import secrets
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 from csp.constants import NONE, SELF
@@ -308,6 +309,17 @@ if TRAPWISE_STORAGE not in ("local", "s3"):
 TRAPWISE_CACHE_DIR = env_path("TRAPWISE_CACHE_DIR", VAR_DIR / "cache")
 # Lifetime of the signed URLs that crop, image and export downloads are redirected to (s3).
 TRAPWISE_STORAGE_URL_EXPIRY = env_int("TRAPWISE_STORAGE_URL_EXPIRY", 300, minimum=10)
+# Local crops only: a URL prefix (e.g. "/_protected/") of the front server's internal location
+# aliased to MEDIA_ROOT. When set, a crop request that passed the role and file checks is
+# answered with an empty body and "X-Accel-Redirect: <prefix><name>", and nginx sends the file
+# (README: "Serving crops through nginx"). Empty: Django streams the file itself.
+TRAPWISE_INTERNAL_REDIRECT = env_str("TRAPWISE_INTERNAL_REDIRECT", "")
+if TRAPWISE_INTERNAL_REDIRECT and not (
+    TRAPWISE_INTERNAL_REDIRECT.startswith("/") and TRAPWISE_INTERNAL_REDIRECT.endswith("/")
+):
+    raise ImproperlyConfigured(
+        f"TRAPWISE_INTERNAL_REDIRECT must start and end with /, got {TRAPWISE_INTERNAL_REDIRECT!r}"
+    )
 # An S3-compatible endpoint (MinIO, moto, Ceph...); empty: AWS itself. Also used to read images
 # imported from s3:// prefixes.
 AWS_S3_ENDPOINT_URL = env_str("AWS_S3_ENDPOINT_URL", "") or env_str("AWS_ENDPOINT_URL", "") or None
@@ -344,6 +356,10 @@ if TRAPWISE_STORAGE == "s3":
 TRAPWISE_IMPORT_ROOTS: list[Path] = [
     Path(root).resolve() for root in env_list("TRAPWISE_IMPORT_ROOTS", [], sep=os.pathsep)
 ]
+
+# Buckets that imports asked for in the browser or the API may read (s3://bucket/prefix),
+# comma-separated. Empty: none from the browser or the API (the import command reads any).
+TRAPWISE_IMPORT_BUCKETS: list[str] = env_list("TRAPWISE_IMPORT_BUCKETS", [], sep=",")
 
 # Browser uploads (zips or image files, into TRAPWISE_DATA_DIR/uploads/): the most bytes one
 # upload may send and store (its zips unpacked included), and the most members of one zip.
@@ -453,12 +469,22 @@ if PRODUCTION:
 # scans the templates; the plots' SVGs carry presentation attributes instead). data: images are
 # the confusion matrix's embedded PNG and the API docs' (Swagger UI's) icons. The Django admin
 # and the API docs (django-ninja serves Swagger UI from its own static files) need no exception.
+# Crops in a bucket (TRAPWISE_STORAGE=s3) and images imported from s3:// are answered with a
+# redirect to a signed URL of the object store (annotator/file_responses.py); a redirected <img>
+# is checked against img-src, so the store's origin is allowed where one is configured: the
+# endpoint's, else AWS S3's.
+_STORE_IMG_SRC: list[str] = []
+if AWS_S3_ENDPOINT_URL:
+    _endpoint = urlsplit(AWS_S3_ENDPOINT_URL)
+    _STORE_IMG_SRC = [f"{_endpoint.scheme}://{_endpoint.netloc}"]
+elif TRAPWISE_STORAGE == "s3":
+    _STORE_IMG_SRC = ["https://*.amazonaws.com"]
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
         "default-src": [SELF],
         "script-src": [SELF],
         "style-src": [SELF],
-        "img-src": [SELF, "data:"],
+        "img-src": [SELF, "data:", *_STORE_IMG_SRC],
         "object-src": [NONE],
         "base-uri": [SELF],
         "frame-ancestors": [NONE],

@@ -44,6 +44,7 @@ urlpatterns = [
     path("p/<slug:slug>/import/", onboard.project_import, name="project_import"),
     path("p/<slug:slug>/import/folder/", onboard.import_folder_start, name="import_folder_start"),
     path("p/<slug:slug>/import/upload/", onboard.import_upload, name="import_upload"),
+    path("p/<slug:slug>/import/bucket/", onboard.import_bucket_start, name="import_bucket_start"),
     path("p/<slug:slug>/", project.project_detail, name="project_detail"),
     path("p/<slug:slug>/rounds/", project.project_rounds, name="project_rounds"),
     path("p/<slug:slug>/model/", project.project_model, name="project_model"),

@@ -12,6 +12,7 @@ from benchmarks import (
     backbone_probe,
     classifier_loop,
     crop_geometry,
+    crop_urls,
     embedding_speed,
     explore_paging,
     export_stream,
@@ -36,6 +37,7 @@ BENCHMARKS: dict[str, Callable[[], None]] = {
     "selection_rule": selection_rule.main,
     "crop_geometry": crop_geometry.main,
     "backbone_probe": backbone_probe.main,
+    "crop_urls": crop_urls.main,
 }
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -71,6 +70,7 @@ def _project(vectors: np.ndarray, truth: np.ndarray, rng: np.random.Generator) -
     from embeddings.models import EmbeddingVersion
     from embeddings.store import embeddings_save
     from projects.models import Project, Species
+    from projects.storage import stored_folder_write
 
     user = User.objects.create(username="bench")
     project = Project.objects.create(name="bench", slug="bench", seed=SEED, finetune_every=0)
@@ -118,9 +118,8 @@ def _project(vectors: np.ndarray, truth: np.ndarray, rng: np.random.Generator) -
         batch_size=20_000,
     )
     ids = np.arange(1, N_CROPS + 1, dtype=np.int64)
-    folder = Path(os.environ["TRAPWISE_DATA_DIR"]) / "v1" / "g1"
-    folder.mkdir(parents=True)
-    embeddings_save(folder, ids=ids, vectors=vectors)
+    with stored_folder_write(kind="data", name="v1/g1") as folder:  # the configured data store
+        embeddings_save(folder, ids=ids, vectors=vectors)
     EmbeddingVersion.objects.create(
         project=project,
         number=1,

@@ -166,7 +166,9 @@ class CctDocument:
         return sorted(self.categories or (), key=lambda c: (isinstance(c.id, str), c.id))
 
 
-def cct_read(path: Path, *, optional: Collection[str] = ()) -> CctDocument:
+def cct_read(
+    path: Path, *, optional: Collection[str] = (), raw: bytes | None = None
+) -> CctDocument:
     """Read and check the COCO Camera Traps file at ``path``.
 
     Args:
@@ -174,15 +176,18 @@ def cct_read(path: Path, *, optional: Collection[str] = ()) -> CctDocument:
         optional: which of "annotations" and "categories" may be missing or null ("images"
             never may): a missing optional ``annotations`` reads as none, a missing optional
             ``categories`` as None (and category ids are then not checked).
+        raw: the file's bytes, already read by the caller (a file in a bucket); ``path``
+            then only names it in messages.
 
     Raises:
         CctError: naming ``path`` and what is wrong (see the module docstring).
     """
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise CctError(f"{path}: cannot read COCO Camera Traps JSON: {exc}") from exc
+    if raw is None:
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise CctError(f"{path}: cannot read COCO Camera Traps JSON: {exc}") from exc
     try:
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

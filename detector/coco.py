@@ -57,14 +57,15 @@ def coco_datetime(value: object, *, where: str) -> datetime | None:
     )
 
 
-def coco_metadata_read(path: Path) -> CocoMetadata:
-    """Read ``path`` (``detector.cct.cct_read``; ``annotations`` may be missing).
+def coco_metadata_read(path: Path, *, raw: bytes | None = None) -> CocoMetadata:
+    """Read ``path`` (``detector.cct.cct_read``; ``annotations`` may be missing); ``raw``: its
+    bytes, read by the caller (a file in a bucket), ``path`` then only names it.
 
     Raises:
         CocoError (``detector.cct.CctError``): naming what is missing or malformed; a file
         whose annotations name a category (or image) it does not list is refused whole.
     """
-    document = cct_read(Path(path), optional=("annotations",))
+    document = cct_read(Path(path), optional=("annotations",), raw=raw)
     return CocoMetadata(
         by_file={
             image.file_name: ImageMeta(

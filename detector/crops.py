@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -19,6 +21,7 @@ from detector.base import Box, DetectorError
 
 __all__ = [
     "CROP_SHAPES",
+    "ImageOpener",
     "box_to_pixels",
     "crop_box",
     "crop_rect",
@@ -86,9 +89,17 @@ def image_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def image_load(path: Path) -> Image.Image:
-    """The image at ``path`` decoded in full (a truncated file fails here, not later), turned
-    upright and in 8-bit RGB: what a detector or an embedding network sees.
+# Opens an image by its name relative to a detector's root and returns it as a binary file
+# (the caller closes it), for images that are not files on this machine (an S3 bucket). The
+# Django side supplies it (``projects.image_source``), so detectors stay Django-free. Raises
+# OSError when the image is missing or unreadable.
+ImageOpener = Callable[[str], BinaryIO]
+
+
+def image_load(path: Path | BinaryIO) -> Image.Image:
+    """The image at ``path`` (or in the open binary file ``path``) decoded in full (a
+    truncated file fails here, not later), turned upright and in 8-bit RGB: what a detector
+    or an embedding network sees.
 
     Raises OSError, ValueError or Pillow's DecompressionBombError for a file that is not a
     readable image; callers wrap them in their own error.

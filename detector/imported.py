@@ -276,8 +276,9 @@ class ImportedDetector:
         )
 
     @classmethod
-    def from_coco_camera_traps(cls, path: Path) -> ImportedDetector:
-        """Load boxes from a COCO Camera Traps annotation file (``detector.cct.cct_read``).
+    def from_coco_camera_traps(cls, path: Path, *, raw: bytes | None = None) -> ImportedDetector:
+        """Load boxes from a COCO Camera Traps annotation file (``detector.cct.cct_read``;
+        ``raw``: its bytes, read by the caller, e.g. from a bucket).
 
         Every box becomes category "animal" with confidence 1.0, normalised by its
         image's width/height. Images with only bbox-less annotations, or with no
@@ -293,7 +294,7 @@ class ImportedDetector:
             fails its image only: ``failure`` says why.
         """
         path = Path(path)
-        document = cct_read(path, optional=("categories",))
+        document = cct_read(path, optional=("categories",), raw=raw)
         boxes: list[list[Box]] = [[] for _ in document.images]
         failures: dict[int, str] = {}  # image position -> why its boxes are unusable
         for ann in document.annotations:

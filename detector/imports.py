@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from django.db import transaction
@@ -17,6 +18,14 @@ from PIL import Image as PILImage
 
 from detector.coco import CocoError, CocoMetadata, coco_metadata_read
 from detector.crops import upright_size
+from projects.image_source import (
+    image_source_list,
+    image_source_open,
+    is_remote,
+    json_source_read,
+    s3_location_join,
+    s3_location_split,
+)
 from projects.import_roots import IMAGE_SUFFIXES, FolderImportError, import_path_check
 from projects.locks import project_lock
 from projects.models import Image, Project, TimeSource
@@ -51,11 +60,18 @@ class ImportReport:
 def images_import(
     *,
     project: Project,
-    folder: Path,
-    coco: Path | None = None,
+    folder: Path | str,
+    coco: Path | str | None = None,
     progress: ImportProgress | None = None,
 ) -> ImportReport:
     """Add each image under ``folder`` (recursive; jpg, jpeg, png) not yet in ``project``.
+
+    ``folder`` may be an ``s3://bucket/prefix`` string: its image objects are listed and read
+    by streaming (nothing is copied to disk), and recorded with ``Image.path`` the object's
+    ``s3://bucket/key`` and ``file_name`` the key relative to the prefix. The import roots do
+    not apply to a bucket (``image_import_create`` checks TRAPWISE_IMPORT_BUCKETS for the
+    browser and the API); a missing bucket, missing credentials or a prefix that holds no
+    image raise FolderImportError before anything is written. ``coco`` may be in a bucket too.
 
     With ``coco``, a COCO Camera Traps file supplies sequence ids, frame numbers and species
     names. Images it gives no sequence id are grouped into capture events by camera and EXIF
@@ -76,32 +92,48 @@ def images_import(
     image files found) and once at the end with ``done == total``; the images are written
     after that last call.
     """
-    folder = import_path_check(path=folder, what="the image folder")
-    if not folder.is_dir():
-        raise FolderImportError(f"{folder} is not a folder")
-    if coco is not None:
-        coco = import_path_check(path=coco, what="the COCO file")
-    metadata = coco_metadata_read(coco) if coco is not None else None
-    species = (
-        _metadata_check(metadata, source=coco) if metadata is not None and coco is not None else []
-    )
+    remote = is_remote(folder)
+    if remote:
+        keys = remote_images_list(prefix_url=str(folder))
+    else:
+        folder = import_path_check(path=Path(folder), what="the image folder")
+        if not folder.is_dir():
+            raise FolderImportError(f"{folder} is not a folder")
+    metadata, species = _coco_read(coco)
     report = ImportReport()
     known = set(Image.objects.filter(project=project).values_list("path", flat=True))
     new: list[_NewImage] = []
-    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    for number, path in enumerate(paths):
-        if progress is not None:
-            progress(number, len(paths))
-        if path.is_dir():
-            continue  # a folder named like an image: rglob walks into it
-        if str(path) in known:
-            report.already_present += 1
-            continue
-        image = _image_read(folder=folder, path=path, metadata=metadata, report=report)
-        if image is not None:
-            new.append(image)
+    if remote:
+        total = len(keys)
+        for number, key in enumerate(keys):
+            if progress is not None:
+                progress(number, total)
+            location = s3_location_join(str(folder), key)
+            if location in known:
+                report.already_present += 1
+                continue
+            image = _remote_image_read(
+                location=location, file_name=key, metadata=metadata, report=report
+            )
+            if image is not None:
+                new.append(image)
+    else:
+        assert isinstance(folder, Path)
+        paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        total = len(paths)
+        for number, path in enumerate(paths):
+            if progress is not None:
+                progress(number, total)
+            if path.is_dir():
+                continue  # a folder named like an image: rglob walks into it
+            if str(path) in known:
+                report.already_present += 1
+                continue
+            image = _image_read(folder=folder, path=path, metadata=metadata, report=report)
+            if image is not None:
+                new.append(image)
     if progress is not None:
-        progress(len(paths), len(paths))
+        progress(total, total)
     with transaction.atomic():
         project_lock(project_id=project.pk)  # one import into a project at a time
         if metadata is not None:
@@ -121,6 +153,44 @@ def images_import(
             images_deployments_assign(project=project)
             images_sequences_infer(project=project)
     return report
+
+
+def remote_images_list(*, prefix_url: str) -> list[str]:
+    """The image keys under ``s3://bucket/prefix``, relative to the prefix, in order.
+
+    Raises:
+        FolderImportError: a malformed location, a missing bucket, no credentials, S3 out of
+        reach, or a prefix that holds no image; nothing imported.
+    """
+    keys = [key for key, _ in image_source_list(prefix_url=prefix_url)]
+    if not keys:
+        suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
+        raise FolderImportError(f"{prefix_url} holds no images ({suffixes}); nothing imported")
+    return keys
+
+
+def _coco_read(coco: Path | str | None) -> tuple[CocoMetadata | None, list[str]]:
+    """(metadata, checked species names) of the COCO file ``coco`` (a path inside the import
+    roots, or an ``s3://`` object), or (None, []) without one.
+
+    Raises:
+        FolderImportError: outside the roots, or an object that cannot be read.
+        CocoError: a bad file (``coco_metadata_read``, ``_metadata_check``).
+    """
+    if coco is None:
+        return None, []
+    if is_remote(coco):
+        try:
+            s3_location_split(str(coco))
+            raw = json_source_read(str(coco))
+        except (ValueError, OSError) as exc:
+            raise FolderImportError(f"the COCO file: {exc}; nothing imported") from exc
+        source = Path(str(coco))  # only names it in messages
+        metadata = coco_metadata_read(source, raw=raw)
+    else:
+        source = import_path_check(path=Path(coco), what="the COCO file")
+        metadata = coco_metadata_read(source)
+    return metadata, _metadata_check(metadata, source=source)
 
 
 # Untimed frames of one camera join a burst while their counters follow on, they look alike
@@ -235,6 +305,25 @@ class _NewImage:
         )
 
 
+def _remote_image_read(
+    *, location: str, file_name: str, metadata: CocoMetadata | None, report: ImportReport
+) -> _NewImage | None:
+    """The object at ``location`` (``s3://bucket/key``), streamed and decoded once; None (and
+    a line in ``report``) if it is refused."""
+    if len(location) > _PATH_MAX:
+        report.problems.append((file_name, f"path longer than {_PATH_MAX} characters"))
+        return None
+    try:
+        s3_location_split(location)  # a key with empty, "." or ".." segments has two spellings
+        handle = image_source_open(location)
+    except (ValueError, OSError) as exc:
+        report.problems.append((file_name, f"cannot be read: {exc}"))
+        return None
+    return _image_decode(
+        handle=handle, path=location, file_name=file_name, metadata=metadata, report=report
+    )
+
+
 def _image_read(
     *, folder: Path, path: Path, metadata: CocoMetadata | None, report: ImportReport
 ) -> _NewImage | None:
@@ -259,6 +348,21 @@ def _image_read(
     except OSError as exc:
         report.problems.append((file_name, f"cannot be read: {exc}"))
         return None
+    return _image_decode(
+        handle=handle, path=str(path), file_name=file_name, metadata=metadata, report=report
+    )
+
+
+def _image_decode(
+    *,
+    handle: BinaryIO,
+    path: str,
+    file_name: str,
+    metadata: CocoMetadata | None,
+    report: ImportReport,
+) -> _NewImage | None:
+    """The open image ``handle`` (closed here) decoded once, to be recorded as ``path``; None
+    (and a line in ``report``) if it is refused."""
     try:
         with warnings.catch_warnings():
             # Refuse decompression bombs outright instead of only warning about them.
@@ -293,7 +397,7 @@ def _image_read(
     else:
         source = TimeSource.NONE
     return _NewImage(
-        path=str(path),
+        path=path,
         file_name=file_name,
         width=width,
         height=height,

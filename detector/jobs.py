@@ -18,6 +18,7 @@ from detector.services import (
     detections_run,
     detector_for_root,
 )
+from projects.image_source import is_remote, s3_location_split
 from projects.import_roots import FolderImportError, import_path_check
 from projects.jobs import worker_current
 from projects.models import Project
@@ -38,7 +39,13 @@ def detection_job_create(
     """
     if detector not in DETECTORS:
         raise DetectorError(f"unknown detector {detector!r}; choose one of {', '.join(DETECTORS)}")
-    if options and options.get("file"):
+    if options and options.get("file") and is_remote(options["file"]):
+        # A COCO file in a bucket (an S3 import's): read from there when the job runs.
+        try:
+            s3_location_split(options["file"])
+        except ValueError as exc:
+            raise DetectorError(str(exc)) from exc
+    elif options and options.get("file"):
         # A detections file is read like an import's JSON, so it obeys the same roots.
         try:
             resolved = import_path_check(path=Path(options["file"]), what="the detections file")

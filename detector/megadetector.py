@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from detector.base import CATEGORIES, Box, DetectorError, ImageDetections, box_validate
-from detector.crops import image_load
+from detector.crops import ImageOpener, image_load
 from detector.imported import normalise_relpath
 from projects.atomic import atomic_path
 
@@ -331,6 +331,7 @@ class MegaDetector:
         batch_size: int = 8,
         min_confidence: float = MIN_CONFIDENCE,
         cache_dir: Path | None = None,
+        opener: ImageOpener | None = None,
     ) -> None:
         """Load the model.
 
@@ -345,6 +346,8 @@ class MegaDetector:
             min_confidence: boxes below this are dropped (default 0.005, a floor, not a
                 working threshold).
             cache_dir: download folder for named models.
+            opener: reads an image by its relative name instead of ``root / name`` (images
+                that are not files here, e.g. in an S3 bucket); ``root`` is then unused.
 
         Raises:
             ModelUnavailableError: no such file / unknown name / download failed /
@@ -359,6 +362,7 @@ class MegaDetector:
         if not 0.0 <= min_confidence <= 1.0:
             raise DetectorError(f"min_confidence must be in [0, 1], got {min_confidence}")
         self.root = Path(root)
+        self.opener = opener
         self.batch_size = batch_size
         self.min_confidence = min_confidence
         self.image_size = image_size or DEFAULT_IMAGE_SIZE
@@ -473,6 +477,9 @@ class MegaDetector:
 
     def _read(self, name: str) -> Any:
         """The image as an upright RGB PIL image; raises OSError/ValueError if unreadable."""
+        if self.opener is not None:
+            with self.opener(name) as handle:
+                return image_load(handle)
         return image_load(self.root / name)
 
     def _detect_batch(self, names: list[str]) -> list[ImageDetections]:

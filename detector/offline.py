@@ -68,6 +68,7 @@ import json
 import warnings
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -83,7 +84,7 @@ from detector.base import (
     UnknownFileError,
     box_validate,
 )
-from detector.crops import exif_orientation, image_rgb, image_upright
+from detector.crops import ImageOpener, exif_orientation, image_rgb, image_upright
 from detector.imported import normalise_relpath
 from projects.sequences import grey_thumbnail, natural_key, similarity
 
@@ -211,6 +212,7 @@ class OfflineDetector:
         cameras: Mapping[str, str] | None = None,
         times: Mapping[str, datetime | None] | None = None,
         params: OfflineParams = OfflineParams(),  # noqa: B008 - frozen, so sharing is safe
+        opener: ImageOpener | None = None,
     ) -> None:
         """Index the frames of each sequence and each camera.
 
@@ -223,11 +225,14 @@ class OfflineDetector:
             times: file -> capture time or None; a camera with an untimed frame is ordered
                 by file name.
             params: tunables.
+            opener: reads a frame by its relative name instead of ``root / file`` (images
+                that are not files here, e.g. in an S3 bucket); ``root`` is then unused.
 
         Raises:
             DetectorError: an absolute or escaping path, or two spellings of one file.
         """
         self.root = Path(root)
+        self.opener = opener
         self.params = params
         self.version = f"2.0 {params.digest()}"
         clean_cameras = {normalise_relpath(f): str(c) for f, c in (cameras or {}).items()}
@@ -272,7 +277,7 @@ class OfflineDetector:
                 raise UnknownFileError(
                     f"{self.name}: image {key!r} is not in any known capture sequence"
                 )
-        cache = _FrameCache(root=self.root, work_size=self.params.work_size)
+        cache = _FrameCache(root=self.root, work_size=self.params.work_size, opener=self.opener)
         done: dict[str, dict[str, ImageDetections]] = {}
         out: list[ImageDetections] = []
         for key in keys:
@@ -366,8 +371,8 @@ def window_bounds(alike: Sequence[bool], *, index: int, k: int) -> tuple[int, in
 class _FrameCache:
     """Working frames and their thumbnails, decoded at most once per ``detect`` call."""
 
-    def __init__(self, *, root: Path, work_size: int) -> None:
-        self.root, self.work_size = root, work_size
+    def __init__(self, *, root: Path, work_size: int, opener: ImageOpener | None = None) -> None:
+        self.root, self.work_size, self.opener = root, work_size, opener
         self.frames: dict[str, np.ndarray] = {}
         self.failures: dict[str, str] = {}
         self.thumbs: dict[str, np.ndarray] = {}
@@ -378,7 +383,10 @@ class _FrameCache:
         for file in todo:
             try:
                 self.frames[file] = np.asarray(
-                    _grey_load(self.root / file, work_size=self.work_size), dtype=np.float32
+                    _grey_load(
+                        self.root / file, work_size=self.work_size, opener=self.opener, name=file
+                    ),
+                    dtype=np.float32,
                 )
             except DetectorError as exc:
                 self.failures[file] = str(exc)
@@ -437,17 +445,21 @@ def _grid(size: tuple[int, int], *, work_size: int) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def _grey_load(path: Path, *, work_size: int) -> Image.Image:
-    """Decode ``path`` as a greyscale image of long side about ``work_size`` (mode "L").
+def _grey_load(
+    path: Path, *, work_size: int, opener: ImageOpener | None = None, name: str = ""
+) -> Image.Image:
+    """Decode ``path`` as a greyscale image of long side about ``work_size`` (mode "L"); with
+    ``opener``, the image ``opener(name)`` instead.
 
     Raises:
         DetectorError: missing, unreadable, corrupt or truncated file, or a decompression
         bomb (PIL's DecompressionBombWarning is treated as an error, as is the Error).
     """
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), ExitStack() as stack:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            source = stack.enter_context(opener(name)) if opener is not None else path
+            with Image.open(source) as image:
                 # Boxes are relative to the upright image; draft/convert drop the EXIF block,
                 # so the orientation is read first and applied to the small grey image.
                 orientation = exif_orientation(image)

@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from detector.base import Box
 from detector.models import Detection, DetectionJob
+from projects.image_source import is_remote
 from projects.models import Image, Project
 
 
@@ -23,13 +24,16 @@ def images_detected(*, project: Project) -> int:
     return Image.objects.filter(project=project, detected_at__isnull=False).count()
 
 
-def image_roots_pending(*, project: Project) -> list[Path]:
-    """The import folders that hold the project's undetected images."""
-    roots = set()
+def image_roots_pending(*, project: Project) -> list[Path | str]:
+    """The import folders that hold the project's undetected images: a Path for a folder on
+    this machine, the ``s3://bucket/prefix`` string (no trailing slash) for a bucket's prefix
+    (a Path would fold its "//")."""
+    roots: set[Path | str] = set()
     pending = Image.objects.filter(project=project, detected_at__isnull=True)
     for path, file_name in pending.values_list("path", "file_name").iterator(chunk_size=5000):
-        roots.add(Path(path[: len(path) - len(file_name)]))
-    return sorted(roots)
+        folder = path[: len(path) - len(file_name)]
+        roots.add(folder.rstrip("/") if is_remote(folder) else Path(folder))
+    return sorted(roots, key=str)
 
 
 @dataclass(frozen=True)

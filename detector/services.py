@@ -6,12 +6,16 @@ with the project's thresholds, so changing a threshold never runs the detector a
 
 from __future__ import annotations
 
+import io
 import logging
 import math
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from pathlib import Path
+from typing import BinaryIO
 
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -22,10 +26,16 @@ from PIL import Image as PILImage
 from detector.base import Box, Detector, DetectorError, ImageDetections
 from detector.crops import crop_box, image_upright
 from detector.models import Crop, Detection
+from projects.image_source import (
+    image_source_open,
+    is_remote,
+    json_source_read,
+    s3_location_join,
+)
 from projects.locks import image_lock
 from projects.models import Image, Project
-from projects.safe_files import file_open_regular
 from projects.sequences import capture_event
+from projects.storage import stored_delete, stored_put
 
 logger = logging.getLogger(__name__)
 
@@ -63,14 +73,15 @@ def detections_run(
     *,
     project: Project,
     detector: Detector,
-    root: Path | None = None,
+    root: Path | str | None = None,
     progress: ProgressCallback | None = None,
 ) -> DetectionReport:
     """Run ``detector`` on every image of ``project`` not yet detected; store boxes and crops.
 
     Images go to the detector in batches; each image is committed on its own, so a killed run
     resumes where it stopped and never processes an image twice. ``progress(report, pending)``
-    is called after every batch. With ``root``, only images under that folder are run.
+    is called after every batch. With ``root``, only images under that folder (or
+    ``s3://bucket/prefix``) are run.
     """
     report = DetectionReport()
     pending = Image.objects.filter(project=project, detected_at__isnull=True).order_by("id")
@@ -262,22 +273,37 @@ def _needs_cut(detection: Detection, *, project: Project) -> bool:
     return crop is None or (crop.padding, crop.shape) != (project.crop_padding, project.crop_shape)
 
 
+def crop_name_new(*, project_id: int, detection_id: int) -> str:
+    """A fresh name in the crops storage for a cut of ``detection_id``'s crop.
+
+    Names are immutable (``projects.storage``): a recut is a new file under a new name, never
+    new bytes under an old one, so no cache (a worker's, a browser's, a CDN's) can serve a
+    stale cut. The random part makes every cut's name new, even when a rolled-back
+    detection's primary key is given out again.
+    """
+    return f"crops/{project_id}/{detection_id}-{secrets.token_hex(4)}.jpg"
+
+
 def _crops_write(
     *, project: Project, image: Image, detections: list[Detection], report: DeriveReport
 ) -> None:
-    out_dir = Path(settings.MEDIA_ROOT) / "crops" / str(project.pk)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    new_files: list[Path] = []
+    """Cut ``detections``' crops of ``image`` and publish each under a new name.
+
+    The files replaced by recuts are deleted once the caller's transaction commits (a rolled
+    back recut leaves the row pointing at its old file, which must stay); on an error the
+    files already published here are deleted before it propagates.
+    """
+    written: list[str] = []
+    replaced: list[str] = []
     try:
-        # file_open_regular: an image replaced by a named pipe must not block the worker.
-        with file_open_regular(image.path) as handle, PILImage.open(handle) as opened:
+        # A local image through file_open_regular (one replaced by a named pipe must not block
+        # the worker); an s3:// one streamed into memory.
+        with image_source_open(image.path) as handle, PILImage.open(handle) as opened:
             opened.load()
             # Boxes are relative to the upright image (EXIF orientation applied), as stored.
             source = image_upright(opened)
             for det in detections:
-                relative = Path("crops") / str(project.pk) / f"{det.pk}.jpg"
-                if getattr(det, "crop", None) is None:
-                    new_files.append(Path(settings.MEDIA_ROOT) / relative)
+                name = crop_name_new(project_id=project.pk, detection_id=det.pk)
                 box = Box(
                     x=det.x,
                     y=det.y,
@@ -286,37 +312,58 @@ def _crops_write(
                     confidence=det.confidence,
                     category=det.category,
                 )
+                encoded = io.BytesIO()
                 crop_box(source, box, padding=project.crop_padding, shape=project.crop_shape).save(
-                    Path(settings.MEDIA_ROOT) / relative, format="JPEG", quality=90
+                    encoded, format="JPEG", quality=90
                 )
-                _crop_row_save(
-                    project=project, image=image, det=det, relative=relative, report=report
+                stored_put(kind="crops", name=name, content=encoded.getvalue())
+                written.append(name)
+                old = _crop_row_save(
+                    project=project, image=image, det=det, name=name, report=report
                 )
+                if old is not None:
+                    replaced.append(old)
     except BaseException:
         # The caller's transaction rolls the new rows back; take their files with them.
-        for path in new_files:
-            path.unlink(missing_ok=True)
+        for name in written:
+            stored_delete(kind="crops", name=name)
         raise
+    if replaced:
+        transaction.on_commit(partial(_crop_files_delete, names=replaced))
+
+
+def _crop_files_delete(*, names: list[str]) -> None:
+    """Delete crop files no row points to any more; a failure is logged, never raised (the
+    transaction that replaced them has committed, and an orphan file harms nobody)."""
+    for name in names:
+        try:
+            stored_delete(kind="crops", name=name)
+        except Exception:
+            logger.exception("replaced crop file %s not deleted", name)
 
 
 def _crop_row_save(
-    *, project: Project, image: Image, det: Detection, relative: Path, report: DeriveReport
-) -> None:
+    *, project: Project, image: Image, det: Detection, name: str, report: DeriveReport
+) -> str | None:
+    """Point ``det``'s crop row (created if need be) at the new file ``name``; return the
+    name of the file it pointed to before (None for a new row)."""
     crop = getattr(det, "crop", None)
     if crop is None:
         det.crop = Crop.objects.create(
             project=project,
             image=image,
             detection=det,
-            file=relative.as_posix(),
+            file=name,
             padding=project.crop_padding,
             shape=project.crop_shape,
         )
         report.created += 1
-    else:
-        crop.padding, crop.shape = project.crop_padding, project.crop_shape
-        crop.save(update_fields=["padding", "shape"])
-        report.recut += 1
+        return None
+    old = str(crop.file)
+    crop.padding, crop.shape, crop.file = project.crop_padding, project.crop_shape, name
+    crop.save(update_fields=["padding", "shape", "file"])
+    report.recut += 1
+    return old if old and old != name else None
 
 
 class BoxError(ValueError):
@@ -416,9 +463,11 @@ DETECTORS = ("offline", "megadetector", "megadetector-json", "coco")
 
 
 def detector_for_root(
-    *, project: Project, name: str, root: Path, options: dict[str, str]
+    *, project: Project, name: str, root: Path | str, options: dict[str, str]
 ) -> Detector:
-    """Build the detector ``name`` for the images of ``project`` under ``root``.
+    """Build the detector ``name`` for the images of ``project`` under ``root`` (a folder, or
+    an ``s3://bucket/prefix`` whose images the detector then reads through
+    ``projects.image_source.image_source_open``).
 
     offline: background model per capture sequence (no weights). megadetector: model weights
     from ``options["weights"]`` (a path or a model name) or TRAPWISE_MEGADETECTOR_WEIGHTS.
@@ -428,7 +477,13 @@ def detector_for_root(
         from detector.offline import OfflineDetector
 
         sequences, cameras, times = _frames_under(project=project, root=root)
-        return OfflineDetector(root=root, sequences=sequences, cameras=cameras, times=times)
+        return OfflineDetector(
+            root=Path(root),
+            sequences=sequences,
+            cameras=cameras,
+            times=times,
+            opener=_opener(root),
+        )
     if name == "megadetector":
         from detector.megadetector import MegaDetector
 
@@ -438,12 +493,25 @@ def detector_for_root(
                 "MegaDetector needs weights: pass --weights PATH (an MDv5a/MDv5b .pt file) or "
                 "set TRAPWISE_MEGADETECTOR_WEIGHTS"
             )
-        return MegaDetector(root=root, weights=weights, device=options.get("device") or None)
+        return MegaDetector(
+            root=Path(root),
+            weights=weights,
+            device=options.get("device") or None,
+            opener=_opener(root),
+        )
     if name in ("megadetector-json", "coco"):
         from detector.imported import ImportedDetector
 
         if not options.get("file"):
             raise DetectorError(f"detector {name!r} needs the JSON file (--file)")
+        if is_remote(options["file"]):
+            if name != "coco":
+                raise DetectorError(f"detector {name!r} reads its JSON file from this machine")
+            try:
+                raw = json_source_read(options["file"])
+            except OSError as exc:
+                raise DetectorError(f"cannot read the COCO file: {exc}") from exc
+            return ImportedDetector.from_coco_camera_traps(Path(options["file"]), raw=raw)
         path = Path(options["file"])
         if name == "coco":
             return ImportedDetector.from_coco_camera_traps(path)
@@ -451,8 +519,16 @@ def detector_for_root(
     raise DetectorError(f"unknown detector {name!r}; choose one of {', '.join(DETECTORS)}")
 
 
+def _opener(root: Path | str) -> Callable[[str], BinaryIO] | None:
+    """For images in a bucket: the detector's reader of ``root``'s images by relative name."""
+    if not is_remote(root):
+        return None  # a local folder: the detector opens root / name itself, as it always has
+    prefix = str(root)
+    return lambda name: image_source_open(s3_location_join(prefix, name))
+
+
 def _frames_under(
-    *, project: Project, root: Path
+    *, project: Project, root: Path | str
 ) -> tuple[dict[str, str], dict[str, str], dict[str, datetime | None]]:
     """({file: capture event}, {file: camera}, {file: capture time}) for every image under
     ``root``, detected or not.

@@ -23,6 +23,7 @@ from detector.services import (
     detections_run,
 )
 from embeddings.services import embedding_version_build, embeddings_sync
+from projects.image_source import is_remote, json_source_read
 from projects.import_roots import FolderImportError, import_path_check
 from projects.jobs import job_track
 from projects.models import Image, Job, Project
@@ -46,8 +47,8 @@ class IngestReport:
 def folder_ingest(
     *,
     project: Project,
-    folder: Path,
-    coco: Path | None = None,
+    folder: Path | str,
+    coco: Path | str | None = None,
     megadetector: Path | None = None,
     boxes: bool = True,
 ) -> IngestReport:
@@ -58,14 +59,18 @@ def folder_ingest(
     The folder and the JSON files must lie inside the import roots (``import_path_check``),
     and the JSON files are read in full before anything is written: a bad file raises
     FolderImportError, CocoError or DetectorError and changes nothing.
+
+    ``folder`` and ``coco`` may be ``s3://bucket/prefix`` strings (``images_import``): any
+    bucket, as only server operators run this; the import roots apply to local paths only.
     """
     if coco is not None and megadetector is not None:
         raise FolderImportError("give boxes from either --coco or --megadetector, not both")
-    import_path_check(path=folder, what="the image folder")
+    if not is_remote(folder):
+        import_path_check(path=Path(folder), what="the image folder")
     if megadetector is not None:
         megadetector = import_path_check(path=megadetector, what="the MegaDetector file")
-    if coco is not None:
-        coco = import_path_check(path=coco, what="the COCO file")
+    if coco is not None and not is_remote(coco):
+        coco = import_path_check(path=Path(coco), what="the COCO file")
     # Read the box file before anything is written: a bad file changes nothing.
     detector = _imported_detector(coco=coco, megadetector=megadetector) if boxes else None
     images = images_import(project=project, folder=folder, coco=coco)
@@ -84,11 +89,19 @@ def detection_job_run_and_embed(*, job_id: int) -> DetectionJob:
     return detection_job_run(job_id=job_id, then=lambda project: embeddings_sync(project=project))
 
 
-def _imported_detector(*, coco: Path | None, megadetector: Path | None) -> ImportedDetector | None:
+def _imported_detector(
+    *, coco: Path | str | None, megadetector: Path | None
+) -> ImportedDetector | None:
     if megadetector is not None:
         return ImportedDetector.from_megadetector_json(megadetector)
+    if coco is not None and is_remote(coco):
+        try:
+            raw = json_source_read(str(coco))
+        except OSError as exc:
+            raise FolderImportError(f"the COCO file: {exc}; nothing imported") from exc
+        return ImportedDetector.from_coco_camera_traps(Path(str(coco)), raw=raw)
     if coco is not None:
-        return ImportedDetector.from_coco_camera_traps(coco)
+        return ImportedDetector.from_coco_camera_traps(Path(coco))
     return None
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from django.conf import settings
 
 from embeddings.models import EmbeddingVersion
 from embeddings.store import embeddings_load
 from projects.models import Project
+from projects.storage import stored_folder_local
 
 
 def embedding_version_current(*, project: Project) -> EmbeddingVersion | None:
@@ -29,10 +29,16 @@ def embedding_vectors_load(*, version: EmbeddingVersion) -> tuple[np.ndarray, np
 
 
 def embedding_vectors_dir(*, version: EmbeddingVersion) -> Path:
-    """The folder holding ``version``'s ids.npy, vectors.npy and FAISS index."""
+    """A folder on this machine holding ``version``'s ids.npy, vectors.npy and FAISS index.
+
+    ``version.vectors_dir`` names a folder of the data store (``projects.storage``, kind
+    "data"): locally the folder itself, on a remote store a cached copy (the folder is never
+    rewritten, so the copy never goes stale); read it with mmap as any local file.
+    FileNotFoundError when the store has no such folder.
+    """
     if not version.vectors_dir:
         raise ValueError(f"{version} has no vectors yet")
-    return Path(settings.TRAPWISE_DATA_DIR) / version.vectors_dir
+    return stored_folder_local(kind="data", name=version.vectors_dir)
 
 
 def embedding_versions_list(*, project: Project, limit: int = 20) -> list[EmbeddingVersion]:

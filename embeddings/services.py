@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
-import shutil
+import re
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -40,11 +41,27 @@ from embeddings.training import (
 )
 from projects.jobs import JobTracker, job_track
 from projects.models import Job, Project
+from projects.storage import (
+    stored_delete,
+    stored_exists,
+    stored_folder_local,
+    stored_folder_write,
+    stored_is_local,
+    stored_list,
+    stored_local,
+    stored_write,
+)
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT = "model.pt"
+# Crops fetched at once from a remote store (each a small GET, bound by latency).
+CROP_FETCH_THREADS = 16
 INDEX = "index.faiss"
+# One immutable folder per growth of a backbone-features cache: features-<crops>-<hex>.
+FEATURES_FOLDER = re.compile(r"features-(\d+)-[0-9a-f]+")
+# The cache's folder before it was versioned (rewritten in place): read, replaced at growth.
+FEATURES_LEGACY = "features"
 
 
 def embeddings_sync(*, project: Project) -> EmbeddingVersion:
@@ -91,8 +108,6 @@ def embedding_version_build(*, project: Project) -> EmbeddingVersion:
         version.error = str(exc)
         version.save(update_fields=["status", "error"])
         raise
-    directory = _directory(version)
-    directory.mkdir(parents=True, exist_ok=True)
     features: tuple[np.ndarray, np.ndarray] | None = None
     if project.embedding_checkpoint:
         version.head_source = "checkpoint"
@@ -103,7 +118,7 @@ def embedding_version_build(*, project: Project) -> EmbeddingVersion:
             version=version, net=net, info=info, detail=f"embedding every crop for v{number}"
         )
         version.head_source = _head_fit(net=net, features=features[1], seed=project.seed)
-    save_embedding_checkpoint(net, info, directory / CHECKPOINT)
+    _checkpoint_save(version=version, net=net, info=info)
     version.backbone = info.backbone
     version.weights_source = info.weights_source
     if project.embedding_checkpoint:
@@ -172,9 +187,8 @@ def _embed(*, version: EmbeddingVersion, ids: np.ndarray, detail: str) -> np.nda
     if ids.size == 0:
         return np.zeros((0, version.embedding_dim), dtype=np.float32)
     with _job(version=version, kind=Job.Kind.EMBEDDING, total=int(ids.size), detail=detail) as job:
-        net, info = load_embedding_checkpoint(_directory(version) / CHECKPOINT)
-        files = dict(Crop.objects.filter(id__in=ids.tolist()).values_list("id", "file"))
-        paths = [Path(settings.MEDIA_ROOT) / files[int(i)] for i in ids]
+        net, info = _checkpoint_load(version=version)
+        paths = _crop_paths(ids)
         logger.info("embedding %d crops with %s", len(paths), version)
         return embed_images(net, paths, info=info, progress=job.advance)
 
@@ -185,23 +199,37 @@ def _job(*, version: EmbeddingVersion, kind: str, total: int, detail: str) -> Jo
 
 
 def _vectors_write(*, version: EmbeddingVersion, ids: np.ndarray, vectors: np.ndarray) -> None:
-    """Write ids, vectors and index to a fresh sub-folder, then switch the version to it."""
+    """Publish ids, vectors and index as a fresh folder of the data store, then switch the
+    version to it and delete the folder it replaces."""
     relative = f"{version.directory}/crops-{ids.size}-{uuid.uuid4().hex[:8]}"
-    target = Path(settings.TRAPWISE_DATA_DIR) / relative
-    embeddings_save(target, ids=ids, vectors=vectors)
     index = index_build(vectors, ids, flat_max=settings.TRAPWISE_FAISS_FLAT_MAX, seed=version.seed)
-    index_save(index, target / INDEX)
+    with stored_folder_write(kind="data", name=relative) as target:
+        embeddings_save(target, ids=ids, vectors=vectors)
+        index_save(index, target / INDEX)
     previous = version.vectors_dir
     version.vectors_dir = relative
     version.n_crops = int(ids.size)
     version.save(update_fields=["vectors_dir", "n_crops"])
     if previous:
         # Readers that loaded the old folder already hold its arrays in memory.
-        shutil.rmtree(Path(settings.TRAPWISE_DATA_DIR) / previous, ignore_errors=True)
+        stored_delete(kind="data", name=previous)
 
 
-def _directory(version: EmbeddingVersion) -> Path:
-    return Path(settings.TRAPWISE_DATA_DIR) / version.directory
+def _checkpoint_save(*, version: EmbeddingVersion, net: EmbeddingNet, info: BackboneInfo) -> None:
+    """Publish ``net`` as ``version``'s checkpoint (``<directory>/model.pt`` in the data store).
+
+    Written once per directory: fine-tuning retried after a killed worker moves the version to
+    a fresh directory first (``_directory_renew_if_retried``).
+    """
+    with stored_write(kind="data", name=f"{version.directory}/{CHECKPOINT}") as local:
+        save_embedding_checkpoint(net, info, local)
+
+
+def _checkpoint_load(*, version: EmbeddingVersion) -> tuple[EmbeddingNet, BackboneInfo]:
+    """``version``'s network and backbone info, from its checkpoint in the data store."""
+    return load_embedding_checkpoint(
+        stored_local(kind="data", name=f"{version.directory}/{CHECKPOINT}")
+    )
 
 
 # --- Fine-tuning in the loop -------------------------------------------------------------
@@ -252,8 +280,9 @@ def embedding_finetune_run(
     if version.status != EmbeddingVersion.Status.BUILDING:
         return version
     assert version.parent is not None, "a fine-tuned version needs a parent"
+    _directory_renew_if_retried(version=version)
     try:
-        net, info = load_embedding_checkpoint(_directory(version.parent) / CHECKPOINT)
+        net, info = _checkpoint_load(version=version.parent)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         # The project's class balance applies to the triplet sampler as to the classifier.
         config = TrainConfig(
@@ -289,6 +318,21 @@ def embedding_finetune_run(
         version.save(update_fields=["status", "error"])
         raise
     return version
+
+
+def _directory_renew_if_retried(*, version: EmbeddingVersion) -> None:
+    """Give a building version a fresh directory when a killed run already published its
+    checkpoint there, and delete what that run left: stored names are immutable, and a worker
+    may hold the killed run's checkpoint in its cache under the old name."""
+    if not stored_exists(kind="data", name=f"{version.directory}/{CHECKPOINT}"):
+        return
+    stale = version.directory
+    version.directory = (
+        f"projects/{version.project_id}/embeddings/v{version.number}-{uuid.uuid4().hex[:8]}"
+    )
+    version.vectors_dir, version.n_crops = "", 0
+    version.save(update_fields=["directory", "vectors_dir", "n_crops"])
+    stored_delete(kind="data", name=stale)
 
 
 def _finetune_head(
@@ -334,9 +378,7 @@ def _finetune_save(
     seconds: float,
     n_labels: int,
 ) -> None:
-    directory = _directory(version)
-    directory.mkdir(parents=True, exist_ok=True)
-    save_embedding_checkpoint(net, info, directory / CHECKPOINT)
+    _checkpoint_save(version=version, net=net, info=info)
     pending = vectors
     if pending is None:  # full mode: the backbone changed, so embed every crop's image again
         ids = np.asarray(
@@ -371,15 +413,23 @@ def _features_sync(
     """Backbone features (N, F) of every crop, cached once per crop and per backbone.
 
     Head-only fine-tuning never changes the backbone, so the cache of the root version's
-    backbone serves all its head-only descendants.
+    backbone serves all its head-only descendants. The cache is a folder of the data store,
+    ``<root directory>/features-<crops>-<hex>``, never rewritten: growing it publishes a new
+    folder (the newest is found by listing) and only then deletes the older ones.
     """
     root = version
     while root.parent is not None and root.mode == "head":
         root = root.parent
-    directory = Path(settings.TRAPWISE_DATA_DIR) / root.directory / "features"
     ids, features = (np.zeros(0, np.int64), None)
-    if (directory / "ids.npy").exists():
-        ids, features = embeddings_load(directory)
+    cached = _features_folders(directory=root.directory)
+    for name in reversed(cached):
+        try:
+            ids, features = embeddings_load(
+                stored_folder_local(kind="data", name=f"{root.directory}/{name}")
+            )
+            break
+        except FileNotFoundError:  # replaced by a concurrent growth since the listing
+            continue
     missing = np.asarray(
         Crop.objects.filter(project_id=version.project_id)
         .exclude(id__in=ids.tolist())
@@ -394,10 +444,53 @@ def _features_sync(
             new = backbone_features(net, paths, info=info, progress=job.advance)
         ids = np.concatenate([ids, missing])
         features = new if features is None else np.concatenate([features, new])
-        embeddings_save(directory, ids=ids, vectors=features)
+        name = f"features-{ids.size}-{uuid.uuid4().hex[:8]}"
+        with stored_folder_write(kind="data", name=f"{root.directory}/{name}") as target:
+            embeddings_save(target, ids=ids, vectors=features)
+        for old in cached:
+            stored_delete(kind="data", name=f"{root.directory}/{old}")
     return ids, features
 
 
+def _features_folders(*, directory: str) -> list[str]:
+    """Complete backbone-features folders under the stored folder ``directory``, oldest (fewest
+    crops) first; the unversioned legacy folder counts as the oldest. A folder counts once
+    both its files are listed (a remote store publishes them one by one)."""
+    files: dict[str, set[str]] = {}
+    for name in stored_list(kind="data", prefix=directory):
+        folder, _, rest = name.partition("/")
+        files.setdefault(folder, set()).add(rest)
+    found: list[tuple[int, str]] = []
+    for folder, names in files.items():
+        if not {"ids.npy", "vectors.npy"} <= names:
+            continue
+        match = FEATURES_FOLDER.fullmatch(folder)
+        if match is not None:
+            found.append((int(match.group(1)), folder))
+        elif folder == FEATURES_LEGACY:
+            found.append((-1, folder))
+    return [folder for _, folder in sorted(found)]
+
+
 def _crop_paths(crop_ids: np.ndarray) -> list[Path]:
+    """Local paths of the crops' JPEGs, in the order of ``crop_ids``.
+
+    Locally the files in MEDIA_ROOT themselves. With a remote store, the worker's cached
+    copies (``stored_local``; crop names are immutable, so a copy never goes stale), fetched
+    by a few threads at once: one crop at a time, the round trips would cost more than the
+    network embedding them. ValueError names the crop whose file is missing, as the reader
+    of a missing local file does.
+    """
     files = dict(Crop.objects.filter(id__in=crop_ids.tolist()).values_list("id", "file"))
-    return [Path(settings.MEDIA_ROOT) / files[int(i)] for i in crop_ids]
+    names = [files[int(i)] for i in crop_ids]
+    if stored_is_local():
+        return [Path(settings.MEDIA_ROOT) / name for name in names]
+
+    def fetch(name: str) -> Path:
+        try:
+            return stored_local(kind="crops", name=name)
+        except FileNotFoundError as exc:
+            raise ValueError(f"cannot read image {name}: the stored crop is missing") from exc
+
+    with ThreadPoolExecutor(max_workers=CROP_FETCH_THREADS) as pool:
+        return list(pool.map(fetch, names))

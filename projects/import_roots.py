@@ -51,11 +51,13 @@ def image_read_roots(*, path: str, file_name: str) -> list[Path]:
     ``projects.safe_files.file_open_confined``: the folder it was imported from (``path``
     less ``file_name``), provided that folder still lies inside the import roots when
     ``TRAPWISE_IMPORT_ROOTS`` is set. Empty (nothing may be read) when it does not, or when
-    the stored path and file name disagree.
+    the stored path and file name disagree, or when the image lies in a bucket
+    (``s3://...``: never read from this machine's disk).
     """
     relative = PurePosixPath(file_name)
     if (
-        not file_name
+        path.startswith("s3://")
+        or not file_name
         or relative.is_absolute()
         or ".." in relative.parts
         or not path.endswith(f"/{file_name}")

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 ACCESS_KEY = "trapwise-test"
-SECRET_KEY = "trapwise-test-secret"
+SIGNING_KEY = "trapwise-test-secret"
 REGION = "us-east-1"
 
 
@@ -33,7 +33,7 @@ class S3Endpoint:
             "s3",
             endpoint_url=self.url,
             aws_access_key_id=ACCESS_KEY,
-            aws_secret_access_key=SECRET_KEY,
+            aws_secret_access_key=SIGNING_KEY,
             region_name=REGION,
         )
 
@@ -82,7 +82,7 @@ def s3_storage(
     """The storage layer on a fresh bucket of the loopback S3 server."""
     for name, value in (
         ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
-        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+        ("AWS_SECRET_ACCESS_KEY", SIGNING_KEY),
         ("AWS_DEFAULT_REGION", REGION),
     ):
         monkeypatch.setenv(name, value)

@@ -20,18 +20,18 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import PurePosixPath
 from typing import Any
 
 import numpy as np
-from django.conf import settings
 from django.db import transaction
 
 from activelearn.attributes import AttributeHead, attributes_head_fit
 from activelearn.choice import CANDIDATES, classifier_choose
 from activelearn.classifier import (
+    classifier_save,
+    ensemble_member_path,
     ensemble_predict_proba,
-    ensemble_save,
     ensemble_train,
     probabilities_top_k,
 )
@@ -58,10 +58,10 @@ from activelearn.thresholds import thresholds_accept
 from detector.models import Crop
 from embeddings.models import EmbeddingVersion
 from embeddings.selectors import embedding_vectors_load, embedding_version_current
-from projects.atomic import atomic_path
 from projects.jobs import JobTracker, job_track
 from projects.models import Attribute, Job, Project
 from projects.sequences import capture_event
+from projects.storage import stored_write
 from projects.taskqueue import task_enqueue
 
 __all__ = [
@@ -243,9 +243,10 @@ def _classifier_fit_and_predict(
         job.step(1, f"classifier v{number}: training on {data.rows.size} labelled crops")
     seed = round_seed(project=project, number=10_000 + number)
     relative = f"projects/{project.pk}/classifiers/v{number}.joblib"
-    path = Path(settings.TRAPWISE_DATA_DIR) / relative
-    path.parent.mkdir(parents=True, exist_ok=True)
-    choice = _classifier_choose(project=project, data=data, seed=seed, path=path, job=job)
+    # The model and the files beside it (ensemble members, .cv.npz, .attributes.joblib) are
+    # files of the data store named after ``relative``.
+    name = PurePosixPath(relative)
+    choice = _classifier_choose(project=project, data=data, seed=seed, name=name, job=job)
     started = time.perf_counter()
     members = [
         dataclasses.replace(member, temperature=choice.temperature)
@@ -260,7 +261,9 @@ def _classifier_fit_and_predict(
     ]
     clf = members[0]
     train_seconds = time.perf_counter() - started
-    ensemble_save(members, path)
+    for k, member in enumerate(members):  # as ensemble_save lays them out
+        with stored_write(kind="data", name=str(ensemble_member_path(name, k))) as local:
+            classifier_save(member, local)
     if job is not None:
         job.step(RETRAIN_STEPS - 2, f"classifier v{number}: predicting {data.ids.size} crops")
     started = time.perf_counter()
@@ -277,7 +280,7 @@ def _classifier_fit_and_predict(
         crop_ids=data.ids[data.rows],
         cv_correct=choice.cv.correct if choice.cv is not None else None,
     )
-    head = _attribute_head_fit(project=project, data=data, seed=seed, path=path)
+    head = _attribute_head_fit(project=project, data=data, seed=seed, name=name)
     if job is not None:
         job.step(RETRAIN_STEPS - 1, f"classifier v{number}: storing {data.ids.size} predictions")
     with transaction.atomic():
@@ -380,7 +383,12 @@ class _Choice:
 
 
 def _classifier_choose(
-    *, project: Project, data: _TrainingSet, seed: int, path: Path, job: JobTracker | None = None
+    *,
+    project: Project,
+    data: _TrainingSet,
+    seed: int,
+    name: PurePosixPath,
+    job: JobTracker | None = None,
 ) -> _Choice:
     """``activelearn.choice.classifier_choose`` on the labelled crops, folds grouped by capture
     event (frames of one burst never sit on both sides). The kept candidate's held-out
@@ -415,17 +423,23 @@ def _classifier_choose(
     except EvaluationError as exc:
         logger.info("no cross-validation for project %s: %s", project.pk, exc)
         return _Choice(CANDIDATES[0], 1.0, {"target_accuracy": project.target_accuracy}, {})
-    quality = _cv_quality(project=project, cv=choice.cv, data=data, path=path, started=started)
+    quality = _cv_quality(project=project, cv=choice.cv, data=data, name=name, started=started)
     return _Choice(choice.backend, choice.temperature, quality, choice.scores, choice.cv)
 
 
 def _cv_quality(
-    *, project: Project, cv: CrossValidated, data: _TrainingSet, path: Path, started: float
+    *,
+    project: Project,
+    cv: CrossValidated,
+    data: _TrainingSet,
+    name: PurePosixPath,
+    started: float,
 ) -> dict[str, Any]:
     """ClassifierVersion fields from the kept candidate's held-out predictions ``cv``."""
     metrics = _cv_metrics(project=project, cv=cv, data=data)
-    # Atomic like the model file: a worker killed mid-write leaves no truncated file behind.
-    with atomic_path(path.with_suffix(".cv.npz")) as tmp, tmp.open("wb") as handle:
+    # Published whole like the model file: a worker killed mid-write leaves no truncated file.
+    cv_name = str(name.with_suffix(".cv.npz"))
+    with stored_write(kind="data", name=cv_name) as local, local.open("wb") as handle:
         np.savez(
             handle,
             confidence=cv.confidence,
@@ -494,7 +508,7 @@ def _cv_metrics_arrays(metrics: ClassificationMetrics | None) -> dict[str, Any]:
 
 
 def _attribute_head_fit(
-    *, project: Project, data: _TrainingSet, seed: int, path: Path
+    *, project: Project, data: _TrainingSet, seed: int, name: PurePosixPath
 ) -> AttributeHead | None:
     """Train, cross-validate and apply the attribute head, when enough crops have attributes
     (None otherwise: fewer than ``ATTRIBUTE_MIN_CROPS``, or no attribute at all).
@@ -523,17 +537,18 @@ def _attribute_head_fit(
     rows = np.asarray(sorted(recorded), dtype=np.int64)
     ids = [a for a, _ in attributes]
     truth = np.asarray([[a in recorded[int(r)] for a in ids] for r in rows], dtype=bool)
-    return attributes_head_fit(
-        data.vectors,
-        rows=rows,
-        truth=truth,
-        events=data.events,
-        ids=ids,
-        names=[n for _, n in attributes],
-        random_state=seed,
-        n_splits=CV_FOLDS,
-        path=path.with_suffix(".attributes.joblib"),
-    )
+    with stored_write(kind="data", name=str(name.with_suffix(".attributes.joblib"))) as local:
+        return attributes_head_fit(
+            data.vectors,
+            rows=rows,
+            truth=truth,
+            events=data.events,
+            ids=ids,
+            names=[n for _, n in attributes],
+            random_state=seed,
+            n_splits=CV_FOLDS,
+            path=local,
+        )
 
 
 def _attribute_head_fields(head: AttributeHead | None) -> dict[str, object]:

@@ -9,8 +9,8 @@ project's seed, so a round's picks can be reproduced.
 
 from __future__ import annotations
 
-import json
 import math
+import re
 from collections.abc import Iterable
 
 import numpy as np
@@ -41,8 +41,8 @@ from embeddings.selectors import (
     embedding_vectors_load,
     embedding_version_current,
 )
-from projects.atomic import atomic_path
 from projects.models import Project, Species
+from projects.storage import stored_delete, stored_list, stored_local, stored_write
 
 __all__ = [
     "SETTLED",
@@ -393,41 +393,58 @@ def _species_round_candidates(
     return mask
 
 
+# The k-Center cache of a vectors folder: kcenter_min_sq-<newest label folded in>-<undone>.npy.
+KCENTER_FILE = re.compile(r"kcenter_min_sq-(\d+)-(\d+)\.npy")
+
+
 def kcenter_cache_update(
     *, version: EmbeddingVersion, ids: np.ndarray, vectors: np.ndarray
 ) -> np.ndarray:
     """(N,) float32 squared distance of each crop of ``version`` to the labelled crops.
 
-    Kept per embedding version next to its vectors (``kcenter_min_sq.npy`` + a JSON note of
-    the newest label folded in). Each call folds in only the crops labelled since, so a round
-    costs O(N x new labels), never O(N x all labels); the files are replaced atomically.
-    ``ids`` (N,) and ``vectors`` (N, d) are the version's, as ``embedding_vectors_load``.
+    Kept per embedding version in its vectors folder of the data store, as
+    ``kcenter_min_sq-<newest label folded in>-<undone labels>.npy``: the name says what the file
+    holds, so a new state is a new file (names are immutable) and the older ones are deleted
+    once it is published. Each call folds in only the crops labelled since, so a round costs
+    O(N x new labels), never O(N x all labels). ``ids`` (N,) and ``vectors`` (N, d) are the
+    version's, as ``embedding_vectors_load``.
     """
-    folder = embedding_vectors_dir(version=version)
-    cache_file, note_file = folder / "kcenter_min_sq.npy", folder / "kcenter_min_sq.json"
-    cache: np.ndarray | None = None
-    since = 0
-    note: dict[str, int] = {}
-    if cache_file.exists() and note_file.exists():
-        note = json.loads(note_file.read_text())
-        cached = np.load(cache_file)
-        if note.get("n") == ids.size and cached.shape == (ids.size,):
-            cache, since = cached, int(note["last_label_id"])
+    # The vectors folder is cached whole before any single file of it is: a worker's cache
+    # takes a folder that exists as complete (``stored_folder_local``).
+    embedding_vectors_dir(version=version)
+    folder = version.vectors_dir
+    listed = stored_list(kind="data", prefix=folder)
+    saved = {
+        name: (int(match.group(1)), int(match.group(2)))
+        for name in listed
+        if (match := KCENTER_FILE.fullmatch(name)) is not None
+    }
     # An undone label can uncover a crop, which a running minimum cannot forget: rebuild then.
     undone = Label.objects.filter(project_id=version.project_id, undone_at__isnull=False).count()
-    if cache is not None and note.get("undone", 0) != undone:
-        cache, since = None, 0
+    cache: np.ndarray | None = None
+    since = 0
+    usable = sorted((last, name) for name, (last, count) in saved.items() if count == undone)
+    if usable:
+        last, name = usable[-1]
+        try:
+            cached = np.load(stored_local(kind="data", name=f"{folder}/{name}"))
+        except FileNotFoundError:  # replaced by a concurrent round since the listing
+            cached = None
+        if cached is not None and cached.shape == (ids.size,):
+            cache, since = cached, last
     covered = Consensus.objects.filter(project_id=version.project_id, label_id__gt=since)
     last_label_id = covered.aggregate(n=Max("label_id"))["n"]
     if cache is not None and last_label_id is None:
         return cache
     rows = np.flatnonzero(np.isin(ids, ids_array(covered.values_list("crop_id", flat=True))))
     cache = min_sq_distances_update(vectors, min_sq=cache, new_rows=rows)
-    with atomic_path(cache_file) as tmp, tmp.open("wb") as handle:
+    name = f"kcenter_min_sq-{last_label_id or since}-{undone}.npy"
+    with stored_write(kind="data", name=f"{folder}/{name}") as local, local.open("wb") as handle:
         np.save(handle, cache)
-    note = {"n": int(ids.size), "last_label_id": last_label_id or since, "undone": undone}
-    with atomic_path(note_file) as tmp:
-        tmp.write_text(json.dumps(note))
+    # Older states, and the unversioned files of before (kcenter_min_sq.npy and .json).
+    for old in listed:
+        if old.startswith("kcenter_min_sq") and old != name:
+            stored_delete(kind="data", name=f"{folder}/{old}")
     return cache
 
 

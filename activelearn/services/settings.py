@@ -7,15 +7,12 @@ a retrain, and new consensus rules recompute every crop's consensus.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
-from django.conf import settings
 from django.db import transaction
 
 from activelearn.evaluation import accuracy_threshold
 from activelearn.models import ClassifierVersion, Consensus, Strategy
-from activelearn.selectors import classifier_latest, round_open_get
+from activelearn.selectors import classifier_cv_local, classifier_latest, round_open_get
 from activelearn.services.audit import thresholds_per_species_compute
 from activelearn.services.errors import SettingsError
 from activelearn.services.labels import consensus_update, round_close_if_done
@@ -154,8 +151,8 @@ def project_consensus_update(
 def classifier_threshold_update(*, classifier: ClassifierVersion, target: float) -> None:
     """Re-derive ``classifier``'s thresholds (global and per species, with the audit labels)
     for ``target`` from its ``.cv.npz`` file, and its auto-acceptable share."""
-    path = (Path(settings.TRAPWISE_DATA_DIR) / classifier.path).with_suffix(".cv.npz")
-    if not path.exists():
+    path = classifier_cv_local(classifier=classifier)
+    if path is None:
         ClassifierVersion.objects.filter(pk=classifier.pk).update(target_accuracy=target)
         return
     with np.load(path) as cv:

@@ -17,7 +17,8 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
 from django.db import DatabaseError, InterfaceError, OperationalError
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from ninja import NinjaAPI, Path, Query, Status
@@ -41,6 +42,9 @@ from annotator.api.schemas import (
     ErrorOut,
     FinalSource,
     Id,
+    ImportIn,
+    ImportQueuedOut,
+    JobOut,
     LabelIn,
     LabelOut,
     NextOut,
@@ -52,14 +56,17 @@ from annotator.api.schemas import (
     SpeciesOut,
     ValidationErrorOut,
 )
-from annotator.api.selectors import crop_cards, crop_rows_page, round_list
+from annotator.api.selectors import crop_cards, crop_rows_page, job_get, round_list
 from annotator.file_responses import crop_file_response, image_file_response
 from annotator.forms_explore import ExploreFilterError, explore_filters_parse
 from annotator.middleware import database_unavailable_response
 from annotator.numbers import MAX_ID, SKIP_MAX
 from annotator.selectors import project_get_for_user, project_list_for_user, project_status
+from detector.coco import CocoError
+from detector.import_jobs import image_import_request
 from detector.models import Crop
-from projects.models import EXPORTERS, LABELLERS, Attribute, Image, Project, Role, Species
+from projects.import_roots import FolderImportError
+from projects.models import EXPORTERS, LABELLERS, Attribute, Image, Job, Project, Role, Species
 
 logger = logging.getLogger(__name__)
 
@@ -376,8 +383,8 @@ def label_undo_latest(request: HttpRequest, slug: str) -> Label:
         raise HttpError(400, f"Nothing undone: {exc}") from exc
 
 
-# A file endpoint answers the file itself (FileResponse), which ninja cannot describe: its 200 is
-# written out here.
+# A file endpoint answers the file itself (FileResponse), or a redirect to it where a store or
+# bucket serves it (annotator.file_responses), which ninja cannot describe: written out here.
 _FILE_200 = {
     "responses": {
         200: {
@@ -386,7 +393,8 @@ _FILE_200 = {
                 media_type: {"schema": {"type": "string", "format": "binary"}}
                 for media_type in ("image/jpeg", "image/png")
             },
-        }
+        },
+        302: {"description": "A short-lived signed URL of the file in the object store."},
     }
 }
 
@@ -455,7 +463,7 @@ def crop_file(
     request: HttpRequest,
     slug: str,
     crop_id: int = Path(..., ge=1, le=MAX_ID),  # noqa: B008
-) -> FileResponse:
+) -> HttpResponseBase:
     """The crop as a JPEG (any member)."""
     project, _ = _project(request, slug)
     crop = get_object_or_404(Crop, project=project, pk=crop_id)
@@ -473,8 +481,77 @@ def image_file(
     request: HttpRequest,
     slug: str,
     image_id: int = Path(..., ge=1, le=MAX_ID),  # noqa: B008
-) -> FileResponse:
+) -> HttpResponseBase:
     """The whole camera-trap image (any member)."""
     project, _ = _project(request, slug)
     image = get_object_or_404(Image, project=project, pk=image_id)
     return image_file_response(image=image)
+
+
+@api.post(
+    "/projects/{slug}/imports",
+    response={202: ImportQueuedOut, 400: ErrorOut, **_ERRORS},
+    tags=["imports"],
+)
+def import_create(request: HttpRequest, slug: str, payload: ImportIn) -> Status[dict[str, Any]]:
+    """Queue an import of images (project admins), as the browser's import page does; when it
+    is done the project's detector runs on the new images.
+
+    ``source`` is ``s3://bucket/prefix`` (the bucket must be one of TRAPWISE_IMPORT_BUCKETS;
+    the images are read from it and stay there) or an absolute folder under
+    TRAPWISE_IMPORT_ROOTS. 400, with nothing recorded, for a bucket not allowed, a prefix
+    without images, a folder outside the roots, S3 out of reach or no credentials.
+    """
+    project, _ = _project(request, slug, roles=(Role.ADMIN,))
+    try:
+        record = image_import_request(
+            project=project,
+            source=payload.source,
+            coco=payload.coco or "",
+            created_by=_user(request),
+        )
+    except (FolderImportError, CocoError) as exc:
+        raise HttpError(400, f"Import not started: {exc}") from exc
+    job = record.job
+    return Status(
+        202,
+        {
+            "job_id": job.pk,
+            "status": job.status,
+            "total": job.total,
+            "status_url": _url(request, "job_detail", slug=slug, job_id=job.pk),
+        },
+    )
+
+
+@api.get(
+    "/projects/{slug}/jobs/{job_id}",
+    response={200: JobOut, **_ERRORS},
+    url_name="job_detail",
+    tags=["imports"],
+)
+def job_detail(
+    request: HttpRequest,
+    slug: str,
+    job_id: int = Path(..., ge=1, le=MAX_ID),  # noqa: B008
+) -> dict[str, Any]:
+    """A background job of the project (project admins): an import, embedding, retraining,
+    fine-tuning or re-deriving crops, with its progress (``done`` of ``total``)."""
+    project, _ = _project(request, slug, roles=(Role.ADMIN,))
+    job: Job | None = job_get(project=project, job_id=job_id)
+    if job is None:
+        raise Http404("No such job")
+    return {
+        "id": job.pk,
+        "kind": job.kind,
+        "status": job.status,
+        "done": job.done,
+        "total": job.total,
+        "detail": job.detail,
+        "worker": job.worker,
+        "error": job.error,
+        "problems": len(job.problems or []),
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+    }

@@ -318,3 +318,39 @@ class CropPageOut(Schema):
     next_cursor: int | None = Field(
         description="Pass as `cursor` for the next page; null on the last page."
     )
+
+
+class ImportIn(Schema):
+    source: str = Field(
+        max_length=1000,
+        description="What to import: s3://bucket/prefix (a bucket of TRAPWISE_IMPORT_BUCKETS; "
+        "the images stay there) or an absolute folder under TRAPWISE_IMPORT_ROOTS.",
+    )
+    coco: str | None = Field(
+        None,
+        max_length=1000,
+        description="A COCO Camera Traps file (s3://bucket/key or an absolute path under the "
+        "import roots): sequences, frame numbers, species names.",
+    )
+
+
+class ImportQueuedOut(Schema):
+    job_id: int = Field(description="The import's job: poll `status_url`.")
+    status: str
+    total: int = Field(description="Images found when the import was asked for.")
+    status_url: str
+
+
+class JobOut(Schema):
+    id: int
+    kind: str = Field(description="import, embedding, retrain, finetune or crops.")
+    status: str = Field(description="queued, running, done or failed.")
+    done: int
+    total: int
+    detail: str
+    worker: str = Field(description="The worker that last started it; empty before.")
+    error: str = Field(description="Why it failed; empty unless status is failed.")
+    problems: int = Field(description="Items the job skipped and went on without.")
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None

@@ -27,7 +27,7 @@ from annotator.api.services import api_key_hash
 from annotator.exports import attribute_names, consensus_of
 from annotator.models import ApiToken
 from detector.models import Crop
-from projects.models import Project, Species
+from projects.models import Job, Project, Species
 from projects.sequences import capture_event
 
 
@@ -290,3 +290,8 @@ def crop_rows_page(
     return CropPage(
         items=rows, next_cursor=int(page.next_cursor) if page.next_cursor is not None else None
     )
+
+
+def job_get(*, project: Project, job_id: int) -> Job | None:
+    """The project's background job ``job_id``; None when the project has no such job."""
+    return Job.objects.filter(project=project, pk=job_id).first()

@@ -17,13 +17,18 @@ from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from annotator.forms_onboard import FolderBrowseForm, FolderImportForm, ProjectCreateForm
+from annotator.forms_onboard import (
+    BucketImportForm,
+    FolderBrowseForm,
+    FolderImportForm,
+    ProjectCreateForm,
+)
 from annotator.selectors import project_get_for_user
 from annotator.selectors_import import import_page_get
 from annotator.upload_handlers import LimitedTemporaryFileUploadHandler
 from annotator.views._common import request_user
 from annotator.views.project import ADMIN_ONLY, _project_page
-from detector.import_jobs import image_import_create, image_upload_import
+from detector.import_jobs import image_import_create, image_import_request, image_upload_import
 from detector.uploads import UploadRefused
 from projects.import_roots import FolderImportError
 from projects.models import Project
@@ -111,6 +116,32 @@ def import_folder_start(request: HttpRequest, slug: str) -> HttpResponse:
     else:
         messages.success(request, f"Import of {data['folder_path'].name or 'the root'} queued.")
     return redirect(_import_page_url(slug, data["root"] or 0, data["path"] or ""))
+
+
+@login_required
+@require_POST
+def import_bucket_start(request: HttpRequest, slug: str) -> HttpResponse:
+    """Queue the import of an ``s3://bucket/prefix`` (its images stay in the bucket); the bucket
+    must be one of TRAPWISE_IMPORT_BUCKETS."""
+    project, _ = project_get_for_user(slug=slug, user=request.user, roles=ADMIN_ONLY)
+    form = BucketImportForm(request.POST)
+    if not form.is_valid():
+        reasons = "; ".join(str(e) for errors in form.errors.values() for e in errors)
+        messages.error(request, f"Import not started: {reasons}")
+        return redirect("project_import", slug=slug)
+    data = form.cleaned_data
+    try:
+        image_import_request(
+            project=project,
+            source=data["source"],
+            coco=data["coco"],
+            created_by=request_user(request),
+        )
+    except FolderImportError as exc:
+        messages.error(request, f"Import not started: {exc}")
+    else:
+        messages.success(request, f"Import of {data['source']} queued.")
+    return redirect("project_import", slug=slug)
 
 
 @csrf_exempt  # the token is checked in _upload_checked, once the upload handler is set

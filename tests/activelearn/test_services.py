@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
+from django.db.models import Max
 
-from activelearn.models import ClassifierVersion, Label, Prediction, Round
+from activelearn.models import ClassifierVersion, Consensus, Label, Prediction, Round
 from activelearn.services import (
     LabelError,
     RoundError,
@@ -221,7 +222,10 @@ def test_k_center_cache_folds_in_only_new_labels(
     assert folded == [3, 2]  # each round pays only for the labels since the last one
     version = third.embedding_version
     folder = embedding_vectors_dir(version=version)
-    assert (folder / "kcenter_min_sq.npy").exists()
+    # One cache file, named after the newest label folded in (and no undone label).
+    last = Consensus.objects.aggregate(n=Max("label_id"))["n"]
+    names = sorted(p.name for p in folder.glob("kcenter_min_sq*"))
+    assert names == [f"kcenter_min_sq-{last}-0.npy"]
     # The cached round picks exactly what a from-scratch k-Center picks.
     ids, vectors = embedding_vectors_load(version=version)
     labelled = np.isin(ids, list(Label.objects.values_list("crop_id", flat=True)))

