@@ -146,9 +146,6 @@ class Cluster:
     bucket: str = ""
     web_url: str = ""
     database: str = ""
-    # Only while developing against a tree whose workers still write crops and data files to
-    # their own disk: every process then shares one media and one data folder.
-    shared_disk: bool = False
 
     # --- the run's names ------------------------------------------------------------------
 
@@ -202,9 +199,6 @@ class Cluster:
                 "PYTHONUNBUFFERED": "1",
             }
         )
-        if self.shared_disk:
-            env["MEDIA_ROOT"] = str(self.root / "shared" / "media")
-            env["TRAPWISE_DATA_DIR"] = str(self.root / "shared" / "data")
         for folder in ("var", "cache", "media", "data"):
             (home / folder).mkdir(parents=True, exist_ok=True)
         return env

@@ -19,7 +19,6 @@ Run by ``make cluster-test`` only (tests/cluster/conftest.py); see README.md, "P
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +40,6 @@ N_IMAGES = 40
 SPECIES = {"Red_Fox": "red fox", "Agouti": "agouti", "Ocelot": "ocelot"}
 ROUND_SIZE = 20
 DETECTION_TASK = "annotator.tasks.detection_job_task"
-# While developing against a tree without the import, jobs and export endpoints: the import
-# goes through a local folder and the steps that need the missing endpoints are skipped, each
-# saying so. Never set in CI: there every step must run.
-DEV = os.environ.get("TRAPWISE_CLUSTER_DEV") == "1"
 
 
 class Api:
@@ -70,14 +65,6 @@ class Api:
     def post(self, path: str, body: Any = None, *, expect: int) -> Any:
         return self.call("POST", path, expect=expect, json=body).json()
 
-    def exists(self, method: str, path: str) -> bool:
-        """Whether the API has this route at all (an unknown route is Django's HTML 404)."""
-        response = self.session.request(method, f"{self.project}{path}", timeout=60, json={})
-        return not (
-            response.status_code in (404, 405)
-            and "json" not in response.headers.get("content-type", "")
-        )
-
 
 def _truth(image_file: str) -> str:
     """The species of an image of the sample, from the folder it was uploaded from."""
@@ -99,8 +86,6 @@ def _upload(cluster: Cluster) -> None:
 
 def _import(cluster: Cluster, admin: Api, batch: str) -> int:
     """Import the batch's prefix; the import job's id."""
-    if DEV and not admin.exists("POST", "/imports"):
-        return _import_local(cluster, admin, batch)
     answer = admin.post(
         "/imports", {"source": f"s3://{cluster.bucket}/incoming/{batch}/"}, expect=202
     )
@@ -108,34 +93,8 @@ def _import(cluster: Cluster, admin: Api, batch: str) -> int:
     return int(answer["job"] if "job" in answer else answer["job_id"])
 
 
-def _import_local(cluster: Cluster, admin: Api, batch: str) -> int:
-    """DEV only: the batch from a local folder, through the same queued import job."""
-    print(f"DEV: no POST .../imports in this tree; importing {batch} from a local folder")
-    import shutil
-
-    folder = cluster.root / "local-images" / batch
-    for sequence in BATCHES[batch]:
-        shutil.copytree(SAMPLE_DIR / "images" / sequence, folder / sequence)
-    slug = admin.project.rsplit("/", 1)[1]
-    code = (
-        "from pathlib import Path; from projects.models import Project; "
-        "from detector.import_jobs import image_import_create; "
-        f"r = image_import_create(project=Project.objects.get(slug={slug!r}), "
-        f"folder=Path({str(folder)!r})); print(r.job_id)"
-    )
-    return int(cluster.manage("shell", "-c", code).split()[-1])
-
-
 def _job(cluster: Cluster, admin: Api, job_id: int) -> dict[str, Any]:
     """The job as ``GET .../jobs/{id}`` describes it."""
-    if DEV and not admin.exists("GET", f"/jobs/{job_id}"):
-        rows = cluster.sql(
-            "SELECT kind, status, done, total, worker, error FROM annotator_job WHERE id = %s",
-            job_id,
-        )
-        return dict(
-            zip(("kind", "status", "done", "total", "worker", "error"), rows[0], strict=True)
-        )
     return dict(admin.get(f"/jobs/{job_id}"))
 
 
@@ -304,9 +263,6 @@ def _retrain(cluster: Cluster, admin: Api, n_crops: int, labelled: int) -> None:
 def _export(cluster: Cluster, admin: Api) -> None:
     """Export to storage (COCO: the sample's images carry no capture time, which Camtrap DP
     requires) and download it through its URL, a redirect to a signed URL of the bucket."""
-    if DEV and not admin.exists("POST", "/exports"):
-        print("DEV: no POST .../exports in this tree; the export step is SKIPPED")
-        return
     created = admin.post("/exports", {"format": "coco"}, expect=202)
 
     def done() -> dict[str, Any] | None:
@@ -333,9 +289,6 @@ def _export(cluster: Cluster, admin: Api) -> None:
 def _nothing_local(cluster: Cluster) -> None:
     """Crops, vectors, indexes and models are in the bucket; no process kept them on its disk
     (its cache aside)."""
-    if DEV:
-        print("DEV: the bucket and local-disk checks are SKIPPED (storage not merged yet)")
-        return
     assert cluster.keys("media/"), "no crop in the bucket"
     assert cluster.keys("data/"), "no vectors, index or model in the bucket"
     for name in ("web", "gpu", "cpu"):
@@ -345,7 +298,7 @@ def _nothing_local(cluster: Cluster) -> None:
 
 
 def test_the_loop_on_a_cluster_with_a_worker_killed_mid_task(tmp_path: Path) -> None:
-    cluster = Cluster(root=tmp_path, shared_disk=DEV)
+    cluster = Cluster(root=tmp_path)
     try:
         with cluster.logs_on_failure():
             cluster.database_create()
