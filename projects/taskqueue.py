@@ -42,9 +42,12 @@ def _tasks() -> Mapping[str, Task]:  # type: ignore[type-arg]
     that queues a task by name must import them first, as the worker does.
     """
     global _discovered
-    if not _discovered:
+    # A worker imported them when it started (``init_worker``). Importing again there would
+    # set Django up again, whose logging configuration then writes into the worker's
+    # redirected stderr and so silences every log line of the worker from then on.
+    if not _discovered and not getattr(current_app.loader, "worker_initialized", False):
         current_app.loader.import_default_modules()
-        _discovered = True
+    _discovered = True
     return current_app.tasks
 
 

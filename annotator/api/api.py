@@ -29,6 +29,7 @@ from activelearn.selectors import round_open_get, round_progress
 from activelearn.services import (
     LabelError,
     RoundError,
+    classifier_retrain_request,
     crop_claim_next,
     label_submit,
     label_undo,
@@ -49,6 +50,7 @@ from annotator.api.schemas import (
     NextOut,
     ProjectOut,
     ProjectStatusOut,
+    QueuedOut,
     RoundOut,
     RoundStartIn,
     SpeciesOut,
@@ -276,6 +278,25 @@ def round_create(request: HttpRequest, slug: str, payload: RoundStartIn) -> Stat
         raise HttpError(409, f"Round not started: {exc}") from exc
     done, total = round_progress(round_=new_round)
     return Status(201, _round_out(new_round, done=done, total=total))
+
+
+@api.post(
+    "/projects/{slug}/retrain",
+    response={202: QueuedOut, 409: ErrorOut, **_ERRORS},
+    tags=["rounds"],
+)
+def retrain_request(request: HttpRequest, slug: str) -> Status[dict[str, str]]:
+    """Retrain the classifier on every species label and predict every crop (project admins
+    only), as the project page's "Retrain now": queued for a worker, so the answer comes before
+    the new predictions (``classifier_version`` and ``predicted`` of the project's status show
+    them). A retrain with nothing new keeps the current classifier. 409 when no crop has a
+    species label yet."""
+    project, _ = _project(request, slug, roles=(Role.ADMIN,))
+    try:
+        classifier_retrain_request(project=project)
+    except LabelError as exc:
+        raise HttpError(409, f"Retrain not queued: {exc}") from exc
+    return Status(202, {"detail": "Retrain queued"})
 
 
 @api.get("/projects/{slug}/next", response={200: NextOut, **_ERRORS}, tags=["labelling"])

@@ -24,6 +24,10 @@ class ErrorOut(Schema):
     detail: str = Field(description="What went wrong, in words.")
 
 
+class QueuedOut(Schema):
+    detail: str = Field(description="What was queued, in words.")
+
+
 class ValidationErrorOut(Schema):
     detail: str = Field(description="Every problem with the request, in words.")
     errors: list[dict[str, Any]] = Field(description="The same, one entry per field: loc, msg.")

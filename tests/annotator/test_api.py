@@ -567,6 +567,7 @@ def test_openapi_lists_every_endpoint_and_bearer_scheme(client: Client) -> None:
         ("GET", "/projects/{slug}/next"),
         ("POST", "/projects/{slug}/labels"),
         ("POST", "/projects/{slug}/labels/undo"),
+        ("POST", "/projects/{slug}/retrain"),
         ("GET", "/projects/{slug}/crops"),
         ("GET", "/projects/{slug}/crops/{crop_id}/file"),
         ("GET", "/projects/{slug}/images/{image_id}/file"),

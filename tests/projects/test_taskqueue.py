@@ -126,3 +126,24 @@ def test_detection_and_crop_refresh_are_kept_while_the_broker_is_down(
         (pipeline_tasks.project_crops_refresh_task.name, (project.pk,)),
     }
     assert all(r.published_at is None and "Connection refused" in r.error for r in kept.values())
+
+
+def test_a_worker_does_not_import_its_task_modules_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a worker (its loader initialised the task modules at start) queueing a task must not
+    run the import again: it would set Django up again, whose logging setup silences the
+    worker's log for good. Elsewhere (a web process) the first task queued imports them."""
+    from celery import current_app
+
+    from projects import taskqueue
+
+    calls: list[str] = []
+    monkeypatch.setattr(current_app.loader, "import_default_modules", lambda: calls.append("x"))
+    monkeypatch.setattr(taskqueue, "_discovered", False)
+    monkeypatch.setattr(current_app.loader, "worker_initialized", True, raising=False)
+    assert tasks.RETRAIN_TASK in taskqueue._tasks()
+    assert calls == []
+    monkeypatch.setattr(taskqueue, "_discovered", False)
+    monkeypatch.setattr(current_app.loader, "worker_initialized", False, raising=False)
+    taskqueue._tasks()
+    taskqueue._tasks()
+    assert calls == ["x"]
