@@ -1,4 +1,4 @@
-"""Crop and image files as HTTP responses, for the web views and the API alike.
+"""Crop, image and export files as HTTP responses, for the web views and the API alike.
 
 Both open the file with ``projects.safe_files.file_open_confined``: a crop only inside
 MEDIA_ROOT, an image only inside the folder it was imported from (and the import roots), a
@@ -13,12 +13,14 @@ import mimetypes
 from pathlib import Path
 
 from django.conf import settings
-from django.http import FileResponse, Http404
+from django.http import FileResponse, Http404, HttpResponseRedirect
+from django.http.response import HttpResponseBase
 
 from detector.models import Crop
 from projects.import_roots import image_read_roots
 from projects.models import Image
 from projects.safe_files import file_open_confined
+from projects.storage import stored_open, stored_url
 
 logger = logging.getLogger(__name__)
 
@@ -50,3 +52,22 @@ def _response(*, path: Path, roots: list[Path]) -> FileResponse:
         raise Http404(NOT_FOUND) from None
     content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     return FileResponse(handle, content_type=content_type, filename=path.name)
+
+
+def export_file_response(*, name: str, download_name: str) -> HttpResponseBase:
+    """An export file of the "exports" storage as a download saved as ``download_name``.
+
+    With S3 a redirect to a short-lived signed URL (the bytes never pass through Django);
+    locally the file, streamed. Http404 when it is missing.
+    """
+    url = stored_url(kind="exports", name=name, download_name=download_name)
+    if url is not None:
+        return HttpResponseRedirect(url)
+    try:
+        handle = stored_open(kind="exports", name=name)
+    except FileNotFoundError:
+        raise Http404(NOT_FOUND) from None
+    content_type = mimetypes.guess_type(download_name)[0] or "application/octet-stream"
+    return FileResponse(
+        handle, as_attachment=True, filename=download_name, content_type=content_type
+    )

@@ -350,6 +350,10 @@ TRAPWISE_IMPORT_ROOTS: list[Path] = [
 # Uploads are streamed to temporary files on disk (FILE_UPLOAD_TEMP_DIR), never held in memory.
 TRAPWISE_UPLOAD_MAX_BYTES = env_int("TRAPWISE_UPLOAD_MAX_BYTES", 2 * 1024**3, minimum=1)
 TRAPWISE_UPLOAD_MAX_MEMBERS = env_int("TRAPWISE_UPLOAD_MAX_MEMBERS", 100_000, minimum=1)
+# Projects with more images than this export COCO and Camtrap DP only as background jobs (a file
+# in the "exports" storage, annotator.export_jobs); smaller ones also download them directly.
+# 5,000 images write in seconds, far inside a request's timeout; larger ones risk it.
+TRAPWISE_EXPORT_DIRECT_MAX_IMAGES = env_int("TRAPWISE_EXPORT_DIRECT_MAX_IMAGES", 5000, minimum=0)
 # A batch of image files is one request: allow that many files in it (Django's default is 100).
 DATA_UPLOAD_MAX_NUMBER_FILES = env_int("TRAPWISE_UPLOAD_MAX_FILES", 5000, minimum=1)
 FILE_UPLOAD_TEMP_DIR = env_str("FILE_UPLOAD_TEMP_DIR", "") or None
@@ -414,6 +418,7 @@ TRAPWISE_TASK_KINDS: dict[str, str] = {
     "activelearn.tasks.classifier_retrain_task": "cpu",  # retraining and predicting
     "annotator.tasks.project_crops_refresh_task": "cpu",  # re-deriving crops
     "detector.tasks.image_import_task": "cpu",  # imports
+    "annotator.tasks.export_file_task": "cpu",  # export files (annotator.export_jobs)
 }
 _QUEUE_OF_KIND = {"gpu": TRAPWISE_GPU_QUEUE, "cpu": TRAPWISE_CPU_QUEUE}
 CELERY_TASK_ROUTES = {
