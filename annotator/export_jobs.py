@@ -176,12 +176,14 @@ def export_file_run(*, export_id: int) -> ExportFile | None:
         record.size = stored_size(kind="exports", name=record.name)
     except CamtrapDpError as exc:
         job_finish(job_id=job.pk, error=f"Not exported: {exc}")
+        job.refresh_from_db()
         return record
     except Exception as exc:
         job_finish(job_id=job.pk, error=f"{type(exc).__name__}: {exc}"[:5000])
         raise
     record.save(update_fields=["size"])
     job_finish(job_id=job.pk)
+    job.refresh_from_db()  # the record's job as finished, for the caller
     return record
 
 
