@@ -515,7 +515,7 @@ def export_create(request: HttpRequest, slug: str, payload: ExportIn) -> Status[
         if (payload.latitude is None) != (payload.longitude is None):
             raise HttpError(400, "Export refused: give both the latitude and the longitude")
         options = PackageOptions(
-            **payload.dict(exclude={"format"})  # the schema's fields are the options'
+            **payload.model_dump(exclude={"format"})  # the schema's fields are the options'
         )
     try:
         record = export_job_create(
@@ -546,9 +546,28 @@ def export_detail(
     return _export_out(request, slug, export_file_get(project=project, export_id=export_id))
 
 
+# The export file itself, or (S3) a redirect to it: described here, as for crops and images.
+_EXPORT_FILE_200 = {
+    "responses": {
+        200: {
+            "description": "The export file (a Camtrap DP zip, COCO JSON or CSV).",
+            "content": {
+                media_type: {"schema": {"type": "string", "format": "binary"}}
+                for media_type in ("application/zip", "application/json", "text/csv")
+            },
+        },
+        302: {
+            "description": "With S3 storage: a redirect to a short-lived signed URL of the file.",
+            "headers": {"Location": {"schema": {"type": "string"}}},
+        },
+    }
+}
+
+
 @api.get(
     "/projects/{slug}/exports/{export_id}/file",
     response=_ERRORS,
+    openapi_extra=_EXPORT_FILE_200,
     url_name="export_file",
     tags=["files"],
 )

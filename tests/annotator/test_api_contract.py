@@ -30,13 +30,15 @@ pytestmark = pytest.mark.django_db(transaction=True)
 MAX_EXAMPLES = 30
 
 # The one adjustment to schemathesis' defaults. Its positive_data_acceptance check expects a
-# schema-valid request to be accepted, or refused as 401/403/404/409. Three operations refuse
+# schema-valid request to be accepted, or refused as 401/403/404/409. Four operations refuse
 # some schema-valid requests with 400 by design, for what no schema can say: POST .../labels
 # names a crop, species or attributes that must be the project's (and an idempotency key must
 # not be reused for another label); POST .../labels/undo has nothing to undo until you have
 # labelled; GET .../crops filters by a species that must be the project's, within a confidence
-# range that must not be upside down. All document that 400. Everything the schema can say, it
-# says: a request it rejects is a 422, which this check still flags on every operation.
+# range that must not be upside down; POST .../exports asks for a Camtrap DP package the
+# project cannot make (images without a capture time or a location). All document that 400.
+# Everything the schema can say, it says: a request it rejects is a 422, which this check
+# still flags on every operation.
 #
 # Every {slug} is the test's project (an unknown one is a 404 before anything else runs,
 # tested in test_api.py), so that every generated case reaches the endpoint's own logic.
@@ -57,6 +59,11 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403",
 [[operations]]
 include-path = "/api/v1/projects/{slug}/crops"
 include-method = "GET"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409"]
+
+[[operations]]
+include-path = "/api/v1/projects/{slug}/exports"
+include-method = "POST"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409"]
 """
 

@@ -141,13 +141,12 @@ def test_the_job_is_queued_on_the_cpu_queue_and_the_task_builds_it(
     queued = QueuedTask.objects.get(name=EXPORT_TASK)
     assert queued.args == [record.pk]
     assert record.job.status == Job.Status.QUEUED
-    assert export_file_task(record.pk) == ExportFile.objects.get(pk=record.pk).size > 0
+    size = export_file_task(record.pk)
+    assert size > 0 and ExportFile.objects.get(pk=record.pk).size == size
     assert Job.objects.get(pk=record.job_id).status == Job.Status.DONE
 
 
-def test_running_twice_gives_one_file(
-    scenario: Scenario, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_running_twice_gives_one_file(scenario: Scenario, monkeypatch: pytest.MonkeyPatch) -> None:
     project = scenario.project
     record = _built(project, ExportFormat.CAMTRAP_DP)
     data = _stored_bytes(record)
@@ -191,9 +190,7 @@ def test_a_failed_build_publishes_nothing_and_a_rerun_finishes_it(
 def test_camtrap_dp_refusals_record_nothing_or_fail_the_job(scenario: Scenario) -> None:
     project = scenario.project
     with pytest.raises(CamtrapDpError, match="no deployment"):
-        export_job_create(
-            project=project, format=ExportFormat.CAMTRAP_DP, options=PackageOptions()
-        )
+        export_job_create(project=project, format=ExportFormat.CAMTRAP_DP, options=PackageOptions())
     with pytest.raises(ExportError, match="unknown export format"):
         export_job_create(project=project, format="pdf")
     with pytest.raises(ExportError, match="package options"):
@@ -280,9 +277,14 @@ def test_only_admins_and_ecologists_start_and_download_only_admins_delete(
         assert client.get(download).status_code == 404
         assert client.post(delete).status_code == 404
         api = _bearer(user)
-        assert api.post(
-            f"/api/v1/projects/{slug}/exports", {"format": "coco"}, content_type="application/json"
-        ).status_code == 404
+        assert (
+            api.post(
+                f"/api/v1/projects/{slug}/exports",
+                {"format": "coco"},
+                content_type="application/json",
+            ).status_code
+            == 404
+        )
         assert api.get(f"/api/v1/projects/{slug}/exports/{record.pk}").status_code == 404
         assert api.get(f"/api/v1/projects/{slug}/exports/{record.pk}/file").status_code == 404
     anonymous = Client().get(download)
@@ -441,3 +443,30 @@ def test_the_zip_is_written_straight_to_the_stored_file(
     assert Path(targets[0].name).name == record.name.rsplit("/", 1)[1]
     with zipfile.ZipFile(io.BytesIO(_stored_bytes(record))) as archive:
         assert "datapackage.json" in archive.namelist()
+
+
+def test_the_writers_report_progress_chunk_by_chunk(
+    scenario: Scenario, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both writers count every image twice and report as they go, ending at the total."""
+    from annotator import exports
+    from annotator.camtrapdp import camtrap_dp_write
+
+    monkeypatch.setattr(exports, "EXPORT_CHUNK", 4)  # 15 images: several chunks per pass
+    n = Image.objects.filter(project=scenario.project).count()
+    coco: list[tuple[int, int]] = []
+    "".join(
+        export_coco_json(project=scenario.project, progress=lambda d, t: coco.append((d, t)))
+    )
+    package: list[tuple[int, int]] = []
+    camtrap_dp_write(
+        project=scenario.project,
+        options=OPTIONS,
+        out=io.BytesIO(),
+        progress=lambda d, t: package.append((d, t)),
+    )
+    for calls in (coco, package):
+        done = [d for d, _ in calls]
+        assert {t for _, t in calls} == {2 * n}
+        assert done == sorted(done) and done[-1] == 2 * n
+        assert len(done) >= 6 and done[0] < n  # reported while writing, not only at the end
