@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import urllib.request
 import zipfile
 from pathlib import Path
@@ -33,7 +34,7 @@ from annotator.exports_coco import export_coco_json
 from annotator.models import ExportFile, ExportFormat
 from annotator.tasks import export_file_task
 from projects.models import Image, Job, Project, QueuedTask
-from projects.storage import stored_exists, stored_list, stored_open
+from projects.storage import stored_exists, stored_list, stored_open, stored_write
 from tests.annotator.test_camtrapdp import camtrap_dp_errors, give_times, unpack
 from tests.annotator.test_exports import Scenario, build_scenario
 from tests.s3 import S3Storage
@@ -455,9 +456,7 @@ def test_the_writers_report_progress_chunk_by_chunk(
     monkeypatch.setattr(exports, "EXPORT_CHUNK", 4)  # 15 images: several chunks per pass
     n = Image.objects.filter(project=scenario.project).count()
     coco: list[tuple[int, int]] = []
-    "".join(
-        export_coco_json(project=scenario.project, progress=lambda d, t: coco.append((d, t)))
-    )
+    "".join(export_coco_json(project=scenario.project, progress=lambda d, t: coco.append((d, t))))
     package: list[tuple[int, int]] = []
     camtrap_dp_write(
         project=scenario.project,
@@ -470,3 +469,14 @@ def test_the_writers_report_progress_chunk_by_chunk(
         assert {t for _, t in calls} == {2 * n}
         assert done == sorted(done) and done[-1] == 2 * n
         assert len(done) >= 6 and done[0] < n  # reported while writing, not only at the end
+
+
+def test_on_s3_a_big_export_goes_up_in_parts(s3_storage: S3Storage) -> None:
+    """Publishing an export is django-storages' ``upload_fileobj`` with boto3's default transfer
+    settings: a file above 8 MiB is a multipart upload (its ETag says how many parts)."""
+    content = os.urandom(9 * 1024 * 1024)
+    with stored_write(kind="exports", name="1/big/big.zip") as local, open(local, "wb") as out:
+        out.write(content)
+    head = s3_storage.client().head_object(Bucket=s3_storage.bucket, Key="exports/1/big/big.zip")
+    assert head["ContentLength"] == len(content)
+    assert head["ETag"].strip('"').endswith("-2")  # two parts: 8 MiB and 1 MiB
