@@ -226,6 +226,8 @@ def test_on_s3_the_file_lands_under_exports_and_downloads_through_a_signed_url(
     )
     assert record.size == len(stored)
     assert camtrap_dp_errors(unpack(stored, tmp_path / "package")) == []
+    # The worker keeps no copy: the file is downloaded from the bucket, never read back here.
+    assert [p for p in s3_storage.cache.rglob("*") if p.is_file()] == []
 
     response = _client(ecologist).get(
         reverse("export_file_download", args=[project.slug, record.pk])
