@@ -31,7 +31,7 @@ import mimetypes
 import shutil
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
@@ -181,8 +181,17 @@ def camtrap_dp_check(*, project: Project, options: PackageOptions | None = None)
         )
 
 
-def camtrap_dp_write(*, project: Project, options: PackageOptions, out: IO[bytes]) -> None:
+def camtrap_dp_write(
+    *,
+    project: Project,
+    options: PackageOptions,
+    out: IO[bytes],
+    progress: Callable[[int, int], None] | None = None,
+) -> None:
     """Write the package as a zip to ``out``; call ``camtrap_dp_check`` first.
+
+    ``progress(done, total)``, when given, is called after each chunk of images: the work is
+    twice the project's images (media, then the events' observations, counted by their images).
 
     Values are written verbatim, without the spreadsheet-formula quote of the CSV exports
     (``annotator.csvsafe``): the package is read by programs (GBIF, camtrapdp, frictionless),
@@ -193,6 +202,8 @@ def camtrap_dp_write(*, project: Project, options: PackageOptions, out: IO[bytes
     """
     classifier = classifier_latest(project=project)
     writer = _PackageWriter(project=project, options=options, classifier=classifier)
+    total = 2 * Image.objects.filter(project=project).count() if progress is not None else 0
+    done = 0
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         with tempfile.TemporaryFile("w+", encoding="utf-8", newline="") as observations:
             obs_csv = csv.writer(observations)
@@ -210,9 +221,15 @@ def camtrap_dp_write(*, project: Project, options: PackageOptions, out: IO[bytes
                         media.writerow(writer.media_row(record))
                         for row in writer.media_observations(record):
                             obs_csv.writerow(row)
+                    done += len(chunk)
+                    if progress is not None:
+                        progress(done, total)
             for summary, _ in event_summaries(project=project):
                 for row in writer.event_observations(summary):
                     obs_csv.writerow(row)
+                done += summary.n_images
+                if progress is not None:
+                    progress(done, total)  # cheap: the tracker writes about once a second
             observations.seek(0)
             with _zip_text(archive, "observations.csv") as text:
                 shutil.copyfileobj(observations, text)

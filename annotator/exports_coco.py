@@ -7,7 +7,7 @@ of queries per chunk, labels as ``activelearn.final_labels`` decides them.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 from activelearn.final_labels import AUTO, HUMAN, MACHINE
@@ -27,8 +27,13 @@ from projects.sequences import capture_event
 from projects.taxonomy import coco_category
 
 
-def export_coco_json(*, project: Project) -> Iterator[str]:
+def export_coco_json(
+    *, project: Project, progress: Callable[[int, int], None] | None = None
+) -> Iterator[str]:
     """The project as COCO Camera Traps JSON, written piece by piece.
+
+    ``progress(done, total)``, when given, is called after each chunk of images: the work is
+    twice the project's images (the images list, then their annotations).
 
     ``images`` carry id (``coco_image_id``: the primary key as a string; annotations name
     it in ``image_id``), file_name, width, height, seq_id, seq_num_frames, frame_num, location
@@ -56,6 +61,8 @@ def export_coco_json(*, project: Project) -> Iterator[str]:
         "date_created": datetime.now(tz=UTC).isoformat(timespec="seconds"),
         "contributor": "Trapwise",
     }
+    total = 2 * project.images.count() if progress is not None else 0
+    done = 0
     yield '{"info": ' + json.dumps(info) + ', "images": ['
     first = True
     corrections = count_corrections(project=project)
@@ -69,6 +76,9 @@ def export_coco_json(*, project: Project) -> Iterator[str]:
                 entry["event_counts_corrected"] = corrected
             yield ("" if first else ",\n") + json.dumps(entry)
             first = False
+        done += len(chunk)
+        if progress is not None:
+            progress(done, total)
     yield '],\n"annotations": ['
     first = True
     for records in image_records(project=project):
@@ -80,6 +90,9 @@ def export_coco_json(*, project: Project) -> Iterator[str]:
                 used.add(category_id)
                 yield ("" if first else ",\n") + json.dumps(annotation)
                 first = False
+        done += len(records)
+        if progress is not None:
+            progress(done, total)
     categories = [{"id": 0, "name": "empty"}] if 0 in used else []
     categories += [coco_category(category_ids[s.name], s) for s in taxa]
     if unknown_id in used:

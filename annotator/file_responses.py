@@ -1,4 +1,4 @@
-"""Crop and image files as HTTP responses, for the web views and the API alike.
+"""Crop, image and export files as HTTP responses, for the web views and the API alike.
 
 Called after the role check; the bytes are then handed to whatever serves them cheapest:
 
@@ -42,7 +42,7 @@ from projects.image_source import image_source_url
 from projects.import_roots import image_read_roots
 from projects.models import Image
 from projects.safe_files import file_open_confined
-from projects.storage import storage_get, stored_is_local, stored_url
+from projects.storage import storage_get, stored_is_local, stored_open, stored_url
 
 logger = logging.getLogger(__name__)
 
@@ -164,3 +164,22 @@ def _content_type(path: Path) -> str:
 
 def _stream(*, handle: BinaryIO, path: Path) -> FileResponse:
     return FileResponse(handle, content_type=_content_type(path), filename=path.name)
+
+
+def export_file_response(*, name: str, download_name: str) -> HttpResponseBase:
+    """An export file of the "exports" storage as a download saved as ``download_name``.
+
+    With S3 a redirect to a short-lived signed URL (the bytes never pass through Django);
+    locally the file, streamed. Http404 when it is missing.
+    """
+    url = stored_url(kind="exports", name=name, download_name=download_name)
+    if url is not None:
+        return HttpResponseRedirect(url)
+    try:
+        handle = stored_open(kind="exports", name=name)
+    except FileNotFoundError:
+        raise Http404(NOT_FOUND) from None
+    content_type = mimetypes.guess_type(download_name)[0] or "application/octet-stream"
+    return FileResponse(
+        handle, as_attachment=True, filename=download_name, content_type=content_type
+    )

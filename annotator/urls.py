@@ -136,6 +136,17 @@ urlpatterns = [
     ),
     path("p/<slug:slug>/export/coco.json", exports.export_coco, name="export_coco"),
     path("p/<slug:slug>/export/metrics.json", exports.export_metrics, name="export_metrics"),
+    path("p/<slug:slug>/exports/files/", exports.export_job_start, name="export_job_start"),
+    path(
+        "p/<slug:slug>/exports/files/<id:export_id>/download",
+        exports.export_file_download,
+        name="export_file_download",
+    ),
+    path(
+        "p/<slug:slug>/exports/files/<id:export_id>/delete/",
+        exports.export_file_delete_view,
+        name="export_file_delete",
+    ),
     path("p/<slug:slug>/export/camtrap-dp/", exports.camtrap_dp_form, name="camtrap_dp_form"),
     path(
         "p/<slug:slug>/export/camtrap-dp.zip", exports.export_camtrap_dp, name="export_camtrap_dp"

@@ -380,6 +380,7 @@ class Job(models.Model):
         FINETUNE = "finetune", "Fine-tuning the embedding"
         CROPS = "crops", "Re-deriving crops"
         IMPORT = "import", "Importing images"
+        EXPORT = "export", "Building an export file"
 
     class Status(models.TextChoices):
         QUEUED = "queued"

@@ -227,6 +227,10 @@ def _publish_file(*, kind: StorageKind, name: str, local: Path) -> None:
         saved = storage.save(name, File(handle, name=PurePosixPath(name).name))
     if saved != name:
         raise RuntimeError(f"{kind} storage renamed {name!r} to {saved!r}")
+    if kind == "exports":
+        # Built once and downloaded from the store, never read back by this worker: a cached
+        # copy would only fill its disk (the scratch folder holding ``local`` is removed).
+        return
     cached = _cache_path(kind, name)
     cached.parent.mkdir(parents=True, exist_ok=True)
     os.replace(local, cached)

@@ -40,6 +40,8 @@ from annotator.api.schemas import (
     AttributeOut,
     CropPageOut,
     ErrorOut,
+    ExportIn,
+    ExportOut,
     FinalSource,
     Id,
     ImportIn,
@@ -57,11 +59,23 @@ from annotator.api.schemas import (
     ValidationErrorOut,
 )
 from annotator.api.selectors import crop_cards, crop_rows_page, job_get, round_list
-from annotator.file_responses import crop_file_response, image_file_response
+from annotator.camtrapdp import CamtrapDpError, PackageOptions
+from annotator.export_jobs import (
+    ExportError,
+    export_download_name,
+    export_job_create,
+)
+from annotator.file_responses import (
+    crop_file_response,
+    export_file_response,
+    image_file_response,
+)
 from annotator.forms_explore import ExploreFilterError, explore_filters_parse
 from annotator.middleware import database_unavailable_response
+from annotator.models import ExportFile, ExportFormat
 from annotator.numbers import MAX_ID, SKIP_MAX
 from annotator.selectors import project_get_for_user, project_list_for_user, project_status
+from annotator.selectors_exports import export_file_get, export_file_list, export_file_progress
 from detector.coco import CocoError
 from detector.import_jobs import image_import_request
 from detector.models import Crop
@@ -555,3 +569,116 @@ def job_detail(
         "started_at": job.started_at,
         "finished_at": job.finished_at,
     }
+
+
+# --- export files -------------------------------------------------------------------------------
+
+
+def _export_out(request: HttpRequest, slug: str, export_file: ExportFile) -> dict[str, Any]:
+    job = export_file.job
+    done = job.status == Job.Status.DONE
+    return {
+        "id": export_file.pk,
+        "format": export_file.format,
+        "status": job.status,
+        "progress": export_file_progress(export_file=export_file),
+        "done": job.done,
+        "total": job.total,
+        "error": job.error,
+        "size": export_file.size,
+        "created_at": export_file.created_at,
+        "finished_at": job.finished_at,
+        "classifier_version": export_file.classifier_number,
+        "round": export_file.round_number,
+        "download_url": _url(request, "export_file", slug=slug, export_id=export_file.pk)
+        if done
+        else None,
+    }
+
+
+@api.post(
+    "/projects/{slug}/exports",
+    response={202: ExportOut, 400: ErrorOut, **_ERRORS},
+    tags=["export"],
+)
+def export_create(request: HttpRequest, slug: str, payload: ExportIn) -> Status[dict[str, Any]]:
+    """Build an export file in the background (admins, ecologists): 202 with its id; poll
+    ``GET .../exports/{id}`` for its progress and, once done, its ``download_url``. 400 when
+    the project cannot make it (e.g. Camtrap DP with images without a capture time, or
+    without a deployment and no ``latitude``/``longitude``); nothing is queued then."""
+    project, _ = _project(request, slug, roles=EXPORTERS)
+    options = None
+    if payload.format == ExportFormat.CAMTRAP_DP:
+        if (payload.latitude is None) != (payload.longitude is None):
+            raise HttpError(400, "Export refused: give both the latitude and the longitude")
+        options = PackageOptions(
+            **payload.model_dump(exclude={"format"})  # the schema's fields are the options'
+        )
+    try:
+        record = export_job_create(
+            project=project, format=payload.format, created_by=_user(request), options=options
+        )
+    except (CamtrapDpError, ExportError) as exc:
+        raise HttpError(400, f"Export refused: {exc}") from exc
+    return Status(202, _export_out(request, slug, record))
+
+
+@api.get("/projects/{slug}/exports", response={200: list[ExportOut], **_ERRORS}, tags=["export"])
+def exports_list(request: HttpRequest, slug: str) -> list[dict[str, Any]]:
+    """The project's export files, newest first (admins, ecologists)."""
+    project, _ = _project(request, slug, roles=EXPORTERS)
+    return [_export_out(request, slug, f) for f in export_file_list(project=project)]
+
+
+@api.get(
+    "/projects/{slug}/exports/{export_id}", response={200: ExportOut, **_ERRORS}, tags=["export"]
+)
+def export_detail(
+    request: HttpRequest,
+    slug: str,
+    export_id: int = Path(..., ge=1, le=MAX_ID),  # noqa: B008
+) -> dict[str, Any]:
+    """An export file's status and progress, and its ``download_url`` once done."""
+    project, _ = _project(request, slug, roles=EXPORTERS)
+    return _export_out(request, slug, export_file_get(project=project, export_id=export_id))
+
+
+# The export file itself, or (S3) a redirect to it: described here, as for crops and images.
+_EXPORT_FILE_200 = {
+    "responses": {
+        200: {
+            "description": "The export file (a Camtrap DP zip, COCO JSON or CSV).",
+            "content": {
+                media_type: {"schema": {"type": "string", "format": "binary"}}
+                for media_type in ("application/zip", "application/json", "text/csv")
+            },
+        },
+        302: {
+            "description": "With S3 storage: a redirect to a short-lived signed URL of the file.",
+            "headers": {"Location": {"schema": {"type": "string"}}},
+        },
+    }
+}
+
+
+@api.get(
+    "/projects/{slug}/exports/{export_id}/file",
+    response=_ERRORS,
+    openapi_extra=_EXPORT_FILE_200,
+    url_name="export_file",
+    tags=["files"],
+)
+def export_file(
+    request: HttpRequest,
+    slug: str,
+    export_id: int = Path(..., ge=1, le=MAX_ID),  # noqa: B008
+) -> HttpResponseBase:
+    """The finished export file (admins, ecologists): with S3 a 302 to a short-lived signed
+    URL, else the file. 404 while it is not done."""
+    project, _ = _project(request, slug, roles=EXPORTERS)
+    record = export_file_get(project=project, export_id=export_id)
+    if record.job.status != Job.Status.DONE:
+        raise Http404("This export file is not ready")
+    return export_file_response(
+        name=record.name, download_name=export_download_name(export_file=record)
+    )

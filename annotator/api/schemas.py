@@ -10,6 +10,7 @@ from pydantic import field_validator
 
 from activelearn.models import Label, RoundUnit, Strategy
 from activelearn.services.labels import SECONDS_MAX, SUGGESTIONS_MAX
+from annotator.camtrapdp import CAPTURE_METHODS, LICENSES, SAMPLING_DESIGNS
 from annotator.numbers import MAX_ID
 
 # An id the databases can store (bigint): a larger one is refused (422) before any query.
@@ -354,3 +355,38 @@ class JobOut(Schema):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+
+
+class ExportIn(Schema):
+    """An export file to build. Camtrap DP also takes the package's metadata (defaults as on the
+    web form) and, for images without a deployment, the location to publish them with."""
+
+    format: Literal["camtrap-dp", "coco", "crops-csv", "images-csv", "events-csv"]
+    latitude: float | None = Field(None, ge=-90, le=90)
+    longitude: float | None = Field(None, ge=-180, le=180)
+    coordinate_uncertainty: int | None = Field(None, ge=1, le=20_000_000)
+    utc_offset: str = Field("+00:00", pattern=r"^[+-](0\d|1[0-4]):[0-5]\d$")
+    sampling_design: Literal[SAMPLING_DESIGNS] = "opportunistic"  # type: ignore[valid-type]
+    capture_method: Literal[CAPTURE_METHODS] = "activityDetection"  # type: ignore[valid-type]
+    data_license: Literal[tuple(LICENSES)] = "CC-BY-4.0"  # type: ignore[valid-type]
+    media_license: Literal[tuple(LICENSES)] = "CC-BY-4.0"  # type: ignore[valid-type]
+
+
+class ExportOut(Schema):
+    id: int
+    format: str
+    status: str = Field(description="queued, running, done or failed.")
+    progress: float = Field(description="Share of the work done, 0 to 1.")
+    done: int = Field(description="Work units done (images, twice, or CSV rows).")
+    total: int = Field(description="Work units in all (an estimate for CSVs).")
+    error: str = Field(description="Why it failed; empty otherwise.")
+    size: int | None = Field(description="The file's size in bytes, once done.")
+    created_at: datetime
+    finished_at: datetime | None
+    classifier_version: int | None = Field(
+        description="The classifier whose predictions the file holds (null: none)."
+    )
+    round: int | None = Field(description="The round that classifier was trained after.")
+    download_url: str | None = Field(
+        description="Where to download the file once done (a redirect to a signed URL with S3)."
+    )

@@ -2,6 +2,8 @@
 
 Admins and ecologists only; anyone else gets 404. Every export streams (or, for the Camtrap DP
 zip, is spooled to a temporary file), so memory stays constant whatever the project's size.
+A project above ``TRAPWISE_EXPORT_DIRECT_MAX_IMAGES`` images gets COCO and Camtrap DP only as
+export files built in the background (``annotator.export_jobs``), listed on the exports page.
 """
 
 from __future__ import annotations
@@ -12,17 +14,20 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from django import forms
+from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import (
     FileResponse,
+    Http404,
     HttpRequest,
     HttpResponse,
     JsonResponse,
     StreamingHttpResponse,
 )
 from django.http.response import HttpResponseBase
-from django.shortcuts import render
-from django.views.decorators.http import require_GET
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
 
 from annotator.camtrapdp import (
     CAPTURE_METHODS,
@@ -34,6 +39,13 @@ from annotator.camtrapdp import (
     camtrap_dp_write,
 )
 from annotator.csvsafe import csv_safe_row
+from annotator.export_jobs import (
+    ExportError,
+    export_direct_allowed,
+    export_download_name,
+    export_file_delete,
+    export_job_create,
+)
 from annotator.exports import (
     EVENT_HEADER,
     EXPORT_HEADER,
@@ -43,9 +55,13 @@ from annotator.exports import (
     export_image_rows,
 )
 from annotator.exports_coco import export_coco_json
+from annotator.file_responses import export_file_response
 from annotator.forms import FloatField, IntegerField
+from annotator.models import ExportFormat
 from annotator.selectors import project_get_for_user, project_metrics_report
-from projects.models import EXPORTERS, Project
+from annotator.selectors_exports import export_file_get
+from annotator.views._common import request_user
+from projects.models import EXPORTERS, Project, Role
 
 # The CSV tables: header and row generator, by the name in the URL's file name.
 CSV_TABLES: dict[str, tuple[list[str], Callable[..., Iterable[list[object]]]]] = {
@@ -78,9 +94,12 @@ def export_metrics(request: HttpRequest, slug: str) -> JsonResponse:
 
 @login_required
 @require_GET
-def export_coco(request: HttpRequest, slug: str) -> StreamingHttpResponse:
-    """COCO Camera Traps JSON, the format ``import_images --coco`` reads."""
+def export_coco(request: HttpRequest, slug: str) -> HttpResponseBase:
+    """COCO Camera Traps JSON, the format ``import_images --coco`` reads; a large project is
+    sent to the exports page to build it as a file."""
     project, _ = project_get_for_user(slug=slug, user=request.user, roles=EXPORTERS)
+    if not export_direct_allowed(project=project):
+        return _too_large(request, project)
     response = StreamingHttpResponse(
         export_coco_json(project=project), content_type="application/json; charset=utf-8"
     )
@@ -163,8 +182,11 @@ def camtrap_dp_form(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required
 @require_GET
 def export_camtrap_dp(request: HttpRequest, slug: str) -> HttpResponseBase:
-    """The Camtrap DP 1.0 zip; without a valid location, the form again with why (400)."""
+    """The Camtrap DP 1.0 zip; without a valid location, the form again with why (400); a
+    large project is sent to the exports page."""
     project, _ = project_get_for_user(slug=slug, user=request.user, roles=EXPORTERS)
+    if not export_direct_allowed(project=project):
+        return _too_large(request, project)
     form = CamtrapDpForm(request.GET)
     if not form.is_valid():
         return _camtrap_page(request, project, form, status=400)
@@ -189,13 +211,83 @@ def export_camtrap_dp(request: HttpRequest, slug: str) -> HttpResponseBase:
     )
 
 
+@login_required
+@require_POST
+def export_job_start(request: HttpRequest, slug: str) -> HttpResponse:
+    """Queue an export file (``format``; Camtrap DP with the package form's fields), then
+    back to the exports page, which shows its progress. A refused one: why, nothing queued."""
+    project, _ = project_get_for_user(slug=slug, user=request.user, roles=EXPORTERS)
+    format = request.POST.get("format", "")
+    options = None
+    form = CamtrapDpForm(request.POST)
+    if format == ExportFormat.CAMTRAP_DP:
+        if not form.is_valid():
+            return _camtrap_page(request, project, form, status=400)
+        options = form.options()
+    try:
+        export_job_create(
+            project=project, format=format, created_by=request_user(request), options=options
+        )
+    except CamtrapDpError as exc:
+        return _camtrap_page(request, project, form, status=400, error=str(exc))
+    except ExportError as exc:
+        messages.error(request, f"Export not started: {exc}")
+    else:
+        label = ExportFormat(format).label
+        messages.success(request, f"{label}: the file is being built; it is listed below.")
+    return redirect("project_exports", slug=slug)
+
+
+@login_required
+@require_GET
+def export_file_download(request: HttpRequest, slug: str, export_id: int) -> HttpResponseBase:
+    """A finished export file: a redirect to a signed URL (S3) or the file itself (local).
+    404 for one not finished (or failed), as for anyone but admins and ecologists."""
+    project, _ = project_get_for_user(slug=slug, user=request.user, roles=EXPORTERS)
+    export_file = export_file_get(project=project, export_id=export_id)
+    if export_file.job.status != export_file.job.Status.DONE:
+        raise Http404("This export file is not ready")
+    return export_file_response(
+        name=export_file.name, download_name=export_download_name(export_file=export_file)
+    )
+
+
+@login_required
+@require_POST
+def export_file_delete_view(request: HttpRequest, slug: str, export_id: int) -> HttpResponse:
+    """Delete an export file (project admins): its stored file, its record and its job."""
+    project, _ = project_get_for_user(slug=slug, user=request.user, roles=(Role.ADMIN,))
+    export_file = export_file_get(project=project, export_id=export_id)
+    try:
+        export_file_delete(export_file=export_file)
+    except ExportError as exc:
+        messages.error(request, f"Not deleted: {exc}")
+    else:
+        messages.success(request, "Export file deleted.")
+    return redirect("project_exports", slug=slug)
+
+
+def _too_large(request: HttpRequest, project: Project) -> HttpResponse:
+    messages.info(
+        request,
+        f"{project.name} has more than {settings.TRAPWISE_EXPORT_DIRECT_MAX_IMAGES} images: "
+        "build the export as a file below; it is listed here when ready.",
+    )
+    return redirect("project_exports", slug=project.slug)
+
+
 def _camtrap_page(
     request: HttpRequest, project: Project, form: CamtrapDpForm, *, status: int, error: str = ""
 ) -> HttpResponse:
     return render(
         request,
         "annotator/exports/camtrap_dp.html",
-        {"project": project, "form": form, "error": error},
+        {
+            "project": project,
+            "form": form,
+            "error": error,
+            "direct": export_direct_allowed(project=project),
+        },
         status=status,
     )
 

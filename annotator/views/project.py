@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db import transaction
@@ -19,6 +20,7 @@ from activelearn.services import (
     project_learning_update,
     round_start,
 )
+from annotator.export_jobs import FILE_FORMATS, export_direct_allowed
 from annotator.forms import (
     DetectionStartForm,
     LearningSettingsForm,
@@ -26,6 +28,7 @@ from annotator.forms import (
     ThresholdsForm,
 )
 from annotator.selectors import project_get_for_user, project_list_for_user, project_live_status
+from annotator.selectors_exports import export_file_list, export_file_progress
 from annotator.selectors_pages import (
     project_data_get,
     project_model_get,
@@ -158,7 +161,19 @@ def project_settings(request: HttpRequest, slug: str) -> HttpResponse:
 def project_exports(request: HttpRequest, slug: str) -> HttpResponse:
     """The exports, for admins and ecologists."""
     project, role = project_get_for_user(slug=slug, user=request.user, roles=EXPORTERS)
-    return _project_page(request, project=project, role=role, page="exports")
+    files = export_file_list(project=project)
+    return _project_page(
+        request,
+        project=project,
+        role=role,
+        page="exports",
+        export_files=[(f, round(100 * export_file_progress(export_file=f))) for f in files],
+        # While a file is being built the page reloads itself to show its progress.
+        exports_active=any(f.job.status in ("queued", "running") for f in files),
+        direct_exports=export_direct_allowed(project=project),
+        file_formats=FILE_FORMATS,
+        max_direct=settings.TRAPWISE_EXPORT_DIRECT_MAX_IMAGES,
+    )
 
 
 @login_required

@@ -36,8 +36,10 @@ MAX_EXAMPLES = 30
 # not be reused for another label); POST .../labels/undo has nothing to undo until you have
 # labelled; GET .../crops filters by a species that must be the project's, within a confidence
 # range that must not be upside down; POST .../imports names a bucket or folder that must be
-# allowed and hold images. All document that 400. Everything the schema can say, it
-# says: a request it rejects is a 422, which this check still flags on every operation.
+# allowed and hold images; POST .../exports asks for a Camtrap DP package the project cannot
+# make (images without a capture time or a location). All document that 400. Everything the
+# schema can say, it says: a request it rejects is a 422, which this check still flags on
+# every operation.
 #
 # Every {slug} is the test's project (an unknown one is a 404 before anything else runs,
 # tested in test_api.py), so that every generated case reaches the endpoint's own logic.
@@ -62,6 +64,11 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403",
 
 [[operations]]
 include-path = "/api/v1/projects/{slug}/imports"
+include-method = "POST"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409"]
+
+[[operations]]
+include-path = "/api/v1/projects/{slug}/exports"
 include-method = "POST"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409"]
 """

@@ -14,6 +14,7 @@ from django.conf import settings
 
 from activelearn.services import FINETUNE_TASK, RETRAIN_TASK
 from annotator.celery import app
+from annotator.export_jobs import EXPORT_TASK
 from detector.import_jobs import IMPORT_TASK
 from detector.jobs import DETECTION_TASK, detection_job_create
 from detector.models import DetectionJob
@@ -30,6 +31,7 @@ EXPECTED_KINDS = {
     RETRAIN_TASK: "cpu",  # retraining and prediction
     CROPS_REFRESH_TASK: "cpu",  # crop re-derivation
     IMPORT_TASK: "cpu",  # imports
+    EXPORT_TASK: "cpu",  # export files
 }
 
 

@@ -121,6 +121,9 @@ URL_TABLE: dict[str, Rule] = {
     "export_metrics": Rule(get=EXPORTERS, post=None),
     "camtrap_dp_form": Rule(get=EXPORTERS, post=None),
     "export_camtrap_dp": Rule(get=EXPORTERS, post=None),
+    "export_job_start": Rule(get=None, post=EXPORTERS),
+    "export_file_download": Rule(get=EXPORTERS, post=None),
+    "export_file_delete": Rule(get=None, post=ADMIN),
     "crop_file": Rule(get=MEMBERS, post=None),
     "image_file": Rule(get=MEMBERS, post=None),
     "empties": Rule(get=LABELLERS, post=None),
@@ -148,6 +151,11 @@ URL_TABLE: dict[str, Rule] = {
     "api-v1:crops_page": Rule(get=EXPORTERS, post=None, api=True),
     "api-v1:crop_file": Rule(get=MEMBERS, post=None, api=True),
     "api-v1:image_file": Rule(get=MEMBERS, post=None, api=True),
+    # exports_list and export_create share one path (GET and POST).
+    "api-v1:exports_list": Rule(get=EXPORTERS, post=EXPORTERS, api=True),
+    "api-v1:export_create": Rule(get=EXPORTERS, post=EXPORTERS, api=True),
+    "api-v1:export_detail": Rule(get=EXPORTERS, post=None, api=True),
+    "api-v1:export_file": Rule(get=EXPORTERS, post=None, api=True),
 }
 
 # URLs left out of the walk, each public or protected by design by Django or django-ninja.
@@ -249,6 +257,7 @@ def world(
         "token_id": token.pk,
         "invitation_id": invitation.pk,
         "deployment_pk": _spare_deployment(project).pk,
+        "export_id": _export_file(project).pk,
     }
     users = {
         "outsider": outsider,
@@ -269,6 +278,14 @@ def _spare_deployment(project: Project) -> Any:
     return Deployment.objects.create(
         project=project, deployment_id="spare", latitude=1, longitude=1, start=start, end=start
     )
+
+
+def _export_file(project: Project) -> Any:
+    """A finished export file whose id fills the export file URLs (the admin's POST deletes it)."""
+    from annotator.export_jobs import export_file_run, export_job_create
+
+    record = export_job_create(project=project, format="images-csv", queue=False)
+    return export_file_run(export_id=record.pk)
 
 
 def _reverse(name: str, world: World) -> str:
@@ -354,8 +371,9 @@ def test_every_url_answers_each_role_as_classified(world: World) -> None:
     role's pages; never a server error. Admin goes last: their POSTs may change things."""
     failures: list[str] = []
     names = list(_url_names())
-    # A well-formed label (the only API body with required fields).
-    body = {"crop_id": world.kwargs["crop_id"], "kind": "unknown"}
+    # A well-formed label and export (the only API bodies with required fields; each endpoint
+    # ignores the other's fields).
+    body = {"crop_id": world.kwargs["crop_id"], "kind": "unknown", "format": "coco"}
     for role in ROLES:
         client = Client()
         if role != "anonymous":
