@@ -573,6 +573,10 @@ def test_openapi_lists_every_endpoint_and_bearer_scheme(client: Client) -> None:
         ("GET", "/projects/{slug}/images/{image_id}/file"),
         ("POST", "/projects/{slug}/imports"),
         ("GET", "/projects/{slug}/jobs/{job_id}"),
+        ("POST", "/projects/{slug}/exports"),
+        ("GET", "/projects/{slug}/exports"),
+        ("GET", "/projects/{slug}/exports/{export_id}"),
+        ("GET", "/projects/{slug}/exports/{export_id}/file"),
     }
     schemes = schema["components"]["securitySchemes"]
     assert {"type": "http", "scheme": "bearer"} in schemes.values()

@@ -68,6 +68,7 @@ URL_TABLE: dict[str, Rule] = {
     "project_import": Rule(get=ADMIN, post=None),
     "import_folder_start": Rule(get=None, post=ADMIN),
     "import_upload": Rule(get=None, post=ADMIN),
+    "import_bucket_start": Rule(get=None, post=ADMIN),
     "project_detail": Rule(get=MEMBERS, post=None),
     "project_rounds": Rule(get=MEMBERS, post=None),
     "project_model": Rule(get=EXPORTERS, post=None),
@@ -156,6 +157,9 @@ URL_TABLE: dict[str, Rule] = {
     "api-v1:export_create": Rule(get=EXPORTERS, post=EXPORTERS, api=True),
     "api-v1:export_detail": Rule(get=EXPORTERS, post=None, api=True),
     "api-v1:export_file": Rule(get=EXPORTERS, post=None, api=True),
+    "api-v1:import_create": Rule(get=None, post=ADMIN, api=True),
+    "api-v1:job_detail": Rule(get=ADMIN, post=None, api=True),
+    "api-v1:retrain_request": Rule(get=None, post=ADMIN, api=True),
 }
 
 # URLs left out of the walk, each public or protected by design by Django or django-ninja.
@@ -246,6 +250,7 @@ def world(
     )
     crop = project.crops.order_by("pk").first()  # type: ignore[attr-defined]
     assert crop is not None
+    export_file = _export_file(project)
     kwargs = {
         "slug": project.slug,
         "crop_id": crop.pk,
@@ -257,7 +262,8 @@ def world(
         "token_id": token.pk,
         "invitation_id": invitation.pk,
         "deployment_pk": _spare_deployment(project).pk,
-        "export_id": _export_file(project).pk,
+        "export_id": export_file.pk,
+        "job_id": export_file.job_id,
     }
     users = {
         "outsider": outsider,
@@ -371,9 +377,14 @@ def test_every_url_answers_each_role_as_classified(world: World) -> None:
     role's pages; never a server error. Admin goes last: their POSTs may change things."""
     failures: list[str] = []
     names = list(_url_names())
-    # A well-formed label and export (the only API bodies with required fields; each endpoint
-    # ignores the other's fields).
-    body = {"crop_id": world.kwargs["crop_id"], "kind": "unknown", "format": "coco"}
+    # A well-formed label, export and import (the only API bodies with required fields; each
+    # endpoint ignores the others' fields).
+    body = {
+        "crop_id": world.kwargs["crop_id"],
+        "kind": "unknown",
+        "format": "coco",
+        "source": "s3://no-such-bucket/images",
+    }
     for role in ROLES:
         client = Client()
         if role != "anonymous":

@@ -36,7 +36,7 @@ POSTGRES_URL = os.environ.get("TRAPWISE_CLUSTER_POSTGRES", "postgresql://postgre
 REDIS_URL = os.environ.get("TRAPWISE_CLUSTER_REDIS", "redis://127.0.0.1:6379/12")
 # Credentials of the loopback S3 server (moto accepts any).
 ACCESS_KEY = "trapwise-cluster"
-SECRET_KEY = "trapwise-cluster-secret"
+SIGNING_KEY = "trapwise-cluster-secret"
 REGION = "us-east-1"
 # The most the whole scenario may take; every wait gets what is left of it.
 TOTAL_S = float(os.environ.get("TRAPWISE_CLUSTER_TIMEOUT", "420"))
@@ -189,7 +189,7 @@ class Cluster:
                 "TRAPWISE_IMPORT_BUCKETS": self.bucket,
                 "AWS_S3_ENDPOINT_URL": self.s3_url,
                 "AWS_ACCESS_KEY_ID": ACCESS_KEY,
-                "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+                "AWS_SECRET_ACCESS_KEY": SIGNING_KEY,
                 "AWS_DEFAULT_REGION": REGION,
                 "TRAPWISE_GPU_QUEUE": self.queues["gpu"],
                 "TRAPWISE_CPU_QUEUE": self.queues["cpu"],
@@ -256,7 +256,7 @@ class Cluster:
             "s3",
             endpoint_url=self.s3_url,
             aws_access_key_id=ACCESS_KEY,
-            aws_secret_access_key=SECRET_KEY,
+            aws_secret_access_key=SIGNING_KEY,
             region_name=REGION,
         )
 
