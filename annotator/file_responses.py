@@ -42,7 +42,13 @@ from projects.image_source import image_source_url
 from projects.import_roots import image_read_roots
 from projects.models import Image
 from projects.safe_files import file_open_confined
-from projects.storage import storage_get, stored_is_local, stored_open, stored_url
+from projects.storage import (
+    storage_get,
+    stored_is_local,
+    stored_local_root,
+    stored_open,
+    stored_url,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +69,7 @@ def crop_file_response(*, crop: Crop) -> HttpResponseBase:
     if not stored_is_local():
         url, max_age = _crop_url_signed(name=_crop_name(crop))
         return _redirect(url, max_age=max_age)
-    media = Path(settings.MEDIA_ROOT)
+    media = stored_local_root(kind="crops")
     path = media / crop.file
     prefix = settings.TRAPWISE_INTERNAL_REDIRECT
     if not prefix:

@@ -100,8 +100,9 @@ def main() -> None:
 
     from annotator import file_responses
     from annotator.file_responses import crop_file_response
+    from projects.storage import stored_local_root
 
-    media = Path(settings.MEDIA_ROOT)
+    media = stored_local_root(kind="crops")
     crops = _crops(media)
     sizes = [(media / crop.file).stat().st_size for crop in crops]
 

@@ -49,6 +49,7 @@ from projects.storage import (
     stored_is_local,
     stored_list,
     stored_local,
+    stored_local_root,
     stored_write,
 )
 
@@ -475,7 +476,7 @@ def _features_folders(*, directory: str) -> list[str]:
 def _crop_paths(crop_ids: np.ndarray) -> list[Path]:
     """Local paths of the crops' JPEGs, in the order of ``crop_ids``.
 
-    Locally the files in MEDIA_ROOT themselves. With a remote store, the worker's cached
+    Locally the files in the crop store's folder. With a remote store, the worker's cached
     copies (``stored_local``; crop names are immutable, so a copy never goes stale), fetched
     by a few threads at once: one crop at a time, the round trips would cost more than the
     network embedding them. ValueError names the crop whose file is missing, as the reader
@@ -484,7 +485,8 @@ def _crop_paths(crop_ids: np.ndarray) -> list[Path]:
     files = dict(Crop.objects.filter(id__in=crop_ids.tolist()).values_list("id", "file"))
     names = [files[int(i)] for i in crop_ids]
     if stored_is_local():
-        return [Path(settings.MEDIA_ROOT) / name for name in names]
+        root = stored_local_root(kind="crops")
+        return [root / name for name in names]
 
     def fetch(name: str) -> Path:
         try:

@@ -48,6 +48,7 @@ __all__ = [
     "stored_is_local",
     "stored_list",
     "stored_local",
+    "stored_local_root",
     "stored_open",
     "stored_put",
     "stored_size",
@@ -71,6 +72,15 @@ def _local_root(kind: StorageKind) -> Path:
     if kind == "data":
         return Path(settings.TRAPWISE_DATA_DIR)
     return Path(settings.TRAPWISE_DATA_DIR) / "exports"
+
+
+def stored_local_root(*, kind: StorageKind) -> Path:
+    """The folder that holds ``kind``'s files on this machine, for code that must confine or
+    hand a path to a front server (``X-Accel-Redirect``). Local store only: RuntimeError with
+    a remote one, where no such folder exists."""
+    if not stored_is_local():
+        raise RuntimeError(f"the {kind} store is remote: there is no local folder")
+    return _local_root(kind)
 
 
 def storage_get(kind: StorageKind) -> Storage:

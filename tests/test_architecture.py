@@ -132,3 +132,47 @@ def test_the_web_and_the_api_never_store_a_label_without_a_claim() -> None:
         if bypass.search(path.read_text())
     )
     assert named == []
+
+
+# The only modules that may name the local folders of stored files: the storage layer itself, and
+# the import roots (browser uploads are an import source, kept on the web machine's disk).
+LOCAL_FOLDER_SETTINGS = {"MEDIA_ROOT", "TRAPWISE_DATA_DIR"}
+LOCAL_FOLDER_READERS = {"projects/storage.py", "projects/import_roots.py"}
+
+
+def _local_folder_uses(root: Path) -> list[str]:
+    """``settings.MEDIA_ROOT`` / ``settings.TRAPWISE_DATA_DIR`` reads in the product packages
+    under ``root``, outside the modules allowed to make them, as "file:line"."""
+    import ast
+
+    found = []
+    for package in PACKAGES:
+        for path in sorted((root / package).rglob("*.py")):
+            relative = path.relative_to(root).as_posix()
+            if relative in LOCAL_FOLDER_READERS or relative == "annotator/settings.py":
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                if (
+                    isinstance(node, ast.Attribute)
+                    and node.attr in LOCAL_FOLDER_SETTINGS
+                    and isinstance(node.value, ast.Name)
+                    and node.value.id == "settings"
+                ):
+                    found.append(f"{relative}:{node.lineno}")
+    return found
+
+
+def test_stored_files_are_reached_only_through_the_storage_layer() -> None:
+    """No code path reads a crop, a vector file or a model by a local path of its own: they go
+    through ``projects.storage`` (the local folder, or a remote store and a worker's cache)."""
+    assert _local_folder_uses(ROOT) == []
+
+
+def test_a_direct_media_root_read_is_caught(tree_copy: Path) -> None:
+    _append(
+        tree_copy / "embeddings" / "services.py",
+        "def _sneaky() -> object:\n    return settings.MEDIA_ROOT",
+    )
+    assert [use.split(":")[0] for use in _local_folder_uses(tree_copy)] == [
+        "embeddings/services.py"
+    ]
