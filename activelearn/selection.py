@@ -105,8 +105,12 @@ def _row_sq_norms(features: np.ndarray) -> np.ndarray:
     norms = np.empty(features.shape[0], dtype=np.float32)
     step = _stream_step(features.shape[1])
     for r0 in range(0, features.shape[0], step):
-        np.einsum("ij,ij->i", features[r0 : r0 + step], features[r0 : r0 + step],
-                  out=norms[r0 : r0 + step])
+        np.einsum(
+            "ij,ij->i",
+            features[r0 : r0 + step],
+            features[r0 : r0 + step],
+            out=norms[r0 : r0 + step],
+        )
     if not np.isfinite(norms).all():
         raise SelectionError("features contain NaN or infinite values (or values above 1e19)")
     return norms
@@ -639,8 +643,7 @@ def hybrid_selection(
     budget = _check_int(budget, name="budget", minimum=1)
     random_state = _check_int(random_state, name="random_state", minimum=0)
     pool_factor = _check_int(pool_factor, name="pool_factor", minimum=1)
-    x = _as_float32_features(features, check_finite=False)
-    sq_norms = _row_sq_norms(x)  # also the finiteness check
+    x = _as_float32_features(features)
     labeled, candidates = _candidate_rows(
         x, labeled_mask=labeled_mask, candidate_mask=candidate_mask
     )

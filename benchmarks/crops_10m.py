@@ -3,8 +3,9 @@
 ``vectors_file(n)`` returns ``var/bench/crops_<n>x256.npy``: ``n`` L2-normalised float32
 vectors around ``CLUSTERS`` gaussian cluster centres (crops of one species and camera look
 alike), in bursts of ``BURST`` consecutive rows that share a sequence offset (the frames of
-one trigger look nearly the same: they are each other's nearest neighbours), generated once in chunks through ``np.lib.format.open_memmap`` (so 10M x 256, 10.24 GB,
-never sits in memory) and reused when present. Labels (``cluster_labels``) are each row's
+one trigger look nearly the same: they are each other's nearest neighbours), generated once
+in chunks through ``np.lib.format.open_memmap`` (so 10M x 256, 10.24 GB, never sits in
+memory) and reused when present. Labels (``cluster_labels``) are each row's
 cluster id, from which the classifier benchmark derives species.
 """
 
@@ -77,7 +78,16 @@ def vectors_open(n: int = N_DEFAULT) -> np.ndarray:
 
 
 def peak_rss_bytes() -> int:
-    """This process's peak resident set size (Linux ru_maxrss is in KiB)."""
+    """This process's peak resident set size: /proc/self/status VmHWM (per address space, so
+    a subprocess does not inherit its parent's, as ``ru_maxrss`` does across fork and exec);
+    ``ru_maxrss`` where there is no /proc."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 

@@ -39,9 +39,10 @@ _BLOCK_ROWS = 262_144
 def _rss_anon() -> int:
     """Anonymous resident bytes now (/proc/self/status RssAnon): memory the process owns,
     not the file pages of a memory map."""
-    for line in open("/proc/self/status"):
-        if line.startswith("RssAnon:"):
-            return int(line.split()[1]) * 1024
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) * 1024
     return 0
 
 

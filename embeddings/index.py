@@ -20,11 +20,13 @@ queries near stored vectors reach recall@10 1.00 with IVF from nprobe 8; nprobe 
 keeps the memory of a flat index.
 
 * ``N > pq_min`` (default 2,000,000): ``IndexRefine`` of an ``IndexIVFPQ`` (``nlist =
-  min(1024, round(sqrt(N)))`` cells, 32-byte PQ codes of the residuals) re-ranked by an 8-bit scalar-quantised copy (``SQ8``): the ``REFINE_K_FACTOR``
-  x k PQ candidates are re-scored at near-exact distances. At 10M x 256 it holds ~3 GB
+  min(1024, round(sqrt(N)))`` cells, 32-byte PQ codes of the residuals) re-ranked by an
+  8-bit scalar-quantised copy (``SQ8``): the ``REFINE_K_FACTOR`` x k PQ candidates are
+  re-scored at near-exact distances. At 10M x 256 it holds ~3 GB
   (32 + 256 bytes a vector, ids beside) where a flat or IVF-Flat index holds 10.24 GB, and
   builds in minutes on 2 cores: k-means and codebooks on a sample, vectors added in blocks
-  (a memory-mapped array is never loaded whole). Distances are SQ8's, within ~1e-3 of exact on unit vectors.
+  (a memory-mapped array is never loaded whole). Distances are SQ8's, within ~1e-3 of exact
+  on unit vectors.
   Measured in benchmarks/README.md ("FAISS at ten million": recall@10 against exact search).
 
 Where faiss-gpu sees a CUDA device, ``index_load`` (and ``index_to_gpu``) move the index to

@@ -165,9 +165,7 @@ def _bursts(n: int = 4000, d: int = 32, clusters: int = 20, burst: int = 10) -> 
     offsets = np.repeat(0.5 * rng.standard_normal((n // burst, d)), burst, axis=0)
     vectors = centres[np.repeat(rng.integers(0, clusters, n // burst), burst)] + offsets
     vectors += 0.1 * rng.standard_normal((n, d))
-    unit: np.ndarray = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(
-        np.float32
-    )
+    unit: np.ndarray = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
     return unit
 
 
