@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -52,7 +53,7 @@ def _cache_file(n: int) -> Path:
     return path
 
 
-def _child_round(n: int) -> dict[str, float]:
+def _child_round(n: int) -> dict[str, Any]:
     features = crops_10m.vectors_open(n)
     labelled = _labelled(n)
     mask = np.zeros(n, dtype=bool)
@@ -86,14 +87,14 @@ def _child_floor(n: int, passes: int) -> dict[str, float]:
     return {"seconds": time.perf_counter() - start, "peak_rss": crops_10m.peak_rss_bytes()}
 
 
-def _spawn(kind: str, n: int, passes: int) -> dict[str, float]:
+def _spawn(kind: str, n: int, passes: int) -> dict[str, Any]:
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks.kcenter_10m", kind, str(n), str(passes)],
         check=True,
         capture_output=True,
         text=True,
     )
-    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 
 
@@ -110,7 +111,7 @@ def main() -> None:
     _write(n, rounds, floors)
 
 
-def _write(n: int, rounds: list[dict[str, float]], floors: list[dict[str, float]]) -> None:
+def _write(n: int, rounds: list[dict[str, Any]], floors: list[dict[str, Any]]) -> None:
     """Record the best round against the floor scaled from the best time per pass."""
     path = crops_10m.vectors_file(n)
     # The least a round must read: the squared norms, the cache update, one pass per pick
