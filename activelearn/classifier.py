@@ -180,16 +180,27 @@ def _check_int(value: object, *, name: str, minimum: int) -> int:
     return check_int(value, name=name, minimum=minimum, error=ClassifierError)
 
 
+# Rows checked for finiteness at a time: the check's boolean temporary stays ~16 MB for
+# d = 256 instead of N x d (2.56 GB at 10M crops).
+_CHECK_ROWS = 65536
+
+
 def _check_features(features: object, *, name: str = "features") -> np.ndarray:
-    """Return features as a finite float32 (N, d) array or raise ClassifierError."""
-    arr = np.asarray(features)
+    """Return features as a finite float32 (N, d) array or raise ClassifierError.
+
+    A float32 array (a memory map included) is returned as it is, not copied; the
+    finiteness check reads it in blocks of ``_CHECK_ROWS`` rows.
+    """
+    arr = features if isinstance(features, np.ndarray) else np.asarray(features)
     if arr.ndim != 2:
         raise ClassifierError(f"{name} must be 2-D (N, d), got shape {arr.shape}")
     if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
         raise ClassifierError(f"{name} must be real numbers, got dtype {arr.dtype}")
-    arr = np.asarray(arr, dtype=np.float32)
-    if not np.isfinite(arr).all():
-        raise ClassifierError(f"{name} contain NaN or infinite values")
+    if arr.dtype != np.float32:
+        arr = np.asarray(arr, dtype=np.float32)
+    for start in range(0, arr.shape[0], _CHECK_ROWS):
+        if not np.isfinite(arr[start : start + _CHECK_ROWS]).all():
+            raise ClassifierError(f"{name} contain NaN or infinite values")
     return arr
 
 
@@ -510,12 +521,22 @@ def classifier_train(
 def probabilities_top_k(
     probs: np.ndarray, *, classes: np.ndarray, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k of (n, C) probabilities -> ((n, k) int64 labels, (n, k) float32 probs)."""
-    # Stable sort of -p: equal probabilities keep class order (smaller id first).
-    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-    return classes[order].astype(np.int64), np.take_along_axis(probs, order, axis=1).astype(
-        np.float32
-    )
+    """Top-k of (n, C) probabilities -> ((n, k) int64 labels, (n, k) float32 probs).
+
+    Works through ``_CHECK_ROWS`` rows at a time, so the sort's (rows, C) temporaries stay
+    small beside the output at ten million crops."""
+    probs = np.asarray(probs)
+    classes = np.asarray(classes)
+    k = min(k, probs.shape[1]) if probs.ndim == 2 else k
+    labels = np.empty((probs.shape[0], k), dtype=np.int64)
+    top = np.empty((probs.shape[0], k), dtype=np.float32)
+    for start in range(0, probs.shape[0], _CHECK_ROWS):
+        block = probs[start : start + _CHECK_ROWS]
+        # Stable sort of -p: equal probabilities keep class order (smaller id first).
+        order = np.argsort(-block, axis=1, kind="stable")[:, :k]
+        labels[start : start + _CHECK_ROWS] = classes[order]
+        top[start : start + _CHECK_ROWS] = np.take_along_axis(block, order, axis=1)
+    return labels, top
 
 
 def probabilities_average(

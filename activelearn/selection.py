@@ -53,6 +53,10 @@ __all__ = [
 # Cap on the number of float32 elements in one temporary block (64 MiB), so the
 # default chunk_size stays safe for wide embeddings (e.g. d=2048).
 _MAX_BLOCK_ELEMENTS = 1 << 24
+# Bytes of features one streamed pass (a pick's distance update, the squared norms) reads
+# per block: large enough that BLAS runs at memory bandwidth, small enough that the block's
+# temporaries are negligible beside the data (issue 19: 10M x 256 memory-mapped).
+_STREAM_BLOCK_BYTES = 16 << 20
 
 # A float32 softmax row can sum to slightly more than 1 by rounding; anything beyond
 # this slack means the caller passed something that is not probabilities.
@@ -63,22 +67,52 @@ def _check_int(value: object, *, name: str, minimum: int) -> int:
     return check_int(value, name=name, minimum=minimum, error=SelectionError)
 
 
-def _as_float32_features(features: object) -> np.ndarray:
-    """Return features as a C-contiguous float32 (N, d) array with finite values."""
-    arr = np.asarray(features)
+def _as_float32_features(features: object, *, check_finite: bool = True) -> np.ndarray:
+    """Return features as a C-contiguous float32 (N, d) array, without copying one that is
+    already float32 and C-contiguous (a memory-mapped .npy stays on disk).
+
+    ``check_finite`` reads every row (in blocks) and raises SelectionError on NaN or
+    infinity; callers that go on to ``_row_sq_norms``, which checks the same as it reads,
+    pass False and save that pass.
+    """
+    arr = features if isinstance(features, np.ndarray) else np.asarray(features)
     if arr.ndim != 2:
         raise SelectionError(f"features must be 2-D (N, d), got shape {arr.shape}")
     if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
         raise SelectionError(f"features must be real numbers, got dtype {arr.dtype}")
-    arr = np.ascontiguousarray(arr, dtype=np.float32)
-    if not np.isfinite(arr).all():
-        raise SelectionError("features contain NaN or infinite values")
+    if not (arr.dtype == np.float32 and arr.flags.c_contiguous):
+        arr = np.ascontiguousarray(arr, dtype=np.float32)
+    if check_finite:
+        step = _stream_step(arr.shape[1])
+        for r0 in range(0, arr.shape[0], step):
+            if not np.isfinite(arr[r0 : r0 + step]).all():
+                raise SelectionError("features contain NaN or infinite values")
     return arr
 
 
+def _stream_step(n_dims: int) -> int:
+    """Rows per streamed block: ``_STREAM_BLOCK_BYTES`` of float32, at least one row."""
+    return max(1, _STREAM_BLOCK_BYTES // (4 * max(n_dims, 1)))
+
+
 def _row_sq_norms(features: np.ndarray) -> np.ndarray:
-    """(N,) float32 squared L2 norm of each row of a (N, d) float32 array."""
-    norms: np.ndarray = np.einsum("ij,ij->i", features, features)
+    """(N,) float32 squared L2 norm of each row of a (N, d) float32 array, read in blocks
+    (one pass; a memory map is never loaded whole).
+
+    Raises SelectionError when a row holds NaN or infinity: its squared norm is then
+    NaN or +inf (as it is for values above ~1e19, whose squares overflow float32).
+    """
+    norms = np.empty(features.shape[0], dtype=np.float32)
+    step = _stream_step(features.shape[1])
+    for r0 in range(0, features.shape[0], step):
+        np.einsum(
+            "ij,ij->i",
+            features[r0 : r0 + step],
+            features[r0 : r0 + step],
+            out=norms[r0 : r0 + step],
+        )
+    if not np.isfinite(norms).all():
+        raise SelectionError("features contain NaN or infinite values (or values above 1e19)")
     return norms
 
 
@@ -124,16 +158,26 @@ def _update_min_sq(
     *,
     centre: int,
 ) -> None:
-    """Lower ``min_sq`` (N,) in place with squared distances to row ``centre``: O(N d).
+    """Lower ``min_sq`` (N,) in place with squared distances to row ``centre``: O(N d),
+    one streaming pass over ``features`` in blocks of ``_STREAM_BLOCK_BYTES`` (a BLAS
+    matrix-vector product each), so that memory-mapped features are read once per pick and
+    the temporaries stay block-sized.
 
     Rows excluded from picking hold -inf and stay -inf.
     """
     # Scaling the d-vector instead of the N-vector saves one pass over N (exact: x -2).
-    sq = features @ (features[centre] * np.float32(-2.0))
-    sq += sq_norms
-    sq += sq_norms[centre]
-    np.maximum(sq, 0.0, out=sq)
-    np.minimum(min_sq, sq, out=min_sq)
+    vector = np.asarray(features[centre], dtype=np.float32) * np.float32(-2.0)
+    centre_norm = sq_norms[centre]
+    step = _stream_step(features.shape[1])
+    sq = np.empty(min(step, features.shape[0]), dtype=np.float32)
+    for r0 in range(0, features.shape[0], step):
+        r1 = min(r0 + step, features.shape[0])
+        block = sq[: r1 - r0]
+        np.matmul(features[r0:r1], vector, out=block)
+        block += sq_norms[r0:r1]
+        block += centre_norm
+        np.maximum(block, 0.0, out=block)
+        np.minimum(min_sq[r0:r1], block, out=min_sq[r0:r1])
 
 
 def min_sq_distances_update(
@@ -162,7 +206,8 @@ def min_sq_distances_update(
         SelectionError: bad shapes, non-finite features, row positions out of range.
     """
     chunk_size = _check_int(chunk_size, name="chunk_size", minimum=1)
-    x = _as_float32_features(features)
+    x = _as_float32_features(features, check_finite=False)
+    sq_norms = _row_sq_norms(x)  # also the finiteness check
     n_rows = x.shape[0]
     base = _check_min_sq(min_sq, n_rows=n_rows)
     rows = np.asarray(new_rows)
@@ -174,7 +219,7 @@ def min_sq_distances_update(
     if rows.size == 0:
         return base.copy()
     fresh = _min_sq_dist_to_set(
-        x, _row_sq_norms(x), rows=np.arange(n_rows), centres=rows, chunk_size=chunk_size
+        x, sq_norms, rows=np.arange(n_rows), centres=rows, chunk_size=chunk_size
     )
     np.minimum(fresh, base, out=fresh)
     return fresh
@@ -244,7 +289,8 @@ def k_center_greedy(
     budget = _check_int(budget, name="budget", minimum=1)
     random_state = _check_int(random_state, name="random_state", minimum=0)
     chunk_size = _check_int(chunk_size, name="chunk_size", minimum=1)
-    x = _as_float32_features(features)
+    x = _as_float32_features(features, check_finite=False)
+    sq_norms = _row_sq_norms(x)  # also the finiteness check
     labeled, candidates = _candidate_rows(
         x, labeled_mask=labeled_mask, candidate_mask=candidate_mask
     )
@@ -252,7 +298,6 @@ def k_center_greedy(
     if n_picks == 0:
         return _empty_selection(strategy="k_center", random_state=random_state)
 
-    sq_norms = _row_sq_norms(x)
     # -inf marks rows that can never be picked; argmax then ignores them.
     min_sq = np.full(x.shape[0], -np.inf, dtype=np.float32)
     picks: list[int] = []

@@ -13,19 +13,28 @@ from benchmarks import (
     classifier_loop,
     crop_geometry,
     crop_urls,
+    crops_10m,
     embedding_speed,
+    explore_10m,
     explore_paging,
     export_stream,
+    faiss_10m,
     kcenter,
+    kcenter_10m,
     learning_core,
     offline_detector,
     offline_untimed,
     reembed,
+    retrain_predict_10m,
     selection_rule,
 )
 
 BENCHMARKS: dict[str, Callable[[], None]] = {
     "kcenter": kcenter.main,
+    "kcenter_10m": kcenter_10m.main,
+    "faiss_10m": faiss_10m.main,
+    "retrain_predict_10m": retrain_predict_10m.main,
+    "explore_10m": explore_10m.main,
     "classifier_loop": classifier_loop.main,
     "export_stream": export_stream.main,
     "explore_paging": explore_paging.main,
@@ -45,7 +54,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Run Trapwise's benchmarks.")
     parser.add_argument("names", nargs="*", help="benchmarks to run (all when none)")
     parser.add_argument("--crops", type=int, help="explore_paging's crop count")
+    parser.add_argument("--n", type=int, help="crop count of the *_10m benchmarks")
     args = parser.parse_args(sys.argv[1:])
+    if args.n is not None:
+        crops_10m.N = args.n
     if args.crops is not None:
         explore_paging.N_CROPS = args.crops
     names = args.names or list(BENCHMARKS)

@@ -19,6 +19,16 @@ queries near stored vectors reach recall@10 1.00 with IVF from nprobe 8; nprobe 
 ~0.5 ms per query against ~3 ms for flat. IVF also runs on faiss-gpu (HNSW does not) and
 keeps the memory of a flat index.
 
+* ``N > pq_min`` (default 2,000,000): ``IndexRefine`` of an ``IndexIVFPQ`` (``nlist =
+  min(1024, round(sqrt(N)))`` cells, 32-byte PQ codes of the residuals) re-ranked by an
+  8-bit scalar-quantised copy (``SQ8``): the ``REFINE_K_FACTOR`` x k PQ candidates are
+  re-scored at near-exact distances. At 10M x 256 it holds ~3 GB
+  (32 + 256 bytes a vector, ids beside) where a flat or IVF-Flat index holds 10.24 GB, and
+  builds in minutes on 2 cores: k-means and codebooks on a sample, vectors added in blocks
+  (a memory-mapped array is never loaded whole). Distances are SQ8's, within ~1e-3 of exact
+  on unit vectors.
+  Measured in benchmarks/README.md ("FAISS at ten million": recall@10 against exact search).
+
 Where faiss-gpu sees a CUDA device, ``index_load`` (and ``index_to_gpu``) move the index to
 the GPU for searching; ``index_save`` always writes the CPU form, so files are portable.
 For unit-norm vectors, squared L2 ``D`` and cosine similarity are related by
@@ -41,7 +51,15 @@ from projects.atomic import atomic_path
 FaissIndex = Any
 
 DEFAULT_FLAT_MAX = 200_000
+DEFAULT_PQ_MIN = 2_000_000
 DEFAULT_NPROBE = 32
+# IVF-PQ: bytes per code (d must be a multiple), candidates re-ranked per neighbour asked,
+# most cells, rows per add block. (An HNSW quantizer, tried to assign vectors without the
+# N x nlist product, was slower than this flat one at efSearch 128 on 2 cores.)
+PQ_BYTES, REFINE_K_FACTOR, PQ_NLIST_MAX, ADD_BLOCK = 32, 8, 1024, 262_144
+# k-means iterations for the IVF-PQ cells: 10 instead of faiss's 25 (the cells only route
+# queries; the re-ranking makes the distances) keeps 10M's training near a minute.
+PQ_KMEANS_ITER = 10
 # k-means needs ~30+ points per centroid to place it well; faiss itself warns below 39
 # and subsamples above 256, so 64 gives stable cells at a fraction of N's training cost.
 TRAIN_PER_CELL = 64
@@ -93,41 +111,88 @@ def _ivf_index(matrix: np.ndarray, *, seed: int, nprobe: int) -> FaissIndex:
     return ivf
 
 
+def pq_nlist(n: int) -> int:
+    """IVF cells of the IVF-PQ index for ``n`` vectors: ``round(sqrt(n))`` up to
+    ``PQ_NLIST_MAX``, between 1 and ``n``. Fewer than IVF-Flat's: a cell is scanned as
+    32-byte codes, so large cells are cheap, while assigning every vector to its cell costs
+    N x nlist x d (10M x 1024 x 256: minutes on 2 cores; 4 x sqrt(N) would be 12 times that)."""
+    return max(1, min(n, PQ_NLIST_MAX, round(math.sqrt(n))))
+
+
+def _ivfpq_index(matrix: np.ndarray, *, seed: int, nprobe: int) -> FaissIndex:
+    """Trained ``IndexRefine(IndexIVFPQ, SQ8)`` for ``matrix`` (N, d); vectors not added."""
+    n, d = matrix.shape
+    if d % PQ_BYTES:
+        raise ValueError(f"IVF-PQ needs d divisible by {PQ_BYTES}, got d={d}")
+    nlist = pq_nlist(n)
+    ivf = faiss.IndexIVFPQ(faiss.IndexFlatL2(d), d, nlist, PQ_BYTES, 8)
+    ivf.cp.seed = seed
+    ivf.cp.niter = PQ_KMEANS_ITER
+    ivf.pq.cp.seed = seed
+    rng = np.random.default_rng(seed)
+    # k-means and the PQ codebooks (256 centroids each) both want a few dozen per centroid.
+    sample_size = min(n, max(TRAIN_PER_CELL * nlist, 256 * TRAIN_PER_CELL))
+    rows = np.sort(rng.choice(n, size=sample_size, replace=False))
+    sample = np.ascontiguousarray(matrix[rows])
+    refine = faiss.IndexScalarQuantizer(d, faiss.ScalarQuantizer.QT_8bit)
+    index = faiss.IndexRefine(ivf, refine)
+    index.train(sample)
+    index.k_factor = REFINE_K_FACTOR
+    ivf.nprobe = min(nprobe, nlist)
+    return index
+
+
 def index_build(
     vectors: np.ndarray,
     ids: np.ndarray,
     *,
     flat_max: int = DEFAULT_FLAT_MAX,
+    pq_min: int = DEFAULT_PQ_MIN,
     seed: int = 0,
     nprobe: int = DEFAULT_NPROBE,
 ) -> FaissIndex:
     """Index ``vectors`` (N, d) float32 under ``ids`` (N,) int64 (unique), on the CPU.
 
     Args:
-        vectors, ids: what to store; search results return these ids.
+        vectors, ids: what to store; search results return these ids. ``vectors`` may be a
+            memory-mapped array: it is read in blocks of ``ADD_BLOCK`` rows.
         flat_max: largest N indexed exactly (``IndexFlatL2``); above it, IVF-Flat.
+        pq_min: above this N (and above ``flat_max``), IVF-PQ re-ranked by SQ8 (d must be a
+            multiple of 32).
         seed: fixes the IVF training sample and k-means start (same inputs, same index).
         nprobe: IVF cells visited per query (saved with the index); ignored for flat.
 
     Returns:
-        ``IndexIDMap2`` around ``IndexFlatL2`` or ``IndexIVFFlat``; see ``index_kind``.
+        ``IndexIDMap2`` around ``IndexFlatL2``, ``IndexIVFFlat`` or ``IndexRefine``; see
+        ``index_kind``.
     """
     matrix = _as_float32_matrix(vectors, "vectors")
     _check_ids(ids, matrix.shape[0])
-    if flat_max < 0 or nprobe < 1:
-        raise ValueError(f"flat_max must be >= 0 and nprobe >= 1, got {flat_max}, {nprobe}")
-    if matrix.shape[0] <= flat_max:
+    if flat_max < 0 or pq_min < 0 or nprobe < 1:
+        raise ValueError(
+            f"flat_max and pq_min must be >= 0 and nprobe >= 1, got {flat_max}, {pq_min}, {nprobe}"
+        )
+    n = matrix.shape[0]
+    if n <= flat_max:
         inner = faiss.IndexFlatL2(matrix.shape[1])
+    elif n > pq_min:
+        inner = _ivfpq_index(matrix, seed=seed, nprobe=nprobe)
     else:
         inner = _ivf_index(matrix, seed=seed, nprobe=nprobe)
     index = faiss.IndexIDMap2(inner)
-    index.add_with_ids(matrix, np.ascontiguousarray(ids))
+    all_ids = np.ascontiguousarray(ids)
+    for r0 in range(0, n, ADD_BLOCK):
+        block = np.ascontiguousarray(matrix[r0 : r0 + ADD_BLOCK])
+        index.add_with_ids(block, all_ids[r0 : r0 + ADD_BLOCK])
     return index
 
 
 def index_kind(index: FaissIndex) -> str:
-    """ "flat" (exact) or "ivf" (approximate) for an index from ``index_build``/``index_load``."""
+    """ "flat" (exact), "ivf" (approximate candidates, exact distances) or "ivfpq"
+    (approximate candidates, SQ8 distances) for an index from ``index_build``/``index_load``."""
     inner = faiss.downcast_index(index.index)
+    if isinstance(inner, faiss.IndexRefine):
+        return "ivfpq"
     return "ivf" if isinstance(inner, faiss.IndexIVF) else "flat"
 
 
@@ -135,7 +200,7 @@ def index_set_nprobe(index: FaissIndex, nprobe: int) -> None:
     """Set how many IVF cells a search visits (more: higher recall, slower); no-op if flat."""
     if nprobe < 1:
         raise ValueError(f"nprobe must be >= 1, got {nprobe}")
-    if index_kind(index) == "ivf":
+    if index_kind(index) != "flat":
         faiss.extract_index_ivf(index).nprobe = nprobe
 
 
@@ -163,8 +228,8 @@ def index_to_gpu(index: FaissIndex, *, device: int = 0) -> FaissIndex:
 
     Search results (ids, distances) are the same as on the CPU up to float rounding.
     """
-    if gpu_count() == 0:
-        return index
+    if gpu_count() == 0 or index_kind(index) == "ivfpq":
+        return index  # faiss-gpu cannot clone IndexRefine: IVF-PQ stays on the CPU
     return faiss.index_cpu_to_gpu(_gpu_resources(device), device, index)
 
 
@@ -204,7 +269,8 @@ def index_search(index: FaissIndex, queries: np.ndarray, k: int) -> tuple[np.nda
 
     Returns:
         ``(distances (Q, k) float32, ids (Q, k) int64)``, nearest first. Distances are
-        squared L2 (exact, also for IVF, which only may miss candidates). If k exceeds
+        squared L2 (exact, also for IVF, which only may miss candidates; IVF-PQ: SQ8's,
+        within ~1e-3 of exact for unit vectors). If k exceeds
         the number of vectors found the surplus columns hold id -1 and distance float32
         max (FAISS convention).
     """

@@ -652,3 +652,46 @@ def test_min_sq_cache_rejects_bad_input() -> None:
         min_sq_distances_update(features, min_sq=None, new_rows=np.array([0.5]))
     empty = min_sq_distances_update(features, min_sq=None, new_rows=np.array([], dtype=np.int64))
     assert np.isinf(empty).all()
+
+
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("block_bytes", [4, 12, 1 << 20])
+def test_k_center_streams_a_memory_map_like_brute_force(
+    seed: int, block_bytes: int, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 19: the picks over a memory-mapped .npy, streamed in blocks of one row, a few
+    rows or all rows, are brute force's, and the features are never copied into memory."""
+    import activelearn.selection as selection
+
+    monkeypatch.setattr(selection, "_STREAM_BLOCK_BYTES", block_bytes)
+    features, labeled, candidates = random_problem(seed + 200)
+    path = tmp_path / "features.npy"
+    np.save(path, features)
+    mapped = np.load(path, mmap_mode="r")
+    assert selection._as_float32_features(mapped, check_finite=True) is mapped
+    cache = min_sq_distances_update(mapped, min_sq=None, new_rows=np.flatnonzero(labeled))
+    for min_sq in (None, cache):
+        got = k_center_greedy(
+            mapped,
+            labeled_mask=labeled,
+            budget=5,
+            random_state=seed,
+            candidate_mask=candidates,
+            min_sq_distances=min_sq if labeled.any() else None,
+        )
+        allowed = candidates & ~labeled
+        first = None
+        if not labeled.any() and allowed.any():
+            first = int(np.random.default_rng(seed).choice(np.flatnonzero(allowed)))
+        want, want_d = reference_k_center(features, labeled, candidates, 5, first)
+        assert got.indices.tolist() == want
+        np.testing.assert_allclose(got.distances, want_d, rtol=1e-4, atol=1e-4)
+
+
+def test_streamed_norms_reject_non_finite_rows() -> None:
+    features = np.ones((5, 3), dtype=np.float32)
+    features[4, 2] = np.inf
+    with pytest.raises(SelectionError, match="NaN or infinite"):
+        k_center_greedy(features, labeled_mask=np.zeros(5, bool), budget=1, random_state=0)
+    with pytest.raises(SelectionError, match="NaN or infinite"):
+        min_sq_distances_update(features, min_sq=None, new_rows=np.array([0]))

@@ -153,3 +153,52 @@ def test_no_gpu_keeps_cpu_index(tmp_path: Path) -> None:
         assert index_to_gpu(index) is index
     index_save(index, tmp_path / "i.faiss")
     assert index_load(tmp_path / "i.faiss", gpu=False).ntotal == 200
+
+
+# --- IVF-PQ + SQ8 re-ranking beyond pq_min (issue 19: ten million crops) --------------------
+
+
+def _bursts(n: int = 4000, d: int = 32, clusters: int = 20, burst: int = 10) -> np.ndarray:
+    """Clustered unit vectors in bursts of ``burst`` near-duplicates (frames of a trigger)."""
+    rng = np.random.default_rng(5)
+    centres = rng.standard_normal((clusters, d)).astype(np.float32)
+    offsets = np.repeat(0.5 * rng.standard_normal((n // burst, d)), burst, axis=0)
+    vectors = centres[np.repeat(rng.integers(0, clusters, n // burst), burst)] + offsets
+    vectors += 0.1 * rng.standard_normal((n, d))
+    unit: np.ndarray = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    return unit
+
+
+def test_pq_min_builds_refined_ivfpq_matching_brute_force(tmp_path: Path) -> None:
+    from embeddings.index import index_kind, index_set_nprobe
+
+    vectors = _bursts()
+    ids = (np.arange(len(vectors)) * 3 + 1).astype(np.int64)
+    path = tmp_path / "vectors.npy"
+    np.save(path, vectors)
+    mapped = np.load(path, mmap_mode="r")  # read in blocks, never loaded whole
+    index = index_build(mapped, ids, flat_max=100, pq_min=1000, seed=0)
+    assert index_kind(index) == "ivfpq"
+    np.testing.assert_array_equal(index_ids(index), ids)
+    queries = vectors[::40]
+    brute = ((queries[:, None, :].astype(np.float64) - vectors[None]) ** 2).sum(-1)
+    truth = ids[np.argsort(brute, axis=1, kind="stable")[:, :10]]
+    want_d = np.sort(brute, axis=1)[:, :10]
+    distances, found = index_search(index, queries, 10)
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth, strict=True)])
+    assert recall >= 0.95
+    np.testing.assert_array_equal(found[:, 0], ids[::40])
+    np.testing.assert_allclose(distances, want_d, atol=5e-3)  # SQ8 re-ranking: near exact
+    index_set_nprobe(index, 4)
+    index_save(index, tmp_path / "pq.faiss")
+    loaded = index_load(tmp_path / "pq.faiss")
+    assert index_kind(loaded) == "ivfpq"
+    for a, b in zip(index_search(index, queries, 5), index_search(loaded, queries, 5), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_ivfpq_needs_d_multiple_of_32() -> None:
+    with pytest.raises(ValueError, match="divisible by 32"):
+        index_build(_unit_vectors(300, 16), _ids(300), flat_max=10, pq_min=100)
+    with pytest.raises(ValueError, match="pq_min"):
+        index_build(_unit_vectors(), _ids(), pq_min=-1)
