@@ -202,6 +202,7 @@ def _requests(project: Any, n: int) -> dict[str, list[float]]:
                 if page.next_cursor is None:
                     break
                 cursor = page.next_cursor
+        print(f"  {project.slug} {name}: {len(times)} requests, max {max(times):.2f} s", flush=True)
     return out
 
 
