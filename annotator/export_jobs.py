@@ -50,7 +50,7 @@ from annotator.exports import (
 from annotator.exports_coco import export_coco_json
 from annotator.models import ExportFile, ExportFormat
 from detector.models import Crop
-from projects.jobs import JobTracker, job_finish, worker_current
+from projects.jobs import job_finish, job_resume
 from projects.models import Job, Project
 from projects.storage import stored_delete, stored_exists, stored_size, stored_write
 from projects.taskqueue import task_enqueue
@@ -156,13 +156,7 @@ def export_file_run(*, export_id: int) -> ExportFile | None:
     job = record.job
     if job.status == Job.Status.DONE:
         return record
-    Job.objects.filter(pk=job.pk).update(
-        status=Job.Status.RUNNING,
-        started_at=job.started_at or timezone.now(),
-        worker=worker_current(),
-        error="",
-    )
-    tracker = JobTracker(job)
+    tracker = job_resume(job=job)
     # The predictions the writers read are the latest ready classifier's: say which it was.
     classifier = classifier_latest(project=record.project)
     record.classifier = classifier

@@ -32,7 +32,7 @@ from projects.import_roots import (
     import_path_check,
     upload_root,
 )
-from projects.jobs import JobTracker, job_finish, job_problems_record, worker_current
+from projects.jobs import job_finish, job_problems_record, job_resume
 from projects.models import Job, Project, ProjectDetector
 from projects.taskqueue import task_enqueue
 
@@ -190,13 +190,7 @@ def image_import_run(*, import_id: int) -> ImageImport:
     job = record.job
     if job.status == Job.Status.DONE:
         return record
-    Job.objects.filter(pk=job.pk).update(
-        status=Job.Status.RUNNING,
-        started_at=job.started_at or timezone.now(),
-        worker=worker_current(),
-        error="",
-    )
-    tracker = JobTracker(job)
+    tracker = job_resume(job=job)
     # Strings: an s3:// location is no Path (Path would fold its "//").
     folder: Path | str = record.folder if is_remote(record.folder) else Path(record.folder)
     coco: Path | str | None = None

@@ -185,6 +185,19 @@ class JobTracker:
             job_finish(job_id=self.job.pk, error=f"{exc_type.__name__}: {exc}"[:5000])
 
 
+def job_resume(*, job: Job) -> JobTracker:
+    """A job recorded earlier as queued (an import, an export), marked running now by
+    ``worker_current()`` and wrapped in a ``JobTracker``. A job run again keeps its first
+    ``started_at``; its old error is cleared."""
+    Job.objects.filter(pk=job.pk).update(
+        status=Job.Status.RUNNING,
+        started_at=job.started_at or timezone.now(),
+        worker=worker_current(),
+        error="",
+    )
+    return JobTracker(job)
+
+
 def job_track(*, project: Project, kind: str, total: int, detail: str = "") -> JobTracker:
     """``job_start`` wrapped in a ``JobTracker``, for ``with`` blocks."""
     return JobTracker(job_start(project=project, kind=kind, total=total, detail=detail))
