@@ -57,6 +57,14 @@ _MAX_BLOCK_ELEMENTS = 1 << 24
 # per block: large enough that BLAS runs at memory bandwidth, small enough that the block's
 # temporaries are negligible beside the data (issue 19: 10M x 256 memory-mapped).
 _STREAM_BLOCK_BYTES = 16 << 20
+# k-Center keeps the rows with the largest distances in memory between passes (``_Held``):
+# 64 MiB (65,536 rows at d=256) keeps most picks of a round off the data, and is small beside
+# 10M x 256 float32 (10 GB, whose size + 10% is the memory goal of issue 19).
+_HELD_BYTES = 64 << 20
+# Picks to wait, at most, before trying a held copy again after one that did not pay.
+_HELD_WAIT_MAX = 32
+# Centres multiplied with a block of features at once when a pass folds several in.
+_FOLD_GROUP = 256
 
 # A float32 softmax row can sum to slightly more than 1 by rounding; anything beyond
 # this slack means the caller passed something that is not probabilities.
@@ -156,28 +164,75 @@ def _update_min_sq(
     features: np.ndarray,
     sq_norms: np.ndarray,
     *,
-    centre: int,
+    vector: np.ndarray,
+    vector_sq_norm: np.float32,
 ) -> None:
-    """Lower ``min_sq`` (N,) in place with squared distances to row ``centre``: O(N d),
-    one streaming pass over ``features`` in blocks of ``_STREAM_BLOCK_BYTES`` (a BLAS
-    matrix-vector product each), so that memory-mapped features are read once per pick and
-    the temporaries stay block-sized.
+    """Lower ``min_sq`` (N,) in place with squared distances to one centre ``vector`` (d,)
+    whose squared norm is ``vector_sq_norm``: O(N d), one streaming pass over ``features``
+    (N, d) in blocks of ``_STREAM_BLOCK_BYTES`` (a BLAS matrix-vector product each), so that
+    memory-mapped features are read once and the temporaries stay block-sized.
 
     Rows excluded from picking hold -inf and stay -inf.
     """
     # Scaling the d-vector instead of the N-vector saves one pass over N (exact: x -2).
-    vector = np.asarray(features[centre], dtype=np.float32) * np.float32(-2.0)
-    centre_norm = sq_norms[centre]
+    scaled = np.asarray(vector, dtype=np.float32) * np.float32(-2.0)
     step = _stream_step(features.shape[1])
     sq = np.empty(min(step, features.shape[0]), dtype=np.float32)
     for r0 in range(0, features.shape[0], step):
         r1 = min(r0 + step, features.shape[0])
         block = sq[: r1 - r0]
-        np.matmul(features[r0:r1], vector, out=block)
+        np.matmul(features[r0:r1], scaled, out=block)
         block += sq_norms[r0:r1]
-        block += centre_norm
+        block += vector_sq_norm
         np.maximum(block, 0.0, out=block)
         np.minimum(min_sq[r0:r1], block, out=min_sq[r0:r1])
+
+
+def _fold_centres(
+    min_sq: np.ndarray,
+    features: np.ndarray,
+    *,
+    centres: np.ndarray,
+    sq_norms: np.ndarray | None,
+    group: int,
+) -> None:
+    """Lower ``min_sq`` (N,) in place with the squared distance of every row of ``features``
+    (N, d) to its nearest row of ``centres`` (C, d), C >= 1: one streaming pass over the
+    features, each block multiplied by up to ``group`` centres at a time (a BLAS
+    matrix-matrix product, so many centres cost one read of the data, not one each).
+
+    ``sq_norms`` (N,) are the rows' squared norms, or None to compute them block by block
+    (and raise SelectionError, leaving ``min_sq`` partly lowered, on a non-finite row: callers
+    pass a copy). Blocks hold ``_STREAM_BLOCK_BYTES`` of features and at most 2**20 distances,
+    so temporaries stay small. Rows holding -inf stay -inf.
+    """
+    n_rows, n_dims = features.shape
+    scaled = centres.astype(np.float32) * np.float32(-2.0)  # (C, d), exact scaling
+    centre_norms = np.einsum("ij,ij->i", centres, centres).astype(np.float32)
+    if not np.isfinite(centre_norms).all():
+        raise SelectionError("features contain NaN or infinite values (or values above 1e19)")
+    group = max(1, min(group, centres.shape[0]))
+    step = max(1, min(_stream_step(n_dims), (1 << 20) // group))
+    for r0 in range(0, n_rows, step):
+        r1 = min(r0 + step, n_rows)
+        block = features[r0:r1]
+        if sq_norms is None:
+            norms = np.einsum("ij,ij->i", block, block)
+            if not np.isfinite(norms).all():
+                raise SelectionError(
+                    "features contain NaN or infinite values (or values above 1e19)"
+                )
+        else:
+            norms = sq_norms[r0:r1]
+        best = np.full(r1 - r0, np.inf, dtype=np.float32)
+        for c0 in range(0, centres.shape[0], group):
+            sq = block @ scaled[c0 : c0 + group].T
+            sq += centre_norms[None, c0 : c0 + group]
+            np.minimum(best, sq.min(axis=1), out=best)
+        best += norms
+        # Cancellation in the expansion can give tiny negatives for near-duplicates.
+        np.maximum(best, 0.0, out=best)
+        np.minimum(min_sq[r0:r1], best, out=min_sq[r0:r1])
 
 
 def min_sq_distances_update(
@@ -195,19 +250,20 @@ def min_sq_distances_update(
             +inf where nothing is covered yet; None means nothing is covered.
         new_rows: (M,) int row positions newly covered (e.g. crops labelled since the
             last round); M may be 0.
-        chunk_size: block size (both axes), as ``k_center_greedy``.
+        chunk_size: at most this many new rows are multiplied with a block of features at
+            once (a block also holds at most 2**20 distances). Results do not depend on it.
 
     Returns:
         A new (N,) float32 array, ``min(min_sq, distance to new_rows) ** 2``, clipped at
-        0. Costs O(N M d) time and O(N + block) memory: an N x M matrix is never held, so
-        a round's update only pays for the labels added since the last one.
+        0. Costs O(N M d) time, one read of the features (a matrix product per block) and
+        O(N + M d + block) memory: an N x M matrix is never held, so a round's update only
+        pays for the labels added since the last one.
 
     Raises:
         SelectionError: bad shapes, non-finite features, row positions out of range.
     """
     chunk_size = _check_int(chunk_size, name="chunk_size", minimum=1)
     x = _as_float32_features(features, check_finite=False)
-    sq_norms = _row_sq_norms(x)  # also the finiteness check
     n_rows = x.shape[0]
     base = _check_min_sq(min_sq, n_rows=n_rows)
     rows = np.asarray(new_rows)
@@ -216,12 +272,12 @@ def min_sq_distances_update(
     rows = np.unique(rows.astype(np.int64))
     if rows.size and (rows[0] < 0 or rows[-1] >= n_rows):
         raise SelectionError(f"new_rows must lie in [0, {n_rows}), got {rows[0]}..{rows[-1]}")
+    fresh = base.copy()
     if rows.size == 0:
-        return base.copy()
-    fresh = _min_sq_dist_to_set(
-        x, sq_norms, rows=np.arange(n_rows), centres=rows, chunk_size=chunk_size
-    )
-    np.minimum(fresh, base, out=fresh)
+        _row_sq_norms(x)  # the finiteness check the update would have made
+        return fresh
+    # The norms are computed in the same pass as the products (one read of the data).
+    _fold_centres(fresh, x, centres=np.asarray(x[rows]), sq_norms=None, group=chunk_size)
     return fresh
 
 
@@ -237,6 +293,116 @@ def _check_min_sq(min_sq: np.ndarray | None, *, n_rows: int) -> np.ndarray:
     if np.isnan(arr).any() or (arr < 0).any():
         raise SelectionError("min_sq_distances must be >= 0 (or +inf), without NaN")
     return arr
+
+
+@dataclasses.dataclass
+class _Held:
+    """The rows of ``_greedy_picks`` most likely to hold the next picks, copied into memory.
+
+    ``min_sq`` (H,) is exact for every centre picked so far; every row not held had a
+    squared distance of at most ``bound`` when the set was taken, and distances only shrink,
+    so while the largest held value exceeds ``bound`` it is the largest of all rows.
+    """
+
+    rows: np.ndarray  # (H,) int64 row positions, ascending (argmax ties -> lowest row)
+    features: np.ndarray  # (H, d) float32 copy of those rows
+    sq_norms: np.ndarray  # (H,) float32
+    min_sq: np.ndarray  # (H,) float32
+    bound: float
+
+
+def _held_take(min_sq: np.ndarray, features: np.ndarray, sq_norms: np.ndarray) -> _Held | None:
+    """The (at most) ``_HELD_BYTES`` worth of rows with the largest ``min_sq``, or None when
+    no row is strictly above the rest (ties at the top: nothing to gain)."""
+    n_rows, n_dims = features.shape
+    size = max(1, _HELD_BYTES // (4 * max(n_dims, 1)))
+    if size >= n_rows:
+        bound = -np.inf
+    else:
+        bound = float(np.partition(min_sq, n_rows - size - 1)[n_rows - size - 1])
+    rows = np.flatnonzero(min_sq > bound)
+    if rows.size == 0:
+        return None
+    return _Held(
+        rows=rows,
+        features=np.ascontiguousarray(features[rows], dtype=np.float32),
+        sq_norms=sq_norms[rows],
+        min_sq=min_sq[rows],
+        bound=bound,
+    )
+
+
+def _greedy_picks(
+    min_sq: np.ndarray,
+    features: np.ndarray,
+    sq_norms: np.ndarray,
+    *,
+    n_picks: int,
+    picks: list[int],
+    dists: list[float],
+) -> None:
+    """Append greedy farthest-first picks to ``picks``/``dists`` until there are ``n_picks``.
+
+    ``min_sq`` (N,) holds each candidate's squared distance to the covered set (-inf for rows
+    that may not be picked) and is used as scratch. Each pick is the row of largest
+    ``min_sq`` (lowest row on ties), exactly as one full pass over the features per pick
+    would find it, but most picks read far less (issue 19: a pass over 10M x 256 is 10 GB):
+
+    * The rows with the largest distances (``_Held``, ``_HELD_BYTES`` of them) are copied
+      into memory and updated for each pick; the rest keep their distances from when the copy
+      was taken, an upper bound as distances only shrink. A held maximum above every other
+      row's bound is the true maximum, so the pick needs no pass over the data.
+    * When the held rows no longer hold the maximum, one pass brings every row up to date
+      with all the centres picked since (a matrix product per block), and a new copy is taken.
+    * Where the copy does not pay (it served a single pick: distances too even for the
+      largest to stay ahead), picks fall back to one pass each and the next copy waits twice
+      as many picks as the last (at most ``_HELD_WAIT_MAX``).
+    """
+    pending: list[int] = []  # picks not yet folded into the rows outside the held copy
+    held: _Held | None = None
+    served, wait, retry_at = 0, 1, len(picks)
+    while len(picks) < n_picks:
+        if held is None and len(picks) >= retry_at:
+            held, served = _held_take(min_sq, features, sq_norms), 0
+            if held is None:
+                wait = min(2 * wait, _HELD_WAIT_MAX)
+                retry_at = len(picks) + wait
+        if held is not None:
+            j = int(np.argmax(held.min_sq))
+            if held.min_sq[j] > held.bound:
+                pick = int(held.rows[j])
+                dists.append(float(np.sqrt(held.min_sq[j])))
+                picks.append(pick)
+                pending.append(pick)
+                served += 1
+                held.min_sq[j] = -np.inf
+                min_sq[pick] = -np.inf
+                _update_min_sq(
+                    held.min_sq,
+                    held.features,
+                    held.sq_norms,
+                    vector=held.features[j],
+                    vector_sq_norm=held.sq_norms[j],
+                )
+                continue
+            _fold_centres(
+                min_sq,
+                features,
+                centres=features[np.asarray(pending)],
+                sq_norms=sq_norms,
+                group=_FOLD_GROUP,
+            )
+            pending, held = [], None
+            wait = 1 if served > 1 else min(2 * wait, _HELD_WAIT_MAX)
+            retry_at = len(picks) + (0 if served > 1 else wait)
+            continue
+        pick = int(np.argmax(min_sq))  # first maximum = lowest index on ties
+        dists.append(float(np.sqrt(min_sq[pick])))
+        picks.append(pick)
+        min_sq[pick] = -np.inf
+        _update_min_sq(
+            min_sq, features, sq_norms, vector=features[pick], vector_sq_norm=sq_norms[pick]
+        )
 
 
 def k_center_greedy(
@@ -284,7 +450,10 @@ def k_center_greedy(
         SelectionError (a ValueError): bad shapes/dtypes, non-finite features,
         budget <= 0, negative seed or chunk_size <= 0.
 
-    Memory is O(N + block), never N x L; time O(N L d + budget N d).
+    Memory is O(N + block) plus the ``_HELD_BYTES`` (64 MiB) of rows ``_greedy_picks`` holds,
+    never N x L; time O(N L d + budget N d) at worst, but most picks read only the held rows
+    (one pass over the data per pick at worst; a handful for a whole round on clustered
+    embeddings: see ``_greedy_picks``).
     """
     budget = _check_int(budget, name="budget", minimum=1)
     random_state = _check_int(random_state, name="random_state", minimum=0)
@@ -305,6 +474,13 @@ def k_center_greedy(
     labelled_rows = np.flatnonzero(labeled)
     if labelled_rows.size and min_sq_distances is not None:
         min_sq[candidates] = _check_min_sq(min_sq_distances, n_rows=x.shape[0])[candidates]
+    elif labelled_rows.size and 2 * candidates.size >= x.shape[0]:
+        # Most rows are candidates: one streaming pass over all of them beats gathering.
+        covered = np.full(x.shape[0], np.inf, dtype=np.float32)
+        _fold_centres(
+            covered, x, centres=np.asarray(x[labelled_rows]), sq_norms=sq_norms, group=chunk_size
+        )
+        min_sq[candidates] = covered[candidates]
     elif labelled_rows.size:
         min_sq[candidates] = _min_sq_dist_to_set(
             x, sq_norms, rows=candidates, centres=labelled_rows, chunk_size=chunk_size
@@ -314,17 +490,11 @@ def k_center_greedy(
         first = int(np.random.default_rng(random_state).choice(candidates))
         min_sq[candidates] = np.inf
         min_sq[first] = -np.inf
-        _update_min_sq(min_sq, x, sq_norms, centre=first)
+        _update_min_sq(min_sq, x, sq_norms, vector=x[first], vector_sq_norm=sq_norms[first])
         picks.append(first)
         dists.append(float("nan"))
 
-    while len(picks) < n_picks:
-        pick = int(np.argmax(min_sq))  # first maximum = lowest index on ties
-        dists.append(float(np.sqrt(min_sq[pick])))
-        picks.append(pick)
-        min_sq[pick] = -np.inf
-        _update_min_sq(min_sq, x, sq_norms, centre=pick)
-
+    _greedy_picks(min_sq, x, sq_norms, n_picks=n_picks, picks=picks, dists=dists)
     return Selection(
         indices=np.asarray(picks, dtype=np.int64),
         distances=np.asarray(dists, dtype=np.float32),

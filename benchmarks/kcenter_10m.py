@@ -7,18 +7,24 @@ labelled since the last round into the cached min distances (``kcenter_min_sq``)
 ``k_center_greedy`` picks ``K`` (the default round size, ``Project.round_size``) centres.
 
 The baseline is the bandwidth floor of the same data in the same run: as many streaming passes
-over the same memory map as the round must make (one for the squared norms, one for the cache
-update, one per pick: K + 2), each the cheapest BLAS reduction that reads every byte (a
-matrix-vector product per 16 MiB block). Passes take the same time each, so the floor runs
-``FLOOR_PASSES`` of them, before and after each round (interleaved, so a busy machine slows
-both alike), and the best time per pass is scaled to K + 2. Round and floor each run in a
-fresh subprocess, ``REPEATS`` times (one at a million rows and more: a 10M round is minutes),
-after one untimed pass that brings the file into the page cache; each subprocess reports its
-peak RSS (VmHWM: the mapped pages it read count), whose goal is the data size + 10 %.
+over the same memory map as a round makes when each pick reads the data once (one for the
+squared norms, one for the cache update, one per pick: K + 2), each the cheapest BLAS reduction
+that reads every byte (a matrix-vector product per 16 MiB block). Passes take the same time
+each, so the floor runs ``FLOOR_PASSES`` of them, before and after each round (interleaved, so a
+busy machine slows both alike), and the best time per pass is scaled to K + 2. Round and floor
+each run in a fresh subprocess, ``REPEATS`` times (one at a million rows and more), after one
+untimed pass that brings the file into the page cache; each subprocess reports its peak RSS
+(VmHWM: the mapped pages it read count), whose goal is the data size + 10 %.
+
+The product's round reads the data fewer times than K + 2 (``activelearn.selection
+._greedy_picks`` serves most picks from the rows it holds in memory), so ``params`` also
+records the reads it made (``reads``: the product's functions wrapped to count full reads) and
+the floor of those reads alone (``floor_of_own_reads_s``), and the hash of the picks.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -53,12 +59,40 @@ def _cache_file(n: int) -> Path:
     return path
 
 
+def _reads_counted(features: np.ndarray) -> list[str]:
+    """Count the product's full reads of ``features`` (the squared norms, a pick's update, a
+    pass folding several centres in) by wrapping the functions that make them; each call on
+    the whole array is one streaming read of the data."""
+    from activelearn import selection
+
+    reads: list[str] = []
+    norms, update, fold = selection._row_sq_norms, selection._update_min_sq, selection._fold_centres
+
+    def counted_norms(feats: np.ndarray) -> np.ndarray:
+        reads.extend(["norms"] if feats is features else [])
+        return norms(feats)
+
+    def counted_update(min_sq: np.ndarray, feats: np.ndarray, *a: Any, **k: Any) -> None:
+        reads.extend(["pick"] if feats is features else [])
+        update(min_sq, feats, *a, **k)
+
+    def counted_fold(min_sq: np.ndarray, feats: np.ndarray, **k: Any) -> None:
+        reads.extend([f"fold {len(k['centres'])}"] if feats is features else [])
+        fold(min_sq, feats, **k)
+
+    selection._row_sq_norms = counted_norms  # type: ignore[assignment]
+    selection._update_min_sq = counted_update  # type: ignore[assignment]
+    selection._fold_centres = counted_fold  # type: ignore[assignment]
+    return reads
+
+
 def _child_round(n: int) -> dict[str, Any]:
     features = crops_10m.vectors_open(n)
     labelled = _labelled(n)
     mask = np.zeros(n, dtype=bool)
     mask[labelled] = True
     cache = np.load(_cache_file(n))
+    reads = _reads_counted(features)
     start = time.perf_counter()
     updated = min_sq_distances_update(features, min_sq=cache, new_rows=labelled[-NEW:])
     update_s = time.perf_counter() - start
@@ -71,6 +105,8 @@ def _child_round(n: int) -> dict[str, Any]:
         "cache_update_s": update_s,
         "covering_radius": float(picks.distances[-1]),
         "first_picks": [int(i) for i in picks.indices[:5]],
+        "picks_sha256": hashlib.sha256(picks.indices.tobytes()).hexdigest(),
+        "reads": reads,
         "peak_rss": crops_10m.peak_rss_bytes(),
     }
 
@@ -139,6 +175,13 @@ def _write(n: int, rounds: list[dict[str, Any]], floors: list[dict[str, Any]]) -
         "floor_seconds_all": [f["seconds"] / FLOOR_PASSES for f in floors],
         "cache_update_s": best["cache_update_s"],
         "covering_radius": best["covering_radius"],
+        "picks_sha256": best["picks_sha256"],
+        # What the round read: "fold C" is one pass folding C centres in (the cache update's
+        # NEW labels; the picks served from memory since the last pass), "pick" one pass for
+        # one pick, "norms" the squared norms. The floor above charges K + 2 reads.
+        "reads": best["reads"],
+        "reads_count": len(best["reads"]),
+        "floor_of_own_reads_s": per_pass * len(best["reads"]),
         "data_bytes": data_bytes,
         "peak_rss_bytes": peak,
         "peak_rss_over_data": peak / data_bytes,

@@ -695,3 +695,82 @@ def test_streamed_norms_reject_non_finite_rows() -> None:
         k_center_greedy(features, labeled_mask=np.zeros(5, bool), budget=1, random_state=0)
     with pytest.raises(SelectionError, match="NaN or infinite"):
         min_sq_distances_update(features, min_sq=None, new_rows=np.array([0]))
+
+
+@pytest.mark.parametrize("seed", range(25))
+@pytest.mark.parametrize("held_rows", [1, 2, 3])
+def test_k_center_with_few_rows_held_matches_brute_force(
+    seed: int, held_rows: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 19: with only a row or a few held in memory between passes, the picks and their
+    distances are still brute force's (held picks, folded passes and plain passes mixed)."""
+    import activelearn.selection as selection
+
+    features, labeled, candidates = random_problem(seed + 300)
+    monkeypatch.setattr(selection, "_HELD_BYTES", 4 * features.shape[1] * held_rows)
+    monkeypatch.setattr(selection, "_HELD_WAIT_MAX", 2)
+    allowed = candidates & ~labeled
+    first = None
+    if not labeled.any() and allowed.any():
+        first = int(np.random.default_rng(seed).choice(np.flatnonzero(allowed)))
+    budget = len(features)
+    got = k_center_greedy(
+        features, labeled_mask=labeled, budget=budget, random_state=seed, candidate_mask=candidates
+    )
+    want, want_d = reference_k_center(features, labeled, candidates, budget, first)
+    assert got.indices.tolist() == want
+    np.testing.assert_allclose(got.distances, want_d, rtol=1e-4, atol=1e-4)
+
+
+def test_k_center_ties_with_rows_held() -> None:
+    """Equal distances at the top (nothing to hold apart) still go to the lowest row."""
+    import activelearn.selection as selection
+
+    features = np.repeat(np.eye(3, dtype=np.float32), 4, axis=0)  # 3 points, 4 copies each
+    labeled = np.zeros(12, dtype=bool)
+    labeled[0] = True
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(selection, "_HELD_BYTES", 4 * 3 * 2)
+        got = k_center_greedy(features, labeled_mask=labeled, budget=11, random_state=0)
+    assert got.indices.tolist() == [4, 8, 1, 2, 3, 5, 6, 7, 9, 10, 11]
+    np.testing.assert_allclose(got.distances[:2], [np.sqrt(2)] * 2, rtol=1e-6)
+    np.testing.assert_array_equal(got.distances[2:], np.zeros(9, dtype=np.float32))
+
+
+def test_k_center_reads_clustered_data_less_than_once_per_pick(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 19: on clustered data most picks come from the rows held in memory, so a round
+    of 40 picks reads the whole array a handful of times, not once per pick."""
+    import activelearn.selection as selection
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(200, 16)).astype(np.float32)
+    features = (centres[rng.integers(0, 200, 4000)] + 0.1 * rng.normal(size=(4000, 16))).astype(
+        np.float32
+    )
+    labeled = np.zeros(4000, dtype=bool)
+    labeled[:50] = True
+    reads: list[int] = []
+    update, fold = selection._update_min_sq, selection._fold_centres
+
+    def counted_update(min_sq: np.ndarray, feats: np.ndarray, *a: Any, **k: Any) -> None:
+        reads.extend([1] if feats is features else [])
+        update(min_sq, feats, *a, **k)
+
+    def counted_fold(min_sq: np.ndarray, feats: np.ndarray, **k: Any) -> None:
+        reads.extend([1] if feats is features else [])
+        fold(min_sq, feats, **k)
+
+    monkeypatch.setattr(selection, "_update_min_sq", counted_update)
+    monkeypatch.setattr(selection, "_fold_centres", counted_fold)
+    # One row held: each pick is a read of the data (the tests above check these picks).
+    monkeypatch.setattr(selection, "_HELD_BYTES", 4 * 16)
+    one = k_center_greedy(features, labeled_mask=labeled, budget=40, random_state=0)
+    assert len(reads) >= 39
+    reads.clear()
+    monkeypatch.setattr(selection, "_HELD_BYTES", 4 * 16 * 400)  # a tenth of the rows
+    got = k_center_greedy(features, labeled_mask=labeled, budget=40, random_state=0)
+    np.testing.assert_array_equal(got.indices, one.indices)
+    np.testing.assert_allclose(got.distances, one.distances, rtol=1e-5)
+    assert len(reads) <= 10, reads
