@@ -337,6 +337,9 @@ if TRAPWISE_STORAGE == "s3":
         "default_acl": None,
         "querystring_auth": True,
         "querystring_expire": TRAPWISE_STORAGE_URL_EXPIRY,
+        # Signature Version 4: the only one regions opened since 2014 accept, and what MinIO
+        # expects; botocore's default for presigned URLs can still be the older SigV2 form.
+        "signature_version": "s3v4",
     }
     STORAGES = {
         "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},

@@ -78,7 +78,12 @@ def s3_client() -> Any:
                 "s3",
                 endpoint_url=endpoint,
                 region_name=region,
-                config=Config(connect_timeout=10, read_timeout=60, retries={"max_attempts": 3}),
+                config=Config(
+                    connect_timeout=10,
+                    read_timeout=60,
+                    retries={"max_attempts": 3},
+                    signature_version="s3v4",  # as the storages' (annotator.settings)
+                ),
             )
         return _clients[key]
 

@@ -96,6 +96,7 @@ def s3_storage(
         "default_acl": None,
         "querystring_auth": True,
         "querystring_expire": 300,
+        "signature_version": "s3v4",
     }
     settings.TRAPWISE_STORAGE = "s3"
     settings.AWS_S3_ENDPOINT_URL = s3_server.url

@@ -272,6 +272,7 @@ def test_an_image_in_a_bucket_is_redirected_to_a_presigned_url(
     response = _client(volunteer).get(url)
     assert response.status_code == 302
     assert 0 < _max_age(response) < settings.TRAPWISE_STORAGE_URL_EXPIRY
+    assert "X-Amz-Algorithm=AWS4-HMAC-SHA256" in response["Location"]  # SigV4
     assert _download(response["Location"]) == body
     refused = _client(outsider).get(url)
     assert refused.status_code == 404 and "Location" not in refused

@@ -173,3 +173,28 @@ def test_mail_goes_to_the_console_unless_an_smtp_host_is_set(tmp_path: Path) -> 
 
 def test_sign_up_is_closed_by_default(tmp_path: Path) -> None:
     assert _settings_values(tmp_path, ["TRAPWISE_OPEN_SIGNUP"]) == ["False"]
+
+
+def test_s3_storages_sign_with_signature_version_4(tmp_path: Path) -> None:
+    """Regions opened since 2014 and MinIO accept only SigV4-signed URLs."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import annotator.settings as s; "
+            "print(sorted({o['OPTIONS']['signature_version'] for k, o in s.STORAGES.items() "
+            "if k in ('crops', 'data', 'exports')}))",
+        ],
+        cwd=REPO,
+        env={
+            **os.environ,
+            "TRAPWISE_VAR_DIR": str(tmp_path),
+            "TRAPWISE_STORAGE": "s3",
+            "TRAPWISE_S3_BUCKET": "trapwise-test",
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "['s3v4']"
