@@ -264,7 +264,9 @@ class ClassifierVersion(models.Model):
     n_classes = models.PositiveIntegerField()
     algorithm = models.CharField(max_length=100, default="PyTorch MLP (150, 100)")
     seed = models.PositiveIntegerField()
-    path = models.CharField(max_length=500, help_text="A name in the data store (projects.storage).")
+    path = models.CharField(
+        max_length=500, help_text="A name in the data store (projects.storage)."
+    )
     # Calibration: probabilities are softened (> 1) or sharpened (< 1) by this temperature,
     # fitted on the held-out predictions of the cross-validation.
     temperature = models.FloatField(default=1.0)

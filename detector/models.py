@@ -91,7 +91,9 @@ class Crop(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="crops")
     image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="crops")
     detection = models.OneToOneField(Detection, on_delete=models.CASCADE, related_name="crop")
-    file = models.CharField(max_length=500, help_text="A name in the crop store (projects.storage).")
+    file = models.CharField(
+        max_length=500, help_text="A name in the crop store (projects.storage)."
+    )
     # The geometry the file was cut with (detector.crops.crop_rect); a project whose setting
     # differs recuts it.
     padding = models.FloatField()

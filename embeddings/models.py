@@ -41,7 +41,9 @@ class EmbeddingVersion(models.Model):
     # The newest label the version was trained with; labels after it count toward the next one.
     last_label_id = models.BigIntegerField(default=0)
     train_seconds = models.FloatField(default=0.0)
-    directory = models.CharField(max_length=500, help_text="A name in the data store (projects.storage).")
+    directory = models.CharField(
+        max_length=500, help_text="A name in the data store (projects.storage)."
+    )
     # Vectors and index of the crops embedded so far, in a sub-folder of ``directory``. New crops
     # are written to a new sub-folder and this field is switched after, so readers never see
     # vectors and ids of different generations.
