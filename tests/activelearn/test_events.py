@@ -47,3 +47,28 @@ def test_bad_input_is_refused() -> None:
         event_probabilities_combine(np.ones((1, 2)) / 2, np.array(["a"]), weight=1.5)
     with pytest.raises(ValueError, match="expected"):
         event_probabilities_combine(np.ones((2, 2)) / 2, np.array(["a"]))
+
+
+@pytest.mark.parametrize("block_rows", [1, 4, 65536])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_blocks_give_the_same_numbers_as_the_whole_array(
+    block_rows: int, dtype: type, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 19: combining crops a block at a time (no (N, C) float64 copies) changes no bit,
+    whatever the block size; the caller's array is left as it was."""
+    import activelearn.events as events_module
+
+    rng = np.random.default_rng(1)
+    p = rng.dirichlet(np.ones(5) * 0.5, size=41).astype(dtype)
+    events = np.array([f"e{k}" for k in rng.integers(0, 9, size=41)])
+    before = p.copy()
+    monkeypatch.setattr(events_module, "_BLOCK_ROWS", block_rows)
+    got = event_probabilities_combine(p, events, weight=0.7, dissent=0.6)
+    want = _brute(p.astype(np.float64), list(events), 0.7, 0.6).astype(np.float32)
+    np.testing.assert_allclose(got.probabilities, want, atol=1e-6)
+    monkeypatch.setattr(events_module, "_BLOCK_ROWS", 1 << 20)
+    whole = event_probabilities_combine(p, events, weight=0.7, dissent=0.6)
+    np.testing.assert_array_equal(got.probabilities, whole.probabilities)
+    np.testing.assert_array_equal(got.event_used, whole.event_used)
+    np.testing.assert_array_equal(p, before)
+    assert got.probabilities.dtype == np.float32
