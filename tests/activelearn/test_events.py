@@ -59,7 +59,7 @@ def test_blocks_give_the_same_numbers_as_the_whole_array(
     import activelearn.events as events_module
 
     rng = np.random.default_rng(1)
-    p = rng.dirichlet(np.ones(5) * 0.5, size=41).astype(dtype)
+    p: np.ndarray = rng.dirichlet(np.ones(5) * 0.5, size=41).astype(dtype)
     events = np.array([f"e{k}" for k in rng.integers(0, 9, size=41)])
     before = p.copy()
     monkeypatch.setattr(events_module, "_BLOCK_ROWS", block_rows)
