@@ -213,7 +213,15 @@ class Consensus(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
-        indexes = [models.Index(fields=["project", "status"])]
+        indexes = [
+            models.Index(fields=["project", "status"]),
+            # The explore page's human labels in agreement order, read a page at a time
+            # (activelearn.selectors_explore._explore_parts).
+            models.Index(
+                fields=["project", "status", "agreement", "crop"],
+                name="consensus_status_agreement",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"crop {self.crop_id}: {self.kind} ({self.status})"
@@ -348,7 +356,10 @@ class Prediction(models.Model):
             models.Index(
                 fields=["classifier", "species", "confidence", "crop"],
                 name="prediction_species_conf",
-            )
+            ),
+            # Every species' machine labels in confidence order (the explore page sorted or
+            # filtered by confidence without a species).
+            models.Index(fields=["classifier", "confidence", "crop"], name="prediction_conf"),
         ]
 
     def __str__(self) -> str:

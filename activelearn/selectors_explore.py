@@ -7,11 +7,15 @@ two agree on many random small cases).
 
 Pages are keyset-paginated on (sort key, crop id): a page's cursor is the last row's key and id,
 and the next page starts strictly after it, so page 10,000 costs what page 1 does (OFFSET would
-read and drop every row before it).
+read and drop every row before it). A page that filters or sorts on the final label reads it
+per source instead (``_explore_parts``: done consensus, prediction, none), each part from its
+own index, and merges them: a filter on the CASE would read every crop of the project.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -42,7 +46,7 @@ from activelearn.models import (
     RoundCrop,
 )
 from detector.models import Crop
-from projects.models import Image, Project, Species
+from projects.models import IMAGE_NO_TIME, Image, Project, Species
 
 # Label sources a filter can name: "none" is the empty source (no label at all).
 SOURCES = {"human": HUMAN, "auto": AUTO, "machine": MACHINE, "none": NO_LABEL}
@@ -51,21 +55,24 @@ SOURCES = {"human": HUMAN, "auto": AUTO, "machine": MACHINE, "none": NO_LABEL}
 SORTS = ("id", "confidence", "-confidence", "time")
 # A missing confidence or capture time sorts as this (keyset comparisons need a value).
 NO_CONFIDENCE = -1.0
-NO_TIME = datetime(1, 1, 1, tzinfo=UTC)
+NO_TIME = IMAGE_NO_TIME  # the index image_time_order is on this expression
 PAGE_MAX = 500
 
 _DONE = Q(consensus__status=Consensus.Status.DONE)
 
 
 def final_label_annotate(
-    crops: QuerySet[Crop], *, classifier: ClassifierVersion | None
+    crops: QuerySet[Crop], *, classifier: ClassifierVersion | None, crops_after: int | None = None
 ) -> QuerySet[Crop]:
     """``crops`` annotated with ``final_label``'s answer: ``final_source`` (human, auto,
     machine or ""), ``final_kind``, ``final_species_id`` and ``final_confidence``, plus the
     latest prediction's ``machine_species_id`` and ``machine_confidence`` (None without one).
 
     ``classifier`` is the project's latest READY classifier (``classifier_latest``); its
-    predictions are joined once (a crop has at most one per classifier).
+    predictions are joined once (a crop has at most one per classifier). ``crops_after``:
+    the caller keeps only crops with ids above it; the join reads only predictions of those
+    (PostgreSQL carries no range across a join: a merge join read the predictions from the
+    first crop on, at every page).
     """
     if classifier is None:
         return crops.annotate(
@@ -84,10 +91,13 @@ def final_label_annotate(
                 output_field=FloatField(),
             ),
         )
+    latest = Q(predictions__classifier=classifier)
+    if crops_after is not None:
+        latest &= Q(predictions__crop_id__gt=crops_after)
     predicted = Q(latest__id__isnull=False)
     auto = predicted & AutoAccept.of(classifier).q(prefix="latest__")
     return crops.annotate(
-        latest=FilteredRelation("predictions", condition=Q(predictions__classifier=classifier)),
+        latest=FilteredRelation("predictions", condition=latest),
         machine_species_id=F("latest__species_id"),
         machine_confidence=F("latest__confidence"),
         final_source=Case(
@@ -161,13 +171,14 @@ def images_untimed_count(*, project: Project) -> int:
     return Image.objects.filter(project=project, taken_at__isnull=True).count()
 
 
-def explore_queryset(
-    *, project: Project, filters: ExploreFilters, classifier: ClassifierVersion | None
-) -> QuerySet[Crop]:
-    """The project's crops the exports list (active ones, and inactive ones with a human
-    vote), annotated with their final label (``final_label_annotate``) and filtered."""
-    crops = Crop.objects.filter(project=project).filter(Q(active=True) | Q(consensus__isnull=False))
-    crops = final_label_annotate(crops, classifier=classifier)
+def _crops_listed(*, project: Project) -> QuerySet[Crop]:
+    """The project's crops the exports list: active ones, and inactive ones with a human vote."""
+    return Crop.objects.filter(project=project).filter(Q(active=True) | Q(consensus__isnull=False))
+
+
+def _final_label_filter(crops: QuerySet[Crop], *, filters: ExploreFilters) -> QuerySet[Crop]:
+    """``crops`` (annotated) whose final label matches ``filters``' species, sources and
+    confidence bounds: filters on the CASE, which no index serves (``_explore_parts``)."""
     f = filters
     if f.species_id is not None:
         crops = crops.filter(final_species_q(f.species_id))
@@ -177,6 +188,14 @@ def explore_queryset(
         crops = crops.filter(Q(final_confidence__gte=f.confidence_min))
     if f.confidence_max is not None:
         crops = crops.filter(Q(final_confidence__lte=f.confidence_max))
+    return crops
+
+
+def _crop_filter(
+    crops: QuerySet[Crop], *, project: Project, filters: ExploreFilters
+) -> QuerySet[Crop]:
+    """``crops`` matching ``filters``' conditions other than the final label's."""
+    f = filters
     if f.round_number is not None:
         picked = RoundCrop.objects.filter(
             crop=OuterRef("pk"), round__project=project, round__number=f.round_number
@@ -203,6 +222,24 @@ def explore_queryset(
         review = Q(consensus__status=Consensus.Status.REVIEW)
         crops = crops.filter(review if f.in_review else ~review)
     return crops
+
+
+def explore_queryset(
+    *,
+    project: Project,
+    filters: ExploreFilters,
+    classifier: ClassifierVersion | None,
+    crops_after: int | None = None,
+) -> QuerySet[Crop]:
+    """The project's crops the exports list (active ones, and inactive ones with a human
+    vote), annotated with their final label (``final_label_annotate``) and filtered; only
+    those with ids above ``crops_after`` where given."""
+    crops = _crops_listed(project=project)
+    if crops_after is not None:
+        crops = crops.filter(id__gt=crops_after)
+    crops = final_label_annotate(crops, classifier=classifier, crops_after=crops_after)
+    crops = _final_label_filter(crops, filters=filters)
+    return _crop_filter(crops, project=project, filters=filters)
 
 
 def _event_q(event: str) -> Q:
@@ -270,6 +307,134 @@ class ExplorePage:
     next_cursor: str | None
 
 
+@dataclass(frozen=True)
+class _Part:
+    """The crops of one final-label source that a page may show: ``crops`` (annotated and
+    filtered on that source's own columns, which an index can serve, instead of on the
+    CASE), ``confidence`` its final confidence in those columns, ``tie`` its crop id (the
+    prediction's column where the prediction index should give the order)."""
+
+    crops: QuerySet[Crop]
+    confidence: Any
+    tie: Any
+
+
+def _confidence_bound(
+    crops: QuerySet[Crop], column: str, filters: ExploreFilters
+) -> QuerySet[Crop]:
+    """``crops`` whose ``column`` lies within ``filters``' confidence bounds."""
+    if filters.confidence_min is not None:
+        crops = crops.filter(Q(**{f"{column}__gte": filters.confidence_min}))
+    if filters.confidence_max is not None:
+        crops = crops.filter(Q(**{f"{column}__lte": filters.confidence_max}))
+    return crops
+
+
+def _explore_parts(
+    *,
+    project: Project,
+    filters: ExploreFilters,
+    classifier: ClassifierVersion | None,
+    sort: str,
+    crops_after: int | None,
+) -> list[_Part] | None:
+    """``explore_queryset``'s crops split by the source of their final label, where a page
+    filters or sorts on the final label; None where one query serves (no such filter or sort).
+
+    A CASE over the consensus and the prediction can be neither estimated nor read from an
+    index, so filtering or sorting on it reads every crop of the project. ``final_label``'s
+    rule splits the crops in three disjoint parts, each with the final label in a column of
+    its own: a done consensus (the humans' label), else a prediction of ``classifier`` (auto
+    or machine), else none. ``explore_page`` pages each part on its indexes and merges them.
+    ``crops_after``: only crops with ids above it (``explore_queryset``).
+    """
+    f = filters
+    label_filtered = f.species_id is not None or f.confidence_min is not None
+    label_filtered = label_filtered or f.confidence_max is not None
+    if not (label_filtered or f.sources or sort in ("confidence", "-confidence")):
+        return None
+    wanted = set(f.sources) or set(SOURCES)
+    crops = Crop.objects.filter(project=project)
+    done = Consensus.objects.filter(crop=OuterRef("pk"), status=Consensus.Status.DONE)
+    if crops_after is not None:
+        # The bound on each side of a join, as in final_label_annotate.
+        crops = crops.filter(id__gt=crops_after)
+        done = done.filter(crop_id__gt=crops_after)
+    crops = final_label_annotate(crops, classifier=classifier, crops_after=crops_after)
+    crops = _crop_filter(crops, project=project, filters=f)
+    listed = Q(active=True) | Q(consensus__isnull=False)
+    # NOT EXISTS rather than a condition on the joined consensus row: the database estimates
+    # an anti-join, but not that the outer join's missing rows make "status IS NULL" common
+    # (it took "not done" for almost nothing and chose plans that read every crop).
+    not_done = ~Exists(done)
+    parts = []
+    if "human" in wanted:
+        # Listed: it has a consensus. The consensus is of the crop's project
+        # (activelearn.services.labels); said here, the index (project, status, agreement,
+        # crop) gives the confidence order.
+        human = crops.filter(_DONE, consensus__project=project)
+        if f.species_id is not None:
+            human = human.filter(
+                consensus__kind=LabelKind.SPECIES, consensus__species_id=f.species_id
+            )
+        human = _confidence_bound(human, "consensus__agreement", f)
+        parts.append(_Part(human, F("consensus__agreement"), F("id")))
+    if classifier is not None and wanted & {"auto", "machine"}:
+        # Conditions on the prediction name final_label_annotate's annotations: a filter()
+        # on "latest__..." would join the predictions once more (a multi-valued relation).
+        machine = crops.filter(listed, not_done, Q(machine_confidence__isnull=False))
+        if f.species_id is not None:
+            machine = machine.filter(Q(machine_species_id=f.species_id))
+        machine = _confidence_bound(machine, "machine_confidence", f)
+        if not {"auto", "machine"} <= wanted:
+            # "machine_": the annotations machine_species_id and machine_confidence.
+            auto = AutoAccept.of(classifier).q(prefix="machine_")
+            machine = machine.filter(auto if "auto" in wanted else ~auto)
+        parts.append(_Part(machine, F("machine_confidence"), F("latest__crop_id")))
+    if "none" in wanted and not label_filtered:
+        unlabelled = crops.filter(listed, not_done)
+        if classifier is not None:
+            unlabelled = unlabelled.filter(Q(machine_confidence__isnull=True))
+        parts.append(_Part(unlabelled, Value(NO_CONFIDENCE), F("id")))
+    return parts
+
+
+def _rows_after(
+    crops: QuerySet[Crop],
+    *,
+    key: Any,
+    tie: Any,
+    sort: str,
+    after: tuple[Any, int] | None,
+    limit: int,
+) -> list[Crop]:
+    """Up to ``limit`` of ``crops`` after the cursor ``after`` (sort key, crop id) in
+    (``key``, ``tie``) order (descending for "-confidence"), annotated ``sort_key``."""
+    descending = sort.startswith("-")
+    crops = crops.annotate(sort_key=key, tie=tie)
+    if after is not None:
+        value, crop_id = after
+        if sort == "id":
+            crops = crops.filter(tie__gt=crop_id)
+        elif descending:
+            # The first condition repeats the second's bound, as a range an index can seek to.
+            crops = crops.filter(Q(sort_key__lte=value), Q(sort_key__lt=value) | Q(tie__lt=crop_id))
+        else:
+            crops = crops.filter(Q(sort_key__gte=value), Q(sort_key__gt=value) | Q(tie__gt=crop_id))
+    if sort == "id" or isinstance(key, Value):  # a constant key: the crop id alone orders
+        order = ["-tie" if descending else "tie"]
+    else:
+        order = ["-sort_key", "-tie"] if descending else ["sort_key", "tie"]
+    return list(crops.order_by(*order)[:limit])
+
+
+def _enough(found: list[list[Crop]], count: int) -> bool:
+    """Whether ``found`` (rows in descending key order) holds ``count`` rows whose keys lie
+    above NO_CONFIDENCE (no unlabelled crop can come before them)."""
+    keys = heapq.nlargest(count, (c.sort_key for rows in found for c in rows))  # type: ignore[attr-defined]
+    return len(keys) == count and keys[-1] > NO_CONFIDENCE
+
+
 def explore_page(
     *,
     project: Project,
@@ -281,39 +446,45 @@ def explore_page(
     related: tuple[str, ...] = (),
 ) -> ExplorePage:
     """Up to ``limit`` crops matching ``filters`` after ``cursor``, in ``sort`` order, with
-    ties broken by crop id: one query, whatever the page's depth. Walking ``next_cursor``
-    visits each crop once. ``related``: relations to load with them (``select_related``).
-    CursorError for a bad sort or cursor."""
+    ties broken by crop id: ``explore_queryset``'s crops, whatever the page's depth. Walking
+    ``next_cursor`` visits each crop once. ``related``: relations to load with them
+    (``select_related``). One query; up to three (one per final-label source, merged) where
+    the page filters or sorts on the final label (``_explore_parts``). CursorError for a bad
+    sort or cursor."""
     expression, descending = _sort_key(sort)
-    crops = explore_queryset(project=project, filters=filters, classifier=classifier)
-    tie: Any = F("id")
-    if classifier is not None and filters.sources and set(filters.sources) <= {"auto", "machine"}:
-        # Only machine labels: the final label is the latest prediction's. The same conditions
-        # on the prediction's own columns let the database read the prediction index
-        # (classifier, species, confidence, crop) in order instead of sorting every match.
-        if filters.species_id is not None:
-            crops = crops.filter(Q(machine_species_id=filters.species_id))
-        if sort in ("confidence", "-confidence"):
-            expression, tie = F("machine_confidence"), F("latest__crop_id")
-    crops = crops.annotate(sort_key=expression, tie=tie)
-    if related:  # select_related() with no names would follow every foreign key
-        crops = crops.select_related(*related)
-    if cursor:
-        key, crop_id = cursor_decode(sort=sort, cursor=cursor)
+    after = cursor_decode(sort=sort, cursor=cursor) if cursor else None
+    crops_after = after[1] if after is not None and sort == "id" else None
+    parts = _explore_parts(
+        project=project, filters=filters, classifier=classifier, sort=sort, crops_after=crops_after
+    )
+    if parts is None:
+        crops = explore_queryset(
+            project=project, filters=filters, classifier=classifier, crops_after=crops_after
+        )
+        parts = [_Part(crops, expression, F("id"))]
+    found: list[list[Crop]] = []
+    for part in parts:
+        if descending and isinstance(part.confidence, Value) and _enough(found, limit + 1):
+            # Crops without a label sort last, and finding them reads every crop without a
+            # done consensus: read them only when the labelled ones do not fill the page.
+            continue
+        crops = part.crops.select_related(*related) if related else part.crops
+        if sort == "time":
+            # A crop's image is in the crop's project (detector.services cuts the crops of the
+            # project's images); said here, it lets the images' index on (project, time) give
+            # the order, instead of one over every project's images.
+            crops = crops.filter(image__project=project)
         if sort == "id":
-            crops = crops.filter(id__gt=crop_id)
-        elif descending:
-            # The first condition repeats the second's bound, as a range an index can seek to.
-            crops = crops.filter(Q(sort_key__lte=key), Q(sort_key__lt=key) | Q(tie__lt=crop_id))
+            key = part.tie
+        elif sort == "time":
+            key = expression
         else:
-            crops = crops.filter(Q(sort_key__gte=key), Q(sort_key__gt=key) | Q(tie__gt=crop_id))
-    if sort == "id":
-        order = ["id"]
-    elif descending:
-        order = ["-sort_key", "-tie"]
-    else:
-        order = ["sort_key", "tie"]
-    rows: list[Crop] = list(crops.order_by(*order)[: limit + 1])
+            key = part.confidence
+        rows = _rows_after(crops, key=key, tie=part.tie, sort=sort, after=after, limit=limit + 1)
+        found.append(rows)
+    # Each part is in (sort key, crop id) order; so is their merge.
+    merged = heapq.merge(*found, key=lambda c: (c.sort_key, c.pk), reverse=descending)  # type: ignore[attr-defined]
+    rows = list(itertools.islice(merged, limit + 1))
     more = len(rows) > limit
     rows = rows[:limit]
     last = rows[-1] if rows else None

@@ -105,6 +105,9 @@ class Crop(models.Model):
 
     class Meta:
         ordering = ["id"]
+        # A project's crops in id order (the explore page's pages): without it a project
+        # created after a big one read the big one's crops first, at every first page.
+        indexes = [models.Index(fields=["project", "id"], name="crop_project_id")]
 
     def __str__(self) -> str:
         return f"crop {self.pk} of {self.image}"

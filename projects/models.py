@@ -6,8 +6,11 @@ moving the models between apps moved no row.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from django.conf import settings
 from django.db import models
+from django.db.models.functions import Coalesce
 
 
 class Role(models.TextChoices):
@@ -322,6 +325,11 @@ class TimeSource(models.TextChoices):
     CAMTRAP_DP = "camtrap_dp", "Camtrap DP media timestamp"
 
 
+# An image without a capture time sorts as taken at this time (the explore page's time order:
+# a keyset cursor needs a value; activelearn.selectors_explore).
+IMAGE_NO_TIME = datetime(1, 1, 1, tzinfo=UTC)
+
+
 class Image(models.Model):
     """One camera-trap image, read in place from the folder it was imported from."""
 
@@ -360,7 +368,18 @@ class Image(models.Model):
             models.UniqueConstraint(fields=["project", "path"], name="image_unique_path")
         ]
         indexes = [
-            models.Index(fields=["project", "seq_id"], name="annotator_i_project_7c5436_idx")
+            models.Index(fields=["project", "seq_id"], name="annotator_i_project_7c5436_idx"),
+            # The explore page counts the untimed images on every request
+            # (activelearn.selectors_explore.images_untimed_count): "taken_at IS NULL" is a
+            # range of this index instead of a read of every image.
+            models.Index(fields=["project", "taken_at"], name="image_project_taken_at"),
+            # The explore page's time order, read in order a page at a time: the expression
+            # must be the one it sorts on (activelearn.selectors_explore._sort_key).
+            models.Index(
+                models.F("project"),
+                Coalesce("taken_at", models.Value(IMAGE_NO_TIME)),
+                name="image_time_order",
+            ),
         ]
 
     def __str__(self) -> str:

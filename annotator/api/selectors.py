@@ -202,8 +202,8 @@ def crop_rows_page(
     The crops and the final label are the crop CSV export's (``annotator.exports``): active
     crops, and inactive ones with a human vote (labels are never dropped). The crops and the
     filters are the explore page's (``activelearn.selectors_explore.explore_page``). Walking
-    ``next_cursor`` from 0 visits each exactly once, even while crops are added. Five queries,
-    whatever ``limit``.
+    ``next_cursor`` from 0 visits each exactly once, even while crops are added. Five queries
+    (up to seven with filters on the final label: ``explore_page``), whatever ``limit``.
     """
     classifier = classifier_latest(project=project)
     page = explore_page(

@@ -3,6 +3,7 @@ on many random small projects; filters and keyset pages against brute force; ver
 
 from __future__ import annotations
 
+import itertools
 import random
 from datetime import UTC, date, datetime, timedelta
 
@@ -22,9 +23,12 @@ from activelearn.models import (
 )
 from activelearn.selectors import classifier_latest
 from activelearn.selectors_explore import (
+    SORTS,
     SOURCES,
     CursorError,
     ExploreFilters,
+    _sort_key,
+    cursor_encode,
     explore_page,
     explore_queryset,
     images_untimed_count,
@@ -163,6 +167,70 @@ def test_the_sql_final_label_is_the_python_rule(project: Project, seed: int) -> 
     assert got == {pk: (f.kind, f.species, f.source, f.confidence) for pk, f in expected.items()}
 
 
+# What a page's rows are compared on: the crop and its final label's annotations.
+_ROW = (
+    "pk",
+    "final_source",
+    "final_kind",
+    "final_species_id",
+    "final_confidence",
+    "machine_species_id",
+    "machine_confidence",
+)
+# Pages walked to the end: each page's rows (``_ROW``) and its next cursor.
+_Pages = list[tuple[list[tuple[object, ...]], str | None]]
+
+
+def _single_query_pages(
+    project: Project,
+    filters: ExploreFilters,
+    classifier: ClassifierVersion | None,
+    sort: str,
+    limit: int,
+) -> _Pages:
+    """The pages one query over ``explore_queryset`` gives (the rule in SQL, sorted on the
+    CASE): each page's (id, final label) rows and its next cursor."""
+    expression, descending = _sort_key(sort)
+    crops = explore_queryset(project=project, filters=filters, classifier=classifier)
+    order = ["-sort_key", "-id"] if descending else ["sort_key", "id"]
+    rows = list(
+        crops.annotate(sort_key=expression).order_by(*order).values_list("sort_key", *_ROW)  # type: ignore[misc]
+    )
+    pages: _Pages = []
+    for start in range(0, max(len(rows), 1), limit):
+        page = rows[start : start + limit]
+        more = start + limit < len(rows)
+        cursor = cursor_encode(sort=sort, key=page[-1][0], crop_id=page[-1][1]) if more else None
+        pages.append(([tuple(r[1:]) for r in page], cursor))
+    return pages
+
+
+def _walked_pages(
+    project: Project,
+    filters: ExploreFilters,
+    classifier: ClassifierVersion | None,
+    sort: str,
+    limit: int,
+) -> _Pages:
+    """The pages ``explore_page`` gives, its cursors walked to the end."""
+    pages: _Pages = []
+    cursor = ""
+    while True:
+        page = explore_page(
+            project=project,
+            filters=filters,
+            classifier=classifier,
+            sort=sort,
+            cursor=cursor,
+            limit=limit,
+        )
+        rows = [tuple(getattr(c, name) for name in _ROW) for c in page.crops]
+        pages.append((rows, page.next_cursor))
+        if page.next_cursor is None:
+            return pages
+        cursor = page.next_cursor
+
+
 @pytest.mark.parametrize("seed", SEEDS)
 def test_filters_and_keyset_pages_match_brute_force(project: Project, seed: int) -> None:
     rng = random.Random(1000 + seed)
@@ -237,21 +305,8 @@ def test_filters_and_keyset_pages_match_brute_force(project: Project, seed: int)
 
     wanted = [pk for pk in sorted(finals) if keep(pk)]
     for sort in ("id", "confidence", "-confidence", "time"):
-        seen: list[int] = []
-        cursor = ""
-        while True:
-            page = explore_page(
-                project=project,
-                filters=filters,
-                classifier=classifier,
-                sort=sort,
-                cursor=cursor,
-                limit=rng.choice([1, 2, 5]),
-            )
-            seen += [c.pk for c in page.crops]
-            if page.next_cursor is None:
-                break
-            cursor = page.next_cursor
+        pages = _walked_pages(project, filters, classifier, sort, rng.choice([1, 2, 5]))
+        seen = [int(row[0]) for rows, _ in pages for row in rows]  # type: ignore[call-overload]
         assert sorted(seen) == wanted, sort
         assert len(seen) == len(set(seen))
         if sort == "confidence":
@@ -376,3 +431,40 @@ def test_untimed_images_are_counted(project: Project) -> None:
             taken_at=taken,
         )
     assert images_untimed_count(project=project) == 2
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("with_classifier", [True, False])
+def test_pages_split_by_source_are_the_single_query_pages(
+    project: Project, seed: int, with_classifier: bool
+) -> None:
+    """Every final-label filter (sources, species, confidence bounds) with every sort: the
+    pages merged from the per-source parts (``_explore_parts``) have the rows, the order, the
+    final labels and the cursors of one query on the CASE, walked to the end."""
+    rng = random.Random(2000 + seed)
+    classifier = _world(project, rng, n=16) if with_classifier else None
+    if not with_classifier:
+        _world(project, rng, n=16)
+    species = list(Species.objects.filter(project=project).values_list("pk", flat=True))
+    camera = ExploreFilters(camera="cam1")
+    cases = [ExploreFilters(), camera]
+    for size in range(1, len(SOURCES) + 1):
+        for sources in itertools.combinations(sorted(SOURCES), size):
+            cases.append(ExploreFilters(sources=list(sources)))
+    for sp in species:
+        cases.append(ExploreFilters(species_id=sp))
+        cases.append(ExploreFilters(species_id=sp, sources=["auto", "machine"]))
+        cases.append(ExploreFilters(species_id=sp, sources=["human"], confidence_min=0.6))
+    cases += [
+        ExploreFilters(confidence_min=0.5),
+        ExploreFilters(confidence_max=0.6),
+        ExploreFilters(confidence_min=0.3, confidence_max=0.6, sources=["auto", "human"]),
+        ExploreFilters(sources=["machine", "none"], in_review=False, camera="cam2"),
+        ExploreFilters(sources=["none"], no_time=True),
+    ]
+    for filters in cases:
+        for sort in SORTS:
+            limit = rng.choice([1, 3, 7])
+            expected = _single_query_pages(project, filters, classifier, sort, limit)
+            got = _walked_pages(project, filters, classifier, sort, limit)
+            assert got == expected, (filters, sort, limit)
