@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('detector', '0007_detectionjob_worker'),
+        ('detector', '0008_crop_project_id_index'),
     ]
 
     operations = [

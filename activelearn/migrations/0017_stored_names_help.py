@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('activelearn', '0015_label_origin_imported'),
+        ('activelearn', '0016_explore_confidence_indexes'),
     ]
 
     operations = [
