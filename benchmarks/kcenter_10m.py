@@ -16,8 +16,8 @@ each run in a fresh subprocess, ``REPEATS`` times (one at a million rows and mor
 untimed pass that brings the file into the page cache; each subprocess reports its peak RSS
 (VmHWM: the mapped pages it read count), whose goal is the data size + 10 %.
 
-The product's round reads the data fewer times than K + 2 (``activelearn.selection
-._greedy_picks`` serves most picks from the rows it holds in memory), so ``params`` also
+The product's round reads the data fewer times than K + 2 (``activelearn.selection_stream
+.greedy_picks`` serves most picks from the rows it holds in memory), so ``params`` also
 records the reads it made (``reads``: the product's functions wrapped to count full reads) and
 the floor of those reads alone (``floor_of_own_reads_s``), and the hash of the picks.
 """
@@ -63,10 +63,10 @@ def _reads_counted(features: np.ndarray) -> list[str]:
     """Count the product's full reads of ``features`` (the squared norms, a pick's update, a
     pass folding several centres in) by wrapping the functions that make them; each call on
     the whole array is one streaming read of the data."""
-    from activelearn import selection
+    from activelearn import selection_stream as stream
 
     reads: list[str] = []
-    norms, update, fold = selection._row_sq_norms, selection._update_min_sq, selection._fold_centres
+    norms, update, fold = stream.row_sq_norms, stream.update_min_sq, stream.fold_centres
 
     def counted_norms(feats: np.ndarray) -> np.ndarray:
         reads.extend(["norms"] if feats is features else [])
@@ -80,9 +80,9 @@ def _reads_counted(features: np.ndarray) -> list[str]:
         reads.extend([f"fold {len(k['centres'])}"] if feats is features else [])
         fold(min_sq, feats, **k)
 
-    selection._row_sq_norms = counted_norms  # type: ignore[assignment]
-    selection._update_min_sq = counted_update  # type: ignore[assignment]
-    selection._fold_centres = counted_fold  # type: ignore[assignment]
+    stream.row_sq_norms = counted_norms  # type: ignore[assignment]
+    stream.update_min_sq = counted_update  # type: ignore[assignment]
+    stream.fold_centres = counted_fold  # type: ignore[assignment]
     return reads
 
 

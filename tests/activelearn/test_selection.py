@@ -661,14 +661,14 @@ def test_k_center_streams_a_memory_map_like_brute_force(
 ) -> None:
     """Issue 19: the picks over a memory-mapped .npy, streamed in blocks of one row, a few
     rows or all rows, are brute force's, and the features are never copied into memory."""
-    import activelearn.selection as selection
+    import activelearn.selection_stream as stream
 
-    monkeypatch.setattr(selection, "_STREAM_BLOCK_BYTES", block_bytes)
+    monkeypatch.setattr(stream, "STREAM_BLOCK_BYTES", block_bytes)
     features, labeled, candidates = random_problem(seed + 200)
     path = tmp_path / "features.npy"
     np.save(path, features)
     mapped = np.load(path, mmap_mode="r")
-    assert selection._as_float32_features(mapped, check_finite=True) is mapped
+    assert stream.as_float32_features(mapped, check_finite=True) is mapped
     cache = min_sq_distances_update(mapped, min_sq=None, new_rows=np.flatnonzero(labeled))
     for min_sq in (None, cache):
         got = k_center_greedy(
@@ -704,11 +704,11 @@ def test_k_center_with_few_rows_held_matches_brute_force(
 ) -> None:
     """Issue 19: with only a row or a few held in memory between passes, the picks and their
     distances are still brute force's (held picks, folded passes and plain passes mixed)."""
-    import activelearn.selection as selection
+    import activelearn.selection_stream as stream
 
     features, labeled, candidates = random_problem(seed + 300)
-    monkeypatch.setattr(selection, "_HELD_BYTES", 4 * features.shape[1] * held_rows)
-    monkeypatch.setattr(selection, "_HELD_WAIT_MAX", 2)
+    monkeypatch.setattr(stream, "HELD_BYTES", 4 * features.shape[1] * held_rows)
+    monkeypatch.setattr(stream, "HELD_WAIT_MAX", 2)
     allowed = candidates & ~labeled
     first = None
     if not labeled.any() and allowed.any():
@@ -724,13 +724,13 @@ def test_k_center_with_few_rows_held_matches_brute_force(
 
 def test_k_center_ties_with_rows_held() -> None:
     """Equal distances at the top (nothing to hold apart) still go to the lowest row."""
-    import activelearn.selection as selection
+    import activelearn.selection_stream as stream
 
     features = np.repeat(np.eye(3, dtype=np.float32), 4, axis=0)  # 3 points, 4 copies each
     labeled = np.zeros(12, dtype=bool)
     labeled[0] = True
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(selection, "_HELD_BYTES", 4 * 3 * 2)
+        patch.setattr(stream, "HELD_BYTES", 4 * 3 * 2)
         got = k_center_greedy(features, labeled_mask=labeled, budget=11, random_state=0)
     assert got.indices.tolist() == [4, 8, 1, 2, 3, 5, 6, 7, 9, 10, 11]
     np.testing.assert_allclose(got.distances[:2], [np.sqrt(2)] * 2, rtol=1e-6)
@@ -742,7 +742,7 @@ def test_k_center_reads_clustered_data_less_than_once_per_pick(
 ) -> None:
     """Issue 19: on clustered data most picks come from the rows held in memory, so a round
     of 40 picks reads the whole array a handful of times, not once per pick."""
-    import activelearn.selection as selection
+    import activelearn.selection_stream as stream
 
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(200, 16)).astype(np.float32)
@@ -752,7 +752,7 @@ def test_k_center_reads_clustered_data_less_than_once_per_pick(
     labeled = np.zeros(4000, dtype=bool)
     labeled[:50] = True
     reads: list[int] = []
-    update, fold = selection._update_min_sq, selection._fold_centres
+    update, fold = stream.update_min_sq, stream.fold_centres
 
     def counted_update(min_sq: np.ndarray, feats: np.ndarray, *a: Any, **k: Any) -> None:
         reads.extend([1] if feats is features else [])
@@ -762,14 +762,14 @@ def test_k_center_reads_clustered_data_less_than_once_per_pick(
         reads.extend([1] if feats is features else [])
         fold(min_sq, feats, **k)
 
-    monkeypatch.setattr(selection, "_update_min_sq", counted_update)
-    monkeypatch.setattr(selection, "_fold_centres", counted_fold)
+    monkeypatch.setattr(stream, "update_min_sq", counted_update)
+    monkeypatch.setattr(stream, "fold_centres", counted_fold)
     # One row held: each pick is a read of the data (the tests above check these picks).
-    monkeypatch.setattr(selection, "_HELD_BYTES", 4 * 16)
+    monkeypatch.setattr(stream, "HELD_BYTES", 4 * 16)
     one = k_center_greedy(features, labeled_mask=labeled, budget=40, random_state=0)
     assert len(reads) >= 39
     reads.clear()
-    monkeypatch.setattr(selection, "_HELD_BYTES", 4 * 16 * 400)  # a tenth of the rows
+    monkeypatch.setattr(stream, "HELD_BYTES", 4 * 16 * 400)  # a tenth of the rows
     got = k_center_greedy(features, labeled_mask=labeled, budget=40, random_state=0)
     np.testing.assert_array_equal(got.indices, one.indices)
     np.testing.assert_allclose(got.distances, one.distances, rtol=1e-5)
