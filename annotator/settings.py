@@ -307,6 +307,9 @@ if TRAPWISE_STORAGE not in ("local", "s3"):
     raise ImproperlyConfigured(f"TRAPWISE_STORAGE must be local or s3, got {TRAPWISE_STORAGE!r}")
 # Workers' local copies of stored data files (names are immutable, so copies never go stale).
 TRAPWISE_CACHE_DIR = env_path("TRAPWISE_CACHE_DIR", VAR_DIR / "cache")
+# Soft cap of that cache in bytes (0: none). Past it, least recently used copies are deleted down
+# to 90 % of it, never one used in the last 10 minutes (projects/storage_cache.py).
+TRAPWISE_CACHE_MAX_BYTES = env_int("TRAPWISE_CACHE_MAX_BYTES", 50 * 1024**3, minimum=0)
 # Lifetime of the signed URLs that crop, image and export downloads are redirected to (s3).
 TRAPWISE_STORAGE_URL_EXPIRY = env_int("TRAPWISE_STORAGE_URL_EXPIRY", 300, minimum=10)
 # Local crops only: a URL prefix (e.g. "/_protected/") of the front server's internal location

@@ -21,7 +21,8 @@ That is what makes the worker-side cache safe: ``stored_local`` downloads a remo
 ``TRAPWISE_CACHE_DIR/<kind>/<name>`` and later calls read the cached copy without asking the
 store. Writers use ``stored_write`` / ``stored_folder_write``: they write to a private local
 path, then publish it under its final name in one step (an atomic rename locally, an upload
-remotely), so no reader ever sees half a file.
+remotely), so no reader ever sees half a file. The cache is capped by
+``TRAPWISE_CACHE_MAX_BYTES`` and trimmed least recently used first (``projects.storage_cache``).
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ from typing import IO, Literal
 from django.conf import settings
 from django.core.files.base import File
 from django.core.files.storage import FileSystemStorage, Storage, storages
+
+from projects.storage_cache import MARKER, cache_added, cache_mark_folder, cache_touch_file
 
 __all__ = [
     "StorageKind",
@@ -154,16 +157,18 @@ def stored_local(*, kind: StorageKind, name: str) -> Path:
             raise FileNotFoundError(str(path))
         return path
     target = _cache_path(kind, name)
-    if target.is_file():
+    if target.is_file() and cache_touch_file(target):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     part = target.with_name(f".{target.name}.{uuid.uuid4().hex}.part")
     try:
         with stored_open(kind=kind, name=name) as source, open(part, "wb") as sink:
             shutil.copyfileobj(source, sink, length=1 << 20)
+        size = part.stat().st_size
         os.replace(part, target)
     finally:
         part.unlink(missing_ok=True)
+    cache_added(size)
     return target
 
 
@@ -201,19 +206,22 @@ def stored_folder_local(*, kind: StorageKind, name: str) -> Path:
             raise FileNotFoundError(str(path))
         return path
     target = _cache_folder_path(kind, name)
-    if target.is_dir():
+    if target.is_dir() and cache_mark_folder(target):
         return target
     files = stored_list(kind=kind, prefix=name)
     if not files:
         raise FileNotFoundError(f"{kind}/{name}")
     target.parent.mkdir(parents=True, exist_ok=True)
     part = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    size = 0
     try:
         for file in files:
             local = part / file
             local.parent.mkdir(parents=True, exist_ok=True)
             with stored_open(kind=kind, name=f"{name}/{file}") as source, open(local, "wb") as sink:
                 shutil.copyfileobj(source, sink, length=1 << 20)
+            size += local.stat().st_size
+        (part / MARKER).touch()  # inside before the rename: a cached folder is always an entry
         try:
             os.rename(part, target)
         except OSError:
@@ -221,6 +229,7 @@ def stored_folder_local(*, kind: StorageKind, name: str) -> Path:
                 raise
     finally:
         shutil.rmtree(part, ignore_errors=True)
+    cache_added(size)
     return target
 
 
@@ -243,7 +252,9 @@ def _publish_file(*, kind: StorageKind, name: str, local: Path) -> None:
         return
     cached = _cache_path(kind, name)
     cached.parent.mkdir(parents=True, exist_ok=True)
+    size = local.stat().st_size
     os.replace(local, cached)
+    cache_added(size)
 
 
 def _scratch_dir(kind: StorageKind, name: str) -> Path:
@@ -307,7 +318,10 @@ def stored_folder_write(*, kind: StorageKind, name: str) -> Iterator[Path]:
             cached = _cache_folder_path(kind, name)
             if not cached.exists():
                 cached.parent.mkdir(parents=True, exist_ok=True)
+                size = sum(path.stat().st_size for path in local.rglob("*") if path.is_file())
+                (local / MARKER).touch()
                 os.rename(local, cached)
+                cache_added(size)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

@@ -21,6 +21,7 @@ from projects.storage import (
     stored_url,
     stored_write,
 )
+from projects.storage_cache import MARKER
 from tests.s3 import S3Storage
 
 
@@ -123,4 +124,5 @@ def test_a_file_cached_alone_does_not_pass_for_its_whole_folder(s3_storage: S3St
         shutil.rmtree(path)
     assert stored_local(kind="data", name="v2/crops-2/ids.npy").read_bytes() == b"i"
     local = stored_folder_local(kind="data", name="v2/crops-2")
-    assert sorted(p.name for p in local.iterdir()) == ["ids.npy", "vectors.npy"]
+    # Plus the cache's marker of a whole cached folder (projects.storage_cache).
+    assert sorted(p.name for p in local.iterdir()) == [MARKER, "ids.npy", "vectors.npy"]
