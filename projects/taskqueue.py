@@ -134,7 +134,7 @@ def tasks_requeue(
             if not _publish(record_id=record.pk, name=record.name, args=list(record.args)):
                 break
         if record.worker:
-            logger.warning("queued %s again: its worker %s is gone", record, record.worker)
+            logger.warning("queued %s again, left unfinished by %s", record, record.worker)
         else:
             logger.info("queued %s again", record)
         queued += 1
