@@ -70,8 +70,9 @@ test: venv $(AXE_STAMP)
 # The loop end to end through the HTTP API on a cluster of its own on loopback: gunicorn, a gpu
 # and a cpu worker with separate folders, a fresh database on the machine's PostgreSQL
 # (127.0.0.1:5432, user postgres), Redis (127.0.0.1:6379, database 12) and moto's S3 server;
-# the gpu worker is killed mid-task and restarted (tests/cluster/test_cluster.py). SIGINT after
-# 9 minutes, so that the test still stops its processes and drops its database.
+# the gpu worker is killed mid-task and restarted, then killed for good and replaced under a new
+# node name, which takes its task once its heartbeat is old (tests/cluster/test_cluster.py).
+# SIGINT after 9 minutes, so that the test still stops its processes and drops its database.
 cluster-test: venv
 	TRAPWISE_CLUSTER_TEST=1 timeout --signal=INT --kill-after=60 540 \
 	  $(PY) -m pytest -p no:cacheprovider -m cluster tests/cluster

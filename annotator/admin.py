@@ -2,8 +2,9 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.http import HttpRequest
+from django.utils import timezone
 
-from projects.models import Image, Membership, Project, Species
+from projects.models import Image, Membership, Project, Species, WorkerHeartbeat
 
 
 class MembershipInline(admin.TabularInline):
@@ -35,3 +36,22 @@ class ImageAdmin(admin.ModelAdmin):
     list_display = ["file_name", "project", "seq_id", "frame_num", "is_empty", "count"]
     list_filter = ["project", "is_empty"]
     search_fields = ["file_name", "seq_id"]
+
+
+@admin.register(WorkerHeartbeat)
+class WorkerHeartbeatAdmin(admin.ModelAdmin):
+    """The running workers, for operators: a heartbeat older than
+    ``TRAPWISE_WORKER_LOST_SECONDS`` is a worker gone, whose tasks the others queue again.
+    Written by the workers only."""
+
+    list_display = ["node", "queues", "seen_at", "age", "started_at", "pid"]
+
+    @admin.display(description="last beat")
+    def age(self, obj: WorkerHeartbeat) -> str:
+        return f"{max((timezone.now() - obj.seen_at).total_seconds(), 0):.0f} s ago"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False

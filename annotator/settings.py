@@ -419,8 +419,10 @@ elif CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
         # Redis hands a task that was not acknowledged (its worker died) to another worker only
         # after this many seconds, and also hands a task that runs longer than this to a second
         # worker while the first still runs. So it must stay above the longest task's time
-        # limit (fine-tuning: 24 h). A worker that restarts requeues its own unfinished tasks
-        # at once from the database (projects/taskqueue.py), so nothing waits this long.
+        # limit (fine-tuning: 24 h). Nothing waits this long for a dead worker: one that
+        # restarts under its node name requeues its own unfinished tasks at once, and one gone
+        # for good is found by its missing heartbeats, its tasks requeued by any other worker
+        # within TRAPWISE_WORKER_LOST_SECONDS (projects/taskqueue.py, projects/heartbeats.py).
         "visibility_timeout": env_int("CELERY_BROKER_VISIBILITY_TIMEOUT", 90000, minimum=1),
         # Fail fast when Redis is down: a web request that queues a task must not hang.
         "socket_connect_timeout": 3,
@@ -461,6 +463,18 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {
 }
 # How often a worker queues again the tasks that could not be queued (broker down).
 TRAPWISE_TASK_REQUEUE_SECONDS = env_float("TRAPWISE_TASK_REQUEUE_SECONDS", 30.0, minimum=0)
+# How often every worker writes its heartbeat (a thread, so also while a task runs), and how long
+# without one before the others take the worker for gone and queue its started tasks again. A
+# worker cut off from the database but still running would then run its task twice at once:
+# the lost time is minutes, many beats, so that a database blip does not do that.
+TRAPWISE_WORKER_HEARTBEAT_SECONDS = env_int("TRAPWISE_WORKER_HEARTBEAT_SECONDS", 30, minimum=1)
+TRAPWISE_WORKER_LOST_SECONDS = env_int("TRAPWISE_WORKER_LOST_SECONDS", 300, minimum=1)
+if TRAPWISE_WORKER_LOST_SECONDS <= 2 * TRAPWISE_WORKER_HEARTBEAT_SECONDS:
+    raise ImproperlyConfigured(
+        "TRAPWISE_WORKER_LOST_SECONDS must be more than twice TRAPWISE_WORKER_HEARTBEAT_SECONDS"
+        f" ({TRAPWISE_WORKER_HEARTBEAT_SECONDS}), got {TRAPWISE_WORKER_LOST_SECONDS}: one late"
+        " beat must not make a living worker lost"
+    )
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True

@@ -463,3 +463,28 @@ class QueuedTask(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name}{tuple(self.args)}"
+
+
+class WorkerHeartbeat(models.Model):
+    """A running Celery worker's sign of life, by node name (``-n``): written every
+    ``TRAPWISE_WORKER_HEARTBEAT_SECONDS`` by a thread of the worker, also while a task runs, and
+    deleted when the worker shuts down cleanly (``projects.heartbeats``).
+
+    ``tasks_requeue`` reads it to tell a worker that is gone for good (no beat for
+    ``TRAPWISE_WORKER_LOST_SECONDS``) from one still running its task. ``seen_at`` is the worker's
+    clock: the machines' clocks must agree to well within the lost time (NTP).
+    """
+
+    node = models.CharField(max_length=200, unique=True)
+    seen_at = models.DateTimeField()
+    # When this life of the worker wrote its first beat.
+    started_at = models.DateTimeField()
+    pid = models.PositiveIntegerField(default=0)
+    # The queues it reads, comma-separated, for people.
+    queues = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["node"]
+
+    def __str__(self) -> str:
+        return self.node

@@ -7,22 +7,27 @@ instead. A worker queues such tasks again when it starts and then every
 ``TRAPWISE_TASK_REQUEUE_SECONDS`` (``tasks_requeue``, hooked up in ``projects/outbox_signals.py``).
 On start it also queues again the tasks that its previous life (same node name) started and
 never finished: a worker killed mid-task takes its message with it on the file-system broker,
-and Redis gives it back only after its visibility timeout. Every task is safe to run twice, so a
-task that ends up queued twice costs a no-op.
+and Redis gives it back only after its visibility timeout. A worker that never comes back (its
+machine reclaimed or retired) is known by its heartbeat (``projects.heartbeats``): any other
+worker's periodic pass queues again the tasks it had started once its last beat is
+``TRAPWISE_WORKER_LOST_SECONDS`` old. Every task is safe to run twice, so a task that ends up
+queued twice costs a no-op.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from celery import Task, current_app
+from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
-from projects.models import QueuedTask
+from projects.locks import queued_task_claim
+from projects.models import QueuedTask, WorkerHeartbeat
 
 logger = logging.getLogger(__name__)
 
@@ -90,12 +95,26 @@ def _publish(*, record_id: int, name: str, args: list[int]) -> bool:
     return True
 
 
-def tasks_requeue(*, worker: str = "", grace: timedelta = REQUEUE_GRACE) -> int:
-    """Queue again the tasks that never reached the broker (recorded more than ``grace`` ago)
-    and, with ``worker`` (a Celery node name, when that worker starts), the tasks it started
-    in an earlier life and never finished. Stops at the first broker error (it is down, so the
-    rest would fail too); returns the number queued."""
-    lost = Q(published_at__isnull=True, created_at__lte=timezone.now() - grace)
+def tasks_requeue(
+    *,
+    worker: str = "",
+    grace: timedelta = REQUEUE_GRACE,
+    lost_after: timedelta | None = None,
+) -> int:
+    """Queue again the tasks that never reached the broker (recorded more than ``grace`` ago);
+    the tasks started by a worker that is gone (``_worker_lost``, its heartbeat older than
+    ``lost_after``, by default ``TRAPWISE_WORKER_LOST_SECONDS``); and, with ``worker`` (a
+    Celery node name, when that worker starts), the tasks it started in an earlier life and
+    never finished. Never a task whose worker beats within ``lost_after``, and each record
+    once however many workers call this at the same moment (``queued_task_claim``). Stops at
+    the first broker error (it is down, so the rest would fail too); returns the number queued.
+    """
+    now = timezone.now()
+    if lost_after is None:
+        lost_after = timedelta(seconds=settings.TRAPWISE_WORKER_LOST_SECONDS)
+    lost = Q(published_at__isnull=True, created_at__lte=now - grace) | _worker_lost(
+        before=now - lost_after
+    )
     if worker:
         lost |= Q(worker=worker, started_at__isnull=False)
     queued = 0
@@ -103,14 +122,40 @@ def tasks_requeue(*, worker: str = "", grace: timedelta = REQUEUE_GRACE) -> int:
         if record.name not in _tasks():
             logger.error("queued task %s is unknown to this worker; left as it is", record)
             continue
-        QueuedTask.objects.filter(pk=record.pk).update(
-            published_at=None, started_at=None, worker=""
-        )
-        if not _publish(record_id=record.pk, name=record.name, args=list(record.args)):
-            break
-        logger.info("queued %s again", record)
+        with transaction.atomic():
+            if not queued_task_claim(
+                record_id=record.pk,
+                published_at=record.published_at,
+                started_at=record.started_at,
+                worker=record.worker,
+                attempts=record.attempts,
+            ):
+                continue  # another worker queued it again, or it started, since we read it
+            if not _publish(record_id=record.pk, name=record.name, args=list(record.args)):
+                break
+        if record.worker:
+            logger.warning("queued %s again, left unfinished by %s", record, record.worker)
+        else:
+            logger.info("queued %s again", record)
         queued += 1
     return queued
+
+
+def _worker_lost(*, before: datetime) -> Q:
+    """Records started by a worker that is gone: no heartbeat since ``before``, whether its row
+    is older (it died or was cut off from the database) or missing (it shut down, or ran
+    before heartbeats existed; then only tasks started before ``before``, so that a worker
+    writing its first beat right now keeps what it started).
+
+    Only Celery node names ("name@host"): a task run in the foreground (``task_run``) is
+    marked with the bare host name and belongs to a command still running, not to a worker.
+    """
+    beats = WorkerHeartbeat.objects.filter(node=OuterRef("worker"))
+    return (
+        Q(started_at__isnull=False, worker__contains="@")
+        & ~Exists(beats.filter(seen_at__gte=before))
+        & (Exists(beats) | Q(started_at__lt=before))
+    )
 
 
 def task_started(*, name: str, args: Sequence[object], worker: str) -> list[int]:

@@ -30,6 +30,13 @@ Locks, outermost first:
    ``projects.invitations.invitation_accept`` (which then writes only the new membership and the
    invitation's use) and by ``invitation_revoke``. Nothing else locks an invitation.
 
+9. ``queued_task_claim`` (``projects.locks``): an outbox record (``QueuedTask``), locked by the
+   conditional UPDATE that claims it for queueing again, taken first and alone by
+   ``projects.taskqueue.tasks_requeue`` (a transaction per record, which then writes only that
+   record) and held while the task is handed to the broker. A second worker requeuing the same
+   record waits for it and then finds the record changed, so the task is published once.
+   Nothing else locks an outbox record; ``task_started`` updating it waits at most that long.
+
 Why this order cannot deadlock: two transactions deadlock only when each holds a lock the other
 waits for. Each transaction here takes its locks in the order above, so whoever holds a later
 lock never waits for an earlier one; among crops, the one holding the higher id never waits for

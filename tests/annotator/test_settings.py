@@ -34,6 +34,7 @@ def _import_settings(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[
         ("TRAPWISE_CLAIM_SECONDS", "abc", "TRAPWISE_CLAIM_SECONDS must be an integer, got 'abc'"),
         ("TRAPWISE_LOGIN_FAILURES", "0", "TRAPWISE_LOGIN_FAILURES must be at least 1, got '0'"),
         ("TRAPWISE_TASK_REQUEUE_SECONDS", "soon", "TRAPWISE_TASK_REQUEUE_SECONDS must be a number"),
+        ("TRAPWISE_WORKER_HEARTBEAT_SECONDS", "0", "must be at least 1, got '0'"),
         ("DEBUG", "maybe", "DEBUG must be one of 1/0, true/false, yes/no, on/off, got 'maybe'"),
         ("TRAPWISE_EMAIL_VERIFICATION", "always", "must be one of none, optional, mandatory"),
     ],
@@ -52,6 +53,25 @@ def test_good_values_import(tmp_path: Path) -> None:
         tmp_path, TRAPWISE_CLAIM_SECONDS="30", DEBUG="Off", TRAPWISE_LOGIN_LOCKOUT_MINUTES="2.5"
     )
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("heartbeat", "lost", "ok"),
+    [("30", "300", True), ("30", "61", True), ("30", "60", False), ("10", "5", False)],
+)
+def test_a_worker_is_lost_only_after_more_than_two_heartbeats(
+    tmp_path: Path, heartbeat: str, lost: str, ok: bool
+) -> None:
+    """One late beat must not make a living worker's task run twice at once."""
+    result = _import_settings(
+        tmp_path,
+        TRAPWISE_WORKER_HEARTBEAT_SECONDS=heartbeat,
+        TRAPWISE_WORKER_LOST_SECONDS=lost,
+    )
+    assert (result.returncode == 0) is ok, result.stderr
+    if not ok:
+        assert "TRAPWISE_WORKER_LOST_SECONDS must be more than twice" in result.stderr
+        assert f"({heartbeat}), got {lost}" in result.stderr
 
 
 def test_env_int(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -154,9 +154,9 @@ class Cluster:
         """The run's own queue per kind of work, so that nothing else on the broker mixes in."""
         return {kind: f"cluster-{self.run}-{kind}" for kind in ("gpu", "cpu")}
 
-    def node(self, kind: str) -> str:
-        """The Celery node name of the ``kind`` worker (the same after a restart)."""
-        return f"{kind}-{self.run}@cluster"
+    def node(self, name: str) -> str:
+        """The Celery node name of the worker ``name`` (the same after a restart)."""
+        return f"{name}-{self.run}@cluster"
 
     @property
     def database_url(self) -> str:
@@ -194,6 +194,9 @@ class Cluster:
                 "TRAPWISE_GPU_QUEUE": self.queues["gpu"],
                 "TRAPWISE_CPU_QUEUE": self.queues["cpu"],
                 "TRAPWISE_TASK_REQUEUE_SECONDS": "5",
+                # Beats often enough for a replacement worker with a short lost time
+                # (test_cluster's third phase) to tell the living from the dead.
+                "TRAPWISE_WORKER_HEARTBEAT_SECONDS": "2",
                 # Two cores: one thread per process keeps the processes from starving each other.
                 "OMP_NUM_THREADS": "1",
                 "PYTHONUNBUFFERED": "1",
@@ -298,26 +301,31 @@ class Cluster:
             lambda: port_open(port), what="gunicorn", timeout=120, alive=self.alive("web")
         )
 
-    def worker_start(self, kind: str) -> Process:
-        """The ``kind`` worker (started again under the same node name, with the same folders,
-        if it ran before: a worker restarted on its machine)."""
+    def worker_start(
+        self, kind: str, *, name: str = "", env: dict[str, str] | None = None
+    ) -> Process:
+        """The worker of queue ``kind`` called ``name`` (``kind`` by default: its process, node
+        name and folders), with ``env`` on top of the cluster's; started again under the same
+        node name, with the same folders, if it ran before: a worker restarted on its machine.
+        """
+        name = name or kind
         argv = [sys.executable, "-m", "celery", "-A", "annotator", "worker", "--pool=solo"]
-        argv += ["-Q", self.queues[kind], "-n", self.node(kind), "--loglevel=INFO"]
+        argv += ["-Q", self.queues[kind], "-n", self.node(name), "--loglevel=INFO"]
         argv += ["--without-gossip", "--without-mingle"]
-        previous = self.processes.get(kind)
+        previous = self.processes.get(name)
         if previous is not None:
             previous.start()
             return previous
-        return self.start(kind, argv, self.env(kind))
+        return self.start(name, argv, {**self.env(name), **(env or {})})
 
-    def worker_ready(self, kind: str, *, since: int = 0) -> None:
-        """Wait for the ``kind`` worker's "ready" line (after byte ``since`` of its log)."""
-        log = self.processes[kind].log
+    def worker_ready(self, name: str, *, since: int = 0) -> None:
+        """Wait for the worker ``name``'s "ready" line (after byte ``since`` of its log)."""
+        log = self.processes[name].log
         self.deadline.wait(
             lambda: b" ready." in log.read_bytes()[since:],
-            what=f"the {kind} worker to be ready",
+            what=f"the {name} worker to be ready",
             timeout=120,
-            alive=self.alive(kind),
+            alive=self.alive(name),
         )
 
     def close(self) -> None:

@@ -11,7 +11,8 @@ On the way the ``gpu`` worker is killed (SIGKILL) while its detection task is in
 at a known point by a table lock of the test's own (it waits to create the embedding version),
 so the kill never races the work. While it is down, the ``cpu`` worker imports the second batch;
 restarted under its node name, the ``gpu`` worker queues again what it left unfinished and the
-task completes.
+task completes. At the end the ``gpu`` worker is killed mid-task again and never comes back: a
+replacement under a new node name runs its task once the dead one's heartbeat is old enough.
 
 Run by ``make cluster-test`` only (tests/cluster/conftest.py); see README.md, "Production".
 """
@@ -39,6 +40,12 @@ N_IMAGES = 40
 # The sample's folder of each species, and the species' name in the project.
 SPECIES = {"Red_Fox": "red fox", "Agouti": "agouti", "Ocelot": "ocelot"}
 ROUND_SIZE = 20
+# The third batch, imported at the end while the gpu worker is lost for good: every image of
+# it has a box (the offline detector), so detection writes one at its first image.
+THIRD_BATCH = ("Ocelot/SEQ76189",)
+THIRD_IMAGES = 10
+# The replacement gpu worker's lost time: a few of the cluster's 2-second heartbeats.
+LOST_S = 10
 DETECTION_TASK = "annotator.tasks.detection_job_task"
 
 
@@ -127,31 +134,30 @@ def _outbox(cluster: Cluster) -> list[tuple[str, Any, str, bool]]:
     ]
 
 
-def _kill_gpu_worker_mid_task(cluster: Cluster, admin: Api) -> int:
-    """Import the first batch with the gpu worker held inside its detection task, kill it
-    there, and import the second batch while it is down; the first import's detection job."""
+def _detection_held_then_killed(cluster: Cluster, admin: Api, *, batch: str, table: str) -> int:
+    """Import ``batch`` with the gpu worker held inside its detection task (it waits to write
+    ``table``, which the test locks) and kill it there, as a machine dies; the import's
+    detection job, left running with its task started in the outbox."""
     import psycopg
 
     with psycopg.connect(cluster.database_url) as locker:
-        # The gpu worker detects the batch, then stops at the embedding version it creates.
-        locker.execute("LOCK TABLE embeddings_embeddingversion IN EXCLUSIVE MODE")
-        first = _job_done(cluster, admin, _import(cluster, admin, "first"), what="first import")
-        assert first["worker"] == cluster.node("cpu"), first
+        locker.execute(f"LOCK TABLE {table} IN EXCLUSIVE MODE")
+        imported = _job_done(cluster, admin, _import(cluster, admin, batch), what=f"{batch} import")
+        assert imported["worker"] == cluster.node("cpu"), imported
 
         def held() -> list[int]:
             rows = cluster.sql(
-                "SELECT pid FROM pg_locks WHERE NOT granted "
-                "AND relation = 'embeddings_embeddingversion'::regclass"
+                f"SELECT pid FROM pg_locks WHERE NOT granted AND relation = '{table}'::regclass"
             )
             return [int(r[0]) for r in rows]
 
         waiting = cluster.deadline.wait(
             held,
-            what="the gpu worker to reach the embedding of the first batch",
+            what=f"the gpu worker to reach {table} in the {batch} batch",
             timeout=240,
             alive=cluster.alive("gpu", "cpu", "web"),
         )
-        [job] = _detection_jobs(cluster)
+        job = _detection_jobs(cluster)[-1]
         assert job[1:3] == ("running", cluster.node("gpu")), job
         assert (DETECTION_TASK, [job[0]], cluster.node("gpu"), True) in _outbox(cluster)
 
@@ -163,45 +169,88 @@ def _kill_gpu_worker_mid_task(cluster: Cluster, admin: Api) -> int:
         locker.rollback()
 
     # Killed mid-task: the job is unfinished and the outbox still holds the started task.
-    assert _detection_jobs(cluster)[0][1] == "running"
+    assert _detection_jobs(cluster)[-1][1] == "running"
     assert (DETECTION_TASK, [job[0]], cluster.node("gpu"), True) in _outbox(cluster)
+    return job[0]
 
+
+def _kill_gpu_worker_mid_task(cluster: Cluster, admin: Api) -> int:
+    """Import the first batch with the gpu worker held inside its detection task (at the
+    embedding version it creates), kill it there, and import the second batch while it is
+    down; the first import's detection job."""
+    killed = _detection_held_then_killed(
+        cluster, admin, batch="first", table="embeddings_embeddingversion"
+    )
     # The cpu queue goes on without the gpu worker: the second batch is imported meanwhile.
     second = _job_done(cluster, admin, _import(cluster, admin, "second"), what="second import")
     assert second["worker"] == cluster.node("cpu"), second
     assert not cluster.processes["gpu"].running
     jobs = _detection_jobs(cluster)
     assert [j[1] for j in jobs] == ["running", "queued"], jobs
-    return job[0]
+    return killed
+
+
+def _gpu_worker_takes_over(
+    cluster: Cluster, *, name: str, killed_job: int, env: dict[str, str] | None = None
+) -> str:
+    """Start the gpu worker ``name`` (again, or a new one with ``env``) and wait until every
+    detection job is done, the killed one by it; its log since the start."""
+    log = cluster.processes[name].log if name in cluster.processes else None
+    since = log.stat().st_size if log is not None else 0
+    cluster.worker_start("gpu", name=name, env=env)
+    cluster.worker_ready(name, since=since)
+    cluster.deadline.wait(
+        lambda: _quiet(cluster),
+        what=f"detection and embedding on {name}",
+        timeout=300,
+        alive=cluster.alive(name, "cpu", "web"),
+    )
+    jobs = {j[0]: j for j in _detection_jobs(cluster)}
+    assert jobs[killed_job][2] == cluster.node(name), jobs[killed_job]
+    return cluster.processes[name].log.read_bytes()[since:].decode(errors="replace")
 
 
 def _wait_embedded(cluster: Cluster, admin: Api, killed_job: int) -> dict[str, Any]:
     """Restart the gpu worker; every detection job done, every image detected and embedded."""
-    log = cluster.processes["gpu"].log
-    since = log.stat().st_size
-    cluster.worker_start("gpu")
-    cluster.worker_ready("gpu", since=since)
-
-    def quiet() -> bool:
-        jobs = _detection_jobs(cluster)
-        assert all(j[1] != "failed" for j in jobs), jobs
-        return all(j[1] == "done" for j in jobs) and not _outbox(cluster)
-
-    cluster.deadline.wait(
-        quiet,
-        what="detection and embedding after the restart",
-        timeout=300,
-        alive=cluster.alive("gpu", "cpu", "web"),
-    )
-    jobs = {j[0]: j for j in _detection_jobs(cluster)}
-    assert jobs[killed_job][2] == cluster.node("gpu")
-    restarted = log.read_bytes()[since:].decode(errors="replace")
+    restarted = _gpu_worker_takes_over(cluster, name="gpu", killed_job=killed_job)
     # projects.taskqueue.tasks_requeue, on the worker's start: its previous life's task.
     assert f"queued {DETECTION_TASK}({killed_job},) again" in restarted, restarted[-3000:]
     status = admin.get()
     assert status["images"] == status["images_detected"] == N_IMAGES, status
     assert status["crops"] > 0 and status["embedding_version"] is not None, status
     return dict(status)
+
+
+def _quiet(cluster: Cluster) -> bool:
+    """Every detection job done and the outbox empty (a failed job fails the test)."""
+    jobs = _detection_jobs(cluster)
+    assert all(j[1] != "failed" for j in jobs), jobs
+    return all(j[1] == "done" for j in jobs) and not _outbox(cluster)
+
+
+def _gpu_worker_replaced(cluster: Cluster, admin: Api) -> None:
+    """The gpu machine is gone for good: killed mid-task (at its first box of the third
+    batch), it never comes back. A replacement under a new node name takes the task over once
+    the dead worker's heartbeat is ``TRAPWISE_WORKER_LOST_SECONDS`` old (short here), without
+    waiting for Redis' visibility timeout (25 h)."""
+    s3 = cluster.s3()
+    for sequence in THIRD_BATCH:
+        for path in sorted((SAMPLE_DIR / "images" / sequence).iterdir()):
+            key = f"incoming/third/{sequence}/{path.name}"
+            s3.put_object(Bucket=cluster.bucket, Key=key, Body=path.read_bytes())
+    dead = cluster.node("gpu")
+    killed = _detection_held_then_killed(cluster, admin, batch="third", table="detector_detection")
+    log = _gpu_worker_takes_over(
+        cluster, name="gpu2", killed_job=killed, env={"TRAPWISE_WORKER_LOST_SECONDS": str(LOST_S)}
+    )
+    # projects.taskqueue.tasks_requeue in the replacement: only the lost rule matches another
+    # node name's task.
+    requeued = f"queued {DETECTION_TASK}({killed},) again, left unfinished by {dead}"
+    assert requeued in log, log[-3000:]
+    beats = {str(r[0]) for r in cluster.sql("SELECT node FROM projects_workerheartbeat")}
+    assert {cluster.node("cpu"), cluster.node("gpu2"), dead} <= beats, beats
+    status = admin.get()
+    assert status["images"] == status["images_detected"] == N_IMAGES + THIRD_IMAGES, status
 
 
 def _label_round(admin: Api, volunteer: Api, species: dict[str, int], n_crops: int) -> int:
@@ -297,7 +346,7 @@ def _nothing_local(cluster: Cluster) -> None:
             assert not files, f"{name} wrote {folder} files to its own disk: {files[:5]}"
 
 
-def test_the_loop_on_a_cluster_with_a_worker_killed_mid_task(tmp_path: Path) -> None:
+def test_the_loop_on_a_cluster_with_workers_killed_mid_task(tmp_path: Path) -> None:
     cluster = Cluster(root=tmp_path)
     try:
         with cluster.logs_on_failure():
@@ -327,5 +376,6 @@ def test_the_loop_on_a_cluster_with_a_worker_killed_mid_task(tmp_path: Path) -> 
             labelled = _label_round(admin, volunteer, setup["species"], status["crops"])
             _retrain(cluster, admin, status["crops"], labelled)
             _export(cluster, admin)
+            _gpu_worker_replaced(cluster, admin)
     finally:
         cluster.close()

@@ -7,35 +7,14 @@ from typing import Any
 
 import pytest
 from django.db import transaction
-from kombu.exceptions import OperationalError as BrokerError
 
 from activelearn import tasks
 from projects.models import QueuedTask
 from projects.outbox_signals import _task_finished, _task_started
 from projects.taskqueue import task_enqueue, tasks_requeue
+from tests.projects.conftest import FakeBroker
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-class FakeBroker:
-    """Stands in for ``classifier_retrain_task.delay``: records what it is given, or refuses
-    everything while ``down``."""
-
-    def __init__(self) -> None:
-        self.down = False
-        self.sent: list[tuple[int, ...]] = []
-
-    def __call__(self, *args: int) -> None:
-        if self.down:
-            raise BrokerError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
-        self.sent.append(args)
-
-
-@pytest.fixture
-def broker(monkeypatch: pytest.MonkeyPatch) -> FakeBroker:
-    fake = FakeBroker()
-    monkeypatch.setattr(tasks.classifier_retrain_task, "delay", fake)
-    return fake
 
 
 def test_a_task_is_queued_after_commit_and_kept_until_it_finished(broker: FakeBroker) -> None:
