@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("projects", "0012_job_kind_export"),
+        ("projects", "0013_image_time_indexes"),
     ]
 
     operations = [
