@@ -36,10 +36,6 @@ from activelearn.selection_types import candidate_rows as _candidate_rows
 from activelearn.selection_types import empty_selection as _empty_selection
 from activelearn.selection_typical import typical_selection
 
-# Older names, which activelearn.selection_extra imports from here.
-_as_float32_features = stream.as_float32_features
-_row_sq_norms = stream.row_sq_norms
-
 __all__ = [
     "STRATEGIES",
     "Selection",

@@ -38,13 +38,12 @@ from sklearn.cluster import KMeans
 from activelearn.selection import (
     Selection,
     SelectionError,
-    _as_float32_features,
     _candidate_rows,
     _check_int,
     _empty_selection,
-    _row_sq_norms,
     k_center_greedy,
 )
+from activelearn.selection_stream import as_float32_features, row_sq_norms
 
 __all__ = [
     "EXTRA_STRATEGIES",
@@ -86,12 +85,12 @@ def knn_radius(features: np.ndarray, *, n_neighbors: int) -> np.ndarray:
         n_neighbors: k >= 1.
     """
     n_neighbors = _check_int(n_neighbors, name="n_neighbors", minimum=1)
-    x = _as_float32_features(features)
+    x = as_float32_features(features)
     n_rows = x.shape[0]
     if n_rows < 2:
         return np.full(n_rows, np.inf, dtype=np.float32)
     k = min(n_neighbors, n_rows - 1)
-    sq_norms = _row_sq_norms(x)
+    sq_norms = row_sq_norms(x)
     out = np.empty(n_rows, dtype=np.float32)
     for start in range(0, n_rows, _ROW_BLOCK):
         rows = slice(start, min(start + _ROW_BLOCK, n_rows))
@@ -160,7 +159,7 @@ def k_center_robust(
     fraction = _check_fraction(outlier_fraction, name="outlier_fraction")
     budget = _check_int(budget, name="budget", minimum=1)
     random_state = _check_int(random_state, name="random_state", minimum=0)
-    x = _as_float32_features(features)
+    x = as_float32_features(features)
     labeled, candidates = _candidate_rows(
         x, labeled_mask=labeled_mask, candidate_mask=candidate_mask
     )
@@ -204,7 +203,7 @@ def _typicality(x: np.ndarray, n_neighbors: int) -> np.ndarray:
     if n_rows < 2:
         return np.ones(n_rows)
     k = min(n_neighbors, n_rows - 1)
-    sq = _sq_dist_block(x, _row_sq_norms(x), slice(0, n_rows)).astype(np.float64)
+    sq = _sq_dist_block(x, row_sq_norms(x), slice(0, n_rows)).astype(np.float64)
     np.fill_diagonal(sq, np.inf)
     nearest = np.sqrt(np.partition(sq, k - 1, axis=1)[:, :k])
     typical: np.ndarray = 1.0 / (nearest.mean(axis=1) + 1e-12)
@@ -254,7 +253,7 @@ def typiclust_selection(
     random_state = _check_int(random_state, name="random_state", minimum=0)
     max_clusters = _check_int(max_clusters, name="max_clusters", minimum=1)
     n_neighbors = _check_int(n_neighbors, name="n_neighbors", minimum=1)
-    x = _as_float32_features(features)
+    x = as_float32_features(features)
     labeled, candidates = _candidate_rows(
         x, labeled_mask=labeled_mask, candidate_mask=candidate_mask
     )
@@ -308,7 +307,7 @@ def _typiclust_picks(
 
 def _ball_graph(x: np.ndarray, delta: float) -> np.ndarray:
     """(N, N) bool: row j within ``delta`` of row i (every row covers itself)."""
-    sq_norms = _row_sq_norms(x)
+    sq_norms = row_sq_norms(x)
     n_rows = x.shape[0]
     graph = np.empty((n_rows, n_rows), dtype=bool)
     for start in range(0, n_rows, _ROW_BLOCK):
@@ -354,7 +353,7 @@ def probcover_selection(
     """
     budget = _check_int(budget, name="budget", minimum=1)
     random_state = _check_int(random_state, name="random_state", minimum=0)
-    x = _as_float32_features(features)
+    x = as_float32_features(features)
     labeled, candidates = _candidate_rows(
         x, labeled_mask=labeled_mask, candidate_mask=candidate_mask
     )

@@ -30,6 +30,9 @@ HELD_BYTES = 64 << 20
 HELD_WAIT_MAX = 32
 # Centres multiplied with a block of features at once when a pass folds several in.
 FOLD_GROUP = 256
+# A row whose squared norm is not finite holds NaN or infinity (or values whose squares
+# overflow float32).
+_NOT_FINITE = "features contain NaN or infinite values (or values above 1e19)"
 
 
 def as_float32_features(features: object, *, check_finite: bool = True) -> np.ndarray:
@@ -77,7 +80,7 @@ def row_sq_norms(features: np.ndarray) -> np.ndarray:
             out=norms[r0 : r0 + step],
         )
     if not np.isfinite(norms).all():
-        raise SelectionError("features contain NaN or infinite values (or values above 1e19)")
+        raise SelectionError(_NOT_FINITE)
     return norms
 
 
@@ -167,7 +170,7 @@ def fold_centres(
     scaled = centres.astype(np.float32) * np.float32(-2.0)  # (C, d), exact scaling
     centre_norms = np.einsum("ij,ij->i", centres, centres).astype(np.float32)
     if not np.isfinite(centre_norms).all():
-        raise SelectionError("features contain NaN or infinite values (or values above 1e19)")
+        raise SelectionError(_NOT_FINITE)
     group = max(1, min(group, centres.shape[0]))
     step = max(1, min(stream_step(n_dims), (1 << 20) // group))
     for r0 in range(0, n_rows, step):
@@ -176,9 +179,7 @@ def fold_centres(
         if sq_norms is None:
             norms = np.einsum("ij,ij->i", block, block)
             if not np.isfinite(norms).all():
-                raise SelectionError(
-                    "features contain NaN or infinite values (or values above 1e19)"
-                )
+                raise SelectionError(_NOT_FINITE)
         else:
             norms = sq_norms[r0:r1]
         best = np.full(r1 - r0, np.inf, dtype=np.float32)
@@ -229,6 +230,13 @@ def _held_take(min_sq: np.ndarray, features: np.ndarray, sq_norms: np.ndarray) -
     )
 
 
+def _held_later(wait: int, *, picked: int) -> tuple[int, int]:
+    """After a held copy that did not pay (or none to take): the doubled wait (at most
+    ``HELD_WAIT_MAX``) and the pick count at which to try a copy again."""
+    wait = min(2 * wait, HELD_WAIT_MAX)
+    return wait, picked + wait
+
+
 def greedy_picks(
     min_sq: np.ndarray,
     features: np.ndarray,
@@ -262,8 +270,7 @@ def greedy_picks(
         if held is None and len(picks) >= retry_at:
             held, served = _held_take(min_sq, features, sq_norms), 0
             if held is None:
-                wait = min(2 * wait, HELD_WAIT_MAX)
-                retry_at = len(picks) + wait
+                wait, retry_at = _held_later(wait, picked=len(picks))
         if held is not None:
             j = int(np.argmax(held.min_sq))
             if held.min_sq[j] > held.bound:
@@ -290,8 +297,10 @@ def greedy_picks(
                 group=FOLD_GROUP,
             )
             pending, held = [], None
-            wait = 1 if served > 1 else min(2 * wait, HELD_WAIT_MAX)
-            retry_at = len(picks) + (0 if served > 1 else wait)
+            if served > 1:  # the copy paid: take a new one at once
+                wait, retry_at = 1, len(picks)
+            else:
+                wait, retry_at = _held_later(wait, picked=len(picks))
             continue
         pick = int(np.argmax(min_sq))  # first maximum = lowest index on ties
         dists.append(float(np.sqrt(min_sq[pick])))
