@@ -184,11 +184,7 @@ def _final_label_filter(crops: QuerySet[Crop], *, filters: ExploreFilters) -> Qu
         crops = crops.filter(final_species_q(f.species_id))
     if f.sources:
         crops = crops.filter(final_source_q(f.sources))
-    if f.confidence_min is not None:
-        crops = crops.filter(Q(final_confidence__gte=f.confidence_min))
-    if f.confidence_max is not None:
-        crops = crops.filter(Q(final_confidence__lte=f.confidence_max))
-    return crops
+    return _confidence_bound(crops, "final_confidence", f)
 
 
 def _crop_filter(
@@ -349,8 +345,7 @@ def _explore_parts(
     ``crops_after``: only crops with ids above it (``explore_queryset``).
     """
     f = filters
-    label_filtered = f.species_id is not None or f.confidence_min is not None
-    label_filtered = label_filtered or f.confidence_max is not None
+    label_filtered = any(v is not None for v in (f.species_id, f.confidence_min, f.confidence_max))
     if not (label_filtered or f.sources or sort in ("confidence", "-confidence")):
         return None
     wanted = set(f.sources) or set(SOURCES)

@@ -311,14 +311,15 @@ def stored_folder_write(*, kind: StorageKind, name: str) -> Iterator[Path]:
             os.rename(local, final)  # fails if the folder exists: names are never reused
         else:
             storage = storage_get(kind)
-            for path in sorted(p for p in local.rglob("*") if p.is_file()):
+            files = sorted(p for p in local.rglob("*") if p.is_file())
+            for path in files:
                 relative = path.relative_to(local).as_posix()
                 with open(path, "rb") as handle:
                     storage.save(f"{name}/{relative}", File(handle, name=path.name))
             cached = _cache_folder_path(kind, name)
             if not cached.exists():
                 cached.parent.mkdir(parents=True, exist_ok=True)
-                size = sum(path.stat().st_size for path in local.rglob("*") if path.is_file())
+                size = sum(path.stat().st_size for path in files)
                 (local / MARKER).touch()
                 os.rename(local, cached)
                 cache_added(size)

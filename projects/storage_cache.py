@@ -4,7 +4,7 @@ Entries: single files under ``<cache>/<kind>/`` (``stored_local``) and whole fol
 ``<cache>/<kind>-folders/`` (``stored_folder_local``), a folder being one entry marked by the
 file ``MARKER`` inside it; a file of a cached folder is never evicted alone. Last use: a file's
 mtime, a folder's marker's mtime, both touched on each cache hit (``cache_touch_file``,
-``cache_touch_folder``).
+``cache_mark_folder``).
 
 ``cache_trim`` deletes the least recently used entries while the cache holds more than
 ``TRAPWISE_CACHE_MAX_BYTES``, down to ``TRIM_TO`` of it, but never an entry used within
